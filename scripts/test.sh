@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Sets everything up, builds, and runs the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export RTAI_PLUGIN_DIR="$PWD/target/release"
+cargo test --release --workspace --no-fail-fast

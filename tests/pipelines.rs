@@ -1,0 +1,87 @@
+//! Every file in pipelines/ is a gst-launch description that parses and runs
+//! to EOS; every script in gst-launch-examples/ runs in its short mode.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use rtai_integration_tests::*;
+
+const PIPELINE_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn files_in(dir: &str, ext: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(workspace_dir().join(dir))
+        .unwrap_or_else(|e| panic!("{dir}/ is readable: {e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A pipeline file: comment lines start with `#`; the rest is one description.
+fn description(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{} is readable: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace("\\ ", " ")
+}
+
+#[test]
+fn every_pipeline_file_runs_to_eos() {
+    init();
+    let files = files_in("pipelines", "launch");
+    assert!(!files.is_empty(), "pipelines/ holds no .launch file");
+    for path in files {
+        let desc = description(&path);
+        let pipeline = gst::parse::launch(&desc).unwrap_or_else(|e| panic!("{}: does not parse: {e}", path.display()));
+        let bus = pipeline.bus().unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap_or_else(|e| panic!("{}: cannot play: {e}", path.display()));
+        let started = Instant::now();
+        let outcome = bus.timed_pop_filtered(
+            gst::ClockTime::from_seconds(PIPELINE_TIMEOUT.as_secs()),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
+        pipeline.set_state(gst::State::Null).unwrap();
+        match outcome.as_ref().map(|m| m.view()) {
+            Some(gst::MessageView::Eos(_)) => {
+                eprintln!("{}: EOS after {:?}", path.display(), started.elapsed());
+            }
+            Some(gst::MessageView::Error(err)) => {
+                panic!("{}: error {} ({:?})", path.display(), err.error(), err.debug())
+            }
+            _ => panic!("{}: no EOS within {PIPELINE_TIMEOUT:?}", path.display()),
+        }
+    }
+}
+
+#[test]
+fn every_example_script_runs_in_short_mode() {
+    let scripts = files_in("gst-launch-examples", "sh");
+    assert!(!scripts.is_empty(), "gst-launch-examples/ holds no script");
+    for script in scripts {
+        let mut child = std::process::Command::new("bash")
+            .arg(&script)
+            .env("RTAI_EXAMPLE_SHORT", "1")
+            .env("GST_PLUGIN_PATH", plugin_dir())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("bash runs");
+        let deadline = Instant::now() + PIPELINE_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{} did not finish within {PIPELINE_TIMEOUT:?}", script.display());
+            }
+            // Polling a child process: there is no blocking wait with a timeout in std.
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{} exited with {status}", script.display());
+    }
+}
