@@ -37,4 +37,4 @@ echo "specvadgate: pipeline: $source_desc ! audioconvert ! audioresample ! specv
 # gst-launch-1.0 -m prints bus messages; keep the gate's decisions.
 gst-launch-1.0 -m $source_desc ! audioconvert ! audioresample ! specvadgate name=gate ! fakesink sync=false \
   | sed -n -E 's/.*from element "gate".*: (speech-(start|commit|end|cancel)), (.*);?$/\1  \3/p' \
-  | grep -E "speech-"
+  | sed -E "s/\(guint64\)//g; s/;$//" | grep -E "speech-"

@@ -7,6 +7,7 @@ use rtai_integration_tests::*;
 
 #[test]
 fn every_plugin_file_loads_and_provides_named_elements() {
+    init();
     let files = plugin_files();
     assert!(!files.is_empty(), "no libgstrtai*.so in {}: run `cargo build --release --workspace`", plugin_dir().display());
     for file in &files {

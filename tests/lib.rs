@@ -108,6 +108,10 @@ fn value_text(value: &glib::Value) -> String {
     {
         return v.nick().to_string();
     }
+    // SAFETY: reads the pointer of a boxed value, checked to be boxed first.
+    if value.type_().is_a(glib::Type::BOXED) && unsafe { glib::gobject_ffi::g_value_get_boxed(value.as_ptr()) }.is_null() {
+        return "NULL".into();
+    }
     value.serialize().map(|s| s.to_string()).unwrap_or_else(|_| "—".into())
 }
 

@@ -1,0 +1,282 @@
+//! specvadgate driven through gst_check::Harness and a real pipeline on
+//! generated audio: low noise, a voiced harmonic signal, and a click.
+
+use gst::prelude::*;
+use gst_check::Harness;
+use rtai_core::{SegmentEvent, SegmentIdMeta};
+
+const RATE: u64 = 16_000;
+const FRAME: u64 = 160; // 10 ms
+
+fn init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstrtaivoice::plugin_register_static().unwrap();
+    });
+}
+
+#[derive(Clone, Copy)]
+enum Sound {
+    Quiet,
+    Voiced,
+    Click,
+}
+
+/// One 10 ms S16LE mono buffer of `sound`, frame number `n` (sets PTS).
+fn frame(sound: Sound, n: u64, seed: &mut u32) -> gst::Buffer {
+    let mut samples = Vec::with_capacity(FRAME as usize * 2);
+    for i in 0..FRAME {
+        let t = (n * FRAME + i) as f64 / RATE as f64;
+        *seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let noise = (*seed >> 8) as f64 / (1u32 << 24) as f64 * 2.0 - 1.0;
+        let v = match sound {
+            Sound::Quiet => 0.001 * noise,
+            Sound::Click => 0.7 * noise,
+            // A 150 Hz voice-like harmonic series.
+            Sound::Voiced => (1..=6).map(|h| (2.0 * std::f64::consts::PI * 150.0 * h as f64 * t).sin() / h as f64).sum::<f64>() * 0.2,
+        };
+        samples.extend_from_slice(&((v * 32767.0) as i16).to_le_bytes());
+    }
+    let mut buffer = gst::Buffer::from_mut_slice(samples);
+    let b = buffer.get_mut().unwrap();
+    b.set_pts(gst::ClockTime::from_nseconds(n * FRAME * 1_000_000_000 / RATE));
+    b.set_duration(gst::ClockTime::from_mseconds(10));
+    buffer
+}
+
+/// The script: 0.5 s quiet, 1 s voiced, 1 s quiet, a 30 ms click, 1 s quiet.
+fn script() -> Vec<(Sound, u64)> {
+    [(Sound::Quiet, 50), (Sound::Voiced, 100), (Sound::Quiet, 100), (Sound::Click, 3), (Sound::Quiet, 100)]
+        .into_iter()
+        .flat_map(|(s, n)| std::iter::repeat_n(s, n as usize))
+        .enumerate()
+        .map(|(i, s)| (s, i as u64))
+        .collect()
+}
+
+fn harness(props: &[(&str, &str)]) -> Harness {
+    init();
+    let mut builder = gst::ElementFactory::make("specvadgate");
+    for (k, v) in props {
+        builder = builder.property_from_str(k, v);
+    }
+    let mut h = Harness::with_element(&builder.build().unwrap(), Some("sink"), Some("src"));
+    h.set_src_caps_str("audio/x-raw,format=S16LE,layout=interleaved,rate=16000,channels=1");
+    h
+}
+
+fn push_script(h: &mut Harness, frames: &[(Sound, u64)]) {
+    let mut seed = 1;
+    for (sound, n) in frames {
+        assert_eq!(h.push(frame(*sound, *n, &mut seed)), Ok(gst::FlowSuccess::Ok));
+    }
+}
+
+fn protocol_events(h: &mut Harness) -> Vec<SegmentEvent> {
+    let mut out = Vec::new();
+    while let Some(ev) = h.try_pull_event() {
+        if let Some(p) = SegmentEvent::parse(&ev) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn kinds(events: &[SegmentEvent]) -> Vec<(&'static str, u64)> {
+    events
+        .iter()
+        .map(|e| match e {
+            SegmentEvent::Start { id, .. } => ("start", *id),
+            SegmentEvent::Commit { id } => ("commit", *id),
+            SegmentEvent::End { id } => ("end", *id),
+            SegmentEvent::Cancel { id, .. } => ("cancel", *id),
+        })
+        .collect()
+}
+
+#[test]
+fn speech_commits_and_click_is_cancelled() {
+    let mut h = harness(&[]);
+    push_script(&mut h, &script());
+    let events = protocol_events(&mut h);
+    assert_eq!(kinds(&events), vec![("start", 1), ("commit", 1), ("end", 1), ("start", 2), ("cancel", 2)]);
+    // The start event carries the lookback: 200 ms before the first voiced frame at 0.5 s.
+    match events[0] {
+        SegmentEvent::Start { running_time, lookback, .. } => {
+            assert_eq!(lookback, gst::ClockTime::from_mseconds(200));
+            assert_eq!(running_time, gst::ClockTime::from_mseconds(300));
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn lookback_comes_first_and_every_segment_buffer_is_tagged() {
+    let mut h = harness(&[]);
+    let frames = script();
+    push_script(&mut h, &frames[..60]); // 0.5 s quiet, then 100 ms voiced
+    let mut pts = Vec::new();
+    while let Some(b) = h.try_pull() {
+        assert_eq!(SegmentIdMeta::get(&b), Some(1), "buffer at {:?} lacks the segment id", b.pts());
+        pts.push(b.pts().unwrap());
+    }
+    let trigger = gst::ClockTime::from_mseconds(500);
+    assert_eq!(pts.first().copied(), Some(gst::ClockTime::from_mseconds(300)), "lookback starts 200 ms early");
+    assert!(pts.iter().filter(|p| **p < trigger).count() == 20, "20 lookback buffers precede the trigger");
+    assert!(pts.windows(2).all(|w| w[0] < w[1]), "timestamps increase");
+    assert_eq!(pts.len(), 30, "lookback (20) + live voiced (10)");
+}
+
+#[test]
+fn idle_audio_is_dropped_with_gap_events() {
+    let mut h = harness(&[]);
+    push_script(&mut h, &script()[..50]);
+    assert!(h.try_pull().is_none(), "no audio leaves while idle");
+    let mut gaps = 0;
+    while let Some(ev) = h.try_pull_event() {
+        if let gst::EventView::Gap(g) = ev.view() {
+            let (ts, dur) = g.get();
+            assert_eq!(dur, Some(gst::ClockTime::from_mseconds(10)));
+            assert_eq!(ts, gst::ClockTime::from_mseconds(10 * gaps));
+            gaps += 1;
+        }
+    }
+    assert_eq!(gaps, 50);
+}
+
+#[test]
+fn idle_silence_keeps_timestamps_and_zeroes_samples() {
+    let mut h = harness(&[("idle-output", "silence")]);
+    push_script(&mut h, &script()[..10]);
+    for n in 0..10u64 {
+        let b = h.pull().unwrap();
+        assert_eq!(b.pts(), Some(gst::ClockTime::from_mseconds(10 * n)));
+        assert!(b.map_readable().unwrap().iter().all(|x| *x == 0));
+    }
+}
+
+#[test]
+fn confirmed_mode_holds_audio_until_commit_and_hides_false_starts() {
+    let mut h = harness(&[("mode", "confirmed")]);
+    let frames = script();
+    push_script(&mut h, &frames[..70]); // 200 ms of voice: not yet committed
+    assert!(h.try_pull().is_none(), "confirmed mode forwards nothing before the commit");
+    push_script(&mut h, &frames[70..]);
+    let first = h.pull().unwrap();
+    assert_eq!(first.pts(), Some(gst::ClockTime::from_mseconds(300)), "held audio starts with the lookback");
+    let events = protocol_events(&mut h);
+    assert_eq!(kinds(&events), vec![("start", 1), ("commit", 1), ("end", 1)], "the click never reaches downstream");
+}
+
+#[test]
+fn passthrough_mode_forwards_everything_unchanged() {
+    let mut h = harness(&[("mode", "passthrough")]);
+    let frames = script();
+    push_script(&mut h, &frames);
+    let mut n = 0;
+    let mut seed = 1;
+    while let Some(b) = h.try_pull() {
+        let expected = frame(frames[n].0, frames[n].1, &mut seed);
+        assert_eq!(b.map_readable().unwrap().as_slice(), expected.map_readable().unwrap().as_slice(), "bit-exact");
+        assert_eq!(SegmentIdMeta::get(&b), None);
+        n += 1;
+    }
+    assert_eq!(n, frames.len());
+    assert!(protocol_events(&mut h).is_empty(), "passthrough only reports");
+}
+
+#[test]
+fn stats_add_up() {
+    let mut h = harness(&[]);
+    push_script(&mut h, &script());
+    let stats = h.element().unwrap().property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("frames-analysed").unwrap(), script().len() as u64);
+    assert_eq!(stats.get::<u64>("speculative-starts").unwrap(), 2);
+    assert_eq!(stats.get::<u64>("commits").unwrap(), 1);
+    assert_eq!(stats.get::<u64>("cancels").unwrap(), 1);
+    assert_eq!(stats.get::<f64>("acceptance-rate").unwrap(), 0.5);
+    assert!(stats.get::<u64>("max-decision-time").unwrap() >= stats.get::<u64>("mean-decision-time").unwrap());
+}
+
+#[test]
+fn eos_closes_an_open_segment() {
+    let mut h = harness(&[]);
+    push_script(&mut h, &script()[..130]); // committed, still speaking
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_eq!(kinds(&protocol_events(&mut h)), vec![("start", 1), ("commit", 1), ("end", 1)]);
+}
+
+#[test]
+fn caps_change_mid_segment_ends_it_and_reconfigures() {
+    let mut h = harness(&[]);
+    push_script(&mut h, &script()[..130]);
+    h.set_src_caps_str("audio/x-raw,format=F32LE,layout=interleaved,rate=8000,channels=2");
+    let events = protocol_events(&mut h);
+    assert_eq!(kinds(&events), vec![("start", 1), ("commit", 1), ("end", 1)]);
+    // F32 stereo at 8 kHz is analysed too: a loud stereo burst opens segment 2.
+    assert_eq!(h.push(gst::Buffer::from_mut_slice(vec![0u8; 80 * 2 * 4 * 10])), Ok(gst::FlowSuccess::Ok));
+    let samples: Vec<u8> = (0..80 * 2).flat_map(|i| (((i as f32) * 0.3).sin() * 0.5).to_le_bytes()).collect();
+    assert_eq!(h.push(gst::Buffer::from_mut_slice(samples)), Ok(gst::FlowSuccess::Ok));
+    assert_eq!(kinds(&protocol_events(&mut h)), vec![("start", 2)]);
+}
+
+#[test]
+fn bad_input_never_panics() {
+    init();
+    // Unsupported caps are refused.
+    let mut h = Harness::new("specvadgate");
+    h.set_src_caps_str("audio/x-raw,format=S8,layout=interleaved,rate=16000,channels=1");
+    assert_eq!(h.push(gst::Buffer::with_size(160).unwrap()), Err(gst::FlowError::NotNegotiated));
+    // Empty buffers, a truncated sample and a discontinuity pass without harm.
+    let mut h = harness(&[("idle-output", "passthrough")]);
+    assert_eq!(h.push(gst::Buffer::new()), Ok(gst::FlowSuccess::Ok));
+    assert_eq!(h.push(gst::Buffer::from_mut_slice(vec![1u8])), Ok(gst::FlowSuccess::Ok));
+    let mut b = frame(Sound::Quiet, 5, &mut 1);
+    b.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
+    assert_eq!(h.push(b), Ok(gst::FlowSuccess::Ok));
+}
+
+#[test]
+fn bus_messages_name_each_decision() {
+    init();
+    let pipeline = gst::parse::launch(
+        "appsrc name=src format=time caps=audio/x-raw,format=S16LE,layout=interleaved,rate=16000,channels=1 \
+         ! specvadgate ! fakesink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut seed = 1;
+    for (sound, n) in script() {
+        src.push_buffer(frame(sound, n, &mut seed)).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let bus = pipeline.bus().unwrap();
+    let mut names = Vec::new();
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(30)) {
+        match msg.view() {
+            gst::MessageView::Element(e) => {
+                let s = e.structure().unwrap();
+                if s.name().starts_with("speech-") {
+                    let rt = s.get::<u64>("running-time").unwrap();
+                    assert!(s.get::<u64>("decision-latency").is_ok());
+                    names.push((s.name().to_string(), s.get::<u64>("segment-id").unwrap(), rt / 1_000_000));
+                }
+            }
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("{}", e.error()),
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    let expected: Vec<(String, u64)> = [("speech-start", 1), ("speech-commit", 1), ("speech-end", 1), ("speech-start", 2), ("speech-cancel", 2)]
+        .into_iter()
+        .map(|(n, i)| (n.to_string(), i))
+        .collect();
+    assert_eq!(names.iter().map(|(n, i, _)| (n.clone(), *i)).collect::<Vec<_>>(), expected);
+    assert_eq!(names[0].2, 500, "start: the first voiced sample at 500 ms");
+    assert_eq!(names[2].2, 1500, "end: the last voiced sample at 1500 ms");
+}
