@@ -9,7 +9,7 @@ APT_PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice
-  espeak-ng sox
+  espeak-ng sox python3 python3-venv python3-pip
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -27,6 +27,17 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: Rust 1.95 or newer is needed (rustup); cargo is not on PATH" >&2
   exit 1
+fi
+
+# Python packages for the tests' real peers (servers, stub generators, parsers).
+if [ -s scripts/python-requirements.txt ]; then
+  stamp=.venv/.requirements-installed
+  if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+  if [ ! -f "$stamp" ] || ! cmp -s scripts/python-requirements.txt "$stamp"; then
+    echo "setup: installing Python packages into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check -r scripts/python-requirements.txt
+    cp scripts/python-requirements.txt "$stamp"
+  fi
 fi
 
 cargo build --release --workspace --quiet

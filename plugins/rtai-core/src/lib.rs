@@ -3,9 +3,11 @@
 //! - [`protocol`]: the speculation / control protocol (segment-id meta, segment
 //!   start/commit/end/cancel events and the `cancel-ack` bus message) that
 //!   specvadgate, batcher, inferclient, analyticssink and the gRPC bridge agree on.
+//! - [`runtime`]: the shared tokio runtime for network work.
 //! - [`stats`]: latency histograms with P50/P95/P99 for `stats` properties and metrics.
 
 pub mod protocol;
+pub mod runtime;
 pub mod stats;
 
 pub use protocol::{CancelAck, CancelTracker, SegmentEvent, SegmentIdMeta};

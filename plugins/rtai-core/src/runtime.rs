@@ -1,0 +1,29 @@
+//! The one tokio runtime shared by every element of the collection in a
+//! process: network work (inference requests, gRPC, HTTP servers, database
+//! writes) runs here, never on a streaming thread.
+
+use std::sync::LazyLock;
+
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map(|n| n.get().clamp(2, 4)).unwrap_or(2))
+        .thread_name("rtai-runtime")
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts (threads and an I/O driver are available)")
+});
+
+/// The shared runtime; created on first use.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    &RUNTIME
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn runtime_runs_tasks_off_the_calling_thread() {
+        let caller = std::thread::current().id();
+        let worker = super::runtime().block_on(async { tokio::spawn(async { std::thread::current().id() }).await.unwrap() });
+        assert_ne!(caller, worker);
+    }
+}
