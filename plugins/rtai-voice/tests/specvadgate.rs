@@ -280,3 +280,49 @@ fn bus_messages_name_each_decision() {
     assert_eq!(names[0].2, 500, "start: the first voiced sample at 500 ms");
     assert_eq!(names[2].2, 1500, "end: the last voiced sample at 1500 ms");
 }
+
+#[test]
+fn webrtc_engine_commits_voice_and_cancels_the_click() {
+    let mut h = harness(&[("engine", "webrtc")]);
+    push_script(&mut h, &script());
+    let events = protocol_events(&mut h);
+    // The WebRTC VAD may fire while its noise model adapts at the start; the
+    // gate must retract any such false start. Exactly the voiced second commits.
+    let committed: Vec<u64> = events.iter().filter_map(|e| matches!(e, SegmentEvent::Commit { .. }).then(|| e.id())).collect();
+    assert_eq!(committed.len(), 1, "{events:?}");
+    let id = committed[0];
+    let start = events.iter().find_map(|e| match e {
+        SegmentEvent::Start { id: i, running_time, .. } if *i == id => Some(*running_time),
+        _ => None,
+    });
+    let start_ms = start.unwrap().mseconds();
+    assert!((290..=330).contains(&start_ms), "committed segment starts at {start_ms} ms (voice at 500 ms, 200 ms lookback)");
+    for e in &events {
+        if let SegmentEvent::Start { id: i, .. } = e
+            && *i != id
+        {
+            assert!(events.contains(&SegmentEvent::Cancel { id: *i, reason: "not enough voiced audio to commit".into() }), "{events:?}");
+        }
+    }
+    assert!(matches!(events.last(), Some(SegmentEvent::Cancel { id: i, .. }) if *i > id), "the click is cancelled: {events:?}");
+}
+
+#[test]
+fn webrtc_engine_handles_rates_it_must_resample() {
+    init();
+    let element = gst::ElementFactory::make("specvadgate").property_from_str("engine", "webrtc").build().unwrap();
+    let mut h = Harness::with_element(&element, Some("sink"), Some("src"));
+    h.set_src_caps_str("audio/x-raw,format=F32LE,layout=interleaved,rate=44100,channels=2");
+    // 0.3 s of silence, then 0.5 s of a stereo harmonic tone, in 10 ms buffers.
+    for n in 0..80u64 {
+        let samples: Vec<u8> = (0..441u64)
+            .flat_map(|i| {
+                let t = (n * 441 + i) as f32 / 44100.0;
+                let v = if n < 30 { 0.0 } else { (1..=6).map(|k| (2.0 * std::f32::consts::PI * 150.0 * k as f32 * t).sin() / k as f32).sum::<f32>() * 0.2 };
+                [v.to_le_bytes(), v.to_le_bytes()].concat()
+            })
+            .collect();
+        assert_eq!(h.push(gst::Buffer::from_mut_slice(samples)), Ok(gst::FlowSuccess::Ok));
+    }
+    assert_eq!(kinds(&protocol_events(&mut h)), vec![("start", 1), ("commit", 1)]);
+}

@@ -17,6 +17,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use rtai_core::{SegmentEvent, SegmentIdMeta};
 
+use super::engine::{EnergyEngine, WebRtcEngine};
 use super::{Engine, IdleOutput, Mode};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -34,8 +35,7 @@ const DEFAULT_STOP_TIME_MS: u32 = 500;
 const DEFAULT_MIN_VOICED_RATIO: f64 = 0.5;
 /// Analysis frame length; the WebRTC VAD's smallest frame, fine enough for the energy engine.
 const FRAME_MS: u64 = 10;
-/// Frames quieter than this are never voice, whatever the noise floor.
-const ABSOLUTE_FLOOR_DB: f64 = -60.0;
+const DEFAULT_WEBRTC_AGGRESSIVENESS: u32 = 2;
 
 #[derive(Debug, Clone, Copy)]
 struct Settings {
@@ -43,6 +43,7 @@ struct Settings {
     mode: Mode,
     idle_output: IdleOutput,
     threshold: f64,
+    webrtc_aggressiveness: u32,
     lookback_ms: u32,
     start_frames: u32,
     commit_time_ms: u32,
@@ -57,6 +58,7 @@ impl Default for Settings {
             mode: DEFAULT_MODE,
             idle_output: DEFAULT_IDLE_OUTPUT,
             threshold: DEFAULT_THRESHOLD,
+            webrtc_aggressiveness: DEFAULT_WEBRTC_AGGRESSIVENESS,
             lookback_ms: DEFAULT_LOOKBACK_MS,
             start_frames: DEFAULT_START_FRAMES,
             commit_time_ms: DEFAULT_COMMIT_TIME_MS,
@@ -66,26 +68,17 @@ impl Default for Settings {
     }
 }
 
-/// Voice decision per frame from the frame's level against an adaptive noise
-/// floor that falls fast (to follow quiet rooms) and rises slowly (so speech
-/// does not raise it within an utterance).
-#[derive(Debug)]
-struct EnergyEngine {
-    floor_db: Option<f64>,
+enum VadEngine {
+    Energy(EnergyEngine),
+    WebRtc(Box<WebRtcEngine>),
 }
 
-impl EnergyEngine {
-    fn is_voiced(&mut self, frame: &[f32], threshold_db: f64) -> bool {
-        let energy = frame.iter().map(|s| (*s as f64) * (*s as f64)).sum::<f64>() / frame.len().max(1) as f64;
-        let level = (10.0 * energy.max(1e-10).log10()).max(-100.0);
-        let floor = self.floor_db.get_or_insert(level);
-        let voiced = level > ABSOLUTE_FLOOR_DB && level > *floor + threshold_db;
-        if level < *floor {
-            *floor += (level - *floor) * 0.5;
-        } else {
-            *floor += (level - *floor) * 0.002;
-        }
-        voiced
+impl VadEngine {
+    fn new(settings: &Settings, rate: u32) -> Result<Self, String> {
+        Ok(match settings.engine {
+            Engine::Energy => Self::Energy(EnergyEngine::default()),
+            Engine::Webrtc => Self::WebRtc(Box::new(WebRtcEngine::new(rate, settings.webrtc_aggressiveness)?)),
+        })
     }
 }
 
@@ -119,7 +112,7 @@ struct Stats {
 struct State {
     info: gst_audio::AudioInfo,
     segment: gst::FormattedSegment<gst::ClockTime>,
-    engine: EnergyEngine,
+    engine: VadEngine,
     phase: Phase,
     /// Mono downmix waiting to fill a frame, and the PTS of its first sample.
     pending: Vec<f32>,
@@ -136,11 +129,11 @@ struct State {
 }
 
 impl State {
-    fn new(info: gst_audio::AudioInfo, segment: gst::FormattedSegment<gst::ClockTime>) -> Self {
+    fn new(info: gst_audio::AudioInfo, segment: gst::FormattedSegment<gst::ClockTime>, engine: VadEngine) -> Self {
         Self {
             info,
             segment,
-            engine: EnergyEngine { floor_db: None },
+            engine,
             phase: Phase::Idle { voiced_run: 0, run_start: None },
             pending: Vec::new(),
             pending_pts: None,
@@ -198,8 +191,9 @@ impl State {
         let mut consumed = 0;
         while self.pending.len() - consumed >= frame_len {
             let frame = &self.pending[consumed..consumed + frame_len];
-            let voiced = match settings.engine {
-                Engine::Energy => self.engine.is_voiced(frame, settings.threshold),
+            let voiced = match &mut self.engine {
+                VadEngine::Energy(e) => e.is_voiced(frame, settings.threshold),
+                VadEngine::WebRtc(e) => e.is_voiced(frame),
             };
             let frame_pts = self.pending_pts.unwrap_or(gst::ClockTime::ZERO);
             self.pending_pts = Some(frame_pts + frame_dur);
@@ -541,12 +535,20 @@ impl SpecVadGate {
                         return false;
                     }
                 };
+                let settings = *self.settings.lock().unwrap();
+                let engine = match VadEngine::new(&settings, info.rate()) {
+                    Ok(engine) => engine,
+                    Err(err) => {
+                        gst::element_imp_error!(self, gst::LibraryError::Init, ("Cannot start the {:?} engine", settings.engine), ["{err}"]);
+                        return false;
+                    }
+                };
                 let outputs = self.close_segment();
                 let _ = self.emit(outputs);
                 let mut state = self.state.lock().unwrap();
                 let segment = state.as_ref().map(|s| s.segment.clone()).unwrap_or_default();
                 let next_id = state.as_ref().map(|s| s.next_id).unwrap_or(1);
-                let mut new_state = State::new(info, segment);
+                let mut new_state = State::new(info, segment, engine);
                 new_state.next_id = next_id;
                 *state = Some(new_state);
                 drop(state);
@@ -566,9 +568,12 @@ impl SpecVadGate {
                 gst::Pad::event_default(pad, Some(&*self.obj()), event)
             }
             EventView::FlushStop(_) => {
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                let settings = *self.settings.lock().unwrap();
+                if let Some(state) = self.state.lock().unwrap().as_mut()
+                    && let Ok(engine) = VadEngine::new(&settings, state.info.rate())
+                {
                     let (info, segment, next_id) = (state.info.clone(), state.segment.clone(), state.next_id);
-                    *state = State::new(info, segment);
+                    *state = State::new(info, segment, engine);
                     state.next_id = next_id;
                 }
                 gst::Pad::event_default(pad, Some(&*self.obj()), event)
@@ -649,6 +654,13 @@ impl ObjectImpl for SpecVadGate {
                     .default_value(DEFAULT_THRESHOLD)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt::builder("webrtc-aggressiveness")
+                    .nick("WebRTC aggressiveness")
+                    .blurb("WebRTC engine: 0 keeps the most speech, 3 passes the fewest non-speech frames")
+                    .maximum(3)
+                    .default_value(DEFAULT_WEBRTC_AGGRESSIVENESS)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("lookback")
                     .nick("Lookback")
                     .blurb("Milliseconds of audio before the first voiced frame that are forwarded with a segment")
@@ -703,6 +715,7 @@ impl ObjectImpl for SpecVadGate {
             "mode" => settings.mode = value.get().expect("type checked upstream"),
             "idle-output" => settings.idle_output = value.get().expect("type checked upstream"),
             "threshold" => settings.threshold = value.get().expect("type checked upstream"),
+            "webrtc-aggressiveness" => settings.webrtc_aggressiveness = value.get().expect("type checked upstream"),
             "lookback" => settings.lookback_ms = value.get().expect("type checked upstream"),
             "start-frames" => settings.start_frames = value.get().expect("type checked upstream"),
             "commit-time" => settings.commit_time_ms = value.get().expect("type checked upstream"),
@@ -719,6 +732,7 @@ impl ObjectImpl for SpecVadGate {
             "mode" => settings.mode.to_value(),
             "idle-output" => settings.idle_output.to_value(),
             "threshold" => settings.threshold.to_value(),
+            "webrtc-aggressiveness" => settings.webrtc_aggressiveness.to_value(),
             "lookback" => settings.lookback_ms.to_value(),
             "start-frames" => settings.start_frames.to_value(),
             "commit-time" => settings.commit_time_ms.to_value(),

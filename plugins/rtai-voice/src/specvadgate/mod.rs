@@ -1,6 +1,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod engine;
 mod imp;
 
 glib::wrapper! {
@@ -13,6 +14,8 @@ glib::wrapper! {
 pub enum Engine {
     #[enum_value(name = "Energy: frame level against an adaptive noise floor", nick = "energy")]
     Energy = 0,
+    #[enum_value(name = "WebRTC: the WebRTC VAD's sub-band GMM (pure-Rust port)", nick = "webrtc")]
+    Webrtc = 1,
 }
 
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
