@@ -29,15 +29,16 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-# Python packages for the tests' real peers (servers, stub generators, parsers).
-if [ -s scripts/python-requirements.txt ]; then
-  stamp=.venv/.requirements-installed
-  if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
-  if [ ! -f "$stamp" ] || ! cmp -s scripts/python-requirements.txt "$stamp"; then
-    echo "setup: installing Python packages into .venv"
-    .venv/bin/pip install -q --disable-pip-version-check -r scripts/python-requirements.txt
-    cp scripts/python-requirements.txt "$stamp"
-  fi
+# Python packages: the tests' real peers (python-requirements.txt) and packages
+# wanted only for the files they ship (python-nodeps.txt, installed --no-deps).
+wanted="$(cat scripts/python-requirements.txt scripts/python-nodeps.txt)"
+stamp=.venv/.requirements-installed
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+  echo "setup: installing Python packages into .venv"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r scripts/python-requirements.txt
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps -r scripts/python-nodeps.txt
+  printf '%s' "$wanted" > "$stamp"
 fi
 
 cargo build --release --workspace --quiet

@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export RTAI_PLUGIN_DIR="$PWD/target/release"
-[ -x .venv/bin/python ] && export RTAI_PYTHON="$PWD/.venv/bin/python"
+source scripts/env.sh
 cargo test --release --workspace --no-fail-fast

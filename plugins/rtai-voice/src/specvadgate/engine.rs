@@ -29,14 +29,47 @@ impl EnergyEngine {
     }
 }
 
+/// Turns 10 ms frames at the stream's rate into 16 kHz samples (a copy when
+/// the stream is 16 kHz already), queued until an engine takes them.
+pub struct To16k {
+    resampler: Option<rubato::FftFixedIn<f32>>,
+    pub queue: Vec<f32>,
+}
+
+impl To16k {
+    pub fn new(rate: u32) -> Result<Self, String> {
+        let resampler = if rate == 16000 {
+            None
+        } else {
+            Some(
+                rubato::FftFixedIn::<f32>::new(rate as usize, 16000, (rate / 100) as usize, 1, 1)
+                    .map_err(|e| format!("cannot resample {rate} Hz to 16 kHz for analysis: {e}"))?,
+            )
+        };
+        Ok(Self { resampler, queue: Vec::new() })
+    }
+
+    pub fn push(&mut self, frame: &[f32]) {
+        match self.resampler.as_mut() {
+            None => self.queue.extend_from_slice(frame),
+            Some(r) => {
+                // Frames are always 10 ms; anything else (never produced) is skipped, not guessed at.
+                if frame.len() == r.input_frames_next()
+                    && let Ok(out) = r.process(&[frame], None)
+                {
+                    self.queue.extend_from_slice(&out[0]);
+                }
+            }
+        }
+    }
+}
+
 /// The WebRTC VAD (GMM on sub-band energies) through `earshot`, a pure-Rust
 /// port. It takes 8, 16, 32 or 48 kHz; other rates are resampled to 16 kHz.
 pub struct WebRtcEngine {
     vad: earshot::VoiceActivityDetector,
     rate: u32,
-    resampler: Option<rubato::FftFixedIn<f32>>,
-    /// Resampled samples waiting to fill a 10 ms frame at 16 kHz.
-    queue: Vec<f32>,
+    to16k: Option<To16k>,
     last: bool,
 }
 
@@ -49,17 +82,14 @@ impl WebRtcEngine {
             2 => earshot::VoiceActivityProfile::AGGRESSIVE,
             _ => earshot::VoiceActivityProfile::VERY_AGGRESSIVE,
         };
-        let resampler = match rate {
+        let to16k = match rate {
             8000 | 16000 | 32000 | 48000 => None,
-            _ => Some(
-                rubato::FftFixedIn::<f32>::new(rate as usize, 16000, (rate / 100) as usize, 1, 1)
-                    .map_err(|e| format!("cannot resample {rate} Hz to 16 kHz for the WebRTC VAD: {e}"))?,
-            ),
+            _ => Some(To16k::new(rate)?),
         };
-        Ok(Self { vad: earshot::VoiceActivityDetector::new(profile), rate, resampler, queue: Vec::new(), last: false })
+        Ok(Self { vad: earshot::VoiceActivityDetector::new(profile), rate, to16k, last: false })
     }
 
-    fn predict(&mut self, rate: u32, samples: &[f32]) -> Option<bool> {
+    fn predict(&mut self, rate: u32, samples: &[f32]) {
         let pcm: Vec<i16> = samples.iter().map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16).collect();
         let result = match rate {
             8000 => self.vad.predict_8khz(&pcm),
@@ -67,30 +97,107 @@ impl WebRtcEngine {
             32000 => self.vad.predict_32khz(&pcm),
             _ => self.vad.predict_48khz(&pcm),
         };
-        result.ok()
+        if let Ok(voiced) = result {
+            self.last = voiced;
+        }
     }
 
     /// `frame` holds 10 ms at the stream's rate.
     pub fn is_voiced(&mut self, frame: &[f32]) -> bool {
-        let Some(resampler) = self.resampler.as_mut() else {
-            if let Some(v) = self.predict(self.rate, frame) {
-                self.last = v;
-            }
-            return self.last;
-        };
-        if frame.len() != resampler.input_frames_next() {
-            return self.last;
-        }
-        if let Ok(out) = resampler.process(&[frame], None) {
-            self.queue.extend_from_slice(&out[0]);
-        }
-        while self.queue.len() >= 160 {
-            let chunk: Vec<f32> = self.queue.drain(..160).collect();
-            if let Some(v) = self.predict(16000, &chunk) {
-                self.last = v;
+        match self.to16k.take() {
+            None => self.predict(self.rate, frame),
+            Some(mut to16k) => {
+                to16k.push(frame);
+                while to16k.queue.len() >= 160 {
+                    let chunk: Vec<f32> = to16k.queue.drain(..160).collect();
+                    self.predict(16000, &chunk);
+                }
+                self.to16k = Some(to16k);
             }
         }
         self.last
+    }
+}
+
+/// ONNX Runtime loaded from a shared library once per process (ort's
+/// load-dynamic), so the plugin builds without downloading anything.
+static ORT_ENV: std::sync::OnceLock<Result<ort::environment::Environment, String>> = std::sync::OnceLock::new();
+
+fn ort_environment(library: &str) -> Result<&'static ort::environment::Environment, String> {
+    ORT_ENV
+        .get_or_init(|| {
+            let builder = ort::init_from(library).map_err(|e| format!("cannot load ONNX Runtime from {library}: {e}"))?;
+            builder.with_name("rtai").build().map_err(|e| format!("ONNX Runtime does not start: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Silero VAD (v5/v6 ONNX) at 16 kHz: 512-sample chunks with 64 samples of
+/// context and a recurrent state, one speech probability per 32 ms.
+pub struct SileroEngine {
+    session: ort::session::Session,
+    to16k: To16k,
+    context: Vec<f32>,
+    state: Vec<f32>,
+    last_probability: f32,
+}
+
+const SILERO_CHUNK: usize = 512;
+const SILERO_CONTEXT: usize = 64;
+
+impl SileroEngine {
+    pub fn new(rate: u32, model_path: &str, library: &str) -> Result<Self, String> {
+        if model_path.is_empty() {
+            return Err("the silero engine needs model-path (silero_vad.onnx from the PyPI silero-vad package)".into());
+        }
+        let env = ort_environment(library)?;
+        let options = |e: &dyn std::fmt::Display| format!("ONNX Runtime session options: {e}");
+        // One thread per session: many sessions (streams) share the cores.
+        let session = ort::session::Session::builder(env)
+            .map_err(|e| options(&e))?
+            .with_intra_threads(1)
+            .map_err(|e| options(&e))?
+            .with_inter_threads(1)
+            .map_err(|e| options(&e))?
+            .commit_from_file(model_path)
+            .map_err(|e| format!("cannot load the Silero model {model_path}: {e}"))?;
+        Ok(Self {
+            session,
+            to16k: To16k::new(rate)?,
+            context: vec![0.0; SILERO_CONTEXT],
+            state: vec![0.0; 2 * 128],
+            last_probability: 0.0,
+        })
+    }
+
+    fn infer(&mut self, chunk: &[f32]) -> Result<f32, ort::Error> {
+        let mut input = Vec::with_capacity(SILERO_CONTEXT + SILERO_CHUNK);
+        input.extend_from_slice(&self.context);
+        input.extend_from_slice(chunk);
+        self.context.copy_from_slice(&chunk[SILERO_CHUNK - SILERO_CONTEXT..]);
+        let outputs = self.session.run(ort::inputs![
+            "input" => ort::value::Tensor::from_array(([1usize, SILERO_CONTEXT + SILERO_CHUNK], input))?,
+            "state" => ort::value::Tensor::from_array(([2usize, 1, 128], self.state.clone()))?,
+            "sr" => ort::value::Tensor::from_array(([1usize], vec![16000i64]))?,
+        ])?;
+        let (_, probability) = outputs["output"].try_extract_tensor::<f32>()?;
+        let probability = probability.first().copied().unwrap_or(0.0);
+        let (_, state) = outputs["stateN"].try_extract_tensor::<f32>()?;
+        if state.len() == self.state.len() {
+            self.state.copy_from_slice(state);
+        }
+        Ok(probability)
+    }
+
+    /// Speech probability after `frame` (10 ms at the stream's rate); updated every 32 ms.
+    pub fn probability(&mut self, frame: &[f32]) -> Result<f32, String> {
+        self.to16k.push(frame);
+        while self.to16k.queue.len() >= SILERO_CHUNK {
+            let chunk: Vec<f32> = self.to16k.queue.drain(..SILERO_CHUNK).collect();
+            self.last_probability = self.infer(&chunk).map_err(|e| format!("Silero inference failed: {e}"))?;
+        }
+        Ok(self.last_probability)
     }
 }
 

@@ -17,7 +17,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use rtai_core::{SegmentEvent, SegmentIdMeta};
 
-use super::engine::{EnergyEngine, WebRtcEngine};
+use super::engine::{EnergyEngine, SileroEngine, WebRtcEngine};
 use super::{Engine, IdleOutput, Mode};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -36,14 +36,20 @@ const DEFAULT_MIN_VOICED_RATIO: f64 = 0.5;
 /// Analysis frame length; the WebRTC VAD's smallest frame, fine enough for the energy engine.
 const FRAME_MS: u64 = 10;
 const DEFAULT_WEBRTC_AGGRESSIVENESS: u32 = 2;
+const DEFAULT_SILERO_THRESHOLD: f64 = 0.5;
+/// Where ONNX Runtime is loaded from when `onnxruntime-library` is unset (after `$ORT_DYLIB_PATH`).
+const FALLBACK_ONNXRUNTIME_LIBRARY: &str = "libonnxruntime.so";
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Settings {
     engine: Engine,
     mode: Mode,
     idle_output: IdleOutput,
     threshold: f64,
     webrtc_aggressiveness: u32,
+    silero_threshold: f64,
+    model_path: Option<String>,
+    onnxruntime_library: Option<String>,
     lookback_ms: u32,
     start_frames: u32,
     commit_time_ms: u32,
@@ -59,6 +65,9 @@ impl Default for Settings {
             idle_output: DEFAULT_IDLE_OUTPUT,
             threshold: DEFAULT_THRESHOLD,
             webrtc_aggressiveness: DEFAULT_WEBRTC_AGGRESSIVENESS,
+            silero_threshold: DEFAULT_SILERO_THRESHOLD,
+            model_path: None,
+            onnxruntime_library: None,
             lookback_ms: DEFAULT_LOOKBACK_MS,
             start_frames: DEFAULT_START_FRAMES,
             commit_time_ms: DEFAULT_COMMIT_TIME_MS,
@@ -71,6 +80,7 @@ impl Default for Settings {
 enum VadEngine {
     Energy(EnergyEngine),
     WebRtc(Box<WebRtcEngine>),
+    Silero(Box<SileroEngine>),
 }
 
 impl VadEngine {
@@ -78,6 +88,15 @@ impl VadEngine {
         Ok(match settings.engine {
             Engine::Energy => Self::Energy(EnergyEngine::default()),
             Engine::Webrtc => Self::WebRtc(Box::new(WebRtcEngine::new(rate, settings.webrtc_aggressiveness)?)),
+            Engine::Silero => {
+                let library = settings
+                    .onnxruntime_library
+                    .clone()
+                    .or_else(|| std::env::var("ORT_DYLIB_PATH").ok())
+                    .unwrap_or_else(|| FALLBACK_ONNXRUNTIME_LIBRARY.into());
+                let model = settings.model_path.clone().unwrap_or_default();
+                Self::Silero(Box::new(SileroEngine::new(rate, &model, &library)?))
+            }
         })
     }
 }
@@ -160,8 +179,8 @@ impl State {
 
     /// Appends the buffer's mono downmix to the analysis frames and runs the
     /// state machine on every complete frame.
-    fn analyse(&mut self, buffer: &gst::BufferRef, settings: &Settings, stats: &mut Stats) -> Vec<Decision> {
-        let Ok(map) = buffer.map_readable() else { return Vec::new() };
+    fn analyse(&mut self, buffer: &gst::BufferRef, settings: &Settings, stats: &mut Stats) -> Result<Vec<Decision>, String> {
+        let Ok(map) = buffer.map_readable() else { return Ok(Vec::new()) };
         let channels = self.info.channels() as usize;
         let rate = self.info.rate() as u64;
         let buffer_pts = buffer.pts();
@@ -194,6 +213,7 @@ impl State {
             let voiced = match &mut self.engine {
                 VadEngine::Energy(e) => e.is_voiced(frame, settings.threshold),
                 VadEngine::WebRtc(e) => e.is_voiced(frame),
+                VadEngine::Silero(e) => e.probability(frame)? as f64 >= settings.silero_threshold,
             };
             let frame_pts = self.pending_pts.unwrap_or(gst::ClockTime::ZERO);
             self.pending_pts = Some(frame_pts + frame_dur);
@@ -208,7 +228,7 @@ impl State {
             }
         }
         self.pending.drain(..consumed);
-        decisions
+        Ok(decisions)
     }
 
     fn step(&mut self, voiced: bool, frame_rt: gst::ClockTime, s: &Settings) -> Option<Decision> {
@@ -328,7 +348,7 @@ impl SpecVadGate {
 
     fn chain(&self, _pad: &gst::Pad, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         let arrived = Instant::now();
-        let settings = *self.settings.lock().unwrap();
+        let settings = self.settings.lock().unwrap().clone();
         let mut outputs = Vec::new();
         {
             let mut state_guard = self.state.lock().unwrap();
@@ -342,7 +362,13 @@ impl SpecVadGate {
                 state.pending_pts = None;
             }
             let mut stats = self.stats.lock().unwrap();
-            let decisions = state.analyse(&buffer, &settings, &mut stats);
+            let decisions = match state.analyse(&buffer, &settings, &mut stats) {
+                Ok(decisions) => decisions,
+                Err(err) => {
+                    gst::element_imp_error!(self, gst::LibraryError::Failed, ("Voice activity analysis failed"), ["{err}"]);
+                    return Err(gst::FlowError::Error);
+                }
+            };
             self.apply(state, &settings, &mut stats, decisions, Some(buffer), arrived, &mut outputs);
         }
         self.emit(outputs)
@@ -491,7 +517,7 @@ impl SpecVadGate {
 
     /// Closes an open segment (commit-worthy or not) at EOS or caps change.
     fn close_segment(&self) -> Vec<Output> {
-        let settings = *self.settings.lock().unwrap();
+        let settings = self.settings.lock().unwrap().clone();
         let mut outputs = Vec::new();
         let mut state_guard = self.state.lock().unwrap();
         let Some(state) = state_guard.as_mut() else { return outputs };
@@ -535,7 +561,7 @@ impl SpecVadGate {
                         return false;
                     }
                 };
-                let settings = *self.settings.lock().unwrap();
+                let settings = self.settings.lock().unwrap().clone();
                 let engine = match VadEngine::new(&settings, info.rate()) {
                     Ok(engine) => engine,
                     Err(err) => {
@@ -568,7 +594,7 @@ impl SpecVadGate {
                 gst::Pad::event_default(pad, Some(&*self.obj()), event)
             }
             EventView::FlushStop(_) => {
-                let settings = *self.settings.lock().unwrap();
+                let settings = self.settings.lock().unwrap().clone();
                 if let Some(state) = self.state.lock().unwrap().as_mut()
                     && let Ok(engine) = VadEngine::new(&settings, state.info.rate())
                 {
@@ -661,6 +687,24 @@ impl ObjectImpl for SpecVadGate {
                     .default_value(DEFAULT_WEBRTC_AGGRESSIVENESS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecDouble::builder("silero-threshold")
+                    .nick("Silero threshold")
+                    .blurb("Silero engine: speech probability at or above which a frame counts as voiced")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_SILERO_THRESHOLD)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("model-path")
+                    .nick("Model path")
+                    .blurb("Silero engine: the silero_vad.onnx file (v5 or v6; shipped in the PyPI silero-vad package)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("onnxruntime-library")
+                    .nick("ONNX Runtime library")
+                    .blurb("Silero engine: libonnxruntime.so to load (e.g. from the PyPI onnxruntime wheel); unset: $ORT_DYLIB_PATH, else libonnxruntime.so")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("lookback")
                     .nick("Lookback")
                     .blurb("Milliseconds of audio before the first voiced frame that are forwarded with a segment")
@@ -716,6 +760,9 @@ impl ObjectImpl for SpecVadGate {
             "idle-output" => settings.idle_output = value.get().expect("type checked upstream"),
             "threshold" => settings.threshold = value.get().expect("type checked upstream"),
             "webrtc-aggressiveness" => settings.webrtc_aggressiveness = value.get().expect("type checked upstream"),
+            "silero-threshold" => settings.silero_threshold = value.get().expect("type checked upstream"),
+            "model-path" => settings.model_path = value.get().expect("type checked upstream"),
+            "onnxruntime-library" => settings.onnxruntime_library = value.get().expect("type checked upstream"),
             "lookback" => settings.lookback_ms = value.get().expect("type checked upstream"),
             "start-frames" => settings.start_frames = value.get().expect("type checked upstream"),
             "commit-time" => settings.commit_time_ms = value.get().expect("type checked upstream"),
@@ -733,6 +780,9 @@ impl ObjectImpl for SpecVadGate {
             "idle-output" => settings.idle_output.to_value(),
             "threshold" => settings.threshold.to_value(),
             "webrtc-aggressiveness" => settings.webrtc_aggressiveness.to_value(),
+            "silero-threshold" => settings.silero_threshold.to_value(),
+            "model-path" => settings.model_path.to_value(),
+            "onnxruntime-library" => settings.onnxruntime_library.to_value(),
             "lookback" => settings.lookback_ms.to_value(),
             "start-frames" => settings.start_frames.to_value(),
             "commit-time" => settings.commit_time_ms.to_value(),

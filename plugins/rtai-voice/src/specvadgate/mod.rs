@@ -16,6 +16,8 @@ pub enum Engine {
     Energy = 0,
     #[enum_value(name = "WebRTC: the WebRTC VAD's sub-band GMM (pure-Rust port)", nick = "webrtc")]
     Webrtc = 1,
+    #[enum_value(name = "Silero: the Silero VAD neural model through ONNX Runtime", nick = "silero")]
+    Silero = 2,
 }
 
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
