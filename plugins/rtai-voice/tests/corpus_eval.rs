@@ -123,7 +123,7 @@ fn corpus_report_per_engine() {
         c.labels.iter().filter(|l| l.kind.is_speech()).count(),
         c.labels.iter().filter(|l| !l.kind.is_speech()).count(),
         c.samples.len() as f64 / corpus::RATE as f64,
-        "engine", "recall", "acceptance", "starts", "false starts", "false commits", "1st sample (ms)"
+        "engine", "recall", "acceptance", "starts", "false starts", "false commits", "onset delay (ms)"
     );
     let mut reports = Vec::new();
     let engines = [
@@ -140,8 +140,25 @@ fn corpus_report_per_engine() {
         );
         reports.push(r);
     }
+    // Floors measured on this corpus (docs/specvadgate.md has the figures); a
+    // change that lowers them is a regression. Onset delay: the first labelled
+    // speech sample leaves when the frame that triggers the gate is analysed,
+    // one 10 ms frame for energy/webrtc, one or two 32 ms Silero windows.
     for r in &reports {
         assert!(r.recall >= 0.98, "{}: speech recall {:.3} below 0.98", r.engine, r.recall);
-        assert!(r.mean_first_sample_latency_ms <= 32.0, "{}: first speech sample after {:.1} ms", r.engine, r.mean_first_sample_latency_ms);
+        let (min_acceptance, max_onset_ms) = match r.engine.as_str() {
+            "energy" => (0.70, 32.0),
+            "webrtc" => (0.85, 32.0),
+            _ => (0.85, 96.0),
+        };
+        assert!(r.acceptance >= min_acceptance, "{}: acceptance {:.3} below {min_acceptance}", r.engine, r.acceptance);
+        assert!(
+            r.mean_first_sample_latency_ms <= max_onset_ms,
+            "{}: first speech sample after {:.1} ms",
+            r.engine,
+            r.mean_first_sample_latency_ms
+        );
     }
+    let silero = reports.iter().find(|r| r.engine == "silero").expect("silero evaluated");
+    assert!(silero.false_commits <= 1, "silero committed {} non-speech bursts", silero.false_commits);
 }

@@ -326,3 +326,79 @@ fn webrtc_engine_handles_rates_it_must_resample() {
     }
     assert_eq!(kinds(&protocol_events(&mut h)), vec![("start", 1), ("commit", 1)]);
 }
+
+/// The click's cancel is out-of-band: it overtakes the click's buffers waiting
+/// in a `queue`, so a downstream consumer that honours the segment-id meta
+/// drops them all, while every buffer of the committed speech segment arrives.
+#[test]
+fn cancel_overtakes_a_queue_and_the_consumer_drops_the_false_start() {
+    init();
+    let pipeline = gst::parse::launch(
+        "appsrc name=src format=time caps=audio/x-raw,format=S16LE,layout=interleaved,rate=16000,channels=1 \
+         ! specvadgate ! queue name=q max-size-buffers=0 max-size-bytes=0 max-size-time=0 \
+         ! fakesink name=sink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let queue_src = pipeline.by_name("q").unwrap().static_pad("src").unwrap();
+    // Hold every buffer in the queue until the cancel has gone past it.
+    let hold = queue_src.add_probe(gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER, |_, _| gst::PadProbeReturn::Ok).unwrap();
+
+    // The consumer: records what reaches it, in order, and drops cancelled segments.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Cancel(u64),
+        Buffer(Option<u64>),
+        Dropped(u64),
+    }
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>> = Default::default();
+    let (cancelled_tx, cancelled_rx) = std::sync::mpsc::channel();
+    let sink_pad = pipeline.by_name("sink").unwrap().static_pad("sink").unwrap();
+    let tracker = std::sync::Mutex::new(rtai_core::CancelTracker::with_capacity(16));
+    let seen_in_probe = seen.clone();
+    sink_pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::EVENT_FLUSH, move |_, info| {
+        let mut seen = seen_in_probe.lock().unwrap();
+        if let Some(gst::PadProbeData::Event(ev)) = &info.data
+            && let Some(SegmentEvent::Cancel { id, .. }) = SegmentEvent::parse(ev)
+        {
+            tracker.lock().unwrap().cancel(id);
+            seen.push(Seen::Cancel(id));
+            cancelled_tx.send(id).unwrap();
+        } else if let Some(buffer) = info.buffer() {
+            let id = SegmentIdMeta::get(buffer);
+            if let Some(id) = id
+                && tracker.lock().unwrap().is_cancelled(id)
+            {
+                seen.push(Seen::Dropped(id));
+                drop(info.take_buffer());
+                return gst::PadProbeReturn::Handled;
+            }
+            seen.push(Seen::Buffer(id));
+        }
+        gst::PadProbeReturn::Ok
+    });
+
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let mut seed = 1;
+    for (sound, n) in script() {
+        src.push_buffer(frame(sound, n, &mut seed)).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let cancelled = cancelled_rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the cancel overtakes the blocked queue");
+    queue_src.remove_probe(hold);
+    let bus = pipeline.bus().unwrap();
+    let msg = bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos, gst::MessageType::Error]).unwrap();
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    pipeline.set_state(gst::State::Null).unwrap();
+
+    let seen = seen.lock().unwrap();
+    let first_cancel = seen.iter().position(|s| *s == Seen::Cancel(cancelled)).unwrap();
+    assert!(seen[..first_cancel].iter().all(|s| !matches!(s, Seen::Buffer(_))), "the cancel arrived ahead of every queued buffer");
+    let dropped = seen.iter().filter(|s| **s == Seen::Dropped(cancelled)).count();
+    assert!(dropped >= 3, "the click's buffers (lookback + click) were queued and dropped: {dropped}");
+    assert!(!seen.contains(&Seen::Buffer(Some(cancelled))), "no buffer of the cancelled segment got through");
+    let speech = seen.iter().filter(|s| matches!(s, Seen::Buffer(Some(id)) if *id != cancelled)).count();
+    assert!(speech >= 100, "the committed speech segment arrived whole: {speech} buffers");
+}

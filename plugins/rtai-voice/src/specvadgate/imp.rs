@@ -36,6 +36,8 @@ const DEFAULT_MIN_VOICED_RATIO: f64 = 0.5;
 /// Analysis frame length; the WebRTC VAD's smallest frame, fine enough for the energy engine.
 const FRAME_MS: u64 = 10;
 const DEFAULT_WEBRTC_AGGRESSIVENESS: u32 = 2;
+/// How far below `silero-threshold` the probability may fall inside a segment.
+const SILERO_HYSTERESIS: f64 = 0.15;
 const DEFAULT_SILERO_THRESHOLD: f64 = 0.5;
 /// Where ONNX Runtime is loaded from when `onnxruntime-library` is unset (after `$ORT_DYLIB_PATH`).
 const FALLBACK_ONNXRUNTIME_LIBRARY: &str = "libonnxruntime.so";
@@ -213,7 +215,15 @@ impl State {
             let voiced = match &mut self.engine {
                 VadEngine::Energy(e) => e.is_voiced(frame, settings.threshold),
                 VadEngine::WebRtc(e) => e.is_voiced(frame),
-                VadEngine::Silero(e) => e.probability(frame)? as f64 >= settings.silero_threshold,
+                VadEngine::Silero(e) => {
+                    // Silero's own hysteresis: a segment opens at the threshold and stays
+                    // open while the probability is above threshold - 0.15.
+                    let threshold = match self.phase {
+                        Phase::Idle { .. } => settings.silero_threshold,
+                        _ => (settings.silero_threshold - SILERO_HYSTERESIS).max(0.0),
+                    };
+                    e.probability(frame)? as f64 >= threshold
+                }
             };
             let frame_pts = self.pending_pts.unwrap_or(gst::ClockTime::ZERO);
             self.pending_pts = Some(frame_pts + frame_dur);

@@ -183,7 +183,8 @@ pub fn build(utterances: usize) -> Result<Corpus, String> {
 /// `engine=silero` properties: the model and ONNX Runtime that scripts/setup.sh
 /// installs into the workspace's .venv ($RTAI_SILERO_MODEL / $ORT_DYLIB_PATH win).
 pub fn silero_properties() -> Vec<(&'static str, String)> {
-    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let workspace = manifest.ancestors().find(|d| d.join(".venv").is_dir()).unwrap_or(manifest);
     let site = std::fs::read_dir(workspace.join(".venv/lib"))
         .ok()
         .and_then(|mut d| d.find_map(|e| e.ok().map(|e| e.path().join("site-packages"))));
