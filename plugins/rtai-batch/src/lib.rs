@@ -1,0 +1,23 @@
+#![allow(clippy::non_send_fields_in_send_ty)]
+//! rtai batch plugin: `batcher`.
+
+use gst::glib;
+
+mod batcher;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    rtai_core::SegmentIdMeta::register();
+    batcher::register(plugin)
+}
+
+gst::plugin_define!(
+    rtaibatch,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);
