@@ -28,6 +28,27 @@ fn description(path: &std::path::Path) -> String {
         .collect::<Vec<_>>()
         .join(" ")
         .replace("\\ ", " ")
+        .replace("${RTAI_SPEECH}", &speech_wav().to_string_lossy())
+}
+
+/// `${RTAI_SPEECH}` in a pipeline file: a speech clip (espeak-ng, with a click
+/// and pauses) generated once per test run.
+fn speech_wav() -> std::path::PathBuf {
+    static WAV: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    WAV.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("rtai-pipelines-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = |cmd: &str, args: &[&str]| {
+            let status = std::process::Command::new(cmd).args(args).current_dir(&dir).status();
+            assert!(status.is_ok_and(|s| s.success()), "{cmd} {args:?} failed (scripts/setup.sh installs it)");
+        };
+        run("espeak-ng", &["-s", "165", "-w", "raw.wav", "Turn the lights on in the kitchen, please."]);
+        run("sox", &["-q", "-n", "-r", "22050", "-c", "1", "pause.wav", "trim", "0", "0.8"]);
+        run("sox", &["-q", "-n", "-r", "22050", "-c", "1", "click.wav", "synth", "0.03", "whitenoise", "vol", "0.7"]);
+        run("sox", &["-q", "pause.wav", "click.wav", "pause.wav", "raw.wav", "pause.wav", "speech.wav"]);
+        dir.join("speech.wav")
+    })
+    .clone()
 }
 
 #[test]
