@@ -1,0 +1,662 @@
+//! grpcsink: sends its stream to a grpcsrc (or any client of
+//! proto/rtai_stream.proto) over one bidirectional gRPC call.
+//!
+//! The streaming thread converts each buffer/event to a wire message and hands
+//! it to the connection's channel; the call itself runs on the shared tokio
+//! runtime. Credit-based flow control: the receiver reports the bytes it has
+//! pushed downstream, and `render` waits while more than `max-inflight-bytes`
+//! are unconfirmed, so a slow receiver slows the sender instead of growing
+//! memory. Data messages are numbered; after a reconnect nothing is resent
+//! (no duplicates) and the receiver reports the gap.
+
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::transport::{self, NetSettings, Role};
+use crate::wire::{self, proto};
+
+static CAT: LazyLock<gst::DebugCategory> =
+    LazyLock::new(|| gst::DebugCategory::new("grpcsink", gst::DebugColorFlags::empty(), Some("gRPC stream sender")));
+
+const DEFAULT_ROLE: Role = Role::Client;
+const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 16 * 1024 * 1024;
+const DEFAULT_RECONNECT: bool = true;
+const DEFAULT_STREAM_ID: &str = "default";
+/// How long EOS waits for the receiver to confirm it pushed everything.
+const EOS_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+struct Settings {
+    role: Role,
+    net: NetSettings,
+    max_inflight_bytes: u64,
+    reconnect: bool,
+    stream_id: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            role: DEFAULT_ROLE,
+            net: NetSettings::default(),
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
+            reconnect: DEFAULT_RECONNECT,
+            stream_id: DEFAULT_STREAM_ID.into(),
+        }
+    }
+}
+
+struct Conn {
+    id: u64,
+    tx: mpsc::UnboundedSender<proto::Downstream>,
+    sent_bytes: u64,
+    consumed_bytes: u64,
+    /// Set once the receiver's Hello arrived and unconfirmed messages were resent.
+    ready: bool,
+}
+
+#[derive(Default)]
+struct Stats {
+    buffers: u64,
+    bytes: u64,
+    connections: u64,
+    disconnects: u64,
+    credit_waits: u64,
+}
+
+#[derive(Default)]
+struct Core {
+    conn: Option<Conn>,
+    next_conn_id: u64,
+    /// Last data sequence number handed to a connection.
+    last_seq: u64,
+    acked_seq: u64,
+    /// Sent but not yet confirmed (bounded by max-inflight-bytes): resent after a reconnect.
+    unacked: std::collections::VecDeque<(u64, proto::downstream::Body, u64)>,
+    stream_id: String,
+    /// Replayed at the start of every connection: stream-start, caps, segment, latency.
+    stream_start: Option<proto::downstream::Body>,
+    caps: Option<proto::downstream::Body>,
+    segment: Option<proto::downstream::Body>,
+    flushing: bool,
+    failure: Option<String>,
+    stats: Stats,
+}
+
+/// The sender's side of the connection, shared by the streaming thread and the network tasks.
+#[derive(Default)]
+pub struct Sender {
+    core: Mutex<Core>,
+    changed: Condvar,
+}
+
+impl Sender {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reset(&self, stream_id: &str) {
+        *self.lock() = Core { stream_id: stream_id.into(), ..Core::default() };
+    }
+
+    /// A new call: Hello and the current state go first. Replaces an older call.
+    fn attach(&self, tx: mpsc::UnboundedSender<proto::Downstream>) -> u64 {
+        let mut core = self.lock();
+        core.next_conn_id += 1;
+        let id = core.next_conn_id;
+        let hello = proto::Hello {
+            protocol_version: wire::PROTOCOL_VERSION,
+            stream_id: core.stream_id.clone(),
+            last_seq: core.last_seq,
+            acked_seq: core.acked_seq,
+        };
+        let _ = tx.send(proto::Downstream { seq: 0, body: Some(proto::downstream::Body::Hello(hello)) });
+        for body in [&core.stream_start, &core.caps, &core.segment].into_iter().flatten() {
+            let _ = tx.send(proto::Downstream { seq: 0, body: Some(body.clone()) });
+        }
+        core.conn = Some(Conn { id, tx, sent_bytes: 0, consumed_bytes: 0, ready: false });
+        core.stats.connections += 1;
+        self.changed.notify_all();
+        id
+    }
+
+    /// After the receiver's Hello: resend what it has not got and nobody confirmed,
+    /// then let new data flow. Nothing it already has is sent again.
+    fn resume(&self, id: u64, receiver_last_seq: u64) {
+        let mut core = self.lock();
+        let from = core.acked_seq.max(receiver_last_seq);
+        let resend: Vec<(u64, proto::downstream::Body, u64)> = core.unacked.iter().filter(|(seq, _, _)| *seq > from).cloned().collect();
+        let Some(conn) = core.conn.as_mut().filter(|c| c.id == id) else { return };
+        for (seq, body, size) in resend {
+            conn.sent_bytes += size;
+            let _ = conn.tx.send(proto::Downstream { seq, body: Some(body) });
+        }
+        conn.ready = true;
+        self.changed.notify_all();
+    }
+
+    fn detach(&self, id: u64) {
+        let mut core = self.lock();
+        if core.conn.as_ref().is_some_and(|c| c.id == id) {
+            core.conn = None;
+            core.stats.disconnects += 1;
+        }
+        self.changed.notify_all();
+    }
+
+    fn fail(&self, message: String) {
+        let mut core = self.lock();
+        core.failure = Some(message);
+        core.conn = None;
+        self.changed.notify_all();
+    }
+
+    fn set_flushing(&self, flushing: bool) {
+        self.lock().flushing = flushing;
+        self.changed.notify_all();
+    }
+
+    /// A message from the receiver. Events go upstream through the sink pad.
+    fn on_upstream(&self, id: u64, msg: proto::Upstream, element: &super::GrpcSink) -> Result<(), Status> {
+        match msg.body {
+            Some(proto::upstream::Body::Hello(hello)) => {
+                transport::check_hello(&hello)?;
+                self.resume(id, hello.last_seq);
+            }
+            Some(proto::upstream::Body::Credit(credit)) => {
+                let mut core = self.lock();
+                if let Some(conn) = core.conn.as_mut().filter(|c| c.id == id) {
+                    conn.consumed_bytes = conn.consumed_bytes.max(credit.consumed_bytes);
+                }
+                core.acked_seq = core.acked_seq.max(credit.acked_seq);
+                let acked = core.acked_seq;
+                while core.unacked.front().is_some_and(|(seq, _, _)| *seq <= acked) {
+                    core.unacked.pop_front();
+                }
+                self.changed.notify_all();
+            }
+            Some(proto::upstream::Body::Event(ev)) => match wire::event_from_wire(&ev) {
+                Ok(event) => {
+                    gst::debug!(CAT, obj = element, "upstream event from the receiver: {event:?}");
+                    let pad = element.static_pad("sink").expect("sink pad exists");
+                    pad.push_event(event);
+                }
+                Err(e) => gst::debug!(CAT, obj = element, "ignoring a malformed upstream event: {e}"),
+            },
+            Some(proto::upstream::Body::Latency(_)) | None => {}
+        }
+        Ok(())
+    }
+
+    /// Sends a data message, waiting for a connection and (for buffers) for credit.
+    fn send_data(&self, body: proto::downstream::Body, size: u64, max_inflight: Option<u64>) -> Result<u64, gst::FlowError> {
+        let mut core = self.lock();
+        let mut waited = false;
+        loop {
+            if core.flushing {
+                return Err(gst::FlowError::Flushing);
+            }
+            if core.failure.is_some() {
+                return Err(gst::FlowError::Error);
+            }
+            if let Some(conn) = core.conn.as_ref().filter(|c| c.ready) {
+                let inflight = conn.sent_bytes.saturating_sub(conn.consumed_bytes);
+                // One message larger than the window may go when nothing is in flight.
+                let fits = max_inflight.is_none_or(|max| inflight == 0 || inflight + size <= max);
+                if fits {
+                    break;
+                }
+            }
+            if !waited {
+                core.stats.credit_waits += 1;
+                waited = true;
+            }
+            core = self.changed.wait(core).unwrap_or_else(|e| e.into_inner());
+        }
+        core.last_seq += 1;
+        let seq = core.last_seq;
+        core.unacked.push_back((seq, body.clone(), size));
+        let conn = core.conn.as_mut().expect("checked above");
+        conn.sent_bytes += size;
+        if conn.tx.send(proto::Downstream { seq, body: Some(body) }).is_err() {
+            // The call ended under us; the message stays in `unacked` for the next call.
+            core.conn = None;
+        }
+        Ok(seq)
+    }
+
+    /// Caps, segment, stream-start: remembered for reconnects and sent now if connected.
+    fn send_state(&self, body: proto::downstream::Body) {
+        let mut core = self.lock();
+        match &body {
+            proto::downstream::Body::Caps(_) => core.caps = Some(body.clone()),
+            proto::downstream::Body::Segment(_) => core.segment = Some(body.clone()),
+            _ => core.stream_start = Some(body.clone()),
+        }
+        if let Some(conn) = &core.conn {
+            let _ = conn.tx.send(proto::Downstream { seq: 0, body: Some(body) });
+        }
+    }
+
+    /// Out-of-band: goes out at once, ahead of anything waiting for credit.
+    fn send_oob(&self, body: proto::downstream::Body) -> bool {
+        let core = self.lock();
+        match &core.conn {
+            Some(conn) => conn.tx.send(proto::Downstream { seq: 0, body: Some(body) }).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Waits until the receiver confirmed `seq`, the connection is gone, or flushing.
+    fn wait_acked(&self, seq: u64) -> bool {
+        let deadline = std::time::Instant::now() + EOS_ACK_TIMEOUT;
+        let mut core = self.lock();
+        loop {
+            if core.acked_seq >= seq {
+                return true;
+            }
+            // A lost call is not the end: the next one resends what is unconfirmed.
+            if core.flushing || core.failure.is_some() {
+                return false;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            core = self.changed.wait_timeout(core, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
+
+/// The Pull endpoint a grpcsink in server role offers to receivers.
+struct SinkService {
+    sender: Arc<Sender>,
+    element: glib::WeakRef<super::GrpcSink>,
+}
+
+type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl proto::stream_bridge_server::StreamBridge for SinkService {
+    type PushStream = BoxStream<proto::Upstream>;
+    type PullStream = BoxStream<proto::Downstream>;
+
+    async fn push(&self, _request: Request<Streaming<proto::Downstream>>) -> Result<Response<Self::PushStream>, Status> {
+        Err(Status::unimplemented("this endpoint is a grpcsink: receivers call Pull here; send streams to a grpcsrc"))
+    }
+
+    async fn pull(&self, request: Request<Streaming<proto::Upstream>>) -> Result<Response<Self::PullStream>, Status> {
+        let mut incoming = request.into_inner();
+        let hello = match incoming.message().await?.and_then(|m| m.body) {
+            Some(proto::upstream::Body::Hello(hello)) => hello,
+            _ => return Err(Status::invalid_argument("the first message of a call must be Hello")),
+        };
+        transport::check_hello(&hello)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.sender.attach(tx);
+        self.sender.resume(id, hello.last_seq);
+        let (sender, element) = (self.sender.clone(), self.element.clone());
+        rtai_core::runtime::runtime().spawn(async move {
+            while let Ok(Some(msg)) = incoming.message().await {
+                let Some(element) = element.upgrade() else { break };
+                if sender.on_upstream(id, msg, &element).is_err() {
+                    break;
+                }
+            }
+            sender.detach(id);
+        });
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The client role: dial, stream, and redial with backoff while `reconnect` is set.
+async fn run_client(sender: Arc<Sender>, settings: Settings, element: glib::WeakRef<super::GrpcSink>) {
+    let mut attempt = 0u32;
+    loop {
+        let outcome: Result<(), (String, bool)> = async {
+            let mut client = transport::connect(&settings.net).await.map_err(|e| (e, false))?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let id = sender.attach(tx);
+            let result = async {
+                let response = client
+                    .push(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+                    .await
+                    .map_err(|s| status_error(&s))?;
+                attempt = 0;
+                let mut incoming = response.into_inner();
+                loop {
+                    match incoming.message().await {
+                        Ok(Some(msg)) => {
+                            let Some(element) = element.upgrade() else { return Ok(()) };
+                            sender.on_upstream(id, msg, &element).map_err(|s| status_error(&s))?;
+                        }
+                        Ok(None) => return Err(("the receiver ended the call".to_string(), false)),
+                        Err(s) => return Err(status_error(&s)),
+                    }
+                }
+            }
+            .await;
+            sender.detach(id);
+            result
+        }
+        .await;
+        let Some(el) = element.upgrade() else { return };
+        let (message, permanent) = match outcome {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        if permanent || !settings.reconnect {
+            gst::element_error!(el, gst::ResourceError::Write, ("Stream to {} failed", settings.net.uri), ["{message}"]);
+            sender.fail(message);
+            return;
+        }
+        attempt += 1;
+        if attempt == 1 {
+            gst::element_warning!(el, gst::ResourceError::Write, ("Connection to {} lost, reconnecting", settings.net.uri), ["{message}"]);
+        }
+        gst::debug!(CAT, obj = el, "{message}; retry {attempt}");
+        drop(el);
+        tokio::time::sleep(transport::backoff(attempt)).await;
+    }
+}
+
+/// A status text, and whether retrying cannot help (auth, version, bad data).
+fn status_error(status: &Status) -> (String, bool) {
+    use tonic::Code;
+    let permanent = matches!(
+        status.code(),
+        Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::FailedPrecondition
+            | Code::InvalidArgument
+            | Code::AlreadyExists
+            | Code::Unimplemented
+            | Code::OutOfRange
+            | Code::ResourceExhausted
+    );
+    (format!("{:?}: {}", status.code(), status.message()), permanent)
+}
+
+enum Running {
+    // Held for its Drop, which shuts the server down.
+    Server(#[allow(dead_code)] transport::Serving),
+    Client(tokio::task::JoinHandle<()>),
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Running::Client(task) = self {
+            task.abort();
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct GrpcSink {
+    settings: Mutex<Settings>,
+    sender: Arc<Sender>,
+    running: Mutex<Option<Running>>,
+    bound_port: Mutex<u32>,
+}
+
+impl GrpcSink {
+    fn max_inflight(&self) -> u64 {
+        self.settings.lock().unwrap().max_inflight_bytes
+    }
+
+    fn stats(&self) -> gst::Structure {
+        let core = self.sender.lock();
+        let st = &core.stats;
+        gst::Structure::builder("grpcsink-stats")
+            .field("buffers", st.buffers)
+            .field("bytes", st.bytes)
+            .field("connections", st.connections)
+            .field("disconnects", st.disconnects)
+            .field("credit-waits", st.credit_waits)
+            .field("connected", core.conn.is_some())
+            .field("last-seq", core.last_seq)
+            .field("acked-seq", core.acked_seq)
+            .build()
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for GrpcSink {
+    const NAME: &'static str = "GstGrpcSink";
+    type Type = super::GrpcSink;
+    type ParentType = gst_base::BaseSink;
+}
+
+impl ObjectImpl for GrpcSink {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let mut props = vec![
+                glib::ParamSpecEnum::builder_with_default("mode", DEFAULT_ROLE)
+                    .nick("Mode")
+                    .blurb("client: dial the receiver at uri (it calls Push); server: listen and let receivers call Pull")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("max-inflight-bytes")
+                    .nick("Max in-flight bytes")
+                    .blurb("Payload bytes sent but not yet pushed downstream by the receiver before the sender waits")
+                    .minimum(1024)
+                    .default_value(DEFAULT_MAX_INFLIGHT_BYTES)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("reconnect")
+                    .nick("Reconnect")
+                    .blurb("Client mode: redial with backoff when the receiver goes away (false: a disconnect is an error)")
+                    .default_value(DEFAULT_RECONNECT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("stream-id")
+                    .nick("Stream id")
+                    .blurb("Names the stream to the receiver; a reconnect continues the same stream")
+                    .default_value(Some(DEFAULT_STREAM_ID))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("buffers, bytes, connections, disconnects, credit-waits, connected, last-seq, acked-seq")
+                    .read_only()
+                    .build(),
+            ];
+            props.extend(crate::net_properties());
+            props
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = self.settings.lock().unwrap();
+        match pspec.name() {
+            "mode" => settings.role = value.get().expect("type checked upstream"),
+            "max-inflight-bytes" => {
+                settings.max_inflight_bytes = value.get().expect("type checked upstream");
+                drop(settings);
+                self.sender.changed.notify_all();
+            }
+            "reconnect" => settings.reconnect = value.get().expect("type checked upstream"),
+            "stream-id" => {
+                settings.stream_id = value.get::<Option<String>>().expect("type checked upstream").unwrap_or_else(|| DEFAULT_STREAM_ID.into())
+            }
+            name => crate::set_net_property(&mut settings.net, name, value),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = self.settings.lock().unwrap();
+        match pspec.name() {
+            "mode" => settings.role.to_value(),
+            "max-inflight-bytes" => settings.max_inflight_bytes.to_value(),
+            "reconnect" => settings.reconnect.to_value(),
+            "stream-id" => settings.stream_id.to_value(),
+            "stats" => {
+                drop(settings);
+                self.stats().to_value()
+            }
+            "bound-port" => self.bound_port.lock().unwrap().to_value(),
+            name => crate::net_property(&settings.net, name),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        // A network sink sends as fast as the receiver takes; timing is the receiver's job.
+        self.obj().set_sync(false);
+    }
+}
+
+impl GstObjectImpl for GrpcSink {}
+
+impl ElementImpl for GrpcSink {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "gRPC stream sink",
+                "Sink/Network",
+                "Sends buffers, caps, timestamps, metas and events to a grpcsrc over gRPC (client or server role), \
+                 with credit-based flow control, reconnect, TLS and token auth",
+                "rtai contributors",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            vec![gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &gst::Caps::new_any())
+                .expect("valid template")]
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl BaseSinkImpl for GrpcSink {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self.settings.lock().unwrap().clone();
+        gst::debug!(CAT, imp = self, "starting: {:?} {:?}", settings.role, settings.net);
+        self.sender.reset(&settings.stream_id);
+        let running = match settings.role {
+            Role::Server => {
+                let service = SinkService { sender: self.sender.clone(), element: self.obj().downgrade() };
+                let weak = self.obj().downgrade();
+                let serving = transport::serve(service, &settings.net, move |e| {
+                    if let Some(el) = weak.upgrade() {
+                        gst::element_error!(el, gst::ResourceError::Failed, ("gRPC server failed"), ["{e}"]);
+                    }
+                })
+                .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("Cannot serve the stream"), ["{e}"]))?;
+                *self.bound_port.lock().unwrap() = serving.local_addr.port() as u32;
+                Running::Server(serving)
+            }
+            Role::Client => {
+                let task = rtai_core::runtime::runtime().spawn(run_client(self.sender.clone(), settings, self.obj().downgrade()));
+                Running::Client(task)
+            }
+        };
+        *self.running.lock().unwrap() = Some(running);
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        self.sender.fail("stopped".into());
+        *self.running.lock().unwrap() = None;
+        Ok(())
+    }
+
+    fn unlock(&self) -> Result<(), gst::ErrorMessage> {
+        self.sender.set_flushing(true);
+        Ok(())
+    }
+
+    fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
+        self.sender.set_flushing(false);
+        Ok(())
+    }
+
+    fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        self.sender.send_state(proto::downstream::Body::Caps(caps.to_string()));
+        Ok(())
+    }
+
+    fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let wire = wire::buffer_to_wire(buffer).map_err(|e| {
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot send a buffer"), ["{e}"]);
+            gst::FlowError::Error
+        })?;
+        let size = wire.data.len() as u64;
+        let max_message = self.settings.lock().unwrap().net.max_message_size as u64;
+        // Room for the message's own fields (timestamps, metas) beside the payload.
+        if size + 4096 > max_message {
+            gst::element_imp_error!(
+                self,
+                gst::ResourceError::Write,
+                ("A buffer of {size} bytes does not fit max-message-size ({max_message} bytes)"),
+                ["raise max-message-size on both sides"]
+            );
+            return Err(gst::FlowError::Error);
+        }
+        let max_inflight = self.max_inflight();
+        self.sender.send_data(proto::downstream::Body::Buffer(wire), size, Some(max_inflight)).inspect_err(|err| {
+            if *err == gst::FlowError::Error {
+                let reason = self.sender.lock().failure.clone().unwrap_or_default();
+                gst::element_imp_error!(self, gst::ResourceError::Write, ("Cannot send to the receiver"), ["{reason}"]);
+            }
+        })?;
+        let mut core = self.sender.lock();
+        core.stats.buffers += 1;
+        core.stats.bytes += size;
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn event(&self, event: gst::Event) -> bool {
+        use gst::EventView;
+        match event.view() {
+            EventView::Segment(s) => self.sender.send_state(proto::downstream::Body::Segment(wire::segment_to_wire(s.segment()))),
+            EventView::StreamStart(_) => {
+                if let Some(w) = wire::event_to_wire(&event) {
+                    self.sender.send_state(proto::downstream::Body::Event(w));
+                }
+            }
+            EventView::Eos(_) => {
+                let w = wire::event_to_wire(&event).expect("EOS is carried");
+                match self.sender.send_data(proto::downstream::Body::Event(w), 0, None) {
+                    Ok(seq) => {
+                        if !self.sender.wait_acked(seq) {
+                            gst::warning!(CAT, imp = self, "EOS not confirmed by the receiver");
+                        }
+                    }
+                    Err(err) => gst::debug!(CAT, imp = self, "EOS not sent: {err:?}"),
+                }
+            }
+            EventView::FlushStart(_) | EventView::FlushStop(_) | EventView::CustomDownstreamOob(_) => {
+                if let Some(w) = wire::event_to_wire(&event)
+                    && !self.sender.send_oob(proto::downstream::Body::Event(w))
+                {
+                    gst::debug!(CAT, imp = self, "not connected: {event:?} not sent");
+                }
+            }
+            EventView::Caps(_) => {}
+            _ => {
+                if event.is_serialized()
+                    && let Some(w) = wire::event_to_wire(&event)
+                    && let Err(err) = self.sender.send_data(proto::downstream::Body::Event(w), 0, None)
+                {
+                    gst::debug!(CAT, imp = self, "{event:?} not sent: {err:?}");
+                }
+            }
+        }
+        self.parent_event(event)
+    }
+}

@@ -1,0 +1,807 @@
+//! grpcsrc: receives a stream from a grpcsink (or any client of
+//! proto/rtai_stream.proto) and pushes it downstream as it was sent.
+//!
+//! The network side (tokio) turns wire messages into items in a queue; the
+//! source pad's task pushes them and reports the bytes it pushed back to the
+//! sender as credit. Out-of-band events (cancel, flush) skip the queue. Data
+//! messages are numbered: duplicates are dropped, and a gap (messages lost in
+//! a reconnect) marks the next buffer DISCONT, is filled with a GAP event and
+//! reported with a warning on the bus.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::transport::{self, NetSettings, Role};
+use crate::wire::{self, proto};
+
+static CAT: LazyLock<gst::DebugCategory> =
+    LazyLock::new(|| gst::DebugCategory::new("grpcsrc", gst::DebugColorFlags::empty(), Some("gRPC stream receiver")));
+
+const DEFAULT_ROLE: Role = Role::Server;
+const DEFAULT_IS_LIVE: bool = false;
+const DEFAULT_LATENCY_MS: u32 = 0;
+const DEFAULT_RECONNECT: bool = true;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    role: Role,
+    net: NetSettings,
+    is_live: bool,
+    latency_ms: u32,
+    reconnect: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { role: DEFAULT_ROLE, net: NetSettings::default(), is_live: DEFAULT_IS_LIVE, latency_ms: DEFAULT_LATENCY_MS, reconnect: DEFAULT_RECONNECT }
+    }
+}
+
+enum Item {
+    StreamStart(gst::Event),
+    Caps(gst::Caps),
+    Segment(gst::Segment),
+    Buffer(gst::Buffer),
+    Event(gst::Event),
+}
+
+struct Queued {
+    item: Item,
+    seq: u64,
+    bytes: u64,
+    conn: u64,
+}
+
+type UpstreamTx = mpsc::UnboundedSender<Result<proto::Upstream, Status>>;
+
+struct Conn {
+    id: u64,
+    stream_id: String,
+    tx: UpstreamTx,
+    consumed_bytes: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    buffers: u64,
+    bytes: u64,
+    connections: u64,
+    duplicates: u64,
+    gaps: u64,
+    lost_messages: u64,
+    rejected: u64,
+}
+
+#[derive(Default)]
+struct Core {
+    queue: VecDeque<Queued>,
+    conn: Option<Conn>,
+    next_conn_id: u64,
+    last_seq: u64,
+    /// Messages lost before the next buffer (reported on it).
+    pending_gap: u64,
+    /// Joined a running stream at this message (reported on the next buffer).
+    joined_at: Option<u64>,
+    flushing: bool,
+    stopped: bool,
+    sender_latency: Option<(bool, u64, u64)>,
+    stats: Stats,
+}
+
+#[derive(Default)]
+pub struct Receiver {
+    core: Mutex<Core>,
+    changed: Condvar,
+}
+
+impl Receiver {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new call from (or to) a sender, after its Hello. One stream at a time:
+    /// the same stream id replaces a stale call, another id is refused.
+    fn attach(&self, tx: UpstreamTx, hello: &proto::Hello) -> Result<u64, Status> {
+        transport::check_hello(hello)?;
+        let mut core = self.lock();
+        if core.stopped {
+            return Err(Status::unavailable("grpcsrc is stopping"));
+        }
+        if let Some(current) = core.conn.as_ref().filter(|c| c.stream_id != hello.stream_id && !c.tx.is_closed()).map(|c| c.stream_id.clone()) {
+            core.stats.rejected += 1;
+            return Err(Status::already_exists(format!(
+                "this grpcsrc is receiving stream {current:?}; stream {:?} refused",
+                hello.stream_id
+            )));
+        }
+        if hello.last_seq == 0 {
+            // A fresh sender: its numbering starts again.
+            core.last_seq = 0;
+        } else if core.last_seq == 0 && hello.acked_seq > 0 {
+            // A fresh receiver joining a running stream: the sender resends what no
+            // receiver confirmed; what came before went to a previous receiver.
+            core.joined_at = Some(hello.acked_seq + 1);
+            core.last_seq = hello.acked_seq;
+        }
+        core.next_conn_id += 1;
+        let id = core.next_conn_id;
+        let our_hello = proto::Hello {
+            protocol_version: wire::PROTOCOL_VERSION,
+            stream_id: hello.stream_id.clone(),
+            last_seq: core.last_seq,
+            acked_seq: 0,
+        };
+        let _ = tx.send(Ok(proto::Upstream { body: Some(proto::upstream::Body::Hello(our_hello)) }));
+        core.conn = Some(Conn { id, stream_id: hello.stream_id.clone(), tx, consumed_bytes: 0 });
+        core.stats.connections += 1;
+        Ok(id)
+    }
+
+    fn detach(&self, id: u64) {
+        let mut core = self.lock();
+        if core.conn.as_ref().is_some_and(|c| c.id == id) {
+            core.conn = None;
+        }
+    }
+
+    fn enqueue(&self, core: &mut Core, item: Item, seq: u64, bytes: u64, conn: u64) {
+        core.queue.push_back(Queued { item, seq, bytes, conn });
+        self.changed.notify_all();
+    }
+
+    /// One message from the sender. An error ends the call with that status.
+    fn on_downstream(&self, id: u64, msg: proto::Downstream, element: &super::GrpcSrc) -> Result<(), Status> {
+        let bad = |e: wire::WireError| Status::invalid_argument(e.to_string());
+        let Some(body) = msg.body else { return Err(Status::invalid_argument("message without a body")) };
+        let mut core = self.lock();
+        if msg.seq > 0 {
+            if msg.seq <= core.last_seq {
+                core.stats.duplicates += 1;
+                return Ok(());
+            }
+            if msg.seq > core.last_seq + 1 {
+                core.pending_gap += msg.seq - core.last_seq - 1;
+            }
+            core.last_seq = msg.seq;
+        }
+        match body {
+            proto::downstream::Body::Hello(_) => return Err(Status::invalid_argument("Hello sent twice")),
+            proto::downstream::Body::Caps(caps) => {
+                let caps = wire::caps_from_wire(&caps).map_err(bad)?;
+                self.enqueue(&mut core, Item::Caps(caps), msg.seq, 0, id);
+            }
+            proto::downstream::Body::Segment(segment) => {
+                let segment = wire::segment_from_wire(&segment).map_err(bad)?;
+                self.enqueue(&mut core, Item::Segment(segment), msg.seq, 0, id);
+            }
+            proto::downstream::Body::Buffer(buffer) => {
+                let bytes = buffer.data.len() as u64;
+                let buffer = wire::buffer_from_wire(buffer).map_err(bad)?;
+                self.enqueue(&mut core, Item::Buffer(buffer), msg.seq, bytes, id);
+            }
+            proto::downstream::Body::Latency(l) => core.sender_latency = Some((l.live, l.min, l.max)),
+            proto::downstream::Body::Event(ev) => {
+                let event = wire::event_from_wire(&ev).map_err(bad)?;
+                match event.type_() {
+                    gst::EventType::StreamStart => self.enqueue(&mut core, Item::StreamStart(event), msg.seq, 0, id),
+                    gst::EventType::FlushStart => {
+                        core.flushing = true;
+                        core.queue.clear();
+                        self.changed.notify_all();
+                        drop(core);
+                        element.imp().srcpad.push_event(event);
+                    }
+                    gst::EventType::FlushStop => {
+                        core.queue.clear();
+                        core.flushing = false;
+                        drop(core);
+                        element.imp().srcpad.push_event(event);
+                        element.imp().start_task();
+                    }
+                    // Out of band: ahead of everything queued.
+                    gst::EventType::CustomDownstreamOob => {
+                        drop(core);
+                        element.imp().srcpad.push_event(event);
+                    }
+                    _ => self.enqueue(&mut core, Item::Event(event), msg.seq, 0, id),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After the task pushed an item: tell the sender (flow control and acks).
+    fn consumed(&self, queued: &Queued) {
+        let mut core = self.lock();
+        if let Some(conn) = core.conn.as_mut().filter(|c| c.id == queued.conn) {
+            conn.consumed_bytes += queued.bytes;
+            let credit = proto::Credit { acked_seq: queued.seq, consumed_bytes: conn.consumed_bytes };
+            let _ = conn.tx.send(Ok(proto::Upstream { body: Some(proto::upstream::Body::Credit(credit)) }));
+        }
+    }
+
+    fn send_upstream_event(&self, event: &gst::Event) -> bool {
+        let Some(wire) = wire::event_to_wire(event) else { return false };
+        let core = self.lock();
+        core.conn
+            .as_ref()
+            .is_some_and(|c| c.tx.send(Ok(proto::Upstream { body: Some(proto::upstream::Body::Event(wire)) })).is_ok())
+    }
+}
+
+/// Reads a call's messages into the receiver until it ends; reports why it ended.
+async fn receive<S>(receiver: Arc<Receiver>, id: u64, mut incoming: S, tx: UpstreamTx, element: glib::WeakRef<super::GrpcSrc>) -> Result<(), Status>
+where
+    S: tokio_stream::Stream<Item = Result<proto::Downstream, Status>> + Unpin,
+{
+    let result = loop {
+        match incoming.next().await {
+            Some(Ok(msg)) => {
+                let Some(el) = element.upgrade() else { break Ok(()) };
+                if let Err(status) = receiver.on_downstream(id, msg, &el) {
+                    gst::element_warning!(el, gst::StreamError::Decode, ("Refused a malformed stream message"), ["{}", status.message()]);
+                    let _ = tx.send(Err(status.clone()));
+                    break Err(status);
+                }
+            }
+            Some(Err(status)) => {
+                // Decoding errors (oversized, malformed protobuf) end the call; tell the client why.
+                if let Some(el) = element.upgrade() {
+                    gst::element_warning!(el, gst::StreamError::Decode, ("Refused a stream message"), ["{}", status.message()]);
+                }
+                let _ = tx.send(Err(status.clone()));
+                break Err(status);
+            }
+            None => break Ok(()),
+        }
+        if receiver.lock().stopped {
+            break Err(Status::unavailable("grpcsrc stopped"));
+        }
+    };
+    receiver.detach(id);
+    result
+}
+
+/// The Push endpoint a grpcsrc in server role offers to senders.
+struct SrcService {
+    receiver: Arc<Receiver>,
+    element: glib::WeakRef<super::GrpcSrc>,
+}
+
+type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl proto::stream_bridge_server::StreamBridge for SrcService {
+    type PushStream = BoxStream<proto::Upstream>;
+    type PullStream = BoxStream<proto::Downstream>;
+
+    async fn push(&self, request: Request<Streaming<proto::Downstream>>) -> Result<Response<Self::PushStream>, Status> {
+        let mut incoming = request.into_inner();
+        let hello = match incoming.message().await?.and_then(|m| m.body) {
+            Some(proto::downstream::Body::Hello(hello)) => hello,
+            _ => return Err(Status::invalid_argument("the first message of a call must be Hello")),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.receiver.attach(tx.clone(), &hello)?;
+        let (receiver, element) = (self.receiver.clone(), self.element.clone());
+        rtai_core::runtime::runtime().spawn(async move {
+            let _ = receive(receiver, id, incoming, tx, element).await;
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))))
+    }
+
+    async fn pull(&self, _request: Request<Streaming<proto::Upstream>>) -> Result<Response<Self::PullStream>, Status> {
+        Err(Status::unimplemented("this endpoint is a grpcsrc: senders call Push here; pull streams from a grpcsink in server mode"))
+    }
+}
+
+/// The client role: dial a grpcsink in server mode and pull its stream.
+async fn run_client(receiver: Arc<Receiver>, settings: Settings, element: glib::WeakRef<super::GrpcSrc>) {
+    let mut attempt = 0u32;
+    loop {
+        let outcome: Result<(), (String, bool)> = async {
+            let mut client = transport::connect(&settings.net).await.map_err(|e| (e, false))?;
+            let (tx, rx) = mpsc::unbounded_channel::<Result<proto::Upstream, Status>>();
+            let last_seq = receiver.lock().last_seq;
+            let hello = proto::Hello { protocol_version: wire::PROTOCOL_VERSION, stream_id: String::new(), last_seq, acked_seq: 0 };
+            let _ = tx.send(Ok(proto::Upstream { body: Some(proto::upstream::Body::Hello(hello)) }));
+            let outgoing = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).filter_map(|m| m.ok());
+            let response = client.pull(outgoing).await.map_err(|s| status_error(&s))?;
+            let mut incoming = response.into_inner();
+            let sender_hello = match incoming.message().await.map_err(|s| status_error(&s))?.and_then(|m| m.body) {
+                Some(proto::downstream::Body::Hello(h)) => h,
+                _ => return Err(("the sender did not start with Hello".to_string(), true)),
+            };
+            // attach() sends our Hello again; the sender ignores a second one.
+            let id = receiver.attach(tx.clone(), &sender_hello).map_err(|s| status_error(&s))?;
+            attempt = 0;
+            match receive(receiver.clone(), id, incoming, tx, element.clone()).await {
+                Ok(()) => Err(("the sender ended the call".to_string(), false)),
+                Err(s) => Err(status_error(&s)),
+            }
+        }
+        .await;
+        let Some(el) = element.upgrade() else { return };
+        let Err((message, permanent)) = outcome else { return };
+        if receiver.lock().stopped {
+            return;
+        }
+        if permanent || !settings.reconnect {
+            gst::element_error!(el, gst::ResourceError::Read, ("Stream from {} failed", settings.net.uri), ["{message}"]);
+            return;
+        }
+        attempt += 1;
+        if attempt == 1 {
+            gst::element_warning!(el, gst::ResourceError::Read, ("Connection to {} lost, reconnecting", settings.net.uri), ["{message}"]);
+        }
+        drop(el);
+        tokio::time::sleep(transport::backoff(attempt)).await;
+    }
+}
+
+fn status_error(status: &Status) -> (String, bool) {
+    use tonic::Code;
+    let permanent = matches!(
+        status.code(),
+        Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::FailedPrecondition
+            | Code::InvalidArgument
+            | Code::AlreadyExists
+            | Code::Unimplemented
+            | Code::OutOfRange
+            | Code::ResourceExhausted
+    );
+    (format!("{:?}: {}", status.code(), status.message()), permanent)
+}
+
+enum Running {
+    Server(#[allow(dead_code)] transport::Serving),
+    Client(tokio::task::JoinHandle<()>),
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Running::Client(task) = self {
+            task.abort();
+        }
+    }
+}
+
+/// What the task has pushed so far (sticky events it must send first).
+#[derive(Default)]
+struct PushState {
+    stream_started: bool,
+    caps: Option<gst::Caps>,
+    segment: Option<gst::Segment>,
+    segment_pushed: bool,
+    /// Live mode: sender running time → our running time, fixed at the first buffer.
+    live_offset: Option<i64>,
+    last_end: Option<gst::ClockTime>,
+}
+
+pub struct GrpcSrc {
+    pub(super) srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    receiver: Arc<Receiver>,
+    running: Mutex<Option<Running>>,
+    push_state: Mutex<PushState>,
+    bound_port: Mutex<u32>,
+}
+
+impl GrpcSrc {
+    pub(super) fn start_task(&self) {
+        let this = self.ref_counted();
+        if let Err(e) = self.srcpad.start_task(move || this.push_next()) {
+            gst::error!(CAT, imp = self, "cannot start the push thread: {e}");
+        }
+    }
+
+    fn push_next(&self) {
+        let queued = {
+            let mut core = self.receiver.lock();
+            loop {
+                if core.flushing || core.stopped {
+                    drop(core);
+                    let _ = self.srcpad.pause_task();
+                    return;
+                }
+                if let Some(q) = core.queue.pop_front() {
+                    break q;
+                }
+                core = self.receiver.changed.wait(core).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let mut eos = false;
+        let flow = match &queued.item {
+            Item::StreamStart(ev) => {
+                self.push_state.lock().unwrap().stream_started = true;
+                self.srcpad.push_event(ev.clone());
+                Ok(gst::FlowSuccess::Ok)
+            }
+            Item::Caps(caps) => {
+                self.ensure_stream_start();
+                let mut ps = self.push_state.lock().unwrap();
+                if ps.caps.as_ref() != Some(caps) {
+                    ps.caps = Some(caps.clone());
+                    drop(ps);
+                    self.srcpad.push_event(gst::event::Caps::new(caps));
+                }
+                Ok(gst::FlowSuccess::Ok)
+            }
+            Item::Segment(segment) => {
+                let mut ps = self.push_state.lock().unwrap();
+                ps.segment = Some(segment.clone());
+                ps.segment_pushed = false;
+                ps.live_offset = None;
+                Ok(gst::FlowSuccess::Ok)
+            }
+            Item::Buffer(buffer) => self.push_buffer(buffer.clone()),
+            Item::Event(ev) => {
+                self.ensure_stream_start();
+                eos = ev.type_() == gst::EventType::Eos;
+                if eos || ev.type_() == gst::EventType::Gap {
+                    self.ensure_segment(None);
+                }
+                self.srcpad.push_event(ev.clone());
+                Ok(gst::FlowSuccess::Ok)
+            }
+        };
+        // Confirm only what really went downstream: the rest is resent to whoever comes next.
+        if flow.is_ok() {
+            self.receiver.consumed(&queued);
+        }
+        match flow {
+            Ok(_) if !eos => {}
+            Ok(_) => {
+                let _ = self.srcpad.pause_task();
+            }
+            Err(gst::FlowError::Flushing) => {
+                let _ = self.srcpad.pause_task();
+            }
+            Err(err) => {
+                let _ = self.srcpad.pause_task();
+                if err == gst::FlowError::Eos {
+                    return;
+                }
+                gst::element_imp_error!(self, gst::StreamError::Failed, ("Internal data stream error"), ["streaming stopped, reason {err:?}"]);
+                self.srcpad.push_event(gst::event::Eos::new());
+            }
+        }
+    }
+
+    fn ensure_stream_start(&self) {
+        let mut ps = self.push_state.lock().unwrap();
+        if !ps.stream_started {
+            ps.stream_started = true;
+            drop(ps);
+            // A client that did not send one (another language's) still gets a valid stream.
+            let id = self.srcpad.create_stream_id(&*self.obj(), Some("grpc")).to_string();
+            self.srcpad.push_event(gst::event::StreamStart::new(&id));
+        }
+    }
+
+    /// Pushes the segment before the first buffer, mapped to our clock when live.
+    fn ensure_segment(&self, first: Option<&gst::Buffer>) {
+        let is_live = self.settings.lock().unwrap().is_live;
+        let mut ps = self.push_state.lock().unwrap();
+        if ps.segment_pushed {
+            return;
+        }
+        let mut segment = ps.segment.clone().unwrap_or_else(|| gst::FormattedSegment::<gst::ClockTime>::new().upcast());
+        if is_live
+            && let Some(buffer) = first
+            && let Some(seg) = segment.downcast_ref::<gst::ClockTime>()
+            && let Some(sender_rt) = buffer.pts().and_then(|pts| seg.to_running_time(pts))
+            && let Some(our_rt) = self.obj().current_running_time()
+        {
+            // The first buffer plays now (+ latency); later ones keep their spacing.
+            let offset = our_rt.nseconds() as i64 - sender_rt.nseconds() as i64;
+            if let Ok(mut s) = segment.clone().downcast::<gst::ClockTime>() {
+                if s.offset_running_time(offset).is_ok() {
+                    segment = s.upcast();
+                }
+                ps.live_offset = Some(offset);
+            }
+        }
+        ps.segment_pushed = true;
+        drop(ps);
+        self.srcpad.push_event(gst::event::Segment::new(&segment));
+    }
+
+    fn push_buffer(&self, mut buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.ensure_stream_start();
+        self.ensure_segment(Some(&buffer));
+        let (gap, joined_at) = {
+            let mut core = self.receiver.lock();
+            (std::mem::take(&mut core.pending_gap), core.joined_at.take())
+        };
+        if let Some(first) = joined_at {
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Failed,
+                ("Joined a running stream at message {first}: the {} messages before it went to a previous receiver", first - 1),
+                ["first buffer here {:?}", buffer.pts()]
+            );
+            self.receiver.lock().stats.gaps += 1;
+            buffer.make_mut().set_flags(gst::BufferFlags::DISCONT);
+        }
+        if gap > 0 {
+            let last_end = self.push_state.lock().unwrap().last_end;
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Failed,
+                ("{gap} stream messages were lost while reconnecting"),
+                ["gap before buffer {:?}", buffer.pts()]
+            );
+            {
+                let mut core = self.receiver.lock();
+                core.stats.gaps += 1;
+                core.stats.lost_messages += gap;
+            }
+            if let (Some(end), Some(pts)) = (last_end, buffer.pts())
+                && pts > end
+            {
+                self.srcpad.push_event(gst::event::Gap::builder(end).duration(pts - end).build());
+            }
+            buffer.make_mut().set_flags(gst::BufferFlags::DISCONT);
+        }
+        if let Some(end) = buffer.pts().map(|p| p + buffer.duration().unwrap_or(gst::ClockTime::ZERO)) {
+            self.push_state.lock().unwrap().last_end = Some(end);
+        }
+        let size = buffer.size() as u64;
+        let flow = self.srcpad.push(buffer);
+        let mut core = self.receiver.lock();
+        core.stats.buffers += 1;
+        core.stats.bytes += size;
+        flow
+    }
+
+    fn stats(&self) -> gst::Structure {
+        let core = self.receiver.lock();
+        let st = &core.stats;
+        gst::Structure::builder("grpcsrc-stats")
+            .field("buffers", st.buffers)
+            .field("bytes", st.bytes)
+            .field("connections", st.connections)
+            .field("duplicates", st.duplicates)
+            .field("gaps", st.gaps)
+            .field("lost-messages", st.lost_messages)
+            .field("rejected", st.rejected)
+            .field("connected", core.conn.is_some())
+            .field("queued", core.queue.len() as u32)
+            .build()
+    }
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self.settings.lock().unwrap().clone();
+        gst::debug!(CAT, imp = self, "starting: {:?} {:?}", settings.role, settings.net);
+        *self.receiver.lock() = Core::default();
+        *self.push_state.lock().unwrap() = PushState::default();
+        let running = match settings.role {
+            Role::Server => {
+                let service = SrcService { receiver: self.receiver.clone(), element: self.obj().downgrade() };
+                let weak = self.obj().downgrade();
+                let serving = transport::serve(service, &settings.net, move |e| {
+                    if let Some(el) = weak.upgrade() {
+                        gst::element_error!(el, gst::ResourceError::Failed, ("gRPC server failed"), ["{e}"]);
+                    }
+                })
+                .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("Cannot receive the stream"), ["{e}"]))?;
+                *self.bound_port.lock().unwrap() = serving.local_addr.port() as u32;
+                Running::Server(serving)
+            }
+            Role::Client => Running::Client(rtai_core::runtime::runtime().spawn(run_client(self.receiver.clone(), settings, self.obj().downgrade()))),
+        };
+        *self.running.lock().unwrap() = Some(running);
+        Ok(())
+    }
+
+    fn stop(&self) {
+        {
+            let mut core = self.receiver.lock();
+            core.stopped = true;
+            if let Some(conn) = core.conn.take() {
+                // Ends the sender's call now, so it reconnects (to our successor) at once.
+                let _ = conn.tx.send(Err(Status::unavailable("the receiver stopped")));
+            }
+            core.queue.clear();
+            self.receiver.changed.notify_all();
+        }
+        *self.running.lock().unwrap() = None;
+    }
+
+    fn src_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        match event.type_() {
+            gst::EventType::CustomUpstream | gst::EventType::Qos => self.receiver.send_upstream_event(&event),
+            gst::EventType::Seek => {
+                gst::debug!(CAT, obj = pad, "a live network stream cannot seek");
+                false
+            }
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        match query.view_mut() {
+            gst::QueryViewMut::Latency(q) => {
+                let settings = self.settings.lock().unwrap().clone();
+                let sender_min = self.receiver.lock().sender_latency.map_or(0, |(_, min, _)| min);
+                let min = gst::ClockTime::from_mseconds(settings.latency_ms as u64) + gst::ClockTime::from_nseconds(sender_min);
+                q.set(settings.is_live, min, gst::ClockTime::NONE);
+                true
+            }
+            gst::QueryViewMut::Scheduling(q) => {
+                q.set(gst::SchedulingFlags::SEQUENTIAL, 1, -1, 0);
+                q.add_scheduling_modes([gst::PadMode::Push]);
+                true
+            }
+            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
+        }
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for GrpcSrc {
+    const NAME: &'static str = "GstGrpcSrc";
+    type Type = super::GrpcSrc;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let srcpad = gst::Pad::builder_from_template(&klass.pad_template("src").expect("template exists"))
+            .event_function(|pad, parent, event| GrpcSrc::catch_panic_pad_function(parent, || false, |imp| imp.src_event(pad, event)))
+            .query_function(|pad, parent, query| GrpcSrc::catch_panic_pad_function(parent, || false, |imp| imp.src_query(pad, query)))
+            .activatemode_function(|_pad, parent, _mode, active| {
+                GrpcSrc::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::loggable_error!(CAT, "panic in activation")),
+                    |imp| {
+                        if active {
+                            imp.receiver.lock().flushing = false;
+                            imp.start_task();
+                            Ok(())
+                        } else {
+                            imp.receiver.lock().flushing = true;
+                            imp.receiver.changed.notify_all();
+                            imp.srcpad.stop_task().map_err(|e| gst::loggable_error!(CAT, "cannot stop the push thread: {e}"))
+                        }
+                    },
+                )
+            })
+            .build();
+        Self {
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            receiver: Arc::new(Receiver::default()),
+            running: Mutex::new(None),
+            push_state: Mutex::new(PushState::default()),
+            bound_port: Mutex::new(0),
+        }
+    }
+}
+
+impl ObjectImpl for GrpcSrc {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let mut props = vec![
+                glib::ParamSpecEnum::builder_with_default("mode", DEFAULT_ROLE)
+                    .nick("Mode")
+                    .blurb("server: listen and let senders call Push; client: dial a grpcsink in server mode at uri and call Pull")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("is-live")
+                    .nick("Is live")
+                    .blurb("Act as a live source: timestamps are mapped so the first buffer's running time is its arrival time")
+                    .default_value(DEFAULT_IS_LIVE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("latency")
+                    .nick("Latency")
+                    .blurb("Network latency (ms) to add to the sender's in the LATENCY query")
+                    .maximum(60_000)
+                    .default_value(DEFAULT_LATENCY_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("reconnect")
+                    .nick("Reconnect")
+                    .blurb("Client mode: redial with backoff when the sender goes away (false: a disconnect is an error)")
+                    .default_value(DEFAULT_RECONNECT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("buffers, bytes, connections, duplicates, gaps, lost-messages, rejected, connected, queued")
+                    .read_only()
+                    .build(),
+            ];
+            props.extend(crate::net_properties());
+            props
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = self.settings.lock().unwrap();
+        match pspec.name() {
+            "mode" => settings.role = value.get().expect("type checked upstream"),
+            "is-live" => settings.is_live = value.get().expect("type checked upstream"),
+            "latency" => settings.latency_ms = value.get().expect("type checked upstream"),
+            "reconnect" => settings.reconnect = value.get().expect("type checked upstream"),
+            name => crate::set_net_property(&mut settings.net, name, value),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = self.settings.lock().unwrap();
+        match pspec.name() {
+            "mode" => settings.role.to_value(),
+            "is-live" => settings.is_live.to_value(),
+            "latency" => settings.latency_ms.to_value(),
+            "reconnect" => settings.reconnect.to_value(),
+            "stats" => {
+                drop(settings);
+                self.stats().to_value()
+            }
+            "bound-port" => self.bound_port.lock().unwrap().to_value(),
+            name => crate::net_property(&settings.net, name),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.srcpad).expect("src pad is new");
+        obj.set_element_flags(gst::ElementFlags::SOURCE);
+    }
+}
+
+impl GstObjectImpl for GrpcSrc {}
+
+impl ElementImpl for GrpcSrc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "gRPC stream source",
+                "Source/Network",
+                "Receives buffers, caps, timestamps, metas and events from a grpcsink over gRPC (server or client role), \
+                 with flow control, duplicate suppression and gap reporting",
+                "rtai contributors",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            vec![gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &gst::Caps::new_any())
+                .expect("valid template")]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::ReadyToPaused
+            && let Err(err) = self.start()
+        {
+            self.post_error_message(err);
+            return Err(gst::StateChangeError);
+        }
+        let mut success = self.parent_change_state(transition)?;
+        match transition {
+            gst::StateChange::PausedToReady => self.stop(),
+            gst::StateChange::ReadyToPaused | gst::StateChange::PlayingToPaused if self.settings.lock().unwrap().is_live => {
+                success = gst::StateChangeSuccess::NoPreroll;
+            }
+            _ => {}
+        }
+        Ok(success)
+    }
+}
