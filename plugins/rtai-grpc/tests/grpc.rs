@@ -511,3 +511,128 @@ fn receiver_restart_mid_stream_reconnects_without_duplicates_and_reports_the_gap
     assert!(warned, "the gap was reported on B's bus");
     assert_eq!(discont.lock().unwrap().first(), b_got.first(), "B's first buffer after the gap is DISCONT");
 }
+
+/// The venv Python that scripts/setup.sh prepares (grpcio, grpcio-tools).
+fn python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("RTAI_PYTHON") {
+        return p.into();
+    }
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|d| d.join(".venv/bin/python"))
+        .find(|p| p.is_file())
+        .expect("no .venv/bin/python: run scripts/setup.sh (installs grpcio and grpcio-tools)")
+}
+
+fn python_peer(args: &[&str]) -> std::process::Child {
+    std::process::Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/grpc_peer.py"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python runs")
+}
+
+fn python_summary(child: std::process::Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the Python peer failed: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn python_grpcio_client_pulls_a_stream_from_grpcsink() {
+    init();
+    let pipeline = gst::parse::launch(
+        "videotestsrc num-buffers=12 ! video/x-raw,format=GRAY8,width=16,height=8,framerate=10/1 ! grpcsink name=sink mode=server listen=127.0.0.1:0",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let port = pipeline.by_name("sink").unwrap().property::<u32>("bound-port");
+    let summary = python_summary(python_peer(&["pull", &format!("127.0.0.1:{port}")]));
+    let msg = pipeline.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos, gst::MessageType::Error]).unwrap();
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    assert!(summary.contains("\"buffers\": 12"), "{summary}");
+    assert!(summary.contains("\"bytes\": 1536"), "{summary}");
+    assert!(summary.contains("GRAY8"), "{summary}");
+    assert!(summary.contains("\"pts\": [0, 100000000, 200000000"), "{summary}");
+    assert!(summary.contains("\"eos\": true"), "{summary}");
+}
+
+#[test]
+fn python_grpcio_client_pushes_a_stream_to_grpcsrc() {
+    let rx = receiver("");
+    let summary = python_summary(python_peer(&["push", &format!("127.0.0.1:{}", rx.port()), "5"]));
+    rx.wait_eos();
+    assert!(summary.contains("\"acked_seq\": 6"), "{summary}");
+    let texts: Vec<(String, Option<gst::ClockTime>)> = rx
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Buffer { data, pts, .. } => Some((String::from_utf8(data.clone()).unwrap(), *pts)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts.len(), 5);
+    assert_eq!(texts[3], ("from python 3".to_string(), Some(gst::ClockTime::from_seconds(3))));
+}
+
+#[test]
+fn receiver_can_dial_a_sender_in_server_mode() {
+    init();
+    let sender = gst::parse::launch(
+        "videotestsrc num-buffers=20 ! video/x-raw,width=64,height=48 ! grpcsink name=sink mode=server listen=127.0.0.1:0",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sent = record(&sender.by_name("sink").unwrap().static_pad("sink").unwrap(), true);
+    sender.set_state(gst::State::Playing).unwrap();
+    let port = sender.by_name("sink").unwrap().property::<u32>("bound-port");
+    let rx = gst::parse::launch(&format!("grpcsrc mode=client uri=http://127.0.0.1:{port} ! fakesink name=sink sync=false"))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let got = record(&rx.by_name("sink").unwrap().static_pad("sink").unwrap(), false);
+    rx.set_state(gst::State::Playing).unwrap();
+    let msg = rx.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos, gst::MessageType::Error]).unwrap();
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    sender.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos]).expect("sender EOS");
+    rx.set_state(gst::State::Null).unwrap();
+    sender.set_state(gst::State::Null).unwrap();
+    assert_eq!(only_data(&got.lock().unwrap()), only_data(&sent.lock().unwrap()));
+}
+
+#[test]
+fn tls_carries_the_stream_and_a_plain_client_is_refused() {
+    init();
+    let dir = std::env::temp_dir().join(format!("rtai-grpc-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rcgen::CertifiedKey { cert, signing_key } = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, signing_key.serialize_pem()).unwrap();
+    let rx = receiver(&format!("tls-certificate={} tls-key={}", cert_path.display(), key_path.display()));
+    // Plain HTTP/2 to a TLS server: refused with a clear error.
+    let text = sender_error("videotestsrc num-buffers=3", rx.port(), "reconnect=false");
+    eprintln!("PLAIN-TO-TLS: {text}");
+    assert!(text.contains("127.0.0.1"), "the error names the peer: {text}");
+    // TLS, verified against the self-signed certificate.
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=10 ! video/x-raw,width=32,height=24 ! grpcsink name=sink uri=https://127.0.0.1:{} tls-ca={}",
+        rx.port(),
+        cert_path.display()
+    ))
+    .unwrap();
+    let sent = record(&pipeline.downcast_ref::<gst::Bin>().unwrap().by_name("sink").unwrap().static_pad("sink").unwrap(), true);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    rx.wait_eos();
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(only_data(&rx.seen.lock().unwrap()), only_data(&sent.lock().unwrap()));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -88,6 +88,8 @@ struct Core {
     caps: Option<proto::downstream::Body>,
     segment: Option<proto::downstream::Body>,
     flushing: bool,
+    /// EOS was confirmed by the receiver: the call is over, no reconnect.
+    finished: bool,
     failure: Option<String>,
     stats: Stats,
 }
@@ -353,6 +355,7 @@ async fn run_client(sender: Arc<Sender>, settings: Settings, element: glib::Weak
         let Some(el) = element.upgrade() else { return };
         let (message, permanent) = match outcome {
             Ok(()) => return,
+            Err(_) if sender.lock().finished => return,
             Err(e) => e,
         };
         if permanent || !settings.reconnect {
@@ -633,7 +636,15 @@ impl BaseSinkImpl for GrpcSink {
                 let w = wire::event_to_wire(&event).expect("EOS is carried");
                 match self.sender.send_data(proto::downstream::Body::Event(w), 0, None) {
                     Ok(seq) => {
-                        if !self.sender.wait_acked(seq) {
+                        if self.sender.wait_acked(seq) {
+                            // Everything arrived: end the call cleanly.
+                            let mut core = self.sender.lock();
+                            core.finished = true;
+                            if let Some(id) = core.conn.as_ref().map(|c| c.id) {
+                                drop(core);
+                                self.sender.detach(id);
+                            }
+                        } else {
                             gst::warning!(CAT, imp = self, "EOS not confirmed by the receiver");
                         }
                     }

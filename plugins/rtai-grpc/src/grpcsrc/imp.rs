@@ -92,6 +92,8 @@ struct Core {
     joined_at: Option<u64>,
     flushing: bool,
     stopped: bool,
+    /// EOS arrived: a call that ends now is finished, not lost.
+    eos_received: bool,
     sender_latency: Option<(bool, u64, u64)>,
     stats: Stats,
 }
@@ -125,6 +127,7 @@ impl Receiver {
         if hello.last_seq == 0 {
             // A fresh sender: its numbering starts again.
             core.last_seq = 0;
+            core.eos_received = false;
         } else if core.last_seq == 0 && hello.acked_seq > 0 {
             // A fresh receiver joining a running stream: the sender resends what no
             // receiver confirmed; what came before went to a previous receiver.
@@ -211,7 +214,10 @@ impl Receiver {
                         drop(core);
                         element.imp().srcpad.push_event(event);
                     }
-                    _ => self.enqueue(&mut core, Item::Event(event), msg.seq, 0, id),
+                    _ => {
+                        core.eos_received |= event.type_() == gst::EventType::Eos;
+                        self.enqueue(&mut core, Item::Event(event), msg.seq, 0, id)
+                    }
                 }
             }
         }
@@ -331,7 +337,7 @@ async fn run_client(receiver: Arc<Receiver>, settings: Settings, element: glib::
         .await;
         let Some(el) = element.upgrade() else { return };
         let Err((message, permanent)) = outcome else { return };
-        if receiver.lock().stopped {
+        if receiver.lock().stopped || receiver.lock().eos_received {
             return;
         }
         if permanent || !settings.reconnect {
