@@ -20,6 +20,10 @@ pub const DEFAULT_URI: &str = "http://127.0.0.1:50051";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_MAX_MESSAGE_SIZE: u32 = 64 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 flow-control windows: the 64 KiB default stalls a stream of 1 MB video
+/// frames on every frame; the bridge's own credit bounds memory instead.
+const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
 #[repr(u32)]
@@ -157,7 +161,9 @@ pub async fn connect(net: &NetSettings) -> Result<Client, String> {
     let mut endpoint = Endpoint::from_shared(uri.clone())
         .map_err(|e| format!("invalid uri {uri:?}: {e}"))?
         .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
     if uri.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
         if let Some(ca) = &net.tls_ca {
@@ -218,7 +224,10 @@ pub fn serve<S: StreamBridge>(
     let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     listener.set_nonblocking(true).map_err(|e| format!("listen socket: {e}"))?;
     let local_addr = listener.local_addr().map_err(|e| format!("listen socket: {e}"))?;
-    let mut builder = Server::builder().tcp_nodelay(true);
+    let mut builder = Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
     if let Some(cert) = &net.tls_certificate {
         let key = net.tls_key.as_ref().ok_or("tls-certificate needs tls-key")?;
         let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert, "certificate")?, read(key, "key")?));
@@ -267,4 +276,13 @@ pub fn check_hello(hello: &crate::wire::proto::Hello) -> Result<(), Status> {
         )));
     }
     Ok(())
+}
+
+/// Adds the likely cause to a bare transport failure of a plain-text call.
+pub fn with_hint(uri: &str, message: String) -> String {
+    if uri.starts_with("http://") && message.contains("transport error") {
+        format!("{message} (if the peer uses TLS, dial https:// with tls-ca)")
+    } else {
+        message
+    }
 }

@@ -620,8 +620,7 @@ fn tls_carries_the_stream_and_a_plain_client_is_refused() {
     let rx = receiver(&format!("tls-certificate={} tls-key={}", cert_path.display(), key_path.display()));
     // Plain HTTP/2 to a TLS server: refused with a clear error.
     let text = sender_error("videotestsrc num-buffers=3", rx.port(), "reconnect=false");
-    eprintln!("PLAIN-TO-TLS: {text}");
-    assert!(text.contains("127.0.0.1"), "the error names the peer: {text}");
+    assert!(text.contains("127.0.0.1") && text.contains("TLS"), "the error names the peer and the likely cause: {text}");
     // TLS, verified against the self-signed certificate.
     let pipeline = gst::parse::launch(&format!(
         "videotestsrc num-buffers=10 ! video/x-raw,width=32,height=24 ! grpcsink name=sink uri=https://127.0.0.1:{} tls-ca={}",
@@ -635,4 +634,28 @@ fn tls_carries_the_stream_and_a_plain_client_is_refused() {
     pipeline.set_state(gst::State::Null).unwrap();
     assert_eq!(only_data(&rx.seen.lock().unwrap()), only_data(&sent.lock().unwrap()));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn live_receiver_reports_network_plus_sender_latency() {
+    let rx = receiver("is-live=true latency=20");
+    let (first_tx, first_rx) = mpsc::channel();
+    rx.pipeline.by_name("sink").unwrap().static_pad("sink").unwrap().add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        let _ = first_tx.send(());
+        gst::PadProbeReturn::Ok
+    });
+    let sender = gst::parse::launch(&format!(
+        "audiotestsrc is-live=true samplesperbuffer=800 num-buffers=50 ! audio/x-raw,rate=16000,channels=1 ! grpcsink uri=http://127.0.0.1:{}",
+        rx.port()
+    ))
+    .unwrap();
+    sender.set_state(gst::State::Playing).unwrap();
+    first_rx.recv_timeout(Duration::from_secs(30)).expect("a buffer arrives");
+    let mut q = gst::query::Latency::new();
+    assert!(rx.src.static_pad("src").unwrap().query(&mut q));
+    let (live, min, _) = q.result();
+    sender.set_state(gst::State::Null).unwrap();
+    assert!(live);
+    // 20 ms for the network plus the sender's 50 ms (800 samples at 16 kHz).
+    assert!(min >= gst::ClockTime::from_mseconds(70), "min latency {min}");
 }

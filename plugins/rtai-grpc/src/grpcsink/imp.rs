@@ -279,6 +279,17 @@ impl Sender {
     }
 }
 
+/// Tells the receiver this side's upstream latency (it adds its own for its LATENCY query).
+fn send_upstream_latency(sender: &Sender, element: &super::GrpcSink) {
+    let mut query = gst::query::Latency::new();
+    let pad = element.static_pad("sink").expect("sink pad exists");
+    if pad.peer_query(&mut query) {
+        let (live, min, max) = query.result();
+        let latency = proto::Latency { live, min: min.nseconds(), max: max.map_or(wire::NONE, |m| m.nseconds()) };
+        sender.send_oob(proto::downstream::Body::Latency(latency));
+    }
+}
+
 /// The Pull endpoint a grpcsink in server role offers to receivers.
 struct SinkService {
     sender: Arc<Sender>,
@@ -305,6 +316,9 @@ impl proto::stream_bridge_server::StreamBridge for SinkService {
         transport::check_hello(&hello)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let id = self.sender.attach(tx);
+        if let Some(element) = self.element.upgrade() {
+            send_upstream_latency(&self.sender, &element);
+        }
         self.sender.resume(id, hello.last_seq);
         let (sender, element) = (self.sender.clone(), self.element.clone());
         rtai_core::runtime::runtime().spawn(async move {
@@ -329,6 +343,9 @@ async fn run_client(sender: Arc<Sender>, settings: Settings, element: glib::Weak
             let mut client = transport::connect(&settings.net).await.map_err(|e| (e, false))?;
             let (tx, rx) = mpsc::unbounded_channel();
             let id = sender.attach(tx);
+            if let Some(el) = element.upgrade() {
+                send_upstream_latency(&sender, &el);
+            }
             let result = async {
                 let response = client
                     .push(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
@@ -358,6 +375,7 @@ async fn run_client(sender: Arc<Sender>, settings: Settings, element: glib::Weak
             Err(_) if sender.lock().finished => return,
             Err(e) => e,
         };
+        let message = transport::with_hint(&settings.net.uri, message);
         if permanent || !settings.reconnect {
             gst::element_error!(el, gst::ResourceError::Write, ("Stream to {} failed", settings.net.uri), ["{message}"]);
             sender.fail(message);
@@ -387,7 +405,7 @@ fn status_error(status: &Status) -> (String, bool) {
             | Code::OutOfRange
             | Code::ResourceExhausted
     );
-    (format!("{:?}: {}", status.code(), status.message()), permanent)
+    (format!("{:?}: {}", status.code(), transport::error_chain(status)), permanent)
 }
 
 enum Running {

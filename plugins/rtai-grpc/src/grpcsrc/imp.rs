@@ -340,6 +340,7 @@ async fn run_client(receiver: Arc<Receiver>, settings: Settings, element: glib::
         if receiver.lock().stopped || receiver.lock().eos_received {
             return;
         }
+        let message = transport::with_hint(&settings.net.uri, message);
         if permanent || !settings.reconnect {
             gst::element_error!(el, gst::ResourceError::Read, ("Stream from {} failed", settings.net.uri), ["{message}"]);
             return;
@@ -366,7 +367,7 @@ fn status_error(status: &Status) -> (String, bool) {
             | Code::OutOfRange
             | Code::ResourceExhausted
     );
-    (format!("{:?}: {}", status.code(), status.message()), permanent)
+    (format!("{:?}: {}", status.code(), transport::error_chain(status)), permanent)
 }
 
 enum Running {
