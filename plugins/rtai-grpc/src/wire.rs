@@ -345,6 +345,22 @@ mod tests {
     }
 
     #[test]
+    fn other_custom_metas_travel_as_structures() {
+        init();
+        gst::meta::CustomMeta::register("RtaiTestTranscriptMeta", &[]);
+        let mut buffer = gst::Buffer::with_size(4).unwrap();
+        {
+            let mut meta = gst::meta::CustomMeta::add(buffer.get_mut().unwrap(), "RtaiTestTranscriptMeta").unwrap();
+            meta.mut_structure().set("text", "turn the lights on");
+            meta.mut_structure().set("confidence", 0.75f64);
+        }
+        let back = buffer_from_wire(buffer_to_wire(&buffer).unwrap()).unwrap();
+        let meta = gst::meta::CustomMeta::from_buffer(&back, "RtaiTestTranscriptMeta").expect("the custom meta arrived");
+        assert_eq!(meta.structure().get::<&str>("text").unwrap(), "turn the lights on");
+        assert_eq!(meta.structure().get::<f64>("confidence").unwrap(), 0.75);
+    }
+
+    #[test]
     fn segments_and_events_round_trip() {
         init();
         let mut segment = gst::FormattedSegment::<gst::ClockTime>::new();

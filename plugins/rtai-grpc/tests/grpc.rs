@@ -659,3 +659,17 @@ fn live_receiver_reports_network_plus_sender_latency() {
     // 20 ms for the network plus the sender's 50 ms (800 samples at 16 kHz).
     assert!(min >= gst::ClockTime::from_mseconds(70), "min latency {min}");
 }
+
+#[test]
+fn compressed_streams_arrive_intact() {
+    for compression in ["gzip", "zstd"] {
+        let rx = receiver("compression=gzip");
+        let sent = send(
+            "videotestsrc num-buffers=10 pattern=ball ! video/x-raw,width=64,height=48",
+            rx.port(),
+            &format!("compression={compression}"),
+        );
+        rx.wait_eos();
+        assert_eq!(only_data(&rx.seen.lock().unwrap()), only_data(&sent), "{compression}");
+    }
+}

@@ -87,6 +87,7 @@ struct Core {
     stream_start: Option<proto::downstream::Body>,
     caps: Option<proto::downstream::Body>,
     segment: Option<proto::downstream::Body>,
+    latency: Option<proto::downstream::Body>,
     flushing: bool,
     /// EOS was confirmed by the receiver: the call is over, no reconnect.
     finished: bool,
@@ -122,7 +123,7 @@ impl Sender {
             acked_seq: core.acked_seq,
         };
         let _ = tx.send(proto::Downstream { seq: 0, body: Some(proto::downstream::Body::Hello(hello)) });
-        for body in [&core.stream_start, &core.caps, &core.segment].into_iter().flatten() {
+        for body in [&core.stream_start, &core.caps, &core.segment, &core.latency].into_iter().flatten() {
             let _ = tx.send(proto::Downstream { seq: 0, body: Some(body.clone()) });
         }
         core.conn = Some(Conn { id, tx, sent_bytes: 0, consumed_bytes: 0, ready: false });
@@ -242,6 +243,7 @@ impl Sender {
         match &body {
             proto::downstream::Body::Caps(_) => core.caps = Some(body.clone()),
             proto::downstream::Body::Segment(_) => core.segment = Some(body.clone()),
+            proto::downstream::Body::Latency(_) => core.latency = Some(body.clone()),
             _ => core.stream_start = Some(body.clone()),
         }
         if let Some(conn) = &core.conn {
@@ -286,7 +288,7 @@ fn send_upstream_latency(sender: &Sender, element: &super::GrpcSink) {
     if pad.peer_query(&mut query) {
         let (live, min, max) = query.result();
         let latency = proto::Latency { live, min: min.nseconds(), max: max.map_or(wire::NONE, |m| m.nseconds()) };
-        sender.send_oob(proto::downstream::Body::Latency(latency));
+        sender.send_state(proto::downstream::Body::Latency(latency));
     }
 }
 
@@ -316,9 +318,6 @@ impl proto::stream_bridge_server::StreamBridge for SinkService {
         transport::check_hello(&hello)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let id = self.sender.attach(tx);
-        if let Some(element) = self.element.upgrade() {
-            send_upstream_latency(&self.sender, &element);
-        }
         self.sender.resume(id, hello.last_seq);
         let (sender, element) = (self.sender.clone(), self.element.clone());
         rtai_core::runtime::runtime().spawn(async move {
@@ -343,9 +342,6 @@ async fn run_client(sender: Arc<Sender>, settings: Settings, element: glib::Weak
             let mut client = transport::connect(&settings.net).await.map_err(|e| (e, false))?;
             let (tx, rx) = mpsc::unbounded_channel();
             let id = sender.attach(tx);
-            if let Some(el) = element.upgrade() {
-                send_upstream_latency(&sender, &el);
-            }
             let result = async {
                 let response = client
                     .push(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
@@ -608,6 +604,8 @@ impl BaseSinkImpl for GrpcSink {
 
     fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
         self.sender.send_state(proto::downstream::Body::Caps(caps.to_string()));
+        // Upstream's latency is known once caps are: tell the receiver.
+        send_upstream_latency(&self.sender, &self.obj());
         Ok(())
     }
 
