@@ -286,3 +286,36 @@ pub fn with_hint(uri: &str, message: String) -> String {
         message
     }
 }
+
+/// A status text, and whether retrying cannot help (auth, version, bad data).
+pub fn status_error(status: &Status) -> (String, bool) {
+    use tonic::Code;
+    let permanent = matches!(
+        status.code(),
+        Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::FailedPrecondition
+            | Code::InvalidArgument
+            | Code::AlreadyExists
+            | Code::Unimplemented
+            | Code::OutOfRange
+            | Code::ResourceExhausted
+    );
+    (format!("{:?}: {}", status.code(), error_chain(status)), permanent)
+}
+
+/// What an element runs while started: a server, or the task that dials.
+pub enum Running {
+    // Held for its Drop, which shuts the server down.
+    Server(#[allow(dead_code)] Serving),
+    Client(tokio::task::JoinHandle<()>),
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Running::Client(task) = self {
+            task.abort();
+        }
+    }
+}
+

@@ -346,17 +346,17 @@ async fn run_client(sender: Arc<Sender>, settings: Settings, element: glib::Weak
                 let response = client
                     .push(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
                     .await
-                    .map_err(|s| status_error(&s))?;
+                    .map_err(|s| transport::status_error(&s))?;
                 attempt = 0;
                 let mut incoming = response.into_inner();
                 loop {
                     match incoming.message().await {
                         Ok(Some(msg)) => {
                             let Some(element) = element.upgrade() else { return Ok(()) };
-                            sender.on_upstream(id, msg, &element).map_err(|s| status_error(&s))?;
+                            sender.on_upstream(id, msg, &element).map_err(|s| transport::status_error(&s))?;
                         }
                         Ok(None) => return Err(("the receiver ended the call".to_string(), false)),
-                        Err(s) => return Err(status_error(&s)),
+                        Err(s) => return Err(transport::status_error(&s)),
                     }
                 }
             }
@@ -387,42 +387,11 @@ async fn run_client(sender: Arc<Sender>, settings: Settings, element: glib::Weak
     }
 }
 
-/// A status text, and whether retrying cannot help (auth, version, bad data).
-fn status_error(status: &Status) -> (String, bool) {
-    use tonic::Code;
-    let permanent = matches!(
-        status.code(),
-        Code::Unauthenticated
-            | Code::PermissionDenied
-            | Code::FailedPrecondition
-            | Code::InvalidArgument
-            | Code::AlreadyExists
-            | Code::Unimplemented
-            | Code::OutOfRange
-            | Code::ResourceExhausted
-    );
-    (format!("{:?}: {}", status.code(), transport::error_chain(status)), permanent)
-}
-
-enum Running {
-    // Held for its Drop, which shuts the server down.
-    Server(#[allow(dead_code)] transport::Serving),
-    Client(tokio::task::JoinHandle<()>),
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Running::Client(task) = self {
-            task.abort();
-        }
-    }
-}
-
 #[derive(Default)]
 pub struct GrpcSink {
     settings: Mutex<Settings>,
     sender: Arc<Sender>,
-    running: Mutex<Option<Running>>,
+    running: Mutex<Option<transport::Running>>,
     bound_port: Mutex<u32>,
 }
 
@@ -575,11 +544,11 @@ impl BaseSinkImpl for GrpcSink {
                 })
                 .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("Cannot serve the stream"), ["{e}"]))?;
                 *self.bound_port.lock().unwrap() = serving.local_addr.port() as u32;
-                Running::Server(serving)
+                transport::Running::Server(serving)
             }
             Role::Client => {
                 let task = rtai_core::runtime::runtime().spawn(run_client(self.sender.clone(), settings, self.obj().downgrade()));
-                Running::Client(task)
+                transport::Running::Client(task)
             }
         };
         *self.running.lock().unwrap() = Some(running);

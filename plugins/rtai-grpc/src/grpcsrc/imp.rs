@@ -320,18 +320,18 @@ async fn run_client(receiver: Arc<Receiver>, settings: Settings, element: glib::
             let hello = proto::Hello { protocol_version: wire::PROTOCOL_VERSION, stream_id: String::new(), last_seq, acked_seq: 0 };
             let _ = tx.send(Ok(proto::Upstream { body: Some(proto::upstream::Body::Hello(hello)) }));
             let outgoing = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).filter_map(|m| m.ok());
-            let response = client.pull(outgoing).await.map_err(|s| status_error(&s))?;
+            let response = client.pull(outgoing).await.map_err(|s| transport::status_error(&s))?;
             let mut incoming = response.into_inner();
-            let sender_hello = match incoming.message().await.map_err(|s| status_error(&s))?.and_then(|m| m.body) {
+            let sender_hello = match incoming.message().await.map_err(|s| transport::status_error(&s))?.and_then(|m| m.body) {
                 Some(proto::downstream::Body::Hello(h)) => h,
                 _ => return Err(("the sender did not start with Hello".to_string(), true)),
             };
             // attach() sends our Hello again; the sender ignores a second one.
-            let id = receiver.attach(tx.clone(), &sender_hello).map_err(|s| status_error(&s))?;
+            let id = receiver.attach(tx.clone(), &sender_hello).map_err(|s| transport::status_error(&s))?;
             attempt = 0;
             match receive(receiver.clone(), id, incoming, tx, element.clone()).await {
                 Ok(()) => Err(("the sender ended the call".to_string(), false)),
-                Err(s) => Err(status_error(&s)),
+                Err(s) => Err(transport::status_error(&s)),
             }
         }
         .await;
@@ -354,35 +354,6 @@ async fn run_client(receiver: Arc<Receiver>, settings: Settings, element: glib::
     }
 }
 
-fn status_error(status: &Status) -> (String, bool) {
-    use tonic::Code;
-    let permanent = matches!(
-        status.code(),
-        Code::Unauthenticated
-            | Code::PermissionDenied
-            | Code::FailedPrecondition
-            | Code::InvalidArgument
-            | Code::AlreadyExists
-            | Code::Unimplemented
-            | Code::OutOfRange
-            | Code::ResourceExhausted
-    );
-    (format!("{:?}: {}", status.code(), transport::error_chain(status)), permanent)
-}
-
-enum Running {
-    Server(#[allow(dead_code)] transport::Serving),
-    Client(tokio::task::JoinHandle<()>),
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Running::Client(task) = self {
-            task.abort();
-        }
-    }
-}
-
 /// What the task has pushed so far (sticky events it must send first).
 #[derive(Default)]
 struct PushState {
@@ -399,7 +370,7 @@ pub struct GrpcSrc {
     pub(super) srcpad: gst::Pad,
     settings: Mutex<Settings>,
     receiver: Arc<Receiver>,
-    running: Mutex<Option<Running>>,
+    running: Mutex<Option<transport::Running>>,
     push_state: Mutex<PushState>,
     bound_port: Mutex<u32>,
 }
@@ -604,9 +575,9 @@ impl GrpcSrc {
                 })
                 .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("Cannot receive the stream"), ["{e}"]))?;
                 *self.bound_port.lock().unwrap() = serving.local_addr.port() as u32;
-                Running::Server(serving)
+                transport::Running::Server(serving)
             }
-            Role::Client => Running::Client(rtai_core::runtime::runtime().spawn(run_client(self.receiver.clone(), settings, self.obj().downgrade()))),
+            Role::Client => transport::Running::Client(rtai_core::runtime::runtime().spawn(run_client(self.receiver.clone(), settings, self.obj().downgrade()))),
         };
         *self.running.lock().unwrap() = Some(running);
         Ok(())
