@@ -125,6 +125,24 @@ fn send(desc: &str, port: u32, sink_props: &str) -> Vec<Seen> {
     seen
 }
 
+/// Sends `desc` through grpcsink to `rx` and checks everything arrived as sent.
+fn assert_carried(rx: &Receiver, desc: &str, sink_props: &str) {
+    let sent = send(desc, rx.port(), sink_props);
+    rx.wait_eos();
+    assert_eq!(only_data(&rx.seen.lock().unwrap()), only_data(&sent), "{desc} {sink_props}");
+}
+
+/// Reads a call's replies until it ends; the status it ended with.
+async fn ending_status(mut incoming: tonic::codec::Streaming<gstrtaigrpc::wire::proto::Upstream>) -> Option<tonic::Status> {
+    loop {
+        match incoming.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => return None,
+            Err(s) => return Some(s),
+        }
+    }
+}
+
 fn only_data(seen: &[Seen]) -> Vec<Seen> {
     seen.iter().filter(|s| !matches!(s, Seen::Caps(_))).cloned().collect()
 }
@@ -316,9 +334,7 @@ fn wrong_token_is_refused_without_revealing_tokens_and_the_server_serves_on() {
     assert!(text.contains("wrong auth token"), "{text}");
     assert!(!text.contains("s3cret") && !text.contains("guess-sender"), "a token leaked: {text}");
     // The right token still works afterwards.
-    let sent = send("videotestsrc num-buffers=5", rx.port(), "auth-token=s3cret-receiver");
-    rx.wait_eos();
-    assert_eq!(only_data(&rx.seen.lock().unwrap()), only_data(&sent));
+    assert_carried(&rx, "videotestsrc num-buffers=5", "auth-token=s3cret-receiver");
 }
 
 #[test]
@@ -355,16 +371,7 @@ fn garbage_wrong_version_and_oversized_messages_are_refused_and_the_server_serve
         let response = client.push(tokio_stream::iter(vec![hello(PROTOCOL_VERSION), big])).await;
         let status = match response {
             Err(s) => s,
-            Ok(r) => {
-                let mut incoming = r.into_inner();
-                loop {
-                    match incoming.message().await {
-                        Ok(Some(_)) => continue,
-                        Ok(None) => panic!("an oversized message was accepted"),
-                        Err(s) => break s,
-                    }
-                }
-            }
+            Ok(r) => ending_status(r.into_inner()).await.expect("an oversized message is refused"),
         };
         assert!(matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::Internal), "{status:?}");
         // 4. Not starting with Hello.
@@ -373,9 +380,7 @@ fn garbage_wrong_version_and_oversized_messages_are_refused_and_the_server_serve
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
     });
     // Still serving: a real sender gets through.
-    let sent = send("videotestsrc num-buffers=5 ! video/x-raw,width=32,height=24", port, "");
-    rx.wait_eos();
-    assert_eq!(only_data(&rx.seen.lock().unwrap()), only_data(&sent));
+    assert_carried(&rx, "videotestsrc num-buffers=5 ! video/x-raw,width=32,height=24", "");
 }
 
 #[test]
@@ -393,14 +398,8 @@ fn malformed_caps_from_a_client_end_its_call_with_invalid_argument() {
             },
             proto::Downstream { seq: 0, body: Some(proto::downstream::Body::Caps("video/x-raw,width=[1,5]".into())) },
         ];
-        let mut incoming = client.push(tokio_stream::iter(msgs)).await.unwrap().into_inner();
-        let status = loop {
-            match incoming.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => panic!("malformed caps were accepted"),
-                Err(s) => break s,
-            }
-        };
+        let incoming = client.push(tokio_stream::iter(msgs)).await.unwrap().into_inner();
+        let status = ending_status(incoming).await.expect("malformed caps are refused");
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(status.message().contains("not fixed"), "{}", status.message());
     });
@@ -664,12 +663,6 @@ fn live_receiver_reports_network_plus_sender_latency() {
 fn compressed_streams_arrive_intact() {
     for compression in ["gzip", "zstd"] {
         let rx = receiver("compression=gzip");
-        let sent = send(
-            "videotestsrc num-buffers=10 pattern=ball ! video/x-raw,width=64,height=48",
-            rx.port(),
-            &format!("compression={compression}"),
-        );
-        rx.wait_eos();
-        assert_eq!(only_data(&rx.seen.lock().unwrap()), only_data(&sent), "{compression}");
+        assert_carried(&rx, "videotestsrc num-buffers=10 pattern=ball ! video/x-raw,width=64,height=48", &format!("compression={compression}"));
     }
 }
