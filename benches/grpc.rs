@@ -109,6 +109,17 @@ fn run(bridge: &Bridge, source: &str) -> Measured {
     Measured { fps: arrived.len() as f64 / span, latency, frames: arrived.len() }
 }
 
+fn print_latency(grpc: &Measured, gdp: &Measured) {
+    for (name, m) in [(GRPC.name, grpc), (GDP.name, gdp)] {
+        println!(
+            "{name:<44} P50 {:>7.3} ms  P95 {:>7.3} ms  P99 {:>7.3} ms",
+            m.latency.quantile(0.5) as f64 / 1e6,
+            m.latency.quantile(0.95) as f64 / 1e6,
+            m.latency.quantile(0.99) as f64 / 1e6
+        );
+    }
+}
+
 fn main() {
     gst::init().unwrap();
     gstrtaigrpc::plugin_register_static().unwrap();
@@ -139,14 +150,7 @@ fn main() {
     let live = format!("videotestsrc is-live=true num-buffers={FRAMES} pattern=ball ! video/x-raw,format=I420,width=1280,height=720,framerate=30/1");
     let g = run(&GRPC, &live);
     let t = run(&GDP, &live);
-    for (name, m) in [(GRPC.name, &g), (GDP.name, &t)] {
-        println!(
-            "{name:<44} P50 {:>7.3} ms  P95 {:>7.3} ms  P99 {:>7.3} ms",
-            m.latency.quantile(0.5) as f64 / 1e6,
-            m.latency.quantile(0.95) as f64 / 1e6,
-            m.latency.quantile(0.99) as f64 / 1e6
-        );
-    }
+    print_latency(&g, &t);
     figure("grpc P95 latency, 720p raw (goal < 1 ms)", g.latency.quantile(0.95) as f64 / 1e6, "ms");
     ratio("grpc / gdp P95 latency, 720p raw", g.latency.quantile(0.95) as f64, t.latency.quantile(0.95) as f64, "ns");
 
@@ -154,14 +158,7 @@ fn main() {
     let audio = "audiotestsrc is-live=true num-buffers=500 samplesperbuffer=160 ! audio/x-raw,format=S16LE,rate=16000,channels=1";
     let g = run(&GRPC, audio);
     let t = run(&GDP, audio);
-    for (name, m) in [(GRPC.name, &g), (GDP.name, &t)] {
-        println!(
-            "{name:<44} P50 {:>7.3} ms  P95 {:>7.3} ms  P99 {:>7.3} ms",
-            m.latency.quantile(0.5) as f64 / 1e6,
-            m.latency.quantile(0.95) as f64 / 1e6,
-            m.latency.quantile(0.99) as f64 / 1e6
-        );
-    }
+    print_latency(&g, &t);
     figure("grpc P95 latency, small buffers (goal < 1 ms)", g.latency.quantile(0.95) as f64 / 1e6, "ms");
     ratio("grpc / gdp P95 latency, small buffers", g.latency.quantile(0.95) as f64, t.latency.quantile(0.95) as f64, "ns");
     let _ = std::fs::remove_file(&h264_path);

@@ -234,10 +234,9 @@ fn merge_mode_rejects_caps_it_cannot_join() {
     }
 }
 
-/// max-batch-size 1, max-queue 1: batch 0 blocks in the push, batch 10 waits in
-/// the queue, batch 20 overflows.
-fn overflow_case(policy: &str) -> (Fixture, Vec<Out>) {
-    let mut f = fixture(&[("max-batch-size", "1"), ("max-queue", "1"), ("timeout", "0"), ("overflow", policy)], AUDIO_CAPS);
+/// Blocks the batcher's push thread in its next push; the receiver reports each
+/// time a batch reaches the blocked pad. Remove the probe to release it.
+fn hold_downstream(f: &Fixture) -> (gst::Pad, gst::PadProbeId, mpsc::Receiver<()>) {
     let (tx, rx) = mpsc::channel();
     let pad = f.h.element().unwrap().static_pad("src").unwrap();
     let probe = pad
@@ -246,6 +245,14 @@ fn overflow_case(policy: &str) -> (Fixture, Vec<Out>) {
             gst::PadProbeReturn::Ok
         })
         .unwrap();
+    (pad, probe, rx)
+}
+
+/// max-batch-size 1, max-queue 1: batch 0 blocks in the push, batch 10 waits in
+/// the queue, batch 20 overflows.
+fn overflow_case(policy: &str) -> (Fixture, Vec<Out>) {
+    let mut f = fixture(&[("max-batch-size", "1"), ("max-queue", "1"), ("timeout", "0"), ("overflow", policy)], AUDIO_CAPS);
+    let (pad, probe, rx) = hold_downstream(&f);
     f.push_all(&[0], 320);
     rx.recv_timeout(Duration::from_secs(10)).expect("the first batch reaches the blocked pad");
     f.push_all(&[10, 20], 320);
@@ -278,14 +285,7 @@ fn overflow_merge_folds_into_the_waiting_batch() {
 #[test]
 fn overflow_block_holds_upstream_until_there_is_room() {
     let mut f = fixture(&[("max-batch-size", "1"), ("max-queue", "1"), ("timeout", "0"), ("overflow", "block")], AUDIO_CAPS);
-    let (blocked_tx, blocked_rx) = mpsc::channel();
-    let pad = f.h.element().unwrap().static_pad("src").unwrap();
-    let probe = pad
-        .add_probe(gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
-            let _ = blocked_tx.send(());
-            gst::PadProbeReturn::Ok
-        })
-        .unwrap();
+    let (pad, probe, blocked_rx) = hold_downstream(&f);
     f.push_all(&[0], 320);
     blocked_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     f.push_all(&[10], 320);
@@ -328,14 +328,7 @@ fn cancel_drops_the_pending_segment_and_acks() {
 #[test]
 fn cancel_drops_queued_batches_of_the_segment() {
     let mut f = fixture(&[("max-batch-size", "1"), ("max-queue", "8"), ("timeout", "0")], AUDIO_CAPS);
-    let (tx, rx) = mpsc::channel();
-    let pad = f.h.element().unwrap().static_pad("src").unwrap();
-    let probe = pad
-        .add_probe(gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
-            let _ = tx.send(());
-            gst::PadProbeReturn::Ok
-        })
-        .unwrap();
+    let (pad, probe, rx) = hold_downstream(&f);
     assert_eq!(f.h.push(tagged(0, 1)), Ok(gst::FlowSuccess::Ok));
     rx.recv_timeout(Duration::from_secs(10)).unwrap();
     for ms in [10, 20, 30] {

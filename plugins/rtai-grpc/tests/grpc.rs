@@ -143,6 +143,16 @@ async fn ending_status(mut incoming: tonic::codec::Streaming<gstrtaigrpc::wire::
     }
 }
 
+/// The numbers of the buffers seen (PTS in 10 ms steps).
+fn buffer_numbers(seen: &[Seen]) -> Vec<u64> {
+    seen.iter()
+        .filter_map(|s| match s {
+            Seen::Buffer { pts, .. } => pts.map(|p| p.mseconds() / 10),
+            _ => None,
+        })
+        .collect()
+}
+
 fn only_data(seen: &[Seen]) -> Vec<Seen> {
     seen.iter().filter(|s| !matches!(s, Seen::Caps(_))).cloned().collect()
 }
@@ -443,16 +453,7 @@ fn receiver_restart_mid_stream_reconnects_without_duplicates_and_reports_the_gap
     }
     blocked_rx.recv_timeout(Duration::from_secs(30)).expect("receiver A holds buffer 5");
     // Kill A while it holds buffers 5.. that it never pushed.
-    let a_got: Vec<u64> = a
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|s| match s {
-            Seen::Buffer { pts, .. } => pts.map(|p| p.mseconds() / 10),
-            _ => None,
-        })
-        .collect();
+    let a_got = buffer_numbers(&a.seen.lock().unwrap());
     let a_seen = a.seen.clone();
     drop(a_pad);
     let a_src = a.src.clone();
@@ -491,15 +492,7 @@ fn receiver_restart_mid_stream_reconnects_without_duplicates_and_reports_the_gap
     }
     sender.set_state(gst::State::Null).unwrap();
     b.set_state(gst::State::Null).unwrap();
-    let b_got: Vec<u64> = b_seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|s| match s {
-            Seen::Buffer { pts, .. } => pts.map(|p| p.mseconds() / 10),
-            _ => None,
-        })
-        .collect();
+    let b_got = buffer_numbers(&b_seen.lock().unwrap());
     drop(a_seen);
     assert!(a_got.iter().all(|i| !b_got.contains(i)), "duplicates: A {a_got:?} B {b_got:?}");
     assert!(b_got.windows(2).all(|w| w[0] < w[1]), "B in order without repeats: {b_got:?}");
