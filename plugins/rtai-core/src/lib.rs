@@ -4,10 +4,13 @@
 //!   start/commit/end/cancel events and the `cancel-ack` bus message) that
 //!   specvadgate, batcher, inferclient, analyticssink and the gRPC bridge agree on.
 //! - [`runtime`]: the shared tokio runtime for network work.
+//! - [`inference`]: how inference results travel on buffers (ROI params, result meta).
 //! - [`stats`]: latency histograms with P50/P95/P99 for `stats` properties and metrics.
 
+pub mod inference;
 pub mod protocol;
 pub mod runtime;
 pub mod stats;
 
+pub use inference::InferenceResult;
 pub use protocol::{CancelAck, CancelTracker, SegmentEvent, SegmentIdMeta};

@@ -54,6 +54,11 @@ impl LatencyHistogram {
             .field(format!("{prefix}-max"), self.max())
     }
 
+    /// How many recorded values are at or below `nanos` (for cumulative histogram buckets).
+    pub fn count_at_or_below(&self, nanos: u64) -> u64 {
+        if self.hist.is_empty() { 0 } else { self.hist.count_between(0, nanos) }
+    }
+
     pub fn reset(&mut self) {
         self.hist.reset();
     }
