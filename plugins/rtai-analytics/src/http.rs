@@ -222,6 +222,8 @@ pub struct EventsQuery {
     pub until: Option<i64>,
     pub limit: Option<u32>,
     pub offset: Option<u64>,
+    /// `asc` (oldest first, the default) or `desc`.
+    pub order: Option<String>,
     #[allow(dead_code)]
     pub access_token: Option<String>,
 }
@@ -246,7 +248,13 @@ impl EventsQuery {
         {
             return Err("since is after until".into());
         }
+        let descending = match self.order.as_deref() {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(other) => return Err(format!("order must be asc or desc, not '{other}'")),
+        };
         Ok(EventFilter {
+            descending,
             kind: self.kind.clone(),
             stream: self.stream.clone(),
             since_ms: self.since,
@@ -360,6 +368,7 @@ mod tests {
             until,
             limit,
             offset: None,
+            order: None,
             access_token: None,
         };
         assert!(q(None, None, None, None).filter().is_ok());

@@ -74,16 +74,16 @@ pub fn snapshot() -> Vec<PadLatency> {
         .filter(|p| p.hist.count() > 0)
         .map(|p| {
             let mut prev = 0;
-            let buckets = BUCKETS_S
+            let mut buckets: Vec<(f64, u64)> = BUCKETS_S
                 .iter()
                 .map(|&b| {
                     let cum = p.hist.count_at_or_below((b * 1e9) as u64);
                     let n = cum.saturating_sub(prev);
-                    prev = cum;
+                    prev = prev.max(cum);
                     (b, n)
                 })
-                .chain(std::iter::once((f64::INFINITY, p.hist.count().saturating_sub(prev))))
                 .collect();
+            buckets.push((f64::INFINITY, p.hist.count().saturating_sub(prev)));
             PadLatency {
                 element: p.element.clone(),
                 pad: p.pad.clone(),
