@@ -548,7 +548,7 @@ impl AnalyticsSink {
         let element = self.obj().name().to_string();
         let database = s.database.clone();
         let store = wait_on(async move { Store::open(&database).await }).map_err(|err| {
-            gst::error_msg!(gst::ResourceError::OpenReadWrite, ["Cannot open the analytics database: {}", err])
+            gst::error_msg!(gst::ResourceError::OpenReadWrite, ("Cannot open the analytics database: {}", err), ["database property: {}", s.database])
         })?;
         gst::info!(CAT, imp = self, "storing events in {}", store.backend_name());
         let rt = rtai_core::runtime::runtime();
@@ -571,7 +571,7 @@ impl AnalyticsSink {
         } else {
             let api = Arc::new(SinkApi { element: element.clone(), store, live: live.clone(), summary: summary.clone() });
             let server = http::Server::start(&s.listen, http::AppState::sink(api, s.auth_token.clone()))
-                .map_err(|err| gst::error_msg!(gst::ResourceError::OpenReadWrite, ["Cannot start the HTTP server: {}", err]))?;
+                .map_err(|err| gst::error_msg!(gst::ResourceError::OpenReadWrite, ("Cannot start the HTTP server: {}", err), ["listen property: {}", s.listen]))?;
             gst::info!(CAT, imp = self, "dashboard on http://{}/", server.addr());
             Some(server)
         };

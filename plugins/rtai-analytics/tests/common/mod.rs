@@ -94,6 +94,21 @@ pub fn messages(bus: &gst::Bus, name: &str) -> Vec<gst::Structure> {
     out
 }
 
+/// Every message on `bus` so far.
+pub fn drain(bus: &gst::Bus) -> Vec<gst::Message> {
+    std::iter::from_fn(|| bus.pop()).collect()
+}
+
+/// The structures of element messages named `name` among `msgs`.
+pub fn element_messages(msgs: &[gst::Message], name: &str) -> Vec<gst::Structure> {
+    msgs.iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e.structure().filter(|s| s.name() == name).map(|s| s.to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
 pub fn event_json(s: &gst::StructureRef) -> serde_json::Value {
     serde_json::from_str(s.get::<&str>("json").unwrap()).unwrap()
 }
