@@ -1,0 +1,708 @@
+//! Turns what arrives on the sink's pads (detections per frame, speech segment
+//! events, audio levels, transcripts, vision-language captions) into events
+//! with a clip-worthiness score, and high scores into clip markers.
+//! No GStreamer here: times are running times in ns, so it is tested as is.
+//!
+//! Scoring (docs/analyticssink.md, "clip_worthy_score"): each event type has
+//! signals in 0..1, combined as a noisy-OR `1 − Π(1 − wᵢ·sᵢ)`:
+//!
+//! | event | signal | weight |
+//! | --- | --- | --- |
+//! | object-appear | `new_class`: class not seen on the stream within `novelty-window` | 0.7 |
+//! | object-appear | `count_spike`: objects in the frame above their moving average, (n − avg)/max(avg, 1) | 0.5 |
+//! | object-appear | × (0.5 + 0.5·confidence) | |
+//! | speech | `keyword`: a `keywords` entry in the transcript | 0.8 |
+//! | speech | `energy`: segment level above the stream's speech average, dB/10 | 0.4 |
+//! | speech | `rate`: (words/s − 2.5)/2 (fast, excited speech) | 0.4 |
+//! | scene | `keyword` in the caption | 0.8 |
+//! | scene | `novelty`: 1 − word overlap (Jaccard) with the previous caption | 0.5 |
+//! | object-leave | none (0) | |
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    ObjectAppear,
+    ObjectLeave,
+    Speech,
+    Scene,
+    Clip,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 5] = [Self::ObjectAppear, Self::ObjectLeave, Self::Speech, Self::Scene, Self::Clip];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ObjectAppear => "object-appear",
+            Self::ObjectLeave => "object-leave",
+            Self::Speech => "speech",
+            Self::Scene => "scene",
+            Self::Clip => "clip",
+        }
+    }
+}
+
+/// One analytics event, as stored, published and served.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Event {
+    /// Unique across runs (`<run>-<seq>`): makes retried writes idempotent.
+    pub key: String,
+    pub element: String,
+    pub stream: String,
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    /// Running time (ns) where the event starts / ends.
+    pub start: u64,
+    pub end: Option<u64>,
+    /// Wall clock when the event was made, ms since the Unix epoch.
+    pub wall_ms: i64,
+    pub confidence: Option<f64>,
+    pub clip_worthy_score: f64,
+    pub label: Option<String>,
+    pub track_id: Option<i64>,
+    pub text: Option<String>,
+    /// Signals behind the score and type-specific details.
+    pub data: serde_json::Value,
+}
+
+/// One detection read from a ROI meta.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    pub label: String,
+    pub class_id: Option<i32>,
+    pub confidence: f64,
+    pub track_id: Option<i64>,
+    pub model: Option<String>,
+    pub rect: (u32, u32, u32, u32),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub element: String,
+    pub run: String,
+    pub leave_timeout: u64,
+    pub novelty_window: u64,
+    pub keywords: Vec<String>,
+    pub clip_threshold: f64,
+    pub clip_padding: u64,
+    pub transcript_wait: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            element: "analyticssink0".into(),
+            run: "run".into(),
+            leave_timeout: 1_000_000_000,
+            novelty_window: 60_000_000_000,
+            keywords: Vec::new(),
+            clip_threshold: 0.7,
+            clip_padding: 2_000_000_000,
+            transcript_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Parses the `keywords` property: comma separated, case-insensitive, blanks ignored.
+pub fn parse_keywords(s: &str) -> Vec<String> {
+    s.split(',').map(|k| k.trim().to_lowercase()).filter(|k| !k.is_empty()).collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum TrackKey {
+    Track(i64),
+    /// Untracked detections: one pseudo-track per class.
+    Class(String),
+}
+
+#[derive(Debug)]
+struct Track {
+    label: String,
+    first_seen: u64,
+    last_seen: u64,
+    frames: u64,
+    max_confidence: f64,
+    model: Option<String>,
+}
+
+#[derive(Debug)]
+struct Speech {
+    start: u64,
+    end: Option<u64>,
+    ended_at: Option<Instant>,
+    committed: bool,
+    level_sum_db: f64,
+    level_frames: u64,
+    transcript: Option<(String, Option<f64>, Option<String>)>,
+}
+
+#[derive(Debug, Default)]
+struct StreamAgg {
+    tracks: HashMap<TrackKey, Track>,
+    class_last_seen: HashMap<String, u64>,
+    count_avg: Option<f64>,
+    speech: HashMap<u64, Speech>,
+    /// Running average of committed segments' levels (dBFS).
+    speech_db_avg: Option<f64>,
+    last_caption: Option<String>,
+    last_clip_end: Option<u64>,
+}
+
+pub struct Aggregator {
+    pub cfg: Config,
+    streams: HashMap<String, StreamAgg>,
+    seq: u64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn noisy_or(signals: &[(f64, f64)]) -> f64 {
+    1.0 - signals.iter().map(|(w, s)| 1.0 - w * s.clamp(0.0, 1.0)).product::<f64>()
+}
+
+fn words(text: &str) -> HashSet<String> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| w.to_lowercase()).collect()
+}
+
+impl Aggregator {
+    pub fn new(cfg: Config) -> Self {
+        Self { cfg, streams: HashMap::new(), seq: 0 }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn make(
+        &mut self,
+        stream: &str,
+        kind: EventKind,
+        start: u64,
+        end: Option<u64>,
+        confidence: Option<f64>,
+        score: f64,
+        label: Option<String>,
+        track_id: Option<i64>,
+        text: Option<String>,
+        data: serde_json::Value,
+    ) -> Event {
+        self.seq += 1;
+        Event {
+            key: format!("{}-{}", self.cfg.run, self.seq),
+            element: self.cfg.element.clone(),
+            stream: stream.to_string(),
+            kind,
+            start,
+            end,
+            wall_ms: now_ms(),
+            confidence,
+            clip_worthy_score: (score * 1000.0).round() / 1000.0,
+            label,
+            track_id,
+            text,
+            data,
+        }
+    }
+
+    /// Appends a clip marker after `event` when its score reaches the threshold
+    /// and it is not already inside the stream's previous clip.
+    fn with_clip(&mut self, event: Event, out: &mut Vec<Event>) {
+        let score = event.clip_worthy_score;
+        let worthy = score >= self.cfg.clip_threshold && event.kind != EventKind::Clip;
+        let stream = event.stream.clone();
+        let (start, end) = (event.start, event.end.unwrap_or(event.start));
+        let source = event.key.clone();
+        let reason = event.kind.as_str();
+        out.push(event);
+        if !worthy {
+            return;
+        }
+        let clip_start = start.saturating_sub(self.cfg.clip_padding);
+        let clip_end = end + self.cfg.clip_padding;
+        let agg = self.streams.entry(stream.clone()).or_default();
+        if agg.last_clip_end.is_some_and(|e| e >= clip_end) {
+            return;
+        }
+        agg.last_clip_end = Some(clip_end);
+        let clip = self.make(
+            &stream,
+            EventKind::Clip,
+            clip_start,
+            Some(clip_end),
+            None,
+            score,
+            None,
+            None,
+            None,
+            serde_json::json!({ "reason": reason, "source": source }),
+        );
+        out.push(clip);
+    }
+
+    /// Detections of one frame at running time `rt`.
+    pub fn frame(&mut self, stream: &str, rt: u64, detections: &[Detection]) -> Vec<Event> {
+        let mut out = Vec::new();
+        let novelty_window = self.cfg.novelty_window;
+        let agg = self.streams.entry(stream.to_string()).or_default();
+        let n = detections.len() as f64;
+        let avg = agg.count_avg.unwrap_or(n);
+        let count_spike = ((n - avg) / avg.max(1.0)).clamp(0.0, 1.0);
+        agg.count_avg = Some(match agg.count_avg {
+            Some(a) => 0.9 * a + 0.1 * n,
+            None => n,
+        });
+        let mut appeared = Vec::new();
+        let mut seen_classes = HashSet::new();
+        for d in detections {
+            let key = d.track_id.map(TrackKey::Track).unwrap_or_else(|| TrackKey::Class(d.label.clone()));
+            match agg.tracks.get_mut(&key) {
+                Some(t) => {
+                    t.last_seen = t.last_seen.max(rt);
+                    t.frames += 1;
+                    t.max_confidence = t.max_confidence.max(d.confidence);
+                }
+                None => {
+                    let new_class = agg.class_last_seen.get(&d.label).is_none_or(|&last| rt.saturating_sub(last) > novelty_window);
+                    agg.tracks.insert(
+                        key,
+                        Track { label: d.label.clone(), first_seen: rt, last_seen: rt, frames: 1, max_confidence: d.confidence, model: d.model.clone() },
+                    );
+                    appeared.push((d.clone(), new_class));
+                }
+            }
+            seen_classes.insert(d.label.clone());
+        }
+        for class in seen_classes {
+            agg.class_last_seen.insert(class, rt);
+        }
+        // Tracks not seen for leave-timeout have left.
+        let timeout = self.cfg.leave_timeout;
+        let gone: Vec<TrackKey> =
+            agg.tracks.iter().filter(|(_, t)| rt.saturating_sub(t.last_seen) > timeout).map(|(k, _)| k.clone()).collect();
+        let left: Vec<(TrackKey, Track)> = gone.into_iter().filter_map(|k| agg.tracks.remove(&k).map(|t| (k, t))).collect();
+        for (d, new_class) in appeared {
+            let signals = [(0.7, if new_class { 1.0 } else { 0.0 }), (0.5, count_spike)];
+            let score = noisy_or(&signals) * (0.5 + 0.5 * d.confidence.clamp(0.0, 1.0));
+            let ev = self.make(
+                stream,
+                EventKind::ObjectAppear,
+                rt,
+                None,
+                Some(d.confidence),
+                score,
+                Some(d.label.clone()),
+                d.track_id,
+                None,
+                serde_json::json!({
+                    "signals": { "new_class": new_class, "count_spike": count_spike },
+                    "class_id": d.class_id, "model": d.model, "objects_in_frame": detections.len(),
+                    "rect": [d.rect.0, d.rect.1, d.rect.2, d.rect.3],
+                }),
+            );
+            self.with_clip(ev, &mut out);
+        }
+        for (key, t) in left {
+            out.push(self.leave_event(stream, key, t));
+        }
+        out
+    }
+
+    fn leave_event(&mut self, stream: &str, key: TrackKey, t: Track) -> Event {
+        let track_id = match key {
+            TrackKey::Track(id) => Some(id),
+            TrackKey::Class(_) => None,
+        };
+        self.make(
+            stream,
+            EventKind::ObjectLeave,
+            t.first_seen,
+            Some(t.last_seen),
+            Some(t.max_confidence),
+            0.0,
+            Some(t.label),
+            track_id,
+            None,
+            serde_json::json!({ "frames": t.frames, "model": t.model }),
+        )
+    }
+
+    pub fn segment_start(&mut self, stream: &str, id: u64, rt: u64) {
+        let agg = self.streams.entry(stream.to_string()).or_default();
+        agg.speech.insert(
+            id,
+            Speech { start: rt, end: None, ended_at: None, committed: false, level_sum_db: 0.0, level_frames: 0, transcript: None },
+        );
+    }
+
+    pub fn segment_commit(&mut self, stream: &str, id: u64) {
+        if let Some(s) = self.streams.get_mut(stream).and_then(|a| a.speech.get_mut(&id)) {
+            s.committed = true;
+        }
+    }
+
+    pub fn segment_cancel(&mut self, stream: &str, id: u64) {
+        if let Some(a) = self.streams.get_mut(stream) {
+            a.speech.remove(&id);
+        }
+    }
+
+    /// The segment ended at `rt`; its event is made once its transcript is
+    /// there or `transcript-wait` has passed.
+    pub fn segment_end(&mut self, stream: &str, id: u64, rt: u64) -> Vec<Event> {
+        if let Some(s) = self.streams.get_mut(stream).and_then(|a| a.speech.get_mut(&id)) {
+            s.end = Some(rt);
+            s.ended_at = Some(Instant::now());
+            s.committed = true;
+            if s.transcript.is_some() {
+                return self.finish_speech(stream, id);
+            }
+        }
+        Vec::new()
+    }
+
+    /// The audio level (dBFS) of one buffer of the open segments of `stream`.
+    pub fn audio_level(&mut self, stream: &str, segment: Option<u64>, db: f64) {
+        if !db.is_finite() {
+            return;
+        }
+        if let Some(a) = self.streams.get_mut(stream) {
+            for (id, s) in a.speech.iter_mut() {
+                if s.end.is_none() && segment.is_none_or(|seg| seg == *id) {
+                    s.level_sum_db += db;
+                    s.level_frames += 1;
+                }
+            }
+        }
+    }
+
+    /// A transcript; with a segment id it completes that segment's speech event,
+    /// without one (or for an unknown segment) it is a speech event of its own.
+    pub fn transcript(
+        &mut self,
+        stream: &str,
+        segment: Option<u64>,
+        text: &str,
+        rt: u64,
+        duration: Option<u64>,
+        confidence: Option<f64>,
+        model: Option<String>,
+    ) -> Vec<Event> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Vec::new();
+        }
+        // The segment may have started on another pad (audio) than the text's.
+        let owner = segment.and_then(|id| {
+            if self.streams.get(stream).is_some_and(|a| a.speech.contains_key(&id)) {
+                Some(stream.to_string())
+            } else {
+                self.streams.iter().find(|(_, a)| a.speech.contains_key(&id)).map(|(k, _)| k.clone())
+            }
+        });
+        if let (Some(id), Some(owner)) = (segment, owner) {
+            let s = self.streams.get_mut(&owner).and_then(|a| a.speech.get_mut(&id)).expect("found above");
+            match &mut s.transcript {
+                Some((t, _, _)) => {
+                    t.push(' ');
+                    t.push_str(text);
+                }
+                None => s.transcript = Some((text.to_string(), confidence, model)),
+            }
+            if s.end.is_some() {
+                return self.finish_speech(&owner, id);
+            }
+            return Vec::new();
+        }
+        let agg = self.streams.entry(stream.to_string()).or_default();
+        let id = u64::MAX - agg.speech.len() as u64;
+        agg.speech.insert(
+            id,
+            Speech {
+                start: rt,
+                end: Some(rt + duration.unwrap_or(0)),
+                ended_at: Some(Instant::now()),
+                committed: true,
+                level_sum_db: 0.0,
+                level_frames: 0,
+                transcript: Some((text.to_string(), confidence, model)),
+            },
+        );
+        let mut out = self.finish_speech(stream, id);
+        if let Some(e) = out.first_mut() {
+            e.data["segment_id"] = serde_json::Value::Null;
+        }
+        out
+    }
+
+    fn finish_speech(&mut self, stream: &str, id: u64) -> Vec<Event> {
+        let Some(agg) = self.streams.get_mut(stream) else { return Vec::new() };
+        let Some(s) = agg.speech.remove(&id) else { return Vec::new() };
+        let end = s.end.unwrap_or(s.start);
+        let seconds = (end.saturating_sub(s.start) as f64 / 1e9).max(0.0);
+        let (text, confidence, model) = match s.transcript {
+            Some((t, c, m)) => (Some(t), c, m),
+            None => (None, None, None),
+        };
+        let level = (s.level_frames > 0).then(|| s.level_sum_db / s.level_frames as f64);
+        let energy = match (level, agg.speech_db_avg) {
+            (Some(l), Some(avg)) => ((l - avg) / 10.0).clamp(0.0, 1.0),
+            _ => 0.0,
+        };
+        if let Some(l) = level {
+            agg.speech_db_avg = Some(match agg.speech_db_avg {
+                Some(a) => 0.8 * a + 0.2 * l,
+                None => l,
+            });
+        }
+        let word_set = text.as_deref().map(words).unwrap_or_default();
+        let word_count = text.as_deref().map(|t| t.split_whitespace().count()).unwrap_or(0);
+        let rate_wps = if seconds > 0.0 { word_count as f64 / seconds } else { 0.0 };
+        let rate = if seconds > 0.0 { ((rate_wps - 2.5) / 2.0).clamp(0.0, 1.0) } else { 0.0 };
+        let hits: Vec<&String> = self.cfg.keywords.iter().filter(|k| word_set.contains(*k) || text.as_deref().is_some_and(|t| k.contains(' ') && t.to_lowercase().contains(k.as_str()))).collect();
+        let keyword = if hits.is_empty() { 0.0 } else { 1.0 };
+        let score = noisy_or(&[(0.8, keyword), (0.4, energy), (0.4, rate)]);
+        let data = serde_json::json!({
+            "segment_id": id,
+            "signals": { "keyword": hits, "energy": energy, "rate": rate },
+            "level_dbfs": level, "words_per_second": rate_wps, "model": model,
+        });
+        let ev = self.make(stream, EventKind::Speech, s.start, Some(end), confidence, score, None, None, text, data);
+        let mut out = Vec::new();
+        self.with_clip(ev, &mut out);
+        out
+    }
+
+    /// A vision-language model's description of the scene.
+    pub fn caption(&mut self, stream: &str, text: &str, rt: u64, confidence: Option<f64>, model: Option<String>) -> Vec<Event> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Vec::new();
+        }
+        let agg = self.streams.entry(stream.to_string()).or_default();
+        if agg.last_caption.as_deref() == Some(text) {
+            return Vec::new();
+        }
+        let now = words(text);
+        let novelty = match &agg.last_caption {
+            Some(prev) => {
+                let prev = words(prev);
+                let union = now.union(&prev).count().max(1) as f64;
+                1.0 - now.intersection(&prev).count() as f64 / union
+            }
+            None => 1.0,
+        };
+        agg.last_caption = Some(text.to_string());
+        let hits: Vec<&String> = self.cfg.keywords.iter().filter(|k| now.contains(*k)).collect();
+        let keyword = if hits.is_empty() { 0.0 } else { 1.0 };
+        let score = noisy_or(&[(0.8, keyword), (0.5, novelty)]);
+        let data = serde_json::json!({ "signals": { "keyword": hits, "novelty": novelty }, "model": model });
+        let ev = self.make(stream, EventKind::Scene, rt, None, confidence, score, None, None, Some(text.to_string()), data);
+        let mut out = Vec::new();
+        self.with_clip(ev, &mut out);
+        out
+    }
+
+    /// Speech segments whose transcript did not come within `transcript-wait`.
+    pub fn tick(&mut self, now: Instant) -> Vec<Event> {
+        let wait = self.cfg.transcript_wait;
+        let due: Vec<(String, u64)> = self
+            .streams
+            .iter()
+            .flat_map(|(name, a)| {
+                a.speech
+                    .iter()
+                    .filter(|(_, s)| s.ended_at.is_some_and(|t| now.duration_since(t) >= wait))
+                    .map(move |(id, _)| (name.clone(), *id))
+            })
+            .collect();
+        due.into_iter().flat_map(|(stream, id)| self.finish_speech(&stream, id)).collect()
+    }
+
+    /// End of stream on `stream` (or every stream): open tracks leave, ended
+    /// segments are emitted, open uncommitted ones are dropped.
+    pub fn finish(&mut self, stream: Option<&str>) -> Vec<Event> {
+        let names: Vec<String> = match stream {
+            Some(s) => vec![s.to_string()],
+            None => self.streams.keys().cloned().collect(),
+        };
+        let mut out = Vec::new();
+        for name in names {
+            let Some(agg) = self.streams.get_mut(&name) else { continue };
+            let tracks: Vec<(TrackKey, Track)> = agg.tracks.drain().collect();
+            let segments: Vec<(u64, bool)> = agg.speech.iter().map(|(id, s)| (*id, s.committed)).collect();
+            let mut tracks = tracks;
+            tracks.sort_by_key(|(_, t)| t.first_seen);
+            for (key, t) in tracks {
+                out.push(self.leave_event(&name, key, t));
+            }
+            for (id, committed) in segments {
+                if committed {
+                    if let Some(s) = self.streams.get_mut(&name).and_then(|a| a.speech.get_mut(&id))
+                        && s.end.is_none()
+                    {
+                        s.end = Some(s.start);
+                    }
+                    out.extend(self.finish_speech(&name, id));
+                } else if let Some(a) = self.streams.get_mut(&name) {
+                    a.speech.remove(&id);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn det(label: &str, track: Option<i64>, conf: f64) -> Detection {
+        Detection { label: label.into(), class_id: Some(0), confidence: conf, track_id: track, model: Some("m".into()), rect: (0, 0, 10, 10) }
+    }
+
+    fn agg() -> Aggregator {
+        Aggregator::new(Config { keywords: parse_keywords("fire, help ,,Goal"), ..Config::default() })
+    }
+
+    #[test]
+    fn keywords_are_parsed_lowercase_without_blanks() {
+        assert_eq!(parse_keywords("fire, help ,,Goal"), vec!["fire", "help", "goal"]);
+        assert!(parse_keywords(" , ").is_empty());
+    }
+
+    #[test]
+    fn tracks_appear_once_and_leave_after_the_timeout() {
+        let mut a = agg();
+        let e = a.frame("v", 0, &[det("car", Some(1), 0.9)]);
+        assert_eq!(e.iter().filter(|e| e.kind == EventKind::ObjectAppear).count(), 1);
+        assert!(a.frame("v", S / 2, &[det("car", Some(1), 0.95)]).is_empty());
+        // Not seen for more than leave-timeout (1 s) at 2 s.
+        let e = a.frame("v", 2 * S, &[]);
+        assert_eq!(e.len(), 1);
+        let leave = &e[0];
+        assert_eq!((leave.kind, leave.track_id, leave.start, leave.end), (EventKind::ObjectLeave, Some(1), 0, Some(S / 2)));
+        assert_eq!(leave.confidence, Some(0.95));
+        assert_eq!(leave.data["frames"], 2);
+    }
+
+    #[test]
+    fn a_new_class_scores_higher_than_a_known_one() {
+        let mut a = agg();
+        let first = a.frame("v", 0, &[det("car", Some(1), 0.8)]);
+        let second = a.frame("v", S / 10, &[det("car", Some(1), 0.8), det("car", Some(2), 0.8)]);
+        let new_score = first[0].clip_worthy_score;
+        let known = second.iter().find(|e| e.track_id == Some(2)).unwrap();
+        assert_eq!(known.data["signals"]["new_class"], false);
+        assert!(new_score > known.clip_worthy_score, "{new_score} vs {}", known.clip_worthy_score);
+        // new_class only: (1 - (1-0.7)) * (0.5 + 0.4) = 0.63
+        assert!((new_score - 0.63).abs() < 1e-9, "{new_score}");
+    }
+
+    #[test]
+    fn an_object_count_spike_raises_the_score_and_makes_a_clip() {
+        let mut a = agg();
+        for i in 0..20 {
+            a.frame("v", i * S / 10, &[det("person", Some(1), 0.9)]);
+        }
+        // Four new people at once: spike (5 - 1)/1 → 1.
+        let dets: Vec<Detection> = (1..=5).map(|i| det("person", Some(i), 0.9)).collect();
+        let e = a.frame("v", 2 * S, &dets);
+        let appear: Vec<&Event> = e.iter().filter(|e| e.kind == EventKind::ObjectAppear).collect();
+        assert_eq!(appear.len(), 4);
+        // (1 - (1 - 0.5)) * 0.95 = 0.475: below the default threshold.
+        assert!((appear[0].clip_worthy_score - 0.475).abs() < 1e-9);
+        assert!(!e.iter().any(|e| e.kind == EventKind::Clip));
+        a.cfg.clip_threshold = 0.4;
+        let dets: Vec<Detection> = (1..=12).map(|i| det("person", Some(i), 0.9)).collect();
+        let e = a.frame("v", 2 * S + S / 10, &dets);
+        let clips: Vec<&Event> = e.iter().filter(|e| e.kind == EventKind::Clip).collect();
+        assert_eq!(clips.len(), 1, "overlapping clips on one stream are merged");
+        assert_eq!((clips[0].start, clips[0].end), (S / 10, Some(4 * S + S / 10)));
+    }
+
+    #[test]
+    fn untracked_detections_appear_and_leave_per_class() {
+        let mut a = agg();
+        let e = a.frame("v", 0, &[det("dog", None, 0.7), det("dog", None, 0.6)]);
+        assert_eq!(e.iter().filter(|e| e.kind == EventKind::ObjectAppear).count(), 1);
+        let e = a.finish(None);
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].kind, e[0].label.as_deref(), e[0].track_id), (EventKind::ObjectLeave, Some("dog"), None));
+    }
+
+    #[test]
+    fn speech_with_a_keyword_and_fast_rate_is_clip_worthy() {
+        let mut a = agg();
+        a.segment_start("a", 1, S);
+        a.segment_commit("a", 1);
+        a.audio_level("a", Some(1), -20.0);
+        assert!(a.segment_end("a", 1, 3 * S).is_empty(), "waits for the transcript");
+        let e = a.transcript("t", Some(1), "Help! There is a fire in the kitchen right now, call someone", 3 * S, None, Some(0.9), None);
+        assert_eq!(e.len(), 2, "{e:?}");
+        let speech = &e[0];
+        assert_eq!((speech.kind, speech.stream.as_str(), speech.start, speech.end), (EventKind::Speech, "a", S, Some(3 * S)));
+        // 11 words in 2 s: 5.5 w/s → rate 1; keyword 1 → 1 - 0.2 * 0.6 = 0.88
+        assert!((speech.clip_worthy_score - 0.88).abs() < 1e-9, "{}", speech.clip_worthy_score);
+        assert_eq!(speech.data["signals"]["keyword"], serde_json::json!(["fire", "help"]));
+        assert_eq!(e[1].kind, EventKind::Clip);
+        assert_eq!(e[1].data["source"], speech.key.as_str());
+    }
+
+    #[test]
+    fn louder_speech_than_usual_scores_energy() {
+        let mut a = agg();
+        for (id, db) in [(1, -30.0), (2, -10.0)] {
+            a.segment_start("a", id, id * 10 * S);
+            a.audio_level("a", Some(id), db);
+            a.segment_end("a", id, id * 10 * S + S);
+        }
+        let e = a.tick(Instant::now() + Duration::from_secs(5));
+        assert_eq!(e.len(), 2);
+        let by_id = |id: u64| e.iter().find(|e| e.data["segment_id"] == id).unwrap();
+        assert_eq!(by_id(1).data["signals"]["energy"], 0.0);
+        assert_eq!(by_id(2).data["signals"]["energy"], 1.0);
+        assert!((by_id(2).clip_worthy_score - 0.4).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cancelled_segments_make_no_event() {
+        let mut a = agg();
+        a.segment_start("a", 7, 0);
+        a.segment_cancel("a", 7);
+        assert!(a.segment_end("a", 7, S).is_empty());
+        assert!(a.transcript("a", Some(7), "", 0, None, None, None).is_empty());
+        assert!(a.tick(Instant::now() + Duration::from_secs(60)).is_empty());
+        assert!(a.finish(None).is_empty());
+    }
+
+    #[test]
+    fn captions_score_novelty_and_skip_repeats() {
+        let mut a = agg();
+        let first = a.caption("v", "a man walks a dog in the park", 0, None, None);
+        assert_eq!(first.len(), 1);
+        assert!(a.caption("v", "a man walks a dog in the park", S, None, None).is_empty());
+        let similar = a.caption("v", "a man walks a dog in the park at noon", 2 * S, None, None);
+        let novel = a.caption("v", "smoke rises from a burning car", 3 * S, None, None);
+        assert!(novel[0].clip_worthy_score > similar[0].clip_worthy_score);
+        let fire = a.caption("v", "a big fire", 4 * S, None, None);
+        assert_eq!(fire[0].data["signals"]["keyword"], serde_json::json!(["fire"]));
+        assert!(fire.iter().any(|e| e.kind == EventKind::Clip));
+    }
+
+    #[test]
+    fn event_keys_are_unique() {
+        let mut a = agg();
+        let mut keys = HashSet::new();
+        for i in 0..50 {
+            for e in a.frame("v", i * 2 * S, &[det("x", Some(i as i64), 0.5)]) {
+                assert!(keys.insert(e.key.clone()));
+            }
+        }
+    }
+}

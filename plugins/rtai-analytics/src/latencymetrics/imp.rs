@@ -1,0 +1,315 @@
+//! Hot path: one mutex per `pad_push_pre`. The buffer's arrival at an element
+//! (the push into its sink pad) is remembered with the buffer's PTS; when the
+//! element pushes a buffer with that PTS (or, for elements that re-time, the
+//! latest earlier one) out of a src pad, the difference is recorded for that
+//! src pad. Queues (async elements) are measured the same way, waiting included.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{LazyLock, Mutex};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use rtai_core::stats::LatencyHistogram;
+
+use crate::http;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new("latencymetrics", gst::DebugColorFlags::empty(), Some("Per-element latency and queue level tracer"))
+});
+
+/// How many arrivals per element are remembered while waiting for their output.
+const MAX_PENDING: usize = 256;
+/// Upper bounds (s) of the exported histogram buckets.
+const BUCKETS_S: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+struct ElementTrack {
+    weak: glib::WeakRef<gst::Element>,
+    name: String,
+    is_queue: bool,
+    /// (PTS, arrival ts) of buffers that entered and have not left yet.
+    pending: VecDeque<(Option<u64>, u64)>,
+}
+
+struct PadHist {
+    element: String,
+    pad: String,
+    hist: LatencyHistogram,
+    sum_ns: u128,
+}
+
+#[derive(Default)]
+struct Store {
+    elements: HashMap<usize, ElementTrack>,
+    pads: HashMap<usize, PadHist>,
+}
+
+static STORE: LazyLock<Mutex<Store>> = LazyLock::new(|| Mutex::new(Store::default()));
+
+/// Latency of one element's src pad, in seconds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PadLatency {
+    pub element: String,
+    pub pad: String,
+    pub count: u64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub mean: f64,
+    pub max: f64,
+    #[serde(skip)]
+    pub sum: f64,
+    #[serde(skip)]
+    pub buckets: Vec<(f64, u64)>,
+}
+
+/// Current latencies of every measured src pad (empty when the tracer is not running).
+pub fn snapshot() -> Vec<PadLatency> {
+    let store = STORE.lock().unwrap();
+    let mut out: Vec<PadLatency> = store
+        .pads
+        .values()
+        .filter(|p| p.hist.count() > 0)
+        .map(|p| {
+            let mut prev = 0;
+            let mut buckets: Vec<(f64, u64)> = BUCKETS_S
+                .iter()
+                .map(|&b| {
+                    let cum = p.hist.count_at_or_below((b * 1e9) as u64);
+                    let n = cum.saturating_sub(prev);
+                    prev = prev.max(cum);
+                    (b, n)
+                })
+                .collect();
+            buckets.push((f64::INFINITY, p.hist.count().saturating_sub(prev)));
+            PadLatency {
+                element: p.element.clone(),
+                pad: p.pad.clone(),
+                count: p.hist.count(),
+                p50: p.hist.quantile(0.50) as f64 / 1e9,
+                p95: p.hist.quantile(0.95) as f64 / 1e9,
+                p99: p.hist.quantile(0.99) as f64 / 1e9,
+                mean: p.hist.mean() / 1e9,
+                max: p.hist.max() as f64 / 1e9,
+                sum: p.sum_ns as f64 / 1e9,
+                buckets,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.element, &a.pad).cmp(&(&b.element, &b.pad)));
+    out
+}
+
+struct QueueLevel {
+    element: String,
+    buffers: u64,
+    bytes: u64,
+    seconds: f64,
+}
+
+fn queue_levels() -> (Vec<QueueLevel>, Vec<(String, usize)>) {
+    let (queues, in_flight): (Vec<_>, Vec<_>) = {
+        let store = STORE.lock().unwrap();
+        let queues = store.elements.values().filter(|e| e.is_queue).map(|e| e.weak.clone()).collect();
+        let in_flight = store.elements.values().map(|e| (e.name.clone(), e.pending.len())).collect();
+        (queues, in_flight)
+    };
+    // Properties are read outside the lock: a queue takes its own lock to answer.
+    let levels = queues
+        .into_iter()
+        .filter_map(|w| w.upgrade())
+        .map(|q| QueueLevel {
+            element: q.name().to_string(),
+            buffers: q.property::<u32>("current-level-buffers") as u64,
+            bytes: q.property::<u32>("current-level-bytes") as u64,
+            seconds: q.property::<u64>("current-level-time") as f64 / 1e9,
+        })
+        .collect();
+    let mut in_flight: Vec<(String, usize)> = in_flight;
+    in_flight.sort();
+    (levels, in_flight)
+}
+
+/// Adds the tracer's series to the shared registry on every scrape.
+#[derive(Debug)]
+pub struct Collector;
+
+impl prometheus_client::collector::Collector for Collector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let pads = snapshot();
+        if !pads.is_empty() {
+            let mut m = encoder.encode_descriptor(
+                "element_latency_seconds",
+                "Processing latency per element and src pad (buffer in to buffer out), from the latencymetrics tracer",
+                None,
+                MetricType::Histogram,
+            )?;
+            for p in &pads {
+                let labels = vec![("element", p.element.clone()), ("pad", p.pad.clone())];
+                m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(p.sum, p.count, &p.buckets, None)?;
+            }
+            let mut m = encoder.encode_descriptor(
+                "element_latency_quantile_seconds",
+                "P50/P95/P99 processing latency per element and src pad, from HDR histograms",
+                None,
+                MetricType::Gauge,
+            )?;
+            for p in &pads {
+                for (q, v) in [("0.5", p.p50), ("0.95", p.p95), ("0.99", p.p99)] {
+                    let labels = vec![("element", p.element.clone()), ("pad", p.pad.clone()), ("quantile", q.to_string())];
+                    m.encode_family(&labels)?.encode_gauge(&v)?;
+                }
+            }
+        }
+        let (levels, in_flight) = queue_levels();
+        if !in_flight.is_empty() {
+            let mut m = encoder.encode_descriptor(
+                "element_buffers_in_flight",
+                "Buffers that entered an element and have not left it yet",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (element, n) in &in_flight {
+                m.encode_family(&vec![("element", element.clone())])?.encode_gauge(&(*n as i64))?;
+            }
+        }
+        if !levels.is_empty() {
+            for (name, help) in [
+                ("queue_level_buffers", "Buffers queued in a queue element"),
+                ("queue_level_bytes", "Bytes queued in a queue element"),
+                ("queue_level_seconds", "Media time queued in a queue element"),
+            ] {
+                let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                for l in &levels {
+                    let labels = vec![("element", l.element.clone())];
+                    let mut f = m.encode_family(&labels)?;
+                    match name {
+                        "queue_level_buffers" => f.encode_gauge(&(l.buffers as i64))?,
+                        "queue_level_bytes" => f.encode_gauge(&(l.bytes as i64))?,
+                        _ => f.encode_gauge(&l.seconds)?,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pts_of(buffer: &gst::BufferRef) -> Option<u64> {
+    buffer.pts().map(|t| t.nseconds())
+}
+
+/// A plain element (not a bin, whose ghost pads would count twice).
+fn plain_element(pad: &gst::Pad) -> Option<gst::Element> {
+    pad.parent_element().filter(|e| !e.is::<gst::Bin>())
+}
+
+fn on_push(ts: u64, pad: &gst::Pad, pts: Option<u64>) {
+    let upstream = plain_element(pad);
+    let downstream = pad.peer().and_then(|peer| plain_element(&peer));
+    if upstream.is_none() && downstream.is_none() {
+        return;
+    }
+    let mut store = STORE.lock().unwrap();
+    // Out of `upstream` through `pad`.
+    if let Some(up) = &upstream {
+        let key = up.as_ptr() as usize;
+        if let Some(track) = store.elements.get_mut(&key) {
+            let found = match pts {
+                Some(pts) => track
+                    .pending
+                    .iter()
+                    .rposition(|(p, _)| *p == Some(pts))
+                    .or_else(|| track.pending.iter().rposition(|(p, _)| p.is_some_and(|p| p <= pts))),
+                None => (!track.pending.is_empty()).then_some(0),
+            };
+            if let Some(i) = found {
+                let arrived = track.pending[i].1;
+                track.pending.drain(..=i);
+                let latency = ts.saturating_sub(arrived);
+                let pad_key = pad.as_ptr() as usize;
+                let hist = store.pads.entry(pad_key).or_insert_with(|| PadHist {
+                    element: up.name().to_string(),
+                    pad: pad.name().to_string(),
+                    hist: LatencyHistogram::new(),
+                    sum_ns: 0,
+                });
+                hist.hist.record(latency);
+                hist.sum_ns += latency as u128;
+            }
+        }
+    }
+    // Into `downstream`.
+    if let Some(down) = downstream {
+        let key = down.as_ptr() as usize;
+        let track = store.elements.entry(key).or_insert_with(|| ElementTrack {
+            weak: down.downgrade(),
+            name: down.name().to_string(),
+            is_queue: down.find_property("current-level-buffers").is_some()
+                && down.find_property("current-level-bytes").is_some()
+                && down.find_property("current-level-time").is_some(),
+            pending: VecDeque::new(),
+        });
+        if down.num_src_pads() > 0 {
+            if track.pending.len() >= MAX_PENDING {
+                track.pending.pop_front();
+            }
+            track.pending.push_back((pts, ts));
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct LatencyMetrics {
+    server: Mutex<Option<http::Server>>,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for LatencyMetrics {
+    const NAME: &'static str = "GstRtaiLatencyMetrics";
+    type Type = super::LatencyMetrics;
+    type ParentType = gst::Tracer;
+}
+
+impl ObjectImpl for LatencyMetrics {
+    fn constructed(&self) {
+        self.parent_constructed();
+        // GStreamer 1.22 passes `GST_TRACERS="latencymetrics(listen=127.0.0.1:9465)"`
+        // parameters as one string in the `params` property.
+        let params = self.obj().property::<Option<String>>("params");
+        if let Some(params) = params.filter(|p| !p.trim().is_empty()) {
+            match format!("latencymetrics,{params}").parse::<gst::Structure>() {
+                Ok(s) => {
+                    if let Ok(listen) = s.get::<String>("listen")
+                        && !listen.is_empty()
+                    {
+                        match http::Server::start(&listen, http::AppState::metrics_only()) {
+                            Ok(server) => {
+                                gst::info!(CAT, imp = self, "serving /metrics on http://{}", server.addr());
+                                *self.server.lock().unwrap() = Some(server);
+                            }
+                            Err(err) => gst::error!(CAT, imp = self, "cannot listen on {listen}: {err}"),
+                        }
+                    }
+                }
+                Err(err) => gst::warning!(CAT, imp = self, "ignoring unparsable params '{params}': {err}"),
+            }
+        }
+        self.register_hook(TracerHook::PadPushPre);
+        self.register_hook(TracerHook::PadPushListPre);
+    }
+}
+
+impl GstObjectImpl for LatencyMetrics {}
+
+impl TracerImpl for LatencyMetrics {
+    fn pad_push_pre(&self, ts: u64, pad: &gst::Pad, buffer: &gst::Buffer) {
+        on_push(ts, pad, pts_of(buffer));
+    }
+
+    fn pad_push_list_pre(&self, ts: u64, pad: &gst::Pad, list: &gst::BufferList) {
+        on_push(ts, pad, list.get(0).and_then(pts_of));
+    }
+}

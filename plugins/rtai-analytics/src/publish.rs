@@ -1,0 +1,86 @@
+//! Live publishing of every event to a Redis stream (`XADD … MAXLEN ~ N`), in
+//! the background: failures are counted and the connection re-made; the
+//! pipeline never waits for Redis.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::metrics::{METRICS, labels};
+
+#[derive(Debug, Default)]
+pub struct RedisStats {
+    pub published: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// `(type, json)` of each event arrives on `rx`.
+pub async fn run_redis(
+    url: String,
+    key: String,
+    max_len: u32,
+    mut rx: mpsc::Receiver<(&'static str, Arc<str>)>,
+    element: String,
+    stats: Arc<RedisStats>,
+) {
+    let el = labels(&[("element", &element)]);
+    let client = match redis::Client::open(url.as_str()) {
+        Ok(c) => Some(c),
+        Err(err) => {
+            eprintln!("analyticssink {element}: invalid Redis URL: {err}");
+            None
+        }
+    };
+    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    let mut backoff_until: Option<tokio::time::Instant> = None;
+    while let Some((kind, json)) = rx.recv().await {
+        let mut ok = false;
+        for _attempt in 0..2 {
+            let Some(client) = &client else { break };
+            if conn.is_none() {
+                if backoff_until.is_some_and(|t| tokio::time::Instant::now() < t) {
+                    break;
+                }
+                match tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection()).await {
+                    Ok(Ok(c)) => conn = Some(c),
+                    _ => {
+                        backoff_until = Some(tokio::time::Instant::now() + Duration::from_millis(500));
+                        break;
+                    }
+                }
+            }
+            let c = conn.as_mut().expect("connected above");
+            let reply: redis::RedisResult<String> = redis::cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(max_len)
+                .arg("*")
+                .arg("type")
+                .arg(kind)
+                .arg("event")
+                .arg(json.as_ref())
+                .query_async(c)
+                .await;
+            match reply {
+                Ok(_) => {
+                    ok = true;
+                    break;
+                }
+                Err(err) => {
+                    eprintln!("analyticssink {element}: Redis XADD failed: {err}");
+                    conn = None;
+                }
+            }
+        }
+        if ok {
+            stats.published.fetch_add(1, Ordering::Relaxed);
+            METRICS.redis_published.get_or_create(&el).inc();
+        } else {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            METRICS.redis_failures.get_or_create(&el).inc();
+        }
+    }
+}

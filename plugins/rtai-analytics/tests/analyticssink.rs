@@ -1,0 +1,575 @@
+//! analyticssink driven through its request pads with scripted metas, segment
+//! events and text; storage checked in SQLite files and a real PostgreSQL
+//! server, publishing in a real Redis, the HTTP API over loopback, and
+//! /metrics parsed by prometheus_client's parser.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use gst::prelude::*;
+use rtai_core::{InferenceResult, SegmentEvent};
+
+/// analyticssink in a pipeline with one test src pad per stream, pushed synchronously.
+struct Rig {
+    pipeline: gst::Pipeline,
+    sink: gst::Element,
+    srcs: Vec<gst::Pad>,
+    bus: gst::Bus,
+}
+
+impl Rig {
+    fn new(props: &[(&str, gst::glib::Value)], caps: &[&str]) -> Self {
+        init();
+        let sink = gst::ElementFactory::make("analyticssink").property("listen", "").build().unwrap();
+        for (k, v) in props {
+            sink.set_property_from_value(k, v);
+        }
+        let pipeline = gst::Pipeline::new();
+        pipeline.add(&sink).unwrap();
+        let mut srcs = Vec::new();
+        for (i, _) in caps.iter().enumerate() {
+            let sinkpad = sink.request_pad_simple("sink_%u").unwrap();
+            let src = gst::Pad::builder(gst::PadDirection::Src).name(format!("src{i}")).build();
+            src.set_active(true).unwrap();
+            src.link(&sinkpad).unwrap();
+            srcs.push(src);
+        }
+        pipeline.set_state(gst::State::Playing).unwrap();
+        for (src, caps) in srcs.iter().zip(caps) {
+            assert!(src.push_event(gst::event::StreamStart::new(&format!("test-{}", src.name()))));
+            assert!(src.push_event(gst::event::Caps::new(&caps.parse::<gst::Caps>().unwrap())));
+            assert!(src.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())));
+        }
+        let bus = pipeline.bus().unwrap();
+        Self { pipeline, sink, srcs, bus }
+    }
+
+    fn push(&self, i: usize, buffer: gst::Buffer) {
+        assert_eq!(self.srcs[i].push(buffer), Ok(gst::FlowSuccess::Ok));
+    }
+
+    fn event(&self, i: usize, event: gst::Event) {
+        assert!(self.srcs[i].push_event(event));
+    }
+
+    fn eos(&self) {
+        for src in &self.srcs {
+            src.push_event(gst::event::Eos::new());
+        }
+    }
+
+    fn stats(&self) -> gst::Structure {
+        self.sink.property("stats")
+    }
+
+    fn addr(&self) -> String {
+        self.sink.property::<Option<String>>("bound-address").expect("the server runs")
+    }
+
+    fn stop(&self) {
+        self.pipeline.set_state(gst::State::Null).unwrap();
+    }
+
+    /// Events posted so far (as JSON), in order.
+    fn events(&self) -> Vec<serde_json::Value> {
+        messages(&self.bus, "rtai-analytics-event").iter().map(|s| event_json(s)).collect()
+    }
+}
+
+const VIDEO: &str = "video/x-raw,format=RGB,width=64,height=48,framerate=10/1";
+const AUDIO: &str = "audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved";
+const TEXT: &str = "text/x-raw,format=utf8";
+
+fn of_type<'a>(events: &'a [serde_json::Value], t: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["type"] == t).collect()
+}
+
+/// 0–2 s: a car (track 1); 1 s: four people arrive at once (a count spike); 2 s on: empty.
+fn scripted_video(rig: &Rig, pad: usize) {
+    for n in 0..40u64 {
+        let pts = n * 100 * MS;
+        let mut dets = Vec::new();
+        if n < 20 {
+            dets.push(Det("car", Some(1), 0.9));
+        }
+        if (10..15).contains(&n) {
+            for id in 2..6 {
+                dets.push(Det("person", Some(id), 0.8));
+            }
+        }
+        rig.push(pad, video_frame(pts, &dets));
+    }
+}
+
+#[test]
+fn object_events_and_scores_from_scripted_metas() {
+    let rig = Rig::new(&[("clip-threshold", 0.6f64.to_value()), ("clip-padding", 500u32.to_value())], &[VIDEO]);
+    scripted_video(&rig, 0);
+    rig.eos();
+    let all = drain(&rig.bus);
+    rig.stop();
+    assert!(all.iter().any(|m| m.type_() == gst::MessageType::Eos), "the sink posts EOS once every pad is at EOS");
+    let events = element_messages(&all, "rtai-analytics-event").iter().map(|s| event_json(s)).collect::<Vec<_>>();
+    let clips = element_messages(&all, "rtai-clip-marker");
+
+    let appear = of_type(&events, "object-appear");
+    let leave = of_type(&events, "object-leave");
+    assert_eq!(appear.len(), 5, "car + 4 people: {events:#?}");
+    assert_eq!(leave.len(), 5);
+    let car = appear.iter().find(|e| e["label"] == "car").unwrap();
+    assert_eq!((car["track_id"].as_i64(), car["start"].as_u64(), car["stream"].as_str()), (Some(1), Some(0), Some("sink_0")));
+    assert_eq!(car["confidence"], 0.9);
+    // A new class at 0.9 confidence: 0.7 × (0.5 + 0.45) = 0.665.
+    assert_eq!(car["clip_worthy_score"], 0.665);
+    assert_eq!(car["data"]["model"], "scripted");
+    let people: Vec<_> = appear.iter().filter(|e| e["label"] == "person").collect();
+    // person is new and the count spiked from 1 to 5: 1 − 0.3 × 0.5 = 0.85, × 0.9 = 0.765.
+    assert!(people.iter().all(|p| p["clip_worthy_score"] == 0.765), "{people:#?}");
+    assert!(people.iter().all(|p| p["start"] == 1_000_000_000u64));
+    let person_leave = leave.iter().find(|e| e["track_id"] == 2).unwrap();
+    assert_eq!((person_leave["start"].as_u64(), person_leave["end"].as_u64()), (Some(S), Some(S + 400 * MS)));
+    assert_eq!(person_leave["data"]["frames"], 5);
+    // Clip markers: one for the car at 0 s, one for the people (car's clip ends at 0.5 s).
+    let clip_events = of_type(&events, "clip");
+    assert_eq!(clip_events.len(), 2, "{clip_events:#?}");
+    assert_eq!((clip_events[0]["start"].as_u64(), clip_events[0]["end"].as_u64()), (Some(0), Some(500 * MS)));
+    assert_eq!((clip_events[1]["start"].as_u64(), clip_events[1]["end"].as_u64()), (Some(500 * MS), Some(1500 * MS)));
+    assert_eq!(clip_events[1]["data"]["reason"], "object-appear");
+    assert_eq!(clips.len(), 2);
+    assert_eq!(clips[1].get::<&str>("source").unwrap(), clip_events[1]["data"]["source"].as_str().unwrap());
+    let stats = rig.stats();
+    assert_eq!(stats.get::<u64>("events").ok(), None, "stats are empty once stopped");
+}
+
+#[test]
+fn clip_markers_are_posted_with_running_times() {
+    let rig = Rig::new(&[("clip-threshold", 0.6f64.to_value()), ("clip-padding", 500u32.to_value()), ("post-messages", false.to_value())], &[VIDEO]);
+    scripted_video(&rig, 0);
+    rig.eos();
+    let clips = messages(&rig.bus, "rtai-clip-marker");
+    assert!(messages(&rig.bus, "rtai-analytics-event").is_empty(), "post-messages=false");
+    rig.stop();
+    let ranges: Vec<(u64, u64, f64)> =
+        clips.iter().map(|c| (c.get("start").unwrap(), c.get("end").unwrap(), c.get("clip-worthy-score").unwrap())).collect();
+    assert_eq!(ranges, vec![(0, 500 * MS, 0.665), (500 * MS, 1500 * MS, 0.765)]);
+    assert!(clips.iter().all(|c| c.get::<&str>("stream").unwrap() == "sink_0"));
+}
+
+#[test]
+fn malformed_metas_are_ignored_with_a_debug_log() {
+    init();
+    let logged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink_log = logged.clone();
+    gst::log::remove_default_log_function();
+    gst::log::set_threshold_for_name("analyticssink", gst::DebugLevel::Debug);
+    gst::log::add_log_function(move |cat, level, _file, _func, _line, _obj, msg| {
+        if cat.name() == "analyticssink" && level == gst::DebugLevel::Debug {
+            if let Some(m) = msg.get() {
+                sink_log.lock().unwrap().push(m.to_string());
+            }
+        }
+    });
+    let rig = Rig::new(&[], &[VIDEO]);
+    let mut b = video_frame(0, &[Det("car", Some(1), 0.9)]);
+    {
+        let b = b.get_mut().unwrap();
+        let bad = [
+            gst::Structure::builder("detection").field("confidence", "high").build(),
+            gst::Structure::builder("detection").field("confidence", 3.0f64).build(),
+            gst::Structure::builder("detection").field("confidence", 0.5f64).field("label_id", "seven").build(),
+            gst::Structure::builder("detection").field("confidence", f64::NAN).build(),
+            gst::Structure::builder("detection").build(),
+        ];
+        for s in bad {
+            let mut roi = gst_video::VideoRegionOfInterestMeta::add(b, "bad", (0, 0, 1, 1));
+            roi.add_param(s);
+        }
+        let mut roi = gst_video::VideoRegionOfInterestMeta::add(b, "dog", (0, 0, 1, 1));
+        roi.add_param(gst::Structure::builder("detection").field("confidence", 0.5f64).build());
+        roi.add_param(gst::Structure::builder("object_id").field("id", "x").build());
+        // Not a detection at all (an encoder ROI hint): neither counted nor malformed.
+        gst_video::VideoRegionOfInterestMeta::add(b, "roi-hint", (0, 0, 1, 1));
+        // A result meta with a wrong field type.
+        let mut m = gst::meta::CustomMeta::add(b, rtai_core::inference::INFERENCE_META_NAME).unwrap();
+        m.mut_structure().set("kind", 5i32);
+    }
+    rig.push(0, b);
+    let stats = rig.stats();
+    let events = rig.events();
+    rig.eos();
+    rig.stop();
+    assert_eq!(stats.get::<u64>("malformed").unwrap(), 7, "{stats}");
+    let appear = of_type(&events, "object-appear");
+    assert_eq!(appear.len(), 1, "only the good car: {events:#?}");
+    assert_eq!(appear[0]["label"], "car");
+    let logged = logged.lock().unwrap();
+    assert_eq!(logged.iter().filter(|m| m.contains("ignoring malformed meta")).count(), 7, "{logged:#?}");
+    assert!(logged.iter().any(|m| m.contains("confidence 3 outside 0..1")), "{logged:#?}");
+}
+
+/// Speech on an audio pad (protocol events) and its transcript on a text pad.
+#[test]
+fn speech_segments_get_their_transcripts_and_scores() {
+    let rig = Rig::new(&[("keywords", "fire,help".to_value())], &[AUDIO, TEXT]);
+    let seg = |e: SegmentEvent| e.to_event();
+    // Segment 1: 1.0–3.0 s, committed, transcript with a keyword spoken fast.
+    rig.event(0, seg(SegmentEvent::Start { id: 1, running_time: gst::ClockTime::from_seconds(1), lookback: gst::ClockTime::ZERO }));
+    for n in 100..300u64 {
+        if n == 125 {
+            rig.event(0, seg(SegmentEvent::Commit { id: 1 }));
+        }
+        rig.push(0, audio_frame(n * 10 * MS, 0.3));
+    }
+    rig.event(0, seg(SegmentEvent::End { id: 1 }));
+    // Segment 2: a false start, cancelled: no event.
+    rig.event(0, seg(SegmentEvent::Start { id: 2, running_time: gst::ClockTime::from_seconds(4), lookback: gst::ClockTime::ZERO }));
+    rig.push(0, audio_frame(4 * S, 0.5));
+    rig.event(0, seg(SegmentEvent::Cancel { id: 2, reason: "click".into() }));
+    assert!(of_type(&rig.events(), "speech").is_empty(), "segment 1 waits for its transcript");
+    rig.push(1, text_buffer(3 * S, "help there is a fire in the kitchen right now call someone", Some(1)));
+    let events = rig.events();
+    rig.eos();
+    rig.stop();
+    let speech = of_type(&events, "speech");
+    assert_eq!(speech.len(), 1, "{events:#?}");
+    let s = speech[0];
+    assert_eq!((s["stream"].as_str(), s["start"].as_u64(), s["end"].as_u64()), (Some("sink_0"), Some(S), Some(3 * S)));
+    assert_eq!(s["text"], "help there is a fire in the kitchen right now call someone");
+    assert_eq!(s["data"]["signals"]["keyword"], serde_json::json!(["fire", "help"]));
+    // 0.3 amplitude sine: about −13.5 dBFS.
+    let level = s["data"]["level_dbfs"].as_f64().unwrap();
+    assert!((-14.0..-13.0).contains(&level), "{level}");
+    assert_eq!(s["data"]["words_per_second"], 6.0);
+    assert_eq!(s["clip_worthy_score"], 0.88);
+    assert_eq!(of_type(&events, "clip").len(), 1);
+}
+
+#[test]
+fn a_segment_without_transcript_is_emitted_after_the_wait() {
+    let rig = Rig::new(&[("transcript-wait", 100u32.to_value())], &[AUDIO]);
+    rig.event(0, SegmentEvent::Start { id: 9, running_time: gst::ClockTime::ZERO, lookback: gst::ClockTime::ZERO }.to_event());
+    for n in 0..50u64 {
+        rig.push(0, audio_frame(n * 10 * MS, 0.1));
+    }
+    rig.event(0, SegmentEvent::End { id: 9 }.to_event());
+    // The element's timer emits it; wait for the bus message.
+    let msg = rig.bus.timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Element]).expect("speech event");
+    let s = event_json(msg.structure().unwrap());
+    rig.eos();
+    rig.stop();
+    assert_eq!((s["type"].as_str(), s["end"].as_u64(), s["text"].as_str()), (Some("speech"), Some(500 * MS), None));
+}
+
+#[test]
+fn captions_and_result_metas_become_scene_events_and_round_trip_metrics() {
+    let rig = Rig::new(&[("listen", "127.0.0.1:0".to_value())], &[VIDEO, TEXT]);
+    let mut b = video_frame(0, &[]);
+    InferenceResult { kind: "caption".into(), text: "a red car drives past a fire truck".into(), model: Some("vlm-test".into()), confidence: None, round_trip: Some(250 * MS), segment_id: None }
+        .attach(b.get_mut().unwrap());
+    rig.push(0, b);
+    rig.push(1, text_buffer(S, "an empty street", None));
+    rig.push(1, text_buffer(2 * S, "an empty street", None));
+    let events = rig.events();
+    let (_, _, metrics) = http_get(&rig.addr(), "/metrics", &[]);
+    rig.eos();
+    rig.stop();
+    let scenes = of_type(&events, "scene");
+    assert_eq!(scenes.len(), 2, "repeated captions are one event: {events:#?}");
+    assert_eq!(scenes[0]["data"]["signals"]["keyword"], serde_json::json!(["fire"]));
+    assert_eq!(scenes[0]["data"]["model"], "vlm-test");
+    assert!(metrics.contains("rtai_inference_round_trip_seconds_bucket{element=\""), "{metrics}");
+    assert!(metrics.contains("model=\"vlm-test\",le=\"0.256\"} 1"), "{metrics}");
+}
+
+fn count_rows(events: &[serde_json::Value]) -> usize {
+    events.len()
+}
+
+#[test]
+fn sqlite_holds_the_events_after_a_run() {
+    let dir = temp_dir("sqlite");
+    let db = dir.join("events.sqlite");
+    let rig = Rig::new(&[("database", db.to_str().unwrap().to_value()), ("batch-size", 3u32.to_value())], &[VIDEO]);
+    scripted_video(&rig, 0);
+    rig.eos();
+    let events = rig.events();
+    rig.stop();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM rtai_events", [], |r| r.get(0)).unwrap();
+    assert_eq!(n as usize, count_rows(&events));
+    let migrations: i64 = conn.query_row("SELECT MAX(version) FROM rtai_schema_migrations", [], |r| r.get(0)).unwrap();
+    assert_eq!(migrations, 1);
+    let (label, track, score, data): (String, i64, f64, String) = conn
+        .query_row("SELECT label, track_id, clip_worthy_score, data FROM rtai_events WHERE type = 'object-appear' ORDER BY id LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap();
+    assert_eq!((label.as_str(), track, score), ("car", 1, 0.665));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&data).unwrap()["signals"]["new_class"], true);
+    // A second run on the same file migrates nothing and appends.
+    let rig = Rig::new(&[("database", db.to_str().unwrap().to_value())], &[VIDEO]);
+    rig.push(0, video_frame(0, &[Det("bus", Some(7), 0.7)]));
+    rig.eos();
+    rig.stop();
+    let n2: i64 = conn.query_row("SELECT COUNT(*) FROM rtai_events", [], |r| r.get(0)).unwrap();
+    assert_eq!(n2, n + 2, "bus appear + leave");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn postgresql_holds_the_events_and_writes_survive_an_outage() {
+    let mut pg = Postgres::start();
+    let url = pg.create_database("rtai_events_test");
+    let rig = Rig::new(&[("database", url.to_value()), ("batch-size", 4u32.to_value())], &[VIDEO]);
+    scripted_video(&rig, 0);
+    // The server goes away mid-run: the pipeline keeps flowing, writes fail and are retried.
+    let written_before = rig.stats().get::<u64>("events").unwrap();
+    pg.stop();
+    for n in 40..60u64 {
+        rig.push(0, video_frame(n * 100 * MS, &[Det("truck", Some(100 + n as i32), 0.6)]));
+    }
+    let failures_seen = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let f = rig.stats().get::<u64>("write-failures").unwrap();
+            if f > 0 || std::time::Instant::now() > deadline {
+                break f;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert!(failures_seen > 0, "writes failed while the server was down");
+    pg.restart();
+    rig.eos();
+    let events = rig.events();
+    rig.stop();
+    let stats_rows = pg.psql(&url, "SELECT COUNT(*), COUNT(DISTINCT event_key) FROM rtai_events");
+    let (rows, keys) = stats_rows.trim().split_once('|').unwrap();
+    assert_eq!(rows.parse::<usize>().unwrap(), events.len(), "every event written once after the outage (before: {written_before})");
+    assert_eq!(rows, keys, "no duplicates from retried batches");
+    let car = pg.psql(&url, "SELECT label, track_id, start_ns, clip_worthy_score FROM rtai_events WHERE type = 'object-appear' ORDER BY id LIMIT 1");
+    assert_eq!(car.trim(), "car|1|0|0.665");
+    let version = pg.psql(&url, "SELECT MAX(version) FROM rtai_schema_migrations");
+    assert_eq!(version.trim(), "1");
+    let trucks = pg.psql(&url, "SELECT COUNT(*) FROM rtai_events WHERE label = 'truck' AND type = 'object-appear'");
+    assert_eq!(trucks.trim(), "20");
+}
+
+#[test]
+fn redis_stream_gets_every_event() {
+    let redis = Redis::start();
+    let rig = Rig::new(&[("redis-url", redis.url().to_value()), ("redis-stream", "rtai:test".to_value())], &[VIDEO]);
+    scripted_video(&rig, 0);
+    rig.eos();
+    let events = rig.events();
+    rig.stop();
+    let len: usize = redis.cli(&["XLEN", "rtai:test"]).trim().parse().unwrap();
+    assert_eq!(len, events.len());
+    let first = redis.cli(&["XRANGE", "rtai:test", "-", "+", "COUNT", "1"]);
+    assert!(first.contains("object-appear"), "{first}");
+    let json_line = first.lines().find(|l| l.starts_with('{')).unwrap();
+    let ev: serde_json::Value = serde_json::from_str(json_line).unwrap();
+    assert_eq!(ev["key"], events[0]["key"]);
+}
+
+#[test]
+fn redis_stream_is_capped() {
+    let redis = Redis::start();
+    let rig = Rig::new(&[("redis-url", redis.url().to_value()), ("redis-stream", "capped".to_value()), ("redis-max-len", 10u32.to_value())], &[VIDEO]);
+    for n in 0..300u64 {
+        rig.push(0, video_frame(n * 2 * S, &[Det("x", Some(n as i32), 0.5)]));
+    }
+    rig.eos();
+    rig.stop();
+    let len: usize = redis.cli(&["XLEN", "capped"]).trim().parse().unwrap();
+    // MAXLEN ~ trims in whole macro nodes (100 entries by default).
+    assert!((10..=200).contains(&len), "{len}");
+}
+
+#[test]
+fn metrics_parse_with_prometheus_client() {
+    let rig = Rig::new(&[("listen", "127.0.0.1:0".to_value())], &[VIDEO, AUDIO]);
+    scripted_video(&rig, 0);
+    rig.event(1, SegmentEvent::Start { id: 1, running_time: gst::ClockTime::ZERO, lookback: gst::ClockTime::ZERO }.to_event());
+    rig.event(1, SegmentEvent::Cancel { id: 1, reason: "x".into() }.to_event());
+    let (status, head, body) = http_get(&rig.addr(), "/metrics", &[]);
+    let element = rig.sink.name().to_string();
+    rig.eos();
+    rig.stop();
+    assert_eq!(status, 200);
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let mut child = std::process::Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/parse_metrics.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "prometheus_client could not parse:\n{body}");
+    let families: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sample = |family: &str, labels: serde_json::Value| -> Option<f64> {
+        families[family]["samples"].as_array()?.iter().find(|s| {
+            labels.as_object().unwrap().iter().all(|(k, v)| s[1][k] == *v)
+        })?[2].as_f64()
+    };
+    // The parser strips _total from counter family names.
+    assert_eq!(families["rtai_analytics_events"]["type"], "counter");
+    assert_eq!(sample("rtai_analytics_events", serde_json::json!({"element": element, "stream": "sink_0", "type": "object-appear"})), Some(5.0));
+    // 20 frames of car, 5 frames of 4 people.
+    assert_eq!(sample("rtai_analytics_detections", serde_json::json!({"element": element, "class": "car", "pad": "sink_0"})), Some(20.0));
+    assert_eq!(sample("rtai_analytics_detections", serde_json::json!({"element": element, "class": "person"})), Some(20.0));
+    assert_eq!(sample("rtai_vad_segment_events", serde_json::json!({"element": element, "kind": "cancel", "stream": "sink_1"})), Some(1.0));
+    assert_eq!(sample("rtai_vad_segment_events", serde_json::json!({"element": element, "kind": "start"})), Some(1.0));
+    assert_eq!(families["rtai_analytics_write_queue_depth"]["type"], "gauge");
+    for name in families.as_object().unwrap().keys() {
+        assert!(name.starts_with("rtai_"), "{name}");
+    }
+}
+
+#[test]
+fn sse_feed_receives_live_events() {
+    let rig = Rig::new(&[("listen", "127.0.0.1:0".to_value())], &[VIDEO]);
+    let addr = rig.addr();
+    let (status, mut all) = Sse::open(&addr, "/api/events/stream");
+    assert_eq!(status, 200);
+    let (status, mut speech_only) = Sse::open(&addr, "/api/events/stream?type=object-leave");
+    assert_eq!(status, 200);
+    rig.push(0, video_frame(0, &[Det("cat", Some(3), 0.75)]));
+    let (event, data) = all.next_event().expect("a live event");
+    assert_eq!(event, "object-appear");
+    let ev: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!((ev["label"].as_str(), ev["track_id"].as_i64()), (Some("cat"), Some(3)));
+    rig.push(0, video_frame(5 * S, &[]));
+    let (event, data) = speech_only.next_event().expect("the filtered feed's event");
+    assert_eq!(event, "object-leave");
+    assert!(data.contains("\"cat\""));
+    rig.eos();
+    rig.stop();
+    // The feed ends when the sink stops.
+    while all.next_event().is_some() {}
+}
+
+#[test]
+fn api_events_pages_and_filters() {
+    let rig = Rig::new(&[("listen", "127.0.0.1:0".to_value())], &[VIDEO]);
+    scripted_video(&rig, 0);
+    rig.push(0, video_frame(10 * S, &[]));
+    let addr = rig.addr();
+    let events = rig.events();
+    // The writer is asynchronous: wait until everything is stored.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rig.stats().get::<u64>("rows-written").unwrap() < events.len() as u64 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let get = |path: &str| -> serde_json::Value {
+        let (status, _, body) = http_get(&addr, path, &[]);
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let page = get("/api/events?limit=3");
+    assert_eq!(page["total"].as_u64().unwrap() as usize, events.len());
+    assert_eq!(page["events"].as_array().unwrap().len(), 3);
+    assert_eq!(page["next_offset"], 3);
+    assert_eq!(page["events"][0]["key"], events[0]["key"]);
+    let last = get(&format!("/api/events?limit=3&offset={}", events.len() - 1));
+    assert_eq!(last["events"].as_array().unwrap().len(), 1);
+    assert_eq!(last["next_offset"], serde_json::Value::Null);
+    let leaves = get("/api/events?type=object-leave&stream=sink_0");
+    assert_eq!(leaves["total"], 5);
+    let newest = get("/api/events?order=desc&limit=1");
+    assert_eq!(newest["events"][0]["key"], events.last().unwrap()["key"]);
+    let future = get("/api/events?since=99999999999999");
+    assert_eq!(future["total"], 0);
+    let none_other = get("/api/events?stream=sink_9");
+    assert_eq!(none_other["total"], 0);
+    rig.eos();
+    rig.stop();
+}
+
+#[test]
+fn bad_requests_get_4xx() {
+    let rig = Rig::new(&[("listen", "127.0.0.1:0".to_value())], &[VIDEO]);
+    let addr = rig.addr();
+    for (path, want) in [
+        ("/api/events?type=explosion", 400),
+        ("/api/events?limit=0", 400),
+        ("/api/events?limit=100000", 400),
+        ("/api/events?limit=ten", 400),
+        ("/api/events?since=5&until=4", 400),
+        ("/api/events?offset=-1", 400),
+        ("/api/events?order=sideways", 400),
+        ("/api/events?bogus=1", 400),
+        ("/api/events/stream?type=nope", 400),
+        ("/nope", 404),
+        ("/api/nope", 404),
+    ] {
+        let (status, _, body) = http_get(&addr, path, &[]);
+        assert_eq!(status, want, "{path}: {body}");
+    }
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    use std::io::{Read, Write};
+    stream.write_all(b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
+    rig.stop();
+}
+
+#[test]
+fn token_is_enforced_except_for_metrics() {
+    let rig = Rig::new(&[("listen", "127.0.0.1:0".to_value()), ("auth-token", "s3cret token".to_value())], &[VIDEO]);
+    let pspec = rig.sink.find_property("auth-token").unwrap();
+    assert!(!pspec.flags().contains(gst::glib::ParamFlags::READABLE), "the token is write-only");
+    let addr = rig.addr();
+    for path in ["/", "/app.js", "/api/events", "/api/summary", "/api/latency", "/api/events/stream"] {
+        let (status, head, _) = http_get(&addr, path, &[]);
+        assert_eq!(status, 401, "{path}");
+        assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer"));
+        let (status, _, _) = http_get(&addr, path, &[("Authorization", "Bearer wrong")]);
+        assert_eq!(status, 401, "{path}");
+    }
+    let (status, _, body) = http_get(&addr, "/api/events", &[("Authorization", "Bearer s3cret token")]);
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = http_get(&addr, "/?access_token=s3cret%20token", &[]);
+    assert_eq!(status, 200);
+    assert!(body.contains("<canvas id=\"latency-chart\""));
+    let (status, _, _) = http_get(&addr, "/metrics", &[]);
+    assert_eq!(status, 200, "/metrics stays open for scrapers");
+    rig.stop();
+}
+
+#[test]
+fn unusable_database_is_a_clear_error() {
+    init();
+    let sink = gst::ElementFactory::make("analyticssink")
+        .property("listen", "")
+        .property("database", "/nonexistent-dir/x/events.sqlite")
+        .build()
+        .unwrap();
+    let pipeline = gst::Pipeline::new();
+    pipeline.add(&sink).unwrap();
+    assert!(pipeline.set_state(gst::State::Playing).is_err());
+    let msg = pipeline.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(1), &[gst::MessageType::Error]).unwrap();
+    let gst::MessageView::Error(err) = msg.view() else { unreachable!() };
+    assert!(err.error().to_string().contains("analytics database"), "{}", err.error());
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn busy_port_is_a_clear_error() {
+    init();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink = gst::ElementFactory::make("analyticssink").property("listen", taken.local_addr().unwrap().to_string()).build().unwrap();
+    let pipeline = gst::Pipeline::new();
+    pipeline.add(&sink).unwrap();
+    assert!(pipeline.set_state(gst::State::Playing).is_err());
+    let msg = pipeline.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(1), &[gst::MessageType::Error]).unwrap();
+    let gst::MessageView::Error(err) = msg.view() else { unreachable!() };
+    assert!(err.error().to_string().contains("HTTP server"), "{}", err.error());
+    pipeline.set_state(gst::State::Null).unwrap();
+}

@@ -1,0 +1,384 @@
+//! Shared test helpers: scripted metas, a tiny HTTP client, and real servers
+//! (PostgreSQL, Redis from Debian's packages) started on loopback and stopped on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+
+pub const MS: u64 = 1_000_000;
+pub const S: u64 = 1_000_000_000;
+
+pub fn init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstrtaianalytics::plugin_register_static().unwrap();
+    });
+}
+
+/// A detection to script: label, track id, confidence.
+pub struct Det<'a>(pub &'a str, pub Option<i32>, pub f64);
+
+/// Adds one ROI meta per detection, with the DL Streamer `detection` param
+/// (and an `object_id` param for tracked ones).
+pub fn add_detections(buffer: &mut gst::BufferRef, dets: &[Det]) {
+    for (i, d) in dets.iter().enumerate() {
+        let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, d.0, (10 * i as u32, 10, 20, 20));
+        roi.add_param(
+            gst::Structure::builder("detection")
+                .field("confidence", d.2)
+                .field("label_id", i as i32)
+                .field("label", d.0)
+                .field("model_name", "scripted")
+                .build(),
+        );
+        if let Some(id) = d.1 {
+            roi.add_param(gst::Structure::builder("object_id").field("id", id).build());
+        }
+    }
+}
+
+pub fn video_frame(pts: u64, dets: &[Det]) -> gst::Buffer {
+    let mut b = gst::Buffer::with_size(16).unwrap();
+    {
+        let b = b.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_nseconds(pts));
+        b.set_duration(gst::ClockTime::from_mseconds(100));
+        add_detections(b, dets);
+    }
+    b
+}
+
+/// 10 ms of 16 kHz S16LE mono at `amplitude` (0..1).
+pub fn audio_frame(pts: u64, amplitude: f64) -> gst::Buffer {
+    let samples: Vec<u8> = (0..160)
+        .flat_map(|i| (((i as f64 * 0.3).sin() * amplitude * 32767.0) as i16).to_le_bytes())
+        .collect();
+    let mut b = gst::Buffer::from_slice(samples);
+    {
+        let b = b.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_nseconds(pts));
+        b.set_duration(gst::ClockTime::from_mseconds(10));
+    }
+    b
+}
+
+pub fn text_buffer(pts: u64, text: &str, segment: Option<u64>) -> gst::Buffer {
+    let mut b = gst::Buffer::from_slice(text.as_bytes().to_vec());
+    {
+        let b = b.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_nseconds(pts));
+        b.set_duration(gst::ClockTime::from_mseconds(500));
+        if let Some(id) = segment {
+            rtai_core::SegmentIdMeta::set(b, id);
+        }
+    }
+    b
+}
+
+/// Element messages of `name` on `bus` so far.
+pub fn messages(bus: &gst::Bus, name: &str) -> Vec<gst::Structure> {
+    let mut out = Vec::new();
+    while let Some(msg) = bus.pop() {
+        if let gst::MessageView::Element(e) = msg.view()
+            && let Some(s) = e.structure()
+            && s.name() == name
+        {
+            out.push(s.to_owned());
+        }
+    }
+    out
+}
+
+/// Every message on `bus` so far.
+pub fn drain(bus: &gst::Bus) -> Vec<gst::Message> {
+    std::iter::from_fn(|| bus.pop()).collect()
+}
+
+/// The structures of element messages named `name` among `msgs`.
+pub fn element_messages(msgs: &[gst::Message], name: &str) -> Vec<gst::Structure> {
+    msgs.iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e.structure().filter(|s| s.name() == name).map(|s| s.to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn event_json(s: &gst::StructureRef) -> serde_json::Value {
+    serde_json::from_str(s.get::<&str>("json").unwrap()).unwrap()
+}
+
+/// A plain HTTP/1.1 GET: (status, headers, body).
+pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    (status, head.to_string(), body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// An open Server-Sent Events stream.
+pub struct Sse {
+    reader: BufReader<TcpStream>,
+}
+
+impl Sse {
+    pub fn open(addr: &str, path: &str) -> (u16, Self) {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line).unwrap();
+        let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        (status, Self { reader })
+    }
+
+    /// The next `(event, data)`; keep-alive comments are skipped. Chunked framing
+    /// lines (hex sizes) are skipped too.
+    pub fn next_event(&mut self) -> Option<(String, String)> {
+        let mut event = None;
+        let mut data = None;
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if let Some(e) = line.strip_prefix("event:") {
+                event = Some(e.trim().to_string());
+            } else if let Some(d) = line.strip_prefix("data:") {
+                data = Some(d.trim().to_string());
+            } else if line.is_empty() && data.is_some() {
+                return Some((event.unwrap_or_default(), data.unwrap()));
+            }
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("rtai-analytics-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} not ready within {timeout:?}");
+        // Polling a server process for readiness: there is nothing to block on.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn uid_of(user: &str) -> Option<(u32, u32)> {
+    let out = Command::new("id").arg("-u").arg(user).output().ok()?;
+    let uid = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    let out = Command::new("id").arg("-g").arg(user).output().ok()?;
+    let gid = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    Some((uid, gid))
+}
+
+/// A PostgreSQL server from Debian's packages in a temporary directory,
+/// listening on 127.0.0.1 only; stopped and removed on drop.
+pub struct Postgres {
+    child: Child,
+    dir: PathBuf,
+    data: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+    user: Option<(u32, u32)>,
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed (scripts/setup.sh installs the postgresql package)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("postgres").exists())
+            .max()
+            .expect("a PostgreSQL server binary");
+        let dir = temp_dir("pg");
+        let data = dir.join("data");
+        // The server refuses to run as root: run it as the postgres user then.
+        let user = if unsafe { libc_geteuid() } == 0 { Some(uid_of("postgres").expect("the postgres user exists")) } else { None };
+        if user.is_some() {
+            let status = Command::new("chown").arg("-R").arg("postgres:postgres").arg(&dir).status().unwrap();
+            assert!(status.success());
+        }
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb.args(["-A", "trust", "-U", "rtai", "--no-sync", "-E", "UTF8", "-D"]).arg(&data).stdout(Stdio::null());
+        as_user(&mut initdb, user);
+        let status = initdb.status().expect("initdb runs");
+        assert!(status.success(), "initdb failed");
+        let mut pg = Self { child: Command::new("true").spawn().unwrap(), dir, data, bin, port: free_port(), user };
+        pg.spawn();
+        pg
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(self.bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(&self.data)
+            .args(["-p", &self.port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-k"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        as_user(&mut cmd, self.user);
+        self.child = cmd.spawn().expect("postgres starts");
+        let port = self.port;
+        wait_until("postgres", Duration::from_secs(30), || {
+            Command::new(self.bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+    }
+
+    /// Stops the server (fast shutdown) and waits for it to exit.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    pub fn create_database(&self, name: &str) -> String {
+        let status = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "rtai", "-d", "postgres", "-q", "-c"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        format!("postgres://rtai@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Runs `sql` with psql and returns its unaligned, tuples-only output.
+    pub fn psql(&self, url: &str, sql: &str) -> String {
+        let out = Command::new("psql").args([url, "-X", "-A", "-t", "-F", "|", "-c", sql]).output().unwrap();
+        assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) {
+    use std::os::unix::process::CommandExt;
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// A redis-server from Debian's packages on 127.0.0.1, no persistence; killed on drop.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = temp_dir("redis");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/setup.sh installs redis-server)");
+        wait_until("redis", Duration::from_secs(20), || redis_cli(port, &["PING"]).trim() == "PONG");
+        Self { child, port, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, args)
+    }
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default()
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The venv Python with prometheus_client (scripts/setup.sh), or python3.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("RTAI_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    if venv.exists() { venv } else { PathBuf::from("python3") }
+}
