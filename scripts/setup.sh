@@ -44,4 +44,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   printf '%s' "$wanted" > "$stamp"
 fi
 
+# The dashboard test drives Debian's chromium through playwright-core (no browser download).
+dashboard=plugins/rtai-analytics/tests/dashboard
+if [ ! -d "$dashboard/node_modules/playwright-core" ]; then
+  echo "setup: installing playwright-core for the dashboard test"
+  npm ci --silent --prefix "$dashboard" >/dev/null
+fi
+
 cargo build --release --workspace --quiet

@@ -573,3 +573,54 @@ fn busy_port_is_a_clear_error() {
     assert!(err.error().to_string().contains("HTTP server"), "{}", err.error());
     pipeline.set_state(gst::State::Null).unwrap();
 }
+
+/// The dashboard in a real browser (Debian's chromium through playwright-core):
+/// it lists stored events on load, receives a live one over SSE, draws the
+/// per-class chart and fetches nothing from outside the element's server.
+#[test]
+fn dashboard_shows_stored_and_live_events_in_chromium() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dashboard");
+    assert!(
+        std::path::Path::new(dir).join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: scripts/setup.sh runs `npm ci` in {dir}"
+    );
+    let rig = Rig::new(&[("listen", "127.0.0.1:0".to_value())], &[VIDEO]);
+    scripted_video(&rig, 0);
+    let stored = rig.events().len();
+    assert!(stored >= 5, "{stored}");
+    let url = format!("http://{}/", rig.addr());
+    let mut node = std::process::Command::new("node")
+        .arg(format!("{dir}/check.mjs"))
+        .arg(&url)
+        .arg("giraffe")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut out = std::io::BufReader::new(node.stdout.take().unwrap());
+    let mut line = String::new();
+    use std::io::BufRead;
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the page did not connect its live feed");
+    // A new class after the page loaded: only the live feed can bring it.
+    for n in 40..45u64 {
+        rig.push(0, video_frame(n * 100 * MS, &[Det("giraffe", Some(9), 0.95)]));
+    }
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let status = node.wait().unwrap();
+    assert!(status.success(), "the dashboard check failed: {line}");
+    let shown: serde_json::Value = serde_json::from_str(&line).unwrap();
+    rig.eos();
+    rig.stop();
+    assert_eq!(shown["errors"], serde_json::json!([]), "{shown}");
+    assert_eq!(shown["foreignRequests"], serde_json::json!([]), "the page must work offline: {shown}");
+    assert_eq!(shown["rowsBefore"].as_u64().unwrap() as usize, stored, "stored events listed on load");
+    let rows = shown["rows"].as_array().unwrap();
+    let giraffe = rows.iter().find(|r| r[3].as_str().unwrap().contains("giraffe")).expect("live row");
+    assert_eq!(giraffe[1], "object-appear");
+    assert_eq!(giraffe[4], "0.95");
+    assert!(rows.iter().any(|r| r[1] == "clip"), "the count spike's clip is listed: {shown}");
+    assert!(shown["totalClips"].as_u64().unwrap() >= 1);
+    assert!(shown["classChartInk"].as_u64().unwrap() > 0, "detections-per-class chart drawn");
+    assert_eq!(shown["element"], rig.sink.name().as_str());
+}
