@@ -181,7 +181,6 @@ pub fn parse_payload(payload: &[u8]) -> Result<Packet<'_>, DepayError> {
     while !rest.is_empty() {
         if w != 0 && elements.len() + 1 == w as usize {
             elements.push(rest);
-            rest = &[];
             break;
         }
         let (len, used) = obu::read_leb128(rest).map_err(|_| DepayError::BadElement("bad element length".into()))?;
