@@ -258,7 +258,6 @@ impl ObjectImpl for RtAv1Dec {
         self.parent_constructed();
         let obj = self.obj();
         obj.set_packetized(true);
-        obj.set_use_default_pad_acceptcaps(true);
     }
 
     fn properties() -> &'static [glib::ParamSpec] {
