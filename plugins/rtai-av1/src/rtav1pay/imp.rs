@@ -1,0 +1,219 @@
+//! rtav1pay: payloads AV1 temporal units into RTP packets per the AV1 RTP
+//! payload format (aggregation header, OBU fragmentation, no temporal
+//! delimiters, the sequence header sent with every key frame).
+
+use std::sync::{LazyLock, Mutex};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_rtp::prelude::*;
+use gst_rtp::subclass::prelude::*;
+
+use crate::obu::{self, Obu};
+use crate::rtp;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new("rtav1pay", gst::DebugColorFlags::empty(), Some("AV1 RTP payloader"))
+});
+
+#[derive(Debug, Default, Clone)]
+struct Stats {
+    temporal_units: u64,
+    packets: u64,
+    key_frames: u64,
+    sequence_headers_inserted: u64,
+    malformed: u64,
+}
+
+#[derive(Default)]
+struct State {
+    /// The last sequence header OBU's payload, re-sent with key frames that lack one.
+    sequence_header: Option<Vec<u8>>,
+    sequence: Option<obu::SequenceInfo>,
+}
+
+#[derive(Default)]
+pub struct RtAv1Pay {
+    state: Mutex<Option<State>>,
+    stats: Mutex<Stats>,
+}
+
+impl RtAv1Pay {
+    fn stats_structure(&self) -> gst::Structure {
+        let s = self.stats.lock().unwrap().clone();
+        gst::Structure::builder("rtav1pay-stats")
+            .field("temporal-units", s.temporal_units)
+            .field("packets", s.packets)
+            .field("key-frames", s.key_frames)
+            .field("sequence-headers-inserted", s.sequence_headers_inserted)
+            .field("malformed", s.malformed)
+            .build()
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for RtAv1Pay {
+    const NAME: &'static str = "GstRtAv1Pay";
+    type Type = super::RtAv1Pay;
+    type ParentType = gst_rtp::RTPBasePayload;
+}
+
+impl ObjectImpl for RtAv1Pay {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![glib::ParamSpecBoxed::builder::<gst::Structure>("av1-stats")
+                .nick("AV1 statistics")
+                .blurb("Temporal units and packets sent, key frames, sequence headers re-inserted, malformed units dropped")
+                .read_only()
+                .build()]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        match pspec.name() {
+            "av1-stats" => self.stats_structure().to_value(),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+}
+
+impl GstObjectImpl for RtAv1Pay {}
+
+impl ElementImpl for RtAv1Pay {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "AV1 RTP payloader",
+                "Codec/Payloader/Network/RTP",
+                "Payloads AV1 temporal units into RTP packets (AOM AV1 RTP payload format: aggregation header, OBU fragmentation)",
+                "rtai contributors",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let sink_caps = gst::Caps::builder("video/x-av1")
+                .field("stream-format", "obu-stream")
+                .field("alignment", "tu")
+                .build();
+            let src_caps = gst::Caps::builder("application/x-rtp")
+                .field("media", "video")
+                .field("payload", gst::IntRange::new(96, 127))
+                .field("clock-rate", 90_000i32)
+                .field("encoding-name", "AV1")
+                .build();
+            vec![
+                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &sink_caps).unwrap(),
+                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &src_caps).unwrap(),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::ReadyToPaused {
+            *self.state.lock().unwrap() = Some(State::default());
+            *self.stats.lock().unwrap() = Stats::default();
+        }
+        let ret = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::PausedToReady {
+            *self.state.lock().unwrap() = None;
+        }
+        Ok(ret)
+    }
+}
+
+impl RTPBasePayloadImpl for RtAv1Pay {
+    fn set_caps(&self, _caps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        self.obj().set_options("video", true, "AV1", 90_000);
+        self.obj().set_outcaps(None).map_err(|e| gst::loggable_error!(CAT, "cannot set output caps: {e}"))
+    }
+
+    fn handle_buffer(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let map = buffer.map_readable().map_err(|_| {
+            gst::element_imp_error!(self, gst::ResourceError::Read, ["cannot map the input buffer"]);
+            gst::FlowError::Error
+        })?;
+        let obus = match Obu::parse_all(&map) {
+            Ok(obus) => obus,
+            Err(err) => {
+                self.stats.lock().unwrap().malformed += 1;
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Format,
+                    ("Dropped a malformed AV1 temporal unit"),
+                    ["the input is not a valid OBU stream: {err}"]
+                );
+                return Ok(gst::FlowSuccess::Ok);
+            }
+        };
+        let mut state_guard = self.state.lock().unwrap();
+        let state = state_guard.get_or_insert_with(State::default);
+        let info = obu::scan_tu(&obus, state.sequence);
+        if let Some(seq) = obus.iter().find(|o| o.obu_type == obu::OBU_SEQUENCE_HEADER) {
+            state.sequence_header = Some(seq.payload.to_vec());
+            state.sequence = info.sequence_header.or(state.sequence);
+        }
+        let stored_header = state.sequence_header.clone();
+        drop(state_guard);
+
+        let mut inserted = false;
+        let mut all: Vec<Obu> = Vec::with_capacity(obus.len() + 1);
+        if info.key_frame
+            && info.sequence_header.is_none()
+            && let Some(header) = stored_header.as_deref()
+        {
+            // A key frame starts a coded video sequence: the receiver needs the header with it.
+            all.push(Obu { obu_type: obu::OBU_SEQUENCE_HEADER, extension: None, payload: header });
+            inserted = true;
+        }
+        all.extend(obus);
+        let new_sequence = info.key_frame && (info.sequence_header.is_some() || inserted);
+
+        let max_payload = gst_rtp::calc_payload_len(self.obj().mtu(), 0, 0) as usize;
+        let payloads = rtp::packetize(&all, max_payload, new_sequence);
+        if payloads.is_empty() {
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        let mut list = gst::BufferList::new_sized(payloads.len());
+        {
+            let list = list.get_mut().unwrap();
+            for payload in &payloads {
+                let mut out = self.obj().allocate_output_buffer(payload.data.len() as u32, 0, 0);
+                {
+                    let out = out.get_mut().unwrap();
+                    out.set_pts(buffer.pts());
+                    out.set_dts(buffer.dts());
+                    out.set_duration(buffer.duration());
+                    let mut rtp = gst_rtp::RTPBuffer::from_buffer_writable(out).map_err(|_| gst::FlowError::Error)?;
+                    rtp.payload_mut().map_err(|_| gst::FlowError::Error)?.copy_from_slice(&payload.data);
+                    rtp.set_marker(payload.marker);
+                }
+                list.add(out);
+            }
+        }
+        {
+            let mut stats = self.stats.lock().unwrap();
+            stats.temporal_units += 1;
+            stats.packets += payloads.len() as u64;
+            stats.key_frames += info.key_frame as u64;
+            stats.sequence_headers_inserted += inserted as u64;
+        }
+        gst::trace!(CAT, imp = self, "temporal unit of {} bytes in {} packets", map.len(), payloads.len());
+        drop(map);
+        self.obj().push_list(list)
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::FlushStop(_) = event.view()
+            && let Some(state) = self.state.lock().unwrap().as_mut()
+        {
+            *state = State::default();
+        }
+        self.parent_sink_event(event)
+    }
+}
