@@ -398,7 +398,8 @@ mod tests {
             (&[0x00, 0x05, 0x30], Err(DepayError::BadElement("element of 5 bytes but 1 left in the packet".into()))),
             (&[0x00, 0x00], Err(DepayError::BadElement("zero-length element".into()))),
             (&[0x00, 0x80], Err(DepayError::BadElement("bad element length".into()))),
-            (&[0x30, 0x01, 0x30, 0x30], Err(DepayError::BadElement("W=3 but the packet holds 2 elements".into()))),
+            (&[0x30, 0x01, 0x30, 0x30], Err(DepayError::BadElement("element of 48 bytes but 0 left in the packet".into()))),
+            (&[0x30, 0x01, 0x30, 0x01, 0x31], Err(DepayError::BadElement("W=3 but the packet holds 2 elements".into()))),
             (&[0x20, 0x02, 0x30], Err(DepayError::BadElement("element of 2 bytes but 1 left in the packet".into()))),
         ];
         for (payload, expected) in cases {

@@ -144,7 +144,7 @@ fn measured_delay(props: &str) -> (usize, gst::ClockTime) {
 #[test]
 fn reported_latency_is_the_encoders_real_delay() {
     let frame = gst::ClockTime::from_nseconds(1_000_000_000 / 30);
-    for props in ["", "rdo-lookahead-frames=5", "rdo-lookahead-frames=-1", "low-latency=false rdo-lookahead-frames=1"] {
+    for props in ["", "rdo-lookahead-frames=5", "rdo-lookahead-frames=-1", "low-latency=false rdo-lookahead-frames=1", "low-latency=false rdo-lookahead-frames=5", "low-latency=false rdo-lookahead-frames=8", "low-latency=false rdo-lookahead-frames=9", "rdo-lookahead-frames=30"] {
         let (pushed, latency) = measured_delay(props);
         // The first packet comes out when frame `pushed` goes in: `pushed - 1` frames of delay.
         let delay = (pushed - 1) as u64;
@@ -179,7 +179,10 @@ fn changing_the_bitrate_while_playing_restarts_at_a_key_frame() {
     for b in &buffers[..20] {
         h.push(b.clone()).unwrap();
     }
-    h.element().unwrap().set_property("bitrate", 400u32);
+    // The harness's element is the parsed bin; the encoder is its only child.
+    let bin = h.element().unwrap().downcast::<gst::Bin>().unwrap();
+    let encoder = bin.iterate_elements().into_iter().flatten().find(|e| e.factory().is_some_and(|f| f.name() == "rtav1enc")).unwrap();
+    encoder.set_property("bitrate", 400u32);
     for b in &buffers[20..] {
         h.push(b.clone()).unwrap();
     }

@@ -274,11 +274,12 @@ impl RtAv1Enc {
             (ChromaSampling::Cs422, _) => 2,
             _ => 0,
         };
-        // Frames rav1e holds before the first packet comes out: the RDO
-        // lookahead plus the key-frame lookahead of one reordering group.
+        // Frames rav1e 0.8 holds before the first packet comes out, measured
+        // (tests/rtav1enc.rs checks it): the RDO lookahead plus 3 in low-latency
+        // mode; with reordering, the lookahead rounded up to whole 4-frame
+        // groups plus 6.
         let rdo = enc.speed_settings.rdo_lookahead_frames as u64;
-        let group = if s.low_latency { 1 } else { 4 };
-        let delay_frames = rdo.max(group + 1) + 1;
+        let delay_frames = if s.low_latency { rdo + 3 } else { rdo.div_ceil(4) * 4 + 6 };
         let config = Config::new().with_encoder_config(enc).with_threads(threads);
         config.validate().map_err(|e| format!("invalid rav1e configuration: {e}"))?;
         let (encoder, codec_data) = if depth == 8 {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gst::prelude::*;
+use gst_video::prelude::*;
 
 pub fn init() {
     static INIT: std::sync::Once = std::sync::Once::new();
