@@ -115,7 +115,7 @@ fn force_key_unit_event_gives_a_key_frame() {
     }
     h.push_event(gst::event::Eos::new());
     let mut keys = Vec::new();
-    while let Ok(b) = h.pull() {
+    while let Some(b) = h.try_pull() {
         if !b.flags().contains(gst::BufferFlags::DELTA_UNIT) {
             keys.push((b.pts().unwrap().nseconds() * 30).div_ceil(1_000_000_000) as usize);
         }
@@ -188,7 +188,7 @@ fn changing_the_bitrate_while_playing_restarts_at_a_key_frame() {
     }
     h.push_event(gst::event::Eos::new());
     let mut out = Vec::new();
-    while let Ok(b) = h.pull() {
+    while let Some(b) = h.try_pull() {
         out.push(b);
     }
     assert_eq!(out.len(), 40, "every frame is encoded once");
