@@ -284,7 +284,9 @@ impl Depacketizer {
             self.broken = true;
             out.extend(self.take());
         }
-        if discont {
+        // A discontinuity before the very first packet (a receiver that just
+        // started) loses nothing this depacketizer was assembling.
+        if discont && self.started {
             self.broken = true;
             self.fragment = None;
         }
@@ -424,6 +426,28 @@ mod tests {
         assert_eq!(&p.data[3..3 + seq.len()], &seq);
         assert_eq!(p.data[3 + seq.len()], 0x30);
         assert_eq!(p.data.len(), 1 + 1 + 1 + seq.len() + 1 + frame.len());
+    }
+
+    #[test]
+    fn discont_only_breaks_a_unit_after_the_first_packet() {
+        let seq = [0x00u8, 0x00, 0x00, 0x02, 0xaf];
+        let frame = [0x10u8; 300];
+        let obus = [obu(1, None, &seq), obu(6, None, &frame)];
+        let packets = packetize(&obus, 120, true);
+        assert!(packets.len() > 2);
+        let push_all = |d: &mut Depacketizer, ts: u32, discont_at: Option<usize>| {
+            let mut done = Vec::new();
+            for (i, p) in packets.iter().enumerate() {
+                done.extend(d.push(&p.data, ts, p.marker, discont_at == Some(i)).0);
+            }
+            done
+        };
+        // A receiver's first packet always carries DISCONT: nothing was lost.
+        let mut d = Depacketizer::new();
+        assert!(matches!(push_all(&mut d, 1000, Some(0)).as_slice(), [Completed::Tu { .. }]));
+        // Later, DISCONT means packets went missing: the unit is dropped.
+        assert!(matches!(push_all(&mut d, 4000, Some(1)).as_slice(), [Completed::Dropped]));
+        assert!(matches!(push_all(&mut d, 7000, None).as_slice(), [Completed::Tu { .. }]));
     }
 
     #[test]

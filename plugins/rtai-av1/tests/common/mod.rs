@@ -73,11 +73,15 @@ pub fn run_to_appsink(desc: &str, inputs: &[(&str, gst::Caps, Vec<gst::Buffer>)]
     init();
     let pipeline = gst::parse::launch(desc).unwrap().downcast::<gst::Pipeline>().unwrap();
     let sink = pipeline.by_name("sink").map(|s| s.downcast::<gst_app::AppSink>().unwrap());
-    pipeline.set_state(gst::State::Playing).unwrap();
-    for (name, caps, buffers) in inputs {
+    // Format and caps before PLAYING: the first segment must be in time.
+    for (name, caps, _) in inputs {
         let src = pipeline.by_name(name).unwrap().downcast::<gst_app::AppSrc>().unwrap();
         src.set_caps(Some(caps));
         src.set_format(gst::Format::Time);
+    }
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for (name, _, buffers) in inputs {
+        let src = pipeline.by_name(name).unwrap().downcast::<gst_app::AppSrc>().unwrap();
         for b in buffers {
             src.push_buffer(b.clone()).unwrap();
         }
