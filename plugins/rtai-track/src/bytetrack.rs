@@ -569,6 +569,13 @@ impl Tracker {
         out
     }
 
+    /// Forgets every track (after a flush); ids keep increasing, stats are kept.
+    pub fn reset(&mut self) {
+        self.tracks.clear();
+        self.first_frames.clear();
+        self.seen_detection_frame = false;
+    }
+
     /// Ends every confirmed track (end of stream); returns their leave events.
     pub fn finish(&mut self) -> Vec<Event> {
         let frame = self.frame;

@@ -503,12 +503,9 @@ impl BaseTransformImpl for ObjTracker {
                 self.post_events(events, None, "eos");
             }
             gst::EventView::FlushStop(_) => {
-                // After a seek the old tracks mean nothing; start afresh (stats are kept).
-                let settings = self.settings.lock().unwrap().clone();
+                // After a seek the old tracks mean nothing; start afresh (ids keep increasing, stats are kept).
                 let mut state = self.lock_state();
-                let stats = state.tracker.stats;
-                state.tracker = Tracker::new(settings.config());
-                state.tracker.stats = stats;
+                state.tracker.reset();
                 state.since_inference = 0;
             }
             _ => {}
