@@ -5,6 +5,9 @@
 //! Noise scales with the box height (`STD_WEIGHT_POSITION`, `STD_WEIGHT_VELOCITY`),
 //! so small and large boxes get comparable relative uncertainty.
 
+// Matrix code reads best with explicit indices.
+#![allow(clippy::needless_range_loop)]
+
 /// State dimension: (cx, cy, a, h, vcx, vcy, va, vh).
 pub const DIM_X: usize = 8;
 /// Measurement dimension: (cx, cy, a, h).
@@ -167,7 +170,8 @@ pub fn invert4(m: &Matrix4) -> Option<Matrix4> {
     }
     for col in 0..DIM_Z {
         let pivot = (col..DIM_Z).max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs()))?;
-        if !(a[pivot][col].abs() > 1e-12) {
+        let magnitude = a[pivot][col].abs();
+        if magnitude.is_nan() || magnitude <= 1e-12 {
             return None;
         }
         a.swap(col, pivot);

@@ -191,7 +191,7 @@ const FRAMES: u32 = 300;
 /// Whether upstream ran inference on frame `f`: every frame, except every third one
 /// in frames 100..200 (`interval=3` upstream) and a few frames whose result came too late.
 fn inferred(f: u32, rng: &mut Rng) -> bool {
-    let on_interval = !(100..200).contains(&f) || f % 3 == 0;
+    let on_interval = !(100..200).contains(&f) || f.is_multiple_of(3);
     on_interval && !rng.chance(0.03)
 }
 
@@ -695,12 +695,12 @@ fn frames_without_detections_get_predicted_boxes() {
     }
     // Upstream interval=3: two frames without inference, then a detection frame.
     for f in 10..30 {
-        let out = fx.run(f, (f % 3 == 0).then(|| walker(f)).as_deref());
+        let out = fx.run(f, (f.is_multiple_of(3)).then(|| walker(f)).as_deref());
         assert_eq!(out.len(), 1, "frame {f}: {out:?}");
         let h = &out[0];
         assert_eq!(h.id, 1);
         assert_eq!(h.label, "person");
-        assert_eq!(h.predicted, f % 3 != 0, "frame {f}");
+        assert_eq!(h.predicted, !f.is_multiple_of(3), "frame {f}");
         let truth = walker(f)[0].rect;
         assert!(
             h.rect.iou(&truth) > 0.8,
