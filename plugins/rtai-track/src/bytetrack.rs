@@ -297,19 +297,60 @@ pub fn associate(
                 .collect()
         })
         .collect();
-    let assignment = hungarian(&cost, dets.len());
-    let mut matches = Vec::new();
-    let mut det_used = vec![false; dets.len()];
-    let mut unmatched_tracks = Vec::new();
-    for (t, a) in assignment.into_iter().enumerate() {
-        match a {
-            Some(d) if cost[t][d] < FORBIDDEN => {
-                matches.push((t, d));
-                det_used[d] = true;
+    // Solve each connected group of allowed pairs on its own: the optimum is the same
+    // (forbidden pairs never count), and crowded frames cost far less than one big matrix.
+    let (nt, nd) = (tracks.len(), dets.len());
+    let mut parent: Vec<usize> = (0..nt + nd).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for t in 0..nt {
+        for d in 0..nd {
+            if cost[t][d] < FORBIDDEN {
+                let (a, b) = (root(&mut parent, t), root(&mut parent, nt + d));
+                if a != b {
+                    parent[a] = b;
+                }
             }
-            _ => unmatched_tracks.push(t),
         }
     }
+    let mut groups: std::collections::BTreeMap<usize, (Vec<usize>, Vec<usize>)> =
+        Default::default();
+    for t in 0..nt {
+        let r = root(&mut parent, t);
+        groups.entry(r).or_default().0.push(t);
+    }
+    for d in 0..nd {
+        let r = root(&mut parent, nt + d);
+        groups.entry(r).or_default().1.push(d);
+    }
+    let mut matches = Vec::new();
+    let mut det_used = vec![false; nd];
+    let mut track_used = vec![false; nt];
+    for (ts, ds) in groups.values() {
+        if ts.is_empty() || ds.is_empty() {
+            continue;
+        }
+        let sub: Vec<Vec<f64>> = ts
+            .iter()
+            .map(|&t| ds.iter().map(|&d| cost[t][d]).collect())
+            .collect();
+        for (i, a) in hungarian(&sub, ds.len()).into_iter().enumerate() {
+            if let Some(j) = a
+                && sub[i][j] < FORBIDDEN
+            {
+                matches.push((ts[i], ds[j]));
+                track_used[ts[i]] = true;
+                det_used[ds[j]] = true;
+            }
+        }
+    }
+    matches.sort_unstable();
+    let unmatched_tracks = (0..nt).filter(|&t| !track_used[t]).collect();
     let unmatched_dets = (0..dets.len()).filter(|&d| !det_used[d]).collect();
     (matches, unmatched_tracks, unmatched_dets)
 }
@@ -656,6 +697,28 @@ mod tests {
         assert_eq!(ud, vec![2]);
         let (m, ..) = associate(&t, &d, 0.99, false);
         assert!(m.is_empty());
+    }
+
+    #[test]
+    fn grouped_association_finds_the_global_optimum() {
+        // Two clusters far apart, each needing the non-greedy assignment.
+        let b = |x: f64| BBox::new(x, 0.0, 10.0, 10.0);
+        let t = [
+            (b(0.0), "a"),
+            (b(6.0), "a"),
+            (b(1000.0), "a"),
+            (b(1006.0), "a"),
+        ];
+        let d = [
+            (b(1003.0), "a"),
+            (b(3.0), "a"),
+            (b(7.0), "a"),
+            (b(1007.0), "a"),
+        ];
+        let (m, ut, ud) = associate(&t, &d, 0.05, true);
+        // Track 1 (x=6) fits x=7 best; track 0 (x=0) then takes x=3.
+        assert_eq!(m, vec![(0, 1), (1, 2), (2, 0), (3, 3)]);
+        assert!(ut.is_empty() && ud.is_empty());
     }
 
     #[test]

@@ -685,6 +685,11 @@ fn tracks_still_alive_at_eos_leave_with_reason_eos() {
     assert_eq!(msgs[0].name(), "object-leave");
     assert_eq!(msgs[0].get::<String>("reason").unwrap(), "eos");
     assert_eq!(msgs[0].get::<u64>("frames").unwrap(), 2);
+    assert_eq!(
+        msgs[0].get::<u64>("running-time").unwrap(),
+        2 * FRAME_NS,
+        "the last frame's"
+    );
 }
 
 #[test]

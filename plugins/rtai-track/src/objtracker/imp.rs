@@ -91,6 +91,8 @@ struct State {
     since_inference: u32,
     /// ROI metas ignored because their `detection` param was malformed.
     ignored: u64,
+    /// PTS of the last frame, for the messages posted at EOS.
+    last_pts: Option<gst::ClockTime>,
 }
 
 impl State {
@@ -100,6 +102,7 @@ impl State {
             size: None,
             since_inference: 0,
             ignored: 0,
+            last_pts: None,
         }
     }
 }
@@ -499,8 +502,11 @@ impl BaseTransformImpl for ObjTracker {
     fn sink_event(&self, event: gst::Event) -> bool {
         match event.view() {
             gst::EventView::Eos(_) => {
-                let events = self.lock_state().tracker.finish();
-                self.post_events(events, None, "eos");
+                let (events, pts) = {
+                    let mut state = self.lock_state();
+                    (state.tracker.finish(), state.last_pts)
+                };
+                self.post_events(events, pts, "eos");
             }
             gst::EventView::FlushStop(_) => {
                 // After a seek the old tracks mean nothing; start afresh (ids keep increasing, stats are kept).
@@ -543,6 +549,7 @@ impl BaseTransformImpl for ObjTracker {
 
         let mut state = self.lock_state();
         state.ignored += ignored;
+        state.last_pts = buf.pts().or(state.last_pts);
         state.tracker.config = settings.config();
         let inferred = has_detection_rois
             || match settings.interval {
