@@ -678,6 +678,49 @@ mod tests {
     }
 
     #[test]
+    fn hungarian_matches_brute_force_on_random_matrices() {
+        fn best(cost: &[Vec<f64>], row: usize, used: &mut Vec<bool>) -> f64 {
+            if row == cost.len() {
+                return 0.0;
+            }
+            let mut min = f64::INFINITY;
+            for c in 0..used.len() {
+                if !used[c] {
+                    used[c] = true;
+                    min = min.min(cost[row][c] + best(cost, row + 1, used));
+                    used[c] = false;
+                }
+            }
+            min
+        }
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % 1000) as f64 / 1000.0
+        };
+        for (rows, cols) in [(1, 1), (2, 3), (3, 3), (4, 5), (5, 5), (3, 6), (6, 6)] {
+            for _ in 0..50 {
+                let cost: Vec<Vec<f64>> = (0..rows)
+                    .map(|_| (0..cols).map(|_| next()).collect())
+                    .collect();
+                let a = hungarian(&cost, cols);
+                let total: f64 = a.iter().enumerate().map(|(r, c)| cost[r][c.unwrap()]).sum();
+                let mut cs: Vec<usize> = a.iter().map(|c| c.unwrap()).collect();
+                cs.sort_unstable();
+                cs.dedup();
+                assert_eq!(cs.len(), rows, "each row gets its own column");
+                let optimum = best(&cost, 0, &mut vec![false; cols]);
+                assert!(
+                    (total - optimum).abs() < 1e-9,
+                    "{rows}x{cols}: {total} vs {optimum}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn association_gates_on_iou_and_label() {
         let t = [
             (BBox::new(0.0, 0.0, 10.0, 10.0), "a"),
