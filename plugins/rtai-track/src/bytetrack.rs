@@ -308,9 +308,9 @@ pub fn associate(
         }
         i
     }
-    for t in 0..nt {
-        for d in 0..nd {
-            if cost[t][d] < FORBIDDEN {
+    for (t, row) in cost.iter().enumerate() {
+        for (d, &c) in row.iter().enumerate() {
+            if c < FORBIDDEN {
                 let (a, b) = (root(&mut parent, t), root(&mut parent, nt + d));
                 if a != b {
                     parent[a] = b;
