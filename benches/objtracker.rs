@@ -44,7 +44,15 @@ fn scene(objects: usize, seed: u64) -> Vec<Vec<Detection>> {
     let mut objs: Vec<(f64, f64, f64, f64, f64, f64, &str)> = (0..objects)
         .map(|i| {
             let (w, h) = (rng.range(30.0, 120.0), rng.range(40.0, 160.0));
-            (rng.range(0.0, WIDTH - w), rng.range(0.0, HEIGHT - h), w, h, rng.range(-4.0, 4.0), rng.range(-3.0, 3.0), labels[i % 3])
+            (
+                rng.range(0.0, WIDTH - w),
+                rng.range(0.0, HEIGHT - h),
+                w,
+                h,
+                rng.range(-4.0, 4.0),
+                rng.range(-3.0, 3.0),
+                labels[i % 3],
+            )
         })
         .collect();
     (0..FRAMES)
@@ -62,18 +70,35 @@ fn scene(objects: usize, seed: u64) -> Vec<Vec<Detection>> {
                 if rng.uniform() < 0.05 {
                     continue;
                 }
-                let score = if rng.uniform() < 0.1 { rng.range(0.15, 0.45) } else { rng.range(0.6, 0.95) };
+                let score = if rng.uniform() < 0.1 {
+                    rng.range(0.15, 0.45)
+                } else {
+                    rng.range(0.6, 0.95)
+                };
                 let bbox = BBox::new(
                     (o.0 + rng.range(-2.0, 2.0)).max(0.0),
                     (o.1 + rng.range(-2.0, 2.0)).max(0.0),
                     o.2 * rng.range(0.97, 1.03),
                     o.3 * rng.range(0.97, 1.03),
                 );
-                dets.push(Detection { bbox, score, label: o.6.to_string() });
+                dets.push(Detection {
+                    bbox,
+                    score,
+                    label: o.6.to_string(),
+                });
             }
             if f % 5 == 0 {
-                let bbox = BBox::new(rng.range(0.0, WIDTH - 60.0), rng.range(0.0, HEIGHT - 60.0), 50.0, 50.0);
-                dets.push(Detection { bbox, score: rng.range(0.2, 0.8), label: labels[f % 3].to_string() });
+                let bbox = BBox::new(
+                    rng.range(0.0, WIDTH - 60.0),
+                    rng.range(0.0, HEIGHT - 60.0),
+                    50.0,
+                    50.0,
+                );
+                dets.push(Detection {
+                    bbox,
+                    score: rng.range(0.2, 0.8),
+                    label: labels[f % 3].to_string(),
+                });
             }
             dets
         })
@@ -120,7 +145,10 @@ fn naive(frames: &[Vec<Detection>]) -> u64 {
 
 fn bytetrack(frames: &[Vec<Detection>]) -> u64 {
     let mut tracker = Tracker::new(Config::default());
-    frames.iter().map(|dets| tracker.update(dets).assignments.len() as u64).sum()
+    frames
+        .iter()
+        .map(|dets| tracker.update(dets).assignments.len() as u64)
+        .sum()
 }
 
 fn buffers(frames: &[Vec<Detection>]) -> Vec<gst::Buffer> {
@@ -137,7 +165,12 @@ fn buffers(frames: &[Vec<Detection>]) -> Vec<gst::Buffer> {
                     let mut roi = VideoRegionOfInterestMeta::add(
                         b,
                         &d.label,
-                        (r.x as u32, r.y as u32, (r.w as u32).max(1), (r.h as u32).max(1)),
+                        (
+                            r.x as u32,
+                            r.y as u32,
+                            (r.w as u32).max(1),
+                            (r.h as u32).max(1),
+                        ),
                     );
                     roi.add_param(
                         gst::Structure::builder(DETECTION_PARAM)
@@ -161,7 +194,11 @@ fn pipeline_seconds(element: &str, buffers: Vec<gst::Buffer>) -> f64 {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
     src.set_max_bytes(0);
     src.set_block(false);
     pipeline.set_state(gst::State::Playing).unwrap();
@@ -170,12 +207,18 @@ fn pipeline_seconds(element: &str, buffers: Vec<gst::Buffer>) -> f64 {
         src.push_buffer(b).unwrap();
     }
     src.end_of_stream().unwrap();
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(gst::ClockTime::from_seconds(300), &[gst::MessageType::Eos, gst::MessageType::Error]);
+    let msg = pipeline.bus().unwrap().timed_pop_filtered(
+        gst::ClockTime::from_seconds(300),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
     let took = start.elapsed().as_secs_f64();
-    assert!(matches!(msg.as_ref().map(|m| m.view()), Some(gst::MessageView::Eos(_))), "{msg:?}");
+    assert!(
+        matches!(
+            msg.as_ref().map(|m| m.view()),
+            Some(gst::MessageView::Eos(_))
+        ),
+        "{msg:?}"
+    );
     pipeline.set_state(gst::State::Null).unwrap();
     took
 }
@@ -196,15 +239,33 @@ fn main() {
         let byte_us = t.elapsed().as_secs_f64() * 1e6 / FRAMES as f64;
         figure("naive greedy IoU tracker (algorithm)", naive_us, "µs/frame");
         figure("ByteTrack (algorithm)", byte_us, "µs/frame");
-        ratio("ByteTrack vs naive greedy IoU", byte_us, naive_us, "µs/frame");
+        ratio(
+            "ByteTrack vs naive greedy IoU",
+            byte_us,
+            naive_us,
+            "µs/frame",
+        );
         println!("  detections given an id: ByteTrack {byte_assigned}, naive {naive_assigned}");
 
         let identity_us = pipeline_seconds("identity", buffers(&frames)) * 1e6 / FRAMES as f64;
         let tracker_us = pipeline_seconds("objtracker", buffers(&frames)) * 1e6 / FRAMES as f64;
         figure("appsrc ! identity ! fakesink", identity_us, "µs/frame");
         figure("appsrc ! objtracker ! fakesink", tracker_us, "µs/frame");
-        ratio("objtracker vs identity pipeline", tracker_us, identity_us, "µs/frame");
-        figure("objtracker added cost", tracker_us - identity_us, "µs/frame");
-        figure("objtracker frames/s (one core)", 1e6 / tracker_us, "frames/s");
+        ratio(
+            "objtracker vs identity pipeline",
+            tracker_us,
+            identity_us,
+            "µs/frame",
+        );
+        figure(
+            "objtracker added cost",
+            tracker_us - identity_us,
+            "µs/frame",
+        );
+        figure(
+            "objtracker frames/s (one core)",
+            1e6 / tracker_us,
+            "frames/s",
+        );
     }
 }
