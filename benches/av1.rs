@@ -1,0 +1,165 @@
+//! AV1 encode/decode benchmark (issue: AV1 on rav1e and dav1d), one run, on a
+//! moving, detailed 720p30 clip (an animated zone plate with moving SMPTE bars
+//! composited over it: fine detail and motion everywhere, not a flat pattern).
+//!
+//! - Throughput: frames pushed as fast as the element takes them; frames/s from
+//!   the first push to the last output. rtav1enc against stock `av1enc` (libaom,
+//!   realtime usage), rtav1dec against stock `av1dec` (libaom); x264enc, vp8enc
+//!   (and avdec_h264, vp8dec) as context.
+//! - Per-frame latency: frames pushed at 30 fps in real time; time from a
+//!   frame's push to its output (P50/P95/max). For an encoder this includes the
+//!   frames it holds back by design (rav1e: 4 frames, see docs/av1.md), so the
+//!   processing time per frame (1 / throughput) is printed beside it.
+//!
+//! Run: `cargo bench -p rtai-benches --bench av1`
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use rtai_benches::{figure, ratio};
+use rtai_core::stats::LatencyHistogram;
+
+const WIDTH: u32 = 1280;
+const HEIGHT: u32 = 720;
+const FRAMES: usize = 90;
+const FRAME: Duration = Duration::from_nanos(1_000_000_000 / 30);
+
+struct Measured {
+    fps: f64,
+    latency: LatencyHistogram,
+    caps: gst::Caps,
+    buffers: Vec<gst::Buffer>,
+}
+
+/// Pushes `input` through `appsrc ! desc ! appsink`, paced at 30 fps or as fast
+/// as accepted; records each output's delay after its input's push.
+fn measure(desc: &str, caps: &gst::Caps, input: &[gst::Buffer], paced: bool) -> Measured {
+    // Paced runs are live, as a camera is: decoders then hold no extra frames.
+    let pipeline = gst::parse::launch(&format!("appsrc name=src format=time is-live={paced} max-buffers=4 block=true ! {desc} ! appsink name=sink sync=false"))
+        .unwrap_or_else(|e| panic!("{desc}: {e}"))
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    src.set_caps(Some(caps));
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    // Outputs match inputs in order: no stream here reorders frames (x264enc
+    // shifts timestamps by its min-pts, so PTS cannot be the key).
+    let pushed: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let start = Instant::now();
+    let feeder = {
+        let (src, pushed, input) = (src.clone(), pushed.clone(), input.to_vec());
+        std::thread::spawn(move || {
+            for (i, b) in input.into_iter().enumerate() {
+                if paced {
+                    let due = start + FRAME * i as u32;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                pushed.lock().unwrap().push(Instant::now());
+                if src.push_buffer(b).is_err() {
+                    break;
+                }
+            }
+            let _ = src.end_of_stream();
+        })
+    };
+    let mut latency = LatencyHistogram::new();
+    let mut buffers = Vec::new();
+    let mut caps = gst::Caps::new_empty();
+    let mut last = start;
+    while let Ok(sample) = sink.pull_sample() {
+        last = Instant::now();
+        let buffer = sample.buffer_owned().unwrap();
+        if let Some(t) = pushed.lock().unwrap().get(buffers.len()).copied() {
+            latency.record(last.duration_since(t).as_nanos() as u64);
+        }
+        caps = sample.caps_owned().unwrap_or(caps);
+        buffers.push(buffer);
+    }
+    feeder.join().unwrap();
+    if let Some(msg) = pipeline.bus().unwrap().pop_filtered(&[gst::MessageType::Error]) {
+        panic!("{desc}: {msg:?}");
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    let fps = buffers.len() as f64 / last.duration_since(start).as_secs_f64();
+    Measured { fps, latency, caps, buffers }
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn report(name: &str, throughput: &Measured, paced: &Measured) {
+    println!("{name}");
+    figure("  throughput", throughput.fps, "frames/s");
+    figure("  processing time per frame (1 / throughput)", 1000.0 / throughput.fps, "ms");
+    assert_eq!(paced.latency.count() as usize, paced.buffers.len(), "{name}: every output matched its input");
+    figure("  latency at 30 fps, P50", ms(paced.latency.quantile(0.5)), "ms");
+    figure("  latency at 30 fps, P95", ms(paced.latency.quantile(0.95)), "ms");
+    figure("  latency at 30 fps, max", ms(paced.latency.max()), "ms");
+}
+
+fn main() {
+    rtai_benches::init();
+    // The clip, rendered once so that generating it is not measured.
+    let (raw_caps, raw) = {
+        let pipeline = gst::parse::launch(&format!(
+            "videotestsrc num-buffers={FRAMES} pattern=zone-plate kx2=20 ky2=20 kt=4 ! video/x-raw,format=AYUV,width={WIDTH},height={HEIGHT},framerate=30/1 ! comp.sink_0 \
+             videotestsrc num-buffers={FRAMES} pattern=smpte horizontal-speed=6 ! video/x-raw,format=AYUV,width=640,height=360,framerate=30/1 ! comp.sink_1 \
+             compositor name=comp sink_1::xpos=320 sink_1::ypos=180 sink_1::alpha=0.7 ! videoconvert ! video/x-raw,format=I420 ! appsink name=sink sync=false"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let mut caps = None;
+        let mut frames = Vec::new();
+        while let Ok(s) = sink.pull_sample() {
+            caps = s.caps_owned();
+            frames.push(s.buffer_owned().unwrap());
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        (caps.unwrap(), frames)
+    };
+    println!("clip: {} frames of {WIDTH}x{HEIGHT} I420 at 30 fps (zone plate + moving bars)", raw.len());
+
+    let encoders = [
+        ("rtav1enc (rav1e, speed-preset 10, low-latency)", "rtav1enc"),
+        ("av1enc (libaom, realtime, cpu-used 8, lag 0)", "av1enc usage-profile=realtime cpu-used=8 lag-in-frames=0 target-bitrate=2000"),
+        ("x264enc (ultrafast, zerolatency)", "x264enc speed-preset=ultrafast tune=zerolatency bitrate=2000"),
+        ("vp8enc (realtime, cpu-used 8)", "vp8enc deadline=1 cpu-used=8 lag-in-frames=0 target-bitrate=2000000"),
+    ];
+    let mut enc_fps = HashMap::new();
+    let mut encoded = HashMap::new();
+    for (name, desc) in encoders {
+        let throughput = measure(desc, &raw_caps, &raw, false);
+        let paced = measure(desc, &raw_caps, &raw, true);
+        report(&format!("encode: {name}"), &throughput, &paced);
+        enc_fps.insert(desc.split_whitespace().next().unwrap().to_string(), throughput.fps);
+        encoded.insert(desc.split_whitespace().next().unwrap().to_string(), (throughput.caps, throughput.buffers));
+    }
+    ratio("rtav1enc vs av1enc encode throughput", enc_fps["rtav1enc"], enc_fps["av1enc"], "frames/s");
+
+    // Decoders on the same AV1 stream (rtav1enc's), and the context codecs on theirs.
+    let (av1_caps, av1) = encoded["rtav1enc"].clone();
+    let decoders = [
+        ("rtav1dec (dav1d)", "rtav1dec", &av1_caps, &av1),
+        ("av1dec (libaom)", "av1dec", &av1_caps, &av1),
+        ("avdec_h264 (ffmpeg)", "h264parse ! avdec_h264", &encoded["x264enc"].0, &encoded["x264enc"].1),
+        ("vp8dec (libvpx)", "vp8dec", &encoded["vp8enc"].0, &encoded["vp8enc"].1),
+    ];
+    let mut dec_fps = HashMap::new();
+    for (name, desc, caps, units) in decoders {
+        let throughput = measure(desc, caps, units, false);
+        assert_eq!(throughput.buffers.len(), raw.len(), "{desc} decoded every frame");
+        let paced = measure(desc, caps, units, true);
+        report(&format!("decode: {name}"), &throughput, &paced);
+        dec_fps.insert(desc, throughput.fps);
+    }
+    ratio("rtav1dec vs av1dec decode throughput", dec_fps["rtav1dec"], dec_fps["av1dec"], "frames/s");
+}
