@@ -624,3 +624,26 @@ fn dashboard_shows_stored_and_live_events_in_chromium() {
     assert!(shown["classChartInk"].as_u64().unwrap() > 0, "detections-per-class chart drawn");
     assert_eq!(shown["element"], rig.sink.name().as_str());
 }
+
+#[test]
+fn database_and_redis_passwords_never_show() {
+    init();
+    let sink = gst::ElementFactory::make("analyticssink")
+        .property("listen", "")
+        // Port 1 on loopback refuses: the start fails with an error message.
+        .property("database", "postgres://app:s3cret-pw@127.0.0.1:1/events")
+        .property("redis-url", "redis://:t0ken-pw@127.0.0.1:1/0")
+        .build()
+        .unwrap();
+    assert_eq!(sink.property::<String>("database"), "postgres://app:***@127.0.0.1:1/events");
+    assert_eq!(sink.property::<Option<String>>("redis-url").as_deref(), Some("redis://:***@127.0.0.1:1/0"));
+    let pipeline = gst::Pipeline::new();
+    pipeline.add(&sink).unwrap();
+    assert!(pipeline.set_state(gst::State::Playing).is_err());
+    let msg = pipeline.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error]).unwrap();
+    let gst::MessageView::Error(err) = msg.view() else { unreachable!() };
+    let text = format!("{} {:?}", err.error(), err.debug());
+    assert!(text.contains("analytics database"), "{text}");
+    assert!(!text.contains("s3cret-pw"), "{text}");
+    pipeline.set_state(gst::State::Null).unwrap();
+}

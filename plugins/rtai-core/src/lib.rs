@@ -5,11 +5,13 @@
 //!   specvadgate, batcher, inferclient, analyticssink and the gRPC bridge agree on.
 //! - [`runtime`]: the shared tokio runtime for network work.
 //! - [`inference`]: how inference results travel on buffers (ROI params, result meta).
+//! - [`secrets`]: redaction of credentials in URLs for logs, errors and readable properties.
 //! - [`stats`]: latency histograms with P50/P95/P99 for `stats` properties and metrics.
 
 pub mod inference;
 pub mod protocol;
 pub mod runtime;
+pub mod secrets;
 pub mod stats;
 
 pub use inference::InferenceResult;

@@ -548,7 +548,7 @@ impl AnalyticsSink {
         let element = self.obj().name().to_string();
         let database = s.database.clone();
         let store = wait_on(async move { Store::open(&database).await }).map_err(|err| {
-            gst::error_msg!(gst::ResourceError::OpenReadWrite, ("Cannot open the analytics database: {}", err), ["database property: {}", s.database])
+            gst::error_msg!(gst::ResourceError::OpenReadWrite, ("Cannot open the analytics database: {}", err), ["database property: {}", rtai_core::secrets::redact_url(&s.database)])
         })?;
         gst::info!(CAT, imp = self, "storing events in {}", store.backend_name());
         let rt = rtai_core::runtime::runtime();
@@ -693,7 +693,7 @@ impl ObjectImpl for AnalyticsSink {
                     .build(),
                 glib::ParamSpecString::builder("database")
                     .nick("Database")
-                    .blurb("SQLite file path, a postgres:// URL, or empty for an in-memory SQLite database")
+                    .blurb("SQLite file path, a postgres:// URL, or empty for an in-memory SQLite database (a password in the URL reads back as ***)")
                     .default_value(Some(DEFAULT_DATABASE))
                     .mutable_ready()
                     .build(),
@@ -820,8 +820,9 @@ impl ObjectImpl for AnalyticsSink {
                 self.state.lock().unwrap().as_ref().and_then(|st| st.server.as_ref()).map(|srv| srv.addr().to_string()).to_value()
             }
             "auth-token" => None::<String>.to_value(),
-            "database" => s.database.to_value(),
-            "redis-url" => s.redis_url.to_value(),
+            // Credentials in the URLs are never read back.
+            "database" => rtai_core::secrets::redact_url(&s.database).to_value(),
+            "redis-url" => s.redis_url.as_deref().map(rtai_core::secrets::redact_url).to_value(),
             "redis-stream" => s.redis_stream.to_value(),
             "redis-max-len" => s.redis_max_len.to_value(),
             "clip-threshold" => s.clip_threshold.to_value(),
