@@ -509,17 +509,19 @@ impl Aggregator {
     /// Speech segments whose transcript did not come within `transcript-wait`.
     pub fn tick(&mut self, now: Instant) -> Vec<Event> {
         let wait = self.cfg.transcript_wait;
-        let due: Vec<(String, u64)> = self
+        let mut due: Vec<(u64, String, u64)> = self
             .streams
             .iter()
             .flat_map(|(name, a)| {
                 a.speech
                     .iter()
                     .filter(|(_, s)| s.ended_at.is_some_and(|t| now.duration_since(t) >= wait))
-                    .map(move |(id, _)| (name.clone(), *id))
+                    .map(move |(id, s)| (s.start, name.clone(), *id))
             })
             .collect();
-        due.into_iter().flat_map(|(stream, id)| self.finish_speech(&stream, id)).collect()
+        // In stream order: each segment's energy is scored against the ones before it.
+        due.sort();
+        due.into_iter().flat_map(|(_, stream, id)| self.finish_speech(&stream, id)).collect()
     }
 
     /// End of stream on `stream` (or every stream): open tracks leave, ended
@@ -533,13 +535,14 @@ impl Aggregator {
         for name in names {
             let Some(agg) = self.streams.get_mut(&name) else { continue };
             let tracks: Vec<(TrackKey, Track)> = agg.tracks.drain().collect();
-            let segments: Vec<(u64, bool)> = agg.speech.iter().map(|(id, s)| (*id, s.committed)).collect();
+            let mut segments: Vec<(u64, u64, bool)> = agg.speech.iter().map(|(id, s)| (s.start, *id, s.committed)).collect();
+            segments.sort();
             let mut tracks = tracks;
             tracks.sort_by_key(|(_, t)| t.first_seen);
             for (key, t) in tracks {
                 out.push(self.leave_event(&name, key, t));
             }
-            for (id, committed) in segments {
+            for (_, id, committed) in segments {
                 if committed {
                     if let Some(s) = self.streams.get_mut(&name).and_then(|a| a.speech.get_mut(&id))
                         && s.end.is_none()
