@@ -44,6 +44,18 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   printf '%s' "$wanted" > "$stamp"
 fi
 
+# Real inference peers for inferclient's tests, each in its own venv (their pins conflict).
+for peer in mlserver runpod; do
+  wanted="$(cat "scripts/peers-$peer.txt")"
+  stamp=".venv-$peer/.requirements-installed"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+    echo "setup: installing the $peer test peer into .venv-$peer"
+    [ -x ".venv-$peer/bin/python" ] || python3 -m venv ".venv-$peer"
+    ".venv-$peer/bin/pip" install -q --disable-pip-version-check -r "scripts/peers-$peer.txt"
+    printf '%s' "$wanted" > "$stamp"
+  fi
+done
+
 # The dashboard test drives Debian's chromium through playwright-core (no browser download).
 dashboard=plugins/rtai-analytics/tests/dashboard
 if [ ! -d "$dashboard/node_modules/playwright-core" ]; then

@@ -1,0 +1,501 @@
+//! Talking to inference endpoints: request bodies per protocol, reply parsers
+//! (table-tested: a bad reply is an error string, never a panic), retries with
+//! exponential backoff and jitter, and a circuit breaker.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    KserveRest,
+    Runpod,
+    OpenaiChat,
+    OpenaiTranscriptions,
+}
+
+/// Where and how to send (secrets stay in here, never in messages).
+#[derive(Clone)]
+pub struct Endpoint {
+    pub protocol: Protocol,
+    pub url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+    pub timeout: Duration,
+    pub max_retries: u32,
+    /// Longest a RunPod job is polled after `/runsync` returned it unfinished.
+    pub poll_limit: Duration,
+}
+
+pub enum Request {
+    /// A KServe v2 FP32 tensor.
+    Tensor { name: String, shape: Vec<usize>, data: Vec<f32> },
+    /// Frames as JPEG (the last one current, the others context) with a prompt.
+    Images { jpegs: Vec<Vec<u8>>, width: u32, height: u32, prompt: String, previous_answer: Option<String> },
+    /// A WAV file.
+    Audio { wav: Vec<u8>, prompt: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub numbers: Vec<f64>,
+    pub strings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Tensors(Vec<Tensor>),
+    /// RunPod's `output`, whatever the handler returned.
+    Output(Value),
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallError {
+    /// 429, 5xx, timeouts, connection failures: worth retrying.
+    Transient(String),
+    /// 4xx and malformed replies: retrying will not help.
+    Fatal(String),
+    Cancelled,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Transient(m) | Self::Fatal(m) => f.write_str(m),
+            Self::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
+// ---- reply parsers -------------------------------------------------------
+
+fn json_of(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(body).map_err(|e| format!("reply is not JSON: {e}"))
+}
+
+/// A KServe v2 `/infer` reply.
+pub fn parse_kserve(body: &[u8]) -> Result<Vec<Tensor>, String> {
+    let v = json_of(body)?;
+    if let Some(err) = v.get("error").and_then(Value::as_str) {
+        return Err(format!("server error: {err}"));
+    }
+    let outputs = v.get("outputs").and_then(Value::as_array).ok_or("reply has no \"outputs\" array")?;
+    outputs
+        .iter()
+        .map(|o| {
+            let name = o.get("name").and_then(Value::as_str).ok_or("output without a name")?.to_string();
+            let shape = o
+                .get("shape")
+                .and_then(Value::as_array)
+                .ok_or_else(|| format!("output {name} has no shape"))?
+                .iter()
+                .map(|d| d.as_u64().map(|d| d as usize).ok_or_else(|| format!("output {name}: bad dimension {d}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let data = o.get("data").and_then(Value::as_array).ok_or_else(|| format!("output {name} has no data array"))?;
+            let mut flat = Vec::new();
+            flatten(data, &mut flat, 0)?;
+            let datatype = o.get("datatype").and_then(Value::as_str).unwrap_or("");
+            if datatype == "BYTES" {
+                let strings = flat.iter().map(|v| v.as_str().map(String::from).ok_or("BYTES output holds a non-string")).collect::<Result<_, _>>()?;
+                Ok(Tensor { name, shape, numbers: Vec::new(), strings })
+            } else {
+                let numbers = flat
+                    .iter()
+                    .map(|v| v.as_f64().or_else(|| v.as_bool().map(|b| b as u8 as f64)).ok_or_else(|| format!("output {name} holds a non-number")))
+                    .collect::<Result<_, _>>()?;
+                Ok(Tensor { name, shape, numbers, strings: Vec::new() })
+            }
+        })
+        .collect()
+}
+
+fn flatten<'a>(v: &'a [Value], out: &mut Vec<&'a Value>, depth: usize) -> Result<(), String> {
+    if depth > 8 {
+        return Err("output data nested too deeply".into());
+    }
+    for item in v {
+        match item {
+            Value::Array(inner) => flatten(inner, out, depth + 1)?,
+            other => out.push(other),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunpodStatus {
+    Completed(Value),
+    Pending(String),
+    Failed(String),
+}
+
+/// A RunPod `/runsync`, `/run` or `/status` reply.
+pub fn parse_runpod(body: &[u8]) -> Result<RunpodStatus, String> {
+    let v = json_of(body)?;
+    let status = v.get("status").and_then(Value::as_str).ok_or("reply has no \"status\"")?;
+    match status {
+        "COMPLETED" => Ok(RunpodStatus::Completed(v.get("output").cloned().unwrap_or(Value::Null))),
+        "IN_QUEUE" | "IN_PROGRESS" => {
+            let id = v.get("id").and_then(Value::as_str).ok_or("unfinished job without an id")?;
+            Ok(RunpodStatus::Pending(id.to_string()))
+        }
+        "FAILED" | "CANCELLED" | "TIMED_OUT" => {
+            let err = v.get("error").map(|e| e.as_str().map(String::from).unwrap_or_else(|| e.to_string())).unwrap_or_default();
+            Ok(RunpodStatus::Failed(format!("job {status}: {err}")))
+        }
+        other => Err(format!("unknown job status {other:?}")),
+    }
+}
+
+/// The assistant's text in a `/v1/chat/completions` reply.
+pub fn parse_openai_chat(body: &[u8]) -> Result<String, String> {
+    let v = json_of(body)?;
+    if let Some(err) = v.get("error") {
+        return Err(format!("server error: {}", err.get("message").and_then(Value::as_str).unwrap_or("(no message)")));
+    }
+    v.pointer("/choices/0/message/content").and_then(Value::as_str).map(String::from).ok_or_else(|| "reply has no choices[0].message.content".into())
+}
+
+/// The text of a `/v1/audio/transcriptions` reply (`response_format=json`).
+pub fn parse_openai_transcription(body: &[u8]) -> Result<String, String> {
+    let v = json_of(body)?;
+    v.get("text").and_then(Value::as_str).map(String::from).ok_or_else(|| "reply has no \"text\"".into())
+}
+
+// ---- requests ------------------------------------------------------------
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn check_status(status: reqwest::StatusCode, body: &[u8]) -> Result<(), CallError> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let snippet: String = String::from_utf8_lossy(body).chars().take(200).collect();
+    let message = format!("HTTP {status}: {snippet}");
+    if status.as_u16() == 429 || status.is_server_error() || status.as_u16() == 408 {
+        Err(CallError::Transient(message))
+    } else {
+        Err(CallError::Fatal(message))
+    }
+}
+
+fn transport(err: reqwest::Error) -> CallError {
+    // reqwest's messages carry the URL, never headers: the key stays out.
+    CallError::Transient(if err.is_timeout() { "request timed out".into() } else { format!("request failed: {err}") })
+}
+
+async fn send(ep: &Endpoint, builder: reqwest::RequestBuilder) -> Result<Vec<u8>, CallError> {
+    let builder = match &ep.api_key {
+        Some(key) => builder.bearer_auth(key),
+        None => builder,
+    };
+    let response = builder.timeout(ep.timeout).send().await.map_err(transport)?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(transport)?;
+    check_status(status, &body)?;
+    Ok(body.to_vec())
+}
+
+/// The id of a RunPod job in flight, so a cancel can reach `/cancel/{id}`.
+pub type JobId = Arc<Mutex<Option<String>>>;
+
+/// One call, no retries.
+pub async fn call_once(client: &reqwest::Client, ep: &Endpoint, req: &Request, job: &JobId) -> Result<Reply, CallError> {
+    let base = ep.url.trim_end_matches('/');
+    match (ep.protocol, req) {
+        (Protocol::KserveRest, Request::Tensor { name, shape, data }) => {
+            let body = json!({ "inputs": [{ "name": name, "shape": shape, "datatype": "FP32", "data": data }] });
+            let url = format!("{base}/v2/models/{}/infer", ep.model);
+            let bytes = send(ep, client.post(url).json(&body)).await?;
+            parse_kserve(&bytes).map(Reply::Tensors).map_err(CallError::Fatal)
+        }
+        (Protocol::Runpod, req) => {
+            let input = match req {
+                Request::Images { jpegs, width, height, prompt, .. } => json!({
+                    "image": b64(jpegs.last().map(Vec::as_slice).unwrap_or_default()),
+                    "width": width, "height": height, "prompt": prompt, "model": ep.model,
+                }),
+                Request::Audio { wav, prompt } => json!({ "audio": b64(wav), "format": "wav", "prompt": prompt, "model": ep.model }),
+                Request::Tensor { name, shape, data } => json!({ "name": name, "shape": shape, "data": data }),
+            };
+            let bytes = send(ep, client.post(format!("{base}/runsync")).json(&json!({ "input": input }))).await?;
+            let mut status = parse_runpod(&bytes).map_err(CallError::Fatal)?;
+            let started = Instant::now();
+            let mut wait = Duration::from_millis(50);
+            while let RunpodStatus::Pending(id) = &status {
+                *job.lock().unwrap() = Some(id.clone());
+                if started.elapsed() > ep.poll_limit {
+                    return Err(CallError::Transient(format!("job {id} unfinished after {:?}", ep.poll_limit)));
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
+                // The hosted API answers GET; the SDK's local test API only POST.
+                let url = format!("{base}/status/{id}");
+                let bytes = match send(ep, client.get(&url)).await {
+                    Err(CallError::Fatal(m)) if m.starts_with("HTTP 405") => send(ep, client.post(&url)).await?,
+                    other => other?,
+                };
+                status = parse_runpod(&bytes).map_err(CallError::Fatal)?;
+            }
+            *job.lock().unwrap() = None;
+            match status {
+                RunpodStatus::Completed(output) => Ok(Reply::Output(output)),
+                RunpodStatus::Failed(m) => Err(CallError::Fatal(m)),
+                RunpodStatus::Pending(_) => unreachable!(),
+            }
+        }
+        (Protocol::OpenaiChat, Request::Images { jpegs, prompt, previous_answer, .. }) => {
+            let mut content = vec![json!({ "type": "text", "text": prompt })];
+            for jpeg in jpegs {
+                content.push(json!({ "type": "image_url", "image_url": { "url": format!("data:image/jpeg;base64,{}", b64(jpeg)), "detail": "low" } }));
+            }
+            let mut messages = Vec::new();
+            if let Some(previous) = previous_answer {
+                messages.push(json!({ "role": "assistant", "content": previous }));
+            }
+            messages.push(json!({ "role": "user", "content": content }));
+            let body = json!({ "model": ep.model, "messages": messages });
+            let bytes = send(ep, client.post(format!("{base}/v1/chat/completions")).json(&body)).await?;
+            parse_openai_chat(&bytes).map(Reply::Text).map_err(CallError::Fatal)
+        }
+        (Protocol::OpenaiTranscriptions, Request::Audio { wav, prompt }) => {
+            let file = reqwest::multipart::Part::bytes(wav.clone()).file_name("audio.wav").mime_str("audio/wav").expect("a valid MIME type");
+            let mut form = reqwest::multipart::Form::new().part("file", file).text("model", ep.model.clone()).text("response_format", "json");
+            if !prompt.is_empty() {
+                form = form.text("prompt", prompt.clone());
+            }
+            let bytes = send(ep, client.post(format!("{base}/v1/audio/transcriptions")).multipart(form)).await?;
+            parse_openai_transcription(&bytes).map(Reply::Text).map_err(CallError::Fatal)
+        }
+        (protocol, _) => Err(CallError::Fatal(format!("{protocol:?} cannot carry this media"))),
+    }
+}
+
+/// Backoff before retry `attempt` (1-based): 100 ms × 2^(attempt−1), ± 50 % jitter, at most 5 s.
+pub fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let base = 0.1 * 2f64.powi(attempt.saturating_sub(1).min(10) as i32);
+    Duration::from_secs_f64((base * (0.5 + jitter.clamp(0.0, 1.0))).min(5.0))
+}
+
+/// A cheap jitter source in 0..1 (no need for cryptographic randomness).
+pub fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let mut x = nanos as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Calls with retries for transient failures; returns the reply and how many retries it took.
+pub async fn call(client: &reqwest::Client, ep: &Endpoint, req: &Request, job: &JobId) -> (Result<Reply, CallError>, u32) {
+    let mut retries = 0;
+    loop {
+        match call_once(client, ep, req, job).await {
+            Err(CallError::Transient(m)) if retries < ep.max_retries => {
+                retries += 1;
+                let _ = m;
+                tokio::time::sleep(backoff(retries, jitter())).await;
+            }
+            other => return (other, retries),
+        }
+    }
+}
+
+/// Asks RunPod to cancel job `id` (best effort).
+pub async fn cancel_runpod(client: &reqwest::Client, ep: &Endpoint, id: &str) -> Result<(), CallError> {
+    let url = format!("{}/cancel/{id}", ep.url.trim_end_matches('/'));
+    send(ep, client.post(url)).await.map(|_| ())
+}
+
+/// Circuit breaker: opens after `threshold` consecutive failures, lets one
+/// request through after `cooldown`, closes on its success.
+#[derive(Debug)]
+pub struct Breaker {
+    pub threshold: u32,
+    pub cooldown: Duration,
+    failures: u32,
+    opened: Option<Instant>,
+    probing: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half-open",
+        }
+    }
+}
+
+impl Breaker {
+    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self { threshold, cooldown, failures: 0, opened: None, probing: false }
+    }
+
+    pub fn state(&self, now: Instant) -> BreakerState {
+        match self.opened {
+            None => BreakerState::Closed,
+            Some(t) if now.duration_since(t) >= self.cooldown => BreakerState::HalfOpen,
+            Some(_) => BreakerState::Open,
+        }
+    }
+
+    /// Whether a request may go now (in half-open, only one at a time).
+    pub fn allow(&mut self, now: Instant) -> bool {
+        match self.state(now) {
+            BreakerState::Closed => true,
+            BreakerState::Open => false,
+            BreakerState::HalfOpen if self.probing => false,
+            BreakerState::HalfOpen => {
+                self.probing = true;
+                true
+            }
+        }
+    }
+
+    pub fn success(&mut self) {
+        self.failures = 0;
+        self.opened = None;
+        self.probing = false;
+    }
+
+    pub fn failure(&mut self, now: Instant) {
+        self.failures += 1;
+        if self.probing || (self.threshold > 0 && self.failures >= self.threshold) {
+            self.opened = Some(now);
+        }
+        self.probing = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kserve_replies_table() {
+        let ok = br#"{"model_name":"m","outputs":[{"name":"boxes","shape":[1,2],"datatype":"FP32","data":[[0.5, 1]]},{"name":"t","shape":[1],"datatype":"BYTES","data":["hi"]}]}"#;
+        let t = parse_kserve(ok).unwrap();
+        assert_eq!(t[0].numbers, vec![0.5, 1.0]);
+        assert_eq!(t[1].strings, vec!["hi".to_string()]);
+        let bad: &[(&[u8], &str)] = &[
+            (b"", "not JSON"),
+            (b"[1,2]", "no \"outputs\""),
+            (br#"{"error":"model x not found"}"#, "model x not found"),
+            (br#"{"outputs":[{"shape":[1],"data":[1]}]}"#, "without a name"),
+            (br#"{"outputs":[{"name":"a","data":[1]}]}"#, "no shape"),
+            (br#"{"outputs":[{"name":"a","shape":[-1],"data":[1]}]}"#, "bad dimension"),
+            (br#"{"outputs":[{"name":"a","shape":[1]}]}"#, "no data"),
+            (br#"{"outputs":[{"name":"a","shape":[1],"data":["x"]}]}"#, "non-number"),
+            (br#"{"outputs":[{"name":"a","shape":[1],"datatype":"BYTES","data":[1]}]}"#, "non-string"),
+            (br#"{"outputs":[{"name":"a","shape":[1],"data":[[[[[[[[[[[1]]]]]]]]]]]}]}"#, "nested"),
+        ];
+        for (body, part) in bad {
+            let err = parse_kserve(body).unwrap_err();
+            assert!(err.contains(part), "{err} lacks {part}");
+        }
+    }
+
+    #[test]
+    fn runpod_replies_table() {
+        assert_eq!(parse_runpod(br#"{"id":"a","status":"COMPLETED","output":{"x":1}}"#).unwrap(), RunpodStatus::Completed(json!({"x": 1})));
+        assert_eq!(parse_runpod(br#"{"id":"a","status":"IN_QUEUE"}"#).unwrap(), RunpodStatus::Pending("a".into()));
+        assert!(matches!(parse_runpod(br#"{"id":"a","status":"FAILED","error":"boom"}"#).unwrap(), RunpodStatus::Failed(m) if m.contains("boom")));
+        for body in [&b"{"[..], br#"{"id":"a"}"#, br#"{"status":"IN_PROGRESS"}"#, br#"{"status":"WEIRD"}"#, br#"{"status":7}"#] {
+            assert!(parse_runpod(body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn openai_replies_table() {
+        assert_eq!(parse_openai_chat(br#"{"choices":[{"message":{"role":"assistant","content":"a ball"}}]}"#).unwrap(), "a ball");
+        assert!(parse_openai_chat(br#"{"error":{"message":"bad key"}}"#).unwrap_err().contains("bad key"));
+        assert!(parse_openai_chat(br#"{"choices":[]}"#).is_err());
+        assert!(parse_openai_chat(b"<html>").is_err());
+        assert_eq!(parse_openai_transcription(br#"{"text":"hello"}"#).unwrap(), "hello");
+        assert!(parse_openai_transcription(br#"{"txt":"hello"}"#).is_err());
+    }
+
+    #[test]
+    fn parsers_never_panic_on_mangled_replies() {
+        let seeds: [&[u8]; 3] = [
+            br#"{"outputs":[{"name":"boxes","shape":[1,6],"datatype":"FP32","data":[1,2,3,4,0.9,0]}]}"#,
+            br#"{"id":"a","status":"COMPLETED","output":{"detections":[{"box":[1,2,3,4],"score":0.5}]}}"#,
+            br#"{"choices":[{"message":{"content":"x"}}],"text":"y"}"#,
+        ];
+        let mut x = 0x1234_5678_u64;
+        for seed in seeds {
+            for _ in 0..2000 {
+                let mut b = seed.to_vec();
+                for _ in 0..3 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let i = (x as usize) % b.len();
+                    match x % 3 {
+                        0 => b[i] = (x >> 8) as u8,
+                        1 => b.truncate(i),
+                        _ => b.insert(i, b"[]{}\",:0"[(x >> 16) as usize % 8]),
+                    }
+                    if b.is_empty() {
+                        break;
+                    }
+                }
+                let _ = parse_kserve(&b);
+                let _ = parse_runpod(&b);
+                let _ = parse_openai_chat(&b);
+                let _ = parse_openai_transcription(&b);
+            }
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        assert_eq!(backoff(1, 0.5), Duration::from_millis(100));
+        assert_eq!(backoff(3, 0.5), Duration::from_millis(400));
+        assert_eq!(backoff(1, 0.0), Duration::from_millis(50));
+        assert_eq!(backoff(20, 1.0), Duration::from_secs(5));
+        let j = jitter();
+        assert!((0.0..1.0).contains(&j));
+    }
+
+    #[test]
+    fn breaker_opens_probes_and_closes() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(3, Duration::from_secs(5));
+        for _ in 0..2 {
+            b.failure(t0);
+        }
+        assert!(b.allow(t0));
+        b.failure(t0);
+        assert_eq!(b.state(t0), BreakerState::Open);
+        assert!(!b.allow(t0 + Duration::from_secs(1)));
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(b.state(later), BreakerState::HalfOpen);
+        assert!(b.allow(later), "one probe");
+        assert!(!b.allow(later), "only one");
+        b.failure(later);
+        assert_eq!(b.state(later), BreakerState::Open, "a failed probe reopens");
+        let again = later + Duration::from_secs(5);
+        assert!(b.allow(again));
+        b.success();
+        assert_eq!(b.state(again), BreakerState::Closed);
+    }
+}

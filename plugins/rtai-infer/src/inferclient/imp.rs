@@ -1,0 +1,1243 @@
+//! inferclient: the sink pad's streaming thread prepares a request (tensor,
+//! JPEG or WAV) and hands it to the shared tokio runtime; every buffer and
+//! serialized event goes into one queue that the src pad's own task drains
+//! in stream order, waiting for a buffer's result at most `latency-budget`.
+//! The upstream thread never waits on the network.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use rtai_core::stats::LatencyHistogram;
+use rtai_core::{CancelAck, InferenceResult, SegmentEvent, SegmentIdMeta};
+
+use super::{InferBoxFormat, InferOutput, InferProtocol};
+use crate::client::{self, Breaker, CallError, Endpoint, JobId, Protocol, Reply, Request};
+use crate::postprocess::{self, BoxFormat, Detection, Letterbox};
+use crate::preprocess::{self, Layout};
+
+static CAT: LazyLock<gst::DebugCategory> =
+    LazyLock::new(|| gst::DebugCategory::new("inferclient", gst::DebugColorFlags::empty(), Some("Remote inference client")));
+
+const DEFAULT_PROTOCOL: InferProtocol = InferProtocol::KserveRest;
+const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+const DEFAULT_MODEL: &str = "";
+const DEFAULT_REQUEST_TIMEOUT_MS: u32 = 10_000;
+const DEFAULT_MAX_INFLIGHT: u32 = 4;
+const DEFAULT_INTERVAL: u32 = 1;
+const DEFAULT_MIN_INTERVAL_MS: u32 = 0;
+const DEFAULT_LATENCY_BUDGET_MS: u32 = 1000;
+const DEFAULT_MAX_RETRIES: u32 = 3;
+const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
+const DEFAULT_BREAKER_COOLDOWN_MS: u32 = 5000;
+const DEFAULT_INPUT_WIDTH: u32 = 640;
+const DEFAULT_INPUT_HEIGHT: u32 = 640;
+const DEFAULT_INPUT_NAME: &str = "images";
+const DEFAULT_NCHW: bool = true;
+const DEFAULT_NORMALIZE: bool = true;
+const DEFAULT_BOX_FORMAT: InferBoxFormat = InferBoxFormat::Auto;
+const DEFAULT_CONFIDENCE_THRESHOLD: f64 = 0.25;
+const DEFAULT_NMS_IOU: f64 = 0.45;
+const DEFAULT_LABELS: &str = "";
+const DEFAULT_OUTPUT: InferOutput = InferOutput::Meta;
+const DEFAULT_PROMPT: &str = "Describe what happens in these frames in one sentence.";
+const DEFAULT_CONTEXT_FRAMES: u32 = 1;
+const DEFAULT_FEED_BACK_ANSWER: bool = false;
+const DEFAULT_CHUNK_DURATION_MS: u32 = 5000;
+const DEFAULT_JPEG_QUALITY: u32 = 85;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    protocol: InferProtocol,
+    url: String,
+    model: String,
+    api_key: Option<String>,
+    request_timeout_ms: u32,
+    max_inflight: u32,
+    interval: u32,
+    min_interval_ms: u32,
+    latency_budget_ms: u32,
+    max_retries: u32,
+    breaker_threshold: u32,
+    breaker_cooldown_ms: u32,
+    input_width: u32,
+    input_height: u32,
+    input_name: String,
+    nchw: bool,
+    normalize: bool,
+    box_format: InferBoxFormat,
+    confidence_threshold: f64,
+    nms_iou: f64,
+    labels: String,
+    output: InferOutput,
+    prompt: String,
+    context_frames: u32,
+    feed_back_answer: bool,
+    chunk_duration_ms: u32,
+    jpeg_quality: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            protocol: DEFAULT_PROTOCOL,
+            url: DEFAULT_URL.into(),
+            model: DEFAULT_MODEL.into(),
+            api_key: None,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
+            interval: DEFAULT_INTERVAL,
+            min_interval_ms: DEFAULT_MIN_INTERVAL_MS,
+            latency_budget_ms: DEFAULT_LATENCY_BUDGET_MS,
+            max_retries: DEFAULT_MAX_RETRIES,
+            breaker_threshold: DEFAULT_BREAKER_THRESHOLD,
+            breaker_cooldown_ms: DEFAULT_BREAKER_COOLDOWN_MS,
+            input_width: DEFAULT_INPUT_WIDTH,
+            input_height: DEFAULT_INPUT_HEIGHT,
+            input_name: DEFAULT_INPUT_NAME.into(),
+            nchw: DEFAULT_NCHW,
+            normalize: DEFAULT_NORMALIZE,
+            box_format: DEFAULT_BOX_FORMAT,
+            confidence_threshold: DEFAULT_CONFIDENCE_THRESHOLD,
+            nms_iou: DEFAULT_NMS_IOU,
+            labels: DEFAULT_LABELS.into(),
+            output: DEFAULT_OUTPUT,
+            prompt: DEFAULT_PROMPT.into(),
+            context_frames: DEFAULT_CONTEXT_FRAMES,
+            feed_back_answer: DEFAULT_FEED_BACK_ANSWER,
+            chunk_duration_ms: DEFAULT_CHUNK_DURATION_MS,
+            jpeg_quality: DEFAULT_JPEG_QUALITY,
+        }
+    }
+}
+
+/// A request's outcome, filled by the runtime, awaited by the src task.
+#[derive(Default)]
+struct Job {
+    result: Mutex<Option<Result<Outcome, String>>>,
+    done: Condvar,
+    /// Set by a cancel or flush: the task stops and the RunPod job is cancelled.
+    abort: tokio::sync::Notify,
+    segment: Option<u64>,
+}
+
+impl Job {
+    fn finish(&self, r: Result<Outcome, String>) {
+        let mut slot = self.result.lock().unwrap();
+        if slot.is_none() {
+            *slot = Some(r);
+        }
+        self.done.notify_all();
+    }
+
+    /// Waits until the result is in or `deadline` (None: no limit) passes.
+    fn wait(&self, deadline: Option<Instant>) -> Option<Result<Outcome, String>> {
+        let mut slot = self.result.lock().unwrap();
+        loop {
+            if let Some(r) = slot.take() {
+                return Some(r);
+            }
+            match deadline {
+                None => slot = self.done.wait(slot).unwrap(),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    slot = self.done.wait_timeout(slot, d - now).unwrap().0;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Outcome {
+    detections: Vec<Detection>,
+    text: Option<String>,
+    raw: Option<String>,
+    round_trip: u64,
+}
+
+enum Item {
+    Buffer { buffer: gst::Buffer, job: Option<Arc<Job>>, deadline: Option<Instant> },
+    /// output=text: a text buffer with these times once the job is done.
+    Text { job: Arc<Job>, pts: Option<gst::ClockTime>, duration: Option<gst::ClockTime> },
+    Event(gst::Event),
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Item>,
+    flushing: bool,
+    /// The job the src task is waiting on (a flush or cancel must reach it too).
+    current: Option<Arc<Job>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Stats {
+    sent: u64,
+    ok: u64,
+    failed: u64,
+    retried: u64,
+    dropped_by_budget: u64,
+    skipped_busy: u64,
+    skipped_breaker: u64,
+    aborted: u64,
+}
+
+/// Streaming state: created on start, dropped on stop.
+struct State {
+    endpoint: Endpoint,
+    client: reqwest::Client,
+    breaker: Arc<Mutex<Breaker>>,
+    frame: u64,
+    last_sent: Option<Instant>,
+    video: Option<gst_video::VideoInfo>,
+    audio: Option<gst_audio::AudioInfo>,
+    /// Sampled frames kept for `context-frames`.
+    context: VecDeque<Vec<u8>>,
+    previous_answer: Arc<Mutex<Option<String>>>,
+    /// Audio of the current chunk or segment: samples, first PTS, segment id.
+    audio_chunk: Vec<u8>,
+    audio_start: Option<gst::ClockTime>,
+    audio_end: Option<gst::ClockTime>,
+    audio_segment: Option<u64>,
+    labels: Vec<String>,
+}
+
+pub struct InferClient {
+    sinkpad: gst::Pad,
+    srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+    shared: Arc<Shared>,
+    inflight: Arc<AtomicUsize>,
+    stats: Arc<Mutex<Stats>>,
+    round_trips: Arc<Mutex<LatencyHistogram>>,
+}
+
+fn protocol_of(p: InferProtocol) -> Protocol {
+    match p {
+        InferProtocol::KserveRest => Protocol::KserveRest,
+        InferProtocol::Runpod => Protocol::Runpod,
+        InferProtocol::OpenaiChat => Protocol::OpenaiChat,
+        InferProtocol::OpenaiTranscriptions => Protocol::OpenaiTranscriptions,
+    }
+}
+
+impl InferClient {
+    fn stats_structure(&self) -> gst::Structure {
+        let s = self.stats.lock().unwrap().clone();
+        let breaker = self.state.lock().unwrap().as_ref().map(|st| st.breaker.lock().unwrap().state(Instant::now()).as_str()).unwrap_or("closed");
+        let builder = gst::Structure::builder("inferclient-stats")
+            .field("sent", s.sent)
+            .field("ok", s.ok)
+            .field("failed", s.failed)
+            .field("retried", s.retried)
+            .field("dropped-by-budget", s.dropped_by_budget)
+            .field("skipped-busy", s.skipped_busy)
+            .field("skipped-breaker", s.skipped_breaker)
+            .field("aborted", s.aborted)
+            .field("inflight", self.inflight.load(Ordering::SeqCst) as u64)
+            .field("breaker-state", breaker);
+        self.round_trips.lock().unwrap().add_to_structure(builder, "round-trip").build()
+    }
+
+    fn enqueue(&self, item: Item) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut q = self.shared.queue.lock().unwrap();
+        if q.flushing {
+            return Err(gst::FlowError::Flushing);
+        }
+        q.items.push_back(item);
+        self.shared.changed.notify_all();
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Starts `request` on the runtime; the returned job fills in when it is done.
+    fn spawn(&self, state: &State, request: Request, letterbox: Option<Letterbox>, segment: Option<u64>) -> Arc<Job> {
+        let settings = self.settings.lock().unwrap().clone();
+        let job = Arc::new(Job { segment, ..Default::default() });
+        let (endpoint, client, breaker) = (state.endpoint.clone(), state.client.clone(), state.breaker.clone());
+        let (stats, round_trips, inflight) = (self.stats.clone(), self.round_trips.clone(), self.inflight.clone());
+        let previous_answer = state.previous_answer.clone();
+        let element = self.obj().downgrade();
+        let labels = state.labels.clone();
+        let job_for_task = job.clone();
+        inflight.fetch_add(1, Ordering::SeqCst);
+        stats.lock().unwrap().sent += 1;
+        rtai_core::runtime::runtime().spawn(async move {
+            let job = job_for_task;
+            let started = Instant::now();
+            let runpod_job: JobId = Arc::default();
+            let outcome = tokio::select! {
+                r = client::call(&client, &endpoint, &request, &runpod_job) => Some(r),
+                _ = job.abort.notified() => None,
+            };
+            inflight.fetch_sub(1, Ordering::SeqCst);
+            let Some((result, retries)) = outcome else {
+                stats.lock().unwrap().aborted += 1;
+                let id = runpod_job.lock().unwrap().clone();
+                if let Some(id) = id {
+                    let _ = client::cancel_runpod(&client, &endpoint, &id).await;
+                }
+                job.finish(Err("cancelled".into()));
+                return;
+            };
+            let rtt = started.elapsed();
+            stats.lock().unwrap().retried += retries as u64;
+            let parsed = result.and_then(|reply| {
+                to_outcome(reply, &settings, letterbox, &labels).map_err(CallError::Fatal)
+            });
+            match parsed {
+                Ok(mut outcome) => {
+                    breaker.lock().unwrap().success();
+                    stats.lock().unwrap().ok += 1;
+                    round_trips.lock().unwrap().record(rtt.as_nanos() as u64);
+                    outcome.round_trip = rtt.as_nanos() as u64;
+                    if let Some(text) = &outcome.text {
+                        *previous_answer.lock().unwrap() = Some(text.clone());
+                    }
+                    job.finish(Ok(outcome));
+                }
+                Err(err) => {
+                    breaker.lock().unwrap().failure(Instant::now());
+                    stats.lock().unwrap().failed += 1;
+                    if let (CallError::Fatal(message), Some(element)) = (&err, element.upgrade()) {
+                        // 4xx and unusable replies: the configuration is wrong, say so.
+                        gst::element_error!(
+                            element,
+                            gst::ResourceError::Failed,
+                            ("The inference endpoint refused the request: {}", message),
+                            ["protocol {:?}, model '{}'", endpoint.protocol, endpoint.model]
+                        );
+                    } else if let Some(element) = element.upgrade() {
+                        gst::warning!(CAT, obj = element, "inference request failed after {retries} retries: {err}");
+                    }
+                    job.finish(Err(err.to_string()));
+                }
+            }
+        });
+        job
+    }
+
+    fn sink_chain(&self, _pad: &gst::Pad, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let settings = self.settings.lock().unwrap().clone();
+        let mut state_guard = self.state.lock().unwrap();
+        let Some(state) = state_guard.as_mut() else { return Err(gst::FlowError::Flushing) };
+        if state.audio.is_some() {
+            return self.audio_chain(state_guard, &settings, buffer);
+        }
+        if state.video.is_none() && settings.output == InferOutput::Text {
+            // text/x-raw in: text out unchanged (a text model would go here).
+            drop(state_guard);
+            return self.enqueue(Item::Buffer { buffer, job: None, deadline: None });
+        }
+        state.frame += 1;
+        let now = Instant::now();
+        let due = (state.frame - 1) % settings.interval.max(1) as u64 == 0
+            && state.last_sent.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(settings.min_interval_ms as u64));
+        let mut job = None;
+        if due && state.video.is_some() {
+            if self.inflight.load(Ordering::SeqCst) >= settings.max_inflight as usize {
+                self.stats.lock().unwrap().skipped_busy += 1;
+            } else if !state.breaker.lock().unwrap().allow(now) {
+                self.stats.lock().unwrap().skipped_breaker += 1;
+            } else {
+                match self.video_request(state, &settings, &buffer) {
+                    Ok((request, letterbox)) => {
+                        state.last_sent = Some(now);
+                        job = Some(self.spawn(state, request, Some(letterbox), SegmentIdMeta::get(&buffer)));
+                    }
+                    Err(err) => {
+                        gst::element_imp_error!(self, gst::StreamError::Format, ("Cannot prepare the frame for inference"), ["{err}"]);
+                        return Err(gst::FlowError::Error);
+                    }
+                }
+            }
+        }
+        drop(state_guard);
+        if settings.output == InferOutput::Text {
+            let (pts, duration) = (buffer.pts(), buffer.duration());
+            return match job {
+                Some(job) => self.enqueue(Item::Text { job, pts, duration }),
+                None => Ok(gst::FlowSuccess::Ok),
+            };
+        }
+        let deadline = job.as_ref().map(|_| now + Duration::from_millis(settings.latency_budget_ms as u64));
+        self.enqueue(Item::Buffer { buffer, job, deadline })
+    }
+
+    fn video_request(&self, state: &mut State, settings: &Settings, buffer: &gst::Buffer) -> Result<(Request, Letterbox), String> {
+        let info = state.video.as_ref().ok_or("no video caps")?;
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info).map_err(|_| "cannot map the frame".to_string())?;
+        let rgb = preprocess::to_rgb(&frame).ok_or_else(|| format!("unsupported format {:?}", info.format()))?;
+        Ok(match settings.protocol {
+            InferProtocol::KserveRest => {
+                let layout = if settings.nchw { Layout::Nchw } else { Layout::Nhwc };
+                let (data, letterbox) = preprocess::tensor(&rgb, settings.input_width, settings.input_height, layout, settings.normalize);
+                let (w, h) = (settings.input_width as usize, settings.input_height as usize);
+                let shape = if settings.nchw { vec![1, 3, h, w] } else { vec![1, h, w, 3] };
+                (Request::Tensor { name: settings.input_name.clone(), shape, data }, letterbox)
+            }
+            InferProtocol::Runpod | InferProtocol::OpenaiChat => {
+                let jpeg = preprocess::jpeg(&rgb, settings.jpeg_quality as u8)?;
+                state.context.push_back(jpeg);
+                while state.context.len() > settings.context_frames.max(1) as usize {
+                    state.context.pop_front();
+                }
+                let previous_answer = if settings.feed_back_answer { state.previous_answer.lock().unwrap().clone() } else { None };
+                let request = Request::Images {
+                    jpegs: state.context.iter().cloned().collect(),
+                    width: rgb.width,
+                    height: rgb.height,
+                    prompt: settings.prompt.clone(),
+                    previous_answer,
+                };
+                (request, Letterbox::identity(rgb.width, rgb.height))
+            }
+            InferProtocol::OpenaiTranscriptions => return Err("openai-transcriptions takes audio, not video".into()),
+        })
+    }
+
+    /// Audio: collect the chunk (or the speech segment) and send it when it is complete.
+    fn audio_chain(
+        &self,
+        mut state_guard: std::sync::MutexGuard<'_, Option<State>>,
+        settings: &Settings,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let state = state_guard.as_mut().unwrap();
+        let segment = SegmentIdMeta::get(&buffer);
+        if segment.is_some() && segment != state.audio_segment && !state.audio_chunk.is_empty() {
+            self.send_audio(state, settings);
+        }
+        if state.audio_chunk.is_empty() {
+            state.audio_start = buffer.pts();
+        }
+        state.audio_segment = segment.or(state.audio_segment);
+        state.audio_end = buffer.pts().zip(buffer.duration()).map(|(p, d)| p + d).or(state.audio_end);
+        if let Ok(map) = buffer.map_readable() {
+            state.audio_chunk.extend_from_slice(&map);
+        }
+        // Without segments, fixed chunks; with them, the segment's end sends it.
+        let chunk_full = segment.is_none()
+            && state.audio_start.zip(state.audio_end).is_some_and(|(s, e)| e.saturating_sub(s) >= gst::ClockTime::from_mseconds(settings.chunk_duration_ms as u64));
+        if chunk_full {
+            self.send_audio(state, settings);
+        }
+        drop(state_guard);
+        if settings.output == InferOutput::Meta {
+            return self.enqueue(Item::Buffer { buffer, job: None, deadline: None });
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn send_audio(&self, state: &mut State, settings: &Settings) {
+        let Some(info) = state.audio.clone() else { return };
+        let samples = std::mem::take(&mut state.audio_chunk);
+        let (pts, end, segment) = (state.audio_start.take(), state.audio_end.take(), state.audio_segment.take());
+        if samples.is_empty() {
+            return;
+        }
+        if !state.breaker.lock().unwrap().allow(Instant::now()) {
+            self.stats.lock().unwrap().skipped_breaker += 1;
+            return;
+        }
+        let wav = preprocess::wav(&samples, info.rate(), info.channels() as u16);
+        let job = self.spawn(state, Request::Audio { wav, prompt: String::new() }, None, segment);
+        let duration = pts.zip(end).map(|(p, e)| e.saturating_sub(p));
+        // In meta mode the transcript is posted on the bus when it arrives.
+        let _ = self.enqueue(Item::Text { job, pts, duration });
+        let _ = settings;
+    }
+
+    /// A cancel (OOB): abort the segment's requests and drop its pending audio.
+    fn cancel_segment(&self, id: u64) {
+        let received = Instant::now();
+        let mut aborted = 0;
+        {
+            let mut state = self.state.lock().unwrap();
+            if let Some(state) = state.as_mut()
+                && state.audio_segment == Some(id)
+            {
+                state.audio_chunk.clear();
+                state.audio_start = None;
+                state.audio_end = None;
+                state.audio_segment = None;
+            }
+        }
+        {
+            let mut q = self.shared.queue.lock().unwrap();
+            let jobs: Vec<Arc<Job>> = q
+                .items
+                .iter()
+                .filter_map(|i| match i {
+                    Item::Text { job, .. } | Item::Buffer { job: Some(job), .. } if job.segment == Some(id) => Some(job.clone()),
+                    _ => None,
+                })
+                .chain(q.current.clone().filter(|j| j.segment == Some(id)))
+                .collect();
+            for job in jobs {
+                job.abort.notify_one();
+                job.finish(Err("cancelled".into()));
+                aborted += 1;
+            }
+            q.items.retain(|i| !matches!(i, Item::Text { job, .. } if job.segment == Some(id)));
+            self.shared.changed.notify_all();
+        }
+        let ack = CancelAck {
+            element: self.obj().name().to_string(),
+            id,
+            buffers_dropped: 0,
+            requests_aborted: aborted,
+            latency: gst::ClockTime::from_nseconds(received.elapsed().as_nanos() as u64),
+        };
+        let _ = self.obj().post_message(ack.to_message(&*self.obj()));
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        if let Some(SegmentEvent::Cancel { id, .. }) = SegmentEvent::parse(&event) {
+            self.cancel_segment(id);
+            return self.srcpad.push_event(event);
+        }
+        match event.view() {
+            gst::EventView::FlushStart(_) => {
+                self.set_flushing(true);
+                let ret = self.srcpad.push_event(event);
+                let _ = self.srcpad.pause_task();
+                return ret;
+            }
+            gst::EventView::FlushStop(_) => {
+                self.set_flushing(false);
+                let ret = self.srcpad.push_event(event);
+                let _ = self.start_task();
+                return ret;
+            }
+            gst::EventView::Caps(c) => {
+                if let Err(err) = self.set_caps(c.caps()) {
+                    gst::element_imp_error!(self, gst::CoreError::Negotiation, ("Unsupported input: {}", err));
+                    return false;
+                }
+                let settings = self.settings.lock().unwrap().clone();
+                if settings.output == InferOutput::Text {
+                    let caps = gst::Caps::builder("text/x-raw").field("format", "utf8").build();
+                    return self.enqueue(Item::Event(gst::event::Caps::new(&caps))).is_ok();
+                }
+            }
+            _ => {}
+        }
+        if let Some(SegmentEvent::End { .. }) = SegmentEvent::parse(&event) {
+            let settings = self.settings.lock().unwrap().clone();
+            let mut state = self.state.lock().unwrap();
+            if let Some(state) = state.as_mut()
+                && state.audio.is_some()
+            {
+                self.send_audio(state, &settings);
+            }
+        }
+        if matches!(event.type_(), gst::EventType::Eos) {
+            let settings = self.settings.lock().unwrap().clone();
+            let mut state = self.state.lock().unwrap();
+            if let Some(state) = state.as_mut()
+                && state.audio.is_some()
+            {
+                self.send_audio(state, &settings);
+            }
+        }
+        if event.is_serialized() {
+            return self.enqueue(Item::Event(event)).is_ok();
+        }
+        gst::Pad::event_default(pad, Some(&*self.obj()), event)
+    }
+
+    fn set_caps(&self, caps: &gst::CapsRef) -> Result<(), String> {
+        let s = caps.structure(0).ok_or("empty caps")?;
+        let settings = self.settings.lock().unwrap().clone();
+        let mut state = self.state.lock().unwrap();
+        let state = state.as_mut().ok_or("not started")?;
+        state.video = None;
+        state.audio = None;
+        match s.name().as_str() {
+            "video/x-raw" => {
+                let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| e.to_string())?;
+                if !preprocess::FORMATS.contains(&info.format()) {
+                    return Err(format!("video format {:?} (supported: RGB, RGBA, BGR, NV12, I420)", info.format()));
+                }
+                if settings.protocol == InferProtocol::OpenaiTranscriptions {
+                    return Err("openai-transcriptions needs audio/x-raw".into());
+                }
+                state.video = Some(info);
+            }
+            "audio/x-raw" => {
+                let info = gst_audio::AudioInfo::from_caps(caps).map_err(|e| e.to_string())?;
+                if info.format() != gst_audio::AudioFormat::S16le {
+                    return Err(format!("audio format {:?} (supported: S16LE; add audioconvert)", info.format()));
+                }
+                if !matches!(settings.protocol, InferProtocol::OpenaiTranscriptions | InferProtocol::Runpod) {
+                    return Err(format!("{:?} cannot carry audio (use openai-transcriptions or runpod)", settings.protocol));
+                }
+                state.audio = Some(info);
+            }
+            "text/x-raw" => {}
+            other => return Err(format!("caps {other}")),
+        }
+        Ok(())
+    }
+
+    fn set_flushing(&self, flushing: bool) {
+        let mut q = self.shared.queue.lock().unwrap();
+        q.flushing = flushing;
+        if flushing {
+            for item in q.items.drain(..) {
+                if let Item::Buffer { job: Some(job), .. } | Item::Text { job, .. } = item {
+                    job.abort.notify_one();
+                    job.finish(Err("flushing".into()));
+                }
+            }
+            if let Some(job) = &q.current {
+                job.abort.notify_one();
+                job.finish(Err("flushing".into()));
+            }
+        }
+        self.shared.changed.notify_all();
+    }
+
+    fn start_task(&self) -> Result<(), glib::BoolError> {
+        let this = self.downgrade();
+        self.srcpad.start_task(move || {
+            if let Some(this) = this.upgrade() {
+                this.src_loop();
+            }
+        })
+    }
+
+    /// The src pad's task: one item per iteration, in stream order.
+    fn src_loop(&self) {
+        let item = {
+            let mut q = self.shared.queue.lock().unwrap();
+            while q.items.is_empty() && !q.flushing {
+                q = self.shared.changed.wait(q).unwrap();
+            }
+            if q.flushing {
+                drop(q);
+                let _ = self.srcpad.pause_task();
+                return;
+            }
+            let item = q.items.pop_front().unwrap();
+            q.current = match &item {
+                Item::Buffer { job: Some(job), .. } | Item::Text { job, .. } => Some(job.clone()),
+                _ => None,
+            };
+            self.shared.changed.notify_all();
+            item
+        };
+        let flow = match item {
+            Item::Event(event) => {
+                let eos = event.type_() == gst::EventType::Eos;
+                self.srcpad.push_event(event);
+                if eos {
+                    let _ = self.srcpad.pause_task();
+                }
+                Ok(gst::FlowSuccess::Ok)
+            }
+            Item::Buffer { mut buffer, job, deadline } => {
+                if let Some(job) = job {
+                    match job.wait(deadline) {
+                        Some(Ok(outcome)) => {
+                            self.attach(buffer.make_mut(), &outcome, job.segment);
+                            self.post_result(&outcome, buffer.pts(), job.segment);
+                        }
+                        Some(Err(_)) => {}
+                        None => {
+                            self.stats.lock().unwrap().dropped_by_budget += 1;
+                            gst::debug!(CAT, imp = self, "result not back within the latency budget: frame passes without it");
+                        }
+                    }
+                }
+                self.srcpad.push(buffer)
+            }
+            Item::Text { job, pts, duration } => match job.wait(None) {
+                Some(Ok(outcome)) => {
+                    self.post_result(&outcome, pts, job.segment);
+                    let output = self.settings.lock().unwrap().output;
+                    match (&outcome.text, output) {
+                        (Some(text), InferOutput::Text) => {
+                            let mut b = gst::Buffer::from_mut_slice(text.clone().into_bytes());
+                            {
+                                let b = b.get_mut().unwrap();
+                                b.set_pts(pts);
+                                b.set_duration(duration);
+                                if let Some(id) = job.segment {
+                                    SegmentIdMeta::set(b, id);
+                                }
+                                self.attach(b, &outcome, job.segment);
+                            }
+                            self.srcpad.push(b)
+                        }
+                        _ => Ok(gst::FlowSuccess::Ok),
+                    }
+                }
+                _ => Ok(gst::FlowSuccess::Ok),
+            },
+        };
+        self.shared.queue.lock().unwrap().current = None;
+        if let Err(err) = flow {
+            gst::debug!(CAT, imp = self, "src task pausing: {err:?}");
+            {
+                let mut q = self.shared.queue.lock().unwrap();
+                q.flushing = err == gst::FlowError::Flushing || q.flushing;
+            }
+            let _ = self.srcpad.pause_task();
+            // Not-linked and errors end the stream with an error, as GStreamer sources do.
+            if matches!(err, gst::FlowError::Eos | gst::FlowError::NotLinked | gst::FlowError::Error | gst::FlowError::NotNegotiated) {
+                if err != gst::FlowError::Eos {
+                    gst::element_imp_error!(self, gst::StreamError::Failed, ("Streaming stopped: {:?}", err));
+                }
+                self.srcpad.push_event(gst::event::Eos::new());
+            }
+        }
+    }
+
+    fn attach(&self, buffer: &mut gst::BufferRef, outcome: &Outcome, segment: Option<u64>) {
+        let model = self.settings.lock().unwrap().model.clone();
+        for d in &outcome.detections {
+            let (x, y) = (d.x1.round() as u32, d.y1.round() as u32);
+            let (w, h) = ((d.x2 - d.x1).round().max(1.0) as u32, (d.y2 - d.y1).round().max(1.0) as u32);
+            let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, &d.label, (x, y, w, h));
+            roi.add_param(
+                gst::Structure::builder(rtai_core::inference::DETECTION_PARAM)
+                    .field("confidence", d.confidence)
+                    .field("label_id", d.class_id)
+                    .field("label", d.label.as_str())
+                    .field("model_name", model.as_str())
+                    .build(),
+            );
+        }
+        if outcome.text.is_some() || outcome.raw.is_some() {
+            let kind = match self.settings.lock().unwrap().protocol {
+                InferProtocol::OpenaiTranscriptions => "transcript",
+                InferProtocol::OpenaiChat => "caption",
+                _ if outcome.text.is_some() && self.state.lock().unwrap().as_ref().is_some_and(|s| s.audio.is_some()) => "transcript",
+                _ if outcome.text.is_some() => "caption",
+                _ => "json",
+            };
+            InferenceResult {
+                kind: kind.into(),
+                text: outcome.text.clone().or_else(|| outcome.raw.clone()).unwrap_or_default(),
+                model: Some(model),
+                confidence: None,
+                round_trip: Some(outcome.round_trip),
+                segment_id: segment,
+            }
+            .attach(buffer);
+        }
+    }
+
+    fn post_result(&self, outcome: &Outcome, pts: Option<gst::ClockTime>, segment: Option<u64>) {
+        let mut s = gst::Structure::builder("inference-result")
+            .field("detections", outcome.detections.len() as u32)
+            .field("round-trip", outcome.round_trip)
+            .field("pts", pts.map(|p| p.nseconds()).unwrap_or(u64::MAX));
+        if let Some(text) = &outcome.text {
+            s = s.field("text", text.as_str());
+        }
+        if let Some(raw) = &outcome.raw {
+            s = s.field("json", raw.as_str());
+        }
+        if let Some(id) = segment {
+            s = s.field("segment-id", id);
+        }
+        let _ = self.obj().post_message(gst::message::Element::builder(s.build()).src(&*self.obj()).build());
+    }
+}
+
+/// A reply as detections and text for this element's settings.
+fn to_outcome(reply: Reply, s: &Settings, letterbox: Option<Letterbox>, labels: &[String]) -> Result<Outcome, String> {
+    let format = match s.box_format {
+        InferBoxFormat::Auto => BoxFormat::Auto,
+        InferBoxFormat::Decoded => BoxFormat::Decoded,
+        InferBoxFormat::Yolo => BoxFormat::Yolo,
+    };
+    let mut out = Outcome::default();
+    match reply {
+        Reply::Text(t) => out.text = Some(t),
+        Reply::Tensors(tensors) => {
+            for t in tensors {
+                if !t.strings.is_empty() {
+                    out.text = Some(t.strings.join("\n"));
+                } else if let Some(lb) = &letterbox {
+                    out.detections.extend(postprocess::detections(&t.shape, &t.numbers, format, lb, s.confidence_threshold, s.nms_iou, labels)?);
+                }
+            }
+        }
+        Reply::Output(v) => {
+            // RunPod handlers return what they like: detections, text, or anything (kept as JSON).
+            if let Some(dets) = v.get("detections").and_then(|d| d.as_array()) {
+                let lb = letterbox.ok_or("detections for a request without a frame")?;
+                for d in dets {
+                    let b = d.get("box").and_then(|b| b.as_array()).ok_or("a detection without \"box\" [x1, y1, x2, y2]")?;
+                    let n: Vec<f64> = b.iter().filter_map(|x| x.as_f64()).collect();
+                    let [x1, y1, x2, y2] = n[..] else { return Err("\"box\" needs 4 numbers".into()) };
+                    let score = d.get("score").and_then(|x| x.as_f64()).unwrap_or(1.0);
+                    if !score.is_finite() || score < s.confidence_threshold {
+                        continue;
+                    }
+                    let class_id = d.get("class_id").and_then(|x| x.as_i64()).unwrap_or(0) as i32;
+                    let label = d.get("label").and_then(|x| x.as_str()).map(String::from).unwrap_or_else(|| {
+                        labels.get(class_id.max(0) as usize).cloned().unwrap_or_else(|| format!("class{class_id}"))
+                    });
+                    if let Some((x1, y1, x2, y2)) = lb.to_frame(x1, y1, x2, y2) {
+                        out.detections.push(Detection { x1, y1, x2, y2, confidence: score.clamp(0.0, 1.0), class_id, label });
+                    }
+                }
+            }
+            for key in ["text", "transcript", "caption"] {
+                if let Some(t) = v.get(key).and_then(|t| t.as_str()) {
+                    out.text = Some(t.to_string());
+                    break;
+                }
+            }
+            if v.is_string() {
+                out.text = v.as_str().map(String::from);
+            }
+            if out.detections.is_empty() && out.text.is_none() {
+                out.raw = Some(v.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for InferClient {
+    const NAME: &'static str = "GstRtaiInferClient";
+    type Type = super::InferClient;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let sinkpad = gst::Pad::builder_from_template(&klass.pad_template("sink").unwrap())
+            .chain_function(|pad, parent, buffer| {
+                InferClient::catch_panic_pad_function(parent, || Err(gst::FlowError::Error), |this| this.sink_chain(pad, buffer))
+            })
+            .event_function(|pad, parent, event| InferClient::catch_panic_pad_function(parent, || false, |this| this.sink_event(pad, event)))
+            .query_function(|pad, parent, query| {
+                InferClient::catch_panic_pad_function(parent, || false, |this| {
+                    if let gst::QueryViewMut::Caps(_) | gst::QueryViewMut::AcceptCaps(_) = query.view_mut()
+                        && this.settings.lock().unwrap().output == InferOutput::Text
+                    {
+                        return gst::Pad::query_default(pad, Some(&*this.obj()), query);
+                    }
+                    this.srcpad.peer_query(query) || gst::Pad::query_default(pad, Some(&*this.obj()), query)
+                })
+            })
+            .build();
+        let srcpad = gst::Pad::builder_from_template(&klass.pad_template("src").unwrap())
+            .query_function(|pad, parent, query| {
+                InferClient::catch_panic_pad_function(parent, || false, |this| {
+                    if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+                        let mut upstream = gst::query::Latency::new();
+                        if !this.sinkpad.peer_query(&mut upstream) {
+                            return false;
+                        }
+                        let (live, min, max) = upstream.result();
+                        let s = this.settings.lock().unwrap().clone();
+                        // Media waits for its result at most the budget; text waits for the request.
+                        let added = if s.output == InferOutput::Meta {
+                            gst::ClockTime::from_mseconds(s.latency_budget_ms as u64)
+                        } else {
+                            gst::ClockTime::from_mseconds(s.request_timeout_ms as u64)
+                        };
+                        q.set(live, min + added, max.map(|m| m + added));
+                        return true;
+                    }
+                    gst::Pad::query_default(pad, Some(&*this.obj()), query)
+                })
+            })
+            .event_function(|pad, parent, event| InferClient::catch_panic_pad_function(parent, || false, |this| gst::Pad::event_default(pad, Some(&*this.obj()), event)))
+            .build();
+        Self {
+            sinkpad,
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(None),
+            shared: Arc::default(),
+            inflight: Arc::default(),
+            stats: Arc::default(),
+            round_trips: Arc::new(Mutex::new(LatencyHistogram::new())),
+        }
+    }
+}
+
+impl ObjectImpl for InferClient {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecEnum::builder_with_default("protocol", DEFAULT_PROTOCOL)
+                    .nick("Protocol")
+                    .blurb("How to talk to the endpoint")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("url")
+                    .nick("URL")
+                    .blurb("Endpoint base URL: http(s)://host:port for KServe/OpenAI, https://api.runpod.ai/v2/ENDPOINT_ID for RunPod")
+                    .default_value(Some(DEFAULT_URL))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb("Model name (KServe model, OpenAI model; passed to RunPod handlers as input.model)")
+                    .default_value(Some(DEFAULT_MODEL))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("api-key")
+                    .nick("API key")
+                    .blurb("Sent as 'Authorization: Bearer KEY'; write-only, never logged")
+                    .write_only()
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("request-timeout")
+                    .nick("Request timeout")
+                    .blurb("Milliseconds one HTTP request may take")
+                    .minimum(1)
+                    .maximum(600_000)
+                    .default_value(DEFAULT_REQUEST_TIMEOUT_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-inflight")
+                    .nick("Max in flight")
+                    .blurb("Requests pipelined at once; frames due while all are busy pass without inference (counted)")
+                    .minimum(1)
+                    .maximum(64)
+                    .default_value(DEFAULT_MAX_INFLIGHT)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("interval")
+                    .nick("Interval")
+                    .blurb("Infer every Nth frame (1 = every frame)")
+                    .minimum(1)
+                    .maximum(10_000)
+                    .default_value(DEFAULT_INTERVAL)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("min-interval-ms")
+                    .nick("Minimum interval")
+                    .blurb("Wall-clock milliseconds between two requests at least")
+                    .maximum(3_600_000)
+                    .default_value(DEFAULT_MIN_INTERVAL_MS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("latency-budget")
+                    .nick("Latency budget")
+                    .blurb("Milliseconds a frame waits for its result; later it passes without (counted as dropped-by-budget)")
+                    .maximum(600_000)
+                    .default_value(DEFAULT_LATENCY_BUDGET_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-retries")
+                    .nick("Max retries")
+                    .blurb("Retries for 429, 5xx, timeouts and connection failures (exponential backoff with jitter)")
+                    .maximum(20)
+                    .default_value(DEFAULT_MAX_RETRIES)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("breaker-threshold")
+                    .nick("Breaker threshold")
+                    .blurb("Consecutive failed requests that open the circuit breaker (0 = never)")
+                    .maximum(1000)
+                    .default_value(DEFAULT_BREAKER_THRESHOLD)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("breaker-cooldown")
+                    .nick("Breaker cooldown")
+                    .blurb("Milliseconds the open breaker lets frames pass without requests before one probe")
+                    .minimum(1)
+                    .maximum(3_600_000)
+                    .default_value(DEFAULT_BREAKER_COOLDOWN_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("input-width")
+                    .nick("Input width")
+                    .blurb("Model input width: frames are letterboxed into input-width x input-height (kserve-rest)")
+                    .minimum(1)
+                    .maximum(8192)
+                    .default_value(DEFAULT_INPUT_WIDTH)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("input-height")
+                    .nick("Input height")
+                    .blurb("Model input height (kserve-rest)")
+                    .minimum(1)
+                    .maximum(8192)
+                    .default_value(DEFAULT_INPUT_HEIGHT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("input-name")
+                    .nick("Input name")
+                    .blurb("Name of the model's input tensor (kserve-rest)")
+                    .default_value(Some(DEFAULT_INPUT_NAME))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("nchw")
+                    .nick("NCHW")
+                    .blurb("Tensor layout [1, 3, H, W] (true) or [1, H, W, 3] (false)")
+                    .default_value(DEFAULT_NCHW)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("normalize")
+                    .nick("Normalize")
+                    .blurb("Scale pixel values to 0..1 (true) or keep 0..255")
+                    .default_value(DEFAULT_NORMALIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("box-format", DEFAULT_BOX_FORMAT)
+                    .nick("Box format")
+                    .blurb("How detector outputs are laid out")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("confidence-threshold")
+                    .nick("Confidence threshold")
+                    .blurb("Detections below this score are dropped")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_CONFIDENCE_THRESHOLD)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("nms-iou")
+                    .nick("NMS IoU")
+                    .blurb("Overlap above which a weaker box of the same class is suppressed (YOLO outputs)")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_NMS_IOU)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("labels")
+                    .nick("Labels")
+                    .blurb("Comma-separated class names by class id (e.g. person,bicycle,car); unknown ids are classN")
+                    .default_value(Some(DEFAULT_LABELS))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("output", DEFAULT_OUTPUT)
+                    .nick("Output")
+                    .blurb("meta: media passes through with results attached; text: results as text/x-raw")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("prompt")
+                    .nick("Prompt")
+                    .blurb("Instruction sent with images (openai-chat, runpod)")
+                    .default_value(Some(DEFAULT_PROMPT))
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("context-frames")
+                    .nick("Context frames")
+                    .blurb("The last N sampled frames sent together (openai-chat), so a vision-language model sees motion")
+                    .minimum(1)
+                    .maximum(16)
+                    .default_value(DEFAULT_CONTEXT_FRAMES)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("feed-back-answer")
+                    .nick("Feed back answer")
+                    .blurb("Send the previous answer as context with the next request (openai-chat)")
+                    .default_value(DEFAULT_FEED_BACK_ANSWER)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("chunk-duration")
+                    .nick("Chunk duration")
+                    .blurb("Milliseconds of audio per request when the audio carries no speech segments")
+                    .minimum(100)
+                    .maximum(600_000)
+                    .default_value(DEFAULT_CHUNK_DURATION_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("jpeg-quality")
+                    .nick("JPEG quality")
+                    .blurb("Quality of frames sent as JPEG (runpod, openai-chat)")
+                    .minimum(1)
+                    .maximum(100)
+                    .default_value(DEFAULT_JPEG_QUALITY)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("sent, ok, failed, retried, dropped-by-budget, skipped-busy, skipped-breaker, aborted, inflight, breaker-state, round-trip P50/P95/P99 (ns)")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap();
+        let string = |v: &glib::Value| v.get::<Option<String>>().expect("type checked upstream").unwrap_or_default();
+        match pspec.name() {
+            "protocol" => s.protocol = value.get().expect("type checked upstream"),
+            "url" => s.url = string(value),
+            "model" => s.model = string(value),
+            "api-key" => s.api_key = Some(string(value)).filter(|k| !k.is_empty()),
+            "request-timeout" => s.request_timeout_ms = value.get().expect("type checked upstream"),
+            "max-inflight" => s.max_inflight = value.get().expect("type checked upstream"),
+            "interval" => s.interval = value.get().expect("type checked upstream"),
+            "min-interval-ms" => s.min_interval_ms = value.get().expect("type checked upstream"),
+            "latency-budget" => s.latency_budget_ms = value.get().expect("type checked upstream"),
+            "max-retries" => s.max_retries = value.get().expect("type checked upstream"),
+            "breaker-threshold" => s.breaker_threshold = value.get().expect("type checked upstream"),
+            "breaker-cooldown" => s.breaker_cooldown_ms = value.get().expect("type checked upstream"),
+            "input-width" => s.input_width = value.get().expect("type checked upstream"),
+            "input-height" => s.input_height = value.get().expect("type checked upstream"),
+            "input-name" => s.input_name = string(value),
+            "nchw" => s.nchw = value.get().expect("type checked upstream"),
+            "normalize" => s.normalize = value.get().expect("type checked upstream"),
+            "box-format" => s.box_format = value.get().expect("type checked upstream"),
+            "confidence-threshold" => s.confidence_threshold = value.get().expect("type checked upstream"),
+            "nms-iou" => s.nms_iou = value.get().expect("type checked upstream"),
+            "labels" => s.labels = string(value),
+            "output" => s.output = value.get().expect("type checked upstream"),
+            "prompt" => s.prompt = string(value),
+            "context-frames" => s.context_frames = value.get().expect("type checked upstream"),
+            "feed-back-answer" => s.feed_back_answer = value.get().expect("type checked upstream"),
+            "chunk-duration" => s.chunk_duration_ms = value.get().expect("type checked upstream"),
+            "jpeg-quality" => s.jpeg_quality = value.get().expect("type checked upstream"),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        if pspec.name() == "stats" {
+            return self.stats_structure().to_value();
+        }
+        let s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "protocol" => s.protocol.to_value(),
+            "url" => s.url.to_value(),
+            "model" => s.model.to_value(),
+            "request-timeout" => s.request_timeout_ms.to_value(),
+            "max-inflight" => s.max_inflight.to_value(),
+            "interval" => s.interval.to_value(),
+            "min-interval-ms" => s.min_interval_ms.to_value(),
+            "latency-budget" => s.latency_budget_ms.to_value(),
+            "max-retries" => s.max_retries.to_value(),
+            "breaker-threshold" => s.breaker_threshold.to_value(),
+            "breaker-cooldown" => s.breaker_cooldown_ms.to_value(),
+            "input-width" => s.input_width.to_value(),
+            "input-height" => s.input_height.to_value(),
+            "input-name" => s.input_name.to_value(),
+            "nchw" => s.nchw.to_value(),
+            "normalize" => s.normalize.to_value(),
+            "box-format" => s.box_format.to_value(),
+            "confidence-threshold" => s.confidence_threshold.to_value(),
+            "nms-iou" => s.nms_iou.to_value(),
+            "labels" => s.labels.to_value(),
+            "output" => s.output.to_value(),
+            "prompt" => s.prompt.to_value(),
+            "context-frames" => s.context_frames.to_value(),
+            "feed-back-answer" => s.feed_back_answer.to_value(),
+            "chunk-duration" => s.chunk_duration_ms.to_value(),
+            "jpeg-quality" => s.jpeg_quality.to_value(),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.sinkpad).unwrap();
+        obj.add_pad(&self.srcpad).unwrap();
+    }
+}
+
+impl GstObjectImpl for InferClient {}
+
+impl ElementImpl for InferClient {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Remote inference client",
+                "Filter/Analyzer/Video/Audio",
+                "Sends frames and audio to remote inference endpoints (KServe v2/Triton REST, RunPod serverless, OpenAI-compatible chat and transcriptions) without blocking the stream, and attaches the results as ROI metas and inference metas",
+                "rtai contributors",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let mut caps = gst::Caps::new_empty();
+            {
+                let caps = caps.get_mut().unwrap();
+                caps.append(gst_video::VideoCapsBuilder::new().format_list(preprocess::FORMATS).build());
+                caps.append(gst_audio::AudioCapsBuilder::new_interleaved().format(gst_audio::AudioFormat::S16le).build());
+                caps.append(gst::Caps::builder("text/x-raw").field("format", "utf8").build());
+            }
+            let sink = gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps).unwrap();
+            let mut src_caps = caps.clone();
+            src_caps.merge(gst::Caps::builder("text/x-raw").field("format", "utf8").build());
+            let src = gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &src_caps).unwrap();
+            vec![sink, src]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+
+    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        match transition {
+            gst::StateChange::ReadyToPaused => {
+                let s = self.settings.lock().unwrap().clone();
+                let endpoint = Endpoint {
+                    protocol: protocol_of(s.protocol),
+                    url: s.url.clone(),
+                    model: s.model.clone(),
+                    api_key: s.api_key.clone(),
+                    timeout: Duration::from_millis(s.request_timeout_ms as u64),
+                    max_retries: s.max_retries,
+                    poll_limit: Duration::from_millis(s.request_timeout_ms as u64 * 6),
+                };
+                let client = reqwest::Client::builder().build().map_err(|e| {
+                    gst::element_imp_error!(self, gst::LibraryError::Init, ("Cannot create the HTTP client"), ["{e}"]);
+                    gst::StateChangeError
+                })?;
+                *self.state.lock().unwrap() = Some(State {
+                    endpoint,
+                    client,
+                    breaker: Arc::new(Mutex::new(Breaker::new(s.breaker_threshold, Duration::from_millis(s.breaker_cooldown_ms as u64)))),
+                    frame: 0,
+                    last_sent: None,
+                    video: None,
+                    audio: None,
+                    context: VecDeque::new(),
+                    previous_answer: Arc::default(),
+                    audio_chunk: Vec::new(),
+                    audio_start: None,
+                    audio_end: None,
+                    audio_segment: None,
+                    labels: s.labels.split(',').map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect(),
+                });
+                *self.stats.lock().unwrap() = Stats::default();
+                self.round_trips.lock().unwrap().reset();
+                self.set_flushing(false);
+                self.start_task().map_err(|_| gst::StateChangeError)?;
+            }
+            gst::StateChange::PausedToReady => {
+                self.set_flushing(true);
+                let _ = self.srcpad.stop_task();
+            }
+            _ => {}
+        }
+        let ret = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::PausedToReady {
+            *self.state.lock().unwrap() = None;
+        }
+        Ok(ret)
+    }
+}

@@ -1,0 +1,27 @@
+#![allow(clippy::non_send_fields_in_send_ty)]
+//! rtai inference plugin: the `inferclient` element (docs/inferclient.md).
+
+use gst::glib;
+
+pub mod client;
+mod inferclient;
+pub mod postprocess;
+pub mod preprocess;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    rtai_core::SegmentIdMeta::register();
+    rtai_core::InferenceResult::register();
+    inferclient::register(plugin)
+}
+
+gst::plugin_define!(
+    rtaiinfer,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

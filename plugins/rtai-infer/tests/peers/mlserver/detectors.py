@@ -1,0 +1,42 @@
+"""MLServer runtimes for inferclient's tests: a real (tiny) detector for
+videotestsrc's white ball on black, a slow one and a broken one."""
+import asyncio
+
+import numpy as np
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec
+from mlserver.types import InferenceRequest, InferenceResponse
+
+
+def find_ball(tensor):
+    """[1, 3, H, W] in 0..1 → [[x1, y1, x2, y2, score, class]] around bright pixels."""
+    image = tensor[0]
+    bright = (image > 0.8).all(axis=0)
+    ys, xs = np.nonzero(bright)
+    if len(xs) == 0:
+        return np.zeros((0, 6), dtype=np.float32)
+    return np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1, 0.9, 0]], dtype=np.float32)
+
+
+class BallDetector(MLModel):
+    async def load(self):
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        tensor = NumpyCodec.decode_input(payload.inputs[0])
+        boxes = find_ball(tensor)
+        return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("boxes", boxes)])
+
+
+class SlowDetector(BallDetector):
+    async def predict(self, payload):
+        await asyncio.sleep(2.0)
+        return await super().predict(payload)
+
+
+class BrokenDetector(MLModel):
+    async def load(self):
+        return True
+
+    async def predict(self, payload):
+        raise RuntimeError("this model always fails")
