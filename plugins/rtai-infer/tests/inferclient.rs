@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use gst::glib;
 use gst::prelude::*;
 use gst_check::Harness;
 use rtai_core::{InferenceResult, SegmentEvent, SegmentIdMeta};
@@ -180,20 +181,18 @@ fn rois(buffer: &gst::BufferRef) -> Vec<Roi> {
         .collect()
 }
 
-fn harness(props: &[(&str, glib::Value)], caps: &gst::Caps) -> Harness {
+fn harness(props: &[(&str, &str)], caps: &gst::Caps) -> Harness {
     init();
     // Properties before the harness brings the element up: it reads them on start.
     let element = gst::ElementFactory::make("inferclient").build().unwrap();
     for (k, v) in props {
-        element.set_property_from_value(k, v);
+        element.set_property_from_str(k, v);
     }
     let mut h = Harness::with_element(&element, Some("sink"), Some("src"));
     h.set_src_caps(caps.clone());
     h.play();
     h
 }
-
-use gst::glib;
 
 fn stats(h: &Harness) -> gst::Structure {
     h.element().unwrap().property("stats")
@@ -207,13 +206,13 @@ fn kserve_rest_against_mlserver() {
     // 1. The detector finds the ball; boxes come back in frame coordinates through the letterbox.
     let mut h = harness(
         &[
-            ("url", server.url().to_value()),
-            ("model", "ball".to_value()),
-            ("input-width", 160u32.to_value()),
-            ("input-height", 160u32.to_value()),
-            ("labels", "ball".to_value()),
-            ("latency-budget", 30_000u32.to_value()),
-            ("max-inflight", 16u32.to_value()),
+            ("url", &server.url()),
+            ("model", "ball"),
+            ("input-width", "160"),
+            ("input-height", "160"),
+            ("labels", "ball"),
+            ("latency-budget", "30000"),
+            ("max-inflight", "16"),
         ],
         &caps,
     );
@@ -239,11 +238,11 @@ fn kserve_rest_against_mlserver() {
     // 2. A model slower than the budget: frames pass on time without results, in order.
     let mut h = harness(
         &[
-            ("url", server.url().to_value()),
-            ("model", "slow".to_value()),
-            ("input-width", 64u32.to_value()),
-            ("input-height", 64u32.to_value()),
-            ("latency-budget", 200u32.to_value()),
+            ("url", &server.url()),
+            ("model", "slow"),
+            ("input-width", "64"),
+            ("input-height", "64"),
+            ("latency-budget", "200"),
         ],
         &caps,
     );
@@ -267,15 +266,15 @@ fn kserve_rest_against_mlserver() {
     // 3. A model that always fails (HTTP 500): retried, then the breaker opens and frames pass.
     let mut h = harness(
         &[
-            ("url", server.url().to_value()),
-            ("model", "broken".to_value()),
-            ("input-width", 64u32.to_value()),
-            ("input-height", 64u32.to_value()),
-            ("max-retries", 1u32.to_value()),
-            ("breaker-threshold", 2u32.to_value()),
-            ("breaker-cooldown", 600_000u32.to_value()),
-            ("max-inflight", 1u32.to_value()),
-            ("latency-budget", 30_000u32.to_value()),
+            ("url", &server.url()),
+            ("model", "broken"),
+            ("input-width", "64"),
+            ("input-height", "64"),
+            ("max-retries", "1"),
+            ("breaker-threshold", "2"),
+            ("breaker-cooldown", "600000"),
+            ("max-inflight", "1"),
+            ("latency-budget", "30000"),
         ],
         &caps,
     );
@@ -321,4 +320,151 @@ fn run_expecting_error(desc: &str, caps: &gst::Caps, frames: &[gst::Buffer]) -> 
     pipeline.set_state(gst::State::Null).unwrap();
     let gst::MessageView::Error(e) = msg.view() else { unreachable!() };
     (e.error().to_string(), e.debug().map(|d| d.to_string()).unwrap_or_default())
+}
+
+/// 10 ms of 16 kHz S16LE mono speech-ish samples carrying segment `id`.
+fn audio(pts_ms: u64, id: u64) -> gst::Buffer {
+    let samples: Vec<u8> = (0..160).flat_map(|i| (((i as f64 * 0.2).sin() * 8000.0) as i16).to_le_bytes()).collect();
+    let mut b = gst::Buffer::from_slice(samples);
+    {
+        let b = b.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_mseconds(pts_ms));
+        b.set_duration(gst::ClockTime::from_mseconds(10));
+        SegmentIdMeta::set(b, id);
+    }
+    b
+}
+
+const AUDIO: &str = "audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved";
+
+#[test]
+fn runpod_images_segmented_audio_and_cancel() {
+    let server = Peer::runpod();
+    let url = server.url();
+
+    // Frames as JPEG to a RunPod handler that finds the ball: boxes in frame coordinates.
+    let (caps, frames) = ball_frames(3);
+    let mut h = harness(&[("protocol", "runpod"), ("url", &url), ("model", "ball"), ("latency-budget", "30000"), ("api-key", "rp-secret")], &caps);
+    for f in &frames {
+        h.push(f.clone()).unwrap();
+    }
+    for f in &frames {
+        let out = h.pull().unwrap();
+        let found = rois(&out);
+        assert_eq!(found.len(), 1);
+        let (truth, got) = (ball_box(f), found[0].rect);
+        // JPEG blurs the edge by a pixel or two.
+        assert!(iou(truth, got) > 0.75, "{got:?} vs {truth:?}");
+        assert_eq!(found[0].label, "ball");
+        let result = InferenceResult::get(&out).expect("the handler's text as an inference meta");
+        assert_eq!(result.text, format!("jpeg {W}x{H} (input said {W}x{H})"));
+    }
+    drop(h);
+
+    // Audio in speech segments, output=text: one transcript per segment, with its times and id.
+    let caps: gst::Caps = AUDIO.parse().unwrap();
+    let mut h = harness(&[("protocol", "runpod"), ("url", &url), ("output", "text")], &caps);
+    let start = |id: u64, ms: u64| SegmentEvent::Start { id, running_time: gst::ClockTime::from_mseconds(ms), lookback: gst::ClockTime::ZERO }.to_event();
+    h.push_event(start(1, 0));
+    for i in 0..50 {
+        h.push(audio(i * 10, 1)).unwrap();
+    }
+    h.push_event(SegmentEvent::End { id: 1 }.to_event());
+    let text = h.pull().unwrap();
+    assert_eq!(text.pts(), Some(gst::ClockTime::ZERO));
+    assert_eq!(text.duration(), Some(gst::ClockTime::from_mseconds(500)));
+    assert_eq!(SegmentIdMeta::get(&text), Some(1));
+    assert_eq!(std::str::from_utf8(&text.map_readable().unwrap()).unwrap(), "16000 bytes of audio", "500 ms of 16 kHz S16LE");
+    assert_eq!(InferenceResult::get(&text).unwrap().kind, "transcript");
+    drop(h);
+
+    // A cancel while the request is in flight: aborted at once, cancel-ack posted, no text.
+    let pipeline = gst::Pipeline::new();
+    let src = gst_app::AppSrc::builder().caps(&caps).format(gst::Format::Time).build();
+    let client = gst::ElementFactory::make("inferclient").build().unwrap();
+    for (k, v) in [("protocol", "runpod"), ("url", url.as_str()), ("model", "slow"), ("output", "text")] {
+        client.set_property_from_str(k, v);
+    }
+    let sink = gst_app::AppSink::builder().sync(false).build();
+    pipeline.add_many([src.upcast_ref(), &client, sink.upcast_ref()]).unwrap();
+    gst::Element::link_many([src.upcast_ref(), &client, sink.upcast_ref()]).unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let srcpad = src.static_pad("src").unwrap();
+    for i in 0..20 {
+        src.push_buffer(audio(i * 10, 2)).unwrap();
+    }
+    // Serialized: after the audio; the request starts when it reaches inferclient.
+    src.send_event(SegmentEvent::End { id: 2 }.to_event());
+    let sent = Instant::now();
+    while client.property::<gst::Structure>("stats").get::<u64>("inflight").unwrap() == 0 {
+        assert!(sent.elapsed() < Duration::from_secs(10), "the request never started");
+        std::thread::yield_now();
+    }
+    assert!(srcpad.push_event(SegmentEvent::Cancel { id: 2, reason: "false start".into() }.to_event()));
+    let bus = pipeline.bus().unwrap();
+    let ack = bus
+        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Element])
+        .and_then(|m| m.structure().and_then(rtai_core::CancelAck::from_structure))
+        .expect("cancel-ack");
+    assert_eq!((ack.id, ack.requests_aborted), (2, 1));
+    src.end_of_stream().unwrap();
+    assert!(sink.pull_sample().is_err(), "no transcript for a cancelled segment: EOS comes first");
+    assert!(sent.elapsed() < Duration::from_secs(3), "the 3 s request was not waited for");
+    let s = client.property::<gst::Structure>("stats");
+    assert_eq!(s.get::<u64>("aborted").unwrap(), 1, "{s}");
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn max_inflight_and_interval_limit_requests() {
+    let server = Peer::mlserver();
+    let (caps, frames) = ball_frames(12);
+    // interval=3: frames 0, 3, 6, 9 are sent; the rest pass without results.
+    let mut h = harness(&[("url", &server.url()), ("model", "ball"), ("input-width", "64"), ("input-height", "64"), ("interval", "3"), ("max-inflight", "16"), ("latency-budget", "30000")], &caps);
+    for f in &frames {
+        h.push(f.clone()).unwrap();
+    }
+    let with_results: Vec<usize> = (0..frames.len()).filter(|_| !rois(&h.pull().unwrap()).is_empty()).collect();
+    assert_eq!(with_results, vec![0, 3, 6, 9]);
+    drop(h);
+    // max-inflight=1 with a 2 s model: the first frame is sent, the next ones are skipped, counted.
+    let mut h = harness(&[("url", &server.url()), ("model", "slow"), ("input-width", "64"), ("input-height", "64"), ("max-inflight", "1"), ("latency-budget", "50")], &caps);
+    for f in &frames[..4] {
+        h.push(f.clone()).unwrap();
+    }
+    for _ in 0..4 {
+        h.pull().unwrap();
+    }
+    let s = stats(&h);
+    assert_eq!((s.get::<u64>("sent").unwrap(), s.get::<u64>("skipped-busy").unwrap()), (1, 3), "{s}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    init();
+    for (caps, desc, expected) in [
+        ("video/x-raw,format=GRAY8,width=64,height=64,framerate=10/1", "inferclient", "not-negotiated"),
+        ("audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved", "inferclient protocol=kserve-rest", "cannot carry audio"),
+    ] {
+        let pipeline = gst::parse::launch(&format!("appsrc name=src format=time caps={caps} ! {desc} ! fakesink")).unwrap().downcast::<gst::Pipeline>().unwrap();
+        let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let _ = src.push_buffer(gst::Buffer::with_size(64 * 64).unwrap());
+        let msg = pipeline.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error]).expect("an error");
+        let gst::MessageView::Error(e) = msg.view() else { unreachable!() };
+        let text = format!("{} {:?}", e.error(), e.debug());
+        assert!(text.contains(expected), "{text}");
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
+}
+
+#[test]
+fn api_key_is_write_only() {
+    init();
+    let e = gst::ElementFactory::make("inferclient").property("api-key", "sk-1").build().unwrap();
+    let pspec = e.find_property("api-key").unwrap();
+    assert!(!pspec.flags().contains(glib::ParamFlags::READABLE));
+    let out = Command::new("gst-inspect-1.0").arg("inferclient").env("GST_PLUGIN_PATH", workspace().join("target/release")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("api-key") && text.contains("Write only"), "{text}");
 }

@@ -833,12 +833,29 @@ impl ObjectSubclass for InferClient {
             .event_function(|pad, parent, event| InferClient::catch_panic_pad_function(parent, || false, |this| this.sink_event(pad, event)))
             .query_function(|pad, parent, query| {
                 InferClient::catch_panic_pad_function(parent, || false, |this| {
-                    if let gst::QueryViewMut::Caps(_) | gst::QueryViewMut::AcceptCaps(_) = query.view_mut()
-                        && this.settings.lock().unwrap().output == InferOutput::Text
-                    {
-                        return gst::Pad::query_default(pad, Some(&*this.obj()), query);
+                    let text_out = this.settings.lock().unwrap().output == InferOutput::Text;
+                    match query.view_mut() {
+                        // What this element reads, narrowed by downstream when media passes through.
+                        gst::QueryViewMut::Caps(q) => {
+                            let template = pad.pad_template_caps();
+                            let mut caps = if text_out {
+                                template
+                            } else {
+                                this.srcpad.peer_query_caps(q.filter_owned().as_ref()).intersect_with_mode(&template, gst::CapsIntersectMode::First)
+                            };
+                            if let Some(filter) = q.filter() {
+                                caps = filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First);
+                            }
+                            q.set_result(&caps);
+                            true
+                        }
+                        gst::QueryViewMut::AcceptCaps(q) => {
+                            let ok = q.caps().is_subset(&pad.pad_template_caps()) && (text_out || this.srcpad.peer_query_accept_caps(&q.caps_owned()));
+                            q.set_result(ok);
+                            true
+                        }
+                        _ => this.srcpad.peer_query(query) || gst::Pad::query_default(pad, Some(&*this.obj()), query),
                     }
-                    this.srcpad.peer_query(query) || gst::Pad::query_default(pad, Some(&*this.obj()), query)
                 })
             })
             .build();
