@@ -324,13 +324,19 @@ fn run_expecting_error(desc: &str, caps: &gst::Caps, frames: &[gst::Buffer]) -> 
 
 /// 10 ms of 16 kHz S16LE mono speech-ish samples carrying segment `id`.
 fn audio(pts_ms: u64, id: u64) -> gst::Buffer {
+    let mut b = plain_audio(pts_ms);
+    SegmentIdMeta::set(b.make_mut(), id);
+    b
+}
+
+/// 10 ms of 16 kHz S16LE mono without a segment.
+fn plain_audio(pts_ms: u64) -> gst::Buffer {
     let samples: Vec<u8> = (0..160).flat_map(|i| (((i as f64 * 0.2).sin() * 8000.0) as i16).to_le_bytes()).collect();
     let mut b = gst::Buffer::from_slice(samples);
     {
         let b = b.get_mut().unwrap();
         b.set_pts(gst::ClockTime::from_mseconds(pts_ms));
         b.set_duration(gst::ClockTime::from_mseconds(10));
-        SegmentIdMeta::set(b, id);
     }
     b
 }
@@ -467,4 +473,55 @@ fn api_key_is_write_only() {
     let out = Command::new("gst-inspect-1.0").arg("inferclient").env("GST_PLUGIN_PATH", workspace().join("target/release")).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("api-key") && text.contains("Write only"), "{text}");
+}
+
+#[test]
+fn openai_chat_and_transcriptions_against_a_fixture() {
+    let port = free_port();
+    let child = Command::new("python3").arg(peers().join("openai_fixture.py")).arg(port.to_string()).spawn().expect("python3 runs");
+    let server = Peer { child, port }.wait_ready("OpenAI fixture", |p| http(p, "GET", "/").is_some());
+    let (caps, frames) = ball_frames(3);
+    // Two context frames and the previous answer fed back.
+    let mut h = harness(
+        &[
+            ("protocol", "openai-chat"),
+            ("url", &server.url()),
+            ("model", "vlm"),
+            ("api-key", "sk-test"),
+            ("prompt", "What moves?"),
+            ("context-frames", "2"),
+            ("feed-back-answer", "true"),
+            ("max-inflight", "1"),
+            ("latency-budget", "30000"),
+        ],
+        &caps,
+    );
+    let mut captions = Vec::new();
+    for f in &frames {
+        h.push(f.clone()).unwrap();
+        let out = h.pull().unwrap();
+        let r = InferenceResult::get(&out).expect("a caption");
+        assert_eq!((r.kind.as_str(), r.model.as_deref()), ("caption", Some("vlm")));
+        captions.push(r.text);
+    }
+    assert_eq!(captions[0], "1 frames, prompt 'What moves?', previous: none");
+    assert_eq!(captions[1], format!("2 frames, prompt 'What moves?', previous: {}", captions[0]));
+    assert!(captions[2].starts_with("2 frames"));
+    drop(h);
+
+    // Transcriptions in fixed chunks (no segments): 300 ms chunks of 16 kHz audio, as text.
+    let caps: gst::Caps = AUDIO.parse().unwrap();
+    let mut h = harness(&[("protocol", "openai-transcriptions"), ("url", &server.url()), ("model", "whisper-1"), ("api-key", "sk-test"), ("output", "text"), ("chunk-duration", "300")], &caps);
+    for i in 0..60 {
+        h.push(plain_audio(i * 10)).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    let texts: Vec<String> = (0..2).map(|_| String::from_utf8(h.pull().unwrap().map_readable().unwrap().to_vec()).unwrap()).collect();
+    assert_eq!(texts, vec!["9600 bytes for whisper-1".to_string(), "9600 bytes for whisper-1".to_string()]);
+    drop(h);
+
+    // A wrong key: 401 is a clear error, without the key in it.
+    let (message, debug) = run_expecting_error(&format!("inferclient protocol=openai-chat url={} api-key=sk-wrong-one", server.url()), &ball_frames(1).0, &frames[..1]);
+    assert!(message.contains("401") && message.contains("Incorrect API key"), "{message}");
+    assert!(!message.contains("sk-wrong") && !debug.contains("sk-wrong"));
 }
