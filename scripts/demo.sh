@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up, builds, and runs the flagship demo: a generated stream (moving shapes
-# and espeak-ng speech with clicks) through specvadgate and objtracker into analyticssink,
+# and espeak-ng speech with clicks) through specvadgate, inferclient (MLServer detector) and
+# objtracker into analyticssink,
 # with the latencymetrics tracer; prints the dashboard URL, live events and a summary.
 #   bash scripts/demo.sh          the flagship demo (analytics-demo.sh)
 #   bash scripts/demo.sh voice    specvadgate's decisions on generated speech (voice-gate.sh)
