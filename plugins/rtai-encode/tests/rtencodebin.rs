@@ -1,0 +1,243 @@
+//! rtencodebin on this machine (no hardware encoder: it must pick software and
+//! say so), with fake "hardware" encoders registered by the test (one that
+//! cannot start, one that works), setting mappings, live bitrate, bad input.
+
+use std::sync::LazyLock;
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+fn init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release");
+        let registry = std::env::temp_dir().join(format!("rtai-encode-registry-{}.bin", std::process::id()));
+        // SAFETY: set once before GStreamer initialises and before other threads read it.
+        unsafe {
+            std::env::set_var("GST_PLUGIN_PATH", std::env::var_os("RTAI_PLUGIN_DIR").unwrap_or(target.into_os_string()));
+            std::env::set_var("GST_REGISTRY", registry);
+        }
+        gst::init().unwrap();
+        assert!(gst::ElementFactory::find("rtencodebin").is_some(), "build the plugins first: cargo build --release --workspace");
+        fake::register();
+    });
+}
+
+/// Runs `videotestsrc ! rtencodebin <props> ! <decode> ! appsink`; returns the
+/// selection message, the decoded frame count and the bin.
+fn run(props: &str, decode: &str, frames: u32) -> (gst::Structure, usize, gst::Element) {
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers={frames} ! video/x-raw,width=320,height=240,framerate=30/1 ! rtencodebin name=enc {props} ! {decode} ! appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let bus = pipeline.bus().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut decoded = 0;
+    while sink.pull_sample().is_ok() {
+        decoded += 1;
+    }
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    if let Some(err) = messages.iter().find(|m| m.type_() == gst::MessageType::Error) {
+        panic!("{props}: {err:?}");
+    }
+    let selected = messages
+        .iter()
+        .find_map(|m| m.structure().filter(|s| s.name() == "rtencodebin-selected").map(|s| s.to_owned()))
+        .expect("rtencodebin-selected on the bus");
+    let bin = pipeline.by_name("enc").unwrap();
+    pipeline.set_state(gst::State::Null).unwrap();
+    (selected, decoded, bin)
+}
+
+fn child(bin: &gst::Element, factory: &str) -> gst::Element {
+    bin.downcast_ref::<gst::Bin>()
+        .unwrap()
+        .iterate_elements()
+        .into_iter()
+        .flatten()
+        .find(|e| e.factory().is_some_and(|f| f.name() == factory))
+        .unwrap_or_else(|| panic!("no {factory} in the bin"))
+}
+
+#[test]
+fn software_is_chosen_here_and_decodes() {
+    for (codec, decode, expected) in [
+        ("h264", "h264parse ! avdec_h264", "x264enc"),
+        ("vp8", "vp8dec", "vp8enc"),
+        ("av1", "av1parse ! rtav1dec", "rtav1enc"),
+    ] {
+        // prefer-hardware=false skips the test's fake hardware encoders.
+        let (selected, decoded, bin) = run(&format!("codec={codec} prefer-hardware=false"), decode, 20);
+        assert_eq!(selected.get::<&str>("encoder").unwrap(), expected, "{selected}");
+        assert!(!selected.get::<bool>("hardware").unwrap());
+        assert_eq!(selected.get::<&str>("codec").unwrap(), codec);
+        assert_eq!(decoded, 20, "{codec}: every frame decodes");
+        assert_eq!(bin.property::<String>("active-encoder"), "", "released at NULL");
+    }
+}
+
+#[test]
+fn no_real_hardware_here_says_why() {
+    // The real hardware factories are not installed on this machine (no VA-API, NVENC or V4L2).
+    let (selected, _, _) = run("codec=vp8", "vp8dec", 5);
+    assert_eq!(selected.get::<&str>("encoder").unwrap(), "vp8enc");
+    let tried = selected.get::<&str>("tried").unwrap();
+    for hw in ["vaapivp8enc: not installed", "vavp8enc: not installed", "v4l2vp8enc: not installed"] {
+        assert!(tried.contains(hw), "{tried}");
+    }
+}
+
+#[test]
+fn failing_hardware_is_skipped_and_working_hardware_preferred() {
+    // The test registers vaapih264enc (cannot start: no device) and vah264enc (works).
+    let (selected, decoded, _) = run("codec=h264", "h264parse ! avdec_h264", 10);
+    assert_eq!(selected.get::<&str>("encoder").unwrap(), "vah264enc", "{selected}");
+    assert!(selected.get::<bool>("hardware").unwrap());
+    let tried = selected.get::<&str>("tried").unwrap();
+    assert!(tried.contains("vaapih264enc: cannot start"), "{tried}");
+    assert_eq!(decoded, 10);
+    let (selected, _, _) = run("codec=h264 prefer-hardware=false", "h264parse ! avdec_h264", 3);
+    assert_eq!(selected.get::<&str>("encoder").unwrap(), "x264enc");
+}
+
+#[test]
+fn settings_map_to_each_encoder_and_bitrate_changes_live() {
+    init();
+    for (codec, factory, bitrate_prop, bitrate, keyint_prop) in [
+        ("h264", "x264enc", "bitrate", 700u64, "key-int-max"),
+        ("vp8", "vp8enc", "target-bitrate", 700_000, "keyframe-max-dist"),
+        ("av1", "rtav1enc", "bitrate", 700, "max-key-frame-interval"),
+    ] {
+        let pipeline = gst::parse::launch(&format!(
+            "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=30/1 ! rtencodebin name=enc codec={codec} prefer-hardware=false bitrate=700 key-frame-interval=45 ! fakesink"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let bin = pipeline.by_name("enc").unwrap();
+        assert_eq!(bin.property::<String>("active-encoder"), factory);
+        let enc = child(&bin, factory);
+        let number = |e: &gst::Element, p: &str| -> u64 {
+            let v = e.property_value(p);
+            v.get::<u32>().map(u64::from).or_else(|_| v.get::<i32>().map(|x| x as u64)).or_else(|_| v.get::<u64>()).or_else(|_| v.get::<i64>().map(|x| x as u64)).unwrap()
+        };
+        assert_eq!(number(&enc, bitrate_prop), bitrate, "{factory}");
+        assert_eq!(number(&enc, keyint_prop), 45, "{factory}");
+        bin.set_property("bitrate", 1500u32);
+        assert_eq!(number(&enc, bitrate_prop), bitrate / 700 * 1500, "{factory}: live change");
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
+    let x264 = gst::ElementFactory::make("rtencodebin").build().unwrap();
+    assert_eq!(x264.property::<u32>("bitrate"), 2000);
+}
+
+#[test]
+fn unsupported_input_is_a_clear_error() {
+    init();
+    let pipeline = gst::parse::launch("appsrc name=src format=time caps=video/x-bayer,format=bggr,width=64,height=64,framerate=30/1 ! rtencodebin ! fakesink")
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let _ = src.push_buffer(gst::Buffer::with_size(64 * 64).unwrap());
+    let msg = pipeline.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error]).expect("an error, not a hang");
+    let gst::MessageView::Error(e) = msg.view() else { unreachable!() };
+    assert!(format!("{:?}", e.debug()).contains("not-negotiated"), "{:?}", e.debug());
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+/// Fake "hardware" encoders for the tests.
+mod fake {
+    use super::*;
+
+    static CAPS_IN: LazyLock<gst::Caps> = LazyLock::new(|| gst::Caps::new_empty_simple("video/x-raw"));
+    static CAPS_OUT: LazyLock<gst::Caps> = LazyLock::new(|| gst::Caps::new_empty_simple("video/x-h264"));
+
+    /// Like a VA-API encoder on a machine without a VA display: cannot start.
+    #[derive(Default)]
+    pub struct NoDevice;
+
+    #[glib::object_subclass]
+    impl ObjectSubclass for NoDevice {
+        const NAME: &'static str = "RtaiTestNoDeviceEnc";
+        type Type = NoDeviceEnc;
+        type ParentType = gst::Element;
+    }
+    impl ObjectImpl for NoDevice {
+        fn constructed(&self) {
+            self.parent_constructed();
+            let obj = self.obj();
+            for t in obj.pad_template_list() {
+                obj.add_pad(&gst::Pad::from_template(&t)).unwrap();
+            }
+        }
+    }
+    impl GstObjectImpl for NoDevice {}
+    impl ElementImpl for NoDevice {
+        fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+            static M: LazyLock<gst::subclass::ElementMetadata> =
+                LazyLock::new(|| gst::subclass::ElementMetadata::new("fake VA-API H.264", "Codec/Encoder/Video/Hardware", "cannot open a device", "test"));
+            Some(&*M)
+        }
+        fn pad_templates() -> &'static [gst::PadTemplate] {
+            static T: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+                vec![
+                    gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &CAPS_IN).unwrap(),
+                    gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &CAPS_OUT).unwrap(),
+                ]
+            });
+            T.as_ref()
+        }
+        fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+            if transition == gst::StateChange::NullToReady {
+                gst::element_imp_error!(self, gst::ResourceError::NotFound, ("Could not open a VA display"));
+                return Err(gst::StateChangeError);
+            }
+            self.parent_change_state(transition)
+        }
+    }
+    glib::wrapper! { pub struct NoDeviceEnc(ObjectSubclass<NoDevice>) @extends gst::Element, gst::Object; }
+
+    /// A "hardware" encoder that works (x264enc inside).
+    #[derive(Default)]
+    pub struct Working;
+
+    #[glib::object_subclass]
+    impl ObjectSubclass for Working {
+        const NAME: &'static str = "RtaiTestWorkingHwEnc";
+        type Type = WorkingEnc;
+        type ParentType = gst::Bin;
+    }
+    impl ObjectImpl for Working {
+        fn constructed(&self) {
+            self.parent_constructed();
+            let obj = self.obj();
+            let enc = gst::ElementFactory::make("x264enc").property_from_str("tune", "zerolatency").build().unwrap();
+            obj.add(&enc).unwrap();
+            obj.add_pad(&gst::GhostPad::with_target(&enc.static_pad("sink").unwrap()).unwrap()).unwrap();
+            obj.add_pad(&gst::GhostPad::with_target(&enc.static_pad("src").unwrap()).unwrap()).unwrap();
+        }
+    }
+    impl GstObjectImpl for Working {}
+    impl ElementImpl for Working {
+        fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+            static M: LazyLock<gst::subclass::ElementMetadata> =
+                LazyLock::new(|| gst::subclass::ElementMetadata::new("fake VA H.264", "Codec/Encoder/Video/Hardware", "works", "test"));
+            Some(&*M)
+        }
+    }
+    impl BinImpl for Working {}
+    glib::wrapper! { pub struct WorkingEnc(ObjectSubclass<Working>) @extends gst::Bin, gst::Element, gst::Object; }
+
+    pub fn register() {
+        gst::Element::register(None, "vaapih264enc", gst::Rank::PRIMARY, NoDeviceEnc::static_type()).unwrap();
+        gst::Element::register(None, "vah264enc", gst::Rank::PRIMARY, WorkingEnc::static_type()).unwrap();
+    }
+}
