@@ -29,6 +29,29 @@ fn description(path: &std::path::Path) -> String {
         .join(" ")
         .replace("\\ ", " ")
         .replace("${RTAI_SPEECH}", &speech_wav().to_string_lossy())
+        .replace("${RTAI_VIDEO}", &video_clip().to_string_lossy())
+}
+
+/// `${RTAI_VIDEO}` in a pipeline file: 20 frames of videotestsrc's ball in WebM, made once.
+fn video_clip() -> std::path::PathBuf {
+    static CLIP: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    CLIP.get_or_init(|| {
+        init();
+        let dir = std::env::temp_dir().join(format!("rtai-pipelines-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("clip.webm");
+        let pipeline = gst::parse::launch(&format!(
+            "videotestsrc num-buffers=20 pattern=ball ! video/x-raw,width=320,height=240,framerate=10/1 ! vp8enc deadline=1 ! webmmux ! filesink location={}",
+            path.display()
+        ))
+        .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let msg = pipeline.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error]);
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert!(msg.is_some_and(|m| m.type_() == gst::MessageType::Eos), "the test clip is written");
+        path
+    })
+    .clone()
 }
 
 /// `${RTAI_SPEECH}` in a pipeline file: a speech clip (espeak-ng, with a click
