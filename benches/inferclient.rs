@@ -1,0 +1,117 @@
+//! inferclient against an endpoint 200 ms away (benches/slow_kserve.py), in one run:
+//!
+//! 1. Results per second with `max-inflight=1` (one request at a time) against the
+//!    default 4 and against 8, frames offered at 30 fps, every frame due.
+//! 2. A live 30 fps stream with `latency-budget` 100 ms (below the endpoint's 200 ms: no
+//!    result makes it, frames keep 30 fps) and 300 ms (results arrive, 30 fps held).
+//!
+//! Run: `cargo bench -p rtai-benches --bench inferclient`
+
+use std::net::TcpListener;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use rtai_benches::{figure, ratio};
+use rtai_core::stats::LatencyHistogram;
+
+const DELAY_MS: u32 = 200;
+const FRAMES: u64 = 90;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Run {
+    output_fps: f64,
+    results_per_second: f64,
+    added: LatencyHistogram,
+}
+
+/// Offers FRAMES frames at 30 fps (wall clock) through inferclient; measures the output.
+fn run(url: &str, props: &str) -> Run {
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time is-live=true caps=video/x-raw,format=RGB,width=64,height=48,framerate=30/1 \
+         ! inferclient url={url} model=m input-width=64 input-height=64 {props} ! appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let pushed: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let start = Instant::now();
+    let feeder = {
+        let (src, pushed) = (src.clone(), pushed.clone());
+        std::thread::spawn(move || {
+            for i in 0..FRAMES {
+                let due = start + Duration::from_nanos(i * 1_000_000_000 / 30);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let mut b = gst::Buffer::with_size(64 * 48 * 3).unwrap();
+                b.get_mut().unwrap().set_pts(gst::ClockTime::from_nseconds(i * 1_000_000_000 / 30));
+                pushed.lock().unwrap().push(Instant::now());
+                src.push_buffer(b).unwrap();
+            }
+            src.end_of_stream().unwrap();
+        })
+    };
+    let mut added = LatencyHistogram::new();
+    let (mut n, mut with_results, mut first, mut last) = (0usize, 0usize, None, start);
+    while let Ok(sample) = sink.pull_sample() {
+        last = Instant::now();
+        first.get_or_insert(last);
+        if let Some(t) = pushed.lock().unwrap().get(n) {
+            added.record(last.duration_since(*t).as_nanos() as u64);
+        }
+        if sample.buffer().unwrap().meta::<gst_video::VideoRegionOfInterestMeta>().is_some() {
+            with_results += 1;
+        }
+        n += 1;
+    }
+    feeder.join().unwrap();
+    pipeline.set_state(gst::State::Null).unwrap();
+    let span = last.duration_since(first.unwrap_or(start)).as_secs_f64().max(1e-9);
+    Run { output_fps: (n.saturating_sub(1)) as f64 / span, results_per_second: with_results as f64 / last.duration_since(start).as_secs_f64(), added }
+}
+
+fn main() {
+    rtai_benches::init();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("slow_kserve.py");
+    let _server = Server(Command::new("python3").arg(script).arg(port.to_string()).arg(DELAY_MS.to_string()).spawn().expect("python3 runs"));
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the endpoint did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("endpoint: {DELAY_MS} ms per request; {FRAMES} frames offered at 30 fps");
+    let mut rates = Vec::new();
+    for inflight in [1, 4, 8] {
+        let r = run(&url, &format!("max-inflight={inflight} latency-budget=10000"));
+        println!("max-inflight={inflight}{}", if inflight == 4 { " (default)" } else { "" });
+        figure("  results per second", r.results_per_second, "results/s");
+        figure("  output frames per second", r.output_fps, "frames/s");
+        rates.push(r.results_per_second);
+    }
+    ratio("results/s, default (4) vs max-inflight=1", rates[1], rates[0], "results/s");
+    ratio("results/s, max-inflight=8 vs max-inflight=1", rates[2], rates[0], "results/s");
+    for budget in [100, 300] {
+        let live = run(&url, &format!("max-inflight=8 latency-budget={budget}"));
+        println!("live 30 fps, max-inflight=8, latency-budget={budget} ms");
+        figure("  output frames per second", live.output_fps, "frames/s");
+        figure("  results per second", live.results_per_second, "results/s");
+        figure("  added latency P50", live.added.quantile(0.5) as f64 / 1e6, "ms");
+        figure("  added latency P95", live.added.quantile(0.95) as f64 / 1e6, "ms");
+        figure("  added latency max", live.added.max() as f64 / 1e6, "ms");
+    }
+}
