@@ -59,15 +59,18 @@ pub enum Reply {
 pub enum CallError {
     /// 429, 5xx, timeouts, connection failures: worth retrying.
     Transient(String),
-    /// 4xx and malformed replies: retrying will not help.
+    /// 4xx: the request is wrong (URL, model, key); retrying will not help.
     Fatal(String),
+    /// A reply that cannot be used (malformed JSON, wrong shapes, a failed job): this
+    /// request is lost, the next one may do better.
+    BadReply(String),
     Cancelled,
 }
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Transient(m) | Self::Fatal(m) => f.write_str(m),
+            Self::Transient(m) | Self::Fatal(m) | Self::BadReply(m) => f.write_str(m),
             Self::Cancelled => f.write_str("cancelled"),
         }
     }
@@ -215,7 +218,7 @@ pub async fn call_once(client: &reqwest::Client, ep: &Endpoint, req: &Request, j
             let body = json!({ "inputs": [{ "name": name, "shape": shape, "datatype": "FP32", "data": data }] });
             let url = format!("{base}/v2/models/{}/infer", ep.model);
             let bytes = send(ep, client.post(url).json(&body)).await?;
-            parse_kserve(&bytes).map(Reply::Tensors).map_err(CallError::Fatal)
+            parse_kserve(&bytes).map(Reply::Tensors).map_err(CallError::BadReply)
         }
         (Protocol::Runpod, req) => {
             let input = match req {
@@ -227,7 +230,7 @@ pub async fn call_once(client: &reqwest::Client, ep: &Endpoint, req: &Request, j
                 Request::Tensor { name, shape, data } => json!({ "name": name, "shape": shape, "data": data }),
             };
             let bytes = send(ep, client.post(format!("{base}/runsync")).json(&json!({ "input": input }))).await?;
-            let mut status = parse_runpod(&bytes).map_err(CallError::Fatal)?;
+            let mut status = parse_runpod(&bytes).map_err(CallError::BadReply)?;
             let started = Instant::now();
             let mut wait = Duration::from_millis(50);
             while let RunpodStatus::Pending(id) = &status {
@@ -243,12 +246,12 @@ pub async fn call_once(client: &reqwest::Client, ep: &Endpoint, req: &Request, j
                     Err(CallError::Fatal(m)) if m.starts_with("HTTP 405") => send(ep, client.post(&url)).await?,
                     other => other?,
                 };
-                status = parse_runpod(&bytes).map_err(CallError::Fatal)?;
+                status = parse_runpod(&bytes).map_err(CallError::BadReply)?;
             }
             *job.lock().unwrap() = None;
             match status {
                 RunpodStatus::Completed(output) => Ok(Reply::Output(output)),
-                RunpodStatus::Failed(m) => Err(CallError::Fatal(m)),
+                RunpodStatus::Failed(m) => Err(CallError::BadReply(m)),
                 RunpodStatus::Pending(_) => unreachable!(),
             }
         }
@@ -264,7 +267,7 @@ pub async fn call_once(client: &reqwest::Client, ep: &Endpoint, req: &Request, j
             messages.push(json!({ "role": "user", "content": content }));
             let body = json!({ "model": ep.model, "messages": messages });
             let bytes = send(ep, client.post(format!("{base}/v1/chat/completions")).json(&body)).await?;
-            parse_openai_chat(&bytes).map(Reply::Text).map_err(CallError::Fatal)
+            parse_openai_chat(&bytes).map(Reply::Text).map_err(CallError::BadReply)
         }
         (Protocol::OpenaiTranscriptions, Request::Audio { wav, prompt }) => {
             let file = reqwest::multipart::Part::bytes(wav.clone()).file_name("audio.wav").mime_str("audio/wav").expect("a valid MIME type");
@@ -273,7 +276,7 @@ pub async fn call_once(client: &reqwest::Client, ep: &Endpoint, req: &Request, j
                 form = form.text("prompt", prompt.clone());
             }
             let bytes = send(ep, client.post(format!("{base}/v1/audio/transcriptions")).multipart(form)).await?;
-            parse_openai_transcription(&bytes).map(Reply::Text).map_err(CallError::Fatal)
+            parse_openai_transcription(&bytes).map(Reply::Text).map_err(CallError::BadReply)
         }
         (protocol, _) => Err(CallError::Fatal(format!("{protocol:?} cannot carry this media"))),
     }

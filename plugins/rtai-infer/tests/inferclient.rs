@@ -525,3 +525,90 @@ fn openai_chat_and_transcriptions_against_a_fixture() {
     assert!(message.contains("401") && message.contains("Incorrect API key"), "{message}");
     assert!(!message.contains("sk-wrong") && !debug.contains("sk-wrong"));
 }
+
+fn fault_server() -> Peer {
+    let port = free_port();
+    let child = Command::new("python3").arg(peers().join("kserve_faults.py")).arg(port.to_string()).spawn().expect("python3 runs");
+    Peer { child, port }.wait_ready("KServe fault fixture", |p| http(p, "GET", "/v2/health/live") == Some(200))
+}
+
+/// Runs frames through `appsrc ! inferclient <props> ! appsink` to EOS; returns the
+/// outputs, the warnings posted and the element's stats.
+fn run_to_eos(props: &str, caps: &gst::Caps, frames: &[gst::Buffer], mut between: impl FnMut(usize)) -> (Vec<gst::Buffer>, Vec<String>, gst::Structure) {
+    init();
+    let pipeline = gst::parse::launch(&format!("appsrc name=src format=time ! inferclient name=infer {props} ! appsink name=sink sync=false"))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    src.set_caps(Some(caps));
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut out = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        between(i);
+        src.push_buffer(f.clone()).unwrap();
+        // One frame in, one frame out: a stall shows up here as a 60 s timeout.
+        out.push(sink.try_pull_sample(gst::ClockTime::from_seconds(60)).expect("the frame comes out").buffer_owned().unwrap());
+    }
+    src.end_of_stream().unwrap();
+    assert!(sink.pull_sample().is_err(), "EOS after the last frame");
+    let bus = pipeline.bus().unwrap();
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    assert!(!messages.iter().any(|m| m.type_() == gst::MessageType::Error), "{messages:?}");
+    let warnings = messages
+        .iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Warning(w) => Some(w.error().to_string()),
+            _ => None,
+        })
+        .collect();
+    let stats = pipeline.by_name("infer").unwrap().property::<gst::Structure>("stats");
+    pipeline.set_state(gst::State::Null).unwrap();
+    (out, warnings, stats)
+}
+
+fn count(s: &gst::Structure, f: &str) -> u64 {
+    s.get::<u64>(f).unwrap()
+}
+
+#[test]
+fn faults_are_retried_counted_and_never_stall() {
+    let mut server = fault_server();
+    let url = server.url();
+    let (caps, frames) = ball_frames(6);
+    let base = format!("url={url} input-width=32 input-height=32 max-inflight=1 latency-budget=30000");
+
+    // 503 on every other call: each request succeeds on its retry.
+    let (out, warnings, s) = run_to_eos(&format!("{base} model=flaky max-retries=2"), &caps, &frames, |_| {});
+    assert!(out.iter().all(|b| rois(b).len() == 1), "{s}");
+    assert_eq!((count(&s, "sent"), count(&s, "ok"), count(&s, "failed"), count(&s, "retried")), (6, 6, 0, 6), "{s}");
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    // Malformed JSON and a wrong tensor shape: results lost, one warning, breaker opens, frames flow.
+    for model in ["garbage", "shape"] {
+        let (out, warnings, s) = run_to_eos(&format!("{base} model={model} breaker-threshold=3 breaker-cooldown=600000"), &caps, &frames, |_| {});
+        assert_eq!(out.len(), 6);
+        assert!(out.iter().all(|b| rois(b).is_empty()));
+        assert_eq!((count(&s, "sent"), count(&s, "failed"), count(&s, "skipped-breaker")), (3, 3, 3), "{model}: {s}");
+        assert_eq!(s.get::<&str>("breaker-state").unwrap(), "open");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("Unusable reply"), "{warnings:?}");
+    }
+
+    // The server dies after three frames: later requests fail (connection refused), are
+    // retried and counted; the breaker opens; every frame still comes out, then EOS.
+    let (out, _, s) = run_to_eos(&format!("{base} model=ok max-retries=1 breaker-threshold=2 breaker-cooldown=600000"), &caps, &frames, |i| {
+        if i == 3 {
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+        }
+    });
+    let with_results = out.iter().filter(|b| rois(b).len() == 1).count();
+    assert_eq!(with_results, 3, "{s}");
+    assert_eq!(count(&s, "ok"), 3, "{s}");
+    assert_eq!(count(&s, "failed"), 2, "{s}");
+    assert_eq!(count(&s, "retried"), 2, "one retry per failed request: {s}");
+    assert_eq!(count(&s, "sent"), count(&s, "ok") + count(&s, "failed") + count(&s, "aborted"), "stats add up: {s}");
+    assert_eq!(count(&s, "skipped-breaker"), 1, "{s}");
+}

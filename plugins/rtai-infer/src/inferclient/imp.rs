@@ -223,6 +223,8 @@ pub struct InferClient {
     state: Mutex<Option<State>>,
     shared: Arc<Shared>,
     inflight: Arc<AtomicUsize>,
+    /// One bus warning per run for unusable replies (they are counted, not repeated).
+    warned_bad_reply: Arc<std::sync::atomic::AtomicBool>,
     stats: Arc<Mutex<Stats>>,
     round_trips: Arc<Mutex<LatencyHistogram>>,
 }
@@ -273,6 +275,7 @@ impl InferClient {
         let previous_answer = state.previous_answer.clone();
         let element = self.obj().downgrade();
         let labels = state.labels.clone();
+        let warned_bad_reply = self.warned_bad_reply.clone();
         let job_for_task = job.clone();
         inflight.fetch_add(1, Ordering::SeqCst);
         stats.lock().unwrap().sent += 1;
@@ -297,7 +300,7 @@ impl InferClient {
             let rtt = started.elapsed();
             stats.lock().unwrap().retried += retries as u64;
             let parsed = result.and_then(|reply| {
-                to_outcome(reply, &settings, letterbox, &labels).map_err(CallError::Fatal)
+                to_outcome(reply, &settings, letterbox, &labels).map_err(CallError::BadReply)
             });
             match parsed {
                 Ok(mut outcome) => {
@@ -313,16 +316,28 @@ impl InferClient {
                 Err(err) => {
                     breaker.lock().unwrap().failure(Instant::now());
                     stats.lock().unwrap().failed += 1;
-                    if let (CallError::Fatal(message), Some(element)) = (&err, element.upgrade()) {
-                        // 4xx and unusable replies: the configuration is wrong, say so.
-                        gst::element_error!(
+                    match (&err, element.upgrade()) {
+                        // 4xx: the configuration is wrong, say so and stop.
+                        (CallError::Fatal(message), Some(element)) => gst::element_error!(
                             element,
                             gst::ResourceError::Failed,
                             ("The inference endpoint refused the request: {}", message),
                             ["protocol {:?}, model '{}'", endpoint.protocol, endpoint.model]
-                        );
-                    } else if let Some(element) = element.upgrade() {
-                        gst::warning!(CAT, obj = element, "inference request failed after {retries} retries: {err}");
+                        ),
+                        // An unusable reply loses this result; the stream goes on (the breaker counts it).
+                        (CallError::BadReply(message), Some(element)) => {
+                            if !warned_bad_reply.swap(true, Ordering::SeqCst) {
+                                gst::element_warning!(
+                                    element,
+                                    gst::StreamError::Decode,
+                                    ("Unusable reply from the inference endpoint: {}", message),
+                                    ["protocol {:?}, model '{}' (warned once; counted in stats as failed)", endpoint.protocol, endpoint.model]
+                                );
+                            }
+                            gst::debug!(CAT, obj = element, "unusable reply: {message}");
+                        }
+                        (_, Some(element)) => gst::warning!(CAT, obj = element, "inference request failed after {retries} retries: {err}"),
+                        _ => {}
                     }
                     job.finish(Err(err.to_string()));
                 }
@@ -890,6 +905,7 @@ impl ObjectSubclass for InferClient {
             state: Mutex::new(None),
             shared: Arc::default(),
             inflight: Arc::default(),
+            warned_bad_reply: Arc::default(),
             stats: Arc::default(),
             round_trips: Arc::new(Mutex::new(LatencyHistogram::new())),
         }
@@ -1241,6 +1257,7 @@ impl ElementImpl for InferClient {
                     labels: s.labels.split(',').map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect(),
                 });
                 *self.stats.lock().unwrap() = Stats::default();
+                self.warned_bad_reply.store(false, Ordering::SeqCst);
                 self.round_trips.lock().unwrap().reset();
                 self.set_flushing(false);
                 self.start_task().map_err(|_| gst::StateChangeError)?;
