@@ -9,9 +9,14 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{Value, json};
 
+pub mod kserve_grpc {
+    tonic::include_proto!("inference");
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     KserveRest,
+    KserveGrpc,
     Runpod,
     OpenaiChat,
     OpenaiTranscriptions,
@@ -28,6 +33,90 @@ pub struct Endpoint {
     pub max_retries: u32,
     /// Longest a RunPod job is polled after `/runsync` returned it unfinished.
     pub poll_limit: Duration,
+    /// KServe gRPC: one HTTP/2 channel, connected on first use and shared by all calls.
+    pub grpc: Option<tonic::transport::Channel>,
+}
+
+/// A lazily connecting channel to `url` (call inside the runtime: tonic spawns its worker there).
+pub fn grpc_channel(url: &str, timeout: Duration) -> Result<tonic::transport::Channel, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).map_err(|e| format!("bad gRPC URL: {e}"))?;
+    Ok(endpoint.timeout(timeout).connect_timeout(timeout).connect_lazy())
+}
+
+/// Tensors from a gRPC `ModelInferResponse` (raw little-endian contents or typed contents).
+pub fn parse_grpc_response(r: &kserve_grpc::ModelInferResponse) -> Result<Vec<Tensor>, String> {
+    if !r.raw_output_contents.is_empty() && r.raw_output_contents.len() != r.outputs.len() {
+        return Err(format!("{} outputs but {} raw contents", r.outputs.len(), r.raw_output_contents.len()));
+    }
+    r.outputs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let shape = o.shape.iter().map(|&d| usize::try_from(d).map_err(|_| format!("output {}: bad dimension {d}", o.name))).collect::<Result<Vec<_>, _>>()?;
+            let mut t = Tensor { name: o.name.clone(), shape, numbers: Vec::new(), strings: Vec::new() };
+            if let Some(raw) = r.raw_output_contents.get(i) {
+                let width = match o.datatype.as_str() {
+                    "FP32" | "INT32" | "UINT32" => 4,
+                    "FP64" | "INT64" | "UINT64" => 8,
+                    "UINT8" | "INT8" | "BOOL" => 1,
+                    "INT16" | "UINT16" => 2,
+                    "BYTES" => 0,
+                    other => return Err(format!("output {}: datatype {other} not supported", o.name)),
+                };
+                if width == 0 {
+                    let mut rest = &raw[..];
+                    while rest.len() >= 4 {
+                        let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+                        let s = rest.get(4..4 + n).ok_or_else(|| format!("output {}: BYTES element runs past the end", o.name))?;
+                        t.strings.push(String::from_utf8_lossy(s).into_owned());
+                        rest = &rest[4 + n..];
+                    }
+                    return Ok(t);
+                }
+                if raw.len() % width != 0 {
+                    return Err(format!("output {}: {} bytes is not a whole number of {}", o.name, raw.len(), o.datatype));
+                }
+                t.numbers = raw
+                    .chunks_exact(width)
+                    .map(|c| match o.datatype.as_str() {
+                        "FP32" => f32::from_le_bytes(c.try_into().unwrap()) as f64,
+                        "INT32" => i32::from_le_bytes(c.try_into().unwrap()) as f64,
+                        "UINT32" => u32::from_le_bytes(c.try_into().unwrap()) as f64,
+                        "FP64" => f64::from_le_bytes(c.try_into().unwrap()),
+                        "INT64" => i64::from_le_bytes(c.try_into().unwrap()) as f64,
+                        "UINT64" => u64::from_le_bytes(c.try_into().unwrap()) as f64,
+                        "INT16" => i16::from_le_bytes(c.try_into().unwrap()) as f64,
+                        "UINT16" => u16::from_le_bytes(c.try_into().unwrap()) as f64,
+                        "INT8" => c[0] as i8 as f64,
+                        _ => c[0] as f64,
+                    })
+                    .collect();
+            } else if let Some(c) = &o.contents {
+                t.numbers = c
+                    .fp32_contents
+                    .iter()
+                    .map(|&v| v as f64)
+                    .chain(c.fp64_contents.iter().copied())
+                    .chain(c.int_contents.iter().map(|&v| v as f64))
+                    .chain(c.int64_contents.iter().map(|&v| v as f64))
+                    .chain(c.uint_contents.iter().map(|&v| v as f64))
+                    .chain(c.uint64_contents.iter().map(|&v| v as f64))
+                    .chain(c.bool_contents.iter().map(|&v| v as u8 as f64))
+                    .collect();
+                t.strings = c.bytes_contents.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+            }
+            Ok(t)
+        })
+        .collect()
+}
+
+fn grpc_error(status: tonic::Status) -> CallError {
+    use tonic::Code::*;
+    let message = format!("gRPC {:?}: {}", status.code(), status.message().chars().take(200).collect::<String>());
+    match status.code() {
+        Unavailable | DeadlineExceeded | ResourceExhausted | Aborted | Internal | Unknown | Cancelled => CallError::Transient(message),
+        _ => CallError::Fatal(message),
+    }
 }
 
 pub enum Request {
@@ -219,6 +308,25 @@ pub async fn call_once(client: &reqwest::Client, ep: &Endpoint, req: &Request, j
             let url = format!("{base}/v2/models/{}/infer", ep.model);
             let bytes = send(ep, client.post(url).json(&body)).await?;
             parse_kserve(&bytes).map(Reply::Tensors).map_err(CallError::BadReply)
+        }
+        (Protocol::KserveGrpc, Request::Tensor { name, shape, data }) => {
+            use kserve_grpc::model_infer_request::InferInputTensor;
+            let channel = ep.grpc.clone().ok_or_else(|| CallError::Fatal("no gRPC channel".into()))?;
+            let mut client = kserve_grpc::grpc_inference_service_client::GrpcInferenceServiceClient::new(channel);
+            let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let mut request = tonic::Request::new(kserve_grpc::ModelInferRequest {
+                model_name: ep.model.clone(),
+                inputs: vec![InferInputTensor { name: name.clone(), datatype: "FP32".into(), shape: shape.iter().map(|&d| d as i64).collect(), ..Default::default() }],
+                raw_input_contents: vec![raw],
+                ..Default::default()
+            });
+            request.set_timeout(ep.timeout);
+            if let Some(key) = &ep.api_key {
+                let value = format!("Bearer {key}").parse().map_err(|_| CallError::Fatal("the API key is not a valid header value".into()))?;
+                request.metadata_mut().insert("authorization", value);
+            }
+            let reply = client.model_infer(request).await.map_err(grpc_error)?;
+            parse_grpc_response(reply.get_ref()).map(Reply::Tensors).map_err(CallError::BadReply)
         }
         (Protocol::Runpod, req) => {
             let input = match req {
@@ -466,6 +574,33 @@ mod tests {
                 let _ = parse_openai_chat(&b);
                 let _ = parse_openai_transcription(&b);
             }
+        }
+    }
+
+    #[test]
+    fn grpc_responses_table() {
+        use kserve_grpc::model_infer_response::InferOutputTensor;
+        let out = |datatype: &str, shape: Vec<i64>| InferOutputTensor { name: "o".into(), datatype: datatype.into(), shape, ..Default::default() };
+        let raw_f32: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let ok = kserve_grpc::ModelInferResponse { outputs: vec![out("FP32", vec![1, 2])], raw_output_contents: vec![raw_f32.clone()], ..Default::default() };
+        assert_eq!(parse_grpc_response(&ok).unwrap()[0].numbers, vec![1.5, -2.0]);
+        let bytes = kserve_grpc::ModelInferResponse { outputs: vec![out("BYTES", vec![1])], raw_output_contents: vec![[2u32.to_le_bytes().as_slice(), b"hi"].concat()], ..Default::default() };
+        assert_eq!(parse_grpc_response(&bytes).unwrap()[0].strings, vec!["hi".to_string()]);
+        let typed = kserve_grpc::ModelInferResponse {
+            outputs: vec![InferOutputTensor { contents: Some(kserve_grpc::InferTensorContents { fp32_contents: vec![3.0], ..Default::default() }), ..out("FP32", vec![1]) }],
+            ..Default::default()
+        };
+        assert_eq!(parse_grpc_response(&typed).unwrap()[0].numbers, vec![3.0]);
+        let bad = [
+            (kserve_grpc::ModelInferResponse { outputs: vec![out("FP32", vec![1])], raw_output_contents: vec![vec![0; 3]], ..Default::default() }, "whole number"),
+            (kserve_grpc::ModelInferResponse { outputs: vec![out("FP32", vec![-1])], raw_output_contents: vec![vec![]], ..Default::default() }, "bad dimension"),
+            (kserve_grpc::ModelInferResponse { outputs: vec![out("COMPLEX", vec![1])], raw_output_contents: vec![vec![0; 8]], ..Default::default() }, "not supported"),
+            (kserve_grpc::ModelInferResponse { outputs: vec![out("BYTES", vec![1])], raw_output_contents: vec![[9u32.to_le_bytes().as_slice(), b"x"].concat()], ..Default::default() }, "past the end"),
+            (kserve_grpc::ModelInferResponse { outputs: vec![out("FP32", vec![1]), out("FP32", vec![1])], raw_output_contents: vec![raw_f32], ..Default::default() }, "raw contents"),
+        ];
+        for (r, part) in bad {
+            let err = parse_grpc_response(&r).unwrap_err();
+            assert!(err.contains(part), "{err}");
         }
     }
 

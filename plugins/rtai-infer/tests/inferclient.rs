@@ -49,6 +49,8 @@ fn http(port: u16, method: &str, path: &str) -> Option<u16> {
 struct Peer {
     child: Child,
     port: u16,
+    /// MLServer's gRPC port (0 for the others).
+    grpc_port: u16,
 }
 
 impl Drop for Peer {
@@ -75,14 +77,14 @@ impl Peer {
     fn mlserver() -> Self {
         let venv = workspace().join(".venv-mlserver/bin");
         assert!(venv.join("mlserver").exists(), "MLServer is missing: scripts/setup.sh installs it into .venv-mlserver");
-        let port = free_port();
+        let (port, grpc_port) = (free_port(), free_port());
         let child = Command::new(venv.join("mlserver"))
             .arg("start")
             .arg(peers().join("mlserver"))
             .env("PYTHONPATH", peers().join("mlserver"))
             .env("MLSERVER_HOST", "127.0.0.1")
             .env("MLSERVER_HTTP_PORT", port.to_string())
-            .env("MLSERVER_GRPC_PORT", free_port().to_string())
+            .env("MLSERVER_GRPC_PORT", grpc_port.to_string())
             .env("MLSERVER_METRICS_PORT", free_port().to_string())
             .env("MLSERVER_METRICS_ENDPOINT", "")
             .env("MLSERVER_PARALLEL_WORKERS", "0")
@@ -90,7 +92,7 @@ impl Peer {
             .stderr(Stdio::null())
             .spawn()
             .expect("mlserver starts");
-        Peer { child, port }.wait_ready("MLServer", |p| ["ball", "slow", "broken"].iter().all(|m| http(p, "GET", &format!("/v2/models/{m}/ready")) == Some(200)))
+        Peer { child, port, grpc_port }.wait_ready("MLServer", |p| ["ball", "slow", "broken"].iter().all(|m| http(p, "GET", &format!("/v2/models/{m}/ready")) == Some(200)))
     }
 
     fn runpod() -> Self {
@@ -105,7 +107,7 @@ impl Peer {
             .spawn()
             .expect("the runpod handler starts");
         // The local API has no health route; its OpenAPI page answers once it serves.
-        Peer { child, port }.wait_ready("runpod local API", |p| http(p, "GET", "/openapi.json") == Some(200))
+        Peer { child, port, grpc_port: 0 }.wait_ready("runpod local API", |p| http(p, "GET", "/openapi.json") == Some(200))
     }
 
     fn url(&self) -> String {
@@ -479,7 +481,7 @@ fn api_key_is_write_only() {
 fn openai_chat_and_transcriptions_against_a_fixture() {
     let port = free_port();
     let child = Command::new("python3").arg(peers().join("openai_fixture.py")).arg(port.to_string()).spawn().expect("python3 runs");
-    let server = Peer { child, port }.wait_ready("OpenAI fixture", |p| http(p, "GET", "/").is_some());
+    let server = Peer { child, port, grpc_port: 0 }.wait_ready("OpenAI fixture", |p| http(p, "GET", "/").is_some());
     let (caps, frames) = ball_frames(3);
     // Two context frames and the previous answer fed back.
     let mut h = harness(
@@ -529,7 +531,7 @@ fn openai_chat_and_transcriptions_against_a_fixture() {
 fn fault_server() -> Peer {
     let port = free_port();
     let child = Command::new("python3").arg(peers().join("kserve_faults.py")).arg(port.to_string()).spawn().expect("python3 runs");
-    Peer { child, port }.wait_ready("KServe fault fixture", |p| http(p, "GET", "/v2/health/live") == Some(200))
+    Peer { child, port, grpc_port: 0 }.wait_ready("KServe fault fixture", |p| http(p, "GET", "/v2/health/live") == Some(200))
 }
 
 /// Runs frames through `appsrc ! inferclient <props> ! appsink` to EOS; returns the
@@ -611,4 +613,35 @@ fn faults_are_retried_counted_and_never_stall() {
     assert_eq!(count(&s, "retried"), 2, "one retry per failed request: {s}");
     assert_eq!(count(&s, "sent"), count(&s, "ok") + count(&s, "failed") + count(&s, "aborted"), "stats add up: {s}");
     assert_eq!(count(&s, "skipped-breaker"), 1, "{s}");
+}
+
+#[test]
+fn kserve_grpc_against_mlserver() {
+    let server = Peer::mlserver();
+    let url = format!("http://127.0.0.1:{}", server.grpc_port);
+    let (caps, frames) = ball_frames(4);
+    let mut h = harness(
+        &[("protocol", "kserve-grpc"), ("url", &url), ("model", "ball"), ("labels", "ball"), ("input-width", "160"), ("input-height", "160"), ("latency-budget", "30000")],
+        &caps,
+    );
+    for f in &frames {
+        h.push(f.clone()).unwrap();
+    }
+    for (i, f) in frames.iter().enumerate() {
+        let out = h.pull().unwrap();
+        let found = rois(&out);
+        assert_eq!(found.len(), 1, "frame {i}");
+        assert!(iou(ball_box(f), found[0].rect) > 0.8, "frame {i}: {:?} vs {:?}", found[0].rect, ball_box(f));
+        assert_eq!(found[0].label, "ball");
+    }
+    assert_eq!(stats(&h).get::<u64>("ok").unwrap(), 4);
+    drop(h);
+    // An unknown model: NOT_FOUND is a clear error, without the key.
+    let (message, debug) = run_expecting_error(
+        &format!("inferclient protocol=kserve-grpc url={url} model=no-such-model api-key=grpc-secret-key input-width=32 input-height=32"),
+        &caps,
+        &frames[..1],
+    );
+    assert!(message.contains("NotFound"), "{message}");
+    assert!(!message.contains("grpc-secret") && !debug.contains("grpc-secret"));
 }

@@ -232,6 +232,7 @@ pub struct InferClient {
 fn protocol_of(p: InferProtocol) -> Protocol {
     match p {
         InferProtocol::KserveRest => Protocol::KserveRest,
+        InferProtocol::KserveGrpc => Protocol::KserveGrpc,
         InferProtocol::Runpod => Protocol::Runpod,
         InferProtocol::OpenaiChat => Protocol::OpenaiChat,
         InferProtocol::OpenaiTranscriptions => Protocol::OpenaiTranscriptions,
@@ -398,7 +399,7 @@ impl InferClient {
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info).map_err(|_| "cannot map the frame".to_string())?;
         let rgb = preprocess::to_rgb(&frame).ok_or_else(|| format!("unsupported format {:?}", info.format()))?;
         Ok(match settings.protocol {
-            InferProtocol::KserveRest => {
+            InferProtocol::KserveRest | InferProtocol::KserveGrpc => {
                 let layout = if settings.nchw { Layout::Nchw } else { Layout::Nhwc };
                 let (data, letterbox) = preprocess::tensor(&rgb, settings.input_width, settings.input_height, layout, settings.normalize);
                 let (w, h) = (settings.input_width as usize, settings.input_height as usize);
@@ -923,7 +924,7 @@ impl ObjectImpl for InferClient {
                     .build(),
                 glib::ParamSpecString::builder("url")
                     .nick("URL")
-                    .blurb("Endpoint base URL: http(s)://host:port for KServe/OpenAI, https://api.runpod.ai/v2/ENDPOINT_ID for RunPod")
+                    .blurb("Endpoint base URL: http(s)://host:port for KServe REST/gRPC and OpenAI, https://api.runpod.ai/v2/ENDPOINT_ID for RunPod")
                     .default_value(Some(DEFAULT_URL))
                     .mutable_ready()
                     .build(),
@@ -1235,7 +1236,16 @@ impl ElementImpl for InferClient {
                     timeout: Duration::from_millis(s.request_timeout_ms as u64),
                     max_retries: s.max_retries,
                     poll_limit: Duration::from_millis(s.request_timeout_ms as u64 * 6),
+                    grpc: None,
                 };
+                let mut endpoint = endpoint;
+                if s.protocol == InferProtocol::KserveGrpc {
+                    let _guard = rtai_core::runtime::runtime().enter();
+                    endpoint.grpc = Some(client::grpc_channel(&s.url, endpoint.timeout).map_err(|e| {
+                        gst::element_imp_error!(self, gst::ResourceError::Settings, ("Cannot use the gRPC endpoint: {}", e));
+                        gst::StateChangeError
+                    })?);
+                }
                 let client = reqwest::Client::builder().build().map_err(|e| {
                     gst::element_imp_error!(self, gst::LibraryError::Init, ("Cannot create the HTTP client"), ["{e}"]);
                     gst::StateChangeError

@@ -15,6 +15,8 @@ pub enum InferProtocol {
     KserveRest = 0,
     #[enum_value(name = "RunPod serverless (/runsync, /status polling, /cancel)", nick = "runpod")]
     Runpod = 1,
+    #[enum_value(name = "KServe v2 / Triton gRPC (GRPCInferenceService.ModelInfer, raw tensor contents)", nick = "kserve-grpc")]
+    KserveGrpc = 4,
     #[enum_value(name = "OpenAI-compatible chat completions with images", nick = "openai-chat")]
     OpenaiChat = 2,
     #[enum_value(name = "OpenAI-compatible audio transcriptions", nick = "openai-transcriptions")]
