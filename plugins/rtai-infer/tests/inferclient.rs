@@ -92,7 +92,7 @@ impl Peer {
             .stderr(Stdio::null())
             .spawn()
             .expect("mlserver starts");
-        Peer { child, port, grpc_port }.wait_ready("MLServer", |p| ["ball", "slow", "broken"].iter().all(|m| http(p, "GET", &format!("/v2/models/{m}/ready")) == Some(200)))
+        Peer { child, port, grpc_port }.wait_ready("MLServer", |p| ["ball", "slow", "broken", "text"].iter().all(|m| http(p, "GET", &format!("/v2/models/{m}/ready")) == Some(200)))
     }
 
     fn runpod() -> Self {
@@ -644,4 +644,94 @@ fn kserve_grpc_against_mlserver() {
     );
     assert!(message.contains("NotFound"), "{message}");
     assert!(!message.contains("grpc-secret") && !debug.contains("grpc-secret"));
+}
+
+/// Frames showing "HELLO 42" in white on black (drawn by Pillow), and the text's box.
+fn text_frames() -> (gst::Caps, Vec<gst::Buffer>, (f64, f64, f64, f64)) {
+    init();
+    let png = std::env::temp_dir().join(format!("rtai-text-{}.png", std::process::id()));
+    let status = Command::new(workspace().join(".venv-runpod/bin/python")).arg(peers().join("make_text_image.py")).arg(&png).status().unwrap();
+    assert!(status.success());
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={} ! pngdec ! videoconvert ! video/x-raw,format=RGB,width={W},height={H} ! imagefreeze num-buffers=2 ! video/x-raw,framerate=10/1 ! appsink name=sink sync=false",
+        png.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut caps = None;
+    let mut frames = Vec::new();
+    while let Ok(s) = sink.pull_sample() {
+        caps = s.caps_owned();
+        frames.push(s.buffer_owned().unwrap());
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    let _ = std::fs::remove_file(&png);
+    let truth = ball_box(&frames[0]);
+    (caps.unwrap(), frames, truth)
+}
+
+fn union(rois: &[Roi]) -> (f64, f64, f64, f64) {
+    rois.iter().fold((f64::MAX, f64::MAX, 0.0, 0.0), |u, r| (u.0.min(r.rect.0), u.1.min(r.rect.1), u.2.max(r.rect.2), u.3.max(r.rect.3)))
+}
+
+#[test]
+fn ocr_text_detector_onnx_over_rest_grpc_and_runpod() {
+    let mlserver = Peer::mlserver();
+    let runpod = Peer::runpod();
+    let (caps, frames, truth) = text_frames();
+    let grpc = format!("http://127.0.0.1:{}", mlserver.grpc_port);
+    for props in [
+        vec![("protocol", "kserve-rest"), ("url", mlserver.url().as_str()), ("model", "text"), ("labels", "text")],
+        vec![("protocol", "kserve-grpc"), ("url", grpc.as_str()), ("model", "text"), ("labels", "text")],
+        vec![("protocol", "runpod"), ("url", runpod.url().as_str()), ("model", "text")],
+    ] {
+        let mut all = props.clone();
+        all.extend([("input-width", "320"), ("input-height", "320"), ("latency-budget", "60000"), ("request-timeout", "60000"), ("confidence-threshold", "0.3")]);
+        let mut h = harness(&all, &caps);
+        for f in &frames {
+            h.push(f.clone()).unwrap();
+        }
+        for _ in &frames {
+            let found = rois(&h.pull().unwrap());
+            assert!(!found.is_empty(), "{props:?}: no text found");
+            assert!(found.iter().all(|r| r.label == "text"));
+            let got = union(&found);
+            eprintln!("{props:?}: text at {got:?}, drawn at {truth:?}, IoU {:.2}", iou(truth, got));
+            assert!(iou(truth, got) > 0.6, "{props:?}: {got:?} vs {truth:?}");
+        }
+    }
+}
+
+#[test]
+fn pocketsphinx_transcribes_speech_segments_over_runpod() {
+    init();
+    let server = Peer::runpod();
+    let dir = std::env::temp_dir().join(format!("rtai-sphinx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |cmd: &str, args: &[&str]| assert!(Command::new(cmd).args(args).current_dir(&dir).status().unwrap().success(), "{cmd}");
+    run("espeak-ng", &["-s", "150", "-w", "raw.wav", "turn the lights on in the kitchen"]);
+    run("sox", &["-q", "raw.wav", "-r", "16000", "-c", "1", "-b", "16", "speech.raw"]);
+    let samples = std::fs::read(dir.join("speech.raw")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let caps: gst::Caps = AUDIO.parse().unwrap();
+    let grammar = "#JSGF V1.0; grammar cmd; public <cmd> = turn the lights (on | off) in the (kitchen | bedroom | hall);";
+    let mut h = harness(&[("protocol", "runpod"), ("url", &server.url()), ("model", "sphinx"), ("prompt", grammar), ("output", "text"), ("request-timeout", "60000")], &caps);
+    h.push_event(SegmentEvent::Start { id: 7, running_time: gst::ClockTime::ZERO, lookback: gst::ClockTime::ZERO }.to_event());
+    for (i, chunk) in samples.chunks(320).enumerate() {
+        let mut b = gst::Buffer::from_slice(chunk.to_vec());
+        {
+            let b = b.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::from_mseconds(i as u64 * 10));
+            b.set_duration(gst::ClockTime::from_mseconds(10));
+            SegmentIdMeta::set(b, 7);
+        }
+        h.push(b).unwrap();
+    }
+    h.push_event(SegmentEvent::End { id: 7 }.to_event());
+    let text = h.pull().unwrap();
+    assert_eq!(std::str::from_utf8(&text.map_readable().unwrap()).unwrap(), "turn the lights on in the kitchen");
+    assert_eq!(SegmentIdMeta::get(&text), Some(7));
 }

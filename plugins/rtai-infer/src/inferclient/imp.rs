@@ -471,11 +471,12 @@ impl InferClient {
             return;
         }
         let wav = preprocess::wav(&samples, info.rate(), info.channels() as u16);
-        let job = self.spawn(state, Request::Audio { wav, prompt: String::new() }, None, segment);
+        // The image instruction is no transcription hint: audio gets the prompt only when set.
+        let prompt = if settings.prompt == DEFAULT_PROMPT { String::new() } else { settings.prompt.clone() };
+        let job = self.spawn(state, Request::Audio { wav, prompt }, None, segment);
         let duration = pts.zip(end).map(|(p, e)| e.saturating_sub(p));
         // In meta mode the transcript is posted on the bus when it arrives.
         let _ = self.enqueue(Item::Text { job, pts, duration });
-        let _ = settings;
     }
 
     /// A cancel (OOB): abort the segment's requests and drop its pending audio.
@@ -1068,7 +1069,7 @@ impl ObjectImpl for InferClient {
                     .build(),
                 glib::ParamSpecString::builder("prompt")
                     .nick("Prompt")
-                    .blurb("Instruction sent with images (openai-chat, runpod)")
+                    .blurb("Instruction sent with images (openai-chat, runpod); with audio, when set, the transcription prompt (openai) or input.prompt (runpod, e.g. a grammar)")
                     .default_value(Some(DEFAULT_PROMPT))
                     .mutable_playing()
                     .build(),

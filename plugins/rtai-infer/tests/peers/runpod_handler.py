@@ -1,7 +1,10 @@
 """A RunPod serverless handler for inferclient's tests, served by the runpod
 SDK's local API (--rp_serve_api). Images: finds videotestsrc's white ball in
-the JPEG; audio: reports what it received. input.model "slow" waits 3 s (for
-cancel tests), "broken" raises."""
+the JPEG, or with input.model "text" runs the PP-OCRv4 text detector (the ONNX
+model inside rapidocr-onnxruntime, the same one MLServer serves); audio:
+reports what it received, or with input.model "sphinx" transcribes it with
+pocketsphinx's English model and the JSGF grammar in input.prompt.
+input.model "slow" waits 3 s (for cancel tests), "broken" raises."""
 import base64
 import io
 import time
@@ -16,6 +19,34 @@ def handler(job):
         raise RuntimeError("this handler always fails")
     if inp.get("model") == "slow":
         time.sleep(3)
+    if "image" in inp and inp.get("model") == "text":
+        import sys, os
+        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "mlserver"))
+        import numpy as np
+        from ocr import ocr_session, ocr_text_boxes
+        global SESSION
+        if "SESSION" not in globals():
+            SESSION = ocr_session()
+        rgb = Image.open(io.BytesIO(base64.b64decode(inp["image"]))).convert("RGB")
+        w, h = rgb.size
+        side = 32 * ((max(w, h) + 31) // 32)
+        canvas = Image.new("RGB", (side, side))
+        canvas.paste(rgb, (0, 0))
+        tensor = (np.asarray(canvas, dtype=np.float32) / 255.0).transpose(2, 0, 1)[None]
+        boxes = ocr_text_boxes(SESSION, tensor)
+        return {"detections": [{"box": [float(v) for v in b[:4]], "score": float(b[4]), "label": "text"} for b in boxes]}
+    if "audio" in inp and inp.get("model") == "sphinx":
+        from pocketsphinx import Decoder
+
+        wav = base64.b64decode(inp["audio"])
+        decoder = Decoder(samprate=16000, lm=None)
+        decoder.add_jsgf_string("grammar", inp["prompt"])
+        decoder.activate_search("grammar")
+        decoder.start_utt()
+        decoder.process_raw(wav[44:], full_utt=True)
+        decoder.end_utt()
+        hyp = decoder.hyp()
+        return {"text": hyp.hypstr if hyp else ""}
     if "image" in inp:
         image = Image.open(io.BytesIO(base64.b64decode(inp["image"]))).convert("L")
         w, h = image.size

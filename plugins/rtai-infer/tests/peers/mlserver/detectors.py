@@ -7,6 +7,8 @@ from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 
+from ocr import ocr_session, ocr_text_boxes
+
 
 def find_ball(tensor):
     """[1, 3, H, W] in 0..1 → [[x1, y1, x2, y2, score, class]] around bright pixels."""
@@ -40,3 +42,13 @@ class BrokenDetector(MLModel):
 
     async def predict(self, payload):
         raise RuntimeError("this model always fails")
+
+
+class TextDetector(MLModel):
+    async def load(self):
+        self.session = ocr_session()
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        tensor = NumpyCodec.decode_input(payload.inputs[0]).astype(np.float32)
+        return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("boxes", ocr_text_boxes(self.session, tensor))])
