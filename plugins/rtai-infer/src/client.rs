@@ -35,6 +35,82 @@ pub struct Endpoint {
     pub poll_limit: Duration,
     /// KServe gRPC: one HTTP/2 channel, connected on first use and shared by all calls.
     pub grpc: Option<tonic::transport::Channel>,
+    /// KServe REST: tensors as raw bytes after the JSON (Triton's binary tensor extension).
+    pub binary_data: bool,
+}
+
+/// Little-endian tensor bytes of `datatype` as numbers (or strings for BYTES).
+pub fn decode_raw(name: &str, datatype: &str, raw: &[u8]) -> Result<(Vec<f64>, Vec<String>), String> {
+    let width = match datatype {
+        "FP32" | "INT32" | "UINT32" => 4,
+        "FP64" | "INT64" | "UINT64" => 8,
+        "UINT8" | "INT8" | "BOOL" => 1,
+        "INT16" | "UINT16" | "FP16" => 2,
+        "BYTES" => 0,
+        other => return Err(format!("output {name}: datatype {other} not supported")),
+    };
+    if width == 0 {
+        let (mut rest, mut strings) = (raw, Vec::new());
+        while rest.len() >= 4 {
+            let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            let s = rest.get(4..4 + n).ok_or_else(|| format!("output {name}: BYTES element runs past the end"))?;
+            strings.push(String::from_utf8_lossy(s).into_owned());
+            rest = &rest[4 + n..];
+        }
+        return Ok((Vec::new(), strings));
+    }
+    if raw.len() % width != 0 {
+        return Err(format!("output {name}: {} bytes is not a whole number of {datatype}", raw.len()));
+    }
+    if datatype == "FP16" {
+        return Err(format!("output {name}: FP16 is not supported"));
+    }
+    let numbers = raw
+        .chunks_exact(width)
+        .map(|c| match datatype {
+            "FP32" => f32::from_le_bytes(c.try_into().unwrap()) as f64,
+            "INT32" => i32::from_le_bytes(c.try_into().unwrap()) as f64,
+            "UINT32" => u32::from_le_bytes(c.try_into().unwrap()) as f64,
+            "FP64" => f64::from_le_bytes(c.try_into().unwrap()),
+            "INT64" => i64::from_le_bytes(c.try_into().unwrap()) as f64,
+            "UINT64" => u64::from_le_bytes(c.try_into().unwrap()) as f64,
+            "INT16" => i16::from_le_bytes(c.try_into().unwrap()) as f64,
+            "UINT16" => u16::from_le_bytes(c.try_into().unwrap()) as f64,
+            "INT8" => c[0] as i8 as f64,
+            _ => c[0] as f64,
+        })
+        .collect();
+    Ok((numbers, Vec::new()))
+}
+
+/// A KServe REST reply with the binary tensor extension: `json_len` bytes of JSON,
+/// then the outputs that say `binary_data_size`, in order.
+pub fn parse_kserve_binary(body: &[u8], json_len: usize) -> Result<Vec<Tensor>, String> {
+    let (json, mut binary) = body.split_at_checked(json_len).ok_or_else(|| format!("header length {json_len} beyond a {}-byte reply", body.len()))?;
+    let v = json_of(json)?;
+    let outputs = v.get("outputs").and_then(Value::as_array).ok_or("reply has no \"outputs\" array")?;
+    let mut tensors = Vec::new();
+    for o in outputs {
+        match o.pointer("/parameters/binary_data_size").and_then(Value::as_u64) {
+            Some(size) => {
+                let name = o.get("name").and_then(Value::as_str).ok_or("output without a name")?.to_string();
+                let datatype = o.get("datatype").and_then(Value::as_str).unwrap_or("");
+                let shape = o
+                    .get("shape")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| format!("output {name} has no shape"))?
+                    .iter()
+                    .map(|d| d.as_u64().map(|d| d as usize).ok_or_else(|| format!("output {name}: bad dimension {d}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (bytes, rest) = binary.split_at_checked(size as usize).ok_or_else(|| format!("output {name}: {size} bytes announced, {} left", binary.len()))?;
+                binary = rest;
+                let (numbers, strings) = decode_raw(&name, datatype, bytes)?;
+                tensors.push(Tensor { name, shape, numbers, strings });
+            }
+            None => tensors.extend(parse_kserve(&serde_json::to_vec(&json!({ "outputs": [o] })).unwrap())?),
+        }
+    }
+    Ok(tensors)
 }
 
 /// A lazily connecting channel to `url` (call inside the runtime: tonic spawns its worker there).
@@ -55,42 +131,9 @@ pub fn parse_grpc_response(r: &kserve_grpc::ModelInferResponse) -> Result<Vec<Te
             let shape = o.shape.iter().map(|&d| usize::try_from(d).map_err(|_| format!("output {}: bad dimension {d}", o.name))).collect::<Result<Vec<_>, _>>()?;
             let mut t = Tensor { name: o.name.clone(), shape, numbers: Vec::new(), strings: Vec::new() };
             if let Some(raw) = r.raw_output_contents.get(i) {
-                let width = match o.datatype.as_str() {
-                    "FP32" | "INT32" | "UINT32" => 4,
-                    "FP64" | "INT64" | "UINT64" => 8,
-                    "UINT8" | "INT8" | "BOOL" => 1,
-                    "INT16" | "UINT16" => 2,
-                    "BYTES" => 0,
-                    other => return Err(format!("output {}: datatype {other} not supported", o.name)),
-                };
-                if width == 0 {
-                    let mut rest = &raw[..];
-                    while rest.len() >= 4 {
-                        let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
-                        let s = rest.get(4..4 + n).ok_or_else(|| format!("output {}: BYTES element runs past the end", o.name))?;
-                        t.strings.push(String::from_utf8_lossy(s).into_owned());
-                        rest = &rest[4 + n..];
-                    }
-                    return Ok(t);
-                }
-                if raw.len() % width != 0 {
-                    return Err(format!("output {}: {} bytes is not a whole number of {}", o.name, raw.len(), o.datatype));
-                }
-                t.numbers = raw
-                    .chunks_exact(width)
-                    .map(|c| match o.datatype.as_str() {
-                        "FP32" => f32::from_le_bytes(c.try_into().unwrap()) as f64,
-                        "INT32" => i32::from_le_bytes(c.try_into().unwrap()) as f64,
-                        "UINT32" => u32::from_le_bytes(c.try_into().unwrap()) as f64,
-                        "FP64" => f64::from_le_bytes(c.try_into().unwrap()),
-                        "INT64" => i64::from_le_bytes(c.try_into().unwrap()) as f64,
-                        "UINT64" => u64::from_le_bytes(c.try_into().unwrap()) as f64,
-                        "INT16" => i16::from_le_bytes(c.try_into().unwrap()) as f64,
-                        "UINT16" => u16::from_le_bytes(c.try_into().unwrap()) as f64,
-                        "INT8" => c[0] as i8 as f64,
-                        _ => c[0] as f64,
-                    })
-                    .collect();
+                let (numbers, strings) = decode_raw(&o.name, &o.datatype, raw)?;
+                t.numbers = numbers;
+                t.strings = strings;
             } else if let Some(c) = &o.contents {
                 t.numbers = c
                     .fp32_contents
@@ -285,15 +328,21 @@ fn transport(err: reqwest::Error) -> CallError {
 }
 
 async fn send(ep: &Endpoint, builder: reqwest::RequestBuilder) -> Result<Vec<u8>, CallError> {
+    send_with_header(ep, builder, "").await.map(|(body, _)| body)
+}
+
+/// Sends; returns the body and the reply header `header` (when named and present).
+async fn send_with_header(ep: &Endpoint, builder: reqwest::RequestBuilder, header: &str) -> Result<(Vec<u8>, Option<String>), CallError> {
     let builder = match &ep.api_key {
         Some(key) => builder.bearer_auth(key),
         None => builder,
     };
     let response = builder.timeout(ep.timeout).send().await.map_err(transport)?;
     let status = response.status();
+    let value = (!header.is_empty()).then(|| response.headers().get(header).and_then(|v| v.to_str().ok()).map(String::from)).flatten();
     let body = response.bytes().await.map_err(transport)?;
     check_status(status, &body)?;
-    Ok(body.to_vec())
+    Ok((body.to_vec(), value))
 }
 
 /// The id of a RunPod job in flight, so a cancel can reach `/cancel/{id}`.
@@ -304,8 +353,29 @@ pub async fn call_once(client: &reqwest::Client, ep: &Endpoint, req: &Request, j
     let base = ep.url.trim_end_matches('/');
     match (ep.protocol, req) {
         (Protocol::KserveRest, Request::Tensor { name, shape, data }) => {
-            let body = json!({ "inputs": [{ "name": name, "shape": shape, "datatype": "FP32", "data": data }] });
             let url = format!("{base}/v2/models/{}/infer", ep.model);
+            if ep.binary_data {
+                let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let header = serde_json::to_vec(&json!({
+                    "inputs": [{ "name": name, "shape": shape, "datatype": "FP32", "parameters": { "binary_data_size": raw.len() } }],
+                    "parameters": { "binary_data_output": true },
+                }))
+                .expect("JSON");
+                let header_len = header.len();
+                let builder = client
+                    .post(url)
+                    .header("Inference-Header-Content-Length", header_len)
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .body([header, raw].concat());
+                let (bytes, reply_header) = send_with_header(ep, builder, "inference-header-content-length").await?;
+                return match reply_header.and_then(|h| h.parse::<usize>().ok()) {
+                    Some(n) => parse_kserve_binary(&bytes, n),
+                    None => parse_kserve(&bytes),
+                }
+                .map(Reply::Tensors)
+                .map_err(CallError::BadReply);
+            }
+            let body = json!({ "inputs": [{ "name": name, "shape": shape, "datatype": "FP32", "data": data }] });
             let bytes = send(ep, client.post(url).json(&body)).await?;
             parse_kserve(&bytes).map(Reply::Tensors).map_err(CallError::BadReply)
         }
@@ -602,6 +672,22 @@ mod tests {
             let err = parse_grpc_response(&r).unwrap_err();
             assert!(err.contains(part), "{err}");
         }
+    }
+
+    #[test]
+    fn kserve_binary_replies_table() {
+        let header = br#"{"outputs":[{"name":"boxes","shape":[1,2],"datatype":"FP32","parameters":{"binary_data_size":8}},{"name":"t","shape":[1],"datatype":"BYTES","data":["x"]}]}"#;
+        let body = [header.as_slice(), &1.5f32.to_le_bytes(), &2.5f32.to_le_bytes()].concat();
+        let t = parse_kserve_binary(&body, header.len()).unwrap();
+        assert_eq!(t[0].numbers, vec![1.5, 2.5]);
+        assert_eq!(t[1].strings, vec!["x".to_string()]);
+        assert!(parse_kserve_binary(&body, body.len() + 1).unwrap_err().contains("beyond"));
+        assert!(parse_kserve_binary(&body[..body.len() - 1], header.len()).unwrap_err().contains("announced"));
+        assert!(parse_kserve_binary(&body, 5).is_err(), "a cut header is not JSON");
+        let odd = [header.as_slice(), &[0u8; 8]].concat();
+        assert!(parse_kserve_binary(&odd, header.len()).is_ok());
+        let bad_type = br#"{"outputs":[{"name":"b","shape":[1],"datatype":"FP16","parameters":{"binary_data_size":2}}]}"#;
+        assert!(parse_kserve_binary(&[bad_type.as_slice(), &[0, 0]].concat(), bad_type.len()).unwrap_err().contains("FP16"));
     }
 
     #[test]

@@ -49,6 +49,7 @@ const DEFAULT_CONTEXT_FRAMES: u32 = 1;
 const DEFAULT_FEED_BACK_ANSWER: bool = false;
 const DEFAULT_CHUNK_DURATION_MS: u32 = 5000;
 const DEFAULT_JPEG_QUALITY: u32 = 85;
+const DEFAULT_BINARY_DATA: bool = false;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -79,6 +80,7 @@ struct Settings {
     feed_back_answer: bool,
     chunk_duration_ms: u32,
     jpeg_quality: u32,
+    binary_data: bool,
 }
 
 impl Default for Settings {
@@ -111,6 +113,7 @@ impl Default for Settings {
             feed_back_answer: DEFAULT_FEED_BACK_ANSWER,
             chunk_duration_ms: DEFAULT_CHUNK_DURATION_MS,
             jpeg_quality: DEFAULT_JPEG_QUALITY,
+            binary_data: DEFAULT_BINARY_DATA,
         }
     }
 }
@@ -1103,6 +1106,12 @@ impl ObjectImpl for InferClient {
                     .default_value(DEFAULT_JPEG_QUALITY)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("binary-data")
+                    .nick("Binary data")
+                    .blurb("kserve-rest: send the tensor and ask for outputs as raw bytes after the JSON (Triton's binary tensor extension; MLServer does not support it)")
+                    .default_value(DEFAULT_BINARY_DATA)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("sent, ok, failed, retried, dropped-by-budget, skipped-busy, skipped-breaker, aborted, inflight, breaker-state, round-trip P50/P95/P99 (ns)")
@@ -1144,6 +1153,7 @@ impl ObjectImpl for InferClient {
             "feed-back-answer" => s.feed_back_answer = value.get().expect("type checked upstream"),
             "chunk-duration" => s.chunk_duration_ms = value.get().expect("type checked upstream"),
             "jpeg-quality" => s.jpeg_quality = value.get().expect("type checked upstream"),
+            "binary-data" => s.binary_data = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -1180,6 +1190,7 @@ impl ObjectImpl for InferClient {
             "feed-back-answer" => s.feed_back_answer.to_value(),
             "chunk-duration" => s.chunk_duration_ms.to_value(),
             "jpeg-quality" => s.jpeg_quality.to_value(),
+            "binary-data" => s.binary_data.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -1238,6 +1249,7 @@ impl ElementImpl for InferClient {
                     max_retries: s.max_retries,
                     poll_limit: Duration::from_millis(s.request_timeout_ms as u64 * 6),
                     grpc: None,
+                    binary_data: s.binary_data,
                 };
                 let mut endpoint = endpoint;
                 if s.protocol == InferProtocol::KserveGrpc {
