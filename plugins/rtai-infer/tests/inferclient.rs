@@ -757,3 +757,38 @@ fn kserve_rest_binary_tensor_extension() {
     let s = stats(&h);
     assert_eq!((s.get::<u64>("ok").unwrap(), s.get::<u64>("failed").unwrap()), (2, 0), "{s}");
 }
+
+#[test]
+fn a_buffer_list_is_one_batched_request() {
+    let server = Peer::mlserver();
+    let (caps, frames) = ball_frames(4);
+    init();
+    // batcher's keep-separate mode pushes buffer lists like this one.
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time ! inferclient name=infer url={} model=ball labels=ball input-width=160 input-height=160 latency-budget=30000 ! appsink name=sink sync=false",
+        server.url()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    src.set_caps(Some(&caps));
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut list = gst::BufferList::new();
+    for f in &frames {
+        list.get_mut().unwrap().add(f.clone());
+    }
+    src.push_buffer_list(list).unwrap();
+    src.end_of_stream().unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        let out = sink.pull_sample().unwrap().buffer_owned().unwrap();
+        assert_eq!(out.pts(), f.pts());
+        let found = rois(&out);
+        assert_eq!(found.len(), 1, "frame {i}");
+        assert!(iou(ball_box(f), found[0].rect) > 0.8, "frame {i} got its own box: {:?} vs {:?}", found[0].rect, ball_box(f));
+    }
+    let s = pipeline.by_name("infer").unwrap().property::<gst::Structure>("stats");
+    assert_eq!((s.get::<u64>("sent").unwrap(), s.get::<u64>("ok").unwrap()), (1, 1), "one request for the list: {s}");
+    pipeline.set_state(gst::State::Null).unwrap();
+}

@@ -141,8 +141,9 @@ impl Job {
     fn wait(&self, deadline: Option<Instant>) -> Option<Result<Outcome, String>> {
         let mut slot = self.result.lock().unwrap();
         loop {
-            if let Some(r) = slot.take() {
-                return Some(r);
+            // Cloned, not taken: the frames of a batch share one job.
+            if let Some(r) = slot.as_ref() {
+                return Some(r.clone());
             }
             match deadline {
                 None => slot = self.done.wait(slot).unwrap(),
@@ -161,13 +162,16 @@ impl Job {
 #[derive(Debug, Default, Clone)]
 struct Outcome {
     detections: Vec<Detection>,
+    /// Per frame of a batched request (a buffer list): its own detections.
+    batches: Vec<Vec<Detection>>,
     text: Option<String>,
     raw: Option<String>,
     round_trip: u64,
 }
 
 enum Item {
-    Buffer { buffer: gst::Buffer, job: Option<Arc<Job>>, deadline: Option<Instant> },
+    /// `index`: the buffer's place in a batched request.
+    Buffer { buffer: gst::Buffer, job: Option<Arc<Job>>, deadline: Option<Instant>, index: Option<usize> },
     /// output=text: a text buffer with these times once the job is done.
     Text { job: Arc<Job>, pts: Option<gst::ClockTime>, duration: Option<gst::ClockTime> },
     Event(gst::Event),
@@ -272,6 +276,11 @@ impl InferClient {
 
     /// Starts `request` on the runtime; the returned job fills in when it is done.
     fn spawn(&self, state: &State, request: Request, letterbox: Option<Letterbox>, segment: Option<u64>) -> Arc<Job> {
+        self.spawn_batch(state, request, letterbox, segment, 1)
+    }
+
+    /// Starts a request for `batch` frames (a tensor [batch, ...]); results split per frame.
+    fn spawn_batch(&self, state: &State, request: Request, letterbox: Option<Letterbox>, segment: Option<u64>, batch: usize) -> Arc<Job> {
         let settings = self.settings.lock().unwrap().clone();
         let job = Arc::new(Job { segment, ..Default::default() });
         let (endpoint, client, breaker) = (state.endpoint.clone(), state.client.clone(), state.breaker.clone());
@@ -304,7 +313,7 @@ impl InferClient {
             let rtt = started.elapsed();
             stats.lock().unwrap().retried += retries as u64;
             let parsed = result.and_then(|reply| {
-                to_outcome(reply, &settings, letterbox, &labels).map_err(CallError::BadReply)
+                to_outcome(reply, &settings, letterbox, &labels, batch).map_err(CallError::BadReply)
             });
             match parsed {
                 Ok(mut outcome) => {
@@ -360,7 +369,7 @@ impl InferClient {
         if state.video.is_none() && settings.output == InferOutput::Text {
             // text/x-raw in: text out unchanged (a text model would go here).
             drop(state_guard);
-            return self.enqueue(Item::Buffer { buffer, job: None, deadline: None });
+            return self.enqueue(Item::Buffer { buffer, job: None, deadline: None, index: None });
         }
         state.frame += 1;
         let now = Instant::now();
@@ -394,7 +403,61 @@ impl InferClient {
             };
         }
         let deadline = job.as_ref().map(|_| now + Duration::from_millis(settings.latency_budget_ms as u64));
-        self.enqueue(Item::Buffer { buffer, job, deadline })
+        self.enqueue(Item::Buffer { buffer, job, deadline, index: None })
+    }
+
+    /// A buffer list (from `batcher`, keep-separate) to a KServe detector: one batched
+    /// request [N, 3, H, W]; each frame gets its own results. Anything else: frame by frame.
+    fn sink_chain_list(&self, pad: &gst::Pad, list: gst::BufferList) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let settings = self.settings.lock().unwrap().clone();
+        let batchable = list.len() > 1
+            && settings.output == InferOutput::Meta
+            && matches!(settings.protocol, InferProtocol::KserveRest | InferProtocol::KserveGrpc)
+            && self.state.lock().unwrap().as_ref().is_some_and(|s| s.video.is_some());
+        if !batchable {
+            for buffer in list.iter_owned() {
+                self.sink_chain(pad, buffer)?;
+            }
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        let now = Instant::now();
+        let mut state_guard = self.state.lock().unwrap();
+        let state = state_guard.as_mut().ok_or(gst::FlowError::Flushing)?;
+        state.frame += list.len() as u64;
+        let mut job = None;
+        if self.inflight.load(Ordering::SeqCst) >= settings.max_inflight as usize {
+            self.stats.lock().unwrap().skipped_busy += 1;
+        } else if !state.breaker.lock().unwrap().allow(now) {
+            self.stats.lock().unwrap().skipped_breaker += 1;
+        } else {
+            let mut data = Vec::new();
+            let mut shape = Vec::new();
+            let mut letterbox = None;
+            for buffer in list.iter() {
+                match self.video_request(state, &settings, &buffer.to_owned()) {
+                    Ok((Request::Tensor { data: d, shape: s, .. }, lb)) => {
+                        data.extend(d);
+                        shape = s;
+                        letterbox = Some(lb);
+                    }
+                    Ok(_) => unreachable!("KServe requests are tensors"),
+                    Err(err) => {
+                        gst::element_imp_error!(self, gst::StreamError::Format, ("Cannot prepare the frame for inference"), ["{err}"]);
+                        return Err(gst::FlowError::Error);
+                    }
+                }
+            }
+            shape[0] = list.len();
+            state.last_sent = Some(now);
+            let request = Request::Tensor { name: settings.input_name.clone(), shape, data };
+            job = Some(self.spawn_batch(state, request, letterbox, None, list.len()));
+        }
+        drop(state_guard);
+        let deadline = job.as_ref().map(|_| now + Duration::from_millis(settings.latency_budget_ms as u64));
+        for (i, buffer) in list.iter_owned().enumerate() {
+            self.enqueue(Item::Buffer { buffer, job: job.clone(), deadline, index: job.as_ref().map(|_| i) })?;
+        }
+        Ok(gst::FlowSuccess::Ok)
     }
 
     fn video_request(&self, state: &mut State, settings: &Settings, buffer: &gst::Buffer) -> Result<(Request, Letterbox), String> {
@@ -457,7 +520,7 @@ impl InferClient {
         }
         drop(state_guard);
         if settings.output == InferOutput::Meta {
-            return self.enqueue(Item::Buffer { buffer, job: None, deadline: None });
+            return self.enqueue(Item::Buffer { buffer, job: None, deadline: None, index: None });
         }
         Ok(gst::FlowSuccess::Ok)
     }
@@ -671,10 +734,13 @@ impl InferClient {
                 }
                 Ok(gst::FlowSuccess::Ok)
             }
-            Item::Buffer { mut buffer, job, deadline } => {
+            Item::Buffer { mut buffer, job, deadline, index } => {
                 if let Some(job) = job {
                     match job.wait(deadline) {
-                        Some(Ok(outcome)) => {
+                        Some(Ok(mut outcome)) => {
+                            if let Some(i) = index {
+                                outcome.detections = outcome.batches.get(i).cloned().unwrap_or_default();
+                            }
                             self.attach(buffer.make_mut(), &outcome, job.segment);
                             self.post_result(&outcome, buffer.pts(), job.segment);
                         }
@@ -783,7 +849,7 @@ impl InferClient {
 }
 
 /// A reply as detections and text for this element's settings.
-fn to_outcome(reply: Reply, s: &Settings, letterbox: Option<Letterbox>, labels: &[String]) -> Result<Outcome, String> {
+fn to_outcome(reply: Reply, s: &Settings, letterbox: Option<Letterbox>, labels: &[String], batch: usize) -> Result<Outcome, String> {
     let format = match s.box_format {
         InferBoxFormat::Auto => BoxFormat::Auto,
         InferBoxFormat::Decoded => BoxFormat::Decoded,
@@ -797,7 +863,20 @@ fn to_outcome(reply: Reply, s: &Settings, letterbox: Option<Letterbox>, labels: 
                 if !t.strings.is_empty() {
                     out.text = Some(t.strings.join("\n"));
                 } else if let Some(lb) = &letterbox {
-                    out.detections.extend(postprocess::detections(&t.shape, &t.numbers, format, lb, s.confidence_threshold, s.nms_iou, labels)?);
+                    if batch > 1 {
+                        // A batched request: the first dimension is the frame.
+                        if t.shape.first() != Some(&batch) || t.numbers.len() % batch != 0 {
+                            return Err(format!("output {} has shape {:?} for a batch of {batch}", t.name, t.shape));
+                        }
+                        let per = t.numbers.len() / batch;
+                        let shape: Vec<usize> = std::iter::once(1).chain(t.shape[1..].iter().copied()).collect();
+                        out.batches.resize(batch, Vec::new());
+                        for (i, chunk) in t.numbers.chunks(per.max(1)).enumerate().take(batch) {
+                            out.batches[i].extend(postprocess::detections(&shape, chunk, format, lb, s.confidence_threshold, s.nms_iou, labels)?);
+                        }
+                    } else {
+                        out.detections.extend(postprocess::detections(&t.shape, &t.numbers, format, lb, s.confidence_threshold, s.nms_iou, labels)?);
+                    }
                 }
             }
         }
@@ -849,6 +928,9 @@ impl ObjectSubclass for InferClient {
         let sinkpad = gst::Pad::builder_from_template(&klass.pad_template("sink").unwrap())
             .chain_function(|pad, parent, buffer| {
                 InferClient::catch_panic_pad_function(parent, || Err(gst::FlowError::Error), |this| this.sink_chain(pad, buffer))
+            })
+            .chain_list_function(|pad, parent, list| {
+                InferClient::catch_panic_pad_function(parent, || Err(gst::FlowError::Error), |this| this.sink_chain_list(pad, list))
             })
             .event_function(|pad, parent, event| InferClient::catch_panic_pad_function(parent, || false, |this| this.sink_event(pad, event)))
             .query_function(|pad, parent, query| {

@@ -26,7 +26,15 @@ class BallDetector(MLModel):
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         tensor = NumpyCodec.decode_input(payload.inputs[0])
-        boxes = find_ball(tensor)
+        if tensor.shape[0] > 1:
+            # A batch: [N, 1, 6], one row per image (score 0 where there is no ball).
+            boxes = np.zeros((tensor.shape[0], 1, 6), dtype=np.float32)
+            for i in range(tensor.shape[0]):
+                found = find_ball(tensor[i : i + 1])
+                if len(found):
+                    boxes[i, 0] = found[0]
+        else:
+            boxes = find_ball(tensor)
         return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("boxes", boxes)])
 
 
