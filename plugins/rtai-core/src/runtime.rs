@@ -13,6 +13,16 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .expect("the tokio runtime starts (threads and an I/O driver are available)")
 });
 
+/// Makes ring the process's rustls crypto provider (idempotent). HTTP clients (reqwest)
+/// need one installed; tonic and reqwest then agree on it.
+pub fn ensure_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means another provider is installed already: that one is used.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// The shared runtime; created on first use.
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     &RUNTIME

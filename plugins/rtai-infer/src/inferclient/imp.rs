@@ -129,6 +129,18 @@ struct Job {
 }
 
 impl Job {
+    /// Aborts the request if it is still running: counted once, here, so the count is
+    /// right as soon as the cancel or flush returns.
+    fn abort_if_pending(&self, stats: &Mutex<Stats>, why: &str) -> bool {
+        if self.result.lock().unwrap().is_some() {
+            return false;
+        }
+        stats.lock().unwrap().aborted += 1;
+        self.abort.notify_one();
+        self.finish(Err(why.into()));
+        true
+    }
+
     fn finish(&self, r: Result<Outcome, String>) {
         let mut slot = self.result.lock().unwrap();
         if slot.is_none() {
@@ -302,7 +314,6 @@ impl InferClient {
             };
             inflight.fetch_sub(1, Ordering::SeqCst);
             let Some((result, retries)) = outcome else {
-                stats.lock().unwrap().aborted += 1;
                 let id = runpod_job.lock().unwrap().clone();
                 if let Some(id) = id {
                     let _ = client::cancel_runpod(&client, &endpoint, &id).await;
@@ -572,9 +583,7 @@ impl InferClient {
                 .chain(q.current.clone().filter(|j| j.segment == Some(id)))
                 .collect();
             for job in jobs {
-                job.abort.notify_one();
-                job.finish(Err("cancelled".into()));
-                aborted += 1;
+                aborted += job.abort_if_pending(&self.stats, "cancelled") as u64;
             }
             q.items.retain(|i| !matches!(i, Item::Text { job, .. } if job.segment == Some(id)));
             self.shared.changed.notify_all();
@@ -684,13 +693,11 @@ impl InferClient {
         if flushing {
             for item in q.items.drain(..) {
                 if let Item::Buffer { job: Some(job), .. } | Item::Text { job, .. } = item {
-                    job.abort.notify_one();
-                    job.finish(Err("flushing".into()));
+                    job.abort_if_pending(&self.stats, "flushing");
                 }
             }
             if let Some(job) = &q.current {
-                job.abort.notify_one();
-                job.finish(Err("flushing".into()));
+                job.abort_if_pending(&self.stats, "flushing");
             }
         }
         self.shared.changed.notify_all();
@@ -1341,6 +1348,7 @@ impl ElementImpl for InferClient {
                         gst::StateChangeError
                     })?);
                 }
+                rtai_core::runtime::ensure_tls_provider();
                 let client = reqwest::Client::builder().build().map_err(|e| {
                     gst::element_imp_error!(self, gst::LibraryError::Init, ("Cannot create the HTTP client"), ["{e}"]);
                     gst::StateChangeError
