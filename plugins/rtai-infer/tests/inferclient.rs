@@ -115,15 +115,10 @@ impl Peer {
     }
 }
 
-/// `n` RGB frames of videotestsrc's moving white ball on black.
-fn ball_frames(n: usize) -> (gst::Caps, Vec<gst::Buffer>) {
+/// Runs `desc` (ending in an appsink named `sink`) to EOS: its caps and buffers.
+fn frames_from(desc: &str) -> (gst::Caps, Vec<gst::Buffer>) {
     init();
-    let pipeline = gst::parse::launch(&format!(
-        "videotestsrc num-buffers={n} pattern=ball ! video/x-raw,format=RGB,width={W},height={H},framerate=10/1 ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    let pipeline = gst::parse::launch(desc).unwrap().downcast::<gst::Pipeline>().unwrap();
     let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut caps = None;
@@ -133,7 +128,14 @@ fn ball_frames(n: usize) -> (gst::Caps, Vec<gst::Buffer>) {
         out.push(s.buffer_owned().unwrap());
     }
     pipeline.set_state(gst::State::Null).unwrap();
-    (caps.unwrap(), out)
+    (caps.expect("at least one frame"), out)
+}
+
+/// `n` RGB frames of videotestsrc's moving white ball on black.
+fn ball_frames(n: usize) -> (gst::Caps, Vec<gst::Buffer>) {
+    frames_from(&format!(
+        "videotestsrc num-buffers={n} pattern=ball ! video/x-raw,format=RGB,width={W},height={H},framerate=10/1 ! appsink name=sink sync=false"
+    ))
 }
 
 /// The ball's box in an RGB frame, from its pixels (the ground truth).
@@ -652,25 +654,13 @@ fn text_frames() -> (gst::Caps, Vec<gst::Buffer>, (f64, f64, f64, f64)) {
     let png = std::env::temp_dir().join(format!("rtai-text-{}.png", std::process::id()));
     let status = Command::new(workspace().join(".venv-runpod/bin/python")).arg(peers().join("make_text_image.py")).arg(&png).status().unwrap();
     assert!(status.success());
-    let pipeline = gst::parse::launch(&format!(
+    let (caps, frames) = frames_from(&format!(
         "filesrc location={} ! pngdec ! videoconvert ! video/x-raw,format=RGB,width={W},height={H} ! imagefreeze num-buffers=2 ! video/x-raw,framerate=10/1 ! appsink name=sink sync=false",
         png.display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let mut caps = None;
-    let mut frames = Vec::new();
-    while let Ok(s) = sink.pull_sample() {
-        caps = s.caps_owned();
-        frames.push(s.buffer_owned().unwrap());
-    }
-    pipeline.set_state(gst::State::Null).unwrap();
+    ));
     let _ = std::fs::remove_file(&png);
     let truth = ball_box(&frames[0]);
-    (caps.unwrap(), frames, truth)
+    (caps, frames, truth)
 }
 
 fn union(rois: &[Roi]) -> (f64, f64, f64, f64) {
