@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -25,6 +25,17 @@ use crate::store::{EventFilter, Store};
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
 const STYLE_CSS: &str = include_str!("dashboard/style.css");
+const STYLESHEET_LINK: &str = r#"<link rel="stylesheet" href="style.css">"#;
+const SCRIPT_TAG: &str = r#"<script src="app.js"></script>"#;
+
+/// `/` with the script and style inlined: with `auth-token` set, the browser's
+/// own requests for `app.js`/`style.css` would carry no token and get 401, and
+/// the page is the one request that holds it (`?access_token=`).
+static DASHBOARD_PAGE: LazyLock<String> = LazyLock::new(|| {
+    INDEX_HTML
+        .replacen(STYLESHEET_LINK, &format!("<style>\n{STYLE_CSS}</style>"), 1)
+        .replacen(SCRIPT_TAG, &format!("<script>\n{APP_JS}</script>"), 1)
+});
 
 /// Largest page `/api/events` returns.
 pub const MAX_PAGE: u32 = 1000;
@@ -203,7 +214,7 @@ async fn index(State(state): State<AppState>) -> Response {
     if state.sink.is_none() {
         return (StatusCode::NOT_FOUND, "only /metrics is served here\n").into_response();
     }
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML).into_response()
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], DASHBOARD_PAGE.as_str()).into_response()
 }
 
 fn bad_request(msg: impl Into<String>) -> Response {
@@ -343,6 +354,18 @@ async fn summary(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dashboard_page_inlines_its_script_and_style() {
+        assert!(INDEX_HTML.contains(STYLESHEET_LINK) && INDEX_HTML.contains(SCRIPT_TAG), "index.html references both files");
+        // The inlined texts must not end their element early.
+        assert!(!APP_JS.to_ascii_lowercase().contains("</script"));
+        assert!(!STYLE_CSS.to_ascii_lowercase().contains("</style"));
+        let page = DASHBOARD_PAGE.as_str();
+        assert!(!page.contains(STYLESHEET_LINK) && !page.contains(SCRIPT_TAG), "{page}");
+        assert!(page.contains(APP_JS) && page.contains(STYLE_CSS));
+        assert!(page.find(STYLE_CSS) < page.find("<body>") && page.find(APP_JS) > page.find("</main>"));
+    }
 
     #[test]
     fn tokens_compare_whole() {

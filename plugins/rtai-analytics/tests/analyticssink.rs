@@ -526,7 +526,7 @@ fn token_is_enforced_except_for_metrics() {
     let pspec = rig.sink.find_property("auth-token").unwrap();
     assert!(!pspec.flags().contains(gst::glib::ParamFlags::READABLE), "the token is write-only");
     let addr = rig.addr();
-    for path in ["/", "/app.js", "/api/events", "/api/summary", "/api/latency", "/api/events/stream"] {
+    for path in ["/", "/app.js", "/style.css", "/api/events", "/api/summary", "/api/latency", "/api/events/stream"] {
         let (status, head, _) = http_get(&addr, path, &[]);
         assert_eq!(status, 401, "{path}");
         assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer"));
@@ -540,6 +540,39 @@ fn token_is_enforced_except_for_metrics() {
     assert!(body.contains("<canvas id=\"latency-chart\""));
     let (status, _, _) = http_get(&addr, "/metrics", &[]);
     assert_eq!(status, 200, "/metrics stays open for scrapers");
+    rig.stop();
+}
+
+/// With a token the dashboard still works: the page carries its script and
+/// style inline (a browser would fetch separate files without the token), and
+/// the separate files, too, need the token.
+#[test]
+fn dashboard_page_and_assets_load_with_the_token_only() {
+    let rig = Rig::new(&[("listen", "127.0.0.1:0".to_value()), ("auth-token", "s3cret token".to_value())], &[VIDEO]);
+    let addr = rig.addr();
+    let (status, head, page) = http_get(&addr, "/?access_token=s3cret%20token", &[]);
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("text/html"), "{head}");
+    // Everything the page needs is in it: no script, stylesheet or image from a URL.
+    assert!(!page.contains("<script src") && !page.contains("rel=\"stylesheet\""), "{page}");
+    let script = page.split_once("<script>").and_then(|(_, rest)| rest.split_once("</script>")).expect("an inline script").0;
+    assert!(script.contains("function drawBars") && script.contains("new EventSource(withToken("), "the dashboard's script is inlined");
+    let style = page.split_once("<style>").and_then(|(_, rest)| rest.split_once("</style>")).expect("an inline style").0;
+    assert!(style.contains(".panel"), "the dashboard's style is inlined");
+    let (status, _, _) = http_get(&addr, "/", &[]);
+    assert_eq!(status, 401, "the page needs the token");
+    for (path, content_type, needle) in [("/app.js", "text/javascript", "function drawBars"), ("/style.css", "text/css", ".panel")] {
+        let (status, _, _) = http_get(&addr, path, &[]);
+        assert_eq!(status, 401, "{path} without the token");
+        let (status, _, _) = http_get(&addr, &format!("{path}?access_token=wrong"), &[]);
+        assert_eq!(status, 401, "{path} with a wrong token");
+        for (query, headers) in [("?access_token=s3cret%20token", &[][..]), ("", &[("Authorization", "Bearer s3cret token")][..])] {
+            let (status, head, body) = http_get(&addr, &format!("{path}{query}"), headers);
+            assert_eq!(status, 200, "{path}{query} {headers:?}");
+            assert!(head.contains(content_type), "{head}");
+            assert!(body.contains(needle), "{path}: {body}");
+        }
+    }
     rig.stop();
 }
 
