@@ -58,6 +58,8 @@ function drawBars(canvas, groups, seriesNames, unit) {
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height;
   ctx.clearRect(0, 0, w, h);
+  // What the canvas shows once this returns, for tests and tools (a canvas has no DOM to read).
+  canvas.dataset.drawn = JSON.stringify(groups.map((g) => g.label));
   if (!groups.length) return false;
   const left = 50, bottom = 40, top = 20;
   const max = Math.max(1e-9, ...groups.flatMap((g) => g.values));
@@ -100,7 +102,6 @@ async function refreshCharts() {
     document.getElementById("element").textContent = sum.element;
     const classes = Object.entries(sum.summary.detections_per_class).map(([k, v]) => ({ label: k, values: [v] }));
     drawBars(document.getElementById("class-chart"), classes, ["objects"], "");
-    document.body.dataset.chartsDrawn = String(drawn && classes.length > 0);
   } catch (e) {
     setStatus("error: " + e.message, false);
   }

@@ -8,16 +8,54 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use gst::prelude::*;
+
 
 pub const MS: u64 = 1_000_000;
 pub const S: u64 = 1_000_000_000;
 
+/// Set once a process initialised GStreamer with [`init`] or [`init_from_file_with_tracer`]:
+/// `true` for the latter. The two exclude each other (the plugin's types would
+/// be registered twice, from two copies of its code).
+static FROM_FILE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// GStreamer with the plugin registered statically from this test binary.
 pub fn init() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
+    let from_file = *FROM_FILE.get_or_init(|| {
         gst::init().unwrap();
         gstrtaianalytics::plugin_register_static().unwrap();
+        false
     });
+    assert!(!from_file, "this process loaded the plugin from its file");
+}
+
+/// GStreamer as a user runs the tracer: `GST_TRACERS=latencymetrics` set
+/// before it initialises, and the plugin loaded from its file through
+/// `GST_PLUGIN_PATH` into a fresh registry. The file is the one cargo built
+/// with this test binary (next to it in `deps/`), so it is never stale; only
+/// it is on the path (not the other plugins of `target/`).
+pub fn init_from_file_with_tracer() {
+    let from_file = *FROM_FILE.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let built = exe.parent().unwrap().join("libgstrtaianalytics.so");
+        assert!(built.exists(), "{} is missing: cargo builds it with the tests", built.display());
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rtai-analytics-plugin");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(&built, dir.join("libgstrtaianalytics.so")).unwrap();
+        // SAFETY: runs once, before GStreamer or any other thread of this test reads the environment.
+        unsafe {
+            std::env::set_var("GST_PLUGIN_PATH", &dir);
+            std::env::set_var("GST_REGISTRY", dir.join("registry.bin"));
+            std::env::set_var("GST_TRACERS", "latencymetrics");
+        }
+        gst::init().unwrap();
+        let plugin = gst::Registry::get().find_plugin("rtaianalytics").expect("the plugin file is found through GST_PLUGIN_PATH");
+        assert!(plugin.filename().is_some_and(|f| f.starts_with(&dir)), "{:?}", plugin.filename());
+        assert!(plugin.is_loaded(), "GST_TRACERS made GStreamer load the plugin for its tracer");
+        true
+    });
+    assert!(from_file, "this process registered the plugin statically");
 }
 
 /// A detection to script: label, track id, confidence.
@@ -111,6 +149,115 @@ pub fn element_messages(msgs: &[gst::Message], name: &str) -> Vec<gst::Structure
 
 pub fn event_json(s: &gst::StructureRef) -> serde_json::Value {
     serde_json::from_str(s.get::<&str>("json").unwrap()).unwrap()
+}
+
+/// analyticssink in a pipeline with one test src pad per stream, pushed synchronously.
+pub struct Rig {
+    pub pipeline: gst::Pipeline,
+    pub sink: gst::Element,
+    pub srcs: Vec<gst::Pad>,
+    pub bus: gst::Bus,
+}
+
+impl Rig {
+    /// With the plugin registered statically ([`init`]).
+    pub fn new(props: &[(&str, gst::glib::Value)], caps: &[&str]) -> Self {
+        init();
+        Self::build(props, caps, None)
+    }
+
+    /// In a process that initialised GStreamer itself; with `stage` (a
+    /// one-element launch description), each test pad feeds the sink through
+    /// such an element, named `stage0`, `stage1`, ….
+    pub fn build(props: &[(&str, gst::glib::Value)], caps: &[&str], stage: Option<&str>) -> Self {
+        let sink = gst::ElementFactory::make("analyticssink").property("listen", "").build().unwrap();
+        for (k, v) in props {
+            sink.set_property_from_value(k, v);
+        }
+        let pipeline = gst::Pipeline::new();
+        pipeline.add(&sink).unwrap();
+        let mut srcs = Vec::new();
+        for (i, _) in caps.iter().enumerate() {
+            let sinkpad = sink.request_pad_simple("sink_%u").unwrap();
+            let src = gst::Pad::builder(gst::PadDirection::Src).name(format!("src{i}")).build();
+            src.set_active(true).unwrap();
+            match stage {
+                Some(description) => {
+                    // One element, not a bin: the tracer measures plain elements only.
+                    let element = gst::parse::launch(description).unwrap();
+                    assert!(!element.is::<gst::Bin>(), "stage '{description}' is one element");
+                    element.set_property("name", format!("stage{i}"));
+                    pipeline.add(&element).unwrap();
+                    src.link(&element.static_pad("sink").unwrap()).unwrap();
+                    element.static_pad("src").unwrap().link(&sinkpad).unwrap();
+                }
+                None => {
+                    src.link(&sinkpad).unwrap();
+                }
+            }
+            srcs.push(src);
+        }
+        pipeline.set_state(gst::State::Playing).unwrap();
+        for (src, caps) in srcs.iter().zip(caps) {
+            assert!(src.push_event(gst::event::StreamStart::new(&format!("test-{}", src.name()))));
+            assert!(src.push_event(gst::event::Caps::new(&caps.parse::<gst::Caps>().unwrap())));
+            assert!(src.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())));
+        }
+        let bus = pipeline.bus().unwrap();
+        Self { pipeline, sink, srcs, bus }
+    }
+
+    pub fn push(&self, i: usize, buffer: gst::Buffer) {
+        assert_eq!(self.srcs[i].push(buffer), Ok(gst::FlowSuccess::Ok));
+    }
+
+    pub fn event(&self, i: usize, event: gst::Event) {
+        assert!(self.srcs[i].push_event(event));
+    }
+
+    pub fn eos(&self) {
+        for src in &self.srcs {
+            src.push_event(gst::event::Eos::new());
+        }
+    }
+
+    pub fn stats(&self) -> gst::Structure {
+        self.sink.property("stats")
+    }
+
+    pub fn addr(&self) -> String {
+        self.sink.property::<Option<String>>("bound-address").expect("the server runs")
+    }
+
+    pub fn stop(&self) {
+        self.pipeline.set_state(gst::State::Null).unwrap();
+    }
+
+    /// Events posted so far (as JSON), in order.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        messages(&self.bus, "rtai-analytics-event").iter().map(|s| event_json(s)).collect()
+    }
+}
+
+pub const VIDEO: &str = "video/x-raw,format=RGB,width=64,height=48,framerate=10/1";
+pub const AUDIO: &str = "audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved";
+pub const TEXT: &str = "text/x-raw,format=utf8";
+
+/// 0–2 s: a car (track 1); 1 s: four people arrive at once (a count spike); 2 s on: empty.
+pub fn scripted_video(rig: &Rig, pad: usize) {
+    for n in 0..40u64 {
+        let pts = n * 100 * MS;
+        let mut dets = Vec::new();
+        if n < 20 {
+            dets.push(Det("car", Some(1), 0.9));
+        }
+        if (10..15).contains(&n) {
+            for id in 2..6 {
+                dets.push(Det("person", Some(id), 0.8));
+            }
+        }
+        rig.push(pad, video_frame(pts, &dets));
+    }
 }
 
 /// A plain HTTP/1.1 GET: (status, headers, body).

@@ -1,20 +1,25 @@
 // Opens analyticssink's dashboard in Debian's chromium (headless, through
 // playwright-core), prints "ready" once the live feed is connected, then waits
-// until a row for the label given as argv[3] appears and prints what the page
-// shows as one JSON line. Exits non-zero on a timeout.
+// until a row for the label given as argv[3] appears and both charts have
+// drawn what is expected (the class chart that label, the latency chart a bar
+// group for argv[5]), saves a full-page PNG screenshot to argv[4] and prints
+// what the page shows as one JSON line, with the charts' boxes in the
+// screenshot's pixels. Exits non-zero on a timeout.
 import { chromium } from "playwright-core";
 
-const [url, label] = process.argv.slice(2);
+const [url, label, screenshot, latencyGroup] = process.argv.slice(2);
 const origin = new URL(url).origin;
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu"],
 });
 try {
-  const page = await browser.newPage();
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 }, deviceScaleFactor: 1 });
   const requests = [];
   const errors = [];
   page.on("request", (r) => requests.push(r.url()));
+  // A 401 for a script or style would leave the page half working without a page error.
+  page.on("response", (r) => { if (r.status() >= 400) errors.push(r.status() + " " + r.url().replace(/access_token=[^&]*/, "access_token=…")); });
   page.on("pageerror", (e) => errors.push(String(e)));
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
   await page.goto(url);
@@ -24,15 +29,19 @@ try {
   await page.waitForFunction(
     (l) => [...document.querySelectorAll("#events tbody tr")].some((tr) => tr.textContent.includes(l)),
     label, { timeout: 15000 });
-  // Let the 1 s chart refresh draw the new class.
-  await page.waitForFunction(() => document.getElementById("element").textContent !== "", null, { timeout: 5000 });
+  // The charts refresh every second: wait until they show the new class and the latency.
+  await page.waitForFunction(([l, g]) => {
+    const drawn = (id) => JSON.parse(document.getElementById(id).dataset.drawn || "[]");
+    return drawn("class-chart").includes(l) && (!g || drawn("latency-chart").includes(g));
+  }, [label, latencyGroup || ""], { timeout: 10000 });
+  await page.screenshot({ path: screenshot, fullPage: true });
   const shown = await page.evaluate(() => {
-    const inked = (id) => {
-      const c = document.getElementById(id);
-      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-      let n = 0;
-      for (let i = 3; i < d.length; i += 4) if (d[i] !== 0) n++;
-      return n;
+    const drawn = (id) => JSON.parse(document.getElementById(id).dataset.drawn || "[]");
+    const box = (id) => {
+      const r = document.getElementById(id).getBoundingClientRect();
+      const s = window.devicePixelRatio;
+      // Document coordinates: the screenshot is of the full page.
+      return { x: Math.round((r.left + window.scrollX) * s), y: Math.round((r.top + window.scrollY) * s), width: Math.round(r.width * s), height: Math.round(r.height * s) };
     };
     return {
       rows: [...document.querySelectorAll("#events tbody tr")].map((tr) => [...tr.children].map((td) => td.textContent)),
@@ -40,7 +49,12 @@ try {
       totalClips: Number(document.getElementById("total-clips").textContent),
       clips: [...document.querySelectorAll("#clips li")].map((li) => li.textContent),
       element: document.getElementById("element").textContent,
-      classChartInk: inked("class-chart"),
+      status: document.getElementById("status").textContent,
+      latencyHintHidden: document.getElementById("latency-empty").classList.contains("hidden"),
+      charts: {
+        latency: { box: box("latency-chart"), groups: drawn("latency-chart") },
+        classes: { box: box("class-chart"), groups: drawn("class-chart") },
+      },
     };
   });
   shown.rowsBefore = rowsBefore;
