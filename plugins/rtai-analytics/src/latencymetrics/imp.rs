@@ -102,6 +102,34 @@ pub fn snapshot() -> Vec<PadLatency> {
     out
 }
 
+const LEVEL_BUFFERS: &str = "current-level-buffers";
+const LEVEL_BYTES: &str = "current-level-bytes";
+const LEVEL_TIME: &str = "current-level-time";
+
+/// Whether `element` has `name` as a readable integer property, as queue and
+/// queue2 do; any element may use the name with another type.
+fn has_level(element: &gst::Element, name: &str) -> bool {
+    element.find_property(name).is_some_and(|p| {
+        p.flags().contains(glib::ParamFlags::READABLE)
+            && [u32::static_type(), u64::static_type(), i32::static_type(), i64::static_type()].contains(&p.value_type())
+    })
+}
+
+/// The level property `name` of `element`, `None` unless [`has_level`] (never
+/// a typed `property::<T>()`, which panics on another type).
+fn level(element: &gst::Element, name: &str) -> Option<u64> {
+    if !has_level(element, name) {
+        return None;
+    }
+    let v = element.property_value(name);
+    v.get::<u32>()
+        .map(u64::from)
+        .or_else(|_| v.get::<u64>())
+        .ok()
+        .or_else(|| v.get::<i32>().ok().and_then(|n| u64::try_from(n).ok()))
+        .or_else(|| v.get::<i64>().ok().and_then(|n| u64::try_from(n).ok()))
+}
+
 struct QueueLevel {
     element: String,
     buffers: u64,
@@ -120,11 +148,13 @@ fn queue_levels() -> (Vec<QueueLevel>, Vec<(String, usize)>) {
     let levels = queues
         .into_iter()
         .filter_map(|w| w.upgrade())
-        .map(|q| QueueLevel {
-            element: q.name().to_string(),
-            buffers: q.property::<u32>("current-level-buffers") as u64,
-            bytes: q.property::<u32>("current-level-bytes") as u64,
-            seconds: q.property::<u64>("current-level-time") as f64 / 1e9,
+        .filter_map(|q| {
+            Some(QueueLevel {
+                element: q.name().to_string(),
+                buffers: level(&q, LEVEL_BUFFERS)?,
+                bytes: level(&q, LEVEL_BYTES)?,
+                seconds: level(&q, LEVEL_TIME)? as f64 / 1e9,
+            })
         })
         .collect();
     let mut in_flight: Vec<(String, usize)> = in_flight;
@@ -247,9 +277,7 @@ fn on_push(ts: u64, pad: &gst::Pad, pts: Option<u64>) {
         let track = store.elements.entry(key).or_insert_with(|| ElementTrack {
             weak: down.downgrade(),
             name: down.name().to_string(),
-            is_queue: down.find_property("current-level-buffers").is_some()
-                && down.find_property("current-level-bytes").is_some()
-                && down.find_property("current-level-time").is_some(),
+            is_queue: [LEVEL_BUFFERS, LEVEL_BYTES, LEVEL_TIME].iter().all(|n| has_level(&down, n)),
             pending: VecDeque::new(),
         });
         if down.num_src_pads() > 0 {
@@ -311,5 +339,82 @@ impl TracerImpl for LatencyMetrics {
 
     fn pad_push_list_pre(&self, ts: u64, pad: &gst::Pad, list: &gst::BufferList) {
         on_push(ts, pad, list.get(0).and_then(pts_of));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An element with a queue's level property names but other types.
+    mod odd {
+        use super::*;
+
+        #[derive(Default)]
+        pub struct OddLevels;
+
+        #[glib::object_subclass]
+        impl ObjectSubclass for OddLevels {
+            const NAME: &'static str = "RtaiTestOddLevels";
+            type Type = super::OddLevels;
+            type ParentType = gst::Element;
+        }
+
+        impl ObjectImpl for OddLevels {
+            fn properties() -> &'static [glib::ParamSpec] {
+                static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+                    vec![
+                        glib::ParamSpecString::builder(LEVEL_BUFFERS).read_only().build(),
+                        glib::ParamSpecDouble::builder(LEVEL_BYTES).read_only().build(),
+                        glib::ParamSpecBoolean::builder(LEVEL_TIME).read_only().build(),
+                    ]
+                });
+                PROPERTIES.as_ref()
+            }
+
+            fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+                match pspec.name() {
+                    LEVEL_BUFFERS => "many".to_value(),
+                    LEVEL_BYTES => 1.5f64.to_value(),
+                    _ => true.to_value(),
+                }
+            }
+
+            fn constructed(&self) {
+                self.parent_constructed();
+                for (name, dir) in [("sink", gst::PadDirection::Sink), ("src", gst::PadDirection::Src)] {
+                    self.obj().add_pad(&gst::Pad::builder(dir).name(name).build()).unwrap();
+                }
+            }
+        }
+
+        impl GstObjectImpl for OddLevels {}
+        impl ElementImpl for OddLevels {}
+    }
+
+    glib::wrapper! {
+        pub struct OddLevels(ObjectSubclass<odd::OddLevels>) @extends gst::Element, gst::Object;
+    }
+
+    #[test]
+    fn queue_levels_read_only_integer_level_properties() {
+        gst::init().unwrap();
+        let odd: gst::Element = glib::Object::builder::<OddLevels>().property("name", "odd-levels").build().upcast();
+        let queue = gst::ElementFactory::make("queue").name("real-queue").build().unwrap();
+        assert!(!has_level(&odd, LEVEL_BUFFERS) && !has_level(&odd, LEVEL_BYTES) && !has_level(&odd, LEVEL_TIME));
+        assert_eq!(level(&odd, LEVEL_BUFFERS), None);
+        let mut pads = Vec::new();
+        for element in [&odd, &queue] {
+            let src = gst::Pad::builder(gst::PadDirection::Src).build();
+            src.link(&element.static_pad("sink").unwrap()).unwrap();
+            // What the tracer's hook does for a buffer pushed into `element`.
+            on_push(1, &src, Some(0));
+            pads.push(src);
+        }
+        let (levels, in_flight) = queue_levels();
+        assert!(in_flight.contains(&("odd-levels".into(), 1)), "{in_flight:?}");
+        assert!(!levels.iter().any(|l| l.element == "odd-levels"), "not a queue: its levels are not integers");
+        let q = levels.iter().find(|l| l.element == "real-queue").expect("the real queue's levels");
+        assert_eq!((q.buffers, q.bytes, q.seconds), (0, 0, 0.0));
     }
 }
