@@ -170,7 +170,7 @@ fn presented_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option
     })
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -8,6 +8,7 @@ mod http;
 pub mod latencymetrics;
 pub mod metrics;
 mod publish;
+mod secrets;
 mod store;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

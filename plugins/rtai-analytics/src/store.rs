@@ -86,8 +86,10 @@ enum Backend {
 #[derive(Clone)]
 pub struct Store(Arc<Backend>);
 
+/// PostgreSQL for its URLs and for libpq `key=value` strings (which tokio-postgres
+/// takes as they are); a SQLite path otherwise.
 fn is_postgres(database: &str) -> bool {
-    database.starts_with("postgres://") || database.starts_with("postgresql://")
+    database.starts_with("postgres://") || database.starts_with("postgresql://") || crate::secrets::is_pg_conninfo(database)
 }
 
 /// The filter as SQL conditions with numbered placeholders (`?1` / `$1`) and their values.
@@ -113,6 +115,22 @@ fn conditions(f: &EventFilter, pg: bool) -> (String, Vec<SqlValue>) {
     }
     let sql = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
     (sql, values)
+}
+
+/// `err` and its causes: tokio-postgres' own text ("error connecting to server",
+/// "invalid connection string") leaves out why. The causes name options, never
+/// their values.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text = format!("{text}: {c_text}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 #[derive(Debug, Clone)]
@@ -167,7 +185,7 @@ impl Store {
         let path = database.to_string();
         let conn = tokio::task::spawn_blocking(move || -> Result<rusqlite::Connection, String> {
             let mut conn = if path.is_empty() { rusqlite::Connection::open_in_memory() } else { rusqlite::Connection::open(&path) }
-                .map_err(|e| format!("cannot open SQLite database '{path}': {e}"))?;
+                .map_err(|e| format!("cannot open SQLite database '{}': {e}", crate::secrets::redact(&path)))?;
             conn.busy_timeout(Duration::from_secs(2)).map_err(|e| e.to_string())?;
             if !path.is_empty() {
                 // WAL lets readers (the API, other processes) read while the writer writes.
@@ -211,7 +229,7 @@ impl Store {
             let (client, connection) = tokio::time::timeout(Duration::from_secs(5), tokio_postgres::connect(url, tokio_postgres::NoTls))
                 .await
                 .map_err(|_| "connecting to PostgreSQL timed out".to_string())?
-                .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+                .map_err(|e| format!("cannot connect to PostgreSQL: {}", with_causes(&e)))?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });
@@ -512,6 +530,7 @@ mod tests {
     fn urls_pick_the_backend() {
         assert!(is_postgres("postgres://u@localhost/db"));
         assert!(is_postgres("postgresql://localhost"));
+        assert!(is_postgres("host=localhost dbname=events password=x"));
         assert!(!is_postgres("/tmp/x.sqlite"));
         assert!(!is_postgres(""));
     }

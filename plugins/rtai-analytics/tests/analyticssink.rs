@@ -522,22 +522,38 @@ fn busy_port_is_a_clear_error() {
 #[test]
 fn database_and_redis_passwords_never_show() {
     init();
-    let sink = gst::ElementFactory::make("analyticssink")
-        .property("listen", "")
-        // Port 1 on loopback refuses: the start fails with an error message.
-        .property("database", "postgres://app:s3cret-pw@127.0.0.1:1/events")
-        .property("redis-url", "redis://:t0ken-pw@127.0.0.1:1/0")
-        .build()
-        .unwrap();
-    assert_eq!(sink.property::<String>("database"), "postgres://app:***@127.0.0.1:1/events");
-    assert_eq!(sink.property::<Option<String>>("redis-url").as_deref(), Some("redis://:***@127.0.0.1:1/0"));
-    let pipeline = gst::Pipeline::new();
-    pipeline.add(&sink).unwrap();
-    assert!(pipeline.set_state(gst::State::Playing).is_err());
-    let msg = pipeline.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error]).unwrap();
-    let gst::MessageView::Error(err) = msg.view() else { unreachable!() };
-    let text = format!("{} {:?}", err.error(), err.debug());
-    assert!(text.contains("analytics database"), "{text}");
-    assert!(!text.contains("s3cret-pw"), "{text}");
-    pipeline.set_state(gst::State::Null).unwrap();
+    // (database, as read back, redis-url, as read back). Port 1 on loopback
+    // refuses: every start fails with an error message.
+    let cases = [
+        ("postgres://app:s3cret-pw@127.0.0.1:1/events", "postgres://app:***@127.0.0.1:1/events", "redis://:t0ken-pw@127.0.0.1:1/0", "redis://:***@127.0.0.1:1/0"),
+        (
+            "postgres://app@127.0.0.1:1/events?connect_timeout=2&password=s3cret-pw",
+            "postgres://***@127.0.0.1:1/events?connect_timeout=2&password=***",
+            "redis://127.0.0.1:1/0?token=t0ken-pw",
+            "redis://127.0.0.1:1/0?token=***",
+        ),
+        (
+            "host=127.0.0.1 port=1 user=app password=s3cret-pw dbname=events",
+            "host=127.0.0.1 port=1 user=app password=*** dbname=events",
+            "redis://app:t0ken-pw@127.0.0.1:1",
+            "redis://app:***@127.0.0.1:1",
+        ),
+        ("host=127.0.0.1 port=1 password='s3cret-pw", "(an unparsable connection string, not shown)", "redis://t0ken-pw@127.0.0.1:1", "redis://***@127.0.0.1:1"),
+    ];
+    for (database, shown, redis, redis_shown) in cases {
+        let sink = gst::ElementFactory::make("analyticssink").property("listen", "").property("database", database).property("redis-url", redis).build().unwrap();
+        assert_eq!(sink.property::<String>("database"), shown);
+        assert_eq!(sink.property::<Option<String>>("redis-url").as_deref(), Some(redis_shown));
+        let pipeline = gst::Pipeline::new();
+        pipeline.add(&sink).unwrap();
+        assert!(pipeline.set_state(gst::State::Playing).is_err(), "{database}");
+        let msg = pipeline.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error]).unwrap();
+        let gst::MessageView::Error(err) = msg.view() else { unreachable!() };
+        let text = format!("{} {:?}", err.error(), err.debug());
+        // key=value strings are PostgreSQL's, not SQLite file names.
+        assert!(text.contains("analytics database") && text.contains("PostgreSQL"), "{text}");
+        assert!(!text.contains("s3cret-pw") && !text.contains("t0ken-pw"), "{text}");
+        assert!(!std::path::Path::new(database).exists(), "no SQLite file named {database}");
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
 }

@@ -548,7 +548,7 @@ impl AnalyticsSink {
         let element = self.obj().name().to_string();
         let database = s.database.clone();
         let store = wait_on(async move { Store::open(&database).await }).map_err(|err| {
-            gst::error_msg!(gst::ResourceError::OpenReadWrite, ("Cannot open the analytics database: {}", err), ["database property: {}", rtai_core::secrets::redact_url(&s.database)])
+            gst::error_msg!(gst::ResourceError::OpenReadWrite, ("Cannot open the analytics database: {}", err), ["database property: {}", crate::secrets::redact(&s.database)])
         })?;
         gst::info!(CAT, imp = self, "storing events in {}", store.backend_name());
         let rt = rtai_core::runtime::runtime();
@@ -693,7 +693,7 @@ impl ObjectImpl for AnalyticsSink {
                     .build(),
                 glib::ParamSpecString::builder("database")
                     .nick("Database")
-                    .blurb("SQLite file path, a postgres:// URL, or empty for an in-memory SQLite database (a password in the URL reads back as ***)")
+                    .blurb("SQLite file path, a postgres:// URL or libpq key=value string (host=… dbname=…), or empty for an in-memory SQLite database (passwords read back as ***)")
                     .default_value(Some(DEFAULT_DATABASE))
                     .mutable_ready()
                     .build(),
@@ -821,8 +821,8 @@ impl ObjectImpl for AnalyticsSink {
             }
             "auth-token" => None::<String>.to_value(),
             // Credentials in the URLs are never read back.
-            "database" => rtai_core::secrets::redact_url(&s.database).to_value(),
-            "redis-url" => s.redis_url.as_deref().map(rtai_core::secrets::redact_url).to_value(),
+            "database" => crate::secrets::redact(&s.database).to_value(),
+            "redis-url" => s.redis_url.as_deref().map(crate::secrets::redact).to_value(),
             "redis-stream" => s.redis_stream.to_value(),
             "redis-max-len" => s.redis_max_len.to_value(),
             "clip-threshold" => s.clip_threshold.to_value(),
