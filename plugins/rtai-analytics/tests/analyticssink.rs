@@ -348,7 +348,7 @@ fn sse_feed_receives_live_events() {
     let addr = rig.addr();
     let (status, mut all) = Sse::open(&addr, "/api/events/stream");
     assert_eq!(status, 200);
-    let (status, mut speech_only) = Sse::open(&addr, "/api/events/stream?type=object-leave");
+    let (status, mut leaves_only) = Sse::open(&addr, "/api/events/stream?type=object-leave");
     assert_eq!(status, 200);
     rig.push(0, video_frame(0, &[Det("cat", Some(3), 0.75)]));
     let (event, data) = all.next_event().expect("a live event");
@@ -356,13 +356,25 @@ fn sse_feed_receives_live_events() {
     let ev: serde_json::Value = serde_json::from_str(&data).unwrap();
     assert_eq!((ev["label"].as_str(), ev["track_id"].as_i64()), (Some("cat"), Some(3)));
     rig.push(0, video_frame(5 * S, &[]));
-    let (event, data) = speech_only.next_event().expect("the filtered feed's event");
+    let (event, data) = leaves_only.next_event().expect("the filtered feed's event");
     assert_eq!(event, "object-leave");
     assert!(data.contains("\"cat\""));
     rig.eos();
     rig.stop();
-    // The feed ends when the sink stops.
-    while all.next_event().is_some() {}
+    // Both feeds end when the sink stops: the response's last chunk, not a read
+    // timeout or a cut connection. The unfiltered feed still holds the leave.
+    let rest = |sse: &mut Sse| -> Vec<String> {
+        let mut events = Vec::new();
+        loop {
+            match sse.next() {
+                SseRead::Event(event, _) => events.push(event),
+                SseRead::End => return events,
+                other => panic!("the feed did not end cleanly: {other:?} after {events:?}"),
+            }
+        }
+    };
+    assert_eq!(rest(&mut all), ["object-leave"]);
+    assert_eq!(rest(&mut leaves_only), Vec::<String>::new());
 }
 
 #[test]

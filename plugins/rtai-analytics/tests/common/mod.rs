@@ -292,9 +292,26 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-/// An open Server-Sent Events stream.
+/// An open Server-Sent Events stream (HTTP/1.1, chunked or not).
 pub struct Sse {
     reader: BufReader<TcpStream>,
+    chunked: bool,
+    /// Body bytes decoded from chunks and not yet returned as lines.
+    body: Vec<u8>,
+    ended: bool,
+}
+
+/// What reading an SSE stream gave.
+#[derive(Debug, PartialEq)]
+pub enum SseRead {
+    /// `(event, data)`.
+    Event(String, String),
+    /// The server ended the response (the last chunk, or a close without chunking).
+    End,
+    /// Nothing within the read timeout: the stream is open but silent.
+    TimedOut,
+    /// The connection broke mid-response (or another I/O error).
+    Broken(String),
 }
 
 impl Sse {
@@ -308,34 +325,75 @@ impl Sse {
         let mut status_line = String::new();
         reader.read_line(&mut status_line).unwrap();
         let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut chunked = false;
         loop {
             let mut line = String::new();
             reader.read_line(&mut line).unwrap();
             if line == "\r\n" || line.is_empty() {
                 break;
             }
+            chunked |= line.to_ascii_lowercase().starts_with("transfer-encoding:") && line.to_ascii_lowercase().contains("chunked");
         }
-        (status, Self { reader })
+        (status, Self { reader, chunked, body: Vec::new(), ended: false })
     }
 
-    /// The next `(event, data)`; keep-alive comments are skipped. Chunked framing
-    /// lines (hex sizes) are skipped too.
-    pub fn next_event(&mut self) -> Option<(String, String)> {
+    /// The next line of the body (without its end), `None` at its end.
+    fn body_line(&mut self) -> std::io::Result<Option<String>> {
+        if !self.chunked {
+            let mut line = String::new();
+            return Ok((self.reader.read_line(&mut line)? > 0).then(|| line.trim_end_matches(['\r', '\n']).to_string()));
+        }
+        loop {
+            if let Some(nl) = self.body.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.body.drain(..=nl).collect();
+                return Ok(Some(String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string()));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            let mut size = String::new();
+            if self.reader.read_line(&mut size)? == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before the last chunk"));
+            }
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad chunk size {size:?}")))?;
+            let mut chunk = vec![0; n + 2];
+            self.reader.read_exact(&mut chunk)?;
+            if n == 0 {
+                self.ended = true;
+            } else {
+                self.body.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+
+    /// The next event, the end of the stream, or why neither came.
+    /// Keep-alive comments are skipped.
+    pub fn next(&mut self) -> SseRead {
         let mut event = None;
         let mut data = None;
         loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line).ok()? == 0 {
-                return None;
-            }
-            let line = line.trim_end_matches(['\r', '\n']);
+            let line = match self.body_line() {
+                Ok(Some(line)) => line,
+                Ok(None) => return SseRead::End,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return SseRead::TimedOut,
+                Err(e) => return SseRead::Broken(e.to_string()),
+            };
             if let Some(e) = line.strip_prefix("event:") {
                 event = Some(e.trim().to_string());
             } else if let Some(d) = line.strip_prefix("data:") {
                 data = Some(d.trim().to_string());
             } else if line.is_empty() && data.is_some() {
-                return Some((event.unwrap_or_default(), data.unwrap()));
+                return SseRead::Event(event.unwrap_or_default(), data.unwrap());
             }
+        }
+    }
+
+    /// The next `(event, data)`, or `None` when anything else came.
+    pub fn next_event(&mut self) -> Option<(String, String)> {
+        match self.next() {
+            SseRead::Event(event, data) => Some((event, data)),
+            _ => None,
         }
     }
 }
