@@ -22,14 +22,17 @@ pub async fn run_redis(
     key: String,
     max_len: u32,
     mut rx: mpsc::Receiver<(&'static str, Arc<str>)>,
+    obj: gst::glib::WeakRef<gst::Element>,
     element: String,
     stats: Arc<RedisStats>,
 ) {
     let el = labels(&[("element", &element)]);
+    let warn = |msg: &str| crate::analyticssink::warn(&obj, &element, msg);
+    // Redis' errors name the problem, never the URL's password.
     let client = match redis::Client::open(url.as_str()) {
         Ok(c) => Some(c),
         Err(err) => {
-            eprintln!("analyticssink {element}: invalid Redis URL: {err}");
+            warn(&format!("invalid Redis URL {}: {err}", crate::secrets::redact(&url)));
             None
         }
     };
@@ -45,7 +48,12 @@ pub async fn run_redis(
                 }
                 match tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection()).await {
                     Ok(Ok(c)) => conn = Some(c),
-                    _ => {
+                    failed => {
+                        // At most one warning per backoff period.
+                        match failed {
+                            Ok(Err(err)) => warn(&format!("cannot connect to Redis: {err}")),
+                            _ => warn("connecting to Redis timed out"),
+                        }
                         backoff_until = Some(tokio::time::Instant::now() + Duration::from_millis(500));
                         break;
                     }
@@ -70,7 +78,7 @@ pub async fn run_redis(
                     break;
                 }
                 Err(err) => {
-                    eprintln!("analyticssink {element}: Redis XADD failed: {err}");
+                    warn(&format!("Redis XADD failed: {err}"));
                     conn = None;
                 }
             }

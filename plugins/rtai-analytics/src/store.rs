@@ -471,7 +471,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// is retried (with backoff up to [`MAX_BACKOFF`]) until it is written, and
 /// given up (counted as dropped) only once the sink closed the channel and
 /// `give_up_after` retries failed.
-pub async fn run_writer(store: Store, mut rx: mpsc::Receiver<Event>, batch_size: usize, element: String, stats: Arc<WriterStats>) {
+pub async fn run_writer(
+    store: Store,
+    mut rx: mpsc::Receiver<Event>,
+    batch_size: usize,
+    obj: gst::glib::WeakRef<gst::Element>,
+    element: String,
+    stats: Arc<WriterStats>,
+) {
     let backend = store.backend_name();
     let el = labels(&[("element", &element), ("backend", backend)]);
     let depth = labels(&[("element", &element)]);
@@ -495,9 +502,10 @@ pub async fn run_writer(store: Store, mut rx: mpsc::Receiver<Event>, batch_size:
                 }
                 Err(err) => {
                     attempt += 1;
+                    // Logged before it is counted: who sees the count finds the warning.
+                    crate::analyticssink::warn(&obj, &element, &format!("write of {} events failed (attempt {attempt}): {err}", batch.len()));
                     stats.failures.fetch_add(1, Ordering::Relaxed);
                     METRICS.write_failures.get_or_create(&el).inc();
-                    eprintln!("analyticssink {element}: write of {} events failed (attempt {attempt}): {err}", batch.len());
                     if rx.is_closed() && attempt >= give_up_after {
                         stats.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
                         METRICS.dropped.get_or_create(&labels(&[("element", &element), ("reason", "storage")])).inc_by(batch.len() as u64);

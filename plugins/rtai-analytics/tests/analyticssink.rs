@@ -72,17 +72,7 @@ fn clip_markers_are_posted_with_running_times() {
 #[test]
 fn malformed_metas_are_ignored_with_a_debug_log() {
     init();
-    let logged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let sink_log = logged.clone();
-    gst::log::remove_default_log_function();
-    gst::log::set_threshold_for_name("analyticssink", gst::DebugLevel::Debug);
-    gst::log::add_log_function(move |cat, level, _file, _func, _line, _obj, msg| {
-        if cat.name() == "analyticssink" && level == gst::DebugLevel::Debug {
-            if let Some(m) = msg.get() {
-                sink_log.lock().unwrap().push(m.to_string());
-            }
-        }
-    });
+    let log = capture_log("analyticssink");
     let rig = Rig::new(&[], &[VIDEO]);
     let mut b = video_frame(0, &[Det("car", Some(1), 0.9)]);
     {
@@ -116,7 +106,10 @@ fn malformed_metas_are_ignored_with_a_debug_log() {
     let appear = of_type(&events, "object-appear");
     assert_eq!(appear.len(), 1, "only the good car: {events:#?}");
     assert_eq!(appear[0]["label"], "car");
-    let logged = logged.lock().unwrap();
+    let pad = rig.sink.static_pad("sink_0").unwrap();
+    let addr = pad.as_ptr() as usize;
+    let logged: Vec<String> =
+        log.lock().unwrap().iter().filter(|(l, o, _)| *l == gst::DebugLevel::Debug && *o == addr).map(|(_, _, m)| m.clone()).collect();
     assert_eq!(logged.iter().filter(|m| m.contains("ignoring malformed meta")).count(), 7, "{logged:#?}");
     assert!(logged.iter().any(|m| m.contains("confidence 3 outside 0..1")), "{logged:#?}");
 }
@@ -232,6 +225,8 @@ fn sqlite_holds_the_events_after_a_run() {
 
 #[test]
 fn postgresql_holds_the_events_and_writes_survive_an_outage() {
+    init();
+    let log = capture_log("analyticssink");
     let mut pg = Postgres::start();
     let url = pg.create_database("rtai_events_test");
     let rig = Rig::new(&[("database", url.to_value()), ("batch-size", 4u32.to_value())], &[VIDEO]);
@@ -253,6 +248,8 @@ fn postgresql_holds_the_events_and_writes_survive_an_outage() {
         }
     };
     assert!(failures_seen > 0, "writes failed while the server was down");
+    let warnings = logged_about(&log, gst::DebugLevel::Warning, &rig.sink);
+    assert!(warnings.iter().any(|m| m.contains("events failed (attempt 1)") && m.contains("PostgreSQL")), "a warning on the element: {warnings:#?}");
     pg.restart();
     rig.eos();
     let events = rig.events();
@@ -284,6 +281,28 @@ fn redis_stream_gets_every_event() {
     let json_line = first.lines().find(|l| l.starts_with('{')).unwrap();
     let ev: serde_json::Value = serde_json::from_str(json_line).unwrap();
     assert_eq!(ev["key"], events[0]["key"]);
+}
+
+/// Redis being away is logged as warnings on the element (its debug category,
+/// not stderr), without the URL's password; the pipeline keeps flowing.
+#[test]
+fn redis_failures_are_warnings_on_the_element() {
+    init();
+    let log = capture_log("analyticssink");
+    // Port 1 on loopback refuses.
+    let rig = Rig::new(&[("redis-url", "redis://:t0ken-pw@127.0.0.1:1/0".to_value())], &[VIDEO]);
+    rig.push(0, video_frame(0, &[Det("cat", Some(1), 0.9)]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while rig.stats().get::<u64>("redis-failures").unwrap() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no Redis failure counted: {}", rig.stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let warnings = logged_about(&log, gst::DebugLevel::Warning, &rig.sink);
+    rig.eos();
+    rig.stop();
+    assert!(warnings.iter().any(|m| m.contains("cannot connect to Redis")), "{warnings:#?}");
+    let all = log.lock().unwrap();
+    assert!(!all.iter().any(|(_, _, m)| m.contains("t0ken-pw")), "{all:#?}");
 }
 
 #[test]

@@ -14,15 +14,13 @@ use gst::subclass::prelude::*;
 use rtai_core::{InferenceResult, SegmentEvent, SegmentIdMeta};
 use tokio::sync::{broadcast, mpsc};
 
+use super::CAT;
 use super::events::{Aggregator, Config, Detection, Event, EventKind, parse_keywords};
 use crate::http::{self, SinkApi, Summary};
 use crate::metrics::{METRICS, labels};
 use crate::publish::{self, RedisStats};
 use crate::store::{self, Store, WriterStats};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("analyticssink", gst::DebugColorFlags::empty(), Some("Analytics events, storage, dashboard and metrics"))
-});
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 const DEFAULT_DATABASE: &str = "";
@@ -554,12 +552,14 @@ impl AnalyticsSink {
         let rt = rtai_core::runtime::runtime();
         let writer_stats = Arc::new(WriterStats::default());
         let (store_tx, store_rx) = mpsc::channel(s.max_pending.max(1) as usize);
-        let writer = rt.spawn(store::run_writer(store.clone(), store_rx, s.batch_size.max(1) as usize, element.clone(), writer_stats.clone()));
+        let obj = self.obj().upcast_ref::<gst::Element>().downgrade();
+        let writer =
+            rt.spawn(store::run_writer(store.clone(), store_rx, s.batch_size.max(1) as usize, obj.clone(), element.clone(), writer_stats.clone()));
         let redis_stats = Arc::new(RedisStats::default());
         let (redis_tx, redis) = match s.redis_url.clone().filter(|u| !u.is_empty()) {
             Some(url) => {
                 let (tx, rx) = mpsc::channel(s.max_pending.max(1) as usize);
-                let task = rt.spawn(publish::run_redis(url, s.redis_stream.clone(), s.redis_max_len, rx, element.clone(), redis_stats.clone()));
+                let task = rt.spawn(publish::run_redis(url, s.redis_stream.clone(), s.redis_max_len, rx, obj, element.clone(), redis_stats.clone()));
                 (Some(tx), Some(task))
             }
             None => (None, None),

@@ -58,6 +58,33 @@ pub fn init_from_file_with_tracer() {
     assert!(from_file, "this process registered the plugin statically");
 }
 
+/// One message of a debug category: level, address of the object it is about (0: none), text.
+pub type Logged = (gst::DebugLevel, usize, String);
+
+/// Messages of the debug category `name` (up to DEBUG) from now on.
+pub fn capture_log(name: &'static str) -> std::sync::Arc<std::sync::Mutex<Vec<Logged>>> {
+    // Tests share the process' thresholds: every capture asks for the same level.
+    gst::log::set_threshold_for_name(name, gst::DebugLevel::Debug);
+    // Not on stderr too.
+    gst::log::remove_default_log_function();
+    let logged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = logged.clone();
+    gst::log::add_log_function(move |cat, level, _file, _func, _line, obj, msg| {
+        if cat.name() == name
+            && let Some(m) = msg.get()
+        {
+            sink.lock().unwrap().push((level, obj.map_or(0, |o| o.as_ptr() as usize), m.to_string()));
+        }
+    });
+    logged
+}
+
+/// The texts of `level` messages about `obj`.
+pub fn logged_about(logged: &std::sync::Mutex<Vec<Logged>>, level: gst::DebugLevel, obj: &gst::Element) -> Vec<String> {
+    let addr = obj.as_ptr() as usize;
+    logged.lock().unwrap().iter().filter(|(l, o, _)| *l == level && *o == addr).map(|(_, _, m)| m.clone()).collect()
+}
+
 /// A detection to script: label, track id, confidence.
 pub struct Det<'a>(pub &'a str, pub Option<i32>, pub f64);
 
