@@ -259,6 +259,11 @@ impl EventsQuery {
         {
             return Err("since is after until".into());
         }
+        // The databases take a signed 64-bit OFFSET: beyond it is the client's mistake, not a 503.
+        let offset = self.offset.unwrap_or(0);
+        if offset > i64::MAX as u64 {
+            return Err(format!("offset must be at most {}", i64::MAX));
+        }
         let descending = match self.order.as_deref() {
             None | Some("asc") => false,
             Some("desc") => true,
@@ -271,7 +276,7 @@ impl EventsQuery {
             since_ms: self.since,
             until_ms: self.until,
             limit,
-            offset: self.offset.unwrap_or(0),
+            offset,
         })
     }
 }
@@ -400,5 +405,9 @@ mod tests {
         assert!(q(None, Some(0), None, None).filter().is_err());
         assert!(q(None, Some(MAX_PAGE + 1), None, None).filter().is_err());
         assert!(q(None, None, Some(5), Some(4)).filter().is_err());
+        let at = |offset: u64| EventsQuery { offset: Some(offset), ..q(None, None, None, None) }.filter();
+        assert_eq!(at(i64::MAX as u64).unwrap().offset, i64::MAX as u64);
+        assert!(at(i64::MAX as u64 + 1).is_err());
+        assert!(at(u64::MAX).is_err());
     }
 }

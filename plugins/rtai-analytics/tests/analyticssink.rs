@@ -445,6 +445,11 @@ fn bad_requests_get_4xx() {
         ("/api/events?limit=ten", 400),
         ("/api/events?since=5&until=4", 400),
         ("/api/events?offset=-1", 400),
+        // Beyond the databases' signed 64-bit OFFSET, and beyond u64.
+        ("/api/events?offset=9223372036854775808", 400),
+        ("/api/events?offset=18446744073709551615", 400),
+        ("/api/events?offset=18446744073709551616", 400),
+        ("/api/events?offset=9223372036854775807", 200),
         ("/api/events?order=sideways", 400),
         ("/api/events?bogus=1", 400),
         ("/api/events/stream?type=nope", 400),
