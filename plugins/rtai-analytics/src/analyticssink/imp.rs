@@ -44,7 +44,7 @@ pub const MESSAGE_EVENT: &str = "rtai-analytics-event";
 /// Element message posted for every clip marker.
 pub const MESSAGE_CLIP: &str = "rtai-clip-marker";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Settings {
     listen: String,
     auth_token: Option<String>,
@@ -61,6 +61,29 @@ struct Settings {
     batch_size: u32,
     max_pending: u32,
     post_messages: bool,
+}
+
+/// By hand: the token and the URLs' passwords must not reach a log through `{:?}`.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
+            .field("database", &crate::secrets::redact(&self.database))
+            .field("redis_url", &self.redis_url.as_deref().map(crate::secrets::redact))
+            .field("redis_stream", &self.redis_stream)
+            .field("redis_max_len", &self.redis_max_len)
+            .field("clip_threshold", &self.clip_threshold)
+            .field("clip_padding_ms", &self.clip_padding_ms)
+            .field("keywords", &self.keywords)
+            .field("leave_timeout_ms", &self.leave_timeout_ms)
+            .field("novelty_window_ms", &self.novelty_window_ms)
+            .field("transcript_wait_ms", &self.transcript_wait_ms)
+            .field("batch_size", &self.batch_size)
+            .field("max_pending", &self.max_pending)
+            .field("post_messages", &self.post_messages)
+            .finish()
+    }
 }
 
 impl Default for Settings {
@@ -919,5 +942,24 @@ impl ElementImpl for AnalyticsSink {
             state.eos_posted = false;
         }
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_debug_shows_no_secret() {
+        let s = Settings {
+            auth_token: Some("tok-s3cret".into()),
+            database: "host=db user=app password=pg-s3cret".into(),
+            redis_url: Some("redis://:redis-s3cret@localhost/0".into()),
+            ..Settings::default()
+        };
+        let text = format!("{s:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains(r#"auth_token: Some("***")"#) && text.contains("password=***") && text.contains("redis://:***@localhost/0"), "{text}");
+        assert!(format!("{:?}", Settings::default()).contains("auth_token: None"));
     }
 }
