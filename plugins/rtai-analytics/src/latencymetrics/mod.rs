@@ -2,7 +2,7 @@
 //! (buffer into an element's sink pad → a buffer with the same timestamp out of
 //! its src pad) and queue levels, keeps HDR histograms and exposes P50/P95/P99
 //! through the shared Prometheus registry (`/metrics` of an `analyticssink`, or
-//! its own `listen` parameter). See docs/latencymetrics.md.
+//! its own `listen` parameter). See docs/analyticssink.md, section "latencymetrics tracer".
 
 use gst::glib;
 use gst::prelude::*;
