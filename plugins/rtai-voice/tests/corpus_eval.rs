@@ -24,6 +24,8 @@ pub struct Report {
     false_commits: usize,
     non_speech: usize,
     mean_first_sample_latency_ms: f64,
+    /// The non-speech bursts that opened a segment, by kind.
+    false_start_kinds: Vec<String>,
 }
 
 fn run(engine: &str, props: &[(&str, String)], c: &corpus::Corpus) -> Report {
@@ -94,7 +96,9 @@ fn run(engine: &str, props: &[(&str, String)], c: &corpus::Corpus) -> Report {
             hit.is_some()
         })
         .count();
-    let false_starts = other.iter().filter(|l| segments.values().any(|s| overlaps(s, l))).count();
+    let false_started: Vec<&&corpus::Label> = other.iter().filter(|l| segments.values().any(|s| overlaps(s, l))).collect();
+    let false_starts = false_started.len();
+    let false_start_kinds = false_started.iter().map(|l| l.what.clone()).collect();
     let false_commits = other
         .iter()
         .filter(|l| segments.values().any(|s| s.committed && overlaps(s, l) && !speech.iter().any(|sp| overlaps(s, sp))))
@@ -110,6 +114,7 @@ fn run(engine: &str, props: &[(&str, String)], c: &corpus::Corpus) -> Report {
         false_commits,
         non_speech: other.len(),
         mean_first_sample_latency_ms: latencies.iter().sum::<f64>() / latencies.len().max(1) as f64,
+        false_start_kinds,
     }
 }
 
@@ -118,6 +123,13 @@ fn corpus_report_per_engine() {
     gst::init().unwrap();
     gstrtaivoice::plugin_register_static().unwrap();
     let c = corpus::build(12).expect("espeak-ng and sox generate the corpus");
+    if let Ok(path) = std::env::var("RTAI_CORPUS_DUMP") {
+        // For offline analysis: raw S16LE 16 kHz mono, and the labels beside it.
+        let bytes: Vec<u8> = c.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        std::fs::write(&path, bytes).expect("corpus dump written");
+        let labels: String = c.labels.iter().map(|l| format!("{}\t{}\t{}\n", l.start, l.end, l.what)).collect();
+        std::fs::write(format!("{path}.labels"), labels).expect("corpus labels written");
+    }
     println!(
         "\ncorpus: {} utterances, {} non-speech bursts, {:.1} s\n{:<8} {:>7} {:>10} {:>6} {:>12} {:>13} {:>16}",
         c.labels.iter().filter(|l| l.kind.is_speech()).count(),
@@ -138,20 +150,31 @@ fn corpus_report_per_engine() {
             r.engine, r.recall, r.acceptance, r.starts, r.false_starts, r.non_speech, r.false_commits, r.non_speech,
             r.mean_first_sample_latency_ms
         );
+        println!("         false starts on: {}", if r.false_start_kinds.is_empty() { "-".into() } else { r.false_start_kinds.join(", ") });
         reports.push(r);
     }
-    // Floors measured on this corpus (docs/specvadgate.md has the figures); a
-    // change that lowers them is a regression. Onset delay: the first labelled
-    // speech sample leaves when the frame that triggers the gate is analysed,
-    // one 10 ms frame for energy/webrtc, one or two 32 ms Silero windows.
+    // Targets and regression bounds (docs/specvadgate.md has the figures).
+    // Acceptance is commits ÷ starts, so an engine that cancels a false start
+    // instead of committing it scores lower: false commits are bounded too.
+    // Onset delay: the first labelled speech sample leaves when the frame that
+    // triggers the gate is analysed, one 10 ms frame for energy/webrtc, one or
+    // two 32 ms Silero windows.
     for r in &reports {
         assert!(r.recall >= 0.98, "{}: speech recall {:.3} below 0.98", r.engine, r.recall);
-        let (min_acceptance, max_onset_ms) = match r.engine.as_str() {
-            "energy" => (0.70, 32.0),
-            "webrtc" => (0.85, 32.0),
-            _ => (0.85, 96.0),
+        let (min_acceptance, max_false_commits, max_onset_ms) = match r.engine.as_str() {
+            "energy" => (0.65, 6, 32.0),
+            "webrtc" => (0.62, 6, 32.0),
+            // The target: acceptance ≥ 95 % with the silero engine.
+            _ => (0.95, 0, 96.0),
         };
         assert!(r.acceptance >= min_acceptance, "{}: acceptance {:.3} below {min_acceptance}", r.engine, r.acceptance);
+        assert!(
+            r.false_commits <= max_false_commits,
+            "{}: committed {} non-speech bursts ({:?})",
+            r.engine,
+            r.false_commits,
+            r.false_start_kinds
+        );
         assert!(
             r.mean_first_sample_latency_ms <= max_onset_ms,
             "{}: first speech sample after {:.1} ms",
@@ -159,6 +182,4 @@ fn corpus_report_per_engine() {
             r.mean_first_sample_latency_ms
         );
     }
-    let silero = reports.iter().find(|r| r.engine == "silero").expect("silero evaluated");
-    assert!(silero.false_commits <= 1, "silero committed {} non-speech bursts", silero.false_commits);
 }

@@ -21,6 +21,8 @@ enum Sound {
     Quiet,
     Voiced,
     Click,
+    /// A held C major chord, like a synth pad or a hold-music note.
+    Chord,
 }
 
 /// One 10 ms S16LE mono buffer of `sound`, frame number `n` (sets PTS).
@@ -35,6 +37,7 @@ fn frame(sound: Sound, n: u64, seed: &mut u32) -> gst::Buffer {
             Sound::Click => 0.7 * noise,
             // A 150 Hz voice-like harmonic series.
             Sound::Voiced => (1..=6).map(|h| (2.0 * std::f64::consts::PI * 150.0 * h as f64 * t).sin() / h as f64).sum::<f64>() * 0.2,
+            Sound::Chord => [261.6, 329.6, 392.0].iter().map(|f| (2.0 * std::f64::consts::PI * f * t).sin()).sum::<f64>() * 0.15,
         };
         samples.extend_from_slice(&((v * 32767.0) as i16).to_le_bytes());
     }
@@ -401,4 +404,37 @@ fn cancel_overtakes_a_queue_and_the_consumer_drops_the_false_start() {
     assert!(!seen.contains(&Seen::Buffer(Some(cancelled))), "no buffer of the cancelled segment got through");
     let speech = seen.iter().filter(|s| matches!(s, Seen::Buffer(Some(id)) if *id != cancelled)).count();
     assert!(speech >= 100, "the committed speech segment arrived whole: {speech} buffers");
+}
+
+#[test]
+fn a_held_chord_cannot_commit_or_reopen_but_speech_after_it_commits() {
+    // 0.5 s quiet, 0.8 s chord, 0.3 s quiet, 1 s voiced, 1 s quiet.
+    let script: Vec<(Sound, u64)> =
+        [(Sound::Quiet, 50), (Sound::Chord, 80), (Sound::Quiet, 30), (Sound::Voiced, 100), (Sound::Quiet, 100)]
+            .into_iter()
+            .flat_map(|(s, n)| std::iter::repeat_n(s, n as usize))
+            .enumerate()
+            .map(|(i, s)| (s, i as u64))
+            .collect();
+    let mut h = harness(&[]);
+    push_script(&mut h, &script);
+    let events = protocol_events(&mut h);
+    // The chord's abrupt onset opens a segment (its first frame is no clean tone
+    // yet), the held chord cancels it and never reopens one; the voice commits.
+    assert_eq!(kinds(&events), vec![("start", 1), ("cancel", 1), ("start", 2), ("commit", 2), ("end", 2)]);
+    match events[2] {
+        SegmentEvent::Start { running_time, lookback, .. } => {
+            assert_eq!(running_time + lookback, gst::ClockTime::from_mseconds(1600), "segment 2 opens at the voice");
+        }
+        _ => unreachable!(),
+    }
+    let stats = h.element().unwrap().property::<gst::Structure>("stats");
+    assert!(stats.get::<u64>("tone-frames").unwrap() >= 50, "{stats}");
+
+    // Without tone rejection the energy engine takes the chord for speech.
+    let mut h = harness(&[("tone-threshold", "0")]);
+    push_script(&mut h, &script);
+    let without = kinds(&protocol_events(&mut h));
+    assert_eq!(&without[..3], &[("start", 1), ("commit", 1), ("end", 1)], "{without:?}");
+    assert_eq!(h.element().unwrap().property::<gst::Structure>("stats").get::<u64>("tone-frames").unwrap(), 0);
 }

@@ -119,6 +119,92 @@ impl WebRtcEngine {
     }
 }
 
+/// Tells tones from voice: beeps, chords, knocks and ringing put nearly all
+/// their energy into a few spectral lines, while voiced speech spreads it over
+/// many harmonics and unvoiced speech over a wide band. Used by the gate so a
+/// tone can neither open nor commit a segment, whatever the engine says.
+pub struct ToneDetector {
+    fft: std::sync::Arc<dyn realfft::RealToComplex<f32>>,
+    window: Vec<f32>,
+    recent: std::collections::VecDeque<f32>,
+    input: Vec<f32>,
+    spectrum: Vec<realfft::num_complex::Complex<f32>>,
+    power: Vec<f32>,
+    /// Bins of the band that speech energy lives in (80–4000 Hz).
+    band: std::ops::Range<usize>,
+}
+
+/// Spectral lines counted as "the tone": a chord has three notes.
+const TONE_PEAKS: usize = 3;
+/// A Hann window's main lobe: a pure sine covers its bin and two either side.
+const PEAK_HALF_WIDTH: usize = 2;
+
+impl ToneDetector {
+    /// Looks at the last ~32 ms (a power of two of samples) at `rate`.
+    pub fn new(rate: u32) -> Self {
+        let n = ((rate as usize * 32 / 1000).next_power_of_two()).max(64);
+        let fft = realfft::RealFftPlanner::<f32>::new().plan_fft_forward(n);
+        let window = (0..n)
+            .map(|i| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * i as f32 / n as f32).cos())
+            .collect();
+        let bin = |hz: f32| ((hz * n as f32 / rate as f32).round() as usize).min(n / 2);
+        Self {
+            spectrum: fft.make_output_vec(),
+            input: fft.make_input_vec(),
+            fft,
+            window,
+            recent: std::collections::VecDeque::with_capacity(n),
+            power: vec![0.0; n / 2 + 1],
+            band: bin(80.0)..bin(4000.0) + 1,
+        }
+    }
+
+    /// Keeps the most recent samples of the mono stream.
+    pub fn push(&mut self, frame: &[f32]) {
+        let n = self.window.len();
+        if frame.len() >= n {
+            self.recent.clear();
+            self.recent.extend(&frame[frame.len() - n..]);
+            return;
+        }
+        let excess = (self.recent.len() + frame.len()).saturating_sub(n);
+        self.recent.drain(..excess);
+        self.recent.extend(frame);
+    }
+
+    /// Share of the band's energy outside the strongest few spectral lines of
+    /// the recent audio: near 0 for a tone, a few percent or more for voice.
+    /// 1.0 until a full window has arrived or when the band is silent.
+    pub fn residual(&mut self) -> f64 {
+        let n = self.window.len();
+        if self.recent.len() < n {
+            return 1.0;
+        }
+        for ((x, s), w) in self.input.iter_mut().zip(&self.recent).zip(&self.window) {
+            *x = s * w;
+        }
+        if self.fft.process(&mut self.input, &mut self.spectrum).is_err() {
+            return 1.0;
+        }
+        for (p, c) in self.power.iter_mut().zip(&self.spectrum) {
+            *p = c.norm_sqr();
+        }
+        let band = &mut self.power[self.band.clone()];
+        let total: f64 = band.iter().map(|p| *p as f64).sum();
+        if total <= f64::MIN_POSITIVE {
+            return 1.0;
+        }
+        let mut in_peaks = 0.0f64;
+        for _ in 0..TONE_PEAKS {
+            let Some((i, _)) = band.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) else { break };
+            let lobe = i.saturating_sub(PEAK_HALF_WIDTH)..(i + PEAK_HALF_WIDTH + 1).min(band.len());
+            in_peaks += band[lobe.clone()].iter().map(|p| *p as f64).sum::<f64>();
+            band[lobe].fill(0.0);
+        }
+        (1.0 - in_peaks / total).max(0.0)
+    }
+}
+
 /// ONNX Runtime loaded from a shared library once per process (ort's
 /// load-dynamic), so the plugin builds without downloading anything.
 static ORT_ENV: std::sync::OnceLock<Result<ort::environment::Environment, String>> = std::sync::OnceLock::new();
@@ -217,6 +303,42 @@ mod tests {
                     .collect()
             })
             .collect()
+    }
+
+    fn frames_of(rate: u32, ms: u32, mut f: impl FnMut(f32) -> f32) -> Vec<Vec<f32>> {
+        let n = rate / 100;
+        (0..ms / 10).map(|k| (0..n).map(|i| f((k * n + i) as f32 / rate as f32)).collect()).collect()
+    }
+
+    #[test]
+    fn tone_detector_tells_chords_from_voice_and_noise() {
+        use std::f32::consts::PI;
+        for rate in [8000, 16000, 22050, 44100, 48000] {
+            let residual_after = |frames: Vec<Vec<f32>>| {
+                let mut t = ToneDetector::new(rate);
+                frames.iter().for_each(|f| t.push(f));
+                t.residual()
+            };
+            let chord = residual_after(frames_of(rate, 100, |t| {
+                [220.0, 277.0, 330.0].iter().map(|f| (2.0 * PI * f * t).sin()).sum::<f32>() * 0.1
+            }));
+            assert!(chord < 0.005, "{rate} Hz: a three-note chord has residual {chord}");
+            // A voice-like source: 120 Hz pulse train harmonics, falling 6 dB per octave.
+            let voice = residual_after(frames_of(rate, 100, |t| {
+                (1..=30).map(|h| (2.0 * PI * 120.0 * h as f32 * t).sin() / h as f32).sum::<f32>() * 0.1
+            }));
+            assert!(voice > 0.02, "{rate} Hz: a harmonic voice-like source has residual {voice}");
+            let mut noise = 1u32;
+            let hiss = residual_after(frames_of(rate, 100, |_| {
+                noise = noise.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (noise >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            }));
+            assert!(hiss > 0.5, "{rate} Hz: noise has residual {hiss}");
+        }
+        let mut t = ToneDetector::new(16000);
+        assert_eq!(t.residual(), 1.0, "no decision before a full window");
+        t.push(&vec![0.0; 4000]);
+        assert_eq!(t.residual(), 1.0, "silence is not a tone");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use rtai_core::{SegmentEvent, SegmentIdMeta};
 
-use super::engine::{EnergyEngine, SileroEngine, WebRtcEngine};
+use super::engine::{EnergyEngine, SileroEngine, ToneDetector, WebRtcEngine};
 use super::{Engine, IdleOutput, Mode};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -39,6 +39,14 @@ const DEFAULT_WEBRTC_AGGRESSIVENESS: u32 = 2;
 /// How far below `silero-threshold` the probability may fall inside a segment.
 const SILERO_HYSTERESIS: f64 = 0.15;
 const DEFAULT_SILERO_THRESHOLD: f64 = 0.5;
+/// Below this share of energy outside its three strongest spectral lines a
+/// frame is a tone. Measured on the corpus: chords and knocks ≤ 0.001, the
+/// most tonal onset window of espeak-ng speech 0.017 (docs/specvadgate.md).
+const DEFAULT_TONE_THRESHOLD: f64 = 0.005;
+/// How long a tone keeps the gate from opening after it: two Silero windows,
+/// because a recurrent engine still calls the audio voiced after a knock or a
+/// beep has decayed.
+const TONE_HOLD: gst::ClockTime = gst::ClockTime::from_mseconds(200);
 /// Where ONNX Runtime is loaded from when `onnxruntime-library` is unset (after `$ORT_DYLIB_PATH`).
 const FALLBACK_ONNXRUNTIME_LIBRARY: &str = "libonnxruntime.so";
 
@@ -57,6 +65,7 @@ struct Settings {
     commit_time_ms: u32,
     stop_time_ms: u32,
     min_voiced_ratio: f64,
+    tone_threshold: f64,
 }
 
 impl Default for Settings {
@@ -75,6 +84,7 @@ impl Default for Settings {
             commit_time_ms: DEFAULT_COMMIT_TIME_MS,
             stop_time_ms: DEFAULT_STOP_TIME_MS,
             min_voiced_ratio: DEFAULT_MIN_VOICED_RATIO,
+            tone_threshold: DEFAULT_TONE_THRESHOLD,
         }
     }
 }
@@ -125,6 +135,7 @@ struct Stats {
     starts: u64,
     commits: u64,
     cancels: u64,
+    tone_frames: u64,
     decision_total_ns: u64,
     decision_count: u64,
     decision_max_ns: u64,
@@ -134,6 +145,9 @@ struct State {
     info: gst_audio::AudioInfo,
     segment: gst::FormattedSegment<gst::ClockTime>,
     engine: VadEngine,
+    tones: ToneDetector,
+    /// No segment opens before this running time: a tone was just heard.
+    tone_hold_until: Option<gst::ClockTime>,
     phase: Phase,
     /// Mono downmix waiting to fill a frame, and the PTS of its first sample.
     pending: Vec<f32>,
@@ -152,6 +166,8 @@ struct State {
 impl State {
     fn new(info: gst_audio::AudioInfo, segment: gst::FormattedSegment<gst::ClockTime>, engine: VadEngine) -> Self {
         Self {
+            tones: ToneDetector::new(info.rate()),
+            tone_hold_until: None,
             info,
             segment,
             engine,
@@ -212,7 +228,8 @@ impl State {
         let mut consumed = 0;
         while self.pending.len() - consumed >= frame_len {
             let frame = &self.pending[consumed..consumed + frame_len];
-            let voiced = match &mut self.engine {
+            self.tones.push(frame);
+            let engine_voiced = match &mut self.engine {
                 VadEngine::Energy(e) => e.is_voiced(frame, settings.threshold),
                 VadEngine::WebRtc(e) => e.is_voiced(frame),
                 VadEngine::Silero(e) => {
@@ -226,10 +243,25 @@ impl State {
                 }
             };
             let frame_pts = self.pending_pts.unwrap_or(gst::ClockTime::ZERO);
+            let frame_rt = self.running_time(frame_pts);
+            // A tone (or what an engine still hears of one) can neither open nor
+            // commit a segment; inside committed speech the engine alone decides.
+            let undecided = matches!(self.phase, Phase::Idle { .. } | Phase::Speculative { .. });
+            let tone = if settings.tone_threshold > 0.0 && undecided {
+                let tonal = self.tones.residual() < settings.tone_threshold;
+                if tonal {
+                    self.tone_hold_until = Some(frame_rt + frame_dur + TONE_HOLD);
+                }
+                let held = matches!(self.phase, Phase::Idle { .. }) && self.tone_hold_until.is_some_and(|t| frame_rt < t);
+                engine_voiced && (tonal || held)
+            } else {
+                false
+            };
+            stats.tone_frames += tone as u64;
+            let voiced = engine_voiced && !tone;
             self.pending_pts = Some(frame_pts + frame_dur);
             consumed += frame_len;
             stats.frames += 1;
-            let frame_rt = self.running_time(frame_pts);
             if voiced {
                 self.last_voiced_end = Some(frame_rt + frame_dur);
             }
@@ -627,6 +659,7 @@ impl SpecVadGate {
             .field("speculative-starts", s.starts)
             .field("commits", s.commits)
             .field("cancels", s.cancels)
+            .field("tone-frames", s.tone_frames)
             .field("acceptance-rate", acceptance)
             .field("mean-decision-time", mean)
             .field("max-decision-time", s.decision_max_ns)
@@ -752,9 +785,17 @@ impl ObjectImpl for SpecVadGate {
                     .default_value(DEFAULT_MIN_VOICED_RATIO)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecDouble::builder("tone-threshold")
+                    .nick("Tone threshold")
+                    .blurb("A voiced frame whose 80-4000 Hz energy lies less than this share outside its three strongest spectral lines is a tone (beep, chord, knock) and can neither open nor commit a segment; 0 turns tone rejection off")
+                    .minimum(0.0)
+                    .maximum(0.5)
+                    .default_value(DEFAULT_TONE_THRESHOLD)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Counters: frames-analysed, speculative-starts, commits, cancels, acceptance-rate, mean/max-decision-time (ns)")
+                    .blurb("Counters: frames-analysed, speculative-starts, commits, cancels, tone-frames (voiced frames rejected as tones), acceptance-rate, mean/max-decision-time (ns)")
                     .read_only()
                     .build(),
             ]
@@ -778,6 +819,7 @@ impl ObjectImpl for SpecVadGate {
             "commit-time" => settings.commit_time_ms = value.get().expect("type checked upstream"),
             "stop-time" => settings.stop_time_ms = value.get().expect("type checked upstream"),
             "min-voiced-ratio" => settings.min_voiced_ratio = value.get().expect("type checked upstream"),
+            "tone-threshold" => settings.tone_threshold = value.get().expect("type checked upstream"),
             other => unimplemented!("property {other}"),
         }
     }
@@ -798,6 +840,7 @@ impl ObjectImpl for SpecVadGate {
             "commit-time" => settings.commit_time_ms.to_value(),
             "stop-time" => settings.stop_time_ms.to_value(),
             "min-voiced-ratio" => settings.min_voiced_ratio.to_value(),
+            "tone-threshold" => settings.tone_threshold.to_value(),
             "stats" => {
                 drop(settings);
                 self.stats_structure().to_value()
