@@ -229,6 +229,24 @@ fn main() {
         ratio(&format!("{engine}: aggregate speed / {sessions} sessions"), unpaced.realtime_factor, sessions as f64, "x rt");
     }
 
+    // What tone rejection (one FFT per 10 ms frame) costs, against the same
+    // sessions with it off, alternated so machine load hits both alike.
+    let (mut with_tones, mut without_tones) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        without_tones.push(run_sessions(sessions, "specvadgate engine=energy tone-threshold=0", clip, false).realtime_factor);
+        with_tones.push(run_sessions(sessions, "specvadgate engine=energy", clip, false).realtime_factor);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    ratio(
+        "energy: speed with tone rejection / tone-threshold=0 (median of 3)",
+        median(&mut with_tones),
+        median(&mut without_tones),
+        "x rt",
+    );
+
     println!("\n== 3. silero: sessions in real time on {cores} cores");
     let gate = format!("specvadgate {silero}");
     let one = run_sessions(1, &gate, clip, false);
