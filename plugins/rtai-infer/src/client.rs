@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -37,6 +38,8 @@ pub struct Endpoint {
     pub grpc: Option<tonic::transport::Channel>,
     /// KServe REST: tensors as raw bytes after the JSON (Triton's binary tensor extension).
     pub binary_data: bool,
+    /// RunPod: set once `/runsync` answered 404 or 405; requests then use `/run`.
+    pub runsync_missing: Arc<AtomicBool>,
 }
 
 /// Little-endian tensor bytes of `datatype` as numbers (or strings for BYTES).
@@ -114,8 +117,15 @@ pub fn parse_kserve_binary(body: &[u8], json_len: usize) -> Result<Vec<Tensor>, 
 }
 
 /// A lazily connecting channel to `url` (call inside the runtime: tonic spawns its worker there).
+/// `https://` uses TLS (rustls with ring) verified against the system's roots, which
+/// honour `SSL_CERT_FILE`/`SSL_CERT_DIR` for a private CA.
 pub fn grpc_channel(url: &str, timeout: Duration) -> Result<tonic::transport::Channel, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).map_err(|e| format!("bad gRPC URL: {e}"))?;
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).map_err(|e| format!("bad gRPC URL: {e}"))?;
+    if endpoint.uri().scheme_str() == Some("https") {
+        // gRPC is HTTP/2 whatever the ALPN says: some TLS terminators negotiate none.
+        let tls = tonic::transport::ClientTlsConfig::new().with_native_roots().assume_http2(true).timeout(timeout);
+        endpoint = endpoint.tls_config(tls).map_err(|e| format!("cannot set up TLS: {e}"))?;
+    }
     Ok(endpoint.timeout(timeout).connect_timeout(timeout).connect_lazy())
 }
 
@@ -407,7 +417,24 @@ pub async fn call_once(client: &reqwest::Client, ep: &Endpoint, req: &Request, j
                 Request::Audio { wav, prompt } => json!({ "audio": b64(wav), "format": "wav", "prompt": prompt, "model": ep.model }),
                 Request::Tensor { name, shape, data } => json!({ "name": name, "shape": shape, "data": data }),
             };
-            let bytes = send(ep, client.post(format!("{base}/runsync")).json(&json!({ "input": input }))).await?;
+            let body = json!({ "input": input });
+            // /runsync first; an endpoint without it (404, 405) takes /run and is polled,
+            // and later requests go to /run straight away.
+            let synced = if ep.runsync_missing.load(Ordering::Relaxed) {
+                None
+            } else {
+                match send(ep, client.post(format!("{base}/runsync")).json(&body)).await {
+                    Err(CallError::Fatal(m)) if m.starts_with("HTTP 404") || m.starts_with("HTTP 405") => {
+                        ep.runsync_missing.store(true, Ordering::Relaxed);
+                        None
+                    }
+                    other => Some(other?),
+                }
+            };
+            let bytes = match synced {
+                Some(bytes) => bytes,
+                None => send(ep, client.post(format!("{base}/run")).json(&body)).await?,
+            };
             let mut status = parse_runpod(&bytes).map_err(CallError::BadReply)?;
             let started = Instant::now();
             let mut wait = Duration::from_millis(50);
@@ -508,6 +535,14 @@ pub struct Breaker {
     probing: bool,
 }
 
+/// How [`Breaker::admit`] let a request go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Normal,
+    /// The one request of the half-open state.
+    Probe,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
     Closed,
@@ -540,14 +575,28 @@ impl Breaker {
 
     /// Whether a request may go now (in half-open, only one at a time).
     pub fn allow(&mut self, now: Instant) -> bool {
+        self.admit(now).is_some()
+    }
+
+    /// Lets a request go, telling whether it is the half-open probe: the one request
+    /// whose end (success, failure or [`Breaker::abandon`]) must clear `probing`.
+    pub fn admit(&mut self, now: Instant) -> Option<Admission> {
         match self.state(now) {
-            BreakerState::Closed => true,
-            BreakerState::Open => false,
-            BreakerState::HalfOpen if self.probing => false,
+            BreakerState::Closed => Some(Admission::Normal),
+            BreakerState::Open => None,
+            BreakerState::HalfOpen if self.probing => None,
             BreakerState::HalfOpen => {
                 self.probing = true;
-                true
+                Some(Admission::Probe)
             }
+        }
+    }
+
+    /// A request ended without telling anything about the endpoint (cancelled or
+    /// flushed): an abandoned probe lets the next request probe instead.
+    pub fn abandon(&mut self, admission: Admission) {
+        if admission == Admission::Probe {
+            self.probing = false;
         }
     }
 
@@ -721,5 +770,25 @@ mod tests {
         assert!(b.allow(again));
         b.success();
         assert_eq!(b.state(again), BreakerState::Closed);
+    }
+
+    #[test]
+    fn an_abandoned_probe_lets_the_next_one_through() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(1, Duration::from_secs(5));
+        assert_eq!(b.admit(t0), Some(Admission::Normal));
+        b.failure(t0);
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(b.admit(later), Some(Admission::Probe));
+        assert_eq!(b.admit(later), None, "one probe at a time");
+        // A request admitted while closed that ends without a verdict leaves the probe alone.
+        b.abandon(Admission::Normal);
+        assert_eq!(b.admit(later), None);
+        // The probe cancelled or flushed: no verdict, so the next request probes (no lock-up).
+        b.abandon(Admission::Probe);
+        assert_eq!(b.state(later), BreakerState::HalfOpen, "abandoning neither closes nor reopens");
+        assert_eq!(b.admit(later), Some(Admission::Probe));
+        b.success();
+        assert_eq!(b.state(later), BreakerState::Closed);
     }
 }

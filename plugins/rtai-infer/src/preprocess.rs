@@ -1,6 +1,6 @@
-//! Frames to model inputs: RGB samples from RGB/RGBA/BGR/NV12/I420 frames,
-//! letterboxed (nearest neighbour) into the model's input size as a tensor,
-//! or the whole frame as JPEG for endpoints that take images.
+//! Frames to model inputs: RGB samples from RGB/RGBA/BGR/NV12/I420 frames or
+//! JPEG images, letterboxed (nearest neighbour) into the model's input size as
+//! a tensor, or the whole frame as JPEG for endpoints that take images.
 
 use gst_video::VideoFormat;
 use gst_video::prelude::*;
@@ -120,6 +120,40 @@ pub fn jpeg(rgb: &Rgb, quality: u8) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Largest JPEG side decoded: a corrupt header cannot make us allocate gigabytes.
+const MAX_JPEG_SIDE: usize = 8192;
+
+fn jpeg_decoder(data: &[u8]) -> zune_jpeg::JpegDecoder<zune_jpeg::zune_core::bytestream::ZCursor<&[u8]>> {
+    let options = zune_jpeg::zune_core::options::DecoderOptions::default()
+        .jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB)
+        .set_max_width(MAX_JPEG_SIDE)
+        .set_max_height(MAX_JPEG_SIDE);
+    zune_jpeg::JpegDecoder::new_with_options(zune_jpeg::zune_core::bytestream::ZCursor::new(data), options)
+}
+
+/// A JPEG (any colour space: grey, YCbCr, CMYK) as packed RGB.
+pub fn decode_jpeg(data: &[u8]) -> Result<Rgb, String> {
+    let mut decoder = jpeg_decoder(data);
+    let pixels = decoder.decode().map_err(|e| format!("JPEG decoding failed: {e:?}"))?;
+    let info = decoder.info().ok_or("JPEG without a frame header")?;
+    let (width, height) = (info.width as u32, info.height as u32);
+    if width == 0 || height == 0 || pixels.len() != width as usize * height as usize * 3 {
+        return Err(format!("JPEG decoded to {} bytes for {width}x{height}", pixels.len()));
+    }
+    Ok(Rgb { width, height, data: pixels })
+}
+
+/// A JPEG's size from its headers, without decoding the image.
+pub fn jpeg_size(data: &[u8]) -> Result<(u32, u32), String> {
+    let mut decoder = jpeg_decoder(data);
+    decoder.decode_headers().map_err(|e| format!("not a JPEG: {e:?}"))?;
+    let info = decoder.info().ok_or("JPEG without a frame header")?;
+    if info.width == 0 || info.height == 0 {
+        return Err(format!("JPEG of {}x{}", info.width, info.height));
+    }
+    Ok((info.width as u32, info.height as u32))
+}
+
 /// Interleaved S16LE samples as a WAV file (what transcription endpoints take).
 pub fn wav(samples: &[u8], rate: u32, channels: u16) -> Vec<u8> {
     let mut out = Vec::with_capacity(44 + samples.len());
@@ -162,6 +196,42 @@ mod tests {
         assert_eq!(t[32 + 4 + 3], 255.0, "B of (3, 1)");
         let (t, _) = tensor(&rgb, 4, 4, Layout::Nhwc, true);
         assert_eq!(&t[12..15], &[1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn jpeg_decodes_back_and_bad_jpegs_are_errors() {
+        // A 16x8 frame: left half red, right half blue, through our encoder and back.
+        let mut data = Vec::new();
+        for _y in 0..8 {
+            for x in 0..16 {
+                data.extend_from_slice(if x < 8 { &[255, 0, 0] } else { &[0, 0, 255] });
+            }
+        }
+        let encoded = jpeg(&Rgb { width: 16, height: 8, data }, 95).unwrap();
+        assert_eq!(jpeg_size(&encoded).unwrap(), (16, 8));
+        let rgb = decode_jpeg(&encoded).unwrap();
+        assert_eq!((rgb.width, rgb.height, rgb.data.len()), (16, 8, 16 * 8 * 3));
+        let (left, right) = (&rgb.data[(4 * 16 + 2) * 3..][..3], &rgb.data[(4 * 16 + 13) * 3..][..3]);
+        assert!(left[0] > 200 && left[2] < 60, "red stays red: {left:?}");
+        assert!(right[2] > 200 && right[0] < 60, "blue stays blue: {right:?}");
+        // Truncated, empty, not a JPEG, mangled: errors, never a panic.
+        assert!(decode_jpeg(&encoded[..encoded.len() / 2]).is_err(), "truncated");
+        for bad in [&[][..], b"\x89PNG\r\n\x1a\n".as_slice()] {
+            assert!(decode_jpeg(bad).is_err() && jpeg_size(bad).is_err());
+        }
+        let mut x = 0x9e37_79b9_u64;
+        for _ in 0..300 {
+            let mut b = encoded.clone();
+            for _ in 0..4 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = (x as usize) % b.len();
+                b[i] = (x >> 24) as u8;
+            }
+            let _ = decode_jpeg(&b);
+            let _ = jpeg_size(&b);
+        }
     }
 
     #[test]

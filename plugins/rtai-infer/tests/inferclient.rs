@@ -167,6 +167,7 @@ struct Roi {
     rect: (f64, f64, f64, f64),
     confidence: f64,
     model: String,
+    label_id: i32,
 }
 
 fn rois(buffer: &gst::BufferRef) -> Vec<Roi> {
@@ -180,6 +181,7 @@ fn rois(buffer: &gst::BufferRef) -> Vec<Roi> {
                 rect: (x as f64, y as f64, (x + w) as f64, (y + h) as f64),
                 confidence: p.get("confidence").unwrap(),
                 model: p.get("model_name").unwrap(),
+                label_id: p.get("label_id").unwrap(),
             }
         })
         .collect()
@@ -537,8 +539,8 @@ fn fault_server() -> Peer {
 }
 
 /// Runs frames through `appsrc ! inferclient <props> ! appsink` to EOS; returns the
-/// outputs, the warnings posted and the element's stats.
-fn run_to_eos(props: &str, caps: &gst::Caps, frames: &[gst::Buffer], mut between: impl FnMut(usize)) -> (Vec<gst::Buffer>, Vec<String>, gst::Structure) {
+/// outputs, the warnings posted, the element's stats and its `inference-result` messages.
+fn run_to_eos(props: &str, caps: &gst::Caps, frames: &[gst::Buffer], mut between: impl FnMut(usize)) -> (Vec<gst::Buffer>, Vec<String>, gst::Structure, Vec<gst::Structure>) {
     init();
     let pipeline = gst::parse::launch(&format!("appsrc name=src format=time ! inferclient name=infer {props} ! appsink name=sink sync=false"))
         .unwrap()
@@ -567,9 +569,10 @@ fn run_to_eos(props: &str, caps: &gst::Caps, frames: &[gst::Buffer], mut between
             _ => None,
         })
         .collect();
+    let results = messages.iter().filter_map(|m| m.structure().filter(|s| s.name() == "inference-result").map(|s| s.to_owned())).collect();
     let stats = pipeline.by_name("infer").unwrap().property::<gst::Structure>("stats");
     pipeline.set_state(gst::State::Null).unwrap();
-    (out, warnings, stats)
+    (out, warnings, stats, results)
 }
 
 fn count(s: &gst::Structure, f: &str) -> u64 {
@@ -584,14 +587,14 @@ fn faults_are_retried_counted_and_never_stall() {
     let base = format!("url={url} input-width=32 input-height=32 max-inflight=1 latency-budget=30000");
 
     // 503 on every other call: each request succeeds on its retry.
-    let (out, warnings, s) = run_to_eos(&format!("{base} model=flaky max-retries=2"), &caps, &frames, |_| {});
+    let (out, warnings, s, _) = run_to_eos(&format!("{base} model=flaky max-retries=2"), &caps, &frames, |_| {});
     assert!(out.iter().all(|b| rois(b).len() == 1), "{s}");
     assert_eq!((count(&s, "sent"), count(&s, "ok"), count(&s, "failed"), count(&s, "retried")), (6, 6, 0, 6), "{s}");
     assert!(warnings.is_empty(), "{warnings:?}");
 
     // Malformed JSON and a wrong tensor shape: results lost, one warning, breaker opens, frames flow.
     for model in ["garbage", "shape"] {
-        let (out, warnings, s) = run_to_eos(&format!("{base} model={model} breaker-threshold=3 breaker-cooldown=600000"), &caps, &frames, |_| {});
+        let (out, warnings, s, _) = run_to_eos(&format!("{base} model={model} breaker-threshold=3 breaker-cooldown=600000"), &caps, &frames, |_| {});
         assert_eq!(out.len(), 6);
         assert!(out.iter().all(|b| rois(b).is_empty()));
         assert_eq!((count(&s, "sent"), count(&s, "failed"), count(&s, "skipped-breaker")), (3, 3, 3), "{model}: {s}");
@@ -602,7 +605,7 @@ fn faults_are_retried_counted_and_never_stall() {
 
     // The server dies after three frames: later requests fail (connection refused), are
     // retried and counted; the breaker opens; every frame still comes out, then EOS.
-    let (out, _, s) = run_to_eos(&format!("{base} model=ok max-retries=1 breaker-threshold=2 breaker-cooldown=600000"), &caps, &frames, |i| {
+    let (out, _, s, _) = run_to_eos(&format!("{base} model=ok max-retries=1 breaker-threshold=2 breaker-cooldown=600000"), &caps, &frames, |i| {
         if i == 3 {
             let _ = server.child.kill();
             let _ = server.child.wait();
@@ -781,4 +784,538 @@ fn a_buffer_list_is_one_batched_request() {
     let s = pipeline.by_name("infer").unwrap().property::<gst::Structure>("stats");
     assert_eq!((s.get::<u64>("sent").unwrap(), s.get::<u64>("ok").unwrap()), (1, 1), "one request for the list: {s}");
     pipeline.set_state(gst::State::Null).unwrap();
+}
+
+/// Polls `cond` until it holds; panics after `secs` seconds saying `what`.
+fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn flush(h: &mut Harness) {
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    // A flush-stop drops the segment; buffers need one again.
+    assert!(h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())));
+    // What left before the flush started (the harness keeps it; a sink would drop it).
+    while h.try_pull().is_some() {}
+}
+
+#[test]
+fn an_aborted_half_open_probe_does_not_lock_the_breaker() {
+    // probe-hangs: call 1 fails (the breaker opens), call 2 (the probe) hangs, call 3 answers.
+    let server = fault_server();
+    let (caps, frames) = ball_frames(3);
+    let mut h = harness(
+        &[
+            ("url", &server.url()),
+            ("model", "probe-hangs"),
+            ("input-width", "32"),
+            ("input-height", "32"),
+            ("max-retries", "0"),
+            ("breaker-threshold", "1"),
+            ("breaker-cooldown", "200"),
+            ("latency-budget", "60000"),
+        ],
+        &caps,
+    );
+    h.push(frames[0].clone()).unwrap();
+    assert!(rois(&h.pull().unwrap()).is_empty());
+    assert_eq!(stats(&h).get::<&str>("breaker-state").unwrap(), "open");
+    wait_until(10, "cooldown over", || stats(&h).get::<&str>("breaker-state").unwrap() == "half-open");
+    // The probe goes out and hangs; a flush aborts it.
+    h.push(frames[1].clone()).unwrap();
+    wait_until(10, "the probe reached the server", || http_body(server.port, "GET", "/calls/probe-hangs").contains("\"calls\": 2"));
+    flush(&mut h);
+    wait_until(10, "the probe's task ended", || count(&stats(&h), "inflight") == 0);
+    assert_eq!(count(&stats(&h), "aborted"), 1);
+    // Without the probe released, the breaker refuses every request from here on.
+    h.push(frames[2].clone()).unwrap();
+    let out = h.pull().unwrap();
+    assert_eq!(out.pts(), frames[2].pts());
+    assert_eq!(rois(&out).len(), 1, "the next frame probed and got its result: {}", stats(&h));
+    let s = stats(&h);
+    assert_eq!((count(&s, "sent"), count(&s, "skipped-breaker")), (3, 0), "{s}");
+    assert_eq!(s.get::<&str>("breaker-state").unwrap(), "closed", "{s}");
+}
+
+#[test]
+fn the_breaker_closes_after_its_cooldown() {
+    // recovering: two failures, then answers.
+    let server = fault_server();
+    let (caps, frames) = ball_frames(5);
+    let mut h = harness(
+        &[
+            ("url", &server.url()),
+            ("model", "recovering"),
+            ("input-width", "32"),
+            ("input-height", "32"),
+            ("max-retries", "0"),
+            ("breaker-threshold", "2"),
+            ("breaker-cooldown", "2000"),
+            ("latency-budget", "30000"),
+        ],
+        &caps,
+    );
+    let run = |h: &mut Harness, i: usize| {
+        h.push(frames[i].clone()).unwrap();
+        rois(&h.pull().unwrap()).len()
+    };
+    assert_eq!((run(&mut h, 0), run(&mut h, 1)), (0, 0));
+    assert_eq!(stats(&h).get::<&str>("breaker-state").unwrap(), "open");
+    assert_eq!(run(&mut h, 2), 0, "open: the frame passes without a request");
+    assert_eq!(count(&stats(&h), "skipped-breaker"), 1);
+    wait_until(10, "cooldown over", || stats(&h).get::<&str>("breaker-state").unwrap() == "half-open");
+    assert_eq!(run(&mut h, 3), 1, "the probe succeeds");
+    assert_eq!(stats(&h).get::<&str>("breaker-state").unwrap(), "closed");
+    assert_eq!(run(&mut h, 4), 1, "closed: requests go again");
+    let s = stats(&h);
+    assert_eq!((count(&s, "sent"), count(&s, "ok"), count(&s, "failed"), count(&s, "skipped-breaker")), (4, 2, 2, 1), "{s}");
+}
+
+#[test]
+fn rate_limits_and_timeouts_are_retried() {
+    let server = fault_server();
+    let (caps, frames) = ball_frames(3);
+    let base = format!("url={} input-width=32 input-height=32 max-inflight=1 latency-budget=30000", server.url());
+
+    // 429 (Retry-After: 0) on every other call: each request succeeds on its retry.
+    let (out, warnings, s, _) = run_to_eos(&format!("{base} model=ratelimited max-retries=2"), &caps, &frames, |_| {});
+    assert!(out.iter().all(|b| rois(b).len() == 1), "{s}");
+    assert_eq!((count(&s, "sent"), count(&s, "ok"), count(&s, "failed"), count(&s, "retried")), (3, 3, 0, 3), "{s}");
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    // Every other call answers after 3 s: request-timeout=400 gives up on it and the retry answers.
+    let mut h = harness(&[("url", &server.url()), ("model", "stalling"), ("input-width", "32"), ("input-height", "32"), ("request-timeout", "400"), ("max-retries", "1"), ("latency-budget", "30000")], &caps);
+    for f in &frames {
+        let pushed = Instant::now();
+        h.push(f.clone()).unwrap();
+        assert_eq!(rois(&h.pull().unwrap()).len(), 1);
+        assert!(pushed.elapsed() < Duration::from_millis(2500), "the 3 s reply was waited for: {:?}", pushed.elapsed());
+    }
+    let s = stats(&h);
+    assert_eq!((count(&s, "ok"), count(&s, "failed"), count(&s, "retried")), (3, 0, 3), "{s}");
+    drop(h);
+
+    // Without retries a timed-out request fails; the frame passes without a result.
+    let mut h = harness(&[("url", &server.url()), ("model", "stalling"), ("input-width", "32"), ("input-height", "32"), ("request-timeout", "400"), ("max-retries", "0"), ("latency-budget", "30000")], &caps);
+    h.push(frames[0].clone()).unwrap();
+    assert!(rois(&h.pull().unwrap()).is_empty());
+    let s = stats(&h);
+    assert_eq!((count(&s, "sent"), count(&s, "failed"), count(&s, "retried")), (1, 1, 0), "{s}");
+}
+
+#[test]
+fn results_carry_label_ids_bus_messages_and_an_inferred_marker() {
+    let server = fault_server();
+    let (caps, frames) = ball_frames(4);
+    let base = format!("url={} input-width=32 input-height=24 max-inflight=1 latency-budget=30000", server.url());
+
+    // Class ids 2 and 7 with labels for 0..2: the label by id, or classN; label_id in the param.
+    let (out, _, _, results) = run_to_eos(&format!("{base} model=classes labels=a,b,car interval=2"), &caps, &frames, |_| {});
+    let found = rois(&out[0]);
+    assert_eq!(found.iter().map(|r| (r.label.as_str(), r.label_id)).collect::<Vec<_>>(), vec![("car", 2), ("class7", 7)]);
+    // One inference-result message per inferred frame (0 and 2), with its pts and round trip.
+    assert_eq!(results.len(), 2, "{results:?}");
+    for (r, f) in results.iter().zip([&frames[0], &frames[2]]) {
+        assert_eq!(r.get::<u32>("detections").unwrap(), 2, "{r}");
+        assert_eq!(r.get::<u64>("pts").unwrap(), f.pts().unwrap().nseconds(), "{r}");
+        assert!(r.get::<u64>("round-trip").unwrap() > 0, "{r}");
+    }
+    // The marker: on inferred frames, with the detection count; skipped frames have none.
+    let marks: Vec<Option<u32>> = out.iter().map(|b| gstrtaiinfer::InferredMeta::get(b).map(|m| m.detections)).collect();
+    assert_eq!(marks, vec![Some(2), None, Some(2), None]);
+    assert_eq!(gstrtaiinfer::InferredMeta::get(&out[0]).unwrap().model, "classes");
+
+    // An inferred frame with nothing found carries the marker (detections 0) and no ROI.
+    let (out, _, _, results) = run_to_eos(&format!("{base} model=empty interval=2"), &caps, &frames, |_| {});
+    let marks: Vec<Option<u32>> = out.iter().map(|b| gstrtaiinfer::InferredMeta::get(b).map(|m| m.detections)).collect();
+    assert_eq!(marks, vec![Some(0), None, Some(0), None]);
+    assert!(out.iter().all(|b| rois(b).is_empty()));
+    assert_eq!(results.iter().map(|r| r.get::<u32>("detections").unwrap()).collect::<Vec<_>>(), vec![0, 0]);
+}
+
+#[test]
+fn min_interval_ms_spaces_requests_in_wall_clock_time() {
+    let server = fault_server();
+    let (caps, frames) = ball_frames(1);
+    let mut h = harness(&[("url", &server.url()), ("model", "ok"), ("input-width", "32"), ("input-height", "32"), ("min-interval-ms", "300"), ("latency-budget", "30000")], &caps);
+    // (pushed, pulled, inferred) per frame, for 1.2 s of a 50 fps source.
+    let mut log = Vec::new();
+    let started = Instant::now();
+    let mut i = 0u64;
+    while started.elapsed() < Duration::from_millis(1200) {
+        let mut f = frames[0].copy();
+        f.make_mut().set_pts(gst::ClockTime::from_mseconds(i * 20));
+        let pushed = Instant::now();
+        h.push(f).unwrap();
+        let inferred = !rois(&h.pull().unwrap()).is_empty();
+        log.push((pushed, Instant::now(), inferred));
+        i += 1;
+        // Pacing, as a live source has (what is asserted does not depend on it).
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let inferred: Vec<usize> = (0..log.len()).filter(|&k| log[k].2).collect();
+    assert_eq!(inferred.first(), Some(&0), "the first frame is sent");
+    assert!(inferred.len() >= 3 && inferred.len() < log.len() / 3, "{} of {} frames inferred", inferred.len(), log.len());
+    for w in inferred.windows(2) {
+        let (a, b) = (log[w[0]], log[w[1]]);
+        // Decided somewhere between push and pull: the gap is at most pulled(b) - pushed(a).
+        assert!(b.1 - a.0 >= Duration::from_millis(300), "requests {} and {} only {:?} apart", w[0], w[1], b.1 - a.0);
+    }
+    // And no frame was held back longer than the interval asks.
+    for (k, entry) in log.iter().enumerate() {
+        let last = inferred.iter().rev().find(|&&j| j < k).map(|&j| log[j]);
+        if let Some(last) = last
+            && entry.0 - last.1 >= Duration::from_millis(300)
+        {
+            assert!(entry.2, "frame {k} was due ({:?} after the last request) but not sent", entry.0 - last.1);
+        }
+    }
+    assert_eq!(count(&stats(&h), "sent") as usize, inferred.len());
+}
+
+/// `n` frames of the ball as JPEG (jpegenc), and the raw RGB frames they were made from.
+fn jpeg_ball_frames(n: usize) -> (gst::Caps, Vec<gst::Buffer>, Vec<gst::Buffer>) {
+    let (caps, jpegs) = frames_from(&format!(
+        "videotestsrc num-buffers={n} pattern=ball ! video/x-raw,format=RGB,width={W},height={H},framerate=10/1 ! videoconvert ! jpegenc quality=90 ! appsink name=sink sync=false"
+    ));
+    assert_eq!(caps.structure(0).unwrap().name(), "image/jpeg");
+    (caps, jpegs, ball_frames(n).1)
+}
+
+#[test]
+fn jpeg_input_to_tensor_and_image_endpoints() {
+    use base64::Engine;
+    let b64 = |b: &gst::Buffer| base64::engine::general_purpose::STANDARD.encode(b.map_readable().unwrap().as_slice());
+    let (caps, jpegs, raw) = jpeg_ball_frames(3);
+
+    // KServe: decoded, letterboxed; the boxes match the ball in the raw frames.
+    let mlserver = Peer::mlserver();
+    for props in [
+        vec![("url", mlserver.url()), ("model", "ball".into())],
+        vec![("protocol", "kserve-grpc".into()), ("url", format!("http://127.0.0.1:{}", mlserver.grpc_port)), ("model", "ball".into())],
+    ] {
+        let mut all: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.extend([("labels", "ball"), ("input-width", "160"), ("input-height", "160"), ("latency-budget", "30000")]);
+        let mut h = harness(&all, &caps);
+        for j in &jpegs {
+            h.push(j.clone()).unwrap();
+        }
+        for (i, (j, r)) in jpegs.iter().zip(&raw).enumerate() {
+            let out = h.pull().unwrap();
+            assert_eq!(out.map_readable().unwrap().as_slice(), j.map_readable().unwrap().as_slice(), "the JPEG passes unchanged");
+            let found = rois(&out);
+            assert_eq!(found.len(), 1, "{props:?} frame {i}");
+            assert!(iou(ball_box(r), found[0].rect) > 0.75, "{props:?} frame {i}: {:?} vs {:?}", found[0].rect, ball_box(r));
+        }
+    }
+    drop(mlserver);
+
+    // RunPod: the handler gets the JPEG as it came (model echo returns input.image) and finds the ball in it.
+    let runpod = Peer::runpod();
+    let mut h = harness(&[("protocol", "runpod"), ("url", &runpod.url()), ("model", "echo"), ("latency-budget", "30000")], &caps);
+    for j in &jpegs {
+        h.push(j.clone()).unwrap();
+        assert_eq!(InferenceResult::get(&h.pull().unwrap()).unwrap().text, b64(j), "sent as is");
+    }
+    drop(h);
+    let mut h = harness(&[("protocol", "runpod"), ("url", &runpod.url()), ("model", "ball"), ("latency-budget", "30000")], &caps);
+    h.push(jpegs[0].clone()).unwrap();
+    let out = h.pull().unwrap();
+    assert!(iou(ball_box(&raw[0]), rois(&out)[0].rect) > 0.75);
+    assert_eq!(InferenceResult::get(&out).unwrap().text, format!("jpeg {W}x{H} (input said {W}x{H})"), "the size from the JPEG's header");
+    drop(h);
+
+    // OpenAI chat: a data URI of the JPEG as it came.
+    let port = free_port();
+    let child = Command::new("python3").arg(peers().join("openai_fixture.py")).arg(port.to_string()).spawn().expect("python3 runs");
+    let openai = Peer { child, port, grpc_port: 0 }.wait_ready("OpenAI fixture", |p| http(p, "GET", "/").is_some());
+    let mut h = harness(&[("protocol", "openai-chat"), ("url", &openai.url()), ("api-key", "sk-test"), ("prompt", "echo"), ("latency-budget", "30000")], &caps);
+    h.push(jpegs[1].clone()).unwrap();
+    assert_eq!(InferenceResult::get(&h.pull().unwrap()).unwrap().text, format!("data:image/jpeg;base64,{}", b64(&jpegs[1])));
+    drop(h);
+
+    // A JPEG that does not decode: one warning, the frame passes without inference, the stream goes on.
+    let server = fault_server();
+    let mut corrupt = gst::Buffer::from_slice(b"\xff\xd8\xff\xe0 not really a JPEG".to_vec());
+    corrupt.make_mut().set_pts(jpegs[0].pts());
+    let (out, warnings, s, _) = run_to_eos(&format!("url={} model=ok input-width=32 input-height=32 latency-budget=30000", server.url()), &caps, &[corrupt, jpegs[1].clone()], |_| {});
+    assert_eq!(out.iter().map(|b| rois(b).len()).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("Cannot read a JPEG frame"), "{warnings:?}");
+    assert_eq!(count(&s, "sent"), 1, "{s}");
+}
+
+/// The body of `METHOD path` on loopback `port`.
+fn http_body(port: u16, method: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+/// `tests/peers/runpod_gateway.py` in front of the SDK's local API: what it was asked.
+struct Gateway {
+    _peer: Peer,
+    port: u16,
+}
+
+impl Gateway {
+    fn start(upstream: &Peer) -> Self {
+        let port = free_port();
+        let child = Command::new("python3").arg(peers().join("runpod_gateway.py")).args([port.to_string(), upstream.port.to_string()]).spawn().expect("python3 runs");
+        let peer = Peer { child, port, grpc_port: 0 }.wait_ready("RunPod gateway", |p| http(p, "GET", "/calls") == Some(200));
+        Gateway { _peer: peer, port }
+    }
+
+    fn url(&self, mode: &str) -> String {
+        format!("http://127.0.0.1:{}/v2/{mode}", self.port)
+    }
+
+    /// The calls received (without GET /calls) and the job ids /run gave out.
+    fn calls(&self) -> (Vec<String>, Vec<String>) {
+        let body = http_body(self.port, "GET", "/calls");
+        let strings = |key: &str| -> Vec<String> {
+            let list = body.split(&format!("\"{key}\": [")).nth(1).and_then(|r| r.split(']').next()).unwrap_or_default();
+            list.split(", ").map(|s| s.trim_matches('"').to_string()).filter(|s| !s.is_empty() && s != "GET /calls").collect()
+        };
+        (strings("calls"), strings("ids"))
+    }
+}
+
+#[test]
+fn runpod_run_fallback_status_polling_and_cancel() {
+    // The SDK's local API serves /run and /status (POST only) but has no /cancel, and
+    // its /runsync always waits for the job; the gateway (tests/peers/runpod_gateway.py)
+    // plays the hosted API's 404 for /runsync, its IN_PROGRESS reply from /runsync, a
+    // first IN_QUEUE status and its /cancel reply, in the shapes RunPod documents.
+    let sdk = Peer::runpod();
+    let gateway = Gateway::start(&sdk);
+    let (caps, frames) = ball_frames(2);
+
+    // /runsync is 404: /run, then /status until COMPLETED; the second frame goes to /run at once.
+    let mut h = harness(&[("protocol", "runpod"), ("url", &gateway.url("no-runsync")), ("model", "ball"), ("latency-budget", "30000"), ("max-inflight", "1")], &caps);
+    for f in &frames {
+        h.push(f.clone()).unwrap();
+        let found = rois(&h.pull().unwrap());
+        assert_eq!(found.len(), 1);
+        assert!(iou(ball_box(f), found[0].rect) > 0.75);
+    }
+    drop(h);
+    let (calls, ids) = gateway.calls();
+    let (a, b) = (&ids[0], &ids[1]);
+    let p = "/v2/no-runsync";
+    let expected: Vec<String> = [
+        format!("POST {p}/runsync"),
+        format!("POST {p}/run"),
+        format!("GET {p}/status/{a}"),
+        format!("GET {p}/status/{a}"),
+        format!("POST {p}/status/{a}"),
+        format!("POST {p}/run"),
+        format!("GET {p}/status/{b}"),
+        format!("GET {p}/status/{b}"),
+        format!("POST {p}/status/{b}"),
+    ]
+    .into();
+    // IN_QUEUE from the gateway, 405 from the SDK for GET, then POST completes.
+    assert_eq!(calls, expected);
+
+    // /runsync answers IN_PROGRESS (the job outlasted its wait): polled on /status.
+    let mut h = harness(&[("protocol", "runpod"), ("url", &gateway.url("async")), ("model", "ball"), ("latency-budget", "30000")], &caps);
+    h.push(frames[0].clone()).unwrap();
+    assert_eq!(rois(&h.pull().unwrap()).len(), 1);
+    drop(h);
+    let (calls, ids) = gateway.calls();
+    let c = ids.last().unwrap();
+    assert_eq!(&calls[calls.len() - 4..], ["POST /v2/async/runsync".to_string(), format!("GET /v2/async/status/{c}"), format!("GET /v2/async/status/{c}"), format!("POST /v2/async/status/{c}")]);
+
+    // A cancel while the job is being polled: /cancel/{id} with the job's id, at once.
+    let caps: gst::Caps = AUDIO.parse().unwrap();
+    let pipeline = gst::Pipeline::new();
+    let src = gst_app::AppSrc::builder().caps(&caps).format(gst::Format::Time).build();
+    let client = gst::ElementFactory::make("inferclient").build().unwrap();
+    let url = gateway.url("no-runsync");
+    for (k, v) in [("protocol", "runpod"), ("url", url.as_str()), ("model", "slow"), ("output", "text")] {
+        client.set_property_from_str(k, v);
+    }
+    let sink = gst_app::AppSink::builder().sync(false).build();
+    pipeline.add_many([src.upcast_ref(), &client, sink.upcast_ref()]).unwrap();
+    gst::Element::link_many([src.upcast_ref(), &client, sink.upcast_ref()]).unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for i in 0..20 {
+        src.push_buffer(audio(i * 10, 5)).unwrap();
+    }
+    src.send_event(SegmentEvent::End { id: 5 }.to_event());
+    let known = ids.len();
+    // Polling has started: the element knows the job's id.
+    let mut job = String::new();
+    wait_until(20, "the job is polled", || {
+        let (calls, ids) = gateway.calls();
+        job = ids.get(known).cloned().unwrap_or_default();
+        !job.is_empty() && calls.contains(&format!("GET {p}/status/{job}"))
+    });
+    assert!(src.static_pad("src").unwrap().push_event(SegmentEvent::Cancel { id: 5, reason: "barge-in".into() }.to_event()));
+    wait_until(10, "/cancel reaches the gateway", || gateway.calls().0.contains(&format!("POST {p}/cancel/{job}")));
+    let ack = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Element])
+        .and_then(|m| m.structure().and_then(rtai_core::CancelAck::from_structure))
+        .expect("cancel-ack");
+    assert_eq!((ack.id, ack.requests_aborted), (5, 1));
+    src.end_of_stream().unwrap();
+    assert!(sink.pull_sample().is_err(), "no transcript for a cancelled job");
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn audio_meta_mode_waits_one_budget_for_a_transcript_at_most() {
+    let server = Peer::runpod();
+    let caps: gst::Caps = AUDIO.parse().unwrap();
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time ! inferclient name=infer protocol=runpod url={} model=slow latency-budget=200 ! appsink name=sink sync=false",
+        server.url()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    src.set_caps(Some(&caps));
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for i in 0..20 {
+        src.push_buffer(audio(i * 10, 9)).unwrap();
+    }
+    // The segment's end sends its audio to a handler that takes 3 s; the audio after it
+    // must not wait for that.
+    src.send_event(SegmentEvent::End { id: 9 }.to_event());
+    let ended = Instant::now();
+    for i in 20..40 {
+        src.push_buffer(plain_audio(i * 10)).unwrap();
+    }
+    for i in 0..40 {
+        let b = sink.try_pull_sample(gst::ClockTime::from_seconds(10)).expect("audio flows").buffer_owned().unwrap();
+        assert_eq!(b.pts(), Some(gst::ClockTime::from_mseconds(i * 10)));
+    }
+    assert!(ended.elapsed() < Duration::from_millis(2000), "later audio waited {:?} for the 3 s transcript", ended.elapsed());
+    let infer = pipeline.by_name("infer").unwrap();
+    assert_eq!(count(&infer.property::<gst::Structure>("stats"), "dropped-by-budget"), 1);
+    // The transcript still reaches the bus when it comes.
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(gst::ClockTime::from_seconds(20), &[gst::MessageType::Element])
+        .expect("the late transcript on the bus");
+    let s = msg.structure().unwrap();
+    assert_eq!(s.name(), "inference-result");
+    assert_eq!((s.get::<&str>("text").unwrap(), s.get::<u64>("segment-id").unwrap()), ("6400 bytes of audio", 9));
+    assert_eq!(s.get::<u64>("pts").unwrap(), 0, "the segment's start");
+    assert!(ended.elapsed() >= Duration::from_secs(3), "it came from the 3 s job");
+    src.end_of_stream().unwrap();
+    assert!(sink.pull_sample().is_err());
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn the_queue_is_bounded_and_holds_upstream_back() {
+    init();
+    // Text in, text out: buffers pass through the queue without requests.
+    let element = gst::ElementFactory::make("inferclient").property_from_str("output", "text").build().unwrap();
+    let mut h = Harness::with_element(&element, Some("sink"), Some("src"));
+    h.set_src_caps("text/x-raw,format=utf8".parse().unwrap());
+    h.play();
+    // Downstream takes a buffer only when the test pulls it: a stalled sink.
+    h.set_blocking_push_mode();
+    let limit = count(&stats(&h), "queue-limit") as usize;
+    assert_eq!(limit, 4 + 100 + 16, "max-inflight, one budget of buffers at 100/s, slack");
+    let n = limit + 10;
+    let pad = h.srcpad().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let pusher = std::thread::spawn(move || {
+        for i in 0..n {
+            let mut b = gst::Buffer::from_slice(i.to_string().into_bytes());
+            b.make_mut().set_pts(gst::ClockTime::from_mseconds(i as u64));
+            pad.push(b).unwrap();
+        }
+        done_tx.send(()).unwrap();
+    });
+    wait_until(10, "the queue fills", || count(&stats(&h), "queued") as usize == limit);
+    // One buffer is held downstream, `limit` are queued: the next push must wait.
+    assert!(done_rx.recv_timeout(Duration::from_millis(300)).is_err(), "upstream pushed on past a full queue");
+    assert_eq!(count(&stats(&h), "queued") as usize, limit, "the queue never grows past its limit");
+    // Downstream takes them: upstream goes on, nothing lost, in order.
+    for i in 0..n {
+        let b = h.pull().unwrap();
+        assert_eq!(std::str::from_utf8(&b.map_readable().unwrap()).unwrap(), i.to_string());
+    }
+    done_rx.recv_timeout(Duration::from_secs(10)).expect("upstream finished");
+    pusher.join().unwrap();
+}
+
+/// `tests/peers/tls_proxy.py` (TLS with its own CA) in front of `upstream`.
+fn tls_proxy(upstream: u16) -> (Peer, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("rtai-tls-{}-{upstream}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let child = Command::new("python3")
+        .arg(peers().join("tls_proxy.py"))
+        .args([dir.to_str().unwrap(), &port.to_string(), &upstream.to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let ca = dir.join("ca.pem");
+    let peer = Peer { child, port, grpc_port: 0 }.wait_ready("TLS proxy", |p| ca.exists() && TcpStream::connect(("127.0.0.1", p)).is_ok());
+    (peer, ca)
+}
+
+#[test]
+fn kserve_grpc_over_tls() {
+    let server = Peer::mlserver();
+    let (proxy, ca) = tls_proxy(server.grpc_port);
+    let url = format!("https://127.0.0.1:{}", proxy.port);
+    // The trust roots come from the environment (SSL_CERT_FILE), which a test cannot change
+    // in its own threaded process: a child process of this test binary runs the element.
+    let child = |trust: Option<&Path>, expect: &str| {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["grpc_tls_child", "--exact", "--include-ignored", "--nocapture", "--test-threads=1"]).env("RTAI_TLS_URL", &url).env("RTAI_TLS_EXPECT", expect);
+        if let Some(ca) = trust {
+            cmd.env("SSL_CERT_FILE", ca);
+        }
+        let out = cmd.output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("1 passed"), "{expect}: {text}");
+    };
+    child(Some(&ca), "detections");
+    // The system's roots do not know the proxy's CA: the certificate is checked, requests fail.
+    child(None, "untrusted");
+}
+
+/// Run by `kserve_grpc_over_tls` in a child process (ignored otherwise).
+#[test]
+#[ignore]
+fn grpc_tls_child() {
+    let (Ok(url), Ok(expect)) = (std::env::var("RTAI_TLS_URL"), std::env::var("RTAI_TLS_EXPECT")) else { return };
+    let (caps, frames) = ball_frames(2);
+    let mut h = harness(&[("protocol", "kserve-grpc"), ("url", &url), ("model", "ball"), ("labels", "ball"), ("input-width", "160"), ("input-height", "160"), ("max-retries", "0"), ("latency-budget", "30000")], &caps);
+    for f in &frames {
+        h.push(f.clone()).unwrap();
+        let found = rois(&h.pull().unwrap());
+        if expect == "detections" {
+            assert_eq!(found.len(), 1);
+            assert!(iou(ball_box(f), found[0].rect) > 0.8);
+        } else {
+            assert!(found.is_empty());
+        }
+    }
+    let s = stats(&h);
+    let (ok, failed) = (count(&s, "ok"), count(&s, "failed"));
+    assert_eq!((ok, failed), if expect == "detections" { (2, 0) } else { (0, 2) }, "{s}");
 }

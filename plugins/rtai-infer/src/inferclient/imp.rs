@@ -16,7 +16,7 @@ use rtai_core::stats::LatencyHistogram;
 use rtai_core::{CancelAck, InferenceResult, SegmentEvent, SegmentIdMeta};
 
 use super::{InferBoxFormat, InferOutput, InferProtocol};
-use crate::client::{self, Breaker, CallError, Endpoint, JobId, Protocol, Reply, Request};
+use crate::client::{self, Admission, Breaker, CallError, Endpoint, JobId, Protocol, Reply, Request};
 use crate::postprocess::{self, BoxFormat, Detection, Letterbox};
 use crate::preprocess::{self, Layout};
 
@@ -51,7 +51,7 @@ const DEFAULT_CHUNK_DURATION_MS: u32 = 5000;
 const DEFAULT_JPEG_QUALITY: u32 = 85;
 const DEFAULT_BINARY_DATA: bool = false;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Settings {
     protocol: InferProtocol,
     url: String,
@@ -81,6 +81,42 @@ struct Settings {
     chunk_duration_ms: u32,
     jpeg_quality: u32,
     binary_data: bool,
+}
+
+// By hand: the derived Debug would print the API key.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("protocol", &self.protocol)
+            .field("url", &self.url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("max_inflight", &self.max_inflight)
+            .field("interval", &self.interval)
+            .field("min_interval_ms", &self.min_interval_ms)
+            .field("latency_budget_ms", &self.latency_budget_ms)
+            .field("max_retries", &self.max_retries)
+            .field("breaker_threshold", &self.breaker_threshold)
+            .field("breaker_cooldown_ms", &self.breaker_cooldown_ms)
+            .field("input_width", &self.input_width)
+            .field("input_height", &self.input_height)
+            .field("input_name", &self.input_name)
+            .field("nchw", &self.nchw)
+            .field("normalize", &self.normalize)
+            .field("box_format", &self.box_format)
+            .field("confidence_threshold", &self.confidence_threshold)
+            .field("nms_iou", &self.nms_iou)
+            .field("labels", &self.labels)
+            .field("output", &self.output)
+            .field("prompt", &self.prompt)
+            .field("context_frames", &self.context_frames)
+            .field("feed_back_answer", &self.feed_back_answer)
+            .field("chunk_duration_ms", &self.chunk_duration_ms)
+            .field("jpeg_quality", &self.jpeg_quality)
+            .field("binary_data", &self.binary_data)
+            .finish()
+    }
 }
 
 impl Default for Settings {
@@ -118,6 +154,9 @@ impl Default for Settings {
     }
 }
 
+/// Called with a result that came after its item left the queue.
+type LateResult = Box<dyn FnOnce(&Outcome) + Send>;
+
 /// A request's outcome, filled by the runtime, awaited by the src task.
 #[derive(Default)]
 struct Job {
@@ -126,6 +165,7 @@ struct Job {
     /// Set by a cancel or flush: the task stops and the RunPod job is cancelled.
     abort: tokio::sync::Notify,
     segment: Option<u64>,
+    late: Mutex<Option<LateResult>>,
 }
 
 impl Job {
@@ -142,11 +182,30 @@ impl Job {
     }
 
     fn finish(&self, r: Result<Outcome, String>) {
-        let mut slot = self.result.lock().unwrap();
-        if slot.is_none() {
-            *slot = Some(r);
+        {
+            let mut slot = self.result.lock().unwrap();
+            if slot.is_none() {
+                *slot = Some(r);
+            }
+            self.done.notify_all();
         }
-        self.done.notify_all();
+        self.run_late();
+    }
+
+    /// `f` gets the result when it arrives (at once if it is in already; never for a failure).
+    fn on_late_result(&self, f: LateResult) {
+        *self.late.lock().unwrap() = Some(f);
+        // The result may have come in since the wait gave up.
+        self.run_late();
+    }
+
+    fn run_late(&self) {
+        let Some(Ok(outcome)) = self.result.lock().unwrap().clone() else { return };
+        // Taken: whichever of finish and on_late_result comes second runs it, once.
+        let f = self.late.lock().unwrap().take();
+        if let Some(f) = f {
+            f(&outcome);
+        }
     }
 
     /// Waits until the result is in or `deadline` (None: no limit) passes.
@@ -184,17 +243,41 @@ struct Outcome {
 enum Item {
     /// `index`: the buffer's place in a batched request.
     Buffer { buffer: gst::Buffer, job: Option<Arc<Job>>, deadline: Option<Instant>, index: Option<usize> },
-    /// output=text: a text buffer with these times once the job is done.
-    Text { job: Arc<Job>, pts: Option<gst::ClockTime>, duration: Option<gst::ClockTime> },
+    /// output=text: a text buffer with these times once the job is done. Audio with
+    /// output=meta: the transcript for the bus, waited for until `deadline` at most.
+    Text { job: Arc<Job>, pts: Option<gst::ClockTime>, duration: Option<gst::ClockTime>, deadline: Option<Instant> },
     Event(gst::Event),
 }
 
-#[derive(Default)]
 struct Queue {
     items: VecDeque<Item>,
     flushing: bool,
     /// The job the src task is waiting on (a flush or cancel must reach it too).
     current: Option<Arc<Job>>,
+    /// Items the sink pad may queue before it waits for the src task (see `queue_limit`).
+    limit: usize,
+    /// Why the src task stopped (EOS, not-linked, an error downstream): returned upstream.
+    stopped: Option<gst::FlowError>,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Self { items: VecDeque::new(), flushing: false, current: None, limit: queue_limit(DEFAULT_MAX_INFLIGHT, DEFAULT_LATENCY_BUDGET_MS, None), stopped: None }
+    }
+}
+
+/// Serialized events and the frames of a buffer list, on top of the buffers.
+const QUEUE_SLACK: usize = 16;
+
+/// How many items the queue holds before upstream waits: the requests in flight plus the
+/// buffers that arrive while the src task waits one budget for a result (`rate` buffers
+/// a second; `None`: 100, audio in 10 ms buffers). A slower
+/// downstream then holds upstream back, as a queue would, instead of letting the queue
+/// grow; a result never waits for upstream, so waiting here cannot deadlock.
+fn queue_limit(max_inflight: u32, budget_ms: u32, rate: Option<f64>) -> usize {
+    let rate = rate.filter(|r| r.is_finite() && *r > 0.0).unwrap_or(100.0).min(1000.0);
+    let during_budget = (budget_ms as f64 / 1000.0 * rate).ceil() as usize;
+    (max_inflight as usize + during_budget + QUEUE_SLACK).min(65_536)
 }
 
 #[derive(Default)]
@@ -223,6 +306,8 @@ struct State {
     frame: u64,
     last_sent: Option<Instant>,
     video: Option<gst_video::VideoInfo>,
+    /// image/jpeg in: decoded for tensors, sent as it is to image endpoints.
+    jpeg: bool,
     audio: Option<gst_audio::AudioInfo>,
     /// Sampled frames kept for `context-frames`.
     context: VecDeque<Vec<u8>>,
@@ -244,6 +329,8 @@ pub struct InferClient {
     inflight: Arc<AtomicUsize>,
     /// One bus warning per run for unusable replies (they are counted, not repeated).
     warned_bad_reply: Arc<std::sync::atomic::AtomicBool>,
+    /// One bus warning per run for input frames that cannot be read (corrupt JPEG).
+    warned_bad_input: std::sync::atomic::AtomicBool,
     stats: Arc<Mutex<Stats>>,
     round_trips: Arc<Mutex<LatencyHistogram>>,
 }
@@ -261,6 +348,10 @@ fn protocol_of(p: InferProtocol) -> Protocol {
 impl InferClient {
     fn stats_structure(&self) -> gst::Structure {
         let s = self.stats.lock().unwrap().clone();
+        let (queued, limit) = {
+            let q = self.shared.queue.lock().unwrap();
+            (q.items.len(), q.limit)
+        };
         let breaker = self.state.lock().unwrap().as_ref().map(|st| st.breaker.lock().unwrap().state(Instant::now()).as_str()).unwrap_or("closed");
         let builder = gst::Structure::builder("inferclient-stats")
             .field("sent", s.sent)
@@ -272,14 +363,28 @@ impl InferClient {
             .field("skipped-breaker", s.skipped_breaker)
             .field("aborted", s.aborted)
             .field("inflight", self.inflight.load(Ordering::SeqCst) as u64)
+            .field("queued", queued as u64)
+            .field("queue-limit", limit as u64)
             .field("breaker-state", breaker);
         self.round_trips.lock().unwrap().add_to_structure(builder, "round-trip").build()
     }
 
+    /// Queues `item` for the src task, waiting while the queue is full. Call without
+    /// holding `state` (the src task takes it): a flush, a stop or the src task's own
+    /// stop wakes the wait.
     fn enqueue(&self, item: Item) -> Result<gst::FlowSuccess, gst::FlowError> {
         let mut q = self.shared.queue.lock().unwrap();
-        if q.flushing {
-            return Err(gst::FlowError::Flushing);
+        loop {
+            if q.flushing {
+                return Err(gst::FlowError::Flushing);
+            }
+            if let Some(err) = q.stopped {
+                return Err(err);
+            }
+            if q.items.len() < q.limit {
+                break;
+            }
+            q = self.shared.changed.wait(q).unwrap();
         }
         q.items.push_back(item);
         self.shared.changed.notify_all();
@@ -287,12 +392,13 @@ impl InferClient {
     }
 
     /// Starts `request` on the runtime; the returned job fills in when it is done.
-    fn spawn(&self, state: &State, request: Request, letterbox: Option<Letterbox>, segment: Option<u64>) -> Arc<Job> {
-        self.spawn_batch(state, request, letterbox, segment, 1)
+    fn spawn(&self, state: &State, admission: Admission, request: Request, letterbox: Option<Letterbox>, segment: Option<u64>) -> Arc<Job> {
+        self.spawn_batch(state, admission, request, letterbox, segment, 1)
     }
 
     /// Starts a request for `batch` frames (a tensor [batch, ...]); results split per frame.
-    fn spawn_batch(&self, state: &State, request: Request, letterbox: Option<Letterbox>, segment: Option<u64>, batch: usize) -> Arc<Job> {
+    /// `admission`: how the breaker let it go; its end is reported back to the breaker.
+    fn spawn_batch(&self, state: &State, admission: Admission, request: Request, letterbox: Option<Letterbox>, segment: Option<u64>, batch: usize) -> Arc<Job> {
         let settings = self.settings.lock().unwrap().clone();
         let job = Arc::new(Job { segment, ..Default::default() });
         let (endpoint, client, breaker) = (state.endpoint.clone(), state.client.clone(), state.breaker.clone());
@@ -312,6 +418,12 @@ impl InferClient {
                 r = client::call(&client, &endpoint, &request, &runpod_job) => Some(r),
                 _ = job.abort.notified() => None,
             };
+            if outcome.is_none() {
+                // Aborted: no verdict on the endpoint, but a probe must not stay in flight
+                // forever (the breaker would refuse every request). Before `inflight` drops,
+                // so that no request is seen idle with its probe still held.
+                breaker.lock().unwrap().abandon(admission);
+            }
             inflight.fetch_sub(1, Ordering::SeqCst);
             let Some((result, retries)) = outcome else {
                 let id = runpod_job.lock().unwrap().clone();
@@ -377,7 +489,7 @@ impl InferClient {
         if state.audio.is_some() {
             return self.audio_chain(state_guard, &settings, buffer);
         }
-        if state.video.is_none() && settings.output == InferOutput::Text {
+        if state.video.is_none() && !state.jpeg && settings.output == InferOutput::Text {
             // text/x-raw in: text out unchanged (a text model would go here).
             drop(state_guard);
             return self.enqueue(Item::Buffer { buffer, job: None, deadline: None, index: None });
@@ -387,16 +499,30 @@ impl InferClient {
         let due = (state.frame - 1) % settings.interval.max(1) as u64 == 0
             && state.last_sent.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(settings.min_interval_ms as u64));
         let mut job = None;
-        if due && state.video.is_some() {
-            if self.inflight.load(Ordering::SeqCst) >= settings.max_inflight as usize {
+        if due && (state.video.is_some() || state.jpeg) {
+            let admission = if self.inflight.load(Ordering::SeqCst) >= settings.max_inflight as usize {
                 self.stats.lock().unwrap().skipped_busy += 1;
-            } else if !state.breaker.lock().unwrap().allow(now) {
-                self.stats.lock().unwrap().skipped_breaker += 1;
+                None
             } else {
+                let admission = state.breaker.lock().unwrap().admit(now);
+                if admission.is_none() {
+                    self.stats.lock().unwrap().skipped_breaker += 1;
+                }
+                admission
+            };
+            if let Some(admission) = admission {
                 match self.video_request(state, &settings, &buffer) {
                     Ok((request, letterbox)) => {
                         state.last_sent = Some(now);
-                        job = Some(self.spawn(state, request, Some(letterbox), SegmentIdMeta::get(&buffer)));
+                        job = Some(self.spawn(state, admission, request, Some(letterbox), SegmentIdMeta::get(&buffer)));
+                    }
+                    // A JPEG that does not decode is data, not a bug: the frame passes without inference.
+                    Err(err) if state.jpeg => {
+                        state.breaker.lock().unwrap().abandon(admission);
+                        if !self.warned_bad_input.swap(true, Ordering::SeqCst) {
+                            gst::element_imp_warning!(self, gst::StreamError::Decode, ("Cannot read a JPEG frame: {}", err), ["frames that do not decode pass without inference (warned once)"]);
+                        }
+                        gst::debug!(CAT, imp = self, "JPEG frame passes without inference: {err}");
                     }
                     Err(err) => {
                         gst::element_imp_error!(self, gst::StreamError::Format, ("Cannot prepare the frame for inference"), ["{err}"]);
@@ -409,7 +535,7 @@ impl InferClient {
         if settings.output == InferOutput::Text {
             let (pts, duration) = (buffer.pts(), buffer.duration());
             return match job {
-                Some(job) => self.enqueue(Item::Text { job, pts, duration }),
+                Some(job) => self.enqueue(Item::Text { job, pts, duration, deadline: None }),
                 None => Ok(gst::FlowSuccess::Ok),
             };
         }
@@ -436,11 +562,17 @@ impl InferClient {
         let state = state_guard.as_mut().ok_or(gst::FlowError::Flushing)?;
         state.frame += list.len() as u64;
         let mut job = None;
-        if self.inflight.load(Ordering::SeqCst) >= settings.max_inflight as usize {
+        let admission = if self.inflight.load(Ordering::SeqCst) >= settings.max_inflight as usize {
             self.stats.lock().unwrap().skipped_busy += 1;
-        } else if !state.breaker.lock().unwrap().allow(now) {
-            self.stats.lock().unwrap().skipped_breaker += 1;
+            None
         } else {
+            let admission = state.breaker.lock().unwrap().admit(now);
+            if admission.is_none() {
+                self.stats.lock().unwrap().skipped_breaker += 1;
+            }
+            admission
+        };
+        if let Some(admission) = admission {
             let mut data = Vec::new();
             let mut shape = Vec::new();
             let mut letterbox = None;
@@ -461,7 +593,7 @@ impl InferClient {
             shape[0] = list.len();
             state.last_sent = Some(now);
             let request = Request::Tensor { name: settings.input_name.clone(), shape, data };
-            job = Some(self.spawn_batch(state, request, letterbox, None, list.len()));
+            job = Some(self.spawn_batch(state, admission, request, letterbox, None, list.len()));
         }
         drop(state_guard);
         let deadline = job.as_ref().map(|_| now + Duration::from_millis(settings.latency_budget_ms as u64));
@@ -471,36 +603,30 @@ impl InferClient {
         Ok(gst::FlowSuccess::Ok)
     }
 
+    /// The request for a frame: raw video, or JPEG (decoded only when a tensor is needed).
     fn video_request(&self, state: &mut State, settings: &Settings, buffer: &gst::Buffer) -> Result<(Request, Letterbox), String> {
+        let tensor = match settings.protocol {
+            InferProtocol::KserveRest | InferProtocol::KserveGrpc => true,
+            InferProtocol::Runpod | InferProtocol::OpenaiChat => false,
+            InferProtocol::OpenaiTranscriptions => return Err("openai-transcriptions takes audio, not video".into()),
+        };
+        if state.jpeg {
+            let map = buffer.map_readable().map_err(|_| "cannot map the frame".to_string())?;
+            if tensor {
+                return Ok(tensor_request(settings, &preprocess::decode_jpeg(&map)?));
+            }
+            // Image endpoints take JPEG: sent as it came, no decode, no second encode.
+            let (width, height) = preprocess::jpeg_size(&map)?;
+            return Ok(images_request(state, settings, map.to_vec(), width, height));
+        }
         let info = state.video.as_ref().ok_or("no video caps")?;
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info).map_err(|_| "cannot map the frame".to_string())?;
         let rgb = preprocess::to_rgb(&frame).ok_or_else(|| format!("unsupported format {:?}", info.format()))?;
-        Ok(match settings.protocol {
-            InferProtocol::KserveRest | InferProtocol::KserveGrpc => {
-                let layout = if settings.nchw { Layout::Nchw } else { Layout::Nhwc };
-                let (data, letterbox) = preprocess::tensor(&rgb, settings.input_width, settings.input_height, layout, settings.normalize);
-                let (w, h) = (settings.input_width as usize, settings.input_height as usize);
-                let shape = if settings.nchw { vec![1, 3, h, w] } else { vec![1, h, w, 3] };
-                (Request::Tensor { name: settings.input_name.clone(), shape, data }, letterbox)
-            }
-            InferProtocol::Runpod | InferProtocol::OpenaiChat => {
-                let jpeg = preprocess::jpeg(&rgb, settings.jpeg_quality as u8)?;
-                state.context.push_back(jpeg);
-                while state.context.len() > settings.context_frames.max(1) as usize {
-                    state.context.pop_front();
-                }
-                let previous_answer = if settings.feed_back_answer { state.previous_answer.lock().unwrap().clone() } else { None };
-                let request = Request::Images {
-                    jpegs: state.context.iter().cloned().collect(),
-                    width: rgb.width,
-                    height: rgb.height,
-                    prompt: settings.prompt.clone(),
-                    previous_answer,
-                };
-                (request, Letterbox::identity(rgb.width, rgb.height))
-            }
-            InferProtocol::OpenaiTranscriptions => return Err("openai-transcriptions takes audio, not video".into()),
-        })
+        if tensor {
+            return Ok(tensor_request(settings, &rgb));
+        }
+        let jpeg = preprocess::jpeg(&rgb, settings.jpeg_quality as u8)?;
+        Ok(images_request(state, settings, jpeg, rgb.width, rgb.height))
     }
 
     /// Audio: collect the chunk (or the speech segment) and send it when it is complete.
@@ -512,8 +638,9 @@ impl InferClient {
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let state = state_guard.as_mut().unwrap();
         let segment = SegmentIdMeta::get(&buffer);
+        let mut transcripts = Vec::new();
         if segment.is_some() && segment != state.audio_segment && !state.audio_chunk.is_empty() {
-            self.send_audio(state, settings);
+            transcripts.extend(self.send_audio(state, settings));
         }
         if state.audio_chunk.is_empty() {
             state.audio_start = buffer.pts();
@@ -527,33 +654,39 @@ impl InferClient {
         let chunk_full = segment.is_none()
             && state.audio_start.zip(state.audio_end).is_some_and(|(s, e)| e.saturating_sub(s) >= gst::ClockTime::from_mseconds(settings.chunk_duration_ms as u64));
         if chunk_full {
-            self.send_audio(state, settings);
+            transcripts.extend(self.send_audio(state, settings));
         }
         drop(state_guard);
+        for item in transcripts {
+            self.enqueue(item)?;
+        }
         if settings.output == InferOutput::Meta {
             return self.enqueue(Item::Buffer { buffer, job: None, deadline: None, index: None });
         }
         Ok(gst::FlowSuccess::Ok)
     }
 
-    fn send_audio(&self, state: &mut State, settings: &Settings) {
-        let Some(info) = state.audio.clone() else { return };
+    /// Sends the collected audio; returns the item to queue (after `state` is released).
+    fn send_audio(&self, state: &mut State, settings: &Settings) -> Option<Item> {
+        let info = state.audio.clone()?;
         let samples = std::mem::take(&mut state.audio_chunk);
         let (pts, end, segment) = (state.audio_start.take(), state.audio_end.take(), state.audio_segment.take());
         if samples.is_empty() {
-            return;
+            return None;
         }
-        if !state.breaker.lock().unwrap().allow(Instant::now()) {
+        let now = Instant::now();
+        let Some(admission) = state.breaker.lock().unwrap().admit(now) else {
             self.stats.lock().unwrap().skipped_breaker += 1;
-            return;
-        }
+            return None;
+        };
         let wav = preprocess::wav(&samples, info.rate(), info.channels() as u16);
         // The image instruction is no transcription hint: audio gets the prompt only when set.
         let prompt = if settings.prompt == DEFAULT_PROMPT { String::new() } else { settings.prompt.clone() };
-        let job = self.spawn(state, Request::Audio { wav, prompt }, None, segment);
+        let job = self.spawn(state, admission, Request::Audio { wav, prompt }, None, segment);
         let duration = pts.zip(end).map(|(p, e)| e.saturating_sub(p));
-        // In meta mode the transcript is posted on the bus when it arrives.
-        let _ = self.enqueue(Item::Text { job, pts, duration });
+        // Meta mode: the transcript goes to the bus; later audio waits for it one budget at most.
+        let deadline = (settings.output == InferOutput::Meta).then(|| now + Duration::from_millis(settings.latency_budget_ms as u64));
+        Some(Item::Text { job, pts, duration, deadline })
     }
 
     /// A cancel (OOB): abort the segment's requests and drop its pending audio.
@@ -629,22 +762,14 @@ impl InferClient {
             }
             _ => {}
         }
-        if let Some(SegmentEvent::End { .. }) = SegmentEvent::parse(&event) {
+        // A segment's end or EOS sends the audio collected so far.
+        if matches!(SegmentEvent::parse(&event), Some(SegmentEvent::End { .. })) || event.type_() == gst::EventType::Eos {
             let settings = self.settings.lock().unwrap().clone();
-            let mut state = self.state.lock().unwrap();
-            if let Some(state) = state.as_mut()
-                && state.audio.is_some()
+            let transcript = self.state.lock().unwrap().as_mut().filter(|s| s.audio.is_some()).and_then(|state| self.send_audio(state, &settings));
+            if let Some(item) = transcript
+                && self.enqueue(item).is_err()
             {
-                self.send_audio(state, &settings);
-            }
-        }
-        if matches!(event.type_(), gst::EventType::Eos) {
-            let settings = self.settings.lock().unwrap().clone();
-            let mut state = self.state.lock().unwrap();
-            if let Some(state) = state.as_mut()
-                && state.audio.is_some()
-            {
-                self.send_audio(state, &settings);
+                return false;
             }
         }
         if event.is_serialized() {
@@ -659,7 +784,10 @@ impl InferClient {
         let mut state = self.state.lock().unwrap();
         let state = state.as_mut().ok_or("not started")?;
         state.video = None;
+        state.jpeg = false;
         state.audio = None;
+        // Buffers a second, for the queue's bound.
+        let mut rate = None;
         match s.name().as_str() {
             "video/x-raw" => {
                 let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| e.to_string())?;
@@ -669,7 +797,17 @@ impl InferClient {
                 if settings.protocol == InferProtocol::OpenaiTranscriptions {
                     return Err("openai-transcriptions needs audio/x-raw".into());
                 }
+                let fps = info.fps();
+                rate = Some(if fps.numer() > 0 { fps.numer() as f64 / fps.denom() as f64 } else { 60.0 });
                 state.video = Some(info);
+            }
+            "image/jpeg" => {
+                if settings.protocol == InferProtocol::OpenaiTranscriptions {
+                    return Err("openai-transcriptions needs audio/x-raw".into());
+                }
+                let fps = s.get::<gst::Fraction>("framerate").ok().filter(|f| f.numer() > 0 && f.denom() > 0);
+                rate = Some(fps.map_or(60.0, |f| f.numer() as f64 / f.denom() as f64));
+                state.jpeg = true;
             }
             "audio/x-raw" => {
                 let info = gst_audio::AudioInfo::from_caps(caps).map_err(|e| e.to_string())?;
@@ -684,12 +822,20 @@ impl InferClient {
             "text/x-raw" => {}
             other => return Err(format!("caps {other}")),
         }
+        let mut q = self.shared.queue.lock().unwrap();
+        q.limit = queue_limit(settings.max_inflight, settings.latency_budget_ms, rate);
+        // A larger limit lets a waiting upstream go on.
+        self.shared.changed.notify_all();
         Ok(())
     }
 
     fn set_flushing(&self, flushing: bool) {
         let mut q = self.shared.queue.lock().unwrap();
         q.flushing = flushing;
+        if !flushing {
+            // A new start (or the end of a flush): the src task runs again.
+            q.stopped = None;
+        }
         if flushing {
             for item in q.items.drain(..) {
                 if let Item::Buffer { job: Some(job), .. } | Item::Text { job, .. } = item {
@@ -748,7 +894,10 @@ impl InferClient {
                             if let Some(i) = index {
                                 outcome.detections = outcome.batches.get(i).cloned().unwrap_or_default();
                             }
-                            self.attach(buffer.make_mut(), &outcome, job.segment);
+                            let b = buffer.make_mut();
+                            self.attach(b, &outcome, job.segment);
+                            // Zero detections included: "inferred, nothing found" differs from "not inferred".
+                            crate::InferredMeta { model: self.settings.lock().unwrap().model.clone(), detections: outcome.detections.len() as u32 }.attach(b);
                             self.post_result(&outcome, buffer.pts(), job.segment);
                         }
                         Some(Err(_)) => {}
@@ -760,7 +909,7 @@ impl InferClient {
                 }
                 self.srcpad.push(buffer)
             }
-            Item::Text { job, pts, duration } => match job.wait(None) {
+            Item::Text { job, pts, duration, deadline } => match job.wait(deadline) {
                 Some(Ok(outcome)) => {
                     self.post_result(&outcome, pts, job.segment);
                     let output = self.settings.lock().unwrap().output;
@@ -781,7 +930,20 @@ impl InferClient {
                         _ => Ok(gst::FlowSuccess::Ok),
                     }
                 }
-                _ => Ok(gst::FlowSuccess::Ok),
+                Some(Err(_)) => Ok(gst::FlowSuccess::Ok),
+                None => {
+                    // Meta mode, the budget is over: later audio goes on, the transcript
+                    // goes to the bus whenever it comes.
+                    self.stats.lock().unwrap().dropped_by_budget += 1;
+                    let element = self.obj().downgrade();
+                    let segment = job.segment;
+                    job.on_late_result(Box::new(move |outcome| {
+                        if let Some(element) = element.upgrade() {
+                            element.imp().post_result(outcome, pts, segment);
+                        }
+                    }));
+                    Ok(gst::FlowSuccess::Ok)
+                }
             },
         };
         self.shared.queue.lock().unwrap().current = None;
@@ -790,6 +952,11 @@ impl InferClient {
             {
                 let mut q = self.shared.queue.lock().unwrap();
                 q.flushing = err == gst::FlowError::Flushing || q.flushing;
+                if err != gst::FlowError::Flushing {
+                    // Upstream learns it from its next push instead of filling the queue.
+                    q.stopped = Some(err);
+                }
+                self.shared.changed.notify_all();
             }
             let _ = self.srcpad.pause_task();
             // Not-linked and errors end the stream with an error, as GStreamer sources do.
@@ -853,6 +1020,26 @@ impl InferClient {
         }
         let _ = self.obj().post_message(gst::message::Element::builder(s.build()).src(&*self.obj()).build());
     }
+}
+
+/// A KServe tensor of `rgb`, letterboxed into the model's input.
+fn tensor_request(settings: &Settings, rgb: &preprocess::Rgb) -> (Request, Letterbox) {
+    let layout = if settings.nchw { Layout::Nchw } else { Layout::Nhwc };
+    let (data, letterbox) = preprocess::tensor(rgb, settings.input_width, settings.input_height, layout, settings.normalize);
+    let (w, h) = (settings.input_width as usize, settings.input_height as usize);
+    let shape = if settings.nchw { vec![1, 3, h, w] } else { vec![1, h, w, 3] };
+    (Request::Tensor { name: settings.input_name.clone(), shape, data }, letterbox)
+}
+
+/// An image request (RunPod, OpenAI chat) with `jpeg` as the current frame after the context.
+fn images_request(state: &mut State, settings: &Settings, jpeg: Vec<u8>, width: u32, height: u32) -> (Request, Letterbox) {
+    state.context.push_back(jpeg);
+    while state.context.len() > settings.context_frames.max(1) as usize {
+        state.context.pop_front();
+    }
+    let previous_answer = if settings.feed_back_answer { state.previous_answer.lock().unwrap().clone() } else { None };
+    let request = Request::Images { jpegs: state.context.iter().cloned().collect(), width, height, prompt: settings.prompt.clone(), previous_answer };
+    (request, Letterbox::identity(width, height))
 }
 
 /// A reply as detections and text for this element's settings.
@@ -1000,6 +1187,7 @@ impl ObjectSubclass for InferClient {
             shared: Arc::default(),
             inflight: Arc::default(),
             warned_bad_reply: Arc::default(),
+            warned_bad_input: Default::default(),
             stats: Arc::default(),
             round_trips: Arc::new(Mutex::new(LatencyHistogram::new())),
         }
@@ -1203,7 +1391,7 @@ impl ObjectImpl for InferClient {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("sent, ok, failed, retried, dropped-by-budget, skipped-busy, skipped-breaker, aborted, inflight, breaker-state, round-trip P50/P95/P99 (ns)")
+                    .blurb("sent, ok, failed, retried, dropped-by-budget, skipped-busy, skipped-breaker, aborted, inflight, queued, queue-limit, breaker-state, round-trip P50/P95/P99 (ns)")
                     .read_only()
                     .build(),
             ]
@@ -1313,6 +1501,7 @@ impl ElementImpl for InferClient {
             {
                 let caps = caps.get_mut().unwrap();
                 caps.append(gst_video::VideoCapsBuilder::new().format_list(preprocess::FORMATS).build());
+                caps.append(gst::Caps::builder("image/jpeg").build());
                 caps.append(gst_audio::AudioCapsBuilder::new_interleaved().format(gst_audio::AudioFormat::S16le).build());
                 caps.append(gst::Caps::builder("text/x-raw").field("format", "utf8").build());
             }
@@ -1339,8 +1528,11 @@ impl ElementImpl for InferClient {
                     poll_limit: Duration::from_millis(s.request_timeout_ms as u64 * 6),
                     grpc: None,
                     binary_data: s.binary_data,
+                    runsync_missing: Arc::default(),
                 };
                 let mut endpoint = endpoint;
+                // Before any TLS use (gRPC's TLS config takes the process default).
+                rtai_core::runtime::ensure_tls_provider();
                 if s.protocol == InferProtocol::KserveGrpc {
                     let _guard = rtai_core::runtime::runtime().enter();
                     endpoint.grpc = Some(client::grpc_channel(&s.url, endpoint.timeout).map_err(|e| {
@@ -1348,7 +1540,6 @@ impl ElementImpl for InferClient {
                         gst::StateChangeError
                     })?);
                 }
-                rtai_core::runtime::ensure_tls_provider();
                 let client = reqwest::Client::builder().build().map_err(|e| {
                     gst::element_imp_error!(self, gst::LibraryError::Init, ("Cannot create the HTTP client"), ["{e}"]);
                     gst::StateChangeError
@@ -1360,6 +1551,7 @@ impl ElementImpl for InferClient {
                     frame: 0,
                     last_sent: None,
                     video: None,
+                    jpeg: false,
                     audio: None,
                     context: VecDeque::new(),
                     previous_answer: Arc::default(),
@@ -1371,6 +1563,7 @@ impl ElementImpl for InferClient {
                 });
                 *self.stats.lock().unwrap() = Stats::default();
                 self.warned_bad_reply.store(false, Ordering::SeqCst);
+                self.warned_bad_input.store(false, Ordering::SeqCst);
                 self.round_trips.lock().unwrap().reset();
                 self.set_flushing(false);
                 self.start_task().map_err(|_| gst::StateChangeError)?;
@@ -1386,5 +1579,30 @@ impl ElementImpl for InferClient {
             *self.state.lock().unwrap() = None;
         }
         Ok(ret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_debug_hides_the_api_key() {
+        let s = Settings { api_key: Some("sk-live-secret".into()), ..Default::default() };
+        let text = format!("{s:?}");
+        assert!(!text.contains("sk-live-secret"), "{text}");
+        assert!(text.contains("api_key: Some(\"<redacted>\")") && text.contains("max_inflight: 4"), "{text}");
+        assert!(format!("{:?}", Settings::default()).contains("api_key: None"));
+    }
+
+    #[test]
+    fn queue_limit_covers_inflight_and_a_budget_of_buffers() {
+        assert_eq!(queue_limit(4, 1000, Some(30.0)), 4 + 30 + QUEUE_SLACK);
+        assert_eq!(queue_limit(1, 100, Some(10.0)), 1 + 1 + QUEUE_SLACK);
+        assert_eq!(queue_limit(4, 0, Some(30.0)), 4 + QUEUE_SLACK);
+        // Unknown or nonsense rates: 100 a second.
+        assert_eq!(queue_limit(4, 1000, None), 4 + 100 + QUEUE_SLACK);
+        assert_eq!(queue_limit(4, 1000, Some(f64::NAN)), 4 + 100 + QUEUE_SLACK);
+        assert_eq!(queue_limit(64, 600_000, Some(1e9)), 65_536, "capped");
     }
 }

@@ -1,8 +1,12 @@
 """A KServe v2 REST endpoint that misbehaves on purpose, per model name:
 ok (a valid box), flaky (503 then 200, alternating), garbage (not JSON),
 shape (a [1, 6] tensor with 5 values), binary (Triton's binary tensor extension:
-checks the raw input against its JSON header and answers with a raw output). The faults real servers show; MLServer
-cannot be made to produce them.
+checks the raw input against its JSON header and answers with a raw output),
+empty (no boxes), classes (boxes of class 2 and 7), ratelimited (429 then 200,
+alternating), stalling (odd calls answer after 3 s, even ones at once: for
+request timeouts), recovering (HTTP 500 twice, then valid boxes), probe-hangs
+(HTTP 500 once, then a call that answers only after 30 s, then valid boxes).
+The faults real servers show; MLServer cannot be made to produce them.
 
   python kserve_faults.py PORT
 """
@@ -10,11 +14,19 @@ import json
 import struct
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-calls = {"flaky": 0}
+calls = {}
 lock = threading.Lock()
 BOX = {"name": "boxes", "shape": [1, 6], "datatype": "FP32", "data": [4, 4, 20, 20, 0.9, 0]}
+
+
+def count(model):
+    """This model's calls so far, this one included (1-based)."""
+    with lock:
+        calls[model] = calls.get(model, 0) + 1
+        return calls[model]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -32,6 +44,10 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
+        # GET /calls/MODEL: how often MODEL was called (tests wait on it).
+        if self.path.startswith("/calls/"):
+            with lock:
+                return self.send(200, {"calls": calls.get(self.path[len("/calls/"):], 0)})
         self.send(200, {"live": True})
 
     def do_POST(self):
@@ -58,12 +74,37 @@ class Handler(BaseHTTPRequestHandler):
         if model == "ok":
             return self.send(200, {"model_name": model, "outputs": [BOX]})
         if model == "flaky":
-            with lock:
-                calls["flaky"] += 1
-                n = calls["flaky"]
-            if n % 2 == 1:
+            if count(model) % 2 == 1:
                 return self.send(503, {"error": "overloaded, try again"})
             return self.send(200, {"model_name": model, "outputs": [BOX]})
+        if model == "ratelimited":
+            if count(model) % 2 == 1:
+                self.send_response(429)
+                self.send_header("Retry-After", "0")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            return self.send(200, {"model_name": model, "outputs": [BOX]})
+        if model == "stalling":
+            if count(model) % 2 == 1:
+                time.sleep(3)
+            return self.send(200, {"model_name": model, "outputs": [BOX]})
+        if model == "recovering":
+            if count(model) <= 2:
+                return self.send(500, {"error": "warming up"})
+            return self.send(200, {"model_name": model, "outputs": [BOX]})
+        if model == "probe-hangs":
+            n = count(model)
+            if n == 1:
+                return self.send(500, {"error": "down"})
+            if n == 2:
+                time.sleep(30)
+            return self.send(200, {"model_name": model, "outputs": [BOX]})
+        if model == "empty":
+            return self.send(200, {"model_name": model, "outputs": [{"name": "boxes", "shape": [0, 6], "datatype": "FP32", "data": []}]})
+        if model == "classes":
+            boxes = [4, 4, 20, 20, 0.9, 2, 22, 2, 30, 10, 0.8, 7]
+            return self.send(200, {"model_name": model, "outputs": [{"name": "boxes", "shape": [2, 6], "datatype": "FP32", "data": boxes}]})
         if model == "garbage":
             return self.send(200, b"<html>not json{", "text/html")
         if model == "shape":
@@ -71,5 +112,12 @@ class Handler(BaseHTTPRequestHandler):
         self.send(404, {"error": f"model {model} not found"})
 
 
-ThreadingHTTPServer.daemon_threads = True
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client that gave up on a stalled call (its timeout, a flush): nothing to report.
+        pass
+
+
+Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()

@@ -36,6 +36,9 @@ class Handler(BaseHTTPRequestHandler):
                 assert url.startswith("data:image/jpeg;base64,"), url[:40]
                 assert base64.b64decode(url.split(",", 1)[1])[:2] == b"\xff\xd8", "not a JPEG"
             prompt = next(p["text"] for p in parts if p["type"] == "text")
+            if prompt == "echo":
+                # The image as received, to check what the element sent.
+                return self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": images[-1]["image_url"]["url"]}}]})
             previous = [m["content"] for m in messages[:-1] if m["role"] == "assistant"]
             text = f"{len(images)} frames, prompt '{prompt}', previous: {previous[0] if previous else 'none'}"
             return self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})

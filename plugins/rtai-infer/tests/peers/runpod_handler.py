@@ -4,7 +4,8 @@ the JPEG, or with input.model "text" runs the PP-OCRv4 text detector (the ONNX
 model inside rapidocr-onnxruntime, the same one MLServer serves); audio:
 reports what it received, or with input.model "sphinx" transcribes it with
 pocketsphinx's English model and the JSGF grammar in input.prompt.
-input.model "slow" waits 3 s (for cancel tests), "broken" raises."""
+input.model "slow" waits 3 s (for cancel tests), "broken" raises, "echo"
+returns the base64 image as received."""
 import base64
 import io
 import time
@@ -19,6 +20,8 @@ def handler(job):
         raise RuntimeError("this handler always fails")
     if inp.get("model") == "slow":
         time.sleep(3)
+    if "image" in inp and inp.get("model") == "echo":
+        return {"text": inp["image"]}
     if "image" in inp and inp.get("model") == "text":
         import sys, os
         sys.path.insert(0, os.path.join(os.path.dirname(__file__), "mlserver"))
