@@ -1004,3 +1004,52 @@ fn flushing_starts_tracking_afresh() {
         "ids keep increasing"
     );
 }
+
+/// inferclient's marker of an inferred frame (`gstrtaiinfer::INFERRED_META_NAME`).
+fn mark_inferred(buf: &mut gst::BufferRef, detections: u32) {
+    const NAME: &str = "RtaiInferredMeta";
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        gst::meta::CustomMeta::register(NAME, &[]);
+    });
+    let mut meta = gst::meta::CustomMeta::add(buf, NAME).unwrap();
+    meta.mut_structure().set("model", "detector");
+    meta.mut_structure().set("detections", detections);
+}
+
+#[test]
+fn a_frame_marked_as_inferred_without_detections_is_an_empty_result() {
+    // interval=0 (auto): an unmarked empty frame went without inference → predicted box...
+    let mut fx = fixture(&[]);
+    for f in 0..5 {
+        fx.run(f, Some(&walker(f)));
+    }
+    let out = fx.run(5, None);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].predicted);
+    // ... a marked one went through inference that found nothing: the track is lost, not predicted.
+    let mut marked = frame_buffer(6, None);
+    mark_inferred(marked.make_mut(), 0);
+    fx.h.push(marked).unwrap();
+    assert!(tracked(&fx.h.pull().unwrap()).is_empty(), "inferred, nothing found");
+    assert!(fx.run(7, None).is_empty(), "lost tracks are not predicted");
+    let stats = fx.stats();
+    assert_eq!(stats.get::<u64>("detection-frames").unwrap(), 6, "frames 0-4 and the marked frame 6");
+    assert_eq!(stats.get::<u64>("predicted-frames").unwrap(), 2);
+    assert_eq!(stats.get::<u64>("predicted-boxes").unwrap(), 1, "frame 5 only");
+    // A marked frame with detections is an inference frame as before, and the object comes back.
+    let mut again = frame_buffer(8, Some(&walker(8)));
+    mark_inferred(again.make_mut(), 1);
+    fx.h.push(again).unwrap();
+    assert_eq!(tracked(&fx.h.pull().unwrap()).iter().map(|h| h.id).collect::<Vec<_>>(), vec![1]);
+
+    // interval=3: the marker counts too, before three frames have passed.
+    let mut fx = fixture(&[("interval", "3")]);
+    for f in 0..5 {
+        fx.run(f, Some(&walker(f)));
+    }
+    let mut marked = frame_buffer(5, None);
+    mark_inferred(marked.make_mut(), 0);
+    fx.h.push(marked).unwrap();
+    assert!(tracked(&fx.h.pull().unwrap()).is_empty());
+}

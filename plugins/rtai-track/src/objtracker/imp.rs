@@ -5,8 +5,10 @@
 //! and an `object_id` param `{id: gint, predicted: gboolean}`.
 //!
 //! A frame carrying no detection ROI went without inference (upstream `interval` > 1)
-//! unless `interval` says otherwise; on such frames the tracks move by prediction and,
-//! with `emit-predicted`, appear as new ROI metas with `predicted = true`.
+//! unless it carries inferclient's inference marker (the custom meta
+//! `RtaiInferredMeta`: inferred, nothing found) or `interval` says otherwise; on such
+//! frames the tracks move by prediction and, with `emit-predicted`, appear as new ROI
+//! metas with `predicted = true`.
 //! Confirmed tracks post `object-enter`, removed ones `object-leave` on the bus.
 
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -38,6 +40,12 @@ const DEFAULT_MAX_LOST_FRAMES: u32 = 30;
 const DEFAULT_CLASS_AWARE: bool = true;
 const DEFAULT_INTERVAL: u32 = 0;
 const DEFAULT_EMIT_PREDICTED: bool = true;
+
+/// The custom meta inferclient attaches to every frame that went through inference, zero
+/// detections included (`gstrtaiinfer::INFERRED_META_NAME`; the name is the contract, so
+/// this crate does not depend on that one). Reading needs no registration: an unknown
+/// name simply finds nothing.
+const INFERRED_META_NAME: &str = "RtaiInferredMeta";
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -360,7 +368,8 @@ impl ObjectImpl for ObjTracker {
                     .blurb(
                         "Upstream runs inference every Nth frame. 0: any frame without detection ROIs went without \
                          inference; 1: every frame did (no detections = nothing seen); N>1: a frame without detections \
-                         N frames after the last inferred one is an empty inference result",
+                         N frames after the last inferred one is an empty inference result. A frame inferclient marked \
+                         as inferred (RtaiInferredMeta) always is an inference frame",
                     )
                     .maximum(10_000)
                     .default_value(DEFAULT_INTERVAL)
@@ -547,11 +556,14 @@ impl BaseTransformImpl for ObjTracker {
             }
         }
 
+        let marked = gst::meta::CustomMeta::from_buffer(buf, INFERRED_META_NAME).is_ok();
+
         let mut state = self.lock_state();
         state.ignored += ignored;
         state.last_pts = buf.pts().or(state.last_pts);
         state.tracker.config = settings.config();
         let inferred = has_detection_rois
+            || marked
             || match settings.interval {
                 0 => false,
                 1 => true,
