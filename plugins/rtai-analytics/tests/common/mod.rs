@@ -410,8 +410,10 @@ impl Sse {
                 event = Some(e.trim().to_string());
             } else if let Some(d) = line.strip_prefix("data:") {
                 data = Some(d.trim().to_string());
-            } else if line.is_empty() && data.is_some() {
-                return SseRead::Event(event.unwrap_or_default(), data.unwrap());
+            } else if line.is_empty()
+                && let Some(data) = data.take()
+            {
+                return SseRead::Event(event.unwrap_or_default(), data);
             }
         }
     }
