@@ -9,10 +9,12 @@
 //! - [`stats`]: latency histograms with P50/P95/P99 for `stats` properties and metrics.
 
 pub mod inference;
+pub mod inferred;
 pub mod protocol;
 pub mod runtime;
 pub mod secrets;
 pub mod stats;
 
 pub use inference::InferenceResult;
+pub use inferred::{INFERRED_META_NAME, InferredMeta};
 pub use protocol::{CancelAck, CancelTracker, SegmentEvent, SegmentIdMeta};

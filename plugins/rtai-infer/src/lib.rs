@@ -3,18 +3,17 @@
 
 use gst::glib;
 
-pub use inferred::{INFERRED_META_NAME, InferredMeta};
+pub use rtai_core::{INFERRED_META_NAME, InferredMeta};
 
 pub mod client;
 mod inferclient;
-pub mod inferred;
 pub mod postprocess;
 pub mod preprocess;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     rtai_core::SegmentIdMeta::register();
     rtai_core::InferenceResult::register();
-    inferred::InferredMeta::register();
+    rtai_core::InferredMeta::register();
     inferclient::register(plugin)
 }
 

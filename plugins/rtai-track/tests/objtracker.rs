@@ -1005,16 +1005,9 @@ fn flushing_starts_tracking_afresh() {
     );
 }
 
-/// inferclient's marker of an inferred frame (`gstrtaiinfer::INFERRED_META_NAME`).
+/// inferclient's marker of an inferred frame.
 fn mark_inferred(buf: &mut gst::BufferRef, detections: u32) {
-    const NAME: &str = "RtaiInferredMeta";
-    static REGISTER: std::sync::Once = std::sync::Once::new();
-    REGISTER.call_once(|| {
-        gst::meta::CustomMeta::register(NAME, &[]);
-    });
-    let mut meta = gst::meta::CustomMeta::add(buf, NAME).unwrap();
-    meta.mut_structure().set("model", "detector");
-    meta.mut_structure().set("detections", detections);
+    rtai_core::InferredMeta { model: "detector".into(), detections }.attach(buf);
 }
 
 #[test]

@@ -41,11 +41,6 @@ const DEFAULT_CLASS_AWARE: bool = true;
 const DEFAULT_INTERVAL: u32 = 0;
 const DEFAULT_EMIT_PREDICTED: bool = true;
 
-/// The custom meta inferclient attaches to every frame that went through inference, zero
-/// detections included (`gstrtaiinfer::INFERRED_META_NAME`; the name is the contract, so
-/// this crate does not depend on that one). Reading needs no registration: an unknown
-/// name simply finds nothing.
-const INFERRED_META_NAME: &str = "RtaiInferredMeta";
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -556,7 +551,8 @@ impl BaseTransformImpl for ObjTracker {
             }
         }
 
-        let marked = gst::meta::CustomMeta::from_buffer(buf, INFERRED_META_NAME).is_ok();
+        // inferclient's marker (rtai_core::InferredMeta): inferred, zero detections included.
+        let marked = rtai_core::InferredMeta::get(buf).is_some();
 
         let mut state = self.lock_state();
         state.ignored += ignored;

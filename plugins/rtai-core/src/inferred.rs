@@ -1,7 +1,8 @@
 //! The marker of a frame that went through inference: inferclient attaches it to every
 //! frame whose result came back, zero detections included, so that a tracker can tell
 //! "inferred, nothing found" from "not inferred" (skipped by `interval`, busy, breaker,
-//! budget). objtracker (plugins/rtai-track) reads it by [`INFERRED_META_NAME`].
+//! budget). Here, in the shared crate, so both elements use one definition and it is
+//! registered once whichever plugin loads first.
 
 use std::sync::LazyLock;
 
@@ -12,7 +13,7 @@ static REGISTERED: LazyLock<()> = LazyLock::new(|| {
     let name = std::ffi::CString::new(INFERRED_META_NAME).expect("no NUL in the name");
     // SAFETY: a NUL-terminated name; gst_meta_get_info only looks the name up.
     let known = unsafe { !gst::ffi::gst_meta_get_info(name.as_ptr()).is_null() };
-    // objtracker registers the same name when it is loaded first.
+    // A second copy of this crate (another plugin built apart) may have registered it.
     if !known {
         gst::meta::CustomMeta::register(INFERRED_META_NAME, &[]);
     }
