@@ -202,6 +202,17 @@ fn rtpbin_send_and_receive_sessions_over_udp() {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
+    // Remote sources the receiving session learns of (from RTP), and the sender's
+    // RTCP BYE that its EOS triggers.
+    let (ssrc_tx, ssrc_rx) = std::sync::mpsc::channel::<(&'static str, u32)>();
+    let rtpbin = receiver.by_name("rtpbin").unwrap();
+    for signal in ["on-new-ssrc", "on-bye-ssrc", "on-ssrc-sdes"] {
+        let tx = ssrc_tx.clone();
+        rtpbin.connect(signal, false, move |values| {
+            let _ = tx.send((signal, values[2].get::<u32>().unwrap()));
+            None
+        });
+    }
     receiver.set_state(gst::State::Playing).unwrap();
     // The sending session: RTP and its sender reports out, receiver reports in.
     let sender = gst::parse::launch(&format!(
@@ -218,23 +229,26 @@ fn rtpbin_send_and_receive_sessions_over_udp() {
     let sink = receiver.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
     let decoded = pull_until_quiet(&sink, gst::ClockTime::from_seconds(3));
     let stats = receiver.by_name("depay").unwrap().property::<gst::Structure>("av1-stats");
-    // The receiving session saw the sender as an RTP source with sender reports.
-    let session = receiver.by_name("rtpbin").unwrap().emit_by_name::<gst::glib::Object>("get-internal-session", &[&0u32]);
-    let sources = session.property::<gst::glib::ValueArray>("sources");
+    // The BYE follows the sender's EOS over RTCP; wait for it (or 10 s).
+    let mut events: Vec<(&str, u32)> = Vec::new();
+    while let Ok(e) = ssrc_rx.recv_timeout(std::time::Duration::from_secs(10)) {
+        events.push(e);
+        if e.0 == "on-bye-ssrc" {
+            break;
+        }
+    }
     receiver.set_state(gst::State::Null).unwrap();
     sender.set_state(gst::State::Null).unwrap();
     eprintln!("rtpbin: {} frames; {stats}", decoded.len());
     assert_frames_match(&decoded, &clip);
     assert_eq!(stats.get::<u64>("dropped-units").unwrap(), 0, "{stats}");
-    let remote_senders: Vec<gst::Structure> = sources
-        .iter()
-        .filter_map(|v| v.get::<gst::glib::Object>().ok())
-        .map(|s| s.property::<gst::Structure>("stats"))
-        .filter(|s| s.get::<bool>("internal") == Ok(false) && s.get::<bool>("is-sender") == Ok(true))
-        .collect();
-    assert_eq!(remote_senders.len(), 1, "one remote sender in the receiving session: {remote_senders:?}");
-    let packets = remote_senders[0].get::<u64>("packets-received").unwrap();
-    assert!(packets >= clip.frames.len() as u64, "{packets} RTP packets through the session");
+    // One remote source (the sender's SSRC), then its SDES (each RTCP report) and BYE over RTCP.
+    let ssrc = events.first().map(|e| e.1);
+    let names: Vec<&str> = events.iter().map(|e| e.0).collect();
+    assert_eq!(names.first(), Some(&"on-new-ssrc"), "{events:?}");
+    assert_eq!(names.last(), Some(&"on-bye-ssrc"), "{events:?}");
+    assert!(names[1..names.len() - 1].iter().all(|n| *n == "on-ssrc-sdes") && names.len() >= 3, "{events:?}");
+    assert!(events.iter().all(|e| Some(e.1) == ssrc), "one SSRC throughout: {events:?}");
 }
 
 /// Connects `from`'s ICE candidates to `to` (both webrtcbins in this process).
