@@ -6,6 +6,9 @@
 //!   the first push to the last output. rtav1enc against stock `av1enc` (libaom,
 //!   realtime usage), rtav1dec against stock `av1dec` (libaom); x264enc, vp8enc
 //!   (and avdec_h264, vp8dec) as context.
+//! - Every encoder gets the same bitrate target (BITRATE_KBPS) in its own unit;
+//!   the run prints the bitrate each really produced and the luma PSNR of its
+//!   stream decoded back, so speed is compared at like size and quality.
 //! - Per-frame latency: frames pushed at 30 fps in real time; time from a
 //!   frame's push to its output (P50/P95/max). For an encoder this includes the
 //!   frames it holds back by design (rav1e: 4 frames, see docs/av1.md), so the
@@ -18,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
+use gst_video::prelude::*;
 use rtai_benches::{figure, ratio};
 use rtai_core::stats::LatencyHistogram;
 
@@ -25,6 +29,8 @@ const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 720;
 const FRAMES: usize = 90;
 const FRAME: Duration = Duration::from_nanos(1_000_000_000 / 30);
+/// The bitrate target every encoder gets, in kbit/s.
+const BITRATE_KBPS: u32 = 2000;
 
 struct Measured {
     fps: f64,
@@ -93,6 +99,34 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
+/// Mean luma PSNR (dB) of decoded I420 frames against the source frames.
+fn mean_psnr_y(caps: &gst::Caps, decoded: &[gst::Buffer], source_caps: &gst::Caps, source: &[gst::Buffer]) -> f64 {
+    let info = gst_video::VideoInfo::from_caps(caps).unwrap();
+    let source_info = gst_video::VideoInfo::from_caps(source_caps).unwrap();
+    assert_eq!(decoded.len(), source.len(), "every frame decoded");
+    let (w, h) = (WIDTH as usize, HEIGHT as usize);
+    let total: f64 = decoded
+        .iter()
+        .zip(source)
+        .map(|(d, s)| {
+            let d = gst_video::VideoFrameRef::from_buffer_ref_readable(d.as_ref(), &info).unwrap();
+            let s = gst_video::VideoFrameRef::from_buffer_ref_readable(s.as_ref(), &source_info).unwrap();
+            let (dd, ds) = (d.plane_data(0).unwrap(), s.plane_data(0).unwrap());
+            let (sd, ss) = (d.plane_stride()[0] as usize, s.plane_stride()[0] as usize);
+            let mut sse = 0u64;
+            for y in 0..h {
+                for x in 0..w {
+                    let e = dd[y * sd + x] as i64 - ds[y * ss + x] as i64;
+                    sse += (e * e) as u64;
+                }
+            }
+            let mse = sse as f64 / (w * h) as f64;
+            if mse == 0.0 { 99.0 } else { 10.0 * (255.0 * 255.0 / mse).log10() }
+        })
+        .sum();
+    total / decoded.len() as f64
+}
+
 fn report(name: &str, throughput: &Measured, paced: &Measured) {
     println!("{name}");
     figure("  throughput", throughput.fps, "frames/s");
@@ -128,18 +162,33 @@ fn main() {
     };
     println!("clip: {} frames of {WIDTH}x{HEIGHT} I420 at 30 fps (zone plate + moving bars)", raw.len());
 
+    println!("every encoder targets {BITRATE_KBPS} kbit/s");
+    // (name, encoder, decoder for the PSNR check)
     let encoders = [
-        ("rtav1enc (rav1e, speed-preset 10, low-latency)", "rtav1enc"),
-        ("av1enc (libaom, realtime, cpu-used 8, lag 0)", "av1enc usage-profile=realtime cpu-used=8 lag-in-frames=0 target-bitrate=2000"),
-        ("x264enc (ultrafast, zerolatency)", "x264enc speed-preset=ultrafast tune=zerolatency bitrate=2000"),
-        ("vp8enc (realtime, cpu-used 8)", "vp8enc deadline=1 cpu-used=8 lag-in-frames=0 target-bitrate=2000000"),
+        ("rtav1enc (rav1e, speed-preset 10, low-latency)", format!("rtav1enc bitrate={BITRATE_KBPS}"), "rtav1dec"),
+        (
+            "av1enc (libaom, realtime, cpu-used 8, lag 0, CBR)",
+            // GStreamer 1.22 av1enc defaults max-quantizer to 0 (best quality), which overrides
+            // the target bitrate (58 Mbit/s here); its default VBR with a 6 s buffer
+            // overshoots a 3 s clip: CBR with a 1 s buffer holds the target.
+            format!(
+                "av1enc usage-profile=realtime cpu-used=8 lag-in-frames=0 max-quantizer=63 end-usage=cbr buf-sz=1000 buf-initial-sz=500 buf-optimal-sz=600 target-bitrate={BITRATE_KBPS}"
+            ),
+            "av1parse ! rtav1dec",
+        ),
+        ("x264enc (ultrafast, zerolatency)", format!("x264enc speed-preset=ultrafast tune=zerolatency bitrate={BITRATE_KBPS}"), "h264parse ! avdec_h264"),
+        ("vp8enc (realtime, cpu-used 8)", format!("vp8enc deadline=1 cpu-used=8 lag-in-frames=0 target-bitrate={}", BITRATE_KBPS * 1000), "vp8dec"),
     ];
     let mut enc_fps = HashMap::new();
     let mut encoded = HashMap::new();
-    for (name, desc) in encoders {
+    for (name, desc, decoder) in &encoders {
         let throughput = measure(desc, &raw_caps, &raw, false);
         let paced = measure(desc, &raw_caps, &raw, true);
         report(&format!("encode: {name}"), &throughput, &paced);
+        let bytes: usize = throughput.buffers.iter().map(|b| b.size()).sum();
+        figure("  bitrate produced", bytes as f64 * 8.0 / 1000.0 / (raw.len() as f64 / 30.0), "kbit/s");
+        let decoded = measure(&format!("{decoder} ! videoconvert ! video/x-raw,format=I420"), &throughput.caps, &throughput.buffers, false);
+        figure("  luma PSNR of the stream decoded", mean_psnr_y(&decoded.caps, &decoded.buffers, &raw_caps, &raw), "dB");
         enc_fps.insert(desc.split_whitespace().next().unwrap().to_string(), throughput.fps);
         encoded.insert(desc.split_whitespace().next().unwrap().to_string(), (throughput.caps, throughput.buffers));
     }

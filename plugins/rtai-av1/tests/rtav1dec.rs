@@ -1,7 +1,8 @@
 //! rtav1dec: decodes AV1 from stock av1enc and from ffmpeg's libaom-av1,
 //! librav1e and libsvtav1 (real peers) bit-exactly as ffmpeg's libdav1d does;
 //! 10-bit; renegotiates on a resolution change; corrupt and truncated units
-//! follow the max-errors policy; reports its latency.
+//! follow the max-errors policy; 8-bit then 10-bit mid-stream renegotiates;
+//! the reported latency is the measured output delay.
 
 mod common;
 
@@ -190,21 +191,76 @@ fn corrupt_units_beyond_max_errors_are_a_clear_error() {
 }
 
 #[test]
-fn latency_follows_the_frame_delay() {
-    let clip = clip(160, 120, 2, "I420", "ball");
-    let (caps, _) = encode(&clip, "rtav1enc");
-    let latency = |props: &str| {
-        init();
-        // The harness's upstream answers latency queries as a live source.
-        let mut h = Harness::new_parse(&format!("rtav1dec {props}"));
-        h.set_src_caps(caps.clone());
-        h.play();
-        let mut q = gst::query::Latency::new();
-        assert!(h.element().unwrap().static_pad("src").unwrap().query(&mut q));
-        q.result().1
-    };
-    // Live upstream: max-frame-delay auto means one frame context, no added latency.
-    assert_eq!(latency("n-threads=4"), gst::ClockTime::ZERO);
-    // Two frame contexts hold one frame: one frame of latency at 30 fps.
-    assert_eq!(latency("n-threads=4 max-frame-delay=2"), gst::ClockTime::from_nseconds(66_666_666));
+fn bit_depth_change_renegotiates() {
+    let eight = clip(160, 120, 10, "I420", "ball");
+    let ten = clip(160, 120, 10, "I420_10LE", "ball");
+    let (_, mut units) = encode(&eight, "rtav1enc");
+    let (_, more) = encode(&ten, "rtav1enc");
+    units.extend(restamped(more, 10));
+    let caps = gst::Caps::builder("video/x-av1").field("stream-format", "obu-stream").field("alignment", "tu").build();
+    let (out, stats, error) = run_decoder("", &caps, &units);
+    assert_eq!(error, None);
+    assert_eq!(out.len(), 20);
+    let format = |c: &gst::Caps| c.structure(0).unwrap().get::<String>("format").unwrap();
+    assert!(out[..10].iter().all(|c| format(c) == "I420"), "{:?}", out.iter().map(format).collect::<Vec<_>>());
+    assert!(out[10..].iter().all(|c| format(c) == "I420_10LE"), "{:?}", out.iter().map(format).collect::<Vec<_>>());
+    assert_eq!(stats.get::<u64>("renegotiations").unwrap(), 2, "{stats}");
+    // And the pictures on both sides of the switch are right, not just labelled so.
+    let pipeline = gst::parse::launch("appsrc name=src format=time ! rtav1dec ! appsink name=sink sync=false").unwrap().downcast::<gst::Pipeline>().unwrap();
+    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    src.set_caps(Some(&caps));
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for u in &units {
+        src.push_buffer(u.clone()).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let mut psnr = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+        let frame = pack(&gst_video::VideoFrameRef::from_buffer_ref_readable(sample.buffer().unwrap(), &info).unwrap());
+        let i = psnr.len();
+        psnr.push(if i < 10 { psnr_y(&frame, &eight.frames[i], 160, 120) } else { psnr_y10(&frame, &ten.frames[i - 10], 160, 120) });
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(psnr.len(), 20);
+    assert!(psnr.iter().all(|&p| p >= 35.0), "{psnr:.1?}");
+}
+
+/// Pushes units one by one into `rtav1dec <props>` behind a live upstream (the
+/// harness) and returns the most frames any picture waited for behind it (its
+/// real output delay) and the latency the element reports.
+fn measured_output_delay(props: &str) -> (u64, gst::ClockTime) {
+    let clip = clip(160, 120, 24, "I420", "ball");
+    let (caps, units) = encode(&clip, "rtav1enc");
+    init();
+    let mut h = Harness::new_parse(&format!("rtav1dec {props}"));
+    h.set_src_caps(caps);
+    h.play();
+    let mut out = 0u64;
+    let mut worst = 0u64;
+    for (pushed, u) in units.into_iter().enumerate() {
+        h.push(u).unwrap();
+        // push() returns once the decoder handled the unit: whatever it let out is queued.
+        while h.try_pull().is_some() {
+            worst = worst.max(pushed as u64 - out);
+            out += 1;
+        }
+    }
+    assert!(out > 0, "{props}: nothing decoded");
+    let mut q = gst::query::Latency::new();
+    assert!(h.element().unwrap().static_pad("src").unwrap().query(&mut q));
+    (worst, q.result().1)
+}
+
+#[test]
+fn reported_latency_is_the_real_output_delay() {
+    let frame = gst::ClockTime::from_nseconds(1_000_000_000 / 30);
+    // Live upstream: max-frame-delay auto means one frame context, then explicit ones.
+    for props in ["n-threads=4", "n-threads=4 max-frame-delay=1", "n-threads=4 max-frame-delay=2", "n-threads=4 max-frame-delay=3", "n-threads=2 max-frame-delay=4"] {
+        let (worst, latency) = measured_output_delay(props);
+        eprintln!("rtav1dec {props}: pictures wait up to {worst} frames, reported {latency}");
+        let expected = frame * worst;
+        assert!(latency.nseconds().abs_diff(expected.nseconds()) < 1_000_000, "{props}: reported {latency}, measured {worst} frames ({expected})");
+    }
 }

@@ -139,3 +139,244 @@ fn udp_loss_recovers_at_the_next_key_frame() {
     assert_eq!(stats.get::<u64>("skipped-until-keyframe").unwrap(), (KEY_INTERVAL - LOST_FRAME - 1) as u64, "{stats}");
     assert!(stats.get::<u64>("keyframe-requests").unwrap() >= 1, "{stats}");
 }
+
+/// Pulls decoded frames from `sink` until none came for `quiet` (UDP carries no EOS).
+fn pull_until_quiet(sink: &gst_app::AppSink, quiet: gst::ClockTime) -> Vec<Vec<u8>> {
+    let mut decoded = Vec::new();
+    let mut info = None;
+    while let Some(sample) = sink.try_pull_sample(quiet) {
+        let i = info.get_or_insert_with(|| gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap()).clone();
+        decoded.push(pack(&gst_video::VideoFrameRef::from_buffer_ref_readable(sample.buffer().unwrap(), &i).unwrap()));
+    }
+    decoded
+}
+
+/// Feeds the clip into the pipeline's appsrc `src` and waits until EOS reaches
+/// the sink `last` (it syncs: 30 fps). Not the pipeline's EOS: RTCP keeps rtpbin's
+/// other sinks going.
+fn send_clip(sender: &gst::Pipeline, clip: &Clip, last: &str) {
+    let src = sender.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    src.set_caps(Some(&clip.caps()));
+    let (eos_tx, eos_rx) = std::sync::mpsc::channel();
+    sender.by_name(last).unwrap().static_pad("sink").unwrap().add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        if let Some(gst::PadProbeData::Event(e)) = &info.data
+            && e.type_() == gst::EventType::Eos
+        {
+            let _ = eos_tx.send(());
+        }
+        gst::PadProbeReturn::Ok
+    });
+    sender.set_state(gst::State::Playing).unwrap();
+    for b in buffers(clip) {
+        src.push_buffer(b).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let finished = eos_rx.recv_timeout(std::time::Duration::from_secs(60));
+    if let Some(msg) = sender.bus().unwrap().pop_filtered(&[gst::MessageType::Error]) {
+        panic!("sender: {msg:?}");
+    }
+    finished.expect("the clip reaches the sender's RTP sink");
+}
+
+fn assert_frames_match(decoded: &[Vec<u8>], clip: &Clip) {
+    assert_eq!(decoded.len(), clip.frames.len(), "every frame arrives and decodes");
+    for (i, (out, source)) in decoded.iter().zip(&clip.frames).enumerate() {
+        let psnr = psnr_y(out, source, clip.width(), clip.height());
+        assert!(psnr >= 30.0, "frame {i}: {psnr:.1} dB");
+    }
+}
+
+#[test]
+fn rtpbin_send_and_receive_sessions_over_udp() {
+    init();
+    let clip = clip(320, 240, 45, "I420", "smpte horizontal-speed=4");
+    let (rtp, rtcp_to_receiver, rtcp_to_sender) = (free_udp_port(), free_udp_port(), free_udp_port());
+    // The receiving session: RTP and the sender's RTCP in, its own RTCP (receiver reports) back.
+    let receiver = gst::parse::launch(&format!(
+        "rtpbin name=rtpbin \
+         udpsrc address=127.0.0.1 port={rtp} caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=AV1,payload=96\" ! rtpbin.recv_rtp_sink_0 \
+         udpsrc address=127.0.0.1 port={rtcp_to_receiver} ! rtpbin.recv_rtcp_sink_0 \
+         rtpbin.send_rtcp_src_0 ! udpsink host=127.0.0.1 port={rtcp_to_sender} sync=false async=false \
+         rtpbin. ! rtav1depay name=depay ! rtav1dec ! appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    // Remote sources the receiving session learns of (from RTP), and the sender's
+    // RTCP BYE that its EOS triggers.
+    let (ssrc_tx, ssrc_rx) = std::sync::mpsc::channel::<(&'static str, u32)>();
+    let rtpbin = receiver.by_name("rtpbin").unwrap();
+    for signal in ["on-new-ssrc", "on-bye-ssrc", "on-ssrc-sdes"] {
+        let tx = ssrc_tx.clone();
+        rtpbin.connect(signal, false, move |values| {
+            let _ = tx.send((signal, values[2].get::<u32>().unwrap()));
+            None
+        });
+    }
+    receiver.set_state(gst::State::Playing).unwrap();
+    // The sending session: RTP and its sender reports out, receiver reports in.
+    let sender = gst::parse::launch(&format!(
+        "rtpbin name=rtpbin \
+         appsrc name=src format=time ! rtav1enc ! rtav1pay mtu=1200 ! rtpbin.send_rtp_sink_0 \
+         rtpbin.send_rtp_src_0 ! udpsink name=rtpsink host=127.0.0.1 port={rtp} sync=true \
+         rtpbin.send_rtcp_src_0 ! udpsink host=127.0.0.1 port={rtcp_to_receiver} sync=false async=false \
+         udpsrc address=127.0.0.1 port={rtcp_to_sender} ! rtpbin.recv_rtcp_sink_0"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    send_clip(&sender, &clip, "rtpsink");
+    let sink = receiver.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let decoded = pull_until_quiet(&sink, gst::ClockTime::from_seconds(3));
+    let stats = receiver.by_name("depay").unwrap().property::<gst::Structure>("av1-stats");
+    // The BYE follows the sender's EOS over RTCP; wait for it (or 10 s).
+    let mut events: Vec<(&str, u32)> = Vec::new();
+    while let Ok(e) = ssrc_rx.recv_timeout(std::time::Duration::from_secs(10)) {
+        events.push(e);
+        if e.0 == "on-bye-ssrc" {
+            break;
+        }
+    }
+    receiver.set_state(gst::State::Null).unwrap();
+    sender.set_state(gst::State::Null).unwrap();
+    eprintln!("rtpbin: {} frames; {stats}", decoded.len());
+    assert_frames_match(&decoded, &clip);
+    assert_eq!(stats.get::<u64>("dropped-units").unwrap(), 0, "{stats}");
+    // One remote source (the sender's SSRC), then its SDES (each RTCP report) and BYE over RTCP.
+    let ssrc = events.first().map(|e| e.1);
+    let names: Vec<&str> = events.iter().map(|e| e.0).collect();
+    assert_eq!(names.first(), Some(&"on-new-ssrc"), "{events:?}");
+    assert_eq!(names.last(), Some(&"on-bye-ssrc"), "{events:?}");
+    assert!(names[1..names.len() - 1].iter().all(|n| *n == "on-ssrc-sdes") && names.len() >= 3, "{events:?}");
+    assert!(events.iter().all(|e| Some(e.1) == ssrc), "one SSRC throughout: {events:?}");
+}
+
+/// Connects `from`'s ICE candidates to `to` (both webrtcbins in this process).
+fn relay_ice(from: &gst::Element, to: &gst::Element) {
+    let to = to.downgrade();
+    from.connect("on-ice-candidate", false, move |values| {
+        let mline = values[1].get::<u32>().unwrap();
+        let candidate = values[2].get::<String>().unwrap();
+        if let Some(to) = to.upgrade() {
+            to.emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
+        }
+        None
+    });
+}
+
+#[test]
+fn webrtcbin_to_webrtcbin_carries_rtav1enc_to_rtav1dec() {
+    init();
+    let clip = clip(320, 240, 60, "I420", "smpte horizontal-speed=4");
+    let sender = gst::parse::launch(
+        "appsrc name=src format=time is-live=true ! rtav1enc ! rtav1pay mtu=1200 \
+         ! application/x-rtp,media=video,encoding-name=AV1,clock-rate=90000,payload=96 ! webrtcbin name=webrtc bundle-policy=max-bundle",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let receiver = gst::Pipeline::new();
+    let recv = gst::ElementFactory::make("webrtcbin").property_from_str("bundle-policy", "max-bundle").build().unwrap();
+    receiver.add(&recv).unwrap();
+    let send = sender.by_name("webrtc").unwrap();
+    relay_ice(&send, &recv);
+    relay_ice(&recv, &send);
+
+    // What arrives goes to rtav1depay ! rtav1dec ! appsink.
+    let (sink_tx, sink_rx) = std::sync::mpsc::channel::<gst_app::AppSink>();
+    let receiver_weak = receiver.downgrade();
+    recv.connect_pad_added(move |_, pad| {
+        let Some(receiver) = receiver_weak.upgrade() else { return };
+        if pad.direction() != gst::PadDirection::Src {
+            return;
+        }
+        let bin = gst::parse::bin_from_description("rtav1depay name=depay ! rtav1dec ! appsink name=sink sync=false", true).unwrap();
+        receiver.add(&bin).unwrap();
+        bin.sync_state_with_parent().unwrap();
+        pad.link(&bin.static_pad("sink").unwrap()).unwrap();
+        let sink = bin.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+        let _ = sink_tx.send(sink);
+    });
+
+    // Offer/answer exchanged in-process; the answer completes the sender's negotiation.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (send_weak, recv_weak) = (send.downgrade(), recv.downgrade());
+    send.connect("on-negotiation-needed", false, move |_| {
+        let (send, recv, done) = (send_weak.clone(), recv_weak.clone(), done_tx.clone());
+        let promise = gst::Promise::with_change_func(move |reply| {
+            let (Some(send), Some(recv)) = (send.upgrade(), recv.upgrade()) else { return };
+            let offer = match reply {
+                Ok(Some(r)) => r.value("offer").unwrap().clone(),
+                other => return drop(done.send(Err(format!("no offer: {other:?}")))),
+            };
+            send.emit_by_name::<()>("set-local-description", &[&offer, &None::<gst::Promise>]);
+            let recv2 = recv.clone();
+            let answered = gst::Promise::with_change_func(move |_| {
+                let recv3 = recv2.clone();
+                let answer_promise = gst::Promise::with_change_func(move |reply| {
+                    let answer = match reply {
+                        Ok(Some(r)) => r.value("answer").unwrap().clone(),
+                        other => return drop(done.send(Err(format!("no answer: {other:?}")))),
+                    };
+                    recv3.emit_by_name::<()>("set-local-description", &[&answer, &None::<gst::Promise>]);
+                    send.emit_by_name::<()>("set-remote-description", &[&answer, &None::<gst::Promise>]);
+                    let _ = done.send(Ok(()));
+                });
+                recv2.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &answer_promise]);
+            });
+            recv.emit_by_name::<()>("set-remote-description", &[&offer, &answered]);
+        });
+        if let Some(send) = send_weak.upgrade() {
+            send.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
+        }
+        None
+    });
+    receiver.set_state(gst::State::Playing).unwrap();
+    let src = sender.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    src.set_caps(Some(&clip.caps()));
+    sender.set_state(gst::State::Playing).unwrap();
+    done_rx.recv_timeout(std::time::Duration::from_secs(20)).expect("negotiation finishes").unwrap();
+
+    // The receiving pad appears once media flows: feed the clip at 30 fps, live.
+    let feeder = {
+        let (src, frames) = (src.clone(), buffers(&clip));
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            for (i, mut b) in frames.into_iter().enumerate() {
+                // Live source: timestamps on the running time they are captured at.
+                let due = std::time::Duration::from_nanos(i as u64 * 1_000_000_000 / 30);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait); // pacing a live source, not synchronisation
+                }
+                b.make_mut().set_pts(gst::ClockTime::NONE);
+                if src.push_buffer(b).is_err() {
+                    break;
+                }
+            }
+            // EOS drains the 4 frames rav1e holds.
+            let _ = src.end_of_stream();
+        })
+    };
+    let sink = sink_rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the receiver gets a stream");
+    let decoded = pull_until_quiet(&sink, gst::ClockTime::from_seconds(3));
+    feeder.join().unwrap();
+    let errors: Vec<gst::Message> = [&sender, &receiver].iter().filter_map(|p| p.bus().unwrap().pop_filtered(&[gst::MessageType::Error])).collect();
+    sender.set_state(gst::State::Null).unwrap();
+    receiver.set_state(gst::State::Null).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    eprintln!("webrtcbin: {} of {} frames decoded", decoded.len(), clip.frames.len());
+    // Until ICE and DTLS are up the first frames have nowhere to go; from the first
+    // key frame that gets through (the depayloader asks for one) on, every frame
+    // arrives, in order (the bars move: each frame matches one source frame only).
+    let (w, h) = (clip.width(), clip.height());
+    let first = (0..clip.frames.len())
+        .max_by(|&a, &b| psnr_y(&decoded[0], &clip.frames[a], w, h).total_cmp(&psnr_y(&decoded[0], &clip.frames[b], w, h)))
+        .unwrap();
+    eprintln!("the first decoded frame is source frame {first}");
+    assert!(first < clip.frames.len() / 2, "frames start flowing within a second: from {first}");
+    assert_eq!(decoded.len(), clip.frames.len() - first, "every frame from {first} on");
+    for (i, out) in decoded.iter().enumerate() {
+        let psnr = psnr_y(out, &clip.frames[first + i], w, h);
+        assert!(psnr >= 30.0, "decoded frame {i} against source frame {}: {psnr:.1} dB", first + i);
+    }
+}

@@ -1,6 +1,7 @@
 //! rtencodebin on this machine (no hardware encoder: it must pick software and
 //! say so), with fake "hardware" encoders registered by the test (one that
-//! cannot start, one that works), setting mappings, live bitrate, bad input.
+//! cannot start, one that works, one with request pads only), setting
+//! mappings, live bitrate, bad input.
 
 use std::sync::LazyLock;
 
@@ -103,6 +104,29 @@ fn failing_hardware_is_skipped_and_working_hardware_preferred() {
     assert_eq!(decoded, 10);
     let (selected, _, _) = run("codec=h264 prefer-hardware=false", "h264parse ! avdec_h264", 3);
     assert_eq!(selected.get::<&str>("encoder").unwrap(), "x264enc");
+}
+
+#[test]
+fn a_candidate_without_always_pads_is_skipped() {
+    // The test registers vaav1enc with request pads only: the bin cannot target them.
+    let (selected, decoded, _) = run("codec=av1", "av1parse ! rtav1dec", 5);
+    assert_eq!(selected.get::<&str>("encoder").unwrap(), "rtav1enc", "{selected}");
+    let tried = selected.get::<&str>("tried").unwrap();
+    assert!(tried.contains("vaav1enc: has no always sink and src pads"), "{tried}");
+    assert_eq!(decoded, 5);
+}
+
+#[test]
+fn every_software_candidates_settings_apply() {
+    // A misspelt property or value in candidates.rs would only be a debug line at run time.
+    init();
+    for codec in [gstrtaiencode::candidates::Codec::H264, gstrtaiencode::candidates::Codec::Vp8, gstrtaiencode::candidates::Codec::Av1] {
+        for c in gstrtaiencode::candidates::candidates(codec).into_iter().filter(|c| !c.hardware) {
+            let Ok(element) = gst::ElementFactory::make(c.factory).build() else { continue };
+            let problems = gstrtaiencode::candidates::configure(&element, &c, 1500, 30);
+            assert!(problems.is_empty(), "{}: {problems:?}", c.factory);
+        }
+    }
 }
 
 #[test]
@@ -236,7 +260,38 @@ mod fake {
     impl BinImpl for Working {}
     glib::wrapper! { pub struct WorkingEnc(ObjectSubclass<Working>) @extends gst::Bin, gst::Element, gst::Object; }
 
+    /// An encoder whose pads are all request pads (none exist until asked for).
+    #[derive(Default)]
+    pub struct RequestPads;
+
+    #[glib::object_subclass]
+    impl ObjectSubclass for RequestPads {
+        const NAME: &'static str = "RtaiTestRequestPadsEnc";
+        type Type = RequestPadsEnc;
+        type ParentType = gst::Element;
+    }
+    impl ObjectImpl for RequestPads {}
+    impl GstObjectImpl for RequestPads {}
+    impl ElementImpl for RequestPads {
+        fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+            static M: LazyLock<gst::subclass::ElementMetadata> =
+                LazyLock::new(|| gst::subclass::ElementMetadata::new("fake VA AV1", "Codec/Encoder/Video/Hardware", "request pads only", "test"));
+            Some(&*M)
+        }
+        fn pad_templates() -> &'static [gst::PadTemplate] {
+            static T: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+                vec![
+                    gst::PadTemplate::new("sink_%u", gst::PadDirection::Sink, gst::PadPresence::Request, &CAPS_IN).unwrap(),
+                    gst::PadTemplate::new("src_%u", gst::PadDirection::Src, gst::PadPresence::Request, &gst::Caps::new_empty_simple("video/x-av1")).unwrap(),
+                ]
+            });
+            T.as_ref()
+        }
+    }
+    glib::wrapper! { pub struct RequestPadsEnc(ObjectSubclass<RequestPads>) @extends gst::Element, gst::Object; }
+
     pub fn register() {
+        gst::Element::register(None, "vaav1enc", gst::Rank::PRIMARY, RequestPadsEnc::static_type()).unwrap();
         gst::Element::register(None, "vaapih264enc", gst::Rank::PRIMARY, NoDeviceEnc::static_type()).unwrap();
         gst::Element::register(None, "vah264enc", gst::Rank::PRIMARY, WorkingEnc::static_type()).unwrap();
     }

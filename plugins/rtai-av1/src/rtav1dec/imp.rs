@@ -98,6 +98,40 @@ fn video_format(layout: dav1d::PixelLayout, bits: usize) -> Option<gst_video::Vi
     })
 }
 
+/// How a round of [`pull_pictures`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Pulled {
+    /// dav1d has nothing more (EAGAIN) or there is no decoder.
+    Empty,
+    /// `error_budget` errors came out.
+    ErrorBudgetSpent,
+}
+
+/// Takes pictures from `next` (None: no decoder) until it has none left or
+/// `error_budget` errors came out; `picture` and `error` handle each (their
+/// errors end the round, which is how `max-errors` stops the stream).
+fn pull_pictures<P>(
+    error_budget: usize,
+    mut next: impl FnMut() -> Option<Result<P, dav1d::Error>>,
+    mut picture: impl FnMut(P) -> Result<(), gst::FlowError>,
+    mut error: impl FnMut(dav1d::Error) -> Result<(), gst::FlowError>,
+) -> Result<Pulled, gst::FlowError> {
+    let mut errors = 0;
+    loop {
+        match next() {
+            None | Some(Err(dav1d::Error::Again)) => return Ok(Pulled::Empty),
+            Some(Ok(p)) => picture(p)?,
+            Some(Err(e)) => {
+                error(e)?;
+                errors += 1;
+                if errors >= error_budget {
+                    return Ok(Pulled::ErrorBudgetSpent);
+                }
+            }
+        }
+    }
+}
+
 impl RtAv1Dec {
     fn stats_structure(&self) -> gst::Structure {
         let s = self.stats.lock().unwrap().clone();
@@ -145,6 +179,9 @@ impl RtAv1Dec {
             None => gst::ClockTime::SECOND.mul_div_floor(frame_delay as u64, 30).unwrap_or(gst::ClockTime::ZERO),
         };
         // With one frame context a picture leaves with the data that completes it.
+        // With n > 1, dav1d hands frame k out when frame k + n reuses its frame
+        // context (dav1d_submit_frame), so n frames, not n - 1 (measured by the
+        // test `reported_latency_is_the_real_output_delay`).
         let latency = if frame_delay <= 1 { gst::ClockTime::ZERO } else { latency };
         self.obj().set_latency(latency, latency);
     }
@@ -163,25 +200,26 @@ impl RtAv1Dec {
 
     /// Pushes every picture dav1d has ready (`drain`: all it holds).
     fn output_pictures(&self, drain: bool) -> Result<gst::FlowSuccess, gst::FlowError> {
-        loop {
-            let picture = {
+        // Each failed picture takes at least one frame out of dav1d, so while
+        // draining more errors than frames pending (plus one for a frame dav1d
+        // dropped on its own) is an error that repeats: stop there.
+        let error_budget = if drain { self.obj().frames().len() + 1 } else { 1 };
+        let outcome = pull_pictures(
+            error_budget,
+            || {
                 let mut state = self.state.lock().unwrap();
-                let Some(state) = state.as_mut() else { return Ok(gst::FlowSuccess::Ok) };
-                state.decoder.get_picture()
-            };
-            match picture {
-                Ok(picture) => {
-                    self.output_picture(picture)?;
-                }
-                Err(dav1d::Error::Again) => return Ok(gst::FlowSuccess::Ok),
-                Err(e) => {
-                    self.decode_error("get_picture", e)?;
-                    if !drain {
-                        return Ok(gst::FlowSuccess::Ok);
-                    }
-                }
+                state.as_mut().map(|s| s.decoder.get_picture())
+            },
+            |picture| self.output_picture(picture).map(|_| ()),
+            |e| self.decode_error("get_picture", e).map(|_| ()),
+        )?;
+        if drain && outcome == Pulled::ErrorBudgetSpent {
+            gst::warning!(CAT, imp = self, "dav1d keeps failing while draining ({error_budget} errors): resetting it");
+            if let Some(state) = self.state.lock().unwrap().as_mut() {
+                state.decoder.flush();
             }
         }
+        Ok(gst::FlowSuccess::Ok)
     }
 
     fn output_picture(&self, picture: dav1d::Picture) -> Result<gst::FlowSuccess, gst::FlowError> {
@@ -445,5 +483,65 @@ impl VideoDecoderImpl for RtAv1Dec {
 
     fn finish(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
         self.output_pictures(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeating_error_ends_the_drain() {
+        // max-errors=-1 makes every error Ok: only the budget ends the loop.
+        let mut calls = 0;
+        let outcome = pull_pictures::<()>(
+            3,
+            || {
+                calls += 1;
+                assert!(calls < 100, "the loop does not end");
+                Some(Err(dav1d::Error::UnsupportedBitstream))
+            },
+            |_| Ok(()),
+            |_| Ok(()),
+        );
+        assert_eq!(outcome, Ok(Pulled::ErrorBudgetSpent));
+        assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn pictures_between_errors_all_come_out() {
+        let mut script = vec![Ok(1), Err(dav1d::Error::InvalidArgument), Ok(2), Ok(3), Err(dav1d::Error::Again)].into_iter();
+        let mut out = Vec::new();
+        let mut errors = 0;
+        let outcome = pull_pictures(
+            5,
+            || script.next(),
+            |p| {
+                out.push(p);
+                Ok(())
+            },
+            |_| {
+                errors += 1;
+                Ok(())
+            },
+        );
+        assert_eq!(outcome, Ok(Pulled::Empty));
+        assert_eq!((out, errors), (vec![1, 2, 3], 1));
+    }
+
+    #[test]
+    fn an_error_beyond_max_errors_stops_at_once() {
+        let mut calls = 0;
+        let outcome = pull_pictures::<()>(
+            10,
+            || {
+                calls += 1;
+                Some(Err(dav1d::Error::UnsupportedBitstream))
+            },
+            |_| Ok(()),
+            |_| Err(gst::FlowError::Error),
+        );
+        assert_eq!(outcome, Err(gst::FlowError::Error));
+        assert_eq!(calls, 1);
     }
 }

@@ -2,9 +2,11 @@
 //! latency, one frame of RDO lookahead). One temporal unit per output buffer.
 //!
 //! rav1e cannot change its configuration on a running context. Rate-control
-//! and key-frame properties changed while playing are applied by draining the
-//! encoder and starting a new context at the next frame (which is then a key
-//! frame with a sequence header); everything else is fixed from READY on.
+//! and key-frame properties (the `mutable_playing` ones) changed while playing
+//! are applied by draining the encoder and starting a new context at the next
+//! frame (which is then a key frame with a sequence header); the others
+//! (`mutable_ready`) are read when the element starts (READY → PAUSED), and a
+//! change while running waits for the next start, even across restarts.
 
 use std::sync::{LazyLock, Mutex};
 
@@ -15,9 +17,10 @@ use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 use num_traits::FromPrimitive;
 use rav1e::color::{ChromaSampling, ColorDescription, ColorPrimaries, MatrixCoefficients, PixelRange, TransferCharacteristics};
-use rav1e::prelude::{FrameParameters, FrameType, FrameTypeOverride, Opaque};
+use rav1e::prelude::{FrameParameters, FrameType, FrameTypeOverride, Opaque, SceneDetectionSpeed};
 use rav1e::{Config, Context, EncoderConfig, EncoderStatus};
 
+use super::{SceneDetection, Tune};
 use crate::obu;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -28,6 +31,7 @@ const DEFAULT_SPEED_PRESET: u32 = 10;
 const DEFAULT_LOW_LATENCY: bool = true;
 const DEFAULT_BITRATE: u32 = 0;
 const DEFAULT_QUANTIZER: u32 = 100;
+const DEFAULT_MAX_QUANTIZER: u32 = 255;
 const DEFAULT_MIN_KEY_FRAME_INTERVAL: u64 = 12;
 const DEFAULT_MAX_KEY_FRAME_INTERVAL: u64 = 60;
 const DEFAULT_TILES: u32 = 0;
@@ -36,6 +40,8 @@ const DEFAULT_TILE_ROWS: u32 = 0;
 const DEFAULT_THREADS: u32 = 0;
 const DEFAULT_RDO_LOOKAHEAD_FRAMES: i32 = 1;
 const DEFAULT_ERROR_RESILIENT: bool = false;
+const DEFAULT_TUNE: Tune = Tune::Psnr;
+const DEFAULT_SCENE_DETECTION: SceneDetection = SceneDetection::None;
 /// Frame rate assumed when the caps give none (variable rate), for rate control and latency.
 const FALLBACK_FPS: (i32, i32) = (30, 1);
 
@@ -45,6 +51,7 @@ struct Settings {
     low_latency: bool,
     bitrate: u32,
     quantizer: u32,
+    max_quantizer: u32,
     min_key_frame_interval: u64,
     max_key_frame_interval: u64,
     tiles: u32,
@@ -53,6 +60,8 @@ struct Settings {
     threads: u32,
     rdo_lookahead_frames: i32,
     error_resilient: bool,
+    tune: Tune,
+    scene_detection: SceneDetection,
 }
 
 impl Default for Settings {
@@ -62,6 +71,7 @@ impl Default for Settings {
             low_latency: DEFAULT_LOW_LATENCY,
             bitrate: DEFAULT_BITRATE,
             quantizer: DEFAULT_QUANTIZER,
+            max_quantizer: DEFAULT_MAX_QUANTIZER,
             min_key_frame_interval: DEFAULT_MIN_KEY_FRAME_INTERVAL,
             max_key_frame_interval: DEFAULT_MAX_KEY_FRAME_INTERVAL,
             tiles: DEFAULT_TILES,
@@ -70,11 +80,26 @@ impl Default for Settings {
             threads: DEFAULT_THREADS,
             rdo_lookahead_frames: DEFAULT_RDO_LOOKAHEAD_FRAMES,
             error_resilient: DEFAULT_ERROR_RESILIENT,
+            tune: DEFAULT_TUNE,
+            scene_detection: DEFAULT_SCENE_DETECTION,
         }
     }
 }
 
 impl Settings {
+    /// These settings with the properties that may change while playing
+    /// (`mutable_playing`) taken from `current`.
+    fn with_live_from(&self, current: &Settings) -> Settings {
+        Settings {
+            bitrate: current.bitrate,
+            quantizer: current.quantizer,
+            max_quantizer: current.max_quantizer,
+            min_key_frame_interval: current.min_key_frame_interval,
+            max_key_frame_interval: current.max_key_frame_interval,
+            ..self.clone()
+        }
+    }
+
     fn threads(&self) -> usize {
         if self.threads > 0 {
             self.threads as usize
@@ -208,6 +233,8 @@ type InputState = gst_video::VideoCodecState<'static, gst_video::video_codec_sta
 #[derive(Default)]
 pub struct RtAv1Enc {
     settings: Mutex<Settings>,
+    /// The settings read at start; its READY-only ones hold until the next start.
+    session: Mutex<Option<Settings>>,
     state: Mutex<Option<State>>,
     /// The negotiated input, to restart the encoder from.
     input: Mutex<Option<InputState>>,
@@ -251,18 +278,39 @@ impl RtAv1Enc {
         enc.low_latency = s.low_latency;
         enc.error_resilient = s.error_resilient;
         enc.bitrate = (s.bitrate as i32).saturating_mul(1000);
-        enc.quantizer = s.quantizer as usize;
+        // In bitrate mode rav1e takes `quantizer` as the worst quantizer the rate
+        // control may pick (rate.rs `maybe_ac_qi_max`): the constant-quantizer
+        // default of 100 there would keep it from reaching low targets.
+        enc.quantizer = if s.bitrate > 0 { s.max_quantizer } else { s.quantizer } as usize;
         let max_kf = s.max_key_frame_interval.max(1);
         enc.set_key_frame_interval(s.min_key_frame_interval.min(max_kf), max_kf);
-        if s.rdo_lookahead_frames >= 1 {
-            enc.speed_settings.rdo_lookahead_frames = s.rdo_lookahead_frames as usize;
+        if s.rdo_lookahead_frames >= 0 {
+            // rav1e's minimum is 1 (config validation): 0 means as little as possible.
+            enc.speed_settings.rdo_lookahead_frames = s.rdo_lookahead_frames.max(1) as usize;
+        }
+        enc.tune = match s.tune {
+            Tune::Psnr => rav1e::prelude::Tune::Psnr,
+            Tune::Psychovisual => rav1e::prelude::Tune::Psychovisual,
+        };
+        enc.speed_settings.scene_detection_mode = match s.scene_detection {
+            SceneDetection::None => SceneDetectionSpeed::None,
+            SceneDetection::Fast => SceneDetectionSpeed::Fast,
+            SceneDetection::Standard => SceneDetectionSpeed::Standard,
+        };
+        if s.speed_preset >= 10 {
+            // Transform-domain rate estimation, which rav1e's preset 10 leaves off:
+            // on the 720p bench clip at 2 Mbit/s it cuts the encode time by 25-30 %
+            // and costs 2 dB of luma PSNR, 0.8 dB of which tune=psnr wins back
+            // (docs/av1.md has the measurements).
+            enc.speed_settings.transform.tx_domain_rate = true;
         }
         let threads = s.threads();
         if s.tiles > 0 {
             enc.tiles = s.tiles as usize;
         } else if s.tile_cols > 0 || s.tile_rows > 0 {
-            enc.tile_cols = s.tile_cols as usize;
-            enc.tile_rows = s.tile_rows as usize;
+            // rav1e takes tile counts (powers of two); the properties are log2.
+            enc.tile_cols = 1 << s.tile_cols;
+            enc.tile_rows = 1 << s.tile_rows;
         } else if info.width() * info.height() >= 640 * 360 {
             // Automatic: one tile per thread (rav1e encodes tiles in parallel), at most 8.
             enc.tiles = threads.min(8);
@@ -274,10 +322,13 @@ impl RtAv1Enc {
             (ChromaSampling::Cs422, _) => 2,
             _ => 0,
         };
-        // Frames rav1e 0.8 holds before the first packet comes out, measured
-        // (tests/rtav1enc.rs checks it): the RDO lookahead plus 3 in low-latency
-        // mode; with reordering, the lookahead rounded up to whole 4-frame
-        // groups plus 6.
+        // Frames rav1e 0.8 holds before the first packet comes out (measured by
+        // tests/rtav1enc.rs): receive_packet waits for rdo_lookahead_frames + 1
+        // frame headers (src/api/internal.rs:432 needs_more_fi_lookahead), and
+        // the header of frame k needs input up to k + keyframe_lookahead_distance
+        // + 1 (:423 needs_more_frame_q_lookahead; the distance is 2 without
+        // reordering, :186-192). So the lookahead plus 3 in low-latency mode;
+        // with reordering, the lookahead rounded up to whole 4-frame groups plus 6.
         let rdo = enc.speed_settings.rdo_lookahead_frames as u64;
         let delay_frames = if s.low_latency { rdo + 3 } else { rdo.div_ceil(4) * 4 + 6 };
         let config = Config::new().with_encoder_config(enc).with_threads(threads);
@@ -300,8 +351,18 @@ impl RtAv1Enc {
     }
 
     /// Creates the encoder for `info` and negotiates the output caps.
+    /// What a context started now is made with: the session's READY-only
+    /// settings and the current live ones.
+    fn wanted_settings(&self) -> Settings {
+        let current = self.settings.lock().unwrap().clone();
+        match self.session.lock().unwrap().as_ref() {
+            Some(session) => session.with_live_from(&current),
+            None => current,
+        }
+    }
+
     fn start_encoder(&self, info: &gst_video::VideoInfo, input: &gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>) -> Result<(), gst::LoggableError> {
-        let settings = self.settings.lock().unwrap().clone();
+        let settings = self.wanted_settings();
         let built = Self::build(info, &settings).map_err(|e| {
             gst::element_imp_error!(self, gst::LibraryError::Settings, ("Cannot configure the AV1 encoder"), ["{e}"]);
             gst::loggable_error!(CAT, "{e}")
@@ -409,14 +470,21 @@ impl ObjectImpl for RtAv1Enc {
                     .build(),
                 glib::ParamSpecUInt::builder("quantizer")
                     .nick("Quantizer")
-                    .blurb("Quantizer (0 best, 255 worst) when bitrate is 0; the base quantizer otherwise (changing it while playing restarts the encoder at a key frame)")
+                    .blurb("Constant quantizer (0 best, 255 worst) when bitrate is 0; unused in bitrate mode (changing it while playing restarts the encoder at a key frame)")
                     .maximum(255)
                     .default_value(DEFAULT_QUANTIZER)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt::builder("max-quantizer")
+                    .nick("Maximum quantizer")
+                    .blurb("In bitrate mode, the worst quantizer the rate control may choose (255: unconstrained); unused when bitrate is 0 (changing it while playing restarts the encoder at a key frame)")
+                    .maximum(255)
+                    .default_value(DEFAULT_MAX_QUANTIZER)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecUInt64::builder("min-key-frame-interval")
                     .nick("Minimum key frame interval")
-                    .blurb("Fewest frames between key frames placed by scene-change detection (changing it while playing restarts the encoder)")
+                    .blurb("Fewest frames between key frames placed by scene detection (no effect with scene-detection=none; changing it while playing restarts the encoder)")
                     .default_value(DEFAULT_MIN_KEY_FRAME_INTERVAL)
                     .mutable_playing()
                     .build(),
@@ -457,10 +525,20 @@ impl ObjectImpl for RtAv1Enc {
                     .build(),
                 glib::ParamSpecInt::builder("rdo-lookahead-frames")
                     .nick("RDO lookahead frames")
-                    .blurb("Frames of lookahead for temporal RDO (each adds a frame of latency); -1 uses the speed preset's value")
+                    .blurb("Frames of lookahead for temporal RDO (each adds a frame of latency; rav1e's minimum is 1, so 0 is taken as 1); -1 uses the speed preset's value")
                     .minimum(-1)
                     .maximum(40)
                     .default_value(DEFAULT_RDO_LOOKAHEAD_FRAMES)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("tune", DEFAULT_TUNE)
+                    .nick("Tune")
+                    .blurb("Distortion metric of the rate-distortion decisions: psnr (transform-domain, fastest) or psychovisual (pixel-domain with activity masking, markedly slower at speed 10)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("scene-detection", DEFAULT_SCENE_DETECTION)
+                    .nick("Scene detection")
+                    .blurb("Key frames on scene changes (fast, standard), or none: key frames only at max-key-frame-interval and on force-key-unit (predictable size and time per frame, the real-time choice)")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecBoolean::builder("error-resilient")
@@ -481,6 +559,7 @@ impl ObjectImpl for RtAv1Enc {
             "low-latency" => s.low_latency = value.get().expect("type checked upstream"),
             "bitrate" => s.bitrate = value.get().expect("type checked upstream"),
             "quantizer" => s.quantizer = value.get().expect("type checked upstream"),
+            "max-quantizer" => s.max_quantizer = value.get().expect("type checked upstream"),
             "min-key-frame-interval" => s.min_key_frame_interval = value.get().expect("type checked upstream"),
             "max-key-frame-interval" => s.max_key_frame_interval = value.get().expect("type checked upstream"),
             "tiles" => s.tiles = value.get().expect("type checked upstream"),
@@ -489,9 +568,16 @@ impl ObjectImpl for RtAv1Enc {
             "threads" => s.threads = value.get().expect("type checked upstream"),
             "rdo-lookahead-frames" => s.rdo_lookahead_frames = value.get().expect("type checked upstream"),
             "error-resilient" => s.error_resilient = value.get().expect("type checked upstream"),
+            "tune" => s.tune = value.get().expect("type checked upstream"),
+            "scene-detection" => s.scene_detection = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
-        gst::debug!(CAT, imp = self, "{} set", pspec.name());
+        drop(s);
+        if self.session.lock().unwrap().is_some() && !pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_PLAYING) {
+            gst::info!(CAT, imp = self, "{} set while running: it takes effect at the next start (READY → PAUSED)", pspec.name());
+        } else {
+            gst::debug!(CAT, imp = self, "{} set", pspec.name());
+        }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
@@ -501,6 +587,7 @@ impl ObjectImpl for RtAv1Enc {
             "low-latency" => s.low_latency.to_value(),
             "bitrate" => s.bitrate.to_value(),
             "quantizer" => s.quantizer.to_value(),
+            "max-quantizer" => s.max_quantizer.to_value(),
             "min-key-frame-interval" => s.min_key_frame_interval.to_value(),
             "max-key-frame-interval" => s.max_key_frame_interval.to_value(),
             "tiles" => s.tiles.to_value(),
@@ -509,6 +596,8 @@ impl ObjectImpl for RtAv1Enc {
             "threads" => s.threads.to_value(),
             "rdo-lookahead-frames" => s.rdo_lookahead_frames.to_value(),
             "error-resilient" => s.error_resilient.to_value(),
+            "tune" => s.tune.to_value(),
+            "scene-detection" => s.scene_detection.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -558,15 +647,34 @@ impl ElementImpl for RtAv1Enc {
 }
 
 impl VideoEncoderImpl for RtAv1Enc {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        *self.session.lock().unwrap() = Some(self.settings.lock().unwrap().clone());
+        Ok(())
+    }
+
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         *self.state.lock().unwrap() = None;
         *self.input.lock().unwrap() = None;
+        *self.session.lock().unwrap() = None;
         Ok(())
     }
 
     fn set_format(&self, input: &gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>) -> Result<(), gst::LoggableError> {
-        // Frames of the previous format go out first.
-        let _ = self.output_packets(true);
+        // Frames of the previous format go out first. If they cannot, the new
+        // format is refused: going on would lose them without a word. A flush
+        // discards them anyway.
+        match self.output_packets(true) {
+            Ok(_) | Err(gst::FlowError::Flushing) => {}
+            Err(e) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Encode,
+                    ("Cannot finish the frames of the previous format before the new caps"),
+                    ["draining the encoder failed: {e:?}"]
+                );
+                return Err(gst::loggable_error!(CAT, "draining before new caps failed: {e:?}"));
+            }
+        }
         let info = input.info().clone();
         *self.input.lock().unwrap() = Some(input.clone());
         self.start_encoder(&info, input)
@@ -588,14 +696,14 @@ impl VideoEncoderImpl for RtAv1Enc {
     }
 
     fn handle_frame(&self, frame: gst_video::VideoCodecFrame) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = self.settings.lock().unwrap().clone();
+        let settings = self.wanted_settings();
         let restart = match self.state.lock().unwrap().as_ref() {
             None => true,
             Some(state) => state.settings != settings,
         };
         if restart {
-            // First frame after a flush, or properties changed while playing:
-            // drain what the old context holds and start a new one.
+            // First frame after a flush, or live properties changed while
+            // playing: drain what the old context holds and start a new one.
             self.output_packets(true)?;
             let Some(input) = self.input.lock().unwrap().clone() else {
                 gst::element_imp_error!(self, gst::CoreError::Negotiation, ("Received video before caps"));

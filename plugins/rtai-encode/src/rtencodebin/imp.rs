@@ -64,9 +64,18 @@ fn codec_of(c: EncodeCodec) -> Codec {
     }
 }
 
+/// The encoder's always sink and src pads: the bin's ghost pads target them.
+fn always_pads(encoder: &gst::Element) -> Result<(gst::Pad, gst::Pad), String> {
+    match (encoder.static_pad("sink"), encoder.static_pad("src")) {
+        (Some(sink), Some(src)) => Ok((sink, src)),
+        _ => Err("has no always sink and src pads (request or sometimes pads are not supported)".into()),
+    }
+}
+
 /// Whether a fresh instance of `c` encodes one frame; the reason when not.
 fn trial(c: &Candidate, codec: Codec, settings: &Settings) -> Result<(), String> {
     let encoder = gst::ElementFactory::make(c.factory).build().map_err(|_| "not installed".to_string())?;
+    always_pads(&encoder)?;
     let problems = candidates::configure(&encoder, c, settings.bitrate, settings.key_frame_interval);
     if !problems.is_empty() {
         gst::debug!(CAT, "{}: settings not applied: {}", c.factory, problems.join("; "));
@@ -114,9 +123,15 @@ impl RtEncodeBin {
         let mut tried = Vec::new();
         let mut chosen = None;
         for c in order {
-            match trial(&c, codec, &settings) {
-                Ok(()) => {
-                    chosen = Some(c);
+            // The instance used is a new one: the trial's went away with its pipeline.
+            let usable = trial(&c, codec, &settings).and_then(|()| {
+                let encoder = gst::ElementFactory::make(c.factory).build().map_err(|_| "vanished after its trial".to_string())?;
+                let (_, src) = always_pads(&encoder)?;
+                Ok((encoder, src))
+            });
+            match usable {
+                Ok(found) => {
+                    chosen = Some((c, found));
                     break;
                 }
                 Err(reason) => {
@@ -127,23 +142,32 @@ impl RtEncodeBin {
                 }
             }
         }
-        let Some(c) = chosen else {
+        let Some((c, (encoder, encoder_src))) = chosen else {
             return Err(gst::error_msg!(
                 gst::CoreError::MissingPlugin,
                 ("No working {} encoder on this machine", codec.name()),
                 ["tried {}", tried.join("; ")]
             ));
         };
-        let encoder = gst::ElementFactory::make(c.factory).build().map_err(|_| {
-            gst::error_msg!(gst::CoreError::MissingPlugin, ("{} vanished after its trial", c.factory))
-        })?;
         candidates::configure(&encoder, &c, settings.bitrate, settings.key_frame_interval);
         let convert = gst::ElementFactory::make("videoconvert").build().map_err(|_| gst::error_msg!(gst::CoreError::MissingPlugin, ("videoconvert is missing")))?;
+        let convert_sink = convert
+            .static_pad("sink")
+            .ok_or_else(|| gst::error_msg!(gst::CoreError::Pad, ("videoconvert has no sink pad")))?;
         let obj = self.obj();
         obj.add_many([&convert, &encoder]).map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("{}", e)))?;
-        convert.link(&encoder).map_err(|e| gst::error_msg!(gst::CoreError::Negotiation, ("{}", e)))?;
-        self.sinkpad.set_target(Some(&convert.static_pad("sink").unwrap())).map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("{}", e)))?;
-        self.srcpad.set_target(Some(&encoder.static_pad("src").unwrap())).map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("{}", e)))?;
+        let wired = (|| {
+            convert.link(&encoder).map_err(|e| gst::error_msg!(gst::CoreError::Negotiation, ("{}", e)))?;
+            self.sinkpad.set_target(Some(&convert_sink)).map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("{}", e)))?;
+            self.srcpad.set_target(Some(&encoder_src)).map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("{}", e)))
+        })();
+        if let Err(e) = wired {
+            // Leave the bin empty, as teardown would: the next start tries again.
+            let _ = self.sinkpad.set_target(None::<&gst::Pad>);
+            let _ = self.srcpad.set_target(None::<&gst::Pad>);
+            let _ = obj.remove_many([&convert, &encoder]);
+            return Err(e);
+        }
         convert.sync_state_with_parent().ok();
         encoder.sync_state_with_parent().ok();
         gst::info!(CAT, imp = self, "encoding {} with {} ({})", codec.name(), c.factory, if c.hardware { "hardware" } else { "software" });
