@@ -4,11 +4,11 @@
 //! Its own test binary: the plugin paths must be set before GStreamer starts.
 
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
 
-use gst::glib;
 use gst::prelude::*;
-use gst::subclass::prelude::*;
+
+#[path = "support/fake_encoders.rs"]
+mod fake;
 
 /// A directory holding links to `plugins` from `from`.
 fn plugin_dir(name: &str, from: &Path, plugins: &[&str]) -> PathBuf {
@@ -46,7 +46,7 @@ fn init() {
         for missing in ["x264enc", "openh264enc", "vp8enc", "av1enc", "rtav1enc"] {
             assert!(gst::ElementFactory::find(missing).is_none(), "{missing} should not be loaded here");
         }
-        gst::Element::register(None, "vaapivp8enc", gst::Rank::PRIMARY, NoDeviceEnc::static_type()).unwrap();
+        fake::register("vaapivp8enc", fake::NoDeviceEnc::static_type());
     });
 }
 
@@ -96,51 +96,3 @@ fn a_failed_start_can_be_retried() {
         bin.set_state(gst::State::Null).unwrap();
     }
 }
-
-/// Like a VA-API encoder on a machine without a VA display: cannot start.
-#[derive(Default)]
-pub struct NoDevice;
-
-static CAPS_IN: LazyLock<gst::Caps> = LazyLock::new(|| gst::Caps::new_empty_simple("video/x-raw"));
-static CAPS_OUT: LazyLock<gst::Caps> = LazyLock::new(|| gst::Caps::new_empty_simple("video/x-vp8"));
-
-#[glib::object_subclass]
-impl ObjectSubclass for NoDevice {
-    const NAME: &'static str = "RtaiTestBareNoDeviceEnc";
-    type Type = NoDeviceEnc;
-    type ParentType = gst::Element;
-}
-impl ObjectImpl for NoDevice {
-    fn constructed(&self) {
-        self.parent_constructed();
-        let obj = self.obj();
-        for t in obj.pad_template_list() {
-            obj.add_pad(&gst::Pad::from_template(&t)).unwrap();
-        }
-    }
-}
-impl GstObjectImpl for NoDevice {}
-impl ElementImpl for NoDevice {
-    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
-        static M: LazyLock<gst::subclass::ElementMetadata> =
-            LazyLock::new(|| gst::subclass::ElementMetadata::new("fake VA-API VP8", "Codec/Encoder/Video/Hardware", "cannot open a device", "test"));
-        Some(&*M)
-    }
-    fn pad_templates() -> &'static [gst::PadTemplate] {
-        static T: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            vec![
-                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &CAPS_IN).unwrap(),
-                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &CAPS_OUT).unwrap(),
-            ]
-        });
-        T.as_ref()
-    }
-    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
-        if transition == gst::StateChange::NullToReady {
-            gst::element_imp_error!(self, gst::ResourceError::NotFound, ("Could not open a VA display"));
-            return Err(gst::StateChangeError);
-        }
-        self.parent_change_state(transition)
-    }
-}
-glib::wrapper! { pub struct NoDeviceEnc(ObjectSubclass<NoDevice>) @extends gst::Element, gst::Object; }

@@ -3,11 +3,10 @@
 //! cannot start, one that works, one with request pads only), setting
 //! mappings, live bitrate, bad input.
 
-use std::sync::LazyLock;
-
-use gst::glib;
 use gst::prelude::*;
-use gst::subclass::prelude::*;
+
+#[path = "support/fake_encoders.rs"]
+mod fake;
 
 fn init() {
     static INIT: std::sync::Once = std::sync::Once::new();
@@ -21,7 +20,9 @@ fn init() {
         }
         gst::init().unwrap();
         assert!(gst::ElementFactory::find("rtencodebin").is_some(), "build the plugins first: cargo build --release --workspace");
-        fake::register();
+        fake::register("vaav1enc", fake::RequestPadsEnc::static_type());
+        fake::register("vaapih264enc", fake::NoDeviceEnc::static_type());
+        fake::register("vah264enc", fake::WorkingEnc::static_type());
     });
 }
 
@@ -175,124 +176,4 @@ fn unsupported_input_is_a_clear_error() {
     let gst::MessageView::Error(e) = msg.view() else { unreachable!() };
     assert!(format!("{:?}", e.debug()).contains("not-negotiated"), "{:?}", e.debug());
     pipeline.set_state(gst::State::Null).unwrap();
-}
-
-/// Fake "hardware" encoders for the tests.
-mod fake {
-    use super::*;
-
-    static CAPS_IN: LazyLock<gst::Caps> = LazyLock::new(|| gst::Caps::new_empty_simple("video/x-raw"));
-    static CAPS_OUT: LazyLock<gst::Caps> = LazyLock::new(|| gst::Caps::new_empty_simple("video/x-h264"));
-
-    /// Like a VA-API encoder on a machine without a VA display: cannot start.
-    #[derive(Default)]
-    pub struct NoDevice;
-
-    #[glib::object_subclass]
-    impl ObjectSubclass for NoDevice {
-        const NAME: &'static str = "RtaiTestNoDeviceEnc";
-        type Type = NoDeviceEnc;
-        type ParentType = gst::Element;
-    }
-    impl ObjectImpl for NoDevice {
-        fn constructed(&self) {
-            self.parent_constructed();
-            let obj = self.obj();
-            for t in obj.pad_template_list() {
-                obj.add_pad(&gst::Pad::from_template(&t)).unwrap();
-            }
-        }
-    }
-    impl GstObjectImpl for NoDevice {}
-    impl ElementImpl for NoDevice {
-        fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
-            static M: LazyLock<gst::subclass::ElementMetadata> =
-                LazyLock::new(|| gst::subclass::ElementMetadata::new("fake VA-API H.264", "Codec/Encoder/Video/Hardware", "cannot open a device", "test"));
-            Some(&*M)
-        }
-        fn pad_templates() -> &'static [gst::PadTemplate] {
-            static T: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-                vec![
-                    gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &CAPS_IN).unwrap(),
-                    gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &CAPS_OUT).unwrap(),
-                ]
-            });
-            T.as_ref()
-        }
-        fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
-            if transition == gst::StateChange::NullToReady {
-                gst::element_imp_error!(self, gst::ResourceError::NotFound, ("Could not open a VA display"));
-                return Err(gst::StateChangeError);
-            }
-            self.parent_change_state(transition)
-        }
-    }
-    glib::wrapper! { pub struct NoDeviceEnc(ObjectSubclass<NoDevice>) @extends gst::Element, gst::Object; }
-
-    /// A "hardware" encoder that works (x264enc inside).
-    #[derive(Default)]
-    pub struct Working;
-
-    #[glib::object_subclass]
-    impl ObjectSubclass for Working {
-        const NAME: &'static str = "RtaiTestWorkingHwEnc";
-        type Type = WorkingEnc;
-        type ParentType = gst::Bin;
-    }
-    impl ObjectImpl for Working {
-        fn constructed(&self) {
-            self.parent_constructed();
-            let obj = self.obj();
-            let enc = gst::ElementFactory::make("x264enc").property_from_str("tune", "zerolatency").build().unwrap();
-            obj.add(&enc).unwrap();
-            obj.add_pad(&gst::GhostPad::with_target(&enc.static_pad("sink").unwrap()).unwrap()).unwrap();
-            obj.add_pad(&gst::GhostPad::with_target(&enc.static_pad("src").unwrap()).unwrap()).unwrap();
-        }
-    }
-    impl GstObjectImpl for Working {}
-    impl ElementImpl for Working {
-        fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
-            static M: LazyLock<gst::subclass::ElementMetadata> =
-                LazyLock::new(|| gst::subclass::ElementMetadata::new("fake VA H.264", "Codec/Encoder/Video/Hardware", "works", "test"));
-            Some(&*M)
-        }
-    }
-    impl BinImpl for Working {}
-    glib::wrapper! { pub struct WorkingEnc(ObjectSubclass<Working>) @extends gst::Bin, gst::Element, gst::Object; }
-
-    /// An encoder whose pads are all request pads (none exist until asked for).
-    #[derive(Default)]
-    pub struct RequestPads;
-
-    #[glib::object_subclass]
-    impl ObjectSubclass for RequestPads {
-        const NAME: &'static str = "RtaiTestRequestPadsEnc";
-        type Type = RequestPadsEnc;
-        type ParentType = gst::Element;
-    }
-    impl ObjectImpl for RequestPads {}
-    impl GstObjectImpl for RequestPads {}
-    impl ElementImpl for RequestPads {
-        fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
-            static M: LazyLock<gst::subclass::ElementMetadata> =
-                LazyLock::new(|| gst::subclass::ElementMetadata::new("fake VA AV1", "Codec/Encoder/Video/Hardware", "request pads only", "test"));
-            Some(&*M)
-        }
-        fn pad_templates() -> &'static [gst::PadTemplate] {
-            static T: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-                vec![
-                    gst::PadTemplate::new("sink_%u", gst::PadDirection::Sink, gst::PadPresence::Request, &CAPS_IN).unwrap(),
-                    gst::PadTemplate::new("src_%u", gst::PadDirection::Src, gst::PadPresence::Request, &gst::Caps::new_empty_simple("video/x-av1")).unwrap(),
-                ]
-            });
-            T.as_ref()
-        }
-    }
-    glib::wrapper! { pub struct RequestPadsEnc(ObjectSubclass<RequestPads>) @extends gst::Element, gst::Object; }
-
-    pub fn register() {
-        gst::Element::register(None, "vaav1enc", gst::Rank::PRIMARY, RequestPadsEnc::static_type()).unwrap();
-        gst::Element::register(None, "vaapih264enc", gst::Rank::PRIMARY, NoDeviceEnc::static_type()).unwrap();
-        gst::Element::register(None, "vah264enc", gst::Rank::PRIMARY, WorkingEnc::static_type()).unwrap();
-    }
 }
