@@ -17,6 +17,7 @@ use axum::routing::get;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
+use subtle::ConstantTimeEq;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::metrics::{CONTENT_TYPE, METRICS};
@@ -149,11 +150,6 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The bearer token from `Authorization: Bearer …` or, for the browser's
 /// EventSource which cannot set headers, the `access_token` query parameter (RFC 6750).
 fn presented_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<String> {
@@ -162,42 +158,13 @@ fn presented_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option
     {
         return Some(t.trim().to_string());
     }
-    query.and_then(|q| {
-        q.split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == "access_token")
-            .map(|(_, v)| percent_decode(v))
-    })
-}
-
-pub(crate) fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    query.and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "access_token").map(|(_, v)| v.into_owned()))
 }
 
 async fn auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(token) = &state.token {
         let presented = presented_token(request.headers(), request.uri().query());
-        if !presented.is_some_and(|p| same(p.as_bytes(), token.as_bytes())) {
+        if !presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.as_bytes()))) {
             let mut resp = (StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer …)\n").into_response();
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"rtai\""));
             return resp;
@@ -373,17 +340,20 @@ mod tests {
     }
 
     #[test]
-    fn tokens_compare_whole() {
-        assert!(same(b"abc", b"abc"));
-        assert!(!same(b"abc", b"abd"));
-        assert!(!same(b"abc", b"abcd"));
-        assert!(!same(b"", b"a"));
-    }
-
-    #[test]
-    fn percent_decoding_table() {
-        for (input, want) in [("a%20b", "a b"), ("a+b", "a b"), ("%zz", "%zz"), ("%2", "%2"), ("%", "%"), ("x%41", "xA"), ("", "")] {
-            assert_eq!(percent_decode(input), want, "{input}");
+    fn the_token_comes_from_the_header_or_the_decoded_query() {
+        let mut bearer = HeaderMap::new();
+        bearer.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer  s3cret "));
+        assert_eq!(presented_token(&bearer, Some("access_token=other")).as_deref(), Some("s3cret"), "the header wins");
+        let none = HeaderMap::new();
+        for (query, want) in [
+            (Some("access_token=a%20b%2Bc"), Some("a b+c")),
+            (Some("x=1&access_token=a+b"), Some("a b")),
+            (Some("access_token="), Some("")),
+            (Some("access_tokens=x&token=y"), None),
+            (Some(""), None),
+            (None, None),
+        ] {
+            assert_eq!(presented_token(&none, query).as_deref(), want, "{query:?}");
         }
     }
 

@@ -8,7 +8,6 @@ mod http;
 pub mod latencymetrics;
 pub mod metrics;
 mod publish;
-mod secrets;
 mod store;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

@@ -32,7 +32,7 @@ pub async fn run_redis(
     let client = match redis::Client::open(url.as_str()) {
         Ok(c) => Some(c),
         Err(err) => {
-            warn(&format!("invalid Redis URL {}: {err}", crate::secrets::redact(&url)));
+            warn(&format!("invalid Redis URL {}: {err}", rtai_core::secrets::redact(&url)));
             None
         }
     };

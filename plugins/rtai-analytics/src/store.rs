@@ -89,7 +89,7 @@ pub struct Store(Arc<Backend>);
 /// PostgreSQL for its URLs and for libpq `key=value` strings (which tokio-postgres
 /// takes as they are); a SQLite path otherwise.
 fn is_postgres(database: &str) -> bool {
-    database.starts_with("postgres://") || database.starts_with("postgresql://") || crate::secrets::is_pg_conninfo(database)
+    database.starts_with("postgres://") || database.starts_with("postgresql://") || rtai_core::secrets::is_pg_conninfo(database)
 }
 
 /// The filter as SQL conditions with numbered placeholders (`?1` / `$1`) and their values.
@@ -185,7 +185,7 @@ impl Store {
         let path = database.to_string();
         let conn = tokio::task::spawn_blocking(move || -> Result<rusqlite::Connection, String> {
             let mut conn = if path.is_empty() { rusqlite::Connection::open_in_memory() } else { rusqlite::Connection::open(&path) }
-                .map_err(|e| format!("cannot open SQLite database '{}': {e}", crate::secrets::redact(&path)))?;
+                .map_err(|e| format!("cannot open SQLite database '{}': {e}", rtai_core::secrets::redact(&path)))?;
             conn.busy_timeout(Duration::from_secs(2)).map_err(|e| e.to_string())?;
             if !path.is_empty() {
                 // WAL lets readers (the API, other processes) read while the writer writes.

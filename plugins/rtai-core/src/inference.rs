@@ -20,14 +20,7 @@ pub const OBJECT_ID_PARAM: &str = "object_id";
 /// Name of the custom meta that carries a non-detection inference result.
 pub const INFERENCE_META_NAME: &str = "RtaiInferenceMeta";
 
-static META_REGISTERED: LazyLock<()> = LazyLock::new(|| {
-    let name = std::ffi::CString::new(INFERENCE_META_NAME).expect("no NUL in the name");
-    // SAFETY: a NUL-terminated name; gst_meta_get_info only looks the name up.
-    let known = unsafe { !gst::ffi::gst_meta_get_info(name.as_ptr()).is_null() };
-    if !known {
-        gst::meta::CustomMeta::register(INFERENCE_META_NAME, &[]);
-    }
-});
+static META_REGISTERED: LazyLock<()> = LazyLock::new(|| crate::custom_meta::register_once(INFERENCE_META_NAME));
 
 /// One inference result other than detections.
 #[derive(Debug, Clone, PartialEq, Default)]

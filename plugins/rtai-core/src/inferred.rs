@@ -9,15 +9,7 @@ use std::sync::LazyLock;
 /// Name of the custom meta; its structure has `model` (string) and `detections` (guint).
 pub const INFERRED_META_NAME: &str = "RtaiInferredMeta";
 
-static REGISTERED: LazyLock<()> = LazyLock::new(|| {
-    let name = std::ffi::CString::new(INFERRED_META_NAME).expect("no NUL in the name");
-    // SAFETY: a NUL-terminated name; gst_meta_get_info only looks the name up.
-    let known = unsafe { !gst::ffi::gst_meta_get_info(name.as_ptr()).is_null() };
-    // A second copy of this crate (another plugin built apart) may have registered it.
-    if !known {
-        gst::meta::CustomMeta::register(INFERRED_META_NAME, &[]);
-    }
-});
+static REGISTERED: LazyLock<()> = LazyLock::new(|| crate::custom_meta::register_once(INFERRED_META_NAME));
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct InferredMeta {

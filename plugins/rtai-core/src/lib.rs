@@ -8,6 +8,7 @@
 //! - [`secrets`]: redaction of credentials in URLs for logs, errors and readable properties.
 //! - [`stats`]: latency histograms with P50/P95/P99 for `stats` properties and metrics.
 
+mod custom_meta;
 pub mod inference;
 pub mod inferred;
 pub mod protocol;

@@ -29,17 +29,7 @@ pub const EVENT_CANCEL: &str = "rtai-segment-cancel";
 /// Name of the element message an element posts after acting on a cancel.
 pub const MESSAGE_CANCEL_ACK: &str = "cancel-ack";
 
-static META_REGISTERED: LazyLock<()> = LazyLock::new(|| {
-    // Every plugin of the collection carries its own copy of this crate, so
-    // another plugin may have registered the meta already (GLib types are global).
-    let name = std::ffi::CString::new(SEGMENT_META_NAME).expect("no NUL in the name");
-    // SAFETY: a NUL-terminated name; gst_meta_get_info only looks the name up.
-    let known = unsafe { !gst::ffi::gst_meta_get_info(name.as_ptr()).is_null() };
-    if !known {
-        // No tags: the id says nothing about the media, so transforms may keep it.
-        gst::meta::CustomMeta::register(SEGMENT_META_NAME, &[]);
-    }
-});
+static META_REGISTERED: LazyLock<()> = LazyLock::new(|| crate::custom_meta::register_once(SEGMENT_META_NAME));
 
 /// The segment-id meta: a `GstCustomMeta` named [`SEGMENT_META_NAME`].
 pub struct SegmentIdMeta;

@@ -333,8 +333,21 @@ fn check_status(status: reqwest::StatusCode, body: &[u8]) -> Result<(), CallErro
 }
 
 fn transport(err: reqwest::Error) -> CallError {
-    // reqwest's messages carry the URL, never headers: the key stays out.
-    CallError::Transient(if err.is_timeout() { "request timed out".into() } else { format!("request failed: {err}") })
+    if err.is_timeout() {
+        return CallError::Transient("request timed out".into());
+    }
+    // reqwest's messages carry the URL (never headers): shown redacted, as a
+    // password or a key in its query would be.
+    let url = err.url().map(|u| format!(" to {}", rtai_core::secrets::redact(u.as_str()))).unwrap_or_default();
+    let err = err.without_url();
+    let mut message = err.to_string();
+    // The causes say why (connection refused, DNS, TLS); reqwest's own message does not.
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        message = format!("{message}: {c}");
+        cause = c.source();
+    }
+    CallError::Transient(format!("request{url} failed: {message}"))
 }
 
 async fn send(ep: &Endpoint, builder: reqwest::RequestBuilder) -> Result<Vec<u8>, CallError> {
@@ -618,6 +631,19 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_errors_show_the_url_without_its_secrets() {
+        rtai_core::runtime::ensure_tls_provider();
+        // Nothing listens on port 1: the connection is refused at once.
+        let url = "http://app:s3cret@127.0.0.1:1/v2/models/m/infer?api_key=s3cret&x=1";
+        let err = rtai_core::runtime::runtime().block_on(reqwest::Client::new().get(url).send()).unwrap_err();
+        let CallError::Transient(message) = transport(err) else { panic!("a refused connection is transient") };
+        assert!(!message.contains("s3cret"), "{message}");
+        // (reqwest moves the user info into an Authorization header before sending.)
+        assert!(message.contains(" to http://127.0.0.1:1/v2/models/m/infer?api_key=***&x=1 failed: "), "{message}");
+        assert!(message.contains("refused"), "the cause is named: {message}");
+    }
 
     #[test]
     fn kserve_replies_table() {

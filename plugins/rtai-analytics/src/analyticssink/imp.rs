@@ -69,8 +69,8 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
             .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
-            .field("database", &crate::secrets::redact(&self.database))
-            .field("redis_url", &self.redis_url.as_deref().map(crate::secrets::redact))
+            .field("database", &rtai_core::secrets::redact(&self.database))
+            .field("redis_url", &self.redis_url.as_deref().map(rtai_core::secrets::redact))
             .field("redis_stream", &self.redis_stream)
             .field("redis_max_len", &self.redis_max_len)
             .field("clip_threshold", &self.clip_threshold)
@@ -569,7 +569,7 @@ impl AnalyticsSink {
         let element = self.obj().name().to_string();
         let database = s.database.clone();
         let store = wait_on(async move { Store::open(&database).await }).map_err(|err| {
-            gst::error_msg!(gst::ResourceError::OpenReadWrite, ("Cannot open the analytics database: {}", err), ["database property: {}", crate::secrets::redact(&s.database)])
+            gst::error_msg!(gst::ResourceError::OpenReadWrite, ("Cannot open the analytics database: {}", err), ["database property: {}", rtai_core::secrets::redact(&s.database)])
         })?;
         gst::info!(CAT, imp = self, "storing events in {}", store.backend_name());
         let rt = rtai_core::runtime::runtime();
@@ -844,8 +844,8 @@ impl ObjectImpl for AnalyticsSink {
             }
             "auth-token" => None::<String>.to_value(),
             // Credentials in the URLs are never read back.
-            "database" => crate::secrets::redact(&s.database).to_value(),
-            "redis-url" => s.redis_url.as_deref().map(crate::secrets::redact).to_value(),
+            "database" => rtai_core::secrets::redact(&s.database).to_value(),
+            "redis-url" => s.redis_url.as_deref().map(rtai_core::secrets::redact).to_value(),
             "redis-stream" => s.redis_stream.to_value(),
             "redis-max-len" => s.redis_max_len.to_value(),
             "clip-threshold" => s.clip_threshold.to_value(),

@@ -83,12 +83,12 @@ struct Settings {
     binary_data: bool,
 }
 
-// By hand: the derived Debug would print the API key.
+// By hand: the derived Debug would print the API key (and a password in the URL).
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
             .field("protocol", &self.protocol)
-            .field("url", &self.url)
+            .field("url", &rtai_core::secrets::redact(&self.url))
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("request_timeout_ms", &self.request_timeout_ms)
