@@ -41,7 +41,9 @@ struct Measured {
 /// the receiver's frame rate and per-buffer latency (by PTS).
 fn run(bridge: &Bridge, source: &str) -> Measured {
     let entered: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
-    let arrived: Arc<Mutex<Vec<(Option<u64>, Instant)>>> = Arc::default();
+    // (sequence number of the buffer, when it arrived)
+    type Arrivals = Arc<Mutex<Vec<(Option<u64>, Instant)>>>;
+    let arrived: Arrivals = Arc::default();
     let (sender, receiver);
     // The receiver listens first; the sender dials its port.
     // A free port for tcpserversrc (its current-port is not known until it accepts).

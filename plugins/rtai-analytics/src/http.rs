@@ -21,6 +21,10 @@ use subtle::ConstantTimeEq;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::metrics::{CONTENT_TYPE, METRICS};
+
+// Shared by analyticssink's server and the latencymetrics tracer's `/metrics`.
+static CAT: LazyLock<gst::DebugCategory> =
+    LazyLock::new(|| gst::DebugCategory::new("rtaianalyticshttp", gst::DebugColorFlags::empty(), Some("rtai analytics HTTP server")));
 use crate::store::{EventFilter, Store};
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
@@ -106,7 +110,7 @@ impl Server {
                 let _ = shutdown_rx.wait_for(|c| *c).await;
             });
             if let Err(err) = serve.await {
-                eprintln!("rtai analytics http server: {err}");
+                gst::warning!(CAT, "HTTP server on {addr} stopped: {err}");
             }
         });
         Ok(Self { addr, closing, task: Some(task) })

@@ -78,6 +78,8 @@ pub struct EventsPage {
     pub next_offset: Option<u64>,
 }
 
+// One instance behind an Arc per store: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Sqlite(Arc<std::sync::Mutex<rusqlite::Connection>>),
     Postgres { url: String, client: tokio::sync::Mutex<Option<tokio_postgres::Client>> },

@@ -121,8 +121,7 @@ fn send(desc: &str, port: u32, sink_props: &str) -> Vec<Seen> {
     if let gst::MessageView::Error(e) = msg.view() {
         panic!("sender error: {} {:?}", e.error(), e.debug());
     }
-    let seen = seen.lock().unwrap().clone();
-    seen
+    seen.lock().unwrap().clone()
 }
 
 /// Sends `desc` through grpcsink to `rx` and checks everything arrived as sent.

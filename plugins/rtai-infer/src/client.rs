@@ -62,7 +62,7 @@ pub fn decode_raw(name: &str, datatype: &str, raw: &[u8]) -> Result<(Vec<f64>, V
         }
         return Ok((Vec::new(), strings));
     }
-    if raw.len() % width != 0 {
+    if !raw.len().is_multiple_of(width) {
         return Err(format!("output {name}: {} bytes is not a whole number of {datatype}", raw.len()));
     }
     if datatype == "FP16" {

@@ -170,7 +170,8 @@ mod tests {
     #[test]
     fn decoded_boxes_table() {
         let lb = Letterbox::identity(100, 100);
-        let cases: Vec<(&[usize], Vec<f64>, Result<usize, &str>)> = vec![
+        type Case<'a> = (&'a [usize], Vec<f64>, Result<usize, &'a str>);
+        let cases: Vec<Case> = vec![
             (&[1, 2, 6], vec![0., 0., 10., 10., 0.9, 1., 5., 5., 20., 20., 0.1, 0.], Ok(1)),
             (&[2, 6], vec![0., 0., 10., 10., 0.9, 1., 5., 5., 20., 20., 0.5, 0.], Ok(2)),
             (&[0, 6], vec![], Ok(0)),

@@ -97,12 +97,12 @@ pub fn tensor(rgb: &Rgb, input_width: u32, input_height: u32, layout: Layout, no
                 continue;
             }
             let s = &rgb.data[(fy as usize * rgb.width as usize + fx as usize) * 3..][..3];
-            for c in 0..3 {
+            for (c, &value) in s.iter().enumerate() {
                 let i = match layout {
                     Layout::Nchw => c * iw * ih + y * iw + x,
                     Layout::Nhwc => (y * iw + x) * 3 + c,
                 };
-                out[i] = s[c] as f32 * scale;
+                out[i] = value as f32 * scale;
             }
         }
     }

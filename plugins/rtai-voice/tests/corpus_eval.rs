@@ -29,10 +29,10 @@ pub struct Report {
 }
 
 fn run(engine: &str, props: &[(&str, String)], c: &corpus::Corpus) -> Report {
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = gst::parse::launch(
         "appsrc name=src format=time caps=audio/x-raw,format=S16LE,layout=interleaved,rate=16000,channels=1 \
-         ! specvadgate name=gate ! fakesink sync=false"
-    ))
+         ! specvadgate name=gate ! fakesink sync=false",
+    )
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();

@@ -291,7 +291,7 @@ fn webrtc_engine_commits_voice_and_cancels_the_click() {
     let events = protocol_events(&mut h);
     // The WebRTC VAD may fire while its noise model adapts at the start; the
     // gate must retract any such false start. Exactly the voiced second commits.
-    let committed: Vec<u64> = events.iter().filter_map(|e| matches!(e, SegmentEvent::Commit { .. }).then(|| e.id())).collect();
+    let committed: Vec<u64> = events.iter().filter(|e| matches!(e, SegmentEvent::Commit { .. })).map(|e| e.id()).collect();
     assert_eq!(committed.len(), 1, "{events:?}");
     let id = committed[0];
     let start = events.iter().find_map(|e| match e {

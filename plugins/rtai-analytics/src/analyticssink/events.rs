@@ -381,6 +381,8 @@ impl Aggregator {
 
     /// A transcript; with a segment id it completes that segment's speech event,
     /// without one (or for an unknown segment) it is a speech event of its own.
+    // The fields of an inference result, each optional in its own way.
+    #[allow(clippy::too_many_arguments)]
     pub fn transcript(
         &mut self,
         stream: &str,

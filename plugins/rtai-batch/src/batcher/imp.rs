@@ -274,9 +274,7 @@ impl Batcher {
         if state.flushing {
             return Err(gst::FlowError::Flushing);
         }
-        if let Err(err) = state.last_flow {
-            return Err(err);
-        }
+        state.last_flow?;
         state.stats.buffers_in += 1;
         if state.cancelled.should_drop(&buffer) {
             state.stats.dropped_cancelled += 1;

@@ -544,10 +544,7 @@ impl SpecVadGate {
                     self.srcpad.push_event(event);
                 }
                 Output::Buffer(buffer) => {
-                    flow = self.srcpad.push(buffer);
-                    if flow.is_err() {
-                        return flow;
-                    }
+                    flow = Ok(self.srcpad.push(buffer)?);
                 }
                 Output::Message(s) => {
                     let _ = self.obj().post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
@@ -653,7 +650,7 @@ impl SpecVadGate {
     fn stats_structure(&self) -> gst::Structure {
         let s = self.stats.lock().unwrap().clone();
         let acceptance = if s.starts > 0 { s.commits as f64 / s.starts as f64 } else { 0.0 };
-        let mean = if s.decision_count > 0 { s.decision_total_ns / s.decision_count } else { 0 };
+        let mean = s.decision_total_ns.checked_div(s.decision_count).unwrap_or(0);
         gst::Structure::builder("specvadgate-stats")
             .field("frames-analysed", s.frames)
             .field("speculative-starts", s.starts)
