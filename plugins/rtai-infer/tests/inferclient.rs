@@ -538,6 +538,14 @@ fn fault_server() -> Peer {
     Peer { child, port, grpc_port: 0 }.wait_ready("KServe fault fixture", |p| http(p, "GET", "/v2/health/live") == Some(200))
 }
 
+/// inferclient against the fault fixture's `model` with 32x32 input, plus `extra`.
+fn fault_harness(server: &Peer, model: &str, extra: &[(&str, &str)], caps: &gst::Caps) -> Harness {
+    let url = server.url();
+    let mut props = vec![("url", url.as_str()), ("model", model), ("input-width", "32"), ("input-height", "32")];
+    props.extend_from_slice(extra);
+    harness(&props, caps)
+}
+
 /// Runs frames through `appsrc ! inferclient <props> ! appsink` to EOS; returns the
 /// outputs, the warnings posted, the element's stats and its `inference-result` messages.
 fn run_to_eos(props: &str, caps: &gst::Caps, frames: &[gst::Buffer], mut between: impl FnMut(usize)) -> (Vec<gst::Buffer>, Vec<String>, gst::Structure, Vec<gst::Structure>) {
@@ -809,17 +817,10 @@ fn an_aborted_half_open_probe_does_not_lock_the_breaker() {
     // probe-hangs: call 1 fails (the breaker opens), call 2 (the probe) hangs, call 3 answers.
     let server = fault_server();
     let (caps, frames) = ball_frames(3);
-    let mut h = harness(
-        &[
-            ("url", &server.url()),
-            ("model", "probe-hangs"),
-            ("input-width", "32"),
-            ("input-height", "32"),
-            ("max-retries", "0"),
-            ("breaker-threshold", "1"),
-            ("breaker-cooldown", "200"),
-            ("latency-budget", "60000"),
-        ],
+    let mut h = fault_harness(
+        &server,
+        "probe-hangs",
+        &[("max-retries", "0"), ("breaker-threshold", "1"), ("breaker-cooldown", "200"), ("latency-budget", "60000")],
         &caps,
     );
     h.push(frames[0].clone()).unwrap();
@@ -847,17 +848,10 @@ fn the_breaker_closes_after_its_cooldown() {
     // recovering: two failures, then answers.
     let server = fault_server();
     let (caps, frames) = ball_frames(5);
-    let mut h = harness(
-        &[
-            ("url", &server.url()),
-            ("model", "recovering"),
-            ("input-width", "32"),
-            ("input-height", "32"),
-            ("max-retries", "0"),
-            ("breaker-threshold", "2"),
-            ("breaker-cooldown", "2000"),
-            ("latency-budget", "30000"),
-        ],
+    let mut h = fault_harness(
+        &server,
+        "recovering",
+        &[("max-retries", "0"), ("breaker-threshold", "2"), ("breaker-cooldown", "2000"), ("latency-budget", "30000")],
         &caps,
     );
     let run = |h: &mut Harness, i: usize| {
@@ -889,7 +883,7 @@ fn rate_limits_and_timeouts_are_retried() {
     assert!(warnings.is_empty(), "{warnings:?}");
 
     // Every other call answers after 3 s: request-timeout=400 gives up on it and the retry answers.
-    let mut h = harness(&[("url", &server.url()), ("model", "stalling"), ("input-width", "32"), ("input-height", "32"), ("request-timeout", "400"), ("max-retries", "1"), ("latency-budget", "30000")], &caps);
+    let mut h = fault_harness(&server, "stalling", &[("request-timeout", "400"), ("max-retries", "1"), ("latency-budget", "30000")], &caps);
     for f in &frames {
         let pushed = Instant::now();
         h.push(f.clone()).unwrap();
@@ -901,7 +895,7 @@ fn rate_limits_and_timeouts_are_retried() {
     drop(h);
 
     // Without retries a timed-out request fails; the frame passes without a result.
-    let mut h = harness(&[("url", &server.url()), ("model", "stalling"), ("input-width", "32"), ("input-height", "32"), ("request-timeout", "400"), ("max-retries", "0"), ("latency-budget", "30000")], &caps);
+    let mut h = fault_harness(&server, "stalling", &[("request-timeout", "400"), ("max-retries", "0"), ("latency-budget", "30000")], &caps);
     h.push(frames[0].clone()).unwrap();
     assert!(rois(&h.pull().unwrap()).is_empty());
     let s = stats(&h);
@@ -942,7 +936,7 @@ fn results_carry_label_ids_bus_messages_and_an_inferred_marker() {
 fn min_interval_ms_spaces_requests_in_wall_clock_time() {
     let server = fault_server();
     let (caps, frames) = ball_frames(1);
-    let mut h = harness(&[("url", &server.url()), ("model", "ok"), ("input-width", "32"), ("input-height", "32"), ("min-interval-ms", "300"), ("latency-budget", "30000")], &caps);
+    let mut h = fault_harness(&server, "ok", &[("min-interval-ms", "300"), ("latency-budget", "30000")], &caps);
     // (pushed, pulled, inferred) per frame, for 1.2 s of a 50 fps source.
     let mut log = Vec::new();
     let started = Instant::now();
