@@ -546,9 +546,8 @@ fn fault_harness(server: &Peer, model: &str, extra: &[(&str, &str)], caps: &gst:
     harness(&props, caps)
 }
 
-/// Runs frames through `appsrc ! inferclient <props> ! appsink` to EOS; returns the
-/// outputs, the warnings posted, the element's stats and its `inference-result` messages.
-fn run_to_eos(props: &str, caps: &gst::Caps, frames: &[gst::Buffer], mut between: impl FnMut(usize)) -> (Vec<gst::Buffer>, Vec<String>, gst::Structure, Vec<gst::Structure>) {
+/// Starts `appsrc ! inferclient <props> ! appsink` playing, the appsrc with `caps`.
+fn start_pipeline(props: &str, caps: &gst::Caps) -> (gst::Pipeline, gst_app::AppSrc, gst_app::AppSink) {
     init();
     let pipeline = gst::parse::launch(&format!("appsrc name=src format=time ! inferclient name=infer {props} ! appsink name=sink sync=false"))
         .unwrap()
@@ -558,6 +557,13 @@ fn run_to_eos(props: &str, caps: &gst::Caps, frames: &[gst::Buffer], mut between
     let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
     src.set_caps(Some(caps));
     pipeline.set_state(gst::State::Playing).unwrap();
+    (pipeline, src, sink)
+}
+
+/// Runs frames through `appsrc ! inferclient <props> ! appsink` to EOS; returns the
+/// outputs, the warnings posted, the element's stats and its `inference-result` messages.
+fn run_to_eos(props: &str, caps: &gst::Caps, frames: &[gst::Buffer], mut between: impl FnMut(usize)) -> (Vec<gst::Buffer>, Vec<String>, gst::Structure, Vec<gst::Structure>) {
+    let (pipeline, src, sink) = start_pipeline(props, caps);
     let mut out = Vec::new();
     for (i, f) in frames.iter().enumerate() {
         between(i);
@@ -763,19 +769,8 @@ fn kserve_rest_binary_tensor_extension() {
 fn a_buffer_list_is_one_batched_request() {
     let server = Peer::mlserver();
     let (caps, frames) = ball_frames(4);
-    init();
     // batcher's keep-separate mode pushes buffer lists like this one.
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time ! inferclient name=infer url={} model=ball labels=ball input-width=160 input-height=160 latency-budget=30000 ! appsink name=sink sync=false",
-        server.url()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
-    src.set_caps(Some(&caps));
-    pipeline.set_state(gst::State::Playing).unwrap();
+    let (pipeline, src, sink) = start_pipeline(&format!("url={} model=ball labels=ball input-width=160 input-height=160 latency-budget=30000", server.url()), &caps);
     let mut list = gst::BufferList::new();
     for f in &frames {
         list.get_mut().unwrap().add(f.clone());
@@ -1172,18 +1167,7 @@ fn runpod_run_fallback_status_polling_and_cancel() {
 fn audio_meta_mode_waits_one_budget_for_a_transcript_at_most() {
     let server = Peer::runpod();
     let caps: gst::Caps = AUDIO.parse().unwrap();
-    init();
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time ! inferclient name=infer protocol=runpod url={} model=slow latency-budget=200 ! appsink name=sink sync=false",
-        server.url()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
-    src.set_caps(Some(&caps));
-    pipeline.set_state(gst::State::Playing).unwrap();
+    let (pipeline, src, sink) = start_pipeline(&format!("protocol=runpod url={} model=slow latency-budget=200", server.url()), &caps);
     for i in 0..20 {
         src.push_buffer(audio(i * 10, 9)).unwrap();
     }
