@@ -350,7 +350,6 @@ impl RtAv1Enc {
         Ok(Built { encoder, profile, level_idx, codec_data, delay_frames })
     }
 
-    /// Creates the encoder for `info` and negotiates the output caps.
     /// What a context started now is made with: the session's READY-only
     /// settings and the current live ones.
     fn wanted_settings(&self) -> Settings {
@@ -361,6 +360,7 @@ impl RtAv1Enc {
         }
     }
 
+    /// Creates the encoder for `info` and negotiates the output caps.
     fn start_encoder(&self, info: &gst_video::VideoInfo, input: &gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>) -> Result<(), gst::LoggableError> {
         let settings = self.wanted_settings();
         let built = Self::build(info, &settings).map_err(|e| {

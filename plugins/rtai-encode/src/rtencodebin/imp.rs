@@ -162,10 +162,8 @@ impl RtEncodeBin {
             self.srcpad.set_target(Some(&encoder_src)).map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("{}", e)))
         })();
         if let Err(e) = wired {
-            // Leave the bin empty, as teardown would: the next start tries again.
-            let _ = self.sinkpad.set_target(None::<&gst::Pad>);
-            let _ = self.srcpad.set_target(None::<&gst::Pad>);
-            let _ = obj.remove_many([&convert, &encoder]);
+            // Leave the bin empty, as teardown does: the next start tries again.
+            self.unwire(&convert, &encoder);
             return Err(e);
         }
         convert.sync_state_with_parent().ok();
@@ -188,9 +186,14 @@ impl RtEncodeBin {
 
     fn teardown(&self) {
         let Some(state) = self.state.lock().unwrap().take() else { return };
+        self.unwire(&state.convert, &state.encoder);
+    }
+
+    /// Untargets the ghost pads and takes `convert` and `encoder` out of the bin.
+    fn unwire(&self, convert: &gst::Element, encoder: &gst::Element) {
         let _ = self.sinkpad.set_target(None::<&gst::Pad>);
         let _ = self.srcpad.set_target(None::<&gst::Pad>);
-        for e in [&state.convert, &state.encoder] {
+        for e in [convert, encoder] {
             let _ = e.set_state(gst::State::Null);
             let _ = self.obj().remove(e);
         }
