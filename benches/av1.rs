@@ -47,9 +47,17 @@ fn measure(desc: &str, caps: &gst::Caps, input: &[gst::Buffer], paced: bool) -> 
         .unwrap_or_else(|e| panic!("{desc}: {e}"))
         .downcast::<gst::Pipeline>()
         .unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
     src.set_caps(Some(caps));
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     // Outputs match inputs in order: no stream here reorders frames (x264enc
     // shifts timestamps by its min-pts, so PTS cannot be the key).
     let pushed: Arc<Mutex<Vec<Instant>>> = Arc::default();
@@ -87,12 +95,21 @@ fn measure(desc: &str, caps: &gst::Caps, input: &[gst::Buffer], paced: bool) -> 
         buffers.push(buffer);
     }
     feeder.join().unwrap();
-    if let Some(msg) = pipeline.bus().unwrap().pop_filtered(&[gst::MessageType::Error]) {
+    if let Some(msg) = pipeline
+        .bus()
+        .unwrap()
+        .pop_filtered(&[gst::MessageType::Error])
+    {
         panic!("{desc}: {msg:?}");
     }
     pipeline.set_state(gst::State::Null).unwrap();
     let fps = buffers.len() as f64 / last.duration_since(start).as_secs_f64();
-    Measured { fps, latency, caps, buffers }
+    Measured {
+        fps,
+        latency,
+        caps,
+        buffers,
+    }
 }
 
 fn ms(ns: u64) -> f64 {
@@ -100,7 +117,12 @@ fn ms(ns: u64) -> f64 {
 }
 
 /// Mean luma PSNR (dB) of decoded I420 frames against the source frames.
-fn mean_psnr_y(caps: &gst::Caps, decoded: &[gst::Buffer], source_caps: &gst::Caps, source: &[gst::Buffer]) -> f64 {
+fn mean_psnr_y(
+    caps: &gst::Caps,
+    decoded: &[gst::Buffer],
+    source_caps: &gst::Caps,
+    source: &[gst::Buffer],
+) -> f64 {
     let info = gst_video::VideoInfo::from_caps(caps).unwrap();
     let source_info = gst_video::VideoInfo::from_caps(source_caps).unwrap();
     assert_eq!(decoded.len(), source.len(), "every frame decoded");
@@ -110,7 +132,8 @@ fn mean_psnr_y(caps: &gst::Caps, decoded: &[gst::Buffer], source_caps: &gst::Cap
         .zip(source)
         .map(|(d, s)| {
             let d = gst_video::VideoFrameRef::from_buffer_ref_readable(d.as_ref(), &info).unwrap();
-            let s = gst_video::VideoFrameRef::from_buffer_ref_readable(s.as_ref(), &source_info).unwrap();
+            let s = gst_video::VideoFrameRef::from_buffer_ref_readable(s.as_ref(), &source_info)
+                .unwrap();
             let (dd, ds) = (d.plane_data(0).unwrap(), s.plane_data(0).unwrap());
             let (sd, ss) = (d.plane_stride()[0] as usize, s.plane_stride()[0] as usize);
             let mut sse = 0u64;
@@ -121,7 +144,11 @@ fn mean_psnr_y(caps: &gst::Caps, decoded: &[gst::Buffer], source_caps: &gst::Cap
                 }
             }
             let mse = sse as f64 / (w * h) as f64;
-            if mse == 0.0 { 99.0 } else { 10.0 * (255.0 * 255.0 / mse).log10() }
+            if mse == 0.0 {
+                99.0
+            } else {
+                10.0 * (255.0 * 255.0 / mse).log10()
+            }
         })
         .sum();
     total / decoded.len() as f64
@@ -130,10 +157,26 @@ fn mean_psnr_y(caps: &gst::Caps, decoded: &[gst::Buffer], source_caps: &gst::Cap
 fn report(name: &str, throughput: &Measured, paced: &Measured) {
     println!("{name}");
     figure("  throughput", throughput.fps, "frames/s");
-    figure("  processing time per frame (1 / throughput)", 1000.0 / throughput.fps, "ms");
-    assert_eq!(paced.latency.count() as usize, paced.buffers.len(), "{name}: every output matched its input");
-    figure("  latency at 30 fps, P50", ms(paced.latency.quantile(0.5)), "ms");
-    figure("  latency at 30 fps, P95", ms(paced.latency.quantile(0.95)), "ms");
+    figure(
+        "  processing time per frame (1 / throughput)",
+        1000.0 / throughput.fps,
+        "ms",
+    );
+    assert_eq!(
+        paced.latency.count() as usize,
+        paced.buffers.len(),
+        "{name}: every output matched its input"
+    );
+    figure(
+        "  latency at 30 fps, P50",
+        ms(paced.latency.quantile(0.5)),
+        "ms",
+    );
+    figure(
+        "  latency at 30 fps, P95",
+        ms(paced.latency.quantile(0.95)),
+        "ms",
+    );
     figure("  latency at 30 fps, max", ms(paced.latency.max()), "ms");
 }
 
@@ -149,7 +192,11 @@ fn main() {
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
-        let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+        let sink = pipeline
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
         pipeline.set_state(gst::State::Playing).unwrap();
         let mut caps = None;
         let mut frames = Vec::new();
@@ -160,12 +207,19 @@ fn main() {
         pipeline.set_state(gst::State::Null).unwrap();
         (caps.unwrap(), frames)
     };
-    println!("clip: {} frames of {WIDTH}x{HEIGHT} I420 at 30 fps (zone plate + moving bars)", raw.len());
+    println!(
+        "clip: {} frames of {WIDTH}x{HEIGHT} I420 at 30 fps (zone plate + moving bars)",
+        raw.len()
+    );
 
     println!("every encoder targets {BITRATE_KBPS} kbit/s");
     // (name, encoder, decoder for the PSNR check)
     let encoders = [
-        ("rtav1enc (rav1e, speed-preset 10, low-latency)", format!("rtav1enc bitrate={BITRATE_KBPS}"), "rtav1dec"),
+        (
+            "rtav1enc (rav1e, speed-preset 10, low-latency)",
+            format!("rtav1enc bitrate={BITRATE_KBPS}"),
+            "rtav1dec",
+        ),
         (
             "av1enc (libaom, realtime, cpu-used 8, lag 0, CBR)",
             // GStreamer 1.22 av1enc defaults max-quantizer to 0 (best quality), which overrides
@@ -176,8 +230,19 @@ fn main() {
             ),
             "av1parse ! rtav1dec",
         ),
-        ("x264enc (ultrafast, zerolatency)", format!("x264enc speed-preset=ultrafast tune=zerolatency bitrate={BITRATE_KBPS}"), "h264parse ! avdec_h264"),
-        ("vp8enc (realtime, cpu-used 8)", format!("vp8enc deadline=1 cpu-used=8 lag-in-frames=0 target-bitrate={}", BITRATE_KBPS * 1000), "vp8dec"),
+        (
+            "x264enc (ultrafast, zerolatency)",
+            format!("x264enc speed-preset=ultrafast tune=zerolatency bitrate={BITRATE_KBPS}"),
+            "h264parse ! avdec_h264",
+        ),
+        (
+            "vp8enc (realtime, cpu-used 8)",
+            format!(
+                "vp8enc deadline=1 cpu-used=8 lag-in-frames=0 target-bitrate={}",
+                BITRATE_KBPS * 1000
+            ),
+            "vp8dec",
+        ),
     ];
     let mut enc_fps = HashMap::new();
     let mut encoded = HashMap::new();
@@ -186,29 +251,72 @@ fn main() {
         let paced = measure(desc, &raw_caps, &raw, true);
         report(&format!("encode: {name}"), &throughput, &paced);
         let bytes: usize = throughput.buffers.iter().map(|b| b.size()).sum();
-        figure("  bitrate produced", bytes as f64 * 8.0 / 1000.0 / (raw.len() as f64 / 30.0), "kbit/s");
-        let decoded = measure(&format!("{decoder} ! videoconvert ! video/x-raw,format=I420"), &throughput.caps, &throughput.buffers, false);
-        figure("  luma PSNR of the stream decoded", mean_psnr_y(&decoded.caps, &decoded.buffers, &raw_caps, &raw), "dB");
-        enc_fps.insert(desc.split_whitespace().next().unwrap().to_string(), throughput.fps);
-        encoded.insert(desc.split_whitespace().next().unwrap().to_string(), (throughput.caps, throughput.buffers));
+        figure(
+            "  bitrate produced",
+            bytes as f64 * 8.0 / 1000.0 / (raw.len() as f64 / 30.0),
+            "kbit/s",
+        );
+        let decoded = measure(
+            &format!("{decoder} ! videoconvert ! video/x-raw,format=I420"),
+            &throughput.caps,
+            &throughput.buffers,
+            false,
+        );
+        figure(
+            "  luma PSNR of the stream decoded",
+            mean_psnr_y(&decoded.caps, &decoded.buffers, &raw_caps, &raw),
+            "dB",
+        );
+        enc_fps.insert(
+            desc.split_whitespace().next().unwrap().to_string(),
+            throughput.fps,
+        );
+        encoded.insert(
+            desc.split_whitespace().next().unwrap().to_string(),
+            (throughput.caps, throughput.buffers),
+        );
     }
-    ratio("rtav1enc vs av1enc encode throughput", enc_fps["rtav1enc"], enc_fps["av1enc"], "frames/s");
+    ratio(
+        "rtav1enc vs av1enc encode throughput",
+        enc_fps["rtav1enc"],
+        enc_fps["av1enc"],
+        "frames/s",
+    );
 
     // Decoders on the same AV1 stream (rtav1enc's), and the context codecs on theirs.
     let (av1_caps, av1) = encoded["rtav1enc"].clone();
     let decoders = [
         ("rtav1dec (dav1d)", "rtav1dec", &av1_caps, &av1),
         ("av1dec (libaom)", "av1dec", &av1_caps, &av1),
-        ("avdec_h264 (ffmpeg)", "h264parse ! avdec_h264", &encoded["x264enc"].0, &encoded["x264enc"].1),
-        ("vp8dec (libvpx)", "vp8dec", &encoded["vp8enc"].0, &encoded["vp8enc"].1),
+        (
+            "avdec_h264 (ffmpeg)",
+            "h264parse ! avdec_h264",
+            &encoded["x264enc"].0,
+            &encoded["x264enc"].1,
+        ),
+        (
+            "vp8dec (libvpx)",
+            "vp8dec",
+            &encoded["vp8enc"].0,
+            &encoded["vp8enc"].1,
+        ),
     ];
     let mut dec_fps = HashMap::new();
     for (name, desc, caps, units) in decoders {
         let throughput = measure(desc, caps, units, false);
-        assert_eq!(throughput.buffers.len(), raw.len(), "{desc} decoded every frame");
+        assert_eq!(
+            throughput.buffers.len(),
+            raw.len(),
+            "{desc} decoded every frame"
+        );
         let paced = measure(desc, caps, units, true);
         report(&format!("decode: {name}"), &throughput, &paced);
         dec_fps.insert(desc, throughput.fps);
     }
-    ratio("rtav1dec vs av1dec decode throughput", dec_fps["rtav1dec"], dec_fps["av1dec"], "frames/s");
+    ratio(
+        "rtav1dec vs av1dec decode throughput",
+        dec_fps["rtav1dec"],
+        dec_fps["av1dec"],
+        "frames/s",
+    );
 }

@@ -35,7 +35,11 @@ fn run(front: &str, items: u64, rate: f64) -> Run {
     let pushed: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let latency = Arc::new(Mutex::new(LatencyHistogram::new()));
     let done = Arc::new(Mutex::new((0u64, Instant::now())));
-    let stage = pipeline.by_name("stage").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let stage = pipeline
+        .by_name("stage")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     {
         let (pushed, latency, done) = (pushed.clone(), latency.clone(), done.clone());
         stage.set_callbacks(
@@ -64,7 +68,11 @@ fn run(front: &str, items: u64, rate: f64) -> Run {
                 .build(),
         );
     }
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
     src.set_property("max-bytes", 0u64);
     pipeline.set_state(gst::State::Playing).unwrap();
     let start = Instant::now();
@@ -76,18 +84,26 @@ fn run(front: &str, items: u64, rate: f64) -> Run {
         }
         let mut buffer = gst::Buffer::from_slice(format!("item {i}").into_bytes());
         let b = buffer.get_mut().unwrap();
-        b.set_pts(gst::ClockTime::from_nseconds((interval * i as u32).as_nanos() as u64));
+        b.set_pts(gst::ClockTime::from_nseconds(
+            (interval * i as u32).as_nanos() as u64,
+        ));
         b.set_offset(i);
         pushed.lock().unwrap().insert(i, Instant::now());
         src.push_buffer(buffer).unwrap();
     }
     src.end_of_stream().unwrap();
-    pipeline.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(120), &[gst::MessageType::Eos, gst::MessageType::Error]);
+    pipeline.bus().unwrap().timed_pop_filtered(
+        gst::ClockTime::from_seconds(120),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
     pipeline.set_state(gst::State::Null).unwrap();
     let (processed, last) = *done.lock().unwrap();
     assert_eq!(processed, items, "every item reached the stage");
     let latency = latency.lock().unwrap().clone();
-    Run { items_per_second: processed as f64 / last.duration_since(start).as_secs_f64(), latency }
+    Run {
+        items_per_second: processed as f64 / last.duration_since(start).as_secs_f64(),
+        latency,
+    }
 }
 
 fn main() {
@@ -95,7 +111,10 @@ fn main() {
     gstrtaibatch::plugin_register_static().unwrap();
     let baseline = "queue max-size-buffers=0 max-size-bytes=0 max-size-time=0";
     let batched = "batcher max-batch-size=32 timeout=20 max-queue=4 overflow=block";
-    println!("stage: {} ms per call; baseline: `{baseline}`; batcher: `{batched}`", STAGE_COST.as_millis());
+    println!(
+        "stage: {} ms per call; baseline: `{baseline}`; batcher: `{batched}`",
+        STAGE_COST.as_millis()
+    );
 
     println!("\n== high load: 2000 items offered at 400/s (the stage alone manages ~190/s)");
     let base = run(baseline, 2000, 400.0);
@@ -109,14 +128,37 @@ fn main() {
             r.latency.quantile(0.99) as f64 / 1e6
         );
     }
-    ratio("throughput batcher / queue (goal >= 1.3, aim 2)", with.items_per_second, base.items_per_second, "items/s");
-    ratio("batcher P95 latency / 300 ms target", with.latency.quantile(0.95) as f64 / 1e6, 300.0, "ms");
+    ratio(
+        "throughput batcher / queue (goal >= 1.3, aim 2)",
+        with.items_per_second,
+        base.items_per_second,
+        "items/s",
+    );
+    ratio(
+        "batcher P95 latency / 300 ms target",
+        with.latency.quantile(0.95) as f64 / 1e6,
+        300.0,
+        "ms",
+    );
 
     println!("\n== low load: 100 items offered at 20/s");
     let base = run(baseline, 100, 20.0);
     let with = run(batched, 100, 20.0);
     let added = (with.latency.quantile(0.95) as f64 - base.latency.quantile(0.95) as f64) / 1e6;
-    figure("queue P95 latency", base.latency.quantile(0.95) as f64 / 1e6, "ms");
-    figure("batcher P95 latency", with.latency.quantile(0.95) as f64 / 1e6, "ms");
-    ratio("latency the batcher adds / its timeout (must be <= 1)", added, 20.0, "ms");
+    figure(
+        "queue P95 latency",
+        base.latency.quantile(0.95) as f64 / 1e6,
+        "ms",
+    );
+    figure(
+        "batcher P95 latency",
+        with.latency.quantile(0.95) as f64 / 1e6,
+        "ms",
+    );
+    ratio(
+        "latency the batcher adds / its timeout (must be <= 1)",
+        added,
+        20.0,
+        "ms",
+    );
 }

@@ -43,8 +43,16 @@ fn run(url: &str, props: &str) -> Run {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let pushed: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let start = Instant::now();
@@ -57,7 +65,9 @@ fn run(url: &str, props: &str) -> Run {
                     std::thread::sleep(wait);
                 }
                 let mut b = gst::Buffer::with_size(64 * 48 * 3).unwrap();
-                b.get_mut().unwrap().set_pts(gst::ClockTime::from_nseconds(i * 1_000_000_000 / 30));
+                b.get_mut()
+                    .unwrap()
+                    .set_pts(gst::ClockTime::from_nseconds(i * 1_000_000_000 / 30));
                 pushed.lock().unwrap().push(Instant::now());
                 src.push_buffer(b).unwrap();
             }
@@ -72,22 +82,45 @@ fn run(url: &str, props: &str) -> Run {
         if let Some(t) = pushed.lock().unwrap().get(n) {
             added.record(last.duration_since(*t).as_nanos() as u64);
         }
-        if sample.buffer().unwrap().meta::<gst_video::VideoRegionOfInterestMeta>().is_some() {
+        if sample
+            .buffer()
+            .unwrap()
+            .meta::<gst_video::VideoRegionOfInterestMeta>()
+            .is_some()
+        {
             with_results += 1;
         }
         n += 1;
     }
     feeder.join().unwrap();
     pipeline.set_state(gst::State::Null).unwrap();
-    let span = last.duration_since(first.unwrap_or(start)).as_secs_f64().max(1e-9);
-    Run { output_fps: (n.saturating_sub(1)) as f64 / span, results_per_second: with_results as f64 / last.duration_since(start).as_secs_f64(), added }
+    let span = last
+        .duration_since(first.unwrap_or(start))
+        .as_secs_f64()
+        .max(1e-9);
+    Run {
+        output_fps: (n.saturating_sub(1)) as f64 / span,
+        results_per_second: with_results as f64 / last.duration_since(start).as_secs_f64(),
+        added,
+    }
 }
 
 fn main() {
     rtai_benches::init();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("slow_kserve.py");
-    let _server = Server(Command::new("python3").arg(script).arg(port.to_string()).arg(DELAY_MS.to_string()).spawn().expect("python3 runs"));
+    let _server = Server(
+        Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(DELAY_MS.to_string())
+            .spawn()
+            .expect("python3 runs"),
+    );
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -97,21 +130,45 @@ fn main() {
     println!("endpoint: {DELAY_MS} ms per request; {FRAMES} frames offered at 30 fps");
     let mut rates = Vec::new();
     for inflight in [1, 4, 8] {
-        let r = run(&url, &format!("max-inflight={inflight} latency-budget=10000"));
-        println!("max-inflight={inflight}{}", if inflight == 4 { " (default)" } else { "" });
+        let r = run(
+            &url,
+            &format!("max-inflight={inflight} latency-budget=10000"),
+        );
+        println!(
+            "max-inflight={inflight}{}",
+            if inflight == 4 { " (default)" } else { "" }
+        );
         figure("  results per second", r.results_per_second, "results/s");
         figure("  output frames per second", r.output_fps, "frames/s");
         rates.push(r.results_per_second);
     }
-    ratio("results/s, default (4) vs max-inflight=1", rates[1], rates[0], "results/s");
-    ratio("results/s, max-inflight=8 vs max-inflight=1", rates[2], rates[0], "results/s");
+    ratio(
+        "results/s, default (4) vs max-inflight=1",
+        rates[1],
+        rates[0],
+        "results/s",
+    );
+    ratio(
+        "results/s, max-inflight=8 vs max-inflight=1",
+        rates[2],
+        rates[0],
+        "results/s",
+    );
     for budget in [100, 300] {
         let live = run(&url, &format!("max-inflight=8 latency-budget={budget}"));
         println!("live 30 fps, max-inflight=8, latency-budget={budget} ms");
         figure("  output frames per second", live.output_fps, "frames/s");
         figure("  results per second", live.results_per_second, "results/s");
-        figure("  added latency P50", live.added.quantile(0.5) as f64 / 1e6, "ms");
-        figure("  added latency P95", live.added.quantile(0.95) as f64 / 1e6, "ms");
+        figure(
+            "  added latency P50",
+            live.added.quantile(0.5) as f64 / 1e6,
+            "ms",
+        );
+        figure(
+            "  added latency P95",
+            live.added.quantile(0.95) as f64 / 1e6,
+            "ms",
+        );
         figure("  added latency max", live.added.max() as f64 / 1e6, "ms");
     }
 }

@@ -15,7 +15,11 @@ const REPEATS: usize = 7;
 
 fn frames_per_second(pipeline: &str, frames: u32, tracer: bool) -> f64 {
     let mut cmd = Command::new("gst-launch-1.0");
-    cmd.arg("-q").args(pipeline.replace("FRAMES", &frames.to_string()).split_whitespace());
+    cmd.arg("-q").args(
+        pipeline
+            .replace("FRAMES", &frames.to_string())
+            .split_whitespace(),
+    );
     cmd.env("GST_PLUGIN_PATH", rtai_integration_tests::plugin_dir());
     if tracer {
         cmd.env("GST_TRACERS", "latencymetrics");
@@ -38,9 +42,21 @@ fn main() {
     // Warm the registry cache so neither variant pays for the plugin scan.
     frames_per_second("videotestsrc num-buffers=FRAMES ! fakesink", 1, true);
     for (name, pipeline, frames) in [
-        ("320x240 I420 → RGB", "videotestsrc num-buffers=FRAMES ! video/x-raw,width=320,height=240 ! videoconvert ! video/x-raw,format=RGB ! fakesink", 3000),
-        ("1280x720 I420 → RGB", "videotestsrc num-buffers=FRAMES ! video/x-raw,width=1280,height=720 ! videoconvert ! video/x-raw,format=RGB ! fakesink", 300),
-        ("320x240, 5 identity stages", "videotestsrc num-buffers=FRAMES ! video/x-raw,width=320,height=240 ! identity ! identity ! identity ! identity ! identity ! fakesink", 10000),
+        (
+            "320x240 I420 → RGB",
+            "videotestsrc num-buffers=FRAMES ! video/x-raw,width=320,height=240 ! videoconvert ! video/x-raw,format=RGB ! fakesink",
+            3000,
+        ),
+        (
+            "1280x720 I420 → RGB",
+            "videotestsrc num-buffers=FRAMES ! video/x-raw,width=1280,height=720 ! videoconvert ! video/x-raw,format=RGB ! fakesink",
+            300,
+        ),
+        (
+            "320x240, 5 identity stages",
+            "videotestsrc num-buffers=FRAMES ! video/x-raw,width=320,height=240 ! identity ! identity ! identity ! identity ! identity ! fakesink",
+            10000,
+        ),
     ] {
         let (mut with, mut without) = (Vec::new(), Vec::new());
         for _ in 0..REPEATS {
@@ -51,6 +67,11 @@ fn main() {
         println!("{name} ({frames} frames, median of {REPEATS} processes each)");
         figure("  without tracer", without, "frames/s");
         figure("  with latencymetrics", with, "frames/s");
-        ratio("  throughput with / without tracer", with, without, "frames/s");
+        ratio(
+            "  throughput with / without tracer",
+            with,
+            without,
+            "frames/s",
+        );
     }
 }

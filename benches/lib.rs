@@ -11,6 +11,10 @@ pub fn figure(name: &str, value: f64, unit: &str) {
 /// Prints a ratio of `measured` to `baseline` with both names, e.g.
 /// `speculative vs confirmed first-sample latency: 0.031 (6.1 ms / 195.0 ms)`.
 pub fn ratio(what: &str, measured: f64, baseline: f64, unit: &str) {
-    let ratio = if baseline == 0.0 { f64::NAN } else { measured / baseline };
+    let ratio = if baseline == 0.0 {
+        f64::NAN
+    } else {
+        measured / baseline
+    };
     println!("{what:<48} {ratio:>12.3}x ({measured:.3} {unit} / {baseline:.3} {unit})");
 }

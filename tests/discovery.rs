@@ -9,10 +9,19 @@ use rtai_integration_tests::*;
 fn every_plugin_file_loads_and_provides_named_elements() {
     init();
     let files = plugin_files();
-    assert!(!files.is_empty(), "no libgstrtai*.so in {}: run `cargo build --release --workspace`", plugin_dir().display());
+    assert!(
+        !files.is_empty(),
+        "no libgstrtai*.so in {}: run `cargo build --release --workspace`",
+        plugin_dir().display()
+    );
     for file in &files {
-        let plugin = gst::Plugin::load_file(file).unwrap_or_else(|e| panic!("{} does not load: {e}", file.display()));
-        assert!(!plugin.description().is_empty(), "{} has no description", file.display());
+        let plugin = gst::Plugin::load_file(file)
+            .unwrap_or_else(|e| panic!("{} does not load: {e}", file.display()));
+        assert!(
+            !plugin.description().is_empty(),
+            "{} has no description",
+            file.display()
+        );
         assert_eq!(plugin.license(), "MPL", "{}", file.display());
     }
     let factories = collection_factories();
@@ -37,11 +46,21 @@ fn factory_metadata_and_pad_templates_are_complete() {
             gst::ELEMENT_METADATA_AUTHOR,
         ] {
             let value = factory.metadata(key).unwrap_or("");
-            assert!(value.trim().len() > 3, "{name}: metadata {key} is empty or too short: {value:?}");
+            assert!(
+                value.trim().len() > 3,
+                "{name}: metadata {key} is empty or too short: {value:?}"
+            );
         }
-        assert!(factory.num_pad_templates() > 0, "{name} has no pad templates");
+        assert!(
+            factory.num_pad_templates() > 0,
+            "{name} has no pad templates"
+        );
         for tmpl in factory.static_pad_templates() {
-            assert!(!tmpl.caps().is_empty(), "{name}: pad template {} has empty caps", tmpl.name_template());
+            assert!(
+                !tmpl.caps().is_empty(),
+                "{name}: pad template {} has empty caps",
+                tmpl.name_template()
+            );
         }
     }
 }
@@ -60,7 +79,11 @@ fn default_in_range(pspec: &glib::ParamSpec) -> Result<(), String> {
            glib::ParamSpecUInt64 => u64, glib::ParamSpecDouble => f64, glib::ParamSpecFloat => f32);
     if let Some(p) = pspec.downcast_ref::<glib::ParamSpecEnum>() {
         let d = p.default_value_as_i32();
-        return if p.enum_class().value(d).is_some() { Ok(()) } else { Err(format!("default {d} is no enum value")) };
+        return if p.enum_class().value(d).is_some() {
+            Ok(())
+        } else {
+            Err(format!("default {d} is no enum value"))
+        };
     }
     Ok(())
 }
@@ -68,12 +91,21 @@ fn default_in_range(pspec: &glib::ParamSpec) -> Result<(), String> {
 #[test]
 fn every_property_has_nick_blurb_and_valid_default() {
     for factory in collection_factories() {
-        let element = factory.create().build().unwrap_or_else(|e| panic!("{} does not instantiate: {e}", factory.name()));
+        let element = factory
+            .create()
+            .build()
+            .unwrap_or_else(|e| panic!("{} does not instantiate: {e}", factory.name()));
         for pspec in element.list_properties().iter() {
             let what = format!("{}::{}", factory.name(), pspec.name());
-            assert!(!pspec.nick().trim().is_empty() && pspec.nick() != pspec.name() || pspec.owner_type() == gst::Object::static_type(),
-                "{what} has no nick");
-            assert!(pspec.blurb().is_some_and(|b| b.trim().len() > 5), "{what} has no blurb");
+            assert!(
+                !pspec.nick().trim().is_empty() && pspec.nick() != pspec.name()
+                    || pspec.owner_type() == gst::Object::static_type(),
+                "{what} has no nick"
+            );
+            assert!(
+                pspec.blurb().is_some_and(|b| b.trim().len() > 5),
+                "{what} has no blurb"
+            );
             default_in_range(pspec).unwrap_or_else(|e| panic!("{what}: {e}"));
         }
     }
@@ -85,7 +117,10 @@ fn secrets_are_write_only() {
         let element = factory.create().build().unwrap();
         for pspec in element.list_properties().iter() {
             let n = pspec.name();
-            if ["api-key", "auth-token", "stream-key", "password", "token"].iter().any(|s| n.contains(s)) {
+            if ["api-key", "auth-token", "stream-key", "password", "token"]
+                .iter()
+                .any(|s| n.contains(s))
+            {
                 assert!(
                     !pspec.flags().contains(glib::ParamFlags::READABLE),
                     "{}::{n} holds a secret and must be write-only",
@@ -102,12 +137,24 @@ fn gst_inspect_shows_every_element() {
         let out = std::process::Command::new("gst-inspect-1.0")
             .arg(factory.name().as_str())
             .env("GST_PLUGIN_PATH", plugin_dir())
-            .env("GST_REGISTRY", std::env::temp_dir().join(format!("rtai-inspect-{}.bin", std::process::id())))
+            .env(
+                "GST_REGISTRY",
+                std::env::temp_dir().join(format!("rtai-inspect-{}.bin", std::process::id())),
+            )
             .output()
             .expect("gst-inspect-1.0 runs");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "gst-inspect-1.0 {} failed: {}", factory.name(), String::from_utf8_lossy(&out.stderr));
-        assert!(stdout.contains("Factory Details"), "gst-inspect-1.0 {} printed no details", factory.name());
+        assert!(
+            out.status.success(),
+            "gst-inspect-1.0 {} failed: {}",
+            factory.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("Factory Details"),
+            "gst-inspect-1.0 {} printed no details",
+            factory.name()
+        );
     }
 }
 

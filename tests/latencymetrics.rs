@@ -13,36 +13,62 @@ const FRAMES: u64 = 60;
 const SLEEP_US: u64 = 4000;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn get(addr: &str, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP reply");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(!head.to_ascii_lowercase().contains("chunked"), "expected a plain body: {head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("chunked"),
+        "expected a plain body: {head}"
+    );
     body.to_string()
 }
 
 /// The value of the first sample of `family` whose labels contain all of `labels`.
 fn sample(metrics: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-        let (name_labels, value) = line.rsplit_once(' ')?;
-        let (name, rest) = name_labels.split_once('{').unwrap_or((name_labels, ""));
-        (name == family && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))).then(|| value.parse().ok())?
-    })
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (name_labels, value) = line.rsplit_once(' ')?;
+            let (name, rest) = name_labels.split_once('{').unwrap_or((name_labels, ""));
+            (name == family
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse().ok())?
+        })
 }
 
 fn run_to_eos(description: &str) -> gst::Pipeline {
-    let pipeline = gst::parse::launch(description).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let pipeline = gst::parse::launch(description)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let bus = pipeline.bus().unwrap();
     let msg = bus
-        .timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error])
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
         .expect("the pipeline ends within 60 s");
     assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
     pipeline
@@ -52,9 +78,19 @@ fn run_to_eos(description: &str) -> gst::Pipeline {
 fn tracer_measures_each_element_and_shares_the_analytics_registry() {
     let tracer_addr = format!("127.0.0.1:{}", free_port());
     // SAFETY: set before GStreamer (or any other thread) reads the environment.
-    unsafe { std::env::set_var("GST_TRACERS", format!("latencymetrics(listen={tracer_addr})")) };
+    unsafe {
+        std::env::set_var(
+            "GST_TRACERS",
+            format!("latencymetrics(listen={tracer_addr})"),
+        )
+    };
     rtai_integration_tests::init();
-    assert!(gst::Registry::get().lookup_feature("latencymetrics").is_some(), "the tracer is registered");
+    assert!(
+        gst::Registry::get()
+            .lookup_feature("latencymetrics")
+            .is_some(),
+        "the tracer is registered"
+    );
 
     // 1. The tracer's own endpoint (no analyticssink in the process's pipelines).
     let pipeline = run_to_eos(&format!(
@@ -63,18 +99,41 @@ fn tracer_measures_each_element_and_shares_the_analytics_registry() {
     ));
     let metrics = get(&tracer_addr, "/metrics");
     let p50 = |element: &str| {
-        sample(&metrics, "rtai_element_latency_quantile_seconds", &[("element", element), ("pad", "src"), ("quantile", "0.5")])
-            .unwrap_or_else(|| panic!("no P50 for {element} in:\n{metrics}"))
+        sample(
+            &metrics,
+            "rtai_element_latency_quantile_seconds",
+            &[("element", element), ("pad", "src"), ("quantile", "0.5")],
+        )
+        .unwrap_or_else(|| panic!("no P50 for {element} in:\n{metrics}"))
     };
     let slow = p50("slow");
-    assert!(slow >= SLEEP_US as f64 / 1e6, "identity sleeps {SLEEP_US} µs per buffer, P50 {slow} s");
+    assert!(
+        slow >= SLEEP_US as f64 / 1e6,
+        "identity sleeps {SLEEP_US} µs per buffer, P50 {slow} s"
+    );
     assert!(slow < 0.5, "P50 {slow} s");
-    assert!(p50("convert") < slow, "videoconvert passthrough is faster than a sleeping identity");
-    let count = sample(&metrics, "rtai_element_latency_seconds_count", &[("element", "slow")]).unwrap();
+    assert!(
+        p50("convert") < slow,
+        "videoconvert passthrough is faster than a sleeping identity"
+    );
+    let count = sample(
+        &metrics,
+        "rtai_element_latency_seconds_count",
+        &[("element", "slow")],
+    )
+    .unwrap();
     assert_eq!(count, FRAMES as f64, "every buffer measured once");
-    let p99 = sample(&metrics, "rtai_element_latency_quantile_seconds", &[("element", "slow"), ("quantile", "0.99")]).unwrap();
+    let p99 = sample(
+        &metrics,
+        "rtai_element_latency_quantile_seconds",
+        &[("element", "slow"), ("quantile", "0.99")],
+    )
+    .unwrap();
     assert!(p99 >= slow);
-    assert!(sample(&metrics, "rtai_queue_level_buffers", &[("element", "q")]).is_some(), "queue level of q:\n{metrics}");
+    assert!(
+        sample(&metrics, "rtai_queue_level_buffers", &[("element", "q")]).is_some(),
+        "queue level of q:\n{metrics}"
+    );
     pipeline.set_state(gst::State::Null).unwrap();
 
     // 2. With an analyticssink in the process, its /metrics carries the tracer's series too.
@@ -88,17 +147,30 @@ fn tracer_measures_each_element_and_shares_the_analytics_registry() {
     pipeline.set_state(gst::State::Playing).unwrap();
     let bus = pipeline.bus().unwrap();
     let msg = bus
-        .timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error])
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
         .expect("the pipeline ends within 60 s");
     assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
     let sink = pipeline.by_name("sink").unwrap();
-    let addr = sink.property::<Option<String>>("bound-address").expect("analyticssink serves HTTP");
+    let addr = sink
+        .property::<Option<String>>("bound-address")
+        .expect("analyticssink serves HTTP");
     let metrics = get(&addr, "/metrics");
-    let slow2 = sample(&metrics, "rtai_element_latency_quantile_seconds", &[("element", "slow2"), ("quantile", "0.5")])
-        .unwrap_or_else(|| panic!("analyticssink's /metrics lacks the tracer's series:\n{metrics}"));
+    let slow2 = sample(
+        &metrics,
+        "rtai_element_latency_quantile_seconds",
+        &[("element", "slow2"), ("quantile", "0.5")],
+    )
+    .unwrap_or_else(|| panic!("analyticssink's /metrics lacks the tracer's series:\n{metrics}"));
     assert!(slow2 >= SLEEP_US as f64 / 1e6, "P50 {slow2} s");
     let latency: serde_json::Value = serde_json::from_str(&get(&addr, "/api/latency")).unwrap();
     let pads = latency["pads"].as_array().expect("pads");
-    assert!(pads.iter().any(|p| p["element"] == "slow2" && p["p99"].as_f64().unwrap() >= slow2), "{latency}");
+    assert!(
+        pads.iter()
+            .any(|p| p["element"] == "slow2" && p["p99"].as_f64().unwrap() >= slow2),
+        "{latency}"
+    );
     pipeline.set_state(gst::State::Null).unwrap();
 }

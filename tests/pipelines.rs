@@ -62,13 +62,69 @@ fn speech_wav() -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("rtai-pipelines-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let run = |cmd: &str, args: &[&str]| {
-            let status = std::process::Command::new(cmd).args(args).current_dir(&dir).status();
-            assert!(status.is_ok_and(|s| s.success()), "{cmd} {args:?} failed (scripts/setup.sh installs it)");
+            let status = std::process::Command::new(cmd)
+                .args(args)
+                .current_dir(&dir)
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "{cmd} {args:?} failed (scripts/setup.sh installs it)"
+            );
         };
-        run("espeak-ng", &["-s", "165", "-w", "raw.wav", "Turn the lights on in the kitchen, please."]);
-        run("sox", &["-q", "-n", "-r", "22050", "-c", "1", "pause.wav", "trim", "0", "0.8"]);
-        run("sox", &["-q", "-n", "-r", "22050", "-c", "1", "click.wav", "synth", "0.03", "whitenoise", "vol", "0.7"]);
-        run("sox", &["-q", "pause.wav", "click.wav", "pause.wav", "raw.wav", "pause.wav", "speech.wav"]);
+        run(
+            "espeak-ng",
+            &[
+                "-s",
+                "165",
+                "-w",
+                "raw.wav",
+                "Turn the lights on in the kitchen, please.",
+            ],
+        );
+        run(
+            "sox",
+            &[
+                "-q",
+                "-n",
+                "-r",
+                "22050",
+                "-c",
+                "1",
+                "pause.wav",
+                "trim",
+                "0",
+                "0.8",
+            ],
+        );
+        run(
+            "sox",
+            &[
+                "-q",
+                "-n",
+                "-r",
+                "22050",
+                "-c",
+                "1",
+                "click.wav",
+                "synth",
+                "0.03",
+                "whitenoise",
+                "vol",
+                "0.7",
+            ],
+        );
+        run(
+            "sox",
+            &[
+                "-q",
+                "pause.wav",
+                "click.wav",
+                "pause.wav",
+                "raw.wav",
+                "pause.wav",
+                "speech.wav",
+            ],
+        );
         dir.join("speech.wav")
     })
     .clone()
@@ -81,9 +137,12 @@ fn every_pipeline_file_runs_to_eos() {
     assert!(!files.is_empty(), "pipelines/ holds no .launch file");
     for path in files {
         let desc = description(&path);
-        let pipeline = gst::parse::launch(&desc).unwrap_or_else(|e| panic!("{}: does not parse: {e}", path.display()));
+        let pipeline = gst::parse::launch(&desc)
+            .unwrap_or_else(|e| panic!("{}: does not parse: {e}", path.display()));
         let bus = pipeline.bus().unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap_or_else(|e| panic!("{}: cannot play: {e}", path.display()));
+        pipeline
+            .set_state(gst::State::Playing)
+            .unwrap_or_else(|e| panic!("{}: cannot play: {e}", path.display()));
         let started = Instant::now();
         let outcome = bus.timed_pop_filtered(
             gst::ClockTime::from_seconds(PIPELINE_TIMEOUT.as_secs()),
@@ -95,7 +154,12 @@ fn every_pipeline_file_runs_to_eos() {
                 eprintln!("{}: EOS after {:?}", path.display(), started.elapsed());
             }
             Some(gst::MessageView::Error(err)) => {
-                panic!("{}: error {} ({:?})", path.display(), err.error(), err.debug())
+                panic!(
+                    "{}: error {} ({:?})",
+                    path.display(),
+                    err.error(),
+                    err.debug()
+                )
             }
             _ => panic!("{}: no EOS within {PIPELINE_TIMEOUT:?}", path.display()),
         }
@@ -121,11 +185,18 @@ fn every_example_script_runs_in_short_mode() {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("{} did not finish within {PIPELINE_TIMEOUT:?}", script.display());
+                panic!(
+                    "{} did not finish within {PIPELINE_TIMEOUT:?}",
+                    script.display()
+                );
             }
             // Polling a child process: there is no blocking wait with a timeout in std.
             std::thread::sleep(Duration::from_millis(50));
         };
-        assert!(status.success(), "{} exited with {status}", script.display());
+        assert!(
+            status.success(),
+            "{} exited with {status}",
+            script.display()
+        );
     }
 }

@@ -16,15 +16,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::sync::{broadcast, watch};
 use subtle::ConstantTimeEq;
+use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::metrics::{CONTENT_TYPE, METRICS};
 
 // Shared by analyticssink's server and the latencymetrics tracer's `/metrics`.
-static CAT: LazyLock<gst::DebugCategory> =
-    LazyLock::new(|| gst::DebugCategory::new("rtaianalyticshttp", gst::DebugColorFlags::empty(), Some("rtai analytics HTTP server")));
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "rtaianalyticshttp",
+        gst::DebugColorFlags::empty(),
+        Some("rtai analytics HTTP server"),
+    )
+});
 use crate::store::{EventFilter, Store};
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
@@ -77,11 +82,19 @@ pub struct AppState {
 impl AppState {
     /// Only `/metrics` (the tracer's own server).
     pub fn metrics_only() -> Self {
-        Self { sink: None, token: None, closing: watch::channel(false).1 }
+        Self {
+            sink: None,
+            token: None,
+            closing: watch::channel(false).1,
+        }
     }
 
     pub fn sink(api: Arc<SinkApi>, token: Option<String>) -> Self {
-        Self { sink: Some(api), token: token.filter(|t| !t.is_empty()).map(Arc::from), closing: watch::channel(false).1 }
+        Self {
+            sink: Some(api),
+            token: token.filter(|t| !t.is_empty()).map(Arc::from),
+            closing: watch::channel(false).1,
+        }
     }
 }
 
@@ -95,12 +108,16 @@ pub struct Server {
 impl Server {
     /// Binds `listen` (host:port; port 0 picks a free one) and serves in the shared runtime.
     pub fn start(listen: &str, mut state: AppState) -> Result<Self, String> {
-        let std_listener = std::net::TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let std_listener = std::net::TcpListener::bind(listen)
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
         let addr = std_listener.local_addr().map_err(|e| e.to_string())?;
         let rt = rtai_core::runtime::runtime();
         let _guard = rt.enter();
-        let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|e| e.to_string())?;
+        let listener =
+            tokio::net::TcpListener::from_std(std_listener).map_err(|e| e.to_string())?;
         let (closing, closing_rx) = watch::channel(false);
         state.closing = closing_rx.clone();
         let app = router(state);
@@ -113,7 +130,11 @@ impl Server {
                 gst::warning!(CAT, "HTTP server on {addr} stopped: {err}");
             }
         });
-        Ok(Self { addr, closing, task: Some(task) })
+        Ok(Self {
+            addr,
+            closing,
+            task: Some(task),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -129,7 +150,10 @@ impl Drop for Server {
             // longer than this is cut off.
             rtai_core::runtime::runtime().spawn(async move {
                 let abort = task.abort_handle();
-                if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
+                if tokio::time::timeout(Duration::from_secs(2), task)
+                    .await
+                    .is_err()
+                {
                     abort.abort();
                 }
             });
@@ -140,8 +164,24 @@ impl Drop for Server {
 fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/", get(index))
-        .route("/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }))
-        .route("/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS) }))
+        .route(
+            "/app.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    APP_JS,
+                )
+            }),
+        )
+        .route(
+            "/style.css",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    STYLE_CSS,
+                )
+            }),
+        )
         .route("/api/events", get(events))
         .route("/api/events/stream", get(events_stream))
         .route("/api/latency", get(latency))
@@ -157,20 +197,33 @@ fn router(state: AppState) -> Router {
 /// The bearer token from `Authorization: Bearer …` or, for the browser's
 /// EventSource which cannot set headers, the `access_token` query parameter (RFC 6750).
 fn presented_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<String> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
         && let Some(t) = v.strip_prefix("Bearer ")
     {
         return Some(t.trim().to_string());
     }
-    query.and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "access_token").map(|(_, v)| v.into_owned()))
+    query.and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "access_token")
+            .map(|(_, v)| v.into_owned())
+    })
 }
 
 async fn auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(token) = &state.token {
         let presented = presented_token(request.headers(), request.uri().query());
         if !presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.as_bytes()))) {
-            let mut resp = (StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer …)\n").into_response();
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"rtai\""));
+            let mut resp = (
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required (Authorization: Bearer …)\n",
+            )
+                .into_response();
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"rtai\""),
+            );
             return resp;
         }
     }
@@ -185,11 +238,19 @@ async fn index(State(state): State<AppState>) -> Response {
     if state.sink.is_none() {
         return (StatusCode::NOT_FOUND, "only /metrics is served here\n").into_response();
     }
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], DASHBOARD_PAGE.as_str()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        DASHBOARD_PAGE.as_str(),
+    )
+        .into_response()
 }
 
 fn bad_request(msg: impl Into<String>) -> Response {
-    (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "error": msg.into() }))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(serde_json::json!({ "error": msg.into() })),
+    )
+        .into_response()
 }
 
 /// Query parameters of `/api/events`.
@@ -214,11 +275,17 @@ impl EventsQuery {
     /// Checks the parameters; the error is the message for a 400 reply.
     pub fn filter(&self) -> Result<EventFilter, String> {
         if let Some(kind) = &self.kind
-            && !crate::analyticssink::events::EventKind::ALL.iter().any(|k| k.as_str() == kind)
+            && !crate::analyticssink::events::EventKind::ALL
+                .iter()
+                .any(|k| k.as_str() == kind)
         {
             return Err(format!(
                 "unknown type '{kind}' (one of {})",
-                crate::analyticssink::events::EventKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                crate::analyticssink::events::EventKind::ALL
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         let limit = self.limit.unwrap_or(DEFAULT_PAGE);
@@ -252,8 +319,13 @@ impl EventsQuery {
     }
 }
 
-async fn events(State(state): State<AppState>, query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>) -> Response {
-    let Some(sink) = &state.sink else { return (StatusCode::NOT_FOUND, "no analyticssink\n").into_response() };
+async fn events(
+    State(state): State<AppState>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(sink) = &state.sink else {
+        return (StatusCode::NOT_FOUND, "no analyticssink\n").into_response();
+    };
     let query = match query {
         Ok(Query(q)) => q,
         Err(err) => return bad_request(err.body_text()),
@@ -264,7 +336,11 @@ async fn events(State(state): State<AppState>, query: Result<Query<EventsQuery>,
     };
     match sink.store.query(&filter).await {
         Ok(page) => axum::Json(page).into_response(),
-        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "error": err }))).into_response(),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "error": err })),
+        )
+            .into_response(),
     }
 }
 
@@ -277,14 +353,21 @@ struct StreamQuery {
     access_token: Option<String>,
 }
 
-async fn events_stream(State(state): State<AppState>, query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>) -> Response {
-    let Some(sink) = &state.sink else { return (StatusCode::NOT_FOUND, "no analyticssink\n").into_response() };
+async fn events_stream(
+    State(state): State<AppState>,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(sink) = &state.sink else {
+        return (StatusCode::NOT_FOUND, "no analyticssink\n").into_response();
+    };
     let kind = match query {
         Ok(Query(q)) => q.kind,
         Err(err) => return bad_request(err.body_text()),
     };
     if let Some(k) = &kind
-        && !crate::analyticssink::events::EventKind::ALL.iter().any(|x| x.as_str() == k)
+        && !crate::analyticssink::events::EventKind::ALL
+            .iter()
+            .any(|x| x.as_str() == k)
     {
         return bad_request(format!("unknown type '{k}'"));
     }
@@ -302,7 +385,9 @@ async fn events_stream(State(state): State<AppState>, query: Result<Query<Stream
                         if kind.as_ref().is_some_and(|k| *k != ty) {
                             return None;
                         }
-                        Some(Ok::<_, Infallible>(SseEvent::default().event(ty).data(json.as_ref())))
+                        Some(Ok::<_, Infallible>(
+                            SseEvent::default().event(ty).data(json.as_ref()),
+                        ))
                     }
                     // A slow client missed events: tell it, so it can re-read /api/events.
                     Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
@@ -314,7 +399,9 @@ async fn events_stream(State(state): State<AppState>, query: Result<Query<Stream
         .take_until(async move {
             let _ = closing.wait_for(|c| *c).await;
         });
-    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn latency() -> Response {
@@ -322,7 +409,9 @@ async fn latency() -> Response {
 }
 
 async fn summary(State(state): State<AppState>) -> Response {
-    let Some(sink) = &state.sink else { return (StatusCode::NOT_FOUND, "no analyticssink\n").into_response() };
+    let Some(sink) = &state.sink else {
+        return (StatusCode::NOT_FOUND, "no analyticssink\n").into_response();
+    };
     let summary = sink.summary.lock().unwrap().clone();
     axum::Json(serde_json::json!({ "element": sink.element, "summary": summary })).into_response()
 }
@@ -333,21 +422,36 @@ mod tests {
 
     #[test]
     fn dashboard_page_inlines_its_script_and_style() {
-        assert!(INDEX_HTML.contains(STYLESHEET_LINK) && INDEX_HTML.contains(SCRIPT_TAG), "index.html references both files");
+        assert!(
+            INDEX_HTML.contains(STYLESHEET_LINK) && INDEX_HTML.contains(SCRIPT_TAG),
+            "index.html references both files"
+        );
         // The inlined texts must not end their element early.
         assert!(!APP_JS.to_ascii_lowercase().contains("</script"));
         assert!(!STYLE_CSS.to_ascii_lowercase().contains("</style"));
         let page = DASHBOARD_PAGE.as_str();
-        assert!(!page.contains(STYLESHEET_LINK) && !page.contains(SCRIPT_TAG), "{page}");
+        assert!(
+            !page.contains(STYLESHEET_LINK) && !page.contains(SCRIPT_TAG),
+            "{page}"
+        );
         assert!(page.contains(APP_JS) && page.contains(STYLE_CSS));
-        assert!(page.find(STYLE_CSS) < page.find("<body>") && page.find(APP_JS) > page.find("</main>"));
+        assert!(
+            page.find(STYLE_CSS) < page.find("<body>") && page.find(APP_JS) > page.find("</main>")
+        );
     }
 
     #[test]
     fn the_token_comes_from_the_header_or_the_decoded_query() {
         let mut bearer = HeaderMap::new();
-        bearer.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer  s3cret "));
-        assert_eq!(presented_token(&bearer, Some("access_token=other")).as_deref(), Some("s3cret"), "the header wins");
+        bearer.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer  s3cret "),
+        );
+        assert_eq!(
+            presented_token(&bearer, Some("access_token=other")).as_deref(),
+            Some("s3cret"),
+            "the header wins"
+        );
         let none = HeaderMap::new();
         for (query, want) in [
             (Some("access_token=a%20b%2Bc"), Some("a b+c")),
@@ -363,23 +467,35 @@ mod tests {
 
     #[test]
     fn query_validation_table() {
-        let q = |kind: Option<&str>, limit: Option<u32>, since: Option<i64>, until: Option<i64>| EventsQuery {
-            kind: kind.map(String::from),
-            stream: None,
-            since,
-            until,
-            limit,
-            offset: None,
-            order: None,
-            access_token: None,
+        let q = |kind: Option<&str>, limit: Option<u32>, since: Option<i64>, until: Option<i64>| {
+            EventsQuery {
+                kind: kind.map(String::from),
+                stream: None,
+                since,
+                until,
+                limit,
+                offset: None,
+                order: None,
+                access_token: None,
+            }
         };
         assert!(q(None, None, None, None).filter().is_ok());
-        assert!(q(Some("speech"), Some(10), Some(1), Some(2)).filter().is_ok());
+        assert!(
+            q(Some("speech"), Some(10), Some(1), Some(2))
+                .filter()
+                .is_ok()
+        );
         assert!(q(Some("nope"), None, None, None).filter().is_err());
         assert!(q(None, Some(0), None, None).filter().is_err());
         assert!(q(None, Some(MAX_PAGE + 1), None, None).filter().is_err());
         assert!(q(None, None, Some(5), Some(4)).filter().is_err());
-        let at = |offset: u64| EventsQuery { offset: Some(offset), ..q(None, None, None, None) }.filter();
+        let at = |offset: u64| {
+            EventsQuery {
+                offset: Some(offset),
+                ..q(None, None, None, None)
+            }
+            .filter()
+        };
         assert_eq!(at(i64::MAX as u64).unwrap().offset, i64::MAX as u64);
         assert!(at(i64::MAX as u64 + 1).is_err());
         assert!(at(u64::MAX).is_err());

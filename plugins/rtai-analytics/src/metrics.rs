@@ -54,13 +54,29 @@ impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("rtai");
         let events = Family::default();
-        registry.register("analytics_events", "Events the analytics sink produced, by type", events.clone());
+        registry.register(
+            "analytics_events",
+            "Events the analytics sink produced, by type",
+            events.clone(),
+        );
         let detections = Family::default();
-        registry.register("analytics_detections", "Detections (ROI metas) received, by class", detections.clone());
+        registry.register(
+            "analytics_detections",
+            "Detections (ROI metas) received, by class",
+            detections.clone(),
+        );
         let malformed = Family::default();
-        registry.register("analytics_malformed_metas", "Metas ignored because they were malformed", malformed.clone());
+        registry.register(
+            "analytics_malformed_metas",
+            "Metas ignored because they were malformed",
+            malformed.clone(),
+        );
         let clip_markers = Family::default();
-        registry.register("analytics_clip_markers", "Clip markers posted on the bus", clip_markers.clone());
+        registry.register(
+            "analytics_clip_markers",
+            "Clip markers posted on the bus",
+            clip_markers.clone(),
+        );
         let inference_round_trip = HistogramFamily::new_with_constructor(round_trip_histogram);
         registry.register_with_unit(
             "inference_round_trip",
@@ -69,19 +85,47 @@ impl Metrics {
             inference_round_trip.clone(),
         );
         let vad = Family::default();
-        registry.register("vad_segment_events", "Speech segment protocol events seen (start, commit, end, cancel)", vad.clone());
+        registry.register(
+            "vad_segment_events",
+            "Speech segment protocol events seen (start, commit, end, cancel)",
+            vad.clone(),
+        );
         let queue_depth = Family::default();
-        registry.register("analytics_write_queue_depth", "Events waiting to be written to the database", queue_depth.clone());
+        registry.register(
+            "analytics_write_queue_depth",
+            "Events waiting to be written to the database",
+            queue_depth.clone(),
+        );
         let rows_written = Family::default();
-        registry.register("analytics_storage_rows_written", "Events written to the database", rows_written.clone());
+        registry.register(
+            "analytics_storage_rows_written",
+            "Events written to the database",
+            rows_written.clone(),
+        );
         let write_failures = Family::default();
-        registry.register("analytics_storage_write_failures", "Failed database writes (each is retried)", write_failures.clone());
+        registry.register(
+            "analytics_storage_write_failures",
+            "Failed database writes (each is retried)",
+            write_failures.clone(),
+        );
         let dropped = Family::default();
-        registry.register("analytics_events_dropped", "Events not stored or published, by reason", dropped.clone());
+        registry.register(
+            "analytics_events_dropped",
+            "Events not stored or published, by reason",
+            dropped.clone(),
+        );
         let redis_published = Family::default();
-        registry.register("analytics_redis_published", "Events added to the Redis stream", redis_published.clone());
+        registry.register(
+            "analytics_redis_published",
+            "Events added to the Redis stream",
+            redis_published.clone(),
+        );
         let redis_failures = Family::default();
-        registry.register("analytics_redis_failures", "Failed Redis XADD calls", redis_failures.clone());
+        registry.register(
+            "analytics_redis_failures",
+            "Failed Redis XADD calls",
+            redis_failures.clone(),
+        );
         registry.register_collector(Box::new(crate::latencymetrics::Collector));
         Self {
             registry,

@@ -32,7 +32,10 @@ pub async fn run_redis(
     let client = match redis::Client::open(url.as_str()) {
         Ok(c) => Some(c),
         Err(err) => {
-            warn(&format!("invalid Redis URL {}: {err}", rtai_core::secrets::redact(&url)));
+            warn(&format!(
+                "invalid Redis URL {}: {err}",
+                rtai_core::secrets::redact(&url)
+            ));
             None
         }
     };
@@ -46,7 +49,12 @@ pub async fn run_redis(
                 if backoff_until.is_some_and(|t| tokio::time::Instant::now() < t) {
                     break;
                 }
-                match tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection()).await {
+                match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.get_multiplexed_async_connection(),
+                )
+                .await
+                {
                     Ok(Ok(c)) => conn = Some(c),
                     failed => {
                         // At most one warning per backoff period.
@@ -54,7 +62,8 @@ pub async fn run_redis(
                             Ok(Err(err)) => warn(&format!("cannot connect to Redis: {err}")),
                             _ => warn("connecting to Redis timed out"),
                         }
-                        backoff_until = Some(tokio::time::Instant::now() + Duration::from_millis(500));
+                        backoff_until =
+                            Some(tokio::time::Instant::now() + Duration::from_millis(500));
                         break;
                     }
                 }

@@ -82,7 +82,10 @@ pub struct EventsPage {
 #[allow(clippy::large_enum_variant)]
 enum Backend {
     Sqlite(Arc<std::sync::Mutex<rusqlite::Connection>>),
-    Postgres { url: String, client: tokio::sync::Mutex<Option<tokio_postgres::Client>> },
+    Postgres {
+        url: String,
+        client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    },
 }
 
 #[derive(Clone)]
@@ -91,7 +94,9 @@ pub struct Store(Arc<Backend>);
 /// PostgreSQL for its URLs and for libpq `key=value` strings (which tokio-postgres
 /// takes as they are); a SQLite path otherwise.
 fn is_postgres(database: &str) -> bool {
-    database.starts_with("postgres://") || database.starts_with("postgresql://") || rtai_core::secrets::is_pg_conninfo(database)
+    database.starts_with("postgres://")
+        || database.starts_with("postgresql://")
+        || rtai_core::secrets::is_pg_conninfo(database)
 }
 
 /// The filter as SQL conditions with numbered placeholders (`?1` / `$1`) and their values.
@@ -115,7 +120,11 @@ fn conditions(f: &EventFilter, pg: bool) -> (String, Vec<SqlValue>) {
     if let Some(u) = f.until_ms {
         push("wall_ms <= #", SqlValue::Int(u));
     }
-    let sql = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
+    let sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", clauses.join(" AND "))
+    };
     (sql, values)
 }
 
@@ -180,7 +189,10 @@ impl Store {
     /// a SQLite file, or a `postgres://` URL.
     pub async fn open(database: &str) -> Result<Self, String> {
         if is_postgres(database) {
-            let store = Store(Arc::new(Backend::Postgres { url: database.to_string(), client: tokio::sync::Mutex::new(None) }));
+            let store = Store(Arc::new(Backend::Postgres {
+                url: database.to_string(),
+                client: tokio::sync::Mutex::new(None),
+            }));
             store.migrate_pg().await?;
             return Ok(store);
         }
@@ -211,7 +223,9 @@ impl Store {
         })
         .await
         .map_err(|e| e.to_string())??;
-        Ok(Store(Arc::new(Backend::Sqlite(Arc::new(std::sync::Mutex::new(conn))))))
+        Ok(Store(Arc::new(Backend::Sqlite(Arc::new(
+            std::sync::Mutex::new(conn),
+        )))))
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -228,10 +242,13 @@ impl Store {
     ) -> Result<tokio::sync::MutexGuard<'a, Option<tokio_postgres::Client>>, String> {
         let mut guard = slot.lock().await;
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            let (client, connection) = tokio::time::timeout(Duration::from_secs(5), tokio_postgres::connect(url, tokio_postgres::NoTls))
-                .await
-                .map_err(|_| "connecting to PostgreSQL timed out".to_string())?
-                .map_err(|e| format!("cannot connect to PostgreSQL: {}", with_causes(&e)))?;
+            let (client, connection) = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio_postgres::connect(url, tokio_postgres::NoTls),
+            )
+            .await
+            .map_err(|_| "connecting to PostgreSQL timed out".to_string())?
+            .map_err(|e| format!("cannot connect to PostgreSQL: {}", with_causes(&e)))?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });
@@ -241,7 +258,9 @@ impl Store {
     }
 
     async fn migrate_pg(&self) -> Result<(), String> {
-        let Backend::Postgres { url, client } = &*self.0 else { unreachable!() };
+        let Backend::Postgres { url, client } = &*self.0 else {
+            unreachable!()
+        };
         let mut guard = Self::pg(url, client).await?;
         let client = guard.as_mut().expect("connected");
         let tx = client.transaction().await.map_err(|e| e.to_string())?;
@@ -251,15 +270,23 @@ impl Store {
             .map_err(|e| e.to_string())?;
         for (version, _, pg) in MIGRATIONS {
             let done: bool = tx
-                .query_one("SELECT EXISTS(SELECT 1 FROM rtai_schema_migrations WHERE version = $1)", &[version])
+                .query_one(
+                    "SELECT EXISTS(SELECT 1 FROM rtai_schema_migrations WHERE version = $1)",
+                    &[version],
+                )
                 .await
                 .map_err(|e| e.to_string())?
                 .get(0);
             if !done {
-                tx.batch_execute(pg).await.map_err(|e| format!("migration {version}: {e}"))?;
-                tx.execute("INSERT INTO rtai_schema_migrations (version, applied_ms) VALUES ($1, $2)", &[version, &now_ms()])
+                tx.batch_execute(pg)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| format!("migration {version}: {e}"))?;
+                tx.execute(
+                    "INSERT INTO rtai_schema_migrations (version, applied_ms) VALUES ($1, $2)",
+                    &[version, &now_ms()],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
             }
         }
         tx.commit().await.map_err(|e| e.to_string())
@@ -416,13 +443,17 @@ impl Store {
                         }
                     })
                     .collect();
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|b| b.as_ref() as _).collect();
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    params.iter().map(|b| b.as_ref() as _).collect();
                 let total: i64 = client
                     .query_one(&format!("SELECT COUNT(*) FROM rtai_events{cond}"), &refs)
                     .await
                     .map_err(|e| e.to_string())?
                     .get(0);
-                let sql = format!("SELECT {COLUMNS} FROM rtai_events{cond} ORDER BY id {order} LIMIT {} OFFSET {}", f.limit, f.offset);
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM rtai_events{cond} ORDER BY id {order} LIMIT {} OFFSET {}",
+                    f.limit, f.offset
+                );
                 let rows = client.query(&sql, &refs).await.map_err(|e| e.to_string())?;
                 let events = rows
                     .iter()
@@ -449,12 +480,21 @@ impl Store {
             }
         };
         let end = f.offset + events.len() as u64;
-        Ok(EventsPage { next_offset: (end < total).then_some(end), events, total, limit: f.limit, offset: f.offset })
+        Ok(EventsPage {
+            next_offset: (end < total).then_some(end),
+            events,
+            total,
+            limit: f.limit,
+            offset: f.offset,
+        })
     }
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Counters of the background writer, shared with the element's `stats`.
@@ -505,12 +545,24 @@ pub async fn run_writer(
                 Err(err) => {
                     attempt += 1;
                     // Logged before it is counted: who sees the count finds the warning.
-                    crate::analyticssink::warn(&obj, &element, &format!("write of {} events failed (attempt {attempt}): {err}", batch.len()));
+                    crate::analyticssink::warn(
+                        &obj,
+                        &element,
+                        &format!(
+                            "write of {} events failed (attempt {attempt}): {err}",
+                            batch.len()
+                        ),
+                    );
                     stats.failures.fetch_add(1, Ordering::Relaxed);
                     METRICS.write_failures.get_or_create(&el).inc();
                     if rx.is_closed() && attempt >= give_up_after {
-                        stats.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                        METRICS.dropped.get_or_create(&labels(&[("element", &element), ("reason", "storage")])).inc_by(batch.len() as u64);
+                        stats
+                            .dropped
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        METRICS
+                            .dropped
+                            .get_or_create(&labels(&[("element", &element), ("reason", "storage")]))
+                            .inc_by(batch.len() as u64);
                         break;
                     }
                     let backoff = Duration::from_millis(100u64 << attempt.min(5)).min(MAX_BACKOFF);
@@ -518,8 +570,13 @@ pub async fn run_writer(
                 }
             }
         }
-        stats.queued.fetch_sub(batch.len() as u64, Ordering::Relaxed);
-        METRICS.queue_depth.get_or_create(&depth).set(stats.queued.load(Ordering::Relaxed) as i64);
+        stats
+            .queued
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        METRICS
+            .queue_depth
+            .get_or_create(&depth)
+            .set(stats.queued.load(Ordering::Relaxed) as i64);
         batch.clear();
     }
 }
@@ -530,9 +587,23 @@ mod tests {
 
     #[test]
     fn filter_becomes_numbered_conditions() {
-        let f = EventFilter { kind: Some("speech".into()), stream: Some("sink_1".into()), since_ms: Some(5), until_ms: None, limit: 10, offset: 0, descending: false };
-        assert_eq!(conditions(&f, false).0, " WHERE type = ?1 AND stream = ?2 AND wall_ms >= ?3");
-        assert_eq!(conditions(&f, true).0, " WHERE type = $1 AND stream = $2 AND wall_ms >= $3");
+        let f = EventFilter {
+            kind: Some("speech".into()),
+            stream: Some("sink_1".into()),
+            since_ms: Some(5),
+            until_ms: None,
+            limit: 10,
+            offset: 0,
+            descending: false,
+        };
+        assert_eq!(
+            conditions(&f, false).0,
+            " WHERE type = ?1 AND stream = ?2 AND wall_ms >= ?3"
+        );
+        assert_eq!(
+            conditions(&f, true).0,
+            " WHERE type = $1 AND stream = $2 AND wall_ms >= $3"
+        );
         assert_eq!(conditions(&EventFilter::default(), true).0, "");
     }
 

@@ -17,13 +17,25 @@ fn of_type<'a>(events: &'a [serde_json::Value], t: &str) -> Vec<&'a serde_json::
 
 #[test]
 fn object_events_and_scores_from_scripted_metas() {
-    let rig = Rig::new(&[("clip-threshold", 0.6f64.to_value()), ("clip-padding", 500u32.to_value())], &[VIDEO]);
+    let rig = Rig::new(
+        &[
+            ("clip-threshold", 0.6f64.to_value()),
+            ("clip-padding", 500u32.to_value()),
+        ],
+        &[VIDEO],
+    );
     scripted_video(&rig, 0);
     rig.eos();
     let all = drain(&rig.bus);
     rig.stop();
-    assert!(all.iter().any(|m| m.type_() == gst::MessageType::Eos), "the sink posts EOS once every pad is at EOS");
-    let events = element_messages(&all, "rtai-analytics-event").iter().map(|s| event_json(s)).collect::<Vec<_>>();
+    assert!(
+        all.iter().any(|m| m.type_() == gst::MessageType::Eos),
+        "the sink posts EOS once every pad is at EOS"
+    );
+    let events = element_messages(&all, "rtai-analytics-event")
+        .iter()
+        .map(|s| event_json(s))
+        .collect::<Vec<_>>();
     let clips = element_messages(&all, "rtai-clip-marker");
 
     let appear = of_type(&events, "object-appear");
@@ -31,42 +43,99 @@ fn object_events_and_scores_from_scripted_metas() {
     assert_eq!(appear.len(), 5, "car + 4 people: {events:#?}");
     assert_eq!(leave.len(), 5);
     let car = appear.iter().find(|e| e["label"] == "car").unwrap();
-    assert_eq!((car["track_id"].as_i64(), car["start"].as_u64(), car["stream"].as_str()), (Some(1), Some(0), Some("sink_0")));
+    assert_eq!(
+        (
+            car["track_id"].as_i64(),
+            car["start"].as_u64(),
+            car["stream"].as_str()
+        ),
+        (Some(1), Some(0), Some("sink_0"))
+    );
     assert_eq!(car["confidence"], 0.9);
     // A new class at 0.9 confidence: 0.7 × (0.5 + 0.45) = 0.665.
     assert_eq!(car["clip_worthy_score"], 0.665);
     assert_eq!(car["data"]["model"], "scripted");
     let people: Vec<_> = appear.iter().filter(|e| e["label"] == "person").collect();
     // person is new and the count spiked from 1 to 5: 1 − 0.3 × 0.5 = 0.85, × 0.9 = 0.765.
-    assert!(people.iter().all(|p| p["clip_worthy_score"] == 0.765), "{people:#?}");
+    assert!(
+        people.iter().all(|p| p["clip_worthy_score"] == 0.765),
+        "{people:#?}"
+    );
     assert!(people.iter().all(|p| p["start"] == 1_000_000_000u64));
     let person_leave = leave.iter().find(|e| e["track_id"] == 2).unwrap();
-    assert_eq!((person_leave["start"].as_u64(), person_leave["end"].as_u64()), (Some(S), Some(S + 400 * MS)));
+    assert_eq!(
+        (person_leave["start"].as_u64(), person_leave["end"].as_u64()),
+        (Some(S), Some(S + 400 * MS))
+    );
     assert_eq!(person_leave["data"]["frames"], 5);
     // Clip markers: one for the car at 0 s, one for the people (car's clip ends at 0.5 s).
     let clip_events = of_type(&events, "clip");
     assert_eq!(clip_events.len(), 2, "{clip_events:#?}");
-    assert_eq!((clip_events[0]["start"].as_u64(), clip_events[0]["end"].as_u64()), (Some(0), Some(500 * MS)));
-    assert_eq!((clip_events[1]["start"].as_u64(), clip_events[1]["end"].as_u64()), (Some(500 * MS), Some(1500 * MS)));
+    assert_eq!(
+        (
+            clip_events[0]["start"].as_u64(),
+            clip_events[0]["end"].as_u64()
+        ),
+        (Some(0), Some(500 * MS))
+    );
+    assert_eq!(
+        (
+            clip_events[1]["start"].as_u64(),
+            clip_events[1]["end"].as_u64()
+        ),
+        (Some(500 * MS), Some(1500 * MS))
+    );
     assert_eq!(clip_events[1]["data"]["reason"], "object-appear");
     assert_eq!(clips.len(), 2);
-    assert_eq!(clips[1].get::<&str>("source").unwrap(), clip_events[1]["data"]["source"].as_str().unwrap());
+    assert_eq!(
+        clips[1].get::<&str>("source").unwrap(),
+        clip_events[1]["data"]["source"].as_str().unwrap()
+    );
     let stats = rig.stats();
-    assert_eq!(stats.get::<u64>("events").ok(), None, "stats are empty once stopped");
+    assert_eq!(
+        stats.get::<u64>("events").ok(),
+        None,
+        "stats are empty once stopped"
+    );
 }
 
 #[test]
 fn clip_markers_are_posted_with_running_times() {
-    let rig = Rig::new(&[("clip-threshold", 0.6f64.to_value()), ("clip-padding", 500u32.to_value()), ("post-messages", false.to_value())], &[VIDEO]);
+    let rig = Rig::new(
+        &[
+            ("clip-threshold", 0.6f64.to_value()),
+            ("clip-padding", 500u32.to_value()),
+            ("post-messages", false.to_value()),
+        ],
+        &[VIDEO],
+    );
     scripted_video(&rig, 0);
     rig.eos();
     let clips = messages(&rig.bus, "rtai-clip-marker");
-    assert!(messages(&rig.bus, "rtai-analytics-event").is_empty(), "post-messages=false");
+    assert!(
+        messages(&rig.bus, "rtai-analytics-event").is_empty(),
+        "post-messages=false"
+    );
     rig.stop();
-    let ranges: Vec<(u64, u64, f64)> =
-        clips.iter().map(|c| (c.get("start").unwrap(), c.get("end").unwrap(), c.get("clip-worthy-score").unwrap())).collect();
-    assert_eq!(ranges, vec![(0, 500 * MS, 0.665), (500 * MS, 1500 * MS, 0.765)]);
-    assert!(clips.iter().all(|c| c.get::<&str>("stream").unwrap() == "sink_0"));
+    let ranges: Vec<(u64, u64, f64)> = clips
+        .iter()
+        .map(|c| {
+            (
+                c.get("start").unwrap(),
+                c.get("end").unwrap(),
+                c.get("clip-worthy-score").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ranges,
+        vec![(0, 500 * MS, 0.665), (500 * MS, 1500 * MS, 0.765)]
+    );
+    assert!(
+        clips
+            .iter()
+            .all(|c| c.get::<&str>("stream").unwrap() == "sink_0")
+    );
 }
 
 #[test]
@@ -78,10 +147,19 @@ fn malformed_metas_are_ignored_with_a_debug_log() {
     {
         let b = b.get_mut().unwrap();
         let bad = [
-            gst::Structure::builder("detection").field("confidence", "high").build(),
-            gst::Structure::builder("detection").field("confidence", 3.0f64).build(),
-            gst::Structure::builder("detection").field("confidence", 0.5f64).field("label_id", "seven").build(),
-            gst::Structure::builder("detection").field("confidence", f64::NAN).build(),
+            gst::Structure::builder("detection")
+                .field("confidence", "high")
+                .build(),
+            gst::Structure::builder("detection")
+                .field("confidence", 3.0f64)
+                .build(),
+            gst::Structure::builder("detection")
+                .field("confidence", 0.5f64)
+                .field("label_id", "seven")
+                .build(),
+            gst::Structure::builder("detection")
+                .field("confidence", f64::NAN)
+                .build(),
             gst::Structure::builder("detection").build(),
         ];
         for s in bad {
@@ -89,12 +167,21 @@ fn malformed_metas_are_ignored_with_a_debug_log() {
             roi.add_param(s);
         }
         let mut roi = gst_video::VideoRegionOfInterestMeta::add(b, "dog", (0, 0, 1, 1));
-        roi.add_param(gst::Structure::builder("detection").field("confidence", 0.5f64).build());
-        roi.add_param(gst::Structure::builder("object_id").field("id", "x").build());
+        roi.add_param(
+            gst::Structure::builder("detection")
+                .field("confidence", 0.5f64)
+                .build(),
+        );
+        roi.add_param(
+            gst::Structure::builder("object_id")
+                .field("id", "x")
+                .build(),
+        );
         // Not a detection at all (an encoder ROI hint): neither counted nor malformed.
         gst_video::VideoRegionOfInterestMeta::add(b, "roi-hint", (0, 0, 1, 1));
         // A result meta with a wrong field type.
-        let mut m = gst::meta::CustomMeta::add(b, rtai_core::inference::INFERENCE_META_NAME).unwrap();
+        let mut m =
+            gst::meta::CustomMeta::add(b, rtai_core::inference::INFERENCE_META_NAME).unwrap();
         m.mut_structure().set("kind", 5i32);
     }
     rig.push(0, b);
@@ -108,10 +195,27 @@ fn malformed_metas_are_ignored_with_a_debug_log() {
     assert_eq!(appear[0]["label"], "car");
     let pad = rig.sink.static_pad("sink_0").unwrap();
     let addr = pad.as_ptr() as usize;
-    let logged: Vec<String> =
-        log.lock().unwrap().iter().filter(|(l, o, _)| *l == gst::DebugLevel::Debug && *o == addr).map(|(_, _, m)| m.clone()).collect();
-    assert_eq!(logged.iter().filter(|m| m.contains("ignoring malformed meta")).count(), 7, "{logged:#?}");
-    assert!(logged.iter().any(|m| m.contains("confidence 3 outside 0..1")), "{logged:#?}");
+    let logged: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, o, _)| *l == gst::DebugLevel::Debug && *o == addr)
+        .map(|(_, _, m)| m.clone())
+        .collect();
+    assert_eq!(
+        logged
+            .iter()
+            .filter(|m| m.contains("ignoring malformed meta"))
+            .count(),
+        7,
+        "{logged:#?}"
+    );
+    assert!(
+        logged
+            .iter()
+            .any(|m| m.contains("confidence 3 outside 0..1")),
+        "{logged:#?}"
+    );
 }
 
 /// Speech on an audio pad (protocol events) and its transcript on a text pad.
@@ -120,7 +224,14 @@ fn speech_segments_get_their_transcripts_and_scores() {
     let rig = Rig::new(&[("keywords", "fire,help".to_value())], &[AUDIO, TEXT]);
     let seg = |e: SegmentEvent| e.to_event();
     // Segment 1: 1.0–3.0 s, committed, transcript with a keyword spoken fast.
-    rig.event(0, seg(SegmentEvent::Start { id: 1, running_time: gst::ClockTime::from_seconds(1), lookback: gst::ClockTime::ZERO }));
+    rig.event(
+        0,
+        seg(SegmentEvent::Start {
+            id: 1,
+            running_time: gst::ClockTime::from_seconds(1),
+            lookback: gst::ClockTime::ZERO,
+        }),
+    );
     for n in 100..300u64 {
         if n == 125 {
             rig.event(0, seg(SegmentEvent::Commit { id: 1 }));
@@ -129,20 +240,52 @@ fn speech_segments_get_their_transcripts_and_scores() {
     }
     rig.event(0, seg(SegmentEvent::End { id: 1 }));
     // Segment 2: a false start, cancelled: no event.
-    rig.event(0, seg(SegmentEvent::Start { id: 2, running_time: gst::ClockTime::from_seconds(4), lookback: gst::ClockTime::ZERO }));
+    rig.event(
+        0,
+        seg(SegmentEvent::Start {
+            id: 2,
+            running_time: gst::ClockTime::from_seconds(4),
+            lookback: gst::ClockTime::ZERO,
+        }),
+    );
     rig.push(0, audio_frame(4 * S, 0.5));
-    rig.event(0, seg(SegmentEvent::Cancel { id: 2, reason: "click".into() }));
-    assert!(of_type(&rig.events(), "speech").is_empty(), "segment 1 waits for its transcript");
-    rig.push(1, text_buffer(3 * S, "help there is a fire in the kitchen right now call someone", Some(1)));
+    rig.event(
+        0,
+        seg(SegmentEvent::Cancel {
+            id: 2,
+            reason: "click".into(),
+        }),
+    );
+    assert!(
+        of_type(&rig.events(), "speech").is_empty(),
+        "segment 1 waits for its transcript"
+    );
+    rig.push(
+        1,
+        text_buffer(
+            3 * S,
+            "help there is a fire in the kitchen right now call someone",
+            Some(1),
+        ),
+    );
     let events = rig.events();
     rig.eos();
     rig.stop();
     let speech = of_type(&events, "speech");
     assert_eq!(speech.len(), 1, "{events:#?}");
     let s = speech[0];
-    assert_eq!((s["stream"].as_str(), s["start"].as_u64(), s["end"].as_u64()), (Some("sink_0"), Some(S), Some(3 * S)));
-    assert_eq!(s["text"], "help there is a fire in the kitchen right now call someone");
-    assert_eq!(s["data"]["signals"]["keyword"], serde_json::json!(["fire", "help"]));
+    assert_eq!(
+        (s["stream"].as_str(), s["start"].as_u64(), s["end"].as_u64()),
+        (Some("sink_0"), Some(S), Some(3 * S))
+    );
+    assert_eq!(
+        s["text"],
+        "help there is a fire in the kitchen right now call someone"
+    );
+    assert_eq!(
+        s["data"]["signals"]["keyword"],
+        serde_json::json!(["fire", "help"])
+    );
     // 0.3 amplitude sine: about −13.5 dBFS.
     let level = s["data"]["level_dbfs"].as_f64().unwrap();
     assert!((-14.0..-13.0).contains(&level), "{level}");
@@ -154,25 +297,49 @@ fn speech_segments_get_their_transcripts_and_scores() {
 #[test]
 fn a_segment_without_transcript_is_emitted_after_the_wait() {
     let rig = Rig::new(&[("transcript-wait", 100u32.to_value())], &[AUDIO]);
-    rig.event(0, SegmentEvent::Start { id: 9, running_time: gst::ClockTime::ZERO, lookback: gst::ClockTime::ZERO }.to_event());
+    rig.event(
+        0,
+        SegmentEvent::Start {
+            id: 9,
+            running_time: gst::ClockTime::ZERO,
+            lookback: gst::ClockTime::ZERO,
+        }
+        .to_event(),
+    );
     for n in 0..50u64 {
         rig.push(0, audio_frame(n * 10 * MS, 0.1));
     }
     rig.event(0, SegmentEvent::End { id: 9 }.to_event());
     // The element's timer emits it; wait for the bus message.
-    let msg = rig.bus.timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Element]).expect("speech event");
+    let msg = rig
+        .bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(5),
+            &[gst::MessageType::Element],
+        )
+        .expect("speech event");
     let s = event_json(msg.structure().unwrap());
     rig.eos();
     rig.stop();
-    assert_eq!((s["type"].as_str(), s["end"].as_u64(), s["text"].as_str()), (Some("speech"), Some(500 * MS), None));
+    assert_eq!(
+        (s["type"].as_str(), s["end"].as_u64(), s["text"].as_str()),
+        (Some("speech"), Some(500 * MS), None)
+    );
 }
 
 #[test]
 fn captions_and_result_metas_become_scene_events_and_round_trip_metrics() {
     let rig = Rig::new(&[("listen", "127.0.0.1:0".to_value())], &[VIDEO, TEXT]);
     let mut b = video_frame(0, &[]);
-    InferenceResult { kind: "caption".into(), text: "a red car drives past a fire truck".into(), model: Some("vlm-test".into()), confidence: None, round_trip: Some(250 * MS), segment_id: None }
-        .attach(b.get_mut().unwrap());
+    InferenceResult {
+        kind: "caption".into(),
+        text: "a red car drives past a fire truck".into(),
+        model: Some("vlm-test".into()),
+        confidence: None,
+        round_trip: Some(250 * MS),
+        segment_id: None,
+    }
+    .attach(b.get_mut().unwrap());
     rig.push(0, b);
     rig.push(1, text_buffer(S, "an empty street", None));
     rig.push(1, text_buffer(2 * S, "an empty street", None));
@@ -181,11 +348,24 @@ fn captions_and_result_metas_become_scene_events_and_round_trip_metrics() {
     rig.eos();
     rig.stop();
     let scenes = of_type(&events, "scene");
-    assert_eq!(scenes.len(), 2, "repeated captions are one event: {events:#?}");
-    assert_eq!(scenes[0]["data"]["signals"]["keyword"], serde_json::json!(["fire"]));
+    assert_eq!(
+        scenes.len(),
+        2,
+        "repeated captions are one event: {events:#?}"
+    );
+    assert_eq!(
+        scenes[0]["data"]["signals"]["keyword"],
+        serde_json::json!(["fire"])
+    );
     assert_eq!(scenes[0]["data"]["model"], "vlm-test");
-    assert!(metrics.contains("rtai_inference_round_trip_seconds_bucket{element=\""), "{metrics}");
-    assert!(metrics.contains("model=\"vlm-test\",le=\"0.256\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("rtai_inference_round_trip_seconds_bucket{element=\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("model=\"vlm-test\",le=\"0.256\"} 1"),
+        "{metrics}"
+    );
 }
 
 fn count_rows(events: &[serde_json::Value]) -> usize {
@@ -196,15 +376,27 @@ fn count_rows(events: &[serde_json::Value]) -> usize {
 fn sqlite_holds_the_events_after_a_run() {
     let dir = temp_dir("sqlite");
     let db = dir.join("events.sqlite");
-    let rig = Rig::new(&[("database", db.to_str().unwrap().to_value()), ("batch-size", 3u32.to_value())], &[VIDEO]);
+    let rig = Rig::new(
+        &[
+            ("database", db.to_str().unwrap().to_value()),
+            ("batch-size", 3u32.to_value()),
+        ],
+        &[VIDEO],
+    );
     scripted_video(&rig, 0);
     rig.eos();
     let events = rig.events();
     rig.stop();
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let n: i64 = conn.query_row("SELECT COUNT(*) FROM rtai_events", [], |r| r.get(0)).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM rtai_events", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n as usize, count_rows(&events));
-    let migrations: i64 = conn.query_row("SELECT MAX(version) FROM rtai_schema_migrations", [], |r| r.get(0)).unwrap();
+    let migrations: i64 = conn
+        .query_row("SELECT MAX(version) FROM rtai_schema_migrations", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert_eq!(migrations, 1);
     let (label, track, score, data): (String, i64, f64, String) = conn
         .query_row("SELECT label, track_id, clip_worthy_score, data FROM rtai_events WHERE type = 'object-appear' ORDER BY id LIMIT 1", [], |r| {
@@ -212,13 +404,18 @@ fn sqlite_holds_the_events_after_a_run() {
         })
         .unwrap();
     assert_eq!((label.as_str(), track, score), ("car", 1, 0.665));
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&data).unwrap()["signals"]["new_class"], true);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&data).unwrap()["signals"]["new_class"],
+        true
+    );
     // A second run on the same file migrates nothing and appends.
     let rig = Rig::new(&[("database", db.to_str().unwrap().to_value())], &[VIDEO]);
     rig.push(0, video_frame(0, &[Det("bus", Some(7), 0.7)]));
     rig.eos();
     rig.stop();
-    let n2: i64 = conn.query_row("SELECT COUNT(*) FROM rtai_events", [], |r| r.get(0)).unwrap();
+    let n2: i64 = conn
+        .query_row("SELECT COUNT(*) FROM rtai_events", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n2, n + 2, "bus appear + leave");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -229,13 +426,22 @@ fn postgresql_holds_the_events_and_writes_survive_an_outage() {
     let log = capture_log("analyticssink");
     let mut pg = Postgres::start();
     let url = pg.create_database("rtai_events_test");
-    let rig = Rig::new(&[("database", url.to_value()), ("batch-size", 4u32.to_value())], &[VIDEO]);
+    let rig = Rig::new(
+        &[
+            ("database", url.to_value()),
+            ("batch-size", 4u32.to_value()),
+        ],
+        &[VIDEO],
+    );
     scripted_video(&rig, 0);
     // The server goes away mid-run: the pipeline keeps flowing, writes fail and are retried.
     let written_before = rig.stats().get::<u64>("events").unwrap();
     pg.stop();
     for n in 40..60u64 {
-        rig.push(0, video_frame(n * 100 * MS, &[Det("truck", Some(100 + n as i32), 0.6)]));
+        rig.push(
+            0,
+            video_frame(n * 100 * MS, &[Det("truck", Some(100 + n as i32), 0.6)]),
+        );
     }
     let failures_seen = {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -249,27 +455,48 @@ fn postgresql_holds_the_events_and_writes_survive_an_outage() {
     };
     assert!(failures_seen > 0, "writes failed while the server was down");
     let warnings = logged_about(&log, gst::DebugLevel::Warning, &rig.sink);
-    assert!(warnings.iter().any(|m| m.contains("events failed (attempt 1)") && m.contains("PostgreSQL")), "a warning on the element: {warnings:#?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|m| m.contains("events failed (attempt 1)") && m.contains("PostgreSQL")),
+        "a warning on the element: {warnings:#?}"
+    );
     pg.restart();
     rig.eos();
     let events = rig.events();
     rig.stop();
-    let stats_rows = pg.psql(&url, "SELECT COUNT(*), COUNT(DISTINCT event_key) FROM rtai_events");
+    let stats_rows = pg.psql(
+        &url,
+        "SELECT COUNT(*), COUNT(DISTINCT event_key) FROM rtai_events",
+    );
     let (rows, keys) = stats_rows.trim().split_once('|').unwrap();
-    assert_eq!(rows.parse::<usize>().unwrap(), events.len(), "every event written once after the outage (before: {written_before})");
+    assert_eq!(
+        rows.parse::<usize>().unwrap(),
+        events.len(),
+        "every event written once after the outage (before: {written_before})"
+    );
     assert_eq!(rows, keys, "no duplicates from retried batches");
     let car = pg.psql(&url, "SELECT label, track_id, start_ns, clip_worthy_score FROM rtai_events WHERE type = 'object-appear' ORDER BY id LIMIT 1");
     assert_eq!(car.trim(), "car|1|0|0.665");
     let version = pg.psql(&url, "SELECT MAX(version) FROM rtai_schema_migrations");
     assert_eq!(version.trim(), "1");
-    let trucks = pg.psql(&url, "SELECT COUNT(*) FROM rtai_events WHERE label = 'truck' AND type = 'object-appear'");
+    let trucks = pg.psql(
+        &url,
+        "SELECT COUNT(*) FROM rtai_events WHERE label = 'truck' AND type = 'object-appear'",
+    );
     assert_eq!(trucks.trim(), "20");
 }
 
 #[test]
 fn redis_stream_gets_every_event() {
     let redis = Redis::start();
-    let rig = Rig::new(&[("redis-url", redis.url().to_value()), ("redis-stream", "rtai:test".to_value())], &[VIDEO]);
+    let rig = Rig::new(
+        &[
+            ("redis-url", redis.url().to_value()),
+            ("redis-stream", "rtai:test".to_value()),
+        ],
+        &[VIDEO],
+    );
     scripted_video(&rig, 0);
     rig.eos();
     let events = rig.events();
@@ -290,25 +517,47 @@ fn redis_failures_are_warnings_on_the_element() {
     init();
     let log = capture_log("analyticssink");
     // Port 1 on loopback refuses.
-    let rig = Rig::new(&[("redis-url", "redis://:t0ken-pw@127.0.0.1:1/0".to_value())], &[VIDEO]);
+    let rig = Rig::new(
+        &[("redis-url", "redis://:t0ken-pw@127.0.0.1:1/0".to_value())],
+        &[VIDEO],
+    );
     rig.push(0, video_frame(0, &[Det("cat", Some(1), 0.9)]));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while rig.stats().get::<u64>("redis-failures").unwrap() == 0 {
-        assert!(std::time::Instant::now() < deadline, "no Redis failure counted: {}", rig.stats());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Redis failure counted: {}",
+            rig.stats()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let warnings = logged_about(&log, gst::DebugLevel::Warning, &rig.sink);
     rig.eos();
     rig.stop();
-    assert!(warnings.iter().any(|m| m.contains("cannot connect to Redis")), "{warnings:#?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|m| m.contains("cannot connect to Redis")),
+        "{warnings:#?}"
+    );
     let all = log.lock().unwrap();
-    assert!(!all.iter().any(|(_, _, m)| m.contains("t0ken-pw")), "{all:#?}");
+    assert!(
+        !all.iter().any(|(_, _, m)| m.contains("t0ken-pw")),
+        "{all:#?}"
+    );
 }
 
 #[test]
 fn redis_stream_is_capped() {
     let redis = Redis::start();
-    let rig = Rig::new(&[("redis-url", redis.url().to_value()), ("redis-stream", "capped".to_value()), ("redis-max-len", 10u32.to_value())], &[VIDEO]);
+    let rig = Rig::new(
+        &[
+            ("redis-url", redis.url().to_value()),
+            ("redis-stream", "capped".to_value()),
+            ("redis-max-len", 10u32.to_value()),
+        ],
+        &[VIDEO],
+    );
     for n in 0..300u64 {
         rig.push(0, video_frame(n * 2 * S, &[Det("x", Some(n as i32), 0.5)]));
     }
@@ -323,8 +572,23 @@ fn redis_stream_is_capped() {
 fn metrics_parse_with_prometheus_client() {
     let rig = Rig::new(&[("listen", "127.0.0.1:0".to_value())], &[VIDEO, AUDIO]);
     scripted_video(&rig, 0);
-    rig.event(1, SegmentEvent::Start { id: 1, running_time: gst::ClockTime::ZERO, lookback: gst::ClockTime::ZERO }.to_event());
-    rig.event(1, SegmentEvent::Cancel { id: 1, reason: "x".into() }.to_event());
+    rig.event(
+        1,
+        SegmentEvent::Start {
+            id: 1,
+            running_time: gst::ClockTime::ZERO,
+            lookback: gst::ClockTime::ZERO,
+        }
+        .to_event(),
+    );
+    rig.event(
+        1,
+        SegmentEvent::Cancel {
+            id: 1,
+            reason: "x".into(),
+        }
+        .to_event(),
+    );
     let (status, head, body) = http_get(&rig.addr(), "/metrics", &[]);
     let element = rig.sink.name().to_string();
     rig.eos();
@@ -332,30 +596,79 @@ fn metrics_parse_with_prometheus_client() {
     assert_eq!(status, 200);
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
     let mut child = std::process::Command::new(python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/parse_metrics.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/parse_metrics.py"
+        ))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "prometheus_client could not parse:\n{body}");
+    assert!(
+        out.status.success(),
+        "prometheus_client could not parse:\n{body}"
+    );
     let families: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let sample = |family: &str, labels: serde_json::Value| -> Option<f64> {
         families[family]["samples"].as_array()?.iter().find(|s| {
-            labels.as_object().unwrap().iter().all(|(k, v)| s[1][k] == *v)
-        })?[2].as_f64()
+            labels
+                .as_object()
+                .unwrap()
+                .iter()
+                .all(|(k, v)| s[1][k] == *v)
+        })?[2]
+            .as_f64()
     };
     // The parser strips _total from counter family names.
     assert_eq!(families["rtai_analytics_events"]["type"], "counter");
-    assert_eq!(sample("rtai_analytics_events", serde_json::json!({"element": element, "stream": "sink_0", "type": "object-appear"})), Some(5.0));
+    assert_eq!(
+        sample(
+            "rtai_analytics_events",
+            serde_json::json!({"element": element, "stream": "sink_0", "type": "object-appear"})
+        ),
+        Some(5.0)
+    );
     // 20 frames of car, 5 frames of 4 people.
-    assert_eq!(sample("rtai_analytics_detections", serde_json::json!({"element": element, "class": "car", "pad": "sink_0"})), Some(20.0));
-    assert_eq!(sample("rtai_analytics_detections", serde_json::json!({"element": element, "class": "person"})), Some(20.0));
-    assert_eq!(sample("rtai_vad_segment_events", serde_json::json!({"element": element, "kind": "cancel", "stream": "sink_1"})), Some(1.0));
-    assert_eq!(sample("rtai_vad_segment_events", serde_json::json!({"element": element, "kind": "start"})), Some(1.0));
-    assert_eq!(families["rtai_analytics_write_queue_depth"]["type"], "gauge");
+    assert_eq!(
+        sample(
+            "rtai_analytics_detections",
+            serde_json::json!({"element": element, "class": "car", "pad": "sink_0"})
+        ),
+        Some(20.0)
+    );
+    assert_eq!(
+        sample(
+            "rtai_analytics_detections",
+            serde_json::json!({"element": element, "class": "person"})
+        ),
+        Some(20.0)
+    );
+    assert_eq!(
+        sample(
+            "rtai_vad_segment_events",
+            serde_json::json!({"element": element, "kind": "cancel", "stream": "sink_1"})
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            "rtai_vad_segment_events",
+            serde_json::json!({"element": element, "kind": "start"})
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        families["rtai_analytics_write_queue_depth"]["type"],
+        "gauge"
+    );
     for name in families.as_object().unwrap().keys() {
         assert!(name.starts_with("rtai_"), "{name}");
     }
@@ -373,7 +686,10 @@ fn sse_feed_receives_live_events() {
     let (event, data) = all.next_event().expect("a live event");
     assert_eq!(event, "object-appear");
     let ev: serde_json::Value = serde_json::from_str(&data).unwrap();
-    assert_eq!((ev["label"].as_str(), ev["track_id"].as_i64()), (Some("cat"), Some(3)));
+    assert_eq!(
+        (ev["label"].as_str(), ev["track_id"].as_i64()),
+        (Some("cat"), Some(3))
+    );
     rig.push(0, video_frame(5 * S, &[]));
     let (event, data) = leaves_only.next_event().expect("the filtered feed's event");
     assert_eq!(event, "object-leave");
@@ -470,18 +786,42 @@ fn bad_requests_get_4xx() {
 
 #[test]
 fn token_is_enforced_except_for_metrics() {
-    let rig = Rig::new(&[("listen", "127.0.0.1:0".to_value()), ("auth-token", "s3cret token".to_value())], &[VIDEO]);
+    let rig = Rig::new(
+        &[
+            ("listen", "127.0.0.1:0".to_value()),
+            ("auth-token", "s3cret token".to_value()),
+        ],
+        &[VIDEO],
+    );
     let pspec = rig.sink.find_property("auth-token").unwrap();
-    assert!(!pspec.flags().contains(gst::glib::ParamFlags::READABLE), "the token is write-only");
+    assert!(
+        !pspec.flags().contains(gst::glib::ParamFlags::READABLE),
+        "the token is write-only"
+    );
     let addr = rig.addr();
-    for path in ["/", "/app.js", "/style.css", "/api/events", "/api/summary", "/api/latency", "/api/events/stream"] {
+    for path in [
+        "/",
+        "/app.js",
+        "/style.css",
+        "/api/events",
+        "/api/summary",
+        "/api/latency",
+        "/api/events/stream",
+    ] {
         let (status, head, _) = http_get(&addr, path, &[]);
         assert_eq!(status, 401, "{path}");
-        assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer"));
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("www-authenticate: bearer")
+        );
         let (status, _, _) = http_get(&addr, path, &[("Authorization", "Bearer wrong")]);
         assert_eq!(status, 401, "{path}");
     }
-    let (status, _, body) = http_get(&addr, "/api/events", &[("Authorization", "Bearer s3cret token")]);
+    let (status, _, body) = http_get(
+        &addr,
+        "/api/events",
+        &[("Authorization", "Bearer s3cret token")],
+    );
     assert_eq!(status, 200, "{body}");
     let (status, _, body) = http_get(&addr, "/?access_token=s3cret%20token", &[]);
     assert_eq!(status, 200);
@@ -496,25 +836,51 @@ fn token_is_enforced_except_for_metrics() {
 /// the separate files, too, need the token.
 #[test]
 fn dashboard_page_and_assets_load_with_the_token_only() {
-    let rig = Rig::new(&[("listen", "127.0.0.1:0".to_value()), ("auth-token", "s3cret token".to_value())], &[VIDEO]);
+    let rig = Rig::new(
+        &[
+            ("listen", "127.0.0.1:0".to_value()),
+            ("auth-token", "s3cret token".to_value()),
+        ],
+        &[VIDEO],
+    );
     let addr = rig.addr();
     let (status, head, page) = http_get(&addr, "/?access_token=s3cret%20token", &[]);
     assert_eq!(status, 200, "{head}");
     assert!(head.contains("text/html"), "{head}");
     // Everything the page needs is in it: no script, stylesheet or image from a URL.
-    assert!(!page.contains("<script src") && !page.contains("rel=\"stylesheet\""), "{page}");
-    let script = page.split_once("<script>").and_then(|(_, rest)| rest.split_once("</script>")).expect("an inline script").0;
-    assert!(script.contains("function drawBars") && script.contains("new EventSource(withToken("), "the dashboard's script is inlined");
-    let style = page.split_once("<style>").and_then(|(_, rest)| rest.split_once("</style>")).expect("an inline style").0;
+    assert!(
+        !page.contains("<script src") && !page.contains("rel=\"stylesheet\""),
+        "{page}"
+    );
+    let script = page
+        .split_once("<script>")
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .expect("an inline script")
+        .0;
+    assert!(
+        script.contains("function drawBars") && script.contains("new EventSource(withToken("),
+        "the dashboard's script is inlined"
+    );
+    let style = page
+        .split_once("<style>")
+        .and_then(|(_, rest)| rest.split_once("</style>"))
+        .expect("an inline style")
+        .0;
     assert!(style.contains(".panel"), "the dashboard's style is inlined");
     let (status, _, _) = http_get(&addr, "/", &[]);
     assert_eq!(status, 401, "the page needs the token");
-    for (path, content_type, needle) in [("/app.js", "text/javascript", "function drawBars"), ("/style.css", "text/css", ".panel")] {
+    for (path, content_type, needle) in [
+        ("/app.js", "text/javascript", "function drawBars"),
+        ("/style.css", "text/css", ".panel"),
+    ] {
         let (status, _, _) = http_get(&addr, path, &[]);
         assert_eq!(status, 401, "{path} without the token");
         let (status, _, _) = http_get(&addr, &format!("{path}?access_token=wrong"), &[]);
         assert_eq!(status, 401, "{path} with a wrong token");
-        for (query, headers) in [("?access_token=s3cret%20token", &[][..]), ("", &[("Authorization", "Bearer s3cret token")][..])] {
+        for (query, headers) in [
+            ("?access_token=s3cret%20token", &[][..]),
+            ("", &[("Authorization", "Bearer s3cret token")][..]),
+        ] {
             let (status, head, body) = http_get(&addr, &format!("{path}{query}"), headers);
             assert_eq!(status, 200, "{path}{query} {headers:?}");
             assert!(head.contains(content_type), "{head}");
@@ -535,9 +901,19 @@ fn unusable_database_is_a_clear_error() {
     let pipeline = gst::Pipeline::new();
     pipeline.add(&sink).unwrap();
     assert!(pipeline.set_state(gst::State::Playing).is_err());
-    let msg = pipeline.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(1), &[gst::MessageType::Error]).unwrap();
-    let gst::MessageView::Error(err) = msg.view() else { unreachable!() };
-    assert!(err.error().to_string().contains("analytics database"), "{}", err.error());
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(gst::ClockTime::from_seconds(1), &[gst::MessageType::Error])
+        .unwrap();
+    let gst::MessageView::Error(err) = msg.view() else {
+        unreachable!()
+    };
+    assert!(
+        err.error().to_string().contains("analytics database"),
+        "{}",
+        err.error()
+    );
     pipeline.set_state(gst::State::Null).unwrap();
 }
 
@@ -545,13 +921,26 @@ fn unusable_database_is_a_clear_error() {
 fn busy_port_is_a_clear_error() {
     init();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let sink = gst::ElementFactory::make("analyticssink").property("listen", taken.local_addr().unwrap().to_string()).build().unwrap();
+    let sink = gst::ElementFactory::make("analyticssink")
+        .property("listen", taken.local_addr().unwrap().to_string())
+        .build()
+        .unwrap();
     let pipeline = gst::Pipeline::new();
     pipeline.add(&sink).unwrap();
     assert!(pipeline.set_state(gst::State::Playing).is_err());
-    let msg = pipeline.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(1), &[gst::MessageType::Error]).unwrap();
-    let gst::MessageView::Error(err) = msg.view() else { unreachable!() };
-    assert!(err.error().to_string().contains("HTTP server"), "{}", err.error());
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(gst::ClockTime::from_seconds(1), &[gst::MessageType::Error])
+        .unwrap();
+    let gst::MessageView::Error(err) = msg.view() else {
+        unreachable!()
+    };
+    assert!(
+        err.error().to_string().contains("HTTP server"),
+        "{}",
+        err.error()
+    );
     pipeline.set_state(gst::State::Null).unwrap();
 }
 
@@ -561,7 +950,12 @@ fn database_and_redis_passwords_never_show() {
     // (database, as read back, redis-url, as read back). Port 1 on loopback
     // refuses: every start fails with an error message.
     let cases = [
-        ("postgres://app:s3cret-pw@127.0.0.1:1/events", "postgres://app:***@127.0.0.1:1/events", "redis://:t0ken-pw@127.0.0.1:1/0", "redis://:***@127.0.0.1:1/0"),
+        (
+            "postgres://app:s3cret-pw@127.0.0.1:1/events",
+            "postgres://app:***@127.0.0.1:1/events",
+            "redis://:t0ken-pw@127.0.0.1:1/0",
+            "redis://:***@127.0.0.1:1/0",
+        ),
         (
             "postgres://app@127.0.0.1:1/events?connect_timeout=2&password=s3cret-pw",
             "postgres://***@127.0.0.1:1/events?connect_timeout=2&password=***",
@@ -574,22 +968,53 @@ fn database_and_redis_passwords_never_show() {
             "redis://app:t0ken-pw@127.0.0.1:1",
             "redis://app:***@127.0.0.1:1",
         ),
-        ("host=127.0.0.1 port=1 password='s3cret-pw", "(an unparsable connection string, not shown)", "redis://t0ken-pw@127.0.0.1:1", "redis://***@127.0.0.1:1"),
+        (
+            "host=127.0.0.1 port=1 password='s3cret-pw",
+            "(an unparsable connection string, not shown)",
+            "redis://t0ken-pw@127.0.0.1:1",
+            "redis://***@127.0.0.1:1",
+        ),
     ];
     for (database, shown, redis, redis_shown) in cases {
-        let sink = gst::ElementFactory::make("analyticssink").property("listen", "").property("database", database).property("redis-url", redis).build().unwrap();
+        let sink = gst::ElementFactory::make("analyticssink")
+            .property("listen", "")
+            .property("database", database)
+            .property("redis-url", redis)
+            .build()
+            .unwrap();
         assert_eq!(sink.property::<String>("database"), shown);
-        assert_eq!(sink.property::<Option<String>>("redis-url").as_deref(), Some(redis_shown));
+        assert_eq!(
+            sink.property::<Option<String>>("redis-url").as_deref(),
+            Some(redis_shown)
+        );
         let pipeline = gst::Pipeline::new();
         pipeline.add(&sink).unwrap();
-        assert!(pipeline.set_state(gst::State::Playing).is_err(), "{database}");
-        let msg = pipeline.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error]).unwrap();
-        let gst::MessageView::Error(err) = msg.view() else { unreachable!() };
+        assert!(
+            pipeline.set_state(gst::State::Playing).is_err(),
+            "{database}"
+        );
+        let msg = pipeline
+            .bus()
+            .unwrap()
+            .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error])
+            .unwrap();
+        let gst::MessageView::Error(err) = msg.view() else {
+            unreachable!()
+        };
         let text = format!("{} {:?}", err.error(), err.debug());
         // key=value strings are PostgreSQL's, not SQLite file names.
-        assert!(text.contains("analytics database") && text.contains("PostgreSQL"), "{text}");
-        assert!(!text.contains("s3cret-pw") && !text.contains("t0ken-pw"), "{text}");
-        assert!(!std::path::Path::new(database).exists(), "no SQLite file named {database}");
+        assert!(
+            text.contains("analytics database") && text.contains("PostgreSQL"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("s3cret-pw") && !text.contains("t0ken-pw"),
+            "{text}"
+        );
+        assert!(
+            !std::path::Path::new(database).exists(),
+            "no SQLite file named {database}"
+        );
         pipeline.set_state(gst::State::Null).unwrap();
     }
 }

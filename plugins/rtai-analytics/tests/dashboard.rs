@@ -30,7 +30,8 @@ struct Screenshot {
 
 impl Screenshot {
     fn load(path: &Path) -> Self {
-        let mut decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+        let mut decoder =
+            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
         decoder.set_transformations(png::Transformations::normalize_to_color8());
         let mut reader = decoder.read_info().unwrap();
         let mut buf = vec![0; reader.output_buffer_size().unwrap()];
@@ -41,14 +42,25 @@ impl Screenshot {
             other => panic!("a colour screenshot, not {other:?}"),
         };
         buf.truncate(info.buffer_size());
-        Self { width: info.width as usize, height: info.height as usize, channels, data: buf }
+        Self {
+            width: info.width as usize,
+            height: info.height as usize,
+            channels,
+            data: buf,
+        }
     }
 
     /// The pixels of `region` (the JSON box check.mjs reports), clipped to the image.
-    fn pixels(&self, region: &serde_json::Value) -> impl Iterator<Item = (usize, usize, [u8; 3])> + '_ {
+    fn pixels(
+        &self,
+        region: &serde_json::Value,
+    ) -> impl Iterator<Item = (usize, usize, [u8; 3])> + '_ {
         let at = |k: &str| region[k].as_u64().unwrap() as usize;
         let (x0, y0) = (at("x").min(self.width), at("y").min(self.height));
-        let (x1, y1) = ((x0 + at("width")).min(self.width), (y0 + at("height")).min(self.height));
+        let (x1, y1) = (
+            (x0 + at("width")).min(self.width),
+            (y0 + at("height")).min(self.height),
+        );
         (y0..y1).flat_map(move |y| {
             (x0..x1).map(move |x| {
                 let i = (y * self.width + x) * self.channels;
@@ -58,19 +70,28 @@ impl Screenshot {
     }
 
     fn count(&self, region: &serde_json::Value, color: [u8; 3]) -> usize {
-        self.pixels(region).filter(|(_, _, p)| near(*p, color)).count()
+        self.pixels(region)
+            .filter(|(_, _, p)| near(*p, color))
+            .count()
     }
 
     /// Non-white pixels: the panels are white, so anything drawn.
     fn ink(&self, region: &serde_json::Value) -> usize {
-        self.pixels(region).filter(|(_, _, p)| p.iter().any(|c| *c < 0xf0)).count()
+        self.pixels(region)
+            .filter(|(_, _, p)| p.iter().any(|c| *c < 0xf0))
+            .count()
     }
 
     /// Runs of `color` along the pixel row `y`: the bars a horizontal line crosses.
     fn runs(&self, region: &serde_json::Value, y: usize, color: [u8; 3]) -> usize {
-        let mut row: Vec<(usize, bool)> = self.pixels(region).filter(|(_, py, _)| *py == y).map(|(x, _, p)| (x, near(p, color))).collect();
+        let mut row: Vec<(usize, bool)> = self
+            .pixels(region)
+            .filter(|(_, py, _)| *py == y)
+            .map(|(x, _, p)| (x, near(p, color)))
+            .collect();
         row.sort();
-        row.windows(2).filter(|w| w[1].1 && !w[0].1).count() + usize::from(row.first().is_some_and(|p| p.1))
+        row.windows(2).filter(|w| w[1].1 && !w[0].1).count()
+            + usize::from(row.first().is_some_and(|p| p.1))
     }
 }
 
@@ -92,7 +113,10 @@ fn dashboard_shows_stored_and_live_events_in_chromium() {
         "playwright-core is missing: scripts/setup.sh runs `npm ci` in {dir}"
     );
     let rig = Rig::build(
-        &[("listen", "127.0.0.1:0".to_value()), ("auth-token", TOKEN.to_value())],
+        &[
+            ("listen", "127.0.0.1:0".to_value()),
+            ("auth-token", TOKEN.to_value()),
+        ],
         &[VIDEO],
         Some(&format!("identity sleep-time={STAGE_SLEEP_US}")),
     );
@@ -107,7 +131,11 @@ fn dashboard_shows_stored_and_live_events_in_chromium() {
     }
     let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let _ = std::fs::remove_file(&screenshot);
-    let url = format!("http://{}/?access_token={}", rig.addr(), TOKEN.replace(' ', "%20"));
+    let url = format!(
+        "http://{}/?access_token={}",
+        rig.addr(),
+        TOKEN.replace(' ', "%20")
+    );
     let mut node = std::process::Command::new("node")
         .arg(format!("{dir}/check.mjs"))
         .arg(&url)
@@ -121,10 +149,17 @@ fn dashboard_shows_stored_and_live_events_in_chromium() {
     let mut line = String::new();
     use std::io::BufRead;
     out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready", "the page did not connect its live feed");
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "the page did not connect its live feed"
+    );
     // A new class after the page loaded: only the live feed can bring it.
     for n in 40..45u64 {
-        rig.push(0, video_frame(n * 100 * MS, &[Det("giraffe", Some(9), 0.95)]));
+        rig.push(
+            0,
+            video_frame(n * 100 * MS, &[Det("giraffe", Some(9), 0.95)]),
+        );
     }
     line.clear();
     out.read_line(&mut line).unwrap();
@@ -137,23 +172,52 @@ fn dashboard_shows_stored_and_live_events_in_chromium() {
     rig.eos();
     rig.stop();
     println!("dashboard screenshot: {}", screenshot.display());
-    assert_eq!(shown["errors"], serde_json::json!([]), "no failed request, no script error: {shown}");
-    assert_eq!(shown["foreignRequests"], serde_json::json!([]), "the page must work offline: {shown}");
+    assert_eq!(
+        shown["errors"],
+        serde_json::json!([]),
+        "no failed request, no script error: {shown}"
+    );
+    assert_eq!(
+        shown["foreignRequests"],
+        serde_json::json!([]),
+        "the page must work offline: {shown}"
+    );
     assert_eq!(shown["status"], "live");
-    assert_eq!(shown["rowsBefore"].as_u64().unwrap() as usize, stored, "stored events listed on load");
+    assert_eq!(
+        shown["rowsBefore"].as_u64().unwrap() as usize,
+        stored,
+        "stored events listed on load"
+    );
     let rows = shown["rows"].as_array().unwrap();
-    let giraffe = rows.iter().find(|r| r[3].as_str().unwrap().contains("giraffe")).expect("live row");
+    let giraffe = rows
+        .iter()
+        .find(|r| r[3].as_str().unwrap().contains("giraffe"))
+        .expect("live row");
     assert_eq!(giraffe[1], "object-appear");
     assert_eq!(giraffe[4], "0.95");
-    assert!(rows.iter().any(|r| r[1] == "clip"), "the count spike's clip is listed: {shown}");
+    assert!(
+        rows.iter().any(|r| r[1] == "clip"),
+        "the count spike's clip is listed: {shown}"
+    );
     assert!(shown["totalClips"].as_u64().unwrap() >= 1);
     assert_eq!(shown["element"], element.as_str());
 
     // What the charts show, per the page and in the screenshot's pixels.
     let charts = &shown["charts"];
-    assert_eq!(charts["classes"]["groups"], serde_json::json!(["car", "giraffe", "person"]), "{charts}");
-    assert_eq!(charts["latency"]["groups"], serde_json::json!(["stage0.src"]), "the tracer measured the stage: {charts}");
-    assert_eq!(shown["latencyHintHidden"], true, "no 'run with GST_TRACERS' hint once there is latency");
+    assert_eq!(
+        charts["classes"]["groups"],
+        serde_json::json!(["car", "giraffe", "person"]),
+        "{charts}"
+    );
+    assert_eq!(
+        charts["latency"]["groups"],
+        serde_json::json!(["stage0.src"]),
+        "the tracer measured the stage: {charts}"
+    );
+    assert_eq!(
+        shown["latencyHintHidden"], true,
+        "no 'run with GST_TRACERS' hint once there is latency"
+    );
     let image = Screenshot::load(&screenshot);
     let classes = &charts["classes"]["box"];
     let latency = &charts["latency"]["box"];
@@ -161,17 +225,30 @@ fn dashboard_shows_stored_and_live_events_in_chromium() {
         let area = region["width"].as_u64().unwrap() * region["height"].as_u64().unwrap();
         assert!(area >= 100 * 100, "{name} chart box {region}");
         let ink = image.ink(region);
-        assert!(ink as u64 >= area / 50, "{name} chart: {ink} drawn pixels of {area} in {region}");
+        assert!(
+            ink as u64 >= area / 50,
+            "{name} chart: {ink} drawn pixels of {area} in {region}"
+        );
     }
     let class_bars = image.count(classes, SERIES[0]);
-    assert!(class_bars >= 3 * MIN_BAR_PIXELS, "detections-per-class bars: {class_bars} pixels");
+    assert!(
+        class_bars >= 3 * MIN_BAR_PIXELS,
+        "detections-per-class bars: {class_bars} pixels"
+    );
     // car 1, giraffe 1, person 4: the shortest bar is a quarter of the plot (200 canvas
     // pixels tall, its base 40 above the canvas' bottom); a row just above the base crosses all three.
     let scale = classes["height"].as_f64().unwrap() / 260.0;
     let base = classes["y"].as_u64().unwrap() as usize + ((260.0 - 45.0) * scale) as usize;
-    assert_eq!(image.runs(classes, base, SERIES[0]), 3, "one bar per class at y={base}");
+    assert_eq!(
+        image.runs(classes, base, SERIES[0]),
+        3,
+        "one bar per class at y={base}"
+    );
     for (series, color) in ["P50", "P95", "P99"].iter().zip(SERIES) {
         let n = image.count(latency, color);
-        assert!(n >= MIN_BAR_PIXELS, "{series} bar of stage0.src: {n} pixels");
+        assert!(
+            n >= MIN_BAR_PIXELS,
+            "{series} bar of stage0.src: {n} pixels"
+        );
     }
 }

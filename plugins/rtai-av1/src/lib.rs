@@ -5,11 +5,11 @@
 use gst::glib;
 
 pub mod obu;
-pub mod rtp;
 mod rtav1dec;
 mod rtav1depay;
 mod rtav1enc;
 mod rtav1pay;
+pub mod rtp;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     rtav1enc::register(plugin)?;

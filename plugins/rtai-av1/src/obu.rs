@@ -47,7 +47,9 @@ impl std::error::Error for ObuError {}
 pub fn read_leb128(data: &[u8]) -> Result<(u64, usize), ObuError> {
     let mut value = 0u64;
     for i in 0..8 {
-        let Some(&byte) = data.get(i) else { return Err(ObuError::Truncated) };
+        let Some(&byte) = data.get(i) else {
+            return Err(ObuError::Truncated);
+        };
         value |= ((byte & 0x7f) as u64) << (i * 7);
         if byte & 0x80 == 0 {
             if value > u32::MAX as u64 {
@@ -97,7 +99,9 @@ impl<'a> Obu<'a> {
     /// Parses one OBU at the start of `data`. An OBU without size field extends
     /// to the end of `data`. Returns the OBU and the bytes it took.
     pub fn parse(data: &'a [u8]) -> Result<(Self, usize), ObuError> {
-        let Some(&header) = data.first() else { return Err(ObuError::Truncated) };
+        let Some(&header) = data.first() else {
+            return Err(ObuError::Truncated);
+        };
         if header & 0x80 != 0 {
             return Err(ObuError::ForbiddenBit);
         }
@@ -106,7 +110,9 @@ impl<'a> Obu<'a> {
         let has_size = header & 0x02 != 0;
         let mut pos = 1;
         let extension = if has_extension {
-            let Some(&ext) = data.get(1) else { return Err(ObuError::Truncated) };
+            let Some(&ext) = data.get(1) else {
+                return Err(ObuError::Truncated);
+            };
             pos += 1;
             Some(ext)
         } else {
@@ -123,7 +129,14 @@ impl<'a> Obu<'a> {
         if end > data.len() {
             return Err(ObuError::Truncated);
         }
-        Ok((Self { obu_type, extension, payload: &data[pos..end] }, end))
+        Ok((
+            Self {
+                obu_type,
+                extension,
+                payload: &data[pos..end],
+            },
+            end,
+        ))
     }
 
     /// Parses a whole buffer of OBUs (`stream-format=obu-stream`).
@@ -138,7 +151,9 @@ impl<'a> Obu<'a> {
     }
 
     fn header_byte(&self, with_size: bool) -> u8 {
-        (self.obu_type & 0x0f) << 3 | if self.extension.is_some() { 0x04 } else { 0 } | if with_size { 0x02 } else { 0 }
+        (self.obu_type & 0x0f) << 3
+            | if self.extension.is_some() { 0x04 } else { 0 }
+            | if with_size { 0x02 } else { 0 }
     }
 
     /// The OBU with its size field (`obu_has_size_field = 1`).
@@ -220,7 +235,13 @@ pub fn parse_sequence_header(payload: &[u8]) -> Option<SequenceInfo> {
     let reduced = b.bit()? == 1;
     if reduced {
         let level_idx = b.bits(5)? as u8;
-        return Some(SequenceInfo { profile, still_picture, reduced_still_picture_header: true, level_idx, tier: 0 });
+        return Some(SequenceInfo {
+            profile,
+            still_picture,
+            reduced_still_picture_header: true,
+            level_idx,
+            tier: 0,
+        });
     }
     let timing_info_present = b.bit()? == 1;
     let mut decoder_model_info_present = false;
@@ -253,7 +274,13 @@ pub fn parse_sequence_header(payload: &[u8]) -> Option<SequenceInfo> {
     let level_idx = b.bits(5)? as u8;
     let tier = if level_idx > 7 { b.bit()? as u8 } else { 0 };
     let _ = (decoder_model_info_present, buffer_delay_length);
-    Some(SequenceInfo { profile, still_picture, reduced_still_picture_header: false, level_idx, tier })
+    Some(SequenceInfo {
+        profile,
+        still_picture,
+        reduced_still_picture_header: false,
+        level_idx,
+        tier,
+    })
 }
 
 /// Whether a frame (or frame header) OBU's payload starts a key frame that is
@@ -337,7 +364,10 @@ mod tests {
             (&[], ObuError::Truncated),
             (&[0x80], ObuError::Truncated),
             (&[0xff, 0xff, 0xff, 0xff, 0x10], ObuError::BadLeb128),
-            (&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00], ObuError::BadLeb128),
+            (
+                &[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00],
+                ObuError::BadLeb128,
+            ),
         ];
         for (data, err) in cases {
             assert_eq!(read_leb128(data).unwrap_err(), *err, "{data:02x?}");
@@ -350,7 +380,10 @@ mod tests {
         type Expect = Result<(u8, Option<u8>, &'static [u8], usize), ObuError>;
         let cases: &[(&[u8], Expect)] = &[
             (&[0x12, 0x00], Ok((2, None, &[], 2))),
-            (&[0x0a, 0x02, 0xaa, 0xbb, 0xcc], Ok((1, None, &[0xaa, 0xbb], 4))),
+            (
+                &[0x0a, 0x02, 0xaa, 0xbb, 0xcc],
+                Ok((1, None, &[0xaa, 0xbb], 4)),
+            ),
             (&[0x32, 0x01, 0x99], Ok((6, None, &[0x99], 3))),
             // No size field: to the end.
             (&[0x30, 0x01, 0x02], Ok((6, None, &[0x01, 0x02], 3))),
@@ -362,7 +395,10 @@ mod tests {
             (&[0x36], Err(ObuError::Truncated)),
             (&[0x32], Err(ObuError::Truncated)),
             (&[0x32, 0x05, 0x00], Err(ObuError::Truncated)),
-            (&[0x32, 0xff, 0xff, 0xff, 0xff, 0x7f], Err(ObuError::BadLeb128)),
+            (
+                &[0x32, 0xff, 0xff, 0xff, 0xff, 0x7f],
+                Err(ObuError::BadLeb128),
+            ),
         ];
         for (data, expected) in cases {
             let got = Obu::parse(data).map(|(o, n)| (o.obu_type, o.extension, o.payload, n));
@@ -374,16 +410,26 @@ mod tests {
     fn sized_and_unsized_forms_round_trip() {
         let payload = vec![7u8; 200];
         for ext in [None, Some(0x48)] {
-            let obu = Obu { obu_type: OBU_FRAME, extension: ext, payload: &payload };
+            let obu = Obu {
+                obu_type: OBU_FRAME,
+                extension: ext,
+                payload: &payload,
+            };
             let mut sized = Vec::new();
             obu.write_sized(&mut sized);
             assert_eq!(Obu::parse(&sized).unwrap(), (obu.clone(), sized.len()));
             let mut unsized_ = Vec::new();
             obu.write_unsized(&mut unsized_);
             assert_eq!(unsized_.len(), obu.unsized_len());
-            assert_eq!(Obu::parse(&unsized_).unwrap(), (obu.clone(), unsized_.len()));
+            assert_eq!(
+                Obu::parse(&unsized_).unwrap(),
+                (obu.clone(), unsized_.len())
+            );
         }
-        assert_eq!(Obu::parse_all(&TEMPORAL_DELIMITER).unwrap()[0].obu_type, OBU_TEMPORAL_DELIMITER);
+        assert_eq!(
+            Obu::parse_all(&TEMPORAL_DELIMITER).unwrap()[0].obu_type,
+            OBU_TEMPORAL_DELIMITER
+        );
     }
 
     #[test]
@@ -399,14 +445,29 @@ mod tests {
             }
         }
         let info = parse_sequence_header(&bytes).unwrap();
-        assert_eq!(info, SequenceInfo { profile: 0, still_picture: false, reduced_still_picture_header: false, level_idx: 8, tier: 1 });
+        assert_eq!(
+            info,
+            SequenceInfo {
+                profile: 0,
+                still_picture: false,
+                reduced_still_picture_header: false,
+                level_idx: 8,
+                tier: 1
+            }
+        );
         assert_eq!(level_name(8).as_deref(), Some("4.0"));
         assert_eq!(level_name(31), None);
         assert_eq!(parse_sequence_header(&[]), None);
         // Reduced still picture: profile 1, still, reduced, level 5.
         assert_eq!(
             parse_sequence_header(&[0b0011_1001, 0b0100_0000]),
-            Some(SequenceInfo { profile: 1, still_picture: true, reduced_still_picture_header: true, level_idx: 5, tier: 0 })
+            Some(SequenceInfo {
+                profile: 1,
+                still_picture: true,
+                reduced_still_picture_header: true,
+                level_idx: 5,
+                tier: 0
+            })
         );
         // Frame header: show_existing 0, frame_type 00 (key) / 01 (inter).
         assert_eq!(is_key_frame(&[0b0000_0000], false), Some(true));

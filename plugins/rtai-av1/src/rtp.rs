@@ -32,7 +32,10 @@ pub const MAX_TU_SIZE: usize = 64 * 1024 * 1024;
 
 /// Whether an OBU travels over RTP (section 5 of the payload format).
 pub fn is_sent(obu_type: u8) -> bool {
-    !matches!(obu_type, obu::OBU_TEMPORAL_DELIMITER | obu::OBU_TILE_LIST | obu::OBU_PADDING)
+    !matches!(
+        obu_type,
+        obu::OBU_TEMPORAL_DELIMITER | obu::OBU_TILE_LIST | obu::OBU_PADDING
+    )
 }
 
 /// One RTP payload and whether it ends the temporal unit (the marker bit).
@@ -52,14 +55,23 @@ struct Building {
 
 impl Building {
     fn new(z: bool) -> Self {
-        Self { elements: Vec::new(), size: 1, z }
+        Self {
+            elements: Vec::new(),
+            size: 1,
+            z,
+        }
     }
 
     fn finish(self, y: bool, n: bool) -> Vec<u8> {
         let count = self.elements.len();
         let w = if count <= 3 { count as u8 } else { 0 };
         let mut out = Vec::with_capacity(self.size);
-        out.push(if self.z { AGGR_Z } else { 0 } | if y { AGGR_Y } else { 0 } | (w << 4) | if n { AGGR_N } else { 0 });
+        out.push(
+            if self.z { AGGR_Z } else { 0 }
+                | if y { AGGR_Y } else { 0 }
+                | (w << 4)
+                | if n { AGGR_N } else { 0 },
+        );
         for (i, e) in self.elements.iter().enumerate() {
             if w == 0 || i + 1 < count {
                 obu::write_leb128(e.len() as u64, &mut out);
@@ -119,7 +131,10 @@ pub fn packetize(obus: &[Obu<'_>], max_payload: usize, new_sequence: bool) -> Ve
             if i == 0 && new_sequence {
                 data[0] |= AGGR_N;
             }
-            Payload { data, marker: i + 1 == count }
+            Payload {
+                data,
+                marker: i + 1 == count,
+            }
         })
         .collect()
 }
@@ -165,7 +180,9 @@ pub struct Packet<'a> {
 
 /// Parses one RTP payload into its aggregation header and elements.
 pub fn parse_payload(payload: &[u8]) -> Result<Packet<'_>, DepayError> {
-    let Some(&header) = payload.first() else { return Err(DepayError::Empty) };
+    let Some(&header) = payload.first() else {
+        return Err(DepayError::Empty);
+    };
     if header & 0x07 != 0 {
         return Err(DepayError::Reserved);
     }
@@ -176,28 +193,46 @@ pub fn parse_payload(payload: &[u8]) -> Result<Packet<'_>, DepayError> {
     let mut elements = Vec::new();
     let mut rest = &payload[1..];
     if rest.is_empty() {
-        return Err(DepayError::BadElement("no OBU element after the aggregation header".into()));
+        return Err(DepayError::BadElement(
+            "no OBU element after the aggregation header".into(),
+        ));
     }
     while !rest.is_empty() {
         if w != 0 && elements.len() + 1 == w as usize {
             elements.push(rest);
             break;
         }
-        let (len, used) = obu::read_leb128(rest).map_err(|_| DepayError::BadElement("bad element length".into()))?;
+        let (len, used) = obu::read_leb128(rest)
+            .map_err(|_| DepayError::BadElement("bad element length".into()))?;
         let len = len as usize;
         if len == 0 {
             return Err(DepayError::BadElement("zero-length element".into()));
         }
-        let end = used.checked_add(len).filter(|&e| e <= rest.len()).ok_or_else(|| {
-            DepayError::BadElement(format!("element of {len} bytes but {} left in the packet", rest.len() - used))
-        })?;
+        let end = used
+            .checked_add(len)
+            .filter(|&e| e <= rest.len())
+            .ok_or_else(|| {
+                DepayError::BadElement(format!(
+                    "element of {len} bytes but {} left in the packet",
+                    rest.len() - used
+                ))
+            })?;
         elements.push(&rest[used..end]);
         rest = &rest[end..];
     }
     if w != 0 && elements.len() != w as usize {
-        return Err(DepayError::BadElement(format!("W={w} but the packet holds {} elements", elements.len())));
+        return Err(DepayError::BadElement(format!(
+            "W={w} but the packet holds {} elements",
+            elements.len()
+        )));
     }
-    Ok(Packet { z, y, w, n, elements })
+    Ok(Packet {
+        z,
+        y,
+        w,
+        n,
+        elements,
+    })
 }
 
 /// What [`Depacketizer::push`] completed.
@@ -247,7 +282,10 @@ impl Depacketizer {
         } else if self.broken || self.fragment.is_some() || self.tu.is_empty() {
             Some(Completed::Dropped)
         } else {
-            Some(Completed::Tu { data: std::mem::take(&mut self.tu), new_sequence: self.new_sequence })
+            Some(Completed::Tu {
+                data: std::mem::take(&mut self.tu),
+                new_sequence: self.new_sequence,
+            })
         };
         self.tu.clear();
         self.fragment = None;
@@ -261,7 +299,9 @@ impl Depacketizer {
     fn add_obu(&mut self, element: &[u8]) -> Result<(), DepayError> {
         let (parsed, used) = Obu::parse(element).map_err(DepayError::BadObu)?;
         if used != element.len() {
-            return Err(DepayError::BadElement("OBU size field disagrees with the element length".into()));
+            return Err(DepayError::BadElement(
+                "OBU size field disagrees with the element length".into(),
+            ));
         }
         if !is_sent(parsed.obu_type) {
             return Ok(());
@@ -277,7 +317,13 @@ impl Depacketizer {
     /// units this packet completed (a unit whose marker packet was lost is
     /// completed as dropped when the next unit starts) and an error for a bad
     /// packet, which drops its unit.
-    pub fn push(&mut self, payload: &[u8], timestamp: u32, marker: bool, discont: bool) -> (Vec<Completed>, Option<DepayError>) {
+    pub fn push(
+        &mut self,
+        payload: &[u8],
+        timestamp: u32,
+        marker: bool,
+        discont: bool,
+    ) -> (Vec<Completed>, Option<DepayError>) {
         let mut out = Vec::new();
         if self.timestamp.is_some_and(|t| t != timestamp) {
             // The previous unit never saw its marker: it lost its last packet.
@@ -357,7 +403,11 @@ mod tests {
     use super::*;
 
     fn obu(obu_type: u8, extension: Option<u8>, payload: &[u8]) -> Obu<'_> {
-        Obu { obu_type, extension, payload }
+        Obu {
+            obu_type,
+            extension,
+            payload,
+        }
     }
 
     fn sized(obus: &[Obu<'_>]) -> Vec<u8> {
@@ -387,22 +437,77 @@ mod tests {
         // (payload, expected (z, y, w, n, elements) or error)
         type Expect = Result<(bool, bool, u8, bool, Vec<&'static [u8]>), DepayError>;
         let cases: Vec<(&[u8], Expect)> = vec![
-            (&[0x10, 0x30, 0xaa], Ok((false, false, 1, false, vec![&[0x30, 0xaa]]))),
-            (&[0x18, 0x0a, 0x01], Ok((false, false, 1, true, vec![&[0x0a, 0x01]]))),
-            (&[0x20, 0x01, 0x30, 0x30, 0xbb], Ok((false, false, 2, false, vec![&[0x30], &[0x30, 0xbb]]))),
-            (&[0x30, 0x01, 0x30, 0x01, 0x31, 0x30, 0x32], Ok((false, false, 3, false, vec![&[0x30], &[0x31], &[0x30, 0x32]]))),
-            (&[0x00, 0x01, 0x30, 0x02, 0x30, 0x01], Ok((false, false, 0, false, vec![&[0x30], &[0x30, 0x01]]))),
-            (&[0xd0, 0x55, 0x66], Ok((true, true, 1, false, vec![&[0x55, 0x66]]))),
+            (
+                &[0x10, 0x30, 0xaa],
+                Ok((false, false, 1, false, vec![&[0x30, 0xaa]])),
+            ),
+            (
+                &[0x18, 0x0a, 0x01],
+                Ok((false, false, 1, true, vec![&[0x0a, 0x01]])),
+            ),
+            (
+                &[0x20, 0x01, 0x30, 0x30, 0xbb],
+                Ok((false, false, 2, false, vec![&[0x30], &[0x30, 0xbb]])),
+            ),
+            (
+                &[0x30, 0x01, 0x30, 0x01, 0x31, 0x30, 0x32],
+                Ok((
+                    false,
+                    false,
+                    3,
+                    false,
+                    vec![&[0x30], &[0x31], &[0x30, 0x32]],
+                )),
+            ),
+            (
+                &[0x00, 0x01, 0x30, 0x02, 0x30, 0x01],
+                Ok((false, false, 0, false, vec![&[0x30], &[0x30, 0x01]])),
+            ),
+            (
+                &[0xd0, 0x55, 0x66],
+                Ok((true, true, 1, false, vec![&[0x55, 0x66]])),
+            ),
             (&[], Err(DepayError::Empty)),
-            (&[0x10], Err(DepayError::BadElement("no OBU element after the aggregation header".into()))),
+            (
+                &[0x10],
+                Err(DepayError::BadElement(
+                    "no OBU element after the aggregation header".into(),
+                )),
+            ),
             (&[0x11, 0x30], Err(DepayError::Reserved)),
             (&[0x14, 0x30], Err(DepayError::Reserved)),
-            (&[0x00, 0x05, 0x30], Err(DepayError::BadElement("element of 5 bytes but 1 left in the packet".into()))),
-            (&[0x00, 0x00], Err(DepayError::BadElement("zero-length element".into()))),
-            (&[0x00, 0x80], Err(DepayError::BadElement("bad element length".into()))),
-            (&[0x30, 0x01, 0x30, 0x30], Err(DepayError::BadElement("element of 48 bytes but 0 left in the packet".into()))),
-            (&[0x30, 0x01, 0x30, 0x01, 0x31], Err(DepayError::BadElement("W=3 but the packet holds 2 elements".into()))),
-            (&[0x20, 0x02, 0x30], Err(DepayError::BadElement("element of 2 bytes but 1 left in the packet".into()))),
+            (
+                &[0x00, 0x05, 0x30],
+                Err(DepayError::BadElement(
+                    "element of 5 bytes but 1 left in the packet".into(),
+                )),
+            ),
+            (
+                &[0x00, 0x00],
+                Err(DepayError::BadElement("zero-length element".into())),
+            ),
+            (
+                &[0x00, 0x80],
+                Err(DepayError::BadElement("bad element length".into())),
+            ),
+            (
+                &[0x30, 0x01, 0x30, 0x30],
+                Err(DepayError::BadElement(
+                    "element of 48 bytes but 0 left in the packet".into(),
+                )),
+            ),
+            (
+                &[0x30, 0x01, 0x30, 0x01, 0x31],
+                Err(DepayError::BadElement(
+                    "W=3 but the packet holds 2 elements".into(),
+                )),
+            ),
+            (
+                &[0x20, 0x02, 0x30],
+                Err(DepayError::BadElement(
+                    "element of 2 bytes but 1 left in the packet".into(),
+                )),
+            ),
         ];
         for (payload, expected) in cases {
             let got = parse_payload(payload).map(|p| (p.z, p.y, p.w, p.n, p.elements));
@@ -444,10 +549,19 @@ mod tests {
         };
         // A receiver's first packet always carries DISCONT: nothing was lost.
         let mut d = Depacketizer::new();
-        assert!(matches!(push_all(&mut d, 1000, Some(0)).as_slice(), [Completed::Tu { .. }]));
+        assert!(matches!(
+            push_all(&mut d, 1000, Some(0)).as_slice(),
+            [Completed::Tu { .. }]
+        ));
         // Later, DISCONT means packets went missing: the unit is dropped.
-        assert!(matches!(push_all(&mut d, 4000, Some(1)).as_slice(), [Completed::Dropped]));
-        assert!(matches!(push_all(&mut d, 7000, None).as_slice(), [Completed::Tu { .. }]));
+        assert!(matches!(
+            push_all(&mut d, 4000, Some(1)).as_slice(),
+            [Completed::Dropped]
+        ));
+        assert!(matches!(
+            push_all(&mut d, 7000, None).as_slice(),
+            [Completed::Tu { .. }]
+        ));
     }
 
     #[test]
@@ -464,11 +578,23 @@ mod tests {
     #[test]
     fn fragmentation_edge_cases() {
         // An OBU of exactly what fits, one byte more, and a huge one.
-        for (frame_len, mtu) in [(1197usize, 1200usize), (1198, 1200), (1199, 1200), (10_000, 1200), (5, 3), (300, 130), (127, 130), (128, 130)] {
+        for (frame_len, mtu) in [
+            (1197usize, 1200usize),
+            (1198, 1200),
+            (1199, 1200),
+            (10_000, 1200),
+            (5, 3),
+            (300, 130),
+            (127, 130),
+            (128, 130),
+        ] {
             let frame = vec![0x5au8; frame_len];
             let obus = [obu(6, Some(0x20), &frame)];
             let packets = packetize(&obus, mtu, false);
-            assert!(packets.iter().all(|p| p.data.len() <= mtu), "len {frame_len} mtu {mtu}");
+            assert!(
+                packets.iter().all(|p| p.data.len() <= mtu),
+                "len {frame_len} mtu {mtu}"
+            );
             assert!(packets.last().unwrap().marker);
             assert!(packets[..packets.len() - 1].iter().all(|p| !p.marker));
             for (i, p) in packets.iter().enumerate() {
@@ -483,7 +609,14 @@ mod tests {
                 assert_eq!(e, None);
                 out.extend(c);
             }
-            assert_eq!(out, vec![Completed::Tu { data: sized(&obus), new_sequence: false }], "len {frame_len} mtu {mtu}");
+            assert_eq!(
+                out,
+                vec![Completed::Tu {
+                    data: sized(&obus),
+                    new_sequence: false
+                }],
+                "len {frame_len} mtu {mtu}"
+            );
         }
     }
 
@@ -512,7 +645,16 @@ mod tests {
         for p in &packets {
             out.extend(d.push(&p.data, 3, p.marker, false).0);
         }
-        assert_eq!(out, vec![Completed::Dropped, Completed::Tu { data: sized(&obus), new_sequence: false }]);
+        assert_eq!(
+            out,
+            vec![
+                Completed::Dropped,
+                Completed::Tu {
+                    data: sized(&obus),
+                    new_sequence: false
+                }
+            ]
+        );
         // Joining mid-unit (Z without a fragment) drops that unit only.
         let mut out = Vec::new();
         for p in &packets[1..] {
@@ -531,20 +673,44 @@ mod tests {
     fn bad_packets_drop_their_unit_only() {
         let mut d = Depacketizer::new();
         let (c, e) = d.push(&[0x11, 0x30], 1, true, false);
-        assert_eq!((c, e), (vec![Completed::Dropped], Some(DepayError::Reserved)));
+        assert_eq!(
+            (c, e),
+            (vec![Completed::Dropped], Some(DepayError::Reserved))
+        );
         // An element whose OBU has its forbidden bit set.
         let (c, e) = d.push(&[0x10, 0xb0, 0x00], 2, true, false);
-        assert_eq!((c, e), (vec![Completed::Dropped], Some(DepayError::BadObu(obu::ObuError::ForbiddenBit))));
+        assert_eq!(
+            (c, e),
+            (
+                vec![Completed::Dropped],
+                Some(DepayError::BadObu(obu::ObuError::ForbiddenBit))
+            )
+        );
         // An element whose OBU size field disagrees with the element.
         let (c, e) = d.push(&[0x10, 0x32, 0x05, 0x00], 3, true, false);
         assert_eq!(c, vec![Completed::Dropped]);
         assert!(e.is_some());
         // An element with a correct size field is accepted.
         let (c, e) = d.push(&[0x18, 0x32, 0x01, 0x00], 4, true, false);
-        assert_eq!((c, e), (vec![Completed::Tu { data: vec![0x32, 0x01, 0x00], new_sequence: true }], None));
+        assert_eq!(
+            (c, e),
+            (
+                vec![Completed::Tu {
+                    data: vec![0x32, 0x01, 0x00],
+                    new_sequence: true
+                }],
+                None
+            )
+        );
         // Temporal delimiters sent by a peer are dropped.
         let (c, _) = d.push(&[0x20, 0x01, 0x10, 0x30, 0x07], 5, true, false);
-        assert_eq!(c, vec![Completed::Tu { data: vec![0x32, 0x01, 0x07], new_sequence: false }]);
+        assert_eq!(
+            c,
+            vec![Completed::Tu {
+                data: vec![0x32, 0x01, 0x07],
+                new_sequence: false
+            }]
+        );
     }
 
     #[test]
@@ -552,13 +718,26 @@ mod tests {
         let mut rng = Rng(0x1234_5678_9abc_def1);
         for round in 0..400 {
             let count = 1 + rng.below(6) as usize;
-            let payloads: Vec<Vec<u8>> =
-                (0..count).map(|_| (0..rng.below(if round % 7 == 0 { 20_000 } else { 600 })).map(|_| rng.next() as u8).collect()).collect();
+            let payloads: Vec<Vec<u8>> = (0..count)
+                .map(|_| {
+                    (0..rng.below(if round % 7 == 0 { 20_000 } else { 600 }))
+                        .map(|_| rng.next() as u8)
+                        .collect()
+                })
+                .collect();
             let obus: Vec<Obu> = payloads
                 .iter()
                 .map(|p| {
                     let t = [1u8, 3, 4, 5, 6, 7][rng.below(6) as usize];
-                    obu(t, if rng.below(3) == 0 { Some((rng.next() as u8) & 0xf8) } else { None }, p)
+                    obu(
+                        t,
+                        if rng.below(3) == 0 {
+                            Some((rng.next() as u8) & 0xf8)
+                        } else {
+                            None
+                        },
+                        p,
+                    )
                 })
                 .collect();
             let mtu = MIN_PAYLOAD + rng.below(1500) as usize;
@@ -571,7 +750,14 @@ mod tests {
                 assert_eq!(e, None, "round {round}");
                 out.extend(c);
             }
-            assert_eq!(out, vec![Completed::Tu { data: sized(&obus), new_sequence: round % 2 == 0 }], "round {round} mtu {mtu}");
+            assert_eq!(
+                out,
+                vec![Completed::Tu {
+                    data: sized(&obus),
+                    new_sequence: round % 2 == 0
+                }],
+                "round {round} mtu {mtu}"
+            );
         }
     }
 

@@ -22,7 +22,10 @@ fn decodes_stock_av1enc_like_ffmpeg_libdav1d() {
     let clip = clip(320, 240, 30, "I420", "ball");
     let (caps, units) = encode(&clip, "av1enc usage-profile=realtime cpu-used=8 ! av1parse");
     let (info, frames) = decode(&caps, &units, "rtav1dec");
-    assert_eq!((info.width(), info.height(), info.format()), (320, 240, gst_video::VideoFormat::I420));
+    assert_eq!(
+        (info.width(), info.height(), info.format()),
+        (320, 240, gst_video::VideoFormat::I420)
+    );
     let (mean, min) = psnr_stats(&frames, &clip.frames, 320, 240);
     eprintln!("av1enc → rtav1dec: mean {mean:.1} dB, min {min:.1} dB");
     assert!(min >= MIN_FRAME_PSNR, "min {min:.1} dB");
@@ -45,7 +48,19 @@ fn decodes_ffmpeg_libaom_librav1e_and_libsvtav1() {
     let y4m = dir.join("clip.y4m");
     write_y4m(&y4m, &clip);
     for (encoder, options) in [
-        ("libaom-av1", &["-usage", "realtime", "-cpu-used", "8", "-crf", "20", "-b:v", "0"][..]),
+        (
+            "libaom-av1",
+            &[
+                "-usage",
+                "realtime",
+                "-cpu-used",
+                "8",
+                "-crf",
+                "20",
+                "-b:v",
+                "0",
+            ][..],
+        ),
         ("librav1e", &["-speed", "10", "-qp", "60"][..]),
         ("libsvtav1", &["-preset", "12", "-crf", "25"][..]),
     ] {
@@ -55,18 +70,30 @@ fn decodes_ffmpeg_libaom_librav1e_and_libsvtav1() {
         args.push(ivf.to_str().unwrap());
         ffmpeg(&args);
         let (caps, out) = run_to_appsink(
-            &format!("filesrc location={} ! ivfparse ! av1parse ! rtav1dec ! appsink name=sink sync=false", ivf.display()),
+            &format!(
+                "filesrc location={} ! ivfparse ! av1parse ! rtav1dec ! appsink name=sink sync=false",
+                ivf.display()
+            ),
             &[],
         );
         let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
-        let frames: Vec<Vec<u8>> =
-            out.iter().map(|b| pack(&gst_video::VideoFrameRef::from_buffer_ref_readable(b.as_ref(), &info).unwrap())).collect();
+        let frames: Vec<Vec<u8>> = out
+            .iter()
+            .map(|b| {
+                pack(
+                    &gst_video::VideoFrameRef::from_buffer_ref_readable(b.as_ref(), &info).unwrap(),
+                )
+            })
+            .collect();
         let (mean, min) = psnr_stats(&frames, &clip.frames, 320, 240);
         eprintln!("ffmpeg {encoder} → rtav1dec: mean {mean:.1} dB, min {min:.1} dB");
         assert!(min >= MIN_FRAME_PSNR, "{encoder}: min {min:.1} dB");
         let reference = ffmpeg_decode(&ivf, "libdav1d", 320, 240);
         for (i, (ours, theirs)) in frames.iter().zip(&reference).enumerate() {
-            assert!(y_plane(ours, 320, 240) == y_plane(theirs, 320, 240), "{encoder}: frame {i} differs from ffmpeg's libdav1d");
+            assert!(
+                y_plane(ours, 320, 240) == y_plane(theirs, 320, 240),
+                "{encoder}: frame {i} differs from ffmpeg's libdav1d"
+            );
         }
     }
     let _ = std::fs::remove_dir_all(dir);
@@ -86,14 +113,28 @@ fn decodes_ten_bit() {
 
 /// Pushes `units` (with their caps) through `appsrc ! rtav1dec <props> ! appsink`
 /// and returns each output frame's caps, the decoder's stats and the error, if any.
-fn run_decoder(props: &str, caps: &gst::Caps, units: &[gst::Buffer]) -> (Vec<gst::Caps>, gst::Structure, Option<String>) {
+fn run_decoder(
+    props: &str,
+    caps: &gst::Caps,
+    units: &[gst::Buffer],
+) -> (Vec<gst::Caps>, gst::Structure, Option<String>) {
     init();
-    let pipeline = gst::parse::launch(&format!("appsrc name=src format=time ! rtav1dec name=dec {props} ! appsink name=sink sync=false"))
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time ! rtav1dec name=dec {props} ! appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
         .unwrap()
-        .downcast::<gst::Pipeline>()
+        .downcast::<gst_app::AppSrc>()
         .unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     src.set_caps(Some(caps));
     pipeline.set_state(gst::State::Playing).unwrap();
     for u in units {
@@ -107,11 +148,16 @@ fn run_decoder(props: &str, caps: &gst::Caps, units: &[gst::Buffer]) -> (Vec<gst
         out.push(sample.caps_owned().unwrap());
     }
     let bus = pipeline.bus().unwrap();
-    let error = bus.pop_filtered(&[gst::MessageType::Error]).map(|m| match m.view() {
-        gst::MessageView::Error(e) => e.error().to_string(),
-        _ => unreachable!(),
-    });
-    let stats = pipeline.by_name("dec").unwrap().property::<gst::Structure>("stats");
+    let error = bus
+        .pop_filtered(&[gst::MessageType::Error])
+        .map(|m| match m.view() {
+            gst::MessageView::Error(e) => e.error().to_string(),
+            _ => unreachable!(),
+        });
+    let stats = pipeline
+        .by_name("dec")
+        .unwrap()
+        .property::<gst::Structure>("stats");
     pipeline.set_state(gst::State::Null).unwrap();
     (out, stats, error)
 }
@@ -122,7 +168,9 @@ fn restamped(units: Vec<gst::Buffer>, first: usize) -> Vec<gst::Buffer> {
         .enumerate()
         .map(|(i, mut u)| {
             let u_mut = u.make_mut();
-            u_mut.set_pts(gst::ClockTime::from_nseconds((first + i) as u64 * 1_000_000_000 / 30));
+            u_mut.set_pts(gst::ClockTime::from_nseconds(
+                (first + i) as u64 * 1_000_000_000 / 30,
+            ));
             u_mut.set_dts(gst::ClockTime::NONE);
             u
         })
@@ -137,13 +185,19 @@ fn resolution_change_renegotiates() {
     let (_, more) = encode(&large, "rtav1enc");
     units.extend(restamped(more, 10));
     // Caps without a size, as from a live source whose sender changes resolution.
-    let caps = gst::Caps::builder("video/x-av1").field("stream-format", "obu-stream").field("alignment", "tu").build();
+    let caps = gst::Caps::builder("video/x-av1")
+        .field("stream-format", "obu-stream")
+        .field("alignment", "tu")
+        .build();
     let (out, stats, error) = run_decoder("", &caps, &units);
     assert_eq!(error, None);
     assert_eq!(out.len(), 20);
     let size = |c: &gst::Caps| {
         let s = c.structure(0).unwrap();
-        (s.get::<i32>("width").unwrap(), s.get::<i32>("height").unwrap())
+        (
+            s.get::<i32>("width").unwrap(),
+            s.get::<i32>("height").unwrap(),
+        )
     };
     assert!(out[..10].iter().all(|c| size(c) == (160, 120)));
     assert!(out[10..].iter().all(|c| size(c) == (320, 240)));
@@ -153,8 +207,13 @@ fn resolution_change_renegotiates() {
 /// 30 frames with key frames every 10; unit 12 is garbage, unit 15 is cut in half.
 fn damaged_stream() -> (gst::Caps, Vec<gst::Buffer>) {
     let clip = clip(160, 120, 30, "I420", "ball");
-    let (caps, mut units) = encode(&clip, "rtav1enc max-key-frame-interval=10 min-key-frame-interval=10");
-    let garbage: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let (caps, mut units) = encode(
+        &clip,
+        "rtav1enc max-key-frame-interval=10 min-key-frame-interval=10",
+    );
+    let garbage: Vec<u8> = (0..200u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let mut g = gst::Buffer::from_slice(garbage);
     g.make_mut().set_pts(units[12].pts());
     units[12] = g;
@@ -197,18 +256,41 @@ fn bit_depth_change_renegotiates() {
     let (_, mut units) = encode(&eight, "rtav1enc");
     let (_, more) = encode(&ten, "rtav1enc");
     units.extend(restamped(more, 10));
-    let caps = gst::Caps::builder("video/x-av1").field("stream-format", "obu-stream").field("alignment", "tu").build();
+    let caps = gst::Caps::builder("video/x-av1")
+        .field("stream-format", "obu-stream")
+        .field("alignment", "tu")
+        .build();
     let (out, stats, error) = run_decoder("", &caps, &units);
     assert_eq!(error, None);
     assert_eq!(out.len(), 20);
     let format = |c: &gst::Caps| c.structure(0).unwrap().get::<String>("format").unwrap();
-    assert!(out[..10].iter().all(|c| format(c) == "I420"), "{:?}", out.iter().map(format).collect::<Vec<_>>());
-    assert!(out[10..].iter().all(|c| format(c) == "I420_10LE"), "{:?}", out.iter().map(format).collect::<Vec<_>>());
+    assert!(
+        out[..10].iter().all(|c| format(c) == "I420"),
+        "{:?}",
+        out.iter().map(format).collect::<Vec<_>>()
+    );
+    assert!(
+        out[10..].iter().all(|c| format(c) == "I420_10LE"),
+        "{:?}",
+        out.iter().map(format).collect::<Vec<_>>()
+    );
     assert_eq!(stats.get::<u64>("renegotiations").unwrap(), 2, "{stats}");
     // And the pictures on both sides of the switch are right, not just labelled so.
-    let pipeline = gst::parse::launch("appsrc name=src format=time ! rtav1dec ! appsink name=sink sync=false").unwrap().downcast::<gst::Pipeline>().unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let pipeline =
+        gst::parse::launch("appsrc name=src format=time ! rtav1dec ! appsink name=sink sync=false")
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     src.set_caps(Some(&caps));
     pipeline.set_state(gst::State::Playing).unwrap();
     for u in &units {
@@ -218,9 +300,16 @@ fn bit_depth_change_renegotiates() {
     let mut psnr = Vec::new();
     while let Ok(sample) = sink.pull_sample() {
         let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
-        let frame = pack(&gst_video::VideoFrameRef::from_buffer_ref_readable(sample.buffer().unwrap(), &info).unwrap());
+        let frame = pack(
+            &gst_video::VideoFrameRef::from_buffer_ref_readable(sample.buffer().unwrap(), &info)
+                .unwrap(),
+        );
         let i = psnr.len();
-        psnr.push(if i < 10 { psnr_y(&frame, &eight.frames[i], 160, 120) } else { psnr_y10(&frame, &ten.frames[i - 10], 160, 120) });
+        psnr.push(if i < 10 {
+            psnr_y(&frame, &eight.frames[i], 160, 120)
+        } else {
+            psnr_y10(&frame, &ten.frames[i - 10], 160, 120)
+        });
     }
     pipeline.set_state(gst::State::Null).unwrap();
     assert_eq!(psnr.len(), 20);
@@ -249,7 +338,13 @@ fn measured_output_delay(props: &str) -> (u64, gst::ClockTime) {
     }
     assert!(out > 0, "{props}: nothing decoded");
     let mut q = gst::query::Latency::new();
-    assert!(h.element().unwrap().static_pad("src").unwrap().query(&mut q));
+    assert!(
+        h.element()
+            .unwrap()
+            .static_pad("src")
+            .unwrap()
+            .query(&mut q)
+    );
     (worst, q.result().1)
 }
 
@@ -257,10 +352,19 @@ fn measured_output_delay(props: &str) -> (u64, gst::ClockTime) {
 fn reported_latency_is_the_real_output_delay() {
     let frame = gst::ClockTime::from_nseconds(1_000_000_000 / 30);
     // Live upstream: max-frame-delay auto means one frame context, then explicit ones.
-    for props in ["n-threads=4", "n-threads=4 max-frame-delay=1", "n-threads=4 max-frame-delay=2", "n-threads=4 max-frame-delay=3", "n-threads=2 max-frame-delay=4"] {
+    for props in [
+        "n-threads=4",
+        "n-threads=4 max-frame-delay=1",
+        "n-threads=4 max-frame-delay=2",
+        "n-threads=4 max-frame-delay=3",
+        "n-threads=2 max-frame-delay=4",
+    ] {
         let (worst, latency) = measured_output_delay(props);
         eprintln!("rtav1dec {props}: pictures wait up to {worst} frames, reported {latency}");
         let expected = frame * worst;
-        assert!(latency.nseconds().abs_diff(expected.nseconds()) < 1_000_000, "{props}: reported {latency}, measured {worst} frames ({expected})");
+        assert!(
+            latency.nseconds().abs_diff(expected.nseconds()) < 1_000_000,
+            "{props}: reported {latency}, measured {worst} frames ({expected})"
+        );
     }
 }

@@ -31,14 +31,20 @@ fn ffmpeg_decodes_ivf_matroska_mp4_and_obu() {
     for (mux, file) in [("matroskamux", "out.mkv"), ("mp4mux", "out.mp4")] {
         let path = dir.join(file);
         run_to_appsink(
-            &format!("appsrc name=src ! av1parse ! {mux} ! filesink location={}", path.display()),
+            &format!(
+                "appsrc name=src ! av1parse ! {mux} ! filesink location={}",
+                path.display()
+            ),
             &[("src", caps.clone(), units.clone())],
         );
         for decoder in ["libdav1d", "libaom-av1"] {
             let frames = ffmpeg_decode(&path, decoder, clip.width(), clip.height());
             let (mean, min) = psnr_stats(&frames, &clip.frames, clip.width(), clip.height());
             eprintln!("{file} via {decoder}: mean {mean:.1} dB, min {min:.1} dB");
-            assert!(mean >= MIN_MEAN_PSNR && min >= MIN_FRAME_PSNR, "{file} via {decoder}: mean {mean:.1} min {min:.1}");
+            assert!(
+                mean >= MIN_MEAN_PSNR && min >= MIN_FRAME_PSNR,
+                "{file} via {decoder}: mean {mean:.1} min {min:.1}"
+            );
         }
     }
     // IVF (GStreamer 1.22 has no AV1 IVF muxer: the file is written here) and
@@ -54,8 +60,15 @@ fn ffmpeg_decodes_ivf_matroska_mp4_and_obu() {
     for path in [ivf, obu] {
         let frames = ffmpeg_decode(&path, "libdav1d", clip.width(), clip.height());
         let (mean, min) = psnr_stats(&frames, &clip.frames, clip.width(), clip.height());
-        eprintln!("{} via libdav1d: mean {mean:.1} dB, min {min:.1} dB", path.display());
-        assert!(mean >= MIN_MEAN_PSNR && min >= MIN_FRAME_PSNR, "{}: mean {mean:.1} min {min:.1}", path.display());
+        eprintln!(
+            "{} via libdav1d: mean {mean:.1} dB, min {min:.1} dB",
+            path.display()
+        );
+        assert!(
+            mean >= MIN_MEAN_PSNR && min >= MIN_FRAME_PSNR,
+            "{}: mean {mean:.1} min {min:.1}",
+            path.display()
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -91,7 +104,15 @@ fn every_input_format_encodes_with_its_profile() {
     let dir = scratch("ten-bit");
     let ivf = dir.join("ten.ivf");
     write_ivf(&ivf, 128, 96, &units);
-    let raw = ffmpeg(&["-i", ivf.to_str().unwrap(), "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "-"]);
+    let raw = ffmpeg(&[
+        "-i",
+        ivf.to_str().unwrap(),
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "yuv420p10le",
+        "-",
+    ]);
     assert_eq!(raw.len(), 4 * 128 * 96 * 3 / 2 * 2);
     let psnr = psnr_y10(&raw[..128 * 96 * 3], &clip10.frames[0], 128, 96);
     assert!(psnr > 35.0, "ffmpeg 10-bit PSNR {psnr:.1}");
@@ -112,7 +133,9 @@ fn force_key_unit_event_gives_a_key_frame() {
     let mut h = harness("max-key-frame-interval=1000", &clip);
     for (i, b) in buffers(&clip).into_iter().enumerate() {
         if i == 17 {
-            let event = gst_video::DownstreamForceKeyUnitEvent::builder().all_headers(true).build();
+            let event = gst_video::DownstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
             assert!(h.push_event(event));
         }
         h.push(b).unwrap();
@@ -124,7 +147,11 @@ fn force_key_unit_event_gives_a_key_frame() {
             keys.push((b.pts().unwrap().nseconds() * 30).div_ceil(1_000_000_000) as usize);
         }
     }
-    assert_eq!(keys, vec![0, 17], "key frames at the first and the forced frame");
+    assert_eq!(
+        keys,
+        vec![0, 17],
+        "key frames at the first and the forced frame"
+    );
 }
 
 /// Frames pushed before the first output, with the latency the element reports.
@@ -140,7 +167,13 @@ fn measured_delay(props: &str) -> (usize, gst::ClockTime) {
         }
     }
     let mut q = gst::query::Latency::new();
-    assert!(h.element().unwrap().static_pad("src").unwrap().query(&mut q));
+    assert!(
+        h.element()
+            .unwrap()
+            .static_pad("src")
+            .unwrap()
+            .query(&mut q)
+    );
     let (_, min, _) = q.result();
     (pushed, min)
 }
@@ -148,14 +181,29 @@ fn measured_delay(props: &str) -> (usize, gst::ClockTime) {
 #[test]
 fn reported_latency_is_the_encoders_real_delay() {
     let frame = gst::ClockTime::from_nseconds(1_000_000_000 / 30);
-    for props in ["", "rdo-lookahead-frames=0", "rdo-lookahead-frames=5", "rdo-lookahead-frames=-1", "low-latency=false rdo-lookahead-frames=1", "low-latency=false rdo-lookahead-frames=5", "low-latency=false rdo-lookahead-frames=8", "low-latency=false rdo-lookahead-frames=9", "rdo-lookahead-frames=30"] {
+    for props in [
+        "",
+        "rdo-lookahead-frames=0",
+        "rdo-lookahead-frames=5",
+        "rdo-lookahead-frames=-1",
+        "low-latency=false rdo-lookahead-frames=1",
+        "low-latency=false rdo-lookahead-frames=5",
+        "low-latency=false rdo-lookahead-frames=8",
+        "low-latency=false rdo-lookahead-frames=9",
+        "rdo-lookahead-frames=30",
+    ] {
         let (pushed, latency) = measured_delay(props);
         // The first packet comes out when frame `pushed` goes in: `pushed - 1` frames of delay.
         let delay = (pushed - 1) as u64;
-        eprintln!("rtav1enc {props}: first output after {pushed} frames, reported latency {latency}");
+        eprintln!(
+            "rtav1enc {props}: first output after {pushed} frames, reported latency {latency}"
+        );
         let expected = frame * delay;
         let diff = latency.nseconds().abs_diff(expected.nseconds());
-        assert!(diff < 1_000_000, "{props}: reported {latency} but measured {delay} frames ({expected})");
+        assert!(
+            diff < 1_000_000,
+            "{props}: reported {latency} but measured {delay} frames ({expected})"
+        );
     }
 }
 
@@ -171,7 +219,10 @@ fn bitrate_controls_the_size() {
     // 2 s of video: the target sizes are 15 kB and 150 kB.
     let (low, high) = (total_bytes(&low), total_bytes(&high));
     eprintln!("60 kbit/s: {low} bytes, 600 kbit/s: {high} bytes");
-    assert!(high > 3 * low, "600 kbit/s ({high} B) is not well above 60 kbit/s ({low} B)");
+    assert!(
+        high > 3 * low,
+        "600 kbit/s ({high} B) is not well above 60 kbit/s ({low} B)"
+    );
     assert!(low < 40_000, "60 kbit/s for 2 s gave {low} bytes");
 }
 
@@ -185,7 +236,12 @@ fn changing_the_bitrate_while_playing_restarts_at_a_key_frame() {
     }
     // The harness's element is the parsed bin; the encoder is its only child.
     let bin = h.element().unwrap().downcast::<gst::Bin>().unwrap();
-    let encoder = bin.iterate_elements().into_iter().flatten().find(|e| e.factory().is_some_and(|f| f.name() == "rtav1enc")).unwrap();
+    let encoder = bin
+        .iterate_elements()
+        .into_iter()
+        .flatten()
+        .find(|e| e.factory().is_some_and(|f| f.name() == "rtav1enc"))
+        .unwrap();
     encoder.set_property("bitrate", 400u32);
     for b in &buffers[20..] {
         h.push(b.clone()).unwrap();
@@ -196,11 +252,22 @@ fn changing_the_bitrate_while_playing_restarts_at_a_key_frame() {
         out.push(b);
     }
     assert_eq!(out.len(), 40, "every frame is encoded once");
-    let keys: Vec<usize> =
-        out.iter().enumerate().filter(|(_, b)| !b.flags().contains(gst::BufferFlags::DELTA_UNIT)).map(|(i, _)| i).collect();
-    assert_eq!(keys, vec![0, 20], "the new encoder starts with a key frame at the change");
+    let keys: Vec<usize> = out
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| !b.flags().contains(gst::BufferFlags::DELTA_UNIT))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        keys,
+        vec![0, 20],
+        "the new encoder starts with a key frame at the change"
+    );
     let pts: Vec<u64> = out.iter().map(|b| b.pts().unwrap().nseconds()).collect();
-    assert!(pts.windows(2).all(|w| w[0] < w[1]), "timestamps stay in order");
+    assert!(
+        pts.windows(2).all(|w| w[0] < w[1]),
+        "timestamps stay in order"
+    );
 }
 
 #[test]
@@ -224,16 +291,40 @@ fn frame_headers(units: &[gst::Buffer]) -> Vec<std::collections::HashMap<String,
     }
     std::fs::write(&path, raw).unwrap();
     let out = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-i", path.to_str().unwrap(), "-c", "copy", "-bsf:v", "trace_headers", "-f", "null", "-"])
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-i",
+            path.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-bsf:v",
+            "trace_headers",
+            "-f",
+            "null",
+            "-",
+        ])
         .output()
         .expect("ffmpeg runs");
-    assert!(out.status.success(), "ffmpeg trace_headers: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffmpeg trace_headers: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(dir);
     let mut frames: Vec<std::collections::HashMap<String, i64>> = Vec::new();
-    for line in String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains("[trace_headers")) {
+    for line in String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("[trace_headers"))
+    {
         // "[trace_headers @ 0x…] <bit position> <name> <bits> = <value>"
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(name), Some(value)) = (fields.get(4), fields.last().and_then(|v| v.parse::<i64>().ok())) else { continue };
+        let (Some(name), Some(value)) = (
+            fields.get(4),
+            fields.last().and_then(|v| v.parse::<i64>().ok()),
+        ) else {
+            continue;
+        };
         if *name == "frame_type" {
             frames.push(Default::default());
         }
@@ -245,7 +336,12 @@ fn frame_headers(units: &[gst::Buffer]) -> Vec<std::collections::HashMap<String,
 }
 
 fn key_frames(units: &[gst::Buffer]) -> Vec<usize> {
-    units.iter().enumerate().filter(|(_, b)| !b.flags().contains(gst::BufferFlags::DELTA_UNIT)).map(|(i, _)| i).collect()
+    units
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| !b.flags().contains(gst::BufferFlags::DELTA_UNIT))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 #[test]
@@ -263,7 +359,11 @@ fn tiles_and_tile_columns_rows_reach_the_frame_header() {
         let headers = frame_headers(&units);
         assert_eq!(headers.len(), 3, "{props}");
         for h in &headers {
-            assert_eq!((h["tile_cols_log2"], h["tile_rows_log2"]), (cols_log2, rows_log2), "{props}: {h:?}");
+            assert_eq!(
+                (h["tile_cols_log2"], h["tile_rows_log2"]),
+                (cols_log2, rows_log2),
+                "{props}: {h:?}"
+            );
         }
     }
 }
@@ -275,7 +375,11 @@ fn error_resilient_sets_the_frame_header_bit() {
         let (_, units) = encode(&clip, &format!("rtav1enc {props}"));
         let headers = frame_headers(&units);
         // Key frames are always error resilient (no field); inter frames carry the bit.
-        let inter: Vec<i64> = headers.iter().filter(|h| h["frame_type"] != 0).map(|h| h["error_resilient_mode"]).collect();
+        let inter: Vec<i64> = headers
+            .iter()
+            .filter(|h| h["frame_type"] != 0)
+            .map(|h| h["error_resilient_mode"])
+            .collect();
         assert_eq!(inter, vec![expected; 5], "{props}");
     }
 }
@@ -292,7 +396,10 @@ fn quantizer_trades_size_for_quality() {
         results.push((total_bytes(&units), mean));
     }
     for w in results.windows(2) {
-        assert!(w[0].0 > w[1].0 && w[0].1 > w[1].1, "a higher quantizer must be smaller and worse: {results:?}");
+        assert!(
+            w[0].0 > w[1].0 && w[0].1 > w[1].1,
+            "a higher quantizer must be smaller and worse: {results:?}"
+        );
     }
 }
 
@@ -300,13 +407,22 @@ fn quantizer_trades_size_for_quality() {
 fn speed_presets_and_threads_encode() {
     let clip = clip(320, 240, 8, "I420", "ball");
     let (_, reference) = encode(&clip, "rtav1enc");
-    for props in ["speed-preset=6", "speed-preset=8", "speed-preset=9 threads=1", "threads=1", "threads=3"] {
+    for props in [
+        "speed-preset=6",
+        "speed-preset=8",
+        "speed-preset=9 threads=1",
+        "threads=1",
+        "threads=3",
+    ] {
         let (caps, units) = encode(&clip, &format!("rtav1enc {props}"));
         assert_eq!(units.len(), 8, "{props}");
         let (_, frames) = decode(&caps, &units, "rtav1dec");
         let (mean, _) = psnr_stats(&frames, &clip.frames, 320, 240);
         assert!(mean >= MIN_MEAN_PSNR, "{props}: {mean:.1} dB");
-        let same = units.iter().zip(&reference).all(|(a, b)| *a.map_readable().unwrap() == *b.map_readable().unwrap());
+        let same = units
+            .iter()
+            .zip(&reference)
+            .all(|(a, b)| *a.map_readable().unwrap() == *b.map_readable().unwrap());
         if props.starts_with("threads") {
             // Below 640x360 the tiling does not follow the threads: the same bits, faster or slower.
             assert!(same, "{props}: threads changed the stream");
@@ -329,10 +445,21 @@ fn scene_cut_clip(n: usize) -> Clip {
 fn scene_detection_places_key_frames_at_cuts_only_when_asked() {
     let clip = scene_cut_clip(20);
     let (_, units) = encode(&clip, "rtav1enc max-key-frame-interval=1000");
-    assert_eq!(key_frames(&units), vec![0], "default (none): key frames only from the interval");
+    assert_eq!(
+        key_frames(&units),
+        vec![0],
+        "default (none): key frames only from the interval"
+    );
     for mode in ["fast", "standard"] {
-        let (_, units) = encode(&clip, &format!("rtav1enc max-key-frame-interval=1000 scene-detection={mode}"));
-        assert_eq!(key_frames(&units), vec![0, 20], "scene-detection={mode}: a key frame at the cut");
+        let (_, units) = encode(
+            &clip,
+            &format!("rtav1enc max-key-frame-interval=1000 scene-detection={mode}"),
+        );
+        assert_eq!(
+            key_frames(&units),
+            vec![0, 20],
+            "scene-detection={mode}: a key frame at the cut"
+        );
     }
 }
 
@@ -347,7 +474,10 @@ fn tune_changes_the_decisions_and_psnr_tune_wins_on_psnr() {
         eprintln!("tune={tune}: {} bytes, {mean:.2} dB", total_bytes(&units));
         psnr.push(mean);
     }
-    assert!(psnr[0] > psnr[1], "tune=psnr must give the higher PSNR at the same bitrate: {psnr:?}");
+    assert!(
+        psnr[0] > psnr[1],
+        "tune=psnr must give the higher PSNR at the same bitrate: {psnr:?}"
+    );
 }
 
 #[test]
@@ -359,9 +489,17 @@ fn a_low_bitrate_target_is_met() {
     let (_, free) = encode(&clip, "rtav1enc bitrate=150");
     let target = 150_000 / 8 * 2; // 2 s at 150 kbit/s
     let (capped, free) = (total_bytes(&capped), total_bytes(&free));
-    eprintln!("150 kbit/s for 2 s ({target} B): max-quantizer 100 gives {capped} B, 255 gives {free} B");
-    assert!(free < target * 3 / 2, "the target is met within 50 %: {free} B for {target} B");
-    assert!(capped > free * 3 / 2, "max-quantizer bounds the rate control: {capped} B against {free} B");
+    eprintln!(
+        "150 kbit/s for 2 s ({target} B): max-quantizer 100 gives {capped} B, 255 gives {free} B"
+    );
+    assert!(
+        free < target * 3 / 2,
+        "the target is met within 50 %: {free} B for {target} B"
+    );
+    assert!(
+        capped > free * 3 / 2,
+        "max-quantizer bounds the rate control: {capped} B against {free} B"
+    );
 }
 
 /// `rtav1enc` itself in a harness (pushes are synchronous: a property set
@@ -385,7 +523,13 @@ fn pull_all(h: &mut Harness) -> Vec<gst::Buffer> {
 
 fn latency_frames(h: &Harness) -> f64 {
     let mut q = gst::query::Latency::new();
-    assert!(h.element().unwrap().static_pad("src").unwrap().query(&mut q));
+    assert!(
+        h.element()
+            .unwrap()
+            .static_pad("src")
+            .unwrap()
+            .query(&mut q)
+    );
     q.result().1.nseconds() as f64 * 30.0 / 1e9
 }
 
@@ -393,7 +537,10 @@ fn latency_frames(h: &Harness) -> f64 {
 fn ready_only_properties_wait_for_the_next_start() {
     let clip = clip(160, 120, 20, "I420", "ball");
     let buffers = buffers(&clip);
-    let mut h = encoder_harness(&[("max-key-frame-interval", 1000u64.to_value())], &clip.caps());
+    let mut h = encoder_harness(
+        &[("max-key-frame-interval", 1000u64.to_value())],
+        &clip.caps(),
+    );
     let encoder = h.element().unwrap();
     for b in &buffers[..10] {
         h.push(b.clone()).unwrap();
@@ -407,27 +554,47 @@ fn ready_only_properties_wait_for_the_next_start() {
     }
     let out = pull_all(&mut h);
     assert_eq!(out.len(), 20);
-    assert_eq!(key_frames(&out), vec![0], "a READY-only change restarted the encoder");
-    assert!((latency_frames(&h) - 4.0).abs() < 0.05, "still 4 frames: {}", latency_frames(&h));
+    assert_eq!(
+        key_frames(&out),
+        vec![0],
+        "a READY-only change restarted the encoder"
+    );
+    assert!(
+        (latency_frames(&h) - 4.0).abs() < 0.05,
+        "still 4 frames: {}",
+        latency_frames(&h)
+    );
     // The next start reads them: without low latency and with 5 lookahead frames rav1e holds 14.
     encoder.set_state(gst::State::Ready).unwrap();
     h.play();
     h.push_event(gst::event::StreamStart::new("restarted"));
     h.push_event(gst::event::Caps::new(&clip.caps()));
-    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new()));
+    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::ClockTime,
+    >::new()));
     for b in &buffers {
         h.push(b.clone()).unwrap();
     }
     let out = pull_all(&mut h);
     assert_eq!(out.len(), 20);
-    assert!((latency_frames(&h) - 14.0).abs() < 0.05, "14 frames after the restart: {}", latency_frames(&h));
+    assert!(
+        (latency_frames(&h) - 14.0).abs() < 0.05,
+        "14 frames after the restart: {}",
+        latency_frames(&h)
+    );
 }
 
 #[test]
 fn live_and_ready_only_changes_together_restart_with_the_live_ones_only() {
     let clip = clip(160, 120, 30, "I420", "ball");
     let buffers = buffers(&clip);
-    let mut h = encoder_harness(&[("bitrate", 100u32.to_value()), ("max-key-frame-interval", 1000u64.to_value())], &clip.caps());
+    let mut h = encoder_harness(
+        &[
+            ("bitrate", 100u32.to_value()),
+            ("max-key-frame-interval", 1000u64.to_value()),
+        ],
+        &clip.caps(),
+    );
     let encoder = h.element().unwrap();
     for b in &buffers[..10] {
         h.push(b.clone()).unwrap();
@@ -443,9 +610,17 @@ fn live_and_ready_only_changes_together_restart_with_the_live_ones_only() {
     }
     let out = pull_all(&mut h);
     assert_eq!(out.len(), 30, "every frame once");
-    assert_eq!(key_frames(&out), vec![0, 20], "the live change restarts at its frame");
+    assert_eq!(
+        key_frames(&out),
+        vec![0, 20],
+        "the live change restarts at its frame"
+    );
     // The restarted context kept low latency: still 4 frames.
-    assert!((latency_frames(&h) - 4.0).abs() < 0.05, "{}", latency_frames(&h));
+    assert!(
+        (latency_frames(&h) - 4.0).abs() < 0.05,
+        "{}",
+        latency_frames(&h)
+    );
 }
 
 #[test]
@@ -458,7 +633,9 @@ fn new_caps_mid_stream_drain_the_old_format_first() {
     }
     h.set_src_caps(large.caps());
     for (i, mut b) in buffers(&large).into_iter().enumerate() {
-        b.make_mut().set_pts(gst::ClockTime::from_nseconds((10 + i as u64) * 1_000_000_000 / 30));
+        b.make_mut().set_pts(gst::ClockTime::from_nseconds(
+            (10 + i as u64) * 1_000_000_000 / 30,
+        ));
         h.push(b).unwrap();
     }
     h.push_event(gst::event::Eos::new());
@@ -467,9 +644,17 @@ fn new_caps_mid_stream_drain_the_old_format_first() {
         out.push(b);
     }
     assert_eq!(out.len(), 20, "every frame of both formats");
-    assert_eq!(key_frames(&out), vec![0, 10], "the new format starts with a key frame");
+    assert_eq!(
+        key_frames(&out),
+        vec![0, 10],
+        "the new format starts with a key frame"
+    );
     let caps = h.sinkpad().unwrap().current_caps().unwrap();
-    assert_eq!(caps.structure(0).unwrap().get::<i32>("width").unwrap(), 320, "{caps}");
+    assert_eq!(
+        caps.structure(0).unwrap().get::<i32>("width").unwrap(),
+        320,
+        "{caps}"
+    );
 }
 
 #[test]
@@ -489,18 +674,29 @@ fn a_failed_drain_before_new_caps_refuses_them_clearly() {
     // Downstream fails from now on: the 4 frames rav1e holds cannot go out.
     let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let f = failing.clone();
-    encoder.static_pad("src").unwrap().add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        if f.load(std::sync::atomic::Ordering::SeqCst) {
-            info.flow_res = Err(gst::FlowError::Error);
-            gst::PadProbeReturn::Handled
-        } else {
-            gst::PadProbeReturn::Ok
-        }
-    });
+    encoder
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if f.load(std::sync::atomic::Ordering::SeqCst) {
+                info.flow_res = Err(gst::FlowError::Error);
+                gst::PadProbeReturn::Handled
+            } else {
+                gst::PadProbeReturn::Ok
+            }
+        });
     failing.store(true, std::sync::atomic::Ordering::SeqCst);
     // (A refused sticky event still reads as pushed: the error message is what tells.)
     h.push_event(gst::event::Caps::new(&large.caps()));
-    let msg = bus.pop_filtered(&[gst::MessageType::Error]).expect("an error message");
-    let gst::MessageView::Error(e) = msg.view() else { unreachable!() };
-    assert!(e.error().to_string().contains("previous format"), "{}", e.error());
+    let msg = bus
+        .pop_filtered(&[gst::MessageType::Error])
+        .expect("an error message");
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    assert!(
+        e.error().to_string().contains("previous format"),
+        "{}",
+        e.error()
+    );
 }

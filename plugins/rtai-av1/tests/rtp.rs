@@ -16,9 +16,14 @@ const MTU: u32 = 200;
 #[test]
 fn packets_fit_the_mtu_and_carry_marker_and_n_bits() {
     let clip = clip(320, 240, 20, "I420", "ball");
-    let (caps, units) = encode(&clip, "rtav1enc max-key-frame-interval=10 min-key-frame-interval=10");
-    let (rtp_caps, packets) =
-        run_to_appsink(&format!("appsrc name=src ! rtav1pay mtu={MTU} ! appsink name=sink sync=false"), &[("src", caps, units.clone())]);
+    let (caps, units) = encode(
+        &clip,
+        "rtav1enc max-key-frame-interval=10 min-key-frame-interval=10",
+    );
+    let (rtp_caps, packets) = run_to_appsink(
+        &format!("appsrc name=src ! rtav1pay mtu={MTU} ! appsink name=sink sync=false"),
+        &[("src", caps, units.clone())],
+    );
     let s = rtp_caps.structure(0).unwrap();
     assert_eq!(s.get::<&str>("encoding-name").unwrap(), "AV1");
     assert_eq!(s.get::<i32>("clock-rate").unwrap(), 90000);
@@ -31,24 +36,45 @@ fn packets_fit_the_mtu_and_carry_marker_and_n_bits() {
             frames.push(Vec::new());
             last_ts = Some(rtp.timestamp());
         }
-        frames.last_mut().unwrap().push((rtp.is_marker(), rtp.payload().unwrap()[0]));
+        frames
+            .last_mut()
+            .unwrap()
+            .push((rtp.is_marker(), rtp.payload().unwrap()[0]));
     }
-    assert_eq!(frames.len(), units.len(), "one RTP timestamp per temporal unit");
+    assert_eq!(
+        frames.len(),
+        units.len(),
+        "one RTP timestamp per temporal unit"
+    );
     for (i, packets) in frames.iter().enumerate() {
         let markers: Vec<bool> = packets.iter().map(|(m, _)| *m).collect();
-        assert_eq!(markers.iter().filter(|m| **m).count(), 1, "frame {i}: one marker");
-        assert!(markers.last().unwrap(), "frame {i}: the marker is on the last packet");
+        assert_eq!(
+            markers.iter().filter(|m| **m).count(),
+            1,
+            "frame {i}: one marker"
+        );
+        assert!(
+            markers.last().unwrap(),
+            "frame {i}: the marker is on the last packet"
+        );
         // N (0x08) on the first packet of a coded video sequence: every key frame here.
         let n = packets[0].1 & 0x08 != 0;
         assert_eq!(n, i % 10 == 0, "frame {i}: N bit");
         // Z on every packet but the first of a unit that spans packets; Y on every but the last.
         for (j, (_, header)) in packets.iter().enumerate() {
             assert_eq!(header & 0x80 != 0, j > 0, "frame {i} packet {j}: Z");
-            assert_eq!(header & 0x40 != 0, j + 1 < packets.len(), "frame {i} packet {j}: Y");
+            assert_eq!(
+                header & 0x40 != 0,
+                j + 1 < packets.len(),
+                "frame {i} packet {j}: Y"
+            );
         }
     }
     let sizes: Vec<usize> = frames.iter().map(|f| f.len()).collect();
-    assert!(sizes.iter().any(|&n| n > 2), "the key frames span several packets at this MTU: {sizes:?}");
+    assert!(
+        sizes.iter().any(|&n| n > 2),
+        "the key frames span several packets at this MTU: {sizes:?}"
+    );
 }
 
 #[test]
@@ -56,13 +82,21 @@ fn pay_depay_decode_is_bit_exact() {
     let clip = clip(320, 240, 30, "I420", "ball");
     let (caps, units) = encode(&clip, "rtav1enc");
     let (_, direct) = decode(&caps, &units, "rtav1dec");
-    let (_, through_rtp) = decode(&caps, &units, &format!("rtav1pay mtu={MTU} ! rtav1depay ! rtav1dec"));
+    let (_, through_rtp) = decode(
+        &caps,
+        &units,
+        &format!("rtav1pay mtu={MTU} ! rtav1depay ! rtav1dec"),
+    );
     assert_eq!(through_rtp.len(), direct.len());
     assert!(through_rtp == direct, "RTP round trip changed the pictures");
 }
 
 fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -92,18 +126,29 @@ fn udp_loss_recovers_at_the_next_key_frame() {
     let dropped = Arc::new(Mutex::new((0usize, (), (), false)));
     let d = dropped.clone();
     // rtav1pay pushes each temporal unit as a buffer list.
-    sender.by_name("pay").unwrap().static_pad("src").unwrap().add_probe(gst::PadProbeType::BUFFER_LIST, move |_, info| {
-        let Some(gst::PadProbeData::BufferList(list)) = info.data.as_mut() else { return gst::PadProbeReturn::Ok };
-        let mut d = d.lock().unwrap();
-        let (frame, _, _, done) = &mut *d;
-        if *frame == LOST_FRAME && list.len() > 1 {
-            list.make_mut().remove(1..2);
-            *done = true;
-        }
-        *frame += 1;
-        gst::PadProbeReturn::Ok
-    });
-    let src = sender.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    sender
+        .by_name("pay")
+        .unwrap()
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER_LIST, move |_, info| {
+            let Some(gst::PadProbeData::BufferList(list)) = info.data.as_mut() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let mut d = d.lock().unwrap();
+            let (frame, _, _, done) = &mut *d;
+            if *frame == LOST_FRAME && list.len() > 1 {
+                list.make_mut().remove(1..2);
+                *done = true;
+            }
+            *frame += 1;
+            gst::PadProbeReturn::Ok
+        });
+    let src = sender
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
     src.set_caps(Some(&clip.caps()));
     sender.set_state(gst::State::Playing).unwrap();
     for b in buffers(&clip) {
@@ -111,33 +156,62 @@ fn udp_loss_recovers_at_the_next_key_frame() {
     }
     src.end_of_stream().unwrap();
     let bus = sender.bus().unwrap();
-    let msg = bus.timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error]).unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .unwrap();
     assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
-    assert!(dropped.lock().unwrap().3, "a packet of frame {LOST_FRAME} was dropped (it spans several packets)");
+    assert!(
+        dropped.lock().unwrap().3,
+        "a packet of frame {LOST_FRAME} was dropped (it spans several packets)"
+    );
 
     // UDP carries no EOS: collect until the receiver has had nothing for 3 s.
-    let sink = receiver.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let sink = receiver
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     let mut decoded = Vec::new();
     let mut info = None;
     while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(3)) {
-        let i = info.get_or_insert_with(|| gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap()).clone();
-        decoded.push(pack(&gst_video::VideoFrameRef::from_buffer_ref_readable(sample.buffer().unwrap(), &i).unwrap()));
+        let i = info
+            .get_or_insert_with(|| gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap())
+            .clone();
+        decoded.push(pack(
+            &gst_video::VideoFrameRef::from_buffer_ref_readable(sample.buffer().unwrap(), &i)
+                .unwrap(),
+        ));
     }
-    let stats = receiver.by_name("depay").unwrap().property::<gst::Structure>("av1-stats");
+    let stats = receiver
+        .by_name("depay")
+        .unwrap()
+        .property::<gst::Structure>("av1-stats");
     receiver.set_state(gst::State::Null).unwrap();
     sender.set_state(gst::State::Null).unwrap();
     eprintln!("received {} frames; depayloader {stats}", decoded.len());
 
     // Frames 0..LOST_FRAME, then nothing until the key frame at KEY_INTERVAL, then the rest.
-    let expected: Vec<usize> = (0..LOST_FRAME).chain(KEY_INTERVAL..clip.frames.len()).collect();
+    let expected: Vec<usize> = (0..LOST_FRAME)
+        .chain(KEY_INTERVAL..clip.frames.len())
+        .collect();
     assert_eq!(decoded.len(), expected.len(), "{stats}");
     for (out, &source) in decoded.iter().zip(&expected) {
         let psnr = psnr_y(out, &clip.frames[source], 320, 240);
         assert!(psnr >= 30.0, "output for frame {source}: {psnr:.1} dB");
     }
     assert_eq!(stats.get::<u64>("dropped-units").unwrap(), 1, "{stats}");
-    assert_eq!(stats.get::<u64>("skipped-until-keyframe").unwrap(), (KEY_INTERVAL - LOST_FRAME - 1) as u64, "{stats}");
-    assert!(stats.get::<u64>("keyframe-requests").unwrap() >= 1, "{stats}");
+    assert_eq!(
+        stats.get::<u64>("skipped-until-keyframe").unwrap(),
+        (KEY_INTERVAL - LOST_FRAME - 1) as u64,
+        "{stats}"
+    );
+    assert!(
+        stats.get::<u64>("keyframe-requests").unwrap() >= 1,
+        "{stats}"
+    );
 }
 
 /// Pulls decoded frames from `sink` until none came for `quiet` (UDP carries no EOS).
@@ -145,8 +219,13 @@ fn pull_until_quiet(sink: &gst_app::AppSink, quiet: gst::ClockTime) -> Vec<Vec<u
     let mut decoded = Vec::new();
     let mut info = None;
     while let Some(sample) = sink.try_pull_sample(quiet) {
-        let i = info.get_or_insert_with(|| gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap()).clone();
-        decoded.push(pack(&gst_video::VideoFrameRef::from_buffer_ref_readable(sample.buffer().unwrap(), &i).unwrap()));
+        let i = info
+            .get_or_insert_with(|| gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap())
+            .clone();
+        decoded.push(pack(
+            &gst_video::VideoFrameRef::from_buffer_ref_readable(sample.buffer().unwrap(), &i)
+                .unwrap(),
+        ));
     }
     decoded
 }
@@ -155,31 +234,48 @@ fn pull_until_quiet(sink: &gst_app::AppSink, quiet: gst::ClockTime) -> Vec<Vec<u
 /// the sink `last` (it syncs: 30 fps). Not the pipeline's EOS: RTCP keeps rtpbin's
 /// other sinks going.
 fn send_clip(sender: &gst::Pipeline, clip: &Clip, last: &str) {
-    let src = sender.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let src = sender
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
     src.set_caps(Some(&clip.caps()));
     let (eos_tx, eos_rx) = std::sync::mpsc::channel();
-    sender.by_name(last).unwrap().static_pad("sink").unwrap().add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-        if let Some(gst::PadProbeData::Event(e)) = &info.data
-            && e.type_() == gst::EventType::Eos
-        {
-            let _ = eos_tx.send(());
-        }
-        gst::PadProbeReturn::Ok
-    });
+    sender
+        .by_name(last)
+        .unwrap()
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(e)) = &info.data
+                && e.type_() == gst::EventType::Eos
+            {
+                let _ = eos_tx.send(());
+            }
+            gst::PadProbeReturn::Ok
+        });
     sender.set_state(gst::State::Playing).unwrap();
     for b in buffers(clip) {
         src.push_buffer(b).unwrap();
     }
     src.end_of_stream().unwrap();
     let finished = eos_rx.recv_timeout(std::time::Duration::from_secs(60));
-    if let Some(msg) = sender.bus().unwrap().pop_filtered(&[gst::MessageType::Error]) {
+    if let Some(msg) = sender
+        .bus()
+        .unwrap()
+        .pop_filtered(&[gst::MessageType::Error])
+    {
         panic!("sender: {msg:?}");
     }
     finished.expect("the clip reaches the sender's RTP sink");
 }
 
 fn assert_frames_match(decoded: &[Vec<u8>], clip: &Clip) {
-    assert_eq!(decoded.len(), clip.frames.len(), "every frame arrives and decodes");
+    assert_eq!(
+        decoded.len(),
+        clip.frames.len(),
+        "every frame arrives and decodes"
+    );
     for (i, (out, source)) in decoded.iter().zip(&clip.frames).enumerate() {
         let psnr = psnr_y(out, source, clip.width(), clip.height());
         assert!(psnr >= 30.0, "frame {i}: {psnr:.1} dB");
@@ -190,7 +286,8 @@ fn assert_frames_match(decoded: &[Vec<u8>], clip: &Clip) {
 fn rtpbin_send_and_receive_sessions_over_udp() {
     init();
     let clip = clip(320, 240, 45, "I420", "smpte horizontal-speed=4");
-    let (rtp, rtcp_to_receiver, rtcp_to_sender) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let (rtp, rtcp_to_receiver, rtcp_to_sender) =
+        (free_udp_port(), free_udp_port(), free_udp_port());
     // The receiving session: RTP and the sender's RTCP in, its own RTCP (receiver reports) back.
     let receiver = gst::parse::launch(&format!(
         "rtpbin name=rtpbin \
@@ -226,9 +323,16 @@ fn rtpbin_send_and_receive_sessions_over_udp() {
     .downcast::<gst::Pipeline>()
     .unwrap();
     send_clip(&sender, &clip, "rtpsink");
-    let sink = receiver.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let sink = receiver
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     let decoded = pull_until_quiet(&sink, gst::ClockTime::from_seconds(3));
-    let stats = receiver.by_name("depay").unwrap().property::<gst::Structure>("av1-stats");
+    let stats = receiver
+        .by_name("depay")
+        .unwrap()
+        .property::<gst::Structure>("av1-stats");
     // The BYE follows the sender's EOS over RTCP; wait for it (or 10 s).
     let mut events: Vec<(&str, u32)> = Vec::new();
     while let Ok(e) = ssrc_rx.recv_timeout(std::time::Duration::from_secs(10)) {
@@ -247,8 +351,17 @@ fn rtpbin_send_and_receive_sessions_over_udp() {
     let names: Vec<&str> = events.iter().map(|e| e.0).collect();
     assert_eq!(names.first(), Some(&"on-new-ssrc"), "{events:?}");
     assert_eq!(names.last(), Some(&"on-bye-ssrc"), "{events:?}");
-    assert!(names[1..names.len() - 1].iter().all(|n| *n == "on-ssrc-sdes") && names.len() >= 3, "{events:?}");
-    assert!(events.iter().all(|e| Some(e.1) == ssrc), "one SSRC throughout: {events:?}");
+    assert!(
+        names[1..names.len() - 1]
+            .iter()
+            .all(|n| *n == "on-ssrc-sdes")
+            && names.len() >= 3,
+        "{events:?}"
+    );
+    assert!(
+        events.iter().all(|e| Some(e.1) == ssrc),
+        "one SSRC throughout: {events:?}"
+    );
 }
 
 /// Connects `from`'s ICE candidates to `to` (both webrtcbins in this process).
@@ -276,7 +389,10 @@ fn webrtcbin_to_webrtcbin_carries_rtav1enc_to_rtav1dec() {
     .downcast::<gst::Pipeline>()
     .unwrap();
     let receiver = gst::Pipeline::new();
-    let recv = gst::ElementFactory::make("webrtcbin").property_from_str("bundle-policy", "max-bundle").build().unwrap();
+    let recv = gst::ElementFactory::make("webrtcbin")
+        .property_from_str("bundle-policy", "max-bundle")
+        .build()
+        .unwrap();
     receiver.add(&recv).unwrap();
     let send = sender.by_name("webrtc").unwrap();
     relay_ice(&send, &recv);
@@ -286,15 +402,25 @@ fn webrtcbin_to_webrtcbin_carries_rtav1enc_to_rtav1dec() {
     let (sink_tx, sink_rx) = std::sync::mpsc::channel::<gst_app::AppSink>();
     let receiver_weak = receiver.downgrade();
     recv.connect_pad_added(move |_, pad| {
-        let Some(receiver) = receiver_weak.upgrade() else { return };
+        let Some(receiver) = receiver_weak.upgrade() else {
+            return;
+        };
         if pad.direction() != gst::PadDirection::Src {
             return;
         }
-        let bin = gst::parse::bin_from_description("rtav1depay name=depay ! rtav1dec ! appsink name=sink sync=false", true).unwrap();
+        let bin = gst::parse::bin_from_description(
+            "rtav1depay name=depay ! rtav1dec ! appsink name=sink sync=false",
+            true,
+        )
+        .unwrap();
         receiver.add(&bin).unwrap();
         bin.sync_state_with_parent().unwrap();
         pad.link(&bin.static_pad("sink").unwrap()).unwrap();
-        let sink = bin.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+        let sink = bin
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
         let _ = sink_tx.send(sink);
     });
 
@@ -304,7 +430,9 @@ fn webrtcbin_to_webrtcbin_carries_rtav1enc_to_rtav1dec() {
     send.connect("on-negotiation-needed", false, move |_| {
         let (send, recv, done) = (send_weak.clone(), recv_weak.clone(), done_tx.clone());
         let promise = gst::Promise::with_change_func(move |reply| {
-            let (Some(send), Some(recv)) = (send.upgrade(), recv.upgrade()) else { return };
+            let (Some(send), Some(recv)) = (send.upgrade(), recv.upgrade()) else {
+                return;
+            };
             let offer = match reply {
                 Ok(Some(r)) => r.value("offer").unwrap().clone(),
                 other => return drop(done.send(Err(format!("no offer: {other:?}")))),
@@ -318,11 +446,20 @@ fn webrtcbin_to_webrtcbin_carries_rtav1enc_to_rtav1dec() {
                         Ok(Some(r)) => r.value("answer").unwrap().clone(),
                         other => return drop(done.send(Err(format!("no answer: {other:?}")))),
                     };
-                    recv3.emit_by_name::<()>("set-local-description", &[&answer, &None::<gst::Promise>]);
-                    send.emit_by_name::<()>("set-remote-description", &[&answer, &None::<gst::Promise>]);
+                    recv3.emit_by_name::<()>(
+                        "set-local-description",
+                        &[&answer, &None::<gst::Promise>],
+                    );
+                    send.emit_by_name::<()>(
+                        "set-remote-description",
+                        &[&answer, &None::<gst::Promise>],
+                    );
                     let _ = done.send(Ok(()));
                 });
-                recv2.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &answer_promise]);
+                recv2.emit_by_name::<()>(
+                    "create-answer",
+                    &[&None::<gst::Structure>, &answer_promise],
+                );
             });
             recv.emit_by_name::<()>("set-remote-description", &[&offer, &answered]);
         });
@@ -332,10 +469,17 @@ fn webrtcbin_to_webrtcbin_carries_rtav1enc_to_rtav1dec() {
         None
     });
     receiver.set_state(gst::State::Playing).unwrap();
-    let src = sender.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let src = sender
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
     src.set_caps(Some(&clip.caps()));
     sender.set_state(gst::State::Playing).unwrap();
-    done_rx.recv_timeout(std::time::Duration::from_secs(20)).expect("negotiation finishes").unwrap();
+    done_rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("negotiation finishes")
+        .unwrap();
 
     // The receiving pad appears once media flows: feed the clip at 30 fps, live.
     let feeder = {
@@ -357,26 +501,53 @@ fn webrtcbin_to_webrtcbin_carries_rtav1enc_to_rtav1dec() {
             let _ = src.end_of_stream();
         })
     };
-    let sink = sink_rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the receiver gets a stream");
+    let sink = sink_rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the receiver gets a stream");
     let decoded = pull_until_quiet(&sink, gst::ClockTime::from_seconds(3));
     feeder.join().unwrap();
-    let errors: Vec<gst::Message> = [&sender, &receiver].iter().filter_map(|p| p.bus().unwrap().pop_filtered(&[gst::MessageType::Error])).collect();
+    let errors: Vec<gst::Message> = [&sender, &receiver]
+        .iter()
+        .filter_map(|p| p.bus().unwrap().pop_filtered(&[gst::MessageType::Error]))
+        .collect();
     sender.set_state(gst::State::Null).unwrap();
     receiver.set_state(gst::State::Null).unwrap();
     assert!(errors.is_empty(), "{errors:?}");
-    eprintln!("webrtcbin: {} of {} frames decoded", decoded.len(), clip.frames.len());
+    eprintln!(
+        "webrtcbin: {} of {} frames decoded",
+        decoded.len(),
+        clip.frames.len()
+    );
     // Until ICE and DTLS are up the first frames have nowhere to go; from the first
     // key frame that gets through (the depayloader asks for one) on, every frame
     // arrives, in order (the bars move: each frame matches one source frame only).
     let (w, h) = (clip.width(), clip.height());
     let first = (0..clip.frames.len())
-        .max_by(|&a, &b| psnr_y(&decoded[0], &clip.frames[a], w, h).total_cmp(&psnr_y(&decoded[0], &clip.frames[b], w, h)))
+        .max_by(|&a, &b| {
+            psnr_y(&decoded[0], &clip.frames[a], w, h).total_cmp(&psnr_y(
+                &decoded[0],
+                &clip.frames[b],
+                w,
+                h,
+            ))
+        })
         .unwrap();
     eprintln!("the first decoded frame is source frame {first}");
-    assert!(first < clip.frames.len() / 2, "frames start flowing within a second: from {first}");
-    assert_eq!(decoded.len(), clip.frames.len() - first, "every frame from {first} on");
+    assert!(
+        first < clip.frames.len() / 2,
+        "frames start flowing within a second: from {first}"
+    );
+    assert_eq!(
+        decoded.len(),
+        clip.frames.len() - first,
+        "every frame from {first} on"
+    );
     for (i, out) in decoded.iter().enumerate() {
         let psnr = psnr_y(out, &clip.frames[first + i], w, h);
-        assert!(psnr >= 30.0, "decoded frame {i} against source frame {}: {psnr:.1} dB", first + i);
+        assert!(
+            psnr >= 30.0,
+            "decoded frame {i} against source frame {}: {psnr:.1} dB",
+            first + i
+        );
     }
 }

@@ -10,8 +10,13 @@
 
 use std::sync::LazyLock;
 
-static CAT: LazyLock<gst::DebugCategory> =
-    LazyLock::new(|| gst::DebugCategory::new("rtai-inference", gst::DebugColorFlags::empty(), Some("rtai inference results")));
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "rtai-inference",
+        gst::DebugColorFlags::empty(),
+        Some("rtai inference results"),
+    )
+});
 
 /// Name of the ROI param structure with a detection's confidence, class id, label and model.
 pub const DETECTION_PARAM: &str = "detection";
@@ -20,7 +25,8 @@ pub const OBJECT_ID_PARAM: &str = "object_id";
 /// Name of the custom meta that carries a non-detection inference result.
 pub const INFERENCE_META_NAME: &str = "RtaiInferenceMeta";
 
-static META_REGISTERED: LazyLock<()> = LazyLock::new(|| crate::custom_meta::register_once(INFERENCE_META_NAME));
+static META_REGISTERED: LazyLock<()> =
+    LazyLock::new(|| crate::custom_meta::register_once(INFERENCE_META_NAME));
 
 /// One inference result other than detections.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -47,7 +53,9 @@ impl InferenceResult {
         Self::register();
         let mut meta = match gst::meta::CustomMeta::from_mut_buffer(buffer, INFERENCE_META_NAME) {
             Ok(meta) => meta,
-            Err(_) => gst::meta::CustomMeta::add(buffer, INFERENCE_META_NAME).expect("registered above"),
+            Err(_) => {
+                gst::meta::CustomMeta::add(buffer, INFERENCE_META_NAME).expect("registered above")
+            }
         };
         let s = meta.mut_structure();
         s.set("kind", self.kind.as_str());
@@ -78,7 +86,11 @@ impl InferenceResult {
             let kind = s.get::<String>("kind").map_err(|e| e.to_string())?;
             let text = s.get::<String>("text").map_err(|e| e.to_string())?;
             let opt = |field: &str| -> Result<(), String> {
-                if s.has_field(field) { Err(format!("field {field} has the wrong type")) } else { Ok(()) }
+                if s.has_field(field) {
+                    Err(format!("field {field} has the wrong type"))
+                } else {
+                    Ok(())
+                }
             };
             let model = match s.get::<String>("model") {
                 Ok(m) => Some(m),
@@ -97,7 +109,14 @@ impl InferenceResult {
                 Ok(v) => Some(v),
                 Err(_) => opt("segment-id").map(|_| None)?,
             };
-            Ok(Self { kind, text, model, confidence, round_trip, segment_id })
+            Ok(Self {
+                kind,
+                text,
+                model,
+                confidence,
+                round_trip,
+                segment_id,
+            })
         })();
         match parsed {
             Ok(r) => Some(r),
@@ -134,11 +153,28 @@ mod tests {
         gst::init().unwrap();
         let cases = [
             gst::Structure::builder("x").field("text", "a").build(),
-            gst::Structure::builder("x").field("kind", "transcript").build(),
-            gst::Structure::builder("x").field("kind", 1i32).field("text", "a").build(),
-            gst::Structure::builder("x").field("kind", "t").field("text", "a").field("confidence", 2.0f64).build(),
-            gst::Structure::builder("x").field("kind", "t").field("text", "a").field("confidence", "high").build(),
-            gst::Structure::builder("x").field("kind", "t").field("text", "a").field("segment-id", -1i32).build(),
+            gst::Structure::builder("x")
+                .field("kind", "transcript")
+                .build(),
+            gst::Structure::builder("x")
+                .field("kind", 1i32)
+                .field("text", "a")
+                .build(),
+            gst::Structure::builder("x")
+                .field("kind", "t")
+                .field("text", "a")
+                .field("confidence", 2.0f64)
+                .build(),
+            gst::Structure::builder("x")
+                .field("kind", "t")
+                .field("text", "a")
+                .field("confidence", "high")
+                .build(),
+            gst::Structure::builder("x")
+                .field("kind", "t")
+                .field("text", "a")
+                .field("segment-id", -1i32)
+                .build(),
         ];
         for s in cases {
             assert_eq!(InferenceResult::from_structure(&s), None, "{s}");

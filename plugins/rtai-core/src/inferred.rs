@@ -9,7 +9,8 @@ use std::sync::LazyLock;
 /// Name of the custom meta; its structure has `model` (string) and `detections` (guint).
 pub const INFERRED_META_NAME: &str = "RtaiInferredMeta";
 
-static REGISTERED: LazyLock<()> = LazyLock::new(|| crate::custom_meta::register_once(INFERRED_META_NAME));
+static REGISTERED: LazyLock<()> =
+    LazyLock::new(|| crate::custom_meta::register_once(INFERRED_META_NAME));
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct InferredMeta {
@@ -29,7 +30,9 @@ impl InferredMeta {
         Self::register();
         let mut meta = match gst::meta::CustomMeta::from_mut_buffer(buffer, INFERRED_META_NAME) {
             Ok(meta) => meta,
-            Err(_) => gst::meta::CustomMeta::add(buffer, INFERRED_META_NAME).expect("registered above"),
+            Err(_) => {
+                gst::meta::CustomMeta::add(buffer, INFERRED_META_NAME).expect("registered above")
+            }
         };
         let s = meta.mut_structure();
         s.set("model", self.model.as_str());
@@ -40,7 +43,10 @@ impl InferredMeta {
     pub fn get(buffer: &gst::BufferRef) -> Option<Self> {
         let meta = gst::meta::CustomMeta::from_buffer(buffer, INFERRED_META_NAME).ok()?;
         let s = meta.structure();
-        Some(Self { model: s.get::<String>("model").unwrap_or_default(), detections: s.get::<u32>("detections").ok()? })
+        Some(Self {
+            model: s.get::<String>("model").unwrap_or_default(),
+            detections: s.get::<u32>("detections").ok()?,
+        })
     }
 }
 
@@ -54,9 +60,27 @@ mod tests {
         let mut buffer = gst::Buffer::new();
         assert_eq!(InferredMeta::get(&buffer), None);
         let b = buffer.get_mut().unwrap();
-        InferredMeta { model: "m".into(), detections: 0 }.attach(b);
-        InferredMeta { model: "m".into(), detections: 2 }.attach(b);
-        assert_eq!(InferredMeta::get(&buffer), Some(InferredMeta { model: "m".into(), detections: 2 }));
-        assert_eq!(buffer.iter_meta::<gst::Meta>().count(), 1, "replaced, not added");
+        InferredMeta {
+            model: "m".into(),
+            detections: 0,
+        }
+        .attach(b);
+        InferredMeta {
+            model: "m".into(),
+            detections: 2,
+        }
+        .attach(b);
+        assert_eq!(
+            InferredMeta::get(&buffer),
+            Some(InferredMeta {
+                model: "m".into(),
+                detections: 2
+            })
+        );
+        assert_eq!(
+            buffer.iter_meta::<gst::Meta>().count(),
+            1,
+            "replaced, not added"
+        );
     }
 }

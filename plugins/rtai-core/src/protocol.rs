@@ -29,7 +29,8 @@ pub const EVENT_CANCEL: &str = "rtai-segment-cancel";
 /// Name of the element message an element posts after acting on a cancel.
 pub const MESSAGE_CANCEL_ACK: &str = "cancel-ack";
 
-static META_REGISTERED: LazyLock<()> = LazyLock::new(|| crate::custom_meta::register_once(SEGMENT_META_NAME));
+static META_REGISTERED: LazyLock<()> =
+    LazyLock::new(|| crate::custom_meta::register_once(SEGMENT_META_NAME));
 
 /// The segment-id meta: a `GstCustomMeta` named [`SEGMENT_META_NAME`].
 pub struct SegmentIdMeta;
@@ -86,19 +87,30 @@ pub enum SegmentEvent {
 impl SegmentEvent {
     pub fn id(&self) -> u64 {
         match self {
-            Self::Start { id, .. } | Self::Commit { id } | Self::End { id } | Self::Cancel { id, .. } => *id,
+            Self::Start { id, .. }
+            | Self::Commit { id }
+            | Self::End { id }
+            | Self::Cancel { id, .. } => *id,
         }
     }
 
     pub fn to_structure(&self) -> gst::Structure {
         match self {
-            Self::Start { id, running_time, lookback } => gst::Structure::builder(EVENT_START)
+            Self::Start {
+                id,
+                running_time,
+                lookback,
+            } => gst::Structure::builder(EVENT_START)
                 .field("segment-id", id)
                 .field("running-time", running_time.nseconds())
                 .field("lookback", lookback.nseconds())
                 .build(),
-            Self::Commit { id } => gst::Structure::builder(EVENT_COMMIT).field("segment-id", id).build(),
-            Self::End { id } => gst::Structure::builder(EVENT_END).field("segment-id", id).build(),
+            Self::Commit { id } => gst::Structure::builder(EVENT_COMMIT)
+                .field("segment-id", id)
+                .build(),
+            Self::End { id } => gst::Structure::builder(EVENT_END)
+                .field("segment-id", id)
+                .build(),
             Self::Cancel { id, reason } => gst::Structure::builder(EVENT_CANCEL)
                 .field("segment-id", id)
                 .field("reason", reason)
@@ -130,13 +142,19 @@ impl SegmentEvent {
                     running_time: gst::ClockTime::from_nseconds(
                         s.get::<u64>("running-time").map_err(|e| e.to_string())?,
                     ),
-                    lookback: gst::ClockTime::from_nseconds(s.get::<u64>("lookback").map_err(|e| e.to_string())?),
+                    lookback: gst::ClockTime::from_nseconds(
+                        s.get::<u64>("lookback").map_err(|e| e.to_string())?,
+                    ),
                 },
                 EVENT_COMMIT => Self::Commit { id },
                 EVENT_END => Self::End { id },
                 EVENT_CANCEL => Self::Cancel {
                     id,
-                    reason: s.get::<Option<String>>("reason").ok().flatten().unwrap_or_default(),
+                    reason: s
+                        .get::<Option<String>>("reason")
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default(),
                 },
                 other => return Err(format!("unknown protocol structure {other}")),
             })
@@ -185,7 +203,9 @@ impl CancelAck {
 
     /// An element message from `src`, ready for `post_message`.
     pub fn to_message(&self, src: &impl IsA<gst::Object>) -> gst::Message {
-        gst::message::Element::builder(self.to_structure()).src(src).build()
+        gst::message::Element::builder(self.to_structure())
+            .src(src)
+            .build()
     }
 
     pub fn from_structure(s: &gst::StructureRef) -> Option<Self> {
@@ -238,7 +258,11 @@ impl Default for CancelTracker {
 impl CancelTracker {
     pub fn with_capacity(capacity: usize) -> Self {
         assert!(capacity > 0, "a CancelTracker must hold at least one id");
-        Self { capacity, order: VecDeque::with_capacity(capacity), ids: HashSet::with_capacity(capacity) }
+        Self {
+            capacity,
+            order: VecDeque::with_capacity(capacity),
+            ids: HashSet::with_capacity(capacity),
+        }
     }
 
     /// Records a cancel; returns false if the id was already known.

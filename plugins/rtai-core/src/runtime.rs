@@ -6,7 +6,11 @@ use std::sync::LazyLock;
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map(|n| n.get().clamp(2, 4)).unwrap_or(2))
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map(|n| n.get().clamp(2, 4))
+                .unwrap_or(2),
+        )
         .thread_name("rtai-runtime")
         .enable_all()
         .build()
@@ -33,7 +37,11 @@ mod tests {
     #[test]
     fn runtime_runs_tasks_off_the_calling_thread() {
         let caller = std::thread::current().id();
-        let worker = super::runtime().block_on(async { tokio::spawn(async { std::thread::current().id() }).await.unwrap() });
+        let worker = super::runtime().block_on(async {
+            tokio::spawn(async { std::thread::current().id() })
+                .await
+                .unwrap()
+        });
         assert_ne!(caller, worker);
     }
 }

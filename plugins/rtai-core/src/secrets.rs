@@ -5,11 +5,15 @@
 /// `url` with the password of its `user:password@` part replaced by `***`
 /// (`postgres://app:s3cret@db/x` → `postgres://app:***@db/x`); anything else unchanged.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
     let rest = &url[scheme_end..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else { return url.to_string() };
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
     let userinfo = &authority[..at];
     let user = match userinfo.find(':') {
         Some(colon) => &userinfo[..colon],
@@ -17,25 +21,72 @@ pub fn redact_url(url: &str) -> String {
         None if !userinfo.is_empty() => "***",
         None => "",
     };
-    let redacted = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+    let redacted = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        user.to_string()
+    };
     format!("{}{}{}", &url[..scheme_end], redacted, &rest[at..])
 }
 
 /// Parameter names holding secrets contain one of these (compared in lower case).
 /// Redacting a harmless parameter (`sslkey`, a file path) costs nothing.
-const SECRET_WORDS: &[&str] = &["pass", "pwd", "token", "secret", "key", "credential", "signature"];
+const SECRET_WORDS: &[&str] = &[
+    "pass",
+    "pwd",
+    "token",
+    "secret",
+    "key",
+    "credential",
+    "signature",
+];
 
 /// What replaces a connection string that cannot be parsed (it may hold a password anywhere).
 pub const UNPARSABLE: &str = "(an unparsable connection string, not shown)";
 
 /// libpq's connection keywords (PostgreSQL 16 `libpq` docs, "Parameter Key Words").
 const LIBPQ_KEYWORDS: &[&str] = &[
-    "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "require_auth", "channel_binding", "connect_timeout",
-    "client_encoding", "options", "application_name", "fallback_application_name", "keepalives", "keepalives_idle",
-    "keepalives_interval", "keepalives_count", "tcp_user_timeout", "replication", "gssencmode", "sslmode", "requiressl",
-    "sslcompression", "sslcert", "sslkey", "sslpassword", "sslcertmode", "sslrootcert", "sslcrl", "sslcrldir", "sslsni",
-    "requirepeer", "ssl_min_protocol_version", "ssl_max_protocol_version", "krbsrvname", "gsslib", "gssdelegation", "service",
-    "target_session_attrs", "load_balance_hosts",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "require_auth",
+    "channel_binding",
+    "connect_timeout",
+    "client_encoding",
+    "options",
+    "application_name",
+    "fallback_application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "replication",
+    "gssencmode",
+    "sslmode",
+    "requiressl",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslcertmode",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "requirepeer",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "krbsrvname",
+    "gsslib",
+    "gssdelegation",
+    "service",
+    "target_session_attrs",
+    "load_balance_hosts",
 ];
 
 fn is_secret(key: &str) -> bool {
@@ -46,7 +97,9 @@ fn is_secret(key: &str) -> bool {
 /// The keyword of a `keyword = value` string's first pair.
 fn first_keyword(s: &str) -> Option<&str> {
     let s = s.trim_start();
-    let end = s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(s.len());
+    let end = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(s.len());
     (end > 0 && s[end..].trim_start().starts_with('=')).then(|| &s[..end])
 }
 
@@ -114,12 +167,23 @@ fn conninfo_pairs(s: &str) -> Option<Vec<(&str, std::ops::Range<usize>)>> {
 
 /// `url`'s query parameters named like secrets with their values replaced by `***`.
 fn redact_query(url: &str) -> String {
-    let Some(q) = url.find('?') else { return url.to_string() };
+    let Some(q) = url.find('?') else {
+        return url.to_string();
+    };
     let end = url[q..].find('#').map_or(url.len(), |f| q + f);
     let query = url[q + 1..end]
         .split('&')
         .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if is_secret(&form_urlencoded::parse(k.as_bytes()).next().map(|(k, _)| k).unwrap_or_default()) => format!("{k}=***"),
+            Some((k, _))
+                if is_secret(
+                    &form_urlencoded::parse(k.as_bytes())
+                        .next()
+                        .map(|(k, _)| k)
+                        .unwrap_or_default(),
+                ) =>
+            {
+                format!("{k}=***")
+            }
             _ => kv.to_string(),
         })
         .collect::<Vec<_>>()
@@ -138,7 +202,9 @@ pub fn redact(s: &str) -> String {
     if first_keyword(s).is_none() {
         return s.to_string();
     }
-    let Some(pairs) = conninfo_pairs(s) else { return UNPARSABLE.to_string() };
+    let Some(pairs) = conninfo_pairs(s) else {
+        return UNPARSABLE.to_string();
+    };
     let mut out = String::with_capacity(s.len());
     let mut at = 0;
     for (key, value) in pairs {
@@ -159,8 +225,14 @@ mod tests {
     #[test]
     fn passwords_are_redacted_and_the_rest_kept() {
         let cases = [
-            ("postgres://app:s3cret@127.0.0.1:5432/db", "postgres://app:***@127.0.0.1:5432/db"),
-            ("redis://:tok@localhost:6379/0", "redis://:***@localhost:6379/0"),
+            (
+                "postgres://app:s3cret@127.0.0.1:5432/db",
+                "postgres://app:***@127.0.0.1:5432/db",
+            ),
+            (
+                "redis://:tok@localhost:6379/0",
+                "redis://:***@localhost:6379/0",
+            ),
             ("redis://onlytoken@localhost", "redis://***@localhost"),
             ("postgres://app@host/db", "postgres://***@host/db"),
             ("postgres://host/db?user=a@b", "postgres://host/db?user=a@b"),
@@ -182,22 +254,58 @@ mod tests {
     fn secrets_are_redacted_and_the_rest_kept() {
         let cases = [
             // URL user info (redact_url).
-            ("postgres://app:s3cret@127.0.0.1:5432/db", "postgres://app:***@127.0.0.1:5432/db"),
-            ("redis://:s3cret@localhost:6379/0", "redis://:***@localhost:6379/0"),
+            (
+                "postgres://app:s3cret@127.0.0.1:5432/db",
+                "postgres://app:***@127.0.0.1:5432/db",
+            ),
+            (
+                "redis://:s3cret@localhost:6379/0",
+                "redis://:***@localhost:6379/0",
+            ),
             // URL query strings.
-            ("postgres://app@h/db?password=s3cret", "postgres://***@h/db?password=***"),
-            ("postgresql://h/db?sslmode=require&sslpassword=s3cret&application_name=x", "postgresql://h/db?sslmode=require&sslpassword=***&application_name=x"),
-            ("postgres://h/db?PassWord=s3cret", "postgres://h/db?PassWord=***"),
-            ("postgres://h/db?pass%77ord=s3cret", "postgres://h/db?pass%77ord=***"),
-            ("redis://h/0?access_token=s3cret&api_key=s3cret&db=1", "redis://h/0?access_token=***&api_key=***&db=1"),
-            ("https://h/x?token=s3cret#part", "https://h/x?token=***#part"),
-            ("postgres://u:s3cret@h/db?password=s3cret&connect_timeout=5", "postgres://u:***@h/db?password=***&connect_timeout=5"),
+            (
+                "postgres://app@h/db?password=s3cret",
+                "postgres://***@h/db?password=***",
+            ),
+            (
+                "postgresql://h/db?sslmode=require&sslpassword=s3cret&application_name=x",
+                "postgresql://h/db?sslmode=require&sslpassword=***&application_name=x",
+            ),
+            (
+                "postgres://h/db?PassWord=s3cret",
+                "postgres://h/db?PassWord=***",
+            ),
+            (
+                "postgres://h/db?pass%77ord=s3cret",
+                "postgres://h/db?pass%77ord=***",
+            ),
+            (
+                "redis://h/0?access_token=s3cret&api_key=s3cret&db=1",
+                "redis://h/0?access_token=***&api_key=***&db=1",
+            ),
+            (
+                "https://h/x?token=s3cret#part",
+                "https://h/x?token=***#part",
+            ),
+            (
+                "postgres://u:s3cret@h/db?password=s3cret&connect_timeout=5",
+                "postgres://u:***@h/db?password=***&connect_timeout=5",
+            ),
             ("postgres://h/db?password=", "postgres://h/db?password=***"),
-            ("postgres://h/db?sslmode=disable", "postgres://h/db?sslmode=disable"),
+            (
+                "postgres://h/db?sslmode=disable",
+                "postgres://h/db?sslmode=disable",
+            ),
             ("postgres://h/db?", "postgres://h/db?"),
             // libpq key=value strings.
-            ("host=127.0.0.1 port=5432 user=app password=s3cret dbname=events", "host=127.0.0.1 port=5432 user=app password=*** dbname=events"),
-            ("host=h password = 's3 cr\\'et' dbname=x", "host=h password = *** dbname=x"),
+            (
+                "host=127.0.0.1 port=5432 user=app password=s3cret dbname=events",
+                "host=127.0.0.1 port=5432 user=app password=*** dbname=events",
+            ),
+            (
+                "host=h password = 's3 cr\\'et' dbname=x",
+                "host=h password = *** dbname=x",
+            ),
             ("  sslpassword=s3cret\thost=h", "  sslpassword=***\thost=h"),
             ("host=h password=s3cret\\ s3cret", "host=h password=***"),
             ("host=h password=", "host=h password=***"),
@@ -213,16 +321,33 @@ mod tests {
         for (input, want) in cases {
             let got = redact(input);
             assert_eq!(got, want, "{input}");
-            assert!(!got.contains("s3cret") && !got.contains("cr\\'et"), "{input} → {got}");
+            assert!(
+                !got.contains("s3cret") && !got.contains("cr\\'et"),
+                "{input} → {got}"
+            );
         }
     }
 
     #[test]
     fn conninfo_strings_are_postgresql() {
-        for s in ["host=localhost dbname=events", "dbname=events", " user = app password=x", "service=prod", "host=h password='open"] {
+        for s in [
+            "host=localhost dbname=events",
+            "dbname=events",
+            " user = app password=x",
+            "service=prod",
+            "host=h password='open",
+        ] {
             assert!(is_pg_conninfo(s), "{s}");
         }
-        for s in ["", "events.sqlite", "/tmp/host=x", "events=1.sqlite", "host", "postgres://h/db", "hosts=x"] {
+        for s in [
+            "",
+            "events.sqlite",
+            "/tmp/host=x",
+            "events=1.sqlite",
+            "host",
+            "postgres://h/db",
+            "hosts=x",
+        ] {
             assert!(!is_pg_conninfo(s), "{s}");
         }
     }

@@ -16,7 +16,8 @@ impl Default for LatencyHistogram {
 
 impl LatencyHistogram {
     pub fn new() -> Self {
-        let hist = Histogram::new_with_bounds(1_000, 3_600_000_000_000, 3).expect("static bounds are valid");
+        let hist = Histogram::new_with_bounds(1_000, 3_600_000_000_000, 3)
+            .expect("static bounds are valid");
         Self { hist }
     }
 
@@ -31,20 +32,36 @@ impl LatencyHistogram {
 
     /// The value at `quantile` (0.0–1.0) in ns; 0 when empty.
     pub fn quantile(&self, quantile: f64) -> u64 {
-        if self.hist.is_empty() { 0 } else { self.hist.value_at_quantile(quantile) }
+        if self.hist.is_empty() {
+            0
+        } else {
+            self.hist.value_at_quantile(quantile)
+        }
     }
 
     pub fn mean(&self) -> f64 {
-        if self.hist.is_empty() { 0.0 } else { self.hist.mean() }
+        if self.hist.is_empty() {
+            0.0
+        } else {
+            self.hist.mean()
+        }
     }
 
     pub fn max(&self) -> u64 {
-        if self.hist.is_empty() { 0 } else { self.hist.max() }
+        if self.hist.is_empty() {
+            0
+        } else {
+            self.hist.max()
+        }
     }
 
     /// Adds `p50`, `p95`, `p99`, `mean`, `max` (ns) and `count` to `builder`
     /// under `prefix` (e.g. `round-trip-p50`).
-    pub fn add_to_structure(&self, builder: gst::structure::Builder, prefix: &str) -> gst::structure::Builder {
+    pub fn add_to_structure(
+        &self,
+        builder: gst::structure::Builder,
+        prefix: &str,
+    ) -> gst::structure::Builder {
         builder
             .field(format!("{prefix}-count"), self.count())
             .field(format!("{prefix}-p50"), self.quantile(0.50))
@@ -56,7 +73,11 @@ impl LatencyHistogram {
 
     /// How many recorded values are at or below `nanos` (for cumulative histogram buckets).
     pub fn count_at_or_below(&self, nanos: u64) -> u64 {
-        if self.hist.is_empty() { 0 } else { self.hist.count_between(0, nanos) }
+        if self.hist.is_empty() {
+            0
+        } else {
+            self.hist.count_between(0, nanos)
+        }
     }
 
     pub fn reset(&mut self) {

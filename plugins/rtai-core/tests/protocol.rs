@@ -17,18 +17,29 @@ fn segment_events_round_trip() {
         },
         SegmentEvent::Commit { id: 7 },
         SegmentEvent::End { id: u64::MAX },
-        SegmentEvent::Cancel { id: 9, reason: "no speech after 250 ms".into() },
+        SegmentEvent::Cancel {
+            id: 9,
+            reason: "no speech after 250 ms".into(),
+        },
     ];
     for ev in events {
         let gst_event = ev.to_event();
-        assert_eq!(SegmentEvent::parse(&gst_event), Some(ev.clone()), "{gst_event:?}");
+        assert_eq!(
+            SegmentEvent::parse(&gst_event),
+            Some(ev.clone()),
+            "{gst_event:?}"
+        );
     }
 }
 
 #[test]
 fn cancel_is_out_of_band_and_others_serialized() {
     init();
-    let cancel = SegmentEvent::Cancel { id: 1, reason: String::new() }.to_event();
+    let cancel = SegmentEvent::Cancel {
+        id: 1,
+        reason: String::new(),
+    }
+    .to_event();
     assert_eq!(cancel.type_(), gst::EventType::CustomDownstreamOob);
     assert!(!cancel.is_serialized());
     for ev in [SegmentEvent::Commit { id: 1 }, SegmentEvent::End { id: 1 }] {
@@ -42,27 +53,51 @@ fn cancel_is_out_of_band_and_others_serialized() {
 fn malformed_and_foreign_structures_are_ignored() {
     init();
     let cases = [
-        gst::Structure::builder("rtai-segment-start").field("segment-id", 1u64).build(), // missing fields
-        gst::Structure::builder("rtai-segment-commit").field("segment-id", "seven").build(), // wrong type
-        gst::Structure::builder("rtai-segment-commit").field("segment-id", 7i32).build(), // wrong int type
-        gst::Structure::builder("rtai-segment-bogus").field("segment-id", 7u64).build(), // unknown kind
-        gst::Structure::builder("GstForceKeyUnit").field("all-headers", true).build(), // someone else's
+        gst::Structure::builder("rtai-segment-start")
+            .field("segment-id", 1u64)
+            .build(), // missing fields
+        gst::Structure::builder("rtai-segment-commit")
+            .field("segment-id", "seven")
+            .build(), // wrong type
+        gst::Structure::builder("rtai-segment-commit")
+            .field("segment-id", 7i32)
+            .build(), // wrong int type
+        gst::Structure::builder("rtai-segment-bogus")
+            .field("segment-id", 7u64)
+            .build(), // unknown kind
+        gst::Structure::builder("GstForceKeyUnit")
+            .field("all-headers", true)
+            .build(), // someone else's
         gst::Structure::new_empty("rtai-segment-end"),
     ];
     for s in cases {
         assert_eq!(SegmentEvent::from_structure(&s), None, "{s}");
-        assert_eq!(SegmentEvent::parse(&gst::event::CustomDownstream::new(s)), None);
+        assert_eq!(
+            SegmentEvent::parse(&gst::event::CustomDownstream::new(s)),
+            None
+        );
     }
     assert_eq!(SegmentEvent::parse(&gst::event::Eos::new()), None);
     // A cancel without reason still parses: the reason is optional information.
-    let s = gst::Structure::builder(EVENT_CANCEL).field("segment-id", 3u64).build();
-    assert_eq!(SegmentEvent::from_structure(&s), Some(SegmentEvent::Cancel { id: 3, reason: String::new() }));
+    let s = gst::Structure::builder(EVENT_CANCEL)
+        .field("segment-id", 3u64)
+        .build();
+    assert_eq!(
+        SegmentEvent::from_structure(&s),
+        Some(SegmentEvent::Cancel {
+            id: 3,
+            reason: String::new()
+        })
+    );
 }
 
 #[test]
 fn cancel_ack_round_trips_through_a_bus_message() {
     init();
-    let element = gst::ElementFactory::make("identity").name("stage").build().unwrap();
+    let element = gst::ElementFactory::make("identity")
+        .name("stage")
+        .build()
+        .unwrap();
     let ack = CancelAck {
         element: "stage".into(),
         id: 42,
@@ -71,9 +106,17 @@ fn cancel_ack_round_trips_through_a_bus_message() {
         latency: gst::ClockTime::from_useconds(350),
     };
     let msg = ack.to_message(&element);
-    assert_eq!(msg.src().map(|s| s.name().to_string()).as_deref(), Some("stage"));
+    assert_eq!(
+        msg.src().map(|s| s.name().to_string()).as_deref(),
+        Some("stage")
+    );
     assert_eq!(CancelAck::parse(&msg), Some(ack));
-    let other = gst::message::Element::builder(gst::Structure::builder("cancel-ack").field("segment-id", 1u64).build()).build();
+    let other = gst::message::Element::builder(
+        gst::Structure::builder("cancel-ack")
+            .field("segment-id", 1u64)
+            .build(),
+    )
+    .build();
     assert_eq!(CancelAck::parse(&other), None);
     assert_eq!(CancelAck::parse(&gst::message::Eos::new()), None);
 }
@@ -101,9 +144,15 @@ fn cancel_tracker_drops_cancelled_buffers_and_is_bounded() {
     assert!(tracker.cancel(1));
     assert!(!tracker.cancel(1));
     assert!(tracker.should_drop(&buffer));
-    assert!(!tracker.should_drop(&gst::Buffer::new()), "untagged buffers always pass");
+    assert!(
+        !tracker.should_drop(&gst::Buffer::new()),
+        "untagged buffers always pass"
+    );
     tracker.cancel(2);
     tracker.cancel(3);
-    assert!(!tracker.is_cancelled(1), "oldest id forgotten past capacity");
+    assert!(
+        !tracker.is_cancelled(1),
+        "oldest id forgotten past capacity"
+    );
     assert!(tracker.is_cancelled(2) && tracker.is_cancelled(3));
 }

@@ -40,18 +40,36 @@ pub struct Candidate {
 }
 
 const fn hw(factory: &'static str, bitrate: &'static str, keyint: &'static str) -> Candidate {
-    Candidate { factory, hardware: true, bitrate: Some((bitrate, 1)), key_frame_interval: Some(keyint), realtime: &[] }
+    Candidate {
+        factory,
+        hardware: true,
+        bitrate: Some((bitrate, 1)),
+        key_frame_interval: Some(keyint),
+        realtime: &[],
+    }
 }
 
 /// The candidates for `codec`, hardware first (VA-API, the newer VA plugin, NVENC, V4L2).
 pub fn candidates(codec: Codec) -> Vec<Candidate> {
     match codec {
         Codec::H264 => vec![
-            Candidate { realtime: &[("rate-control", "cbr")], ..hw("vaapih264enc", "bitrate", "keyframe-period") },
+            Candidate {
+                realtime: &[("rate-control", "cbr")],
+                ..hw("vaapih264enc", "bitrate", "keyframe-period")
+            },
             hw("vah264enc", "bitrate", "key-int-max"),
-            Candidate { realtime: &[("preset", "low-latency-hq"), ("zerolatency", "true")], ..hw("nvh264enc", "bitrate", "gop-size") },
+            Candidate {
+                realtime: &[("preset", "low-latency-hq"), ("zerolatency", "true")],
+                ..hw("nvh264enc", "bitrate", "gop-size")
+            },
             // V4L2 encoders take bitrate through extra-controls, which differ per driver.
-            Candidate { factory: "v4l2h264enc", hardware: true, bitrate: None, key_frame_interval: None, realtime: &[] },
+            Candidate {
+                factory: "v4l2h264enc",
+                hardware: true,
+                bitrate: None,
+                key_frame_interval: None,
+                realtime: &[],
+            },
             Candidate {
                 factory: "x264enc",
                 hardware: false,
@@ -70,13 +88,24 @@ pub fn candidates(codec: Codec) -> Vec<Candidate> {
         Codec::Vp8 => vec![
             hw("vaapivp8enc", "bitrate", "keyframe-period"),
             hw("vavp8enc", "bitrate", "key-int-max"),
-            Candidate { factory: "v4l2vp8enc", hardware: true, bitrate: None, key_frame_interval: None, realtime: &[] },
+            Candidate {
+                factory: "v4l2vp8enc",
+                hardware: true,
+                bitrate: None,
+                key_frame_interval: None,
+                realtime: &[],
+            },
             Candidate {
                 factory: "vp8enc",
                 hardware: false,
                 bitrate: Some(("target-bitrate", 1000)),
                 key_frame_interval: Some("keyframe-max-dist"),
-                realtime: &[("deadline", "1"), ("cpu-used", "8"), ("lag-in-frames", "0"), ("error-resilient", "default")],
+                realtime: &[
+                    ("deadline", "1"),
+                    ("cpu-used", "8"),
+                    ("lag-in-frames", "0"),
+                    ("error-resilient", "default"),
+                ],
             },
         ],
         Codec::Av1 => vec![
@@ -96,7 +125,13 @@ pub fn candidates(codec: Codec) -> Vec<Candidate> {
                 key_frame_interval: Some("keyframe-max-dist"),
                 // GStreamer 1.22's av1enc defaults max-quantizer to 0 (best quality), which
                 // overrides the target bitrate (58 Mbit/s for a 2 Mbit/s target at 720p).
-                realtime: &[("usage-profile", "realtime"), ("cpu-used", "8"), ("lag-in-frames", "0"), ("max-quantizer", "63"), ("end-usage", "cbr")],
+                realtime: &[
+                    ("usage-profile", "realtime"),
+                    ("cpu-used", "8"),
+                    ("lag-in-frames", "0"),
+                    ("max-quantizer", "63"),
+                    ("end-usage", "cbr"),
+                ],
             },
         ],
     }
@@ -106,16 +141,28 @@ pub fn candidates(codec: Codec) -> Vec<Candidate> {
 pub fn set(element: &gst::Element, property: &str, value: &str) -> Result<(), String> {
     use gst::prelude::*;
     if element.find_property(property).is_none() {
-        return Err(format!("{} has no property {property}", element.factory().map(|f| f.name().to_string()).unwrap_or_default()));
+        return Err(format!(
+            "{} has no property {property}",
+            element
+                .factory()
+                .map(|f| f.name().to_string())
+                .unwrap_or_default()
+        ));
     }
     let pspec = element.find_property(property).unwrap();
-    let parsed = gst::glib::Value::deserialize(value, pspec.value_type()).map_err(|_| format!("{property}: cannot use '{value}'"))?;
+    let parsed = gst::glib::Value::deserialize(value, pspec.value_type())
+        .map_err(|_| format!("{property}: cannot use '{value}'"))?;
     element.set_property_from_value(property, &parsed);
     Ok(())
 }
 
 /// Applies the uniform settings to a candidate's element.
-pub fn configure(element: &gst::Element, c: &Candidate, bitrate_kbps: u32, key_frame_interval: u32) -> Vec<String> {
+pub fn configure(
+    element: &gst::Element,
+    c: &Candidate,
+    bitrate_kbps: u32,
+    key_frame_interval: u32,
+) -> Vec<String> {
     let mut problems = Vec::new();
     for (property, value) in c.realtime {
         if let Err(e) = set(element, property, value) {
@@ -123,7 +170,11 @@ pub fn configure(element: &gst::Element, c: &Candidate, bitrate_kbps: u32, key_f
         }
     }
     if let Some((property, per_kbit)) = c.bitrate
-        && let Err(e) = set(element, property, &(bitrate_kbps as u64 * per_kbit).to_string())
+        && let Err(e) = set(
+            element,
+            property,
+            &(bitrate_kbps as u64 * per_kbit).to_string(),
+        )
     {
         problems.push(e);
     }

@@ -30,9 +30,20 @@ fn init() {
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release"));
         let system = Path::new("/usr/lib/x86_64-linux-gnu/gstreamer-1.0");
-        let core = plugin_dir("core", system, &["libgstcoreelements.so", "libgstvideotestsrc.so", "libgstvideoconvertscale.so"]);
+        let core = plugin_dir(
+            "core",
+            system,
+            &[
+                "libgstcoreelements.so",
+                "libgstvideotestsrc.so",
+                "libgstvideoconvertscale.so",
+            ],
+        );
         let ours = plugin_dir("ours", &target, &["libgstrtaiencode.so"]);
-        let registry = std::env::temp_dir().join(format!("rtai-encode-bare-registry-{}.bin", std::process::id()));
+        let registry = std::env::temp_dir().join(format!(
+            "rtai-encode-bare-registry-{}.bin",
+            std::process::id()
+        ));
         // SAFETY: set once before GStreamer initialises and before other threads read them.
         unsafe {
             std::env::set_var("GST_PLUGIN_SYSTEM_PATH_1_0", &core);
@@ -42,9 +53,15 @@ fn init() {
             std::env::set_var("GST_REGISTRY", registry);
         }
         gst::init().unwrap();
-        assert!(gst::ElementFactory::find("rtencodebin").is_some(), "build the plugins first: cargo build --release --workspace");
+        assert!(
+            gst::ElementFactory::find("rtencodebin").is_some(),
+            "build the plugins first: cargo build --release --workspace"
+        );
         for missing in ["x264enc", "openh264enc", "vp8enc", "av1enc", "rtav1enc"] {
-            assert!(gst::ElementFactory::find(missing).is_none(), "{missing} should not be loaded here");
+            assert!(
+                gst::ElementFactory::find(missing).is_none(),
+                "{missing} should not be loaded here"
+            );
         }
         fake::register("vaapivp8enc", fake::NoDeviceEnc::static_type());
     });
@@ -54,42 +71,82 @@ fn init() {
 /// must fail with the bin's error, which this returns (message, debug).
 fn start(codec: &str) -> (String, String) {
     init();
-    let pipeline = gst::parse::launch(&format!("videotestsrc num-buffers=5 ! rtencodebin name=enc codec={codec} ! fakesink"))
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=5 ! rtencodebin name=enc codec={codec} ! fakesink"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    assert!(
+        pipeline.set_state(gst::State::Playing).is_err(),
+        "{codec}: no encoder, yet the bin started"
+    );
+    let msg = pipeline
+        .bus()
         .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    assert!(pipeline.set_state(gst::State::Playing).is_err(), "{codec}: no encoder, yet the bin started");
-    let msg = pipeline.bus().unwrap().pop_filtered(&[gst::MessageType::Error]).expect("an error message, not only a failed state change");
-    let gst::MessageView::Error(e) = msg.view() else { unreachable!() };
-    assert_eq!(msg.src().map(|s| s.name().to_string()).as_deref(), Some("enc"), "posted by the bin");
-    assert!(e.error().matches(gst::CoreError::MissingPlugin), "{:?}", e.error());
+        .pop_filtered(&[gst::MessageType::Error])
+        .expect("an error message, not only a failed state change");
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    assert_eq!(
+        msg.src().map(|s| s.name().to_string()).as_deref(),
+        Some("enc"),
+        "posted by the bin"
+    );
+    assert!(
+        e.error().matches(gst::CoreError::MissingPlugin),
+        "{:?}",
+        e.error()
+    );
     let bin = pipeline.by_name("enc").unwrap();
     assert_eq!(bin.property::<String>("active-encoder"), "");
-    assert_eq!(bin.downcast_ref::<gst::Bin>().unwrap().children().len(), 0, "nothing left in the bin");
+    assert_eq!(
+        bin.downcast_ref::<gst::Bin>().unwrap().children().len(),
+        0,
+        "nothing left in the bin"
+    );
     pipeline.set_state(gst::State::Null).unwrap();
-    (e.error().to_string(), e.debug().map(|d| d.to_string()).unwrap_or_default())
+    (
+        e.error().to_string(),
+        e.debug().map(|d| d.to_string()).unwrap_or_default(),
+    )
 }
 
 #[test]
 fn no_working_encoder_is_a_clear_error_naming_every_candidate() {
     let (message, debug) = start("vp8");
     assert_eq!(message, "No working vp8 encoder on this machine");
-    for reason in ["vaapivp8enc: cannot start (no device?)", "vavp8enc: not installed", "v4l2vp8enc: not installed", "vp8enc: not installed"] {
+    for reason in [
+        "vaapivp8enc: cannot start (no device?)",
+        "vavp8enc: not installed",
+        "v4l2vp8enc: not installed",
+        "vp8enc: not installed",
+    ] {
         assert!(debug.contains(reason), "{reason} missing from: {debug}");
     }
     let (message, debug) = start("h264");
     assert_eq!(message, "No working h264 encoder on this machine");
-    assert!(debug.contains("x264enc: not installed") && debug.contains("openh264enc: not installed"), "{debug}");
+    assert!(
+        debug.contains("x264enc: not installed") && debug.contains("openh264enc: not installed"),
+        "{debug}"
+    );
     let (message, debug) = start("av1");
     assert_eq!(message, "No working av1 encoder on this machine");
-    assert!(debug.contains("rtav1enc: not installed") && debug.contains("av1enc: not installed"), "{debug}");
+    assert!(
+        debug.contains("rtav1enc: not installed") && debug.contains("av1enc: not installed"),
+        "{debug}"
+    );
 }
 
 #[test]
 fn a_failed_start_can_be_retried() {
     // The same bin fails the same way twice (no half-built state from the first try).
     init();
-    let bin = gst::ElementFactory::make("rtencodebin").property_from_str("codec", "vp8").build().unwrap();
+    let bin = gst::ElementFactory::make("rtencodebin")
+        .property_from_str("codec", "vp8")
+        .build()
+        .unwrap();
     for _ in 0..2 {
         assert!(bin.set_state(gst::State::Ready).is_err());
         assert_eq!(bin.downcast_ref::<gst::Bin>().unwrap().children().len(), 0);

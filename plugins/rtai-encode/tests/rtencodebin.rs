@@ -12,14 +12,21 @@ fn init() {
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| {
         let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release");
-        let registry = std::env::temp_dir().join(format!("rtai-encode-registry-{}.bin", std::process::id()));
+        let registry =
+            std::env::temp_dir().join(format!("rtai-encode-registry-{}.bin", std::process::id()));
         // SAFETY: set once before GStreamer initialises and before other threads read it.
         unsafe {
-            std::env::set_var("GST_PLUGIN_PATH", std::env::var_os("RTAI_PLUGIN_DIR").unwrap_or(target.into_os_string()));
+            std::env::set_var(
+                "GST_PLUGIN_PATH",
+                std::env::var_os("RTAI_PLUGIN_DIR").unwrap_or(target.into_os_string()),
+            );
             std::env::set_var("GST_REGISTRY", registry);
         }
         gst::init().unwrap();
-        assert!(gst::ElementFactory::find("rtencodebin").is_some(), "build the plugins first: cargo build --release --workspace");
+        assert!(
+            gst::ElementFactory::find("rtencodebin").is_some(),
+            "build the plugins first: cargo build --release --workspace"
+        );
         fake::register("vaav1enc", fake::RequestPadsEnc::static_type());
         fake::register("vaapih264enc", fake::NoDeviceEnc::static_type());
         fake::register("vah264enc", fake::WorkingEnc::static_type());
@@ -36,7 +43,11 @@ fn run(props: &str, decode: &str, frames: u32) -> (gst::Structure, usize, gst::E
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     let bus = pipeline.bus().unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut decoded = 0;
@@ -44,12 +55,19 @@ fn run(props: &str, decode: &str, frames: u32) -> (gst::Structure, usize, gst::E
         decoded += 1;
     }
     let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
-    if let Some(err) = messages.iter().find(|m| m.type_() == gst::MessageType::Error) {
+    if let Some(err) = messages
+        .iter()
+        .find(|m| m.type_() == gst::MessageType::Error)
+    {
         panic!("{props}: {err:?}");
     }
     let selected = messages
         .iter()
-        .find_map(|m| m.structure().filter(|s| s.name() == "rtencodebin-selected").map(|s| s.to_owned()))
+        .find_map(|m| {
+            m.structure()
+                .filter(|s| s.name() == "rtencodebin-selected")
+                .map(|s| s.to_owned())
+        })
         .expect("rtencodebin-selected on the bus");
     let bin = pipeline.by_name("enc").unwrap();
     pipeline.set_state(gst::State::Null).unwrap();
@@ -74,12 +92,21 @@ fn software_is_chosen_here_and_decodes() {
         ("av1", "av1parse ! rtav1dec", "rtav1enc"),
     ] {
         // prefer-hardware=false skips the test's fake hardware encoders.
-        let (selected, decoded, bin) = run(&format!("codec={codec} prefer-hardware=false"), decode, 20);
-        assert_eq!(selected.get::<&str>("encoder").unwrap(), expected, "{selected}");
+        let (selected, decoded, bin) =
+            run(&format!("codec={codec} prefer-hardware=false"), decode, 20);
+        assert_eq!(
+            selected.get::<&str>("encoder").unwrap(),
+            expected,
+            "{selected}"
+        );
         assert!(!selected.get::<bool>("hardware").unwrap());
         assert_eq!(selected.get::<&str>("codec").unwrap(), codec);
         assert_eq!(decoded, 20, "{codec}: every frame decodes");
-        assert_eq!(bin.property::<String>("active-encoder"), "", "released at NULL");
+        assert_eq!(
+            bin.property::<String>("active-encoder"),
+            "",
+            "released at NULL"
+        );
     }
 }
 
@@ -89,7 +116,11 @@ fn no_real_hardware_here_says_why() {
     let (selected, _, _) = run("codec=vp8", "vp8dec", 5);
     assert_eq!(selected.get::<&str>("encoder").unwrap(), "vp8enc");
     let tried = selected.get::<&str>("tried").unwrap();
-    for hw in ["vaapivp8enc: not installed", "vavp8enc: not installed", "v4l2vp8enc: not installed"] {
+    for hw in [
+        "vaapivp8enc: not installed",
+        "vavp8enc: not installed",
+        "v4l2vp8enc: not installed",
+    ] {
         assert!(tried.contains(hw), "{tried}");
     }
 }
@@ -98,12 +129,20 @@ fn no_real_hardware_here_says_why() {
 fn failing_hardware_is_skipped_and_working_hardware_preferred() {
     // The test registers vaapih264enc (cannot start: no device) and vah264enc (works).
     let (selected, decoded, _) = run("codec=h264", "h264parse ! avdec_h264", 10);
-    assert_eq!(selected.get::<&str>("encoder").unwrap(), "vah264enc", "{selected}");
+    assert_eq!(
+        selected.get::<&str>("encoder").unwrap(),
+        "vah264enc",
+        "{selected}"
+    );
     assert!(selected.get::<bool>("hardware").unwrap());
     let tried = selected.get::<&str>("tried").unwrap();
     assert!(tried.contains("vaapih264enc: cannot start"), "{tried}");
     assert_eq!(decoded, 10);
-    let (selected, _, _) = run("codec=h264 prefer-hardware=false", "h264parse ! avdec_h264", 3);
+    let (selected, _, _) = run(
+        "codec=h264 prefer-hardware=false",
+        "h264parse ! avdec_h264",
+        3,
+    );
     assert_eq!(selected.get::<&str>("encoder").unwrap(), "x264enc");
 }
 
@@ -111,9 +150,16 @@ fn failing_hardware_is_skipped_and_working_hardware_preferred() {
 fn a_candidate_without_always_pads_is_skipped() {
     // The test registers vaav1enc with request pads only: the bin cannot target them.
     let (selected, decoded, _) = run("codec=av1", "av1parse ! rtav1dec", 5);
-    assert_eq!(selected.get::<&str>("encoder").unwrap(), "rtav1enc", "{selected}");
+    assert_eq!(
+        selected.get::<&str>("encoder").unwrap(),
+        "rtav1enc",
+        "{selected}"
+    );
     let tried = selected.get::<&str>("tried").unwrap();
-    assert!(tried.contains("vaav1enc: has no always sink and src pads"), "{tried}");
+    assert!(
+        tried.contains("vaav1enc: has no always sink and src pads"),
+        "{tried}"
+    );
     assert_eq!(decoded, 5);
 }
 
@@ -121,9 +167,18 @@ fn a_candidate_without_always_pads_is_skipped() {
 fn every_software_candidates_settings_apply() {
     // A misspelt property or value in candidates.rs would only be a debug line at run time.
     init();
-    for codec in [gstrtaiencode::candidates::Codec::H264, gstrtaiencode::candidates::Codec::Vp8, gstrtaiencode::candidates::Codec::Av1] {
-        for c in gstrtaiencode::candidates::candidates(codec).into_iter().filter(|c| !c.hardware) {
-            let Ok(element) = gst::ElementFactory::make(c.factory).build() else { continue };
+    for codec in [
+        gstrtaiencode::candidates::Codec::H264,
+        gstrtaiencode::candidates::Codec::Vp8,
+        gstrtaiencode::candidates::Codec::Av1,
+    ] {
+        for c in gstrtaiencode::candidates::candidates(codec)
+            .into_iter()
+            .filter(|c| !c.hardware)
+        {
+            let Ok(element) = gst::ElementFactory::make(c.factory).build() else {
+                continue;
+            };
             let problems = gstrtaiencode::candidates::configure(&element, &c, 1500, 30);
             assert!(problems.is_empty(), "{}: {problems:?}", c.factory);
         }
@@ -135,7 +190,13 @@ fn settings_map_to_each_encoder_and_bitrate_changes_live() {
     init();
     for (codec, factory, bitrate_prop, bitrate, keyint_prop) in [
         ("h264", "x264enc", "bitrate", 700u64, "key-int-max"),
-        ("vp8", "vp8enc", "target-bitrate", 700_000, "keyframe-max-dist"),
+        (
+            "vp8",
+            "vp8enc",
+            "target-bitrate",
+            700_000,
+            "keyframe-max-dist",
+        ),
         ("av1", "rtav1enc", "bitrate", 700, "max-key-frame-interval"),
     ] {
         let pipeline = gst::parse::launch(&format!(
@@ -150,12 +211,21 @@ fn settings_map_to_each_encoder_and_bitrate_changes_live() {
         let enc = child(&bin, factory);
         let number = |e: &gst::Element, p: &str| -> u64 {
             let v = e.property_value(p);
-            v.get::<u32>().map(u64::from).or_else(|_| v.get::<i32>().map(|x| x as u64)).or_else(|_| v.get::<u64>()).or_else(|_| v.get::<i64>().map(|x| x as u64)).unwrap()
+            v.get::<u32>()
+                .map(u64::from)
+                .or_else(|_| v.get::<i32>().map(|x| x as u64))
+                .or_else(|_| v.get::<u64>())
+                .or_else(|_| v.get::<i64>().map(|x| x as u64))
+                .unwrap()
         };
         assert_eq!(number(&enc, bitrate_prop), bitrate, "{factory}");
         assert_eq!(number(&enc, keyint_prop), 45, "{factory}");
         bin.set_property("bitrate", 1500u32);
-        assert_eq!(number(&enc, bitrate_prop), bitrate / 700 * 1500, "{factory}: live change");
+        assert_eq!(
+            number(&enc, bitrate_prop),
+            bitrate / 700 * 1500,
+            "{factory}: live change"
+        );
         pipeline.set_state(gst::State::Null).unwrap();
     }
     let x264 = gst::ElementFactory::make("rtencodebin").build().unwrap();
@@ -169,11 +239,25 @@ fn unsupported_input_is_a_clear_error() {
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let _ = src.push_buffer(gst::Buffer::with_size(64 * 64).unwrap());
-    let msg = pipeline.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error]).expect("an error, not a hang");
-    let gst::MessageView::Error(e) = msg.view() else { unreachable!() };
-    assert!(format!("{:?}", e.debug()).contains("not-negotiated"), "{:?}", e.debug());
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error])
+        .expect("an error, not a hang");
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    assert!(
+        format!("{:?}", e.debug()).contains("not-negotiated"),
+        "{:?}",
+        e.debug()
+    );
     pipeline.set_state(gst::State::Null).unwrap();
 }

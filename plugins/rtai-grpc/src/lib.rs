@@ -76,7 +76,12 @@ fn net_properties() -> Vec<glib::ParamSpec> {
 }
 
 fn set_net_property(net: &mut NetSettings, name: &str, value: &glib::Value) {
-    let string = || value.get::<Option<String>>().expect("type checked upstream").filter(|s| !s.is_empty());
+    let string = || {
+        value
+            .get::<Option<String>>()
+            .expect("type checked upstream")
+            .filter(|s| !s.is_empty())
+    };
     match name {
         "uri" => net.uri = string().unwrap_or_else(|| transport::DEFAULT_URI.into()),
         "listen" => net.listen = string().unwrap_or_else(|| transport::DEFAULT_LISTEN.into()),

@@ -9,7 +9,9 @@ use gst::glib;
 use subtle::ConstantTimeEq;
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig,
+};
 use tonic::{Request, Status};
 
 use crate::wire::proto::stream_bridge_client::StreamBridgeClient;
@@ -124,7 +126,9 @@ pub struct TokenCheck(Option<Arc<[u8]>>);
 
 impl tonic::service::Interceptor for TokenCheck {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.0 else { return Ok(request) };
+        let Some(expected) = &self.0 else {
+            return Ok(request);
+        };
         let presented = request
             .metadata()
             .get("authorization")
@@ -146,7 +150,9 @@ pub struct TokenInsert(Option<tonic::metadata::MetadataValue<tonic::metadata::As
 impl tonic::service::Interceptor for TokenInsert {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }
@@ -170,11 +176,19 @@ pub async fn connect(net: &NetSettings) -> Result<Client, String> {
             tls = tls.ca_certificate(Certificate::from_pem(read(ca, "CA certificate")?));
         }
         if let (Some(cert), Some(key)) = (&net.tls_certificate, &net.tls_key) {
-            tls = tls.identity(Identity::from_pem(read(cert, "client certificate")?, read(key, "client key")?));
+            tls = tls.identity(Identity::from_pem(
+                read(cert, "client certificate")?,
+                read(key, "client key")?,
+            ));
         }
-        endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS setup for {uri}: {}", error_chain(&e)))?;
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("TLS setup for {uri}: {}", error_chain(&e)))?;
     }
-    let channel = endpoint.connect().await.map_err(|e| format!("cannot connect to {uri}: {}", error_chain(&e)))?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {uri}: {}", error_chain(&e)))?;
     let token = match &net.auth_token {
         Some(t) => Some(
             format!("Bearer {t}")
@@ -207,7 +221,8 @@ impl Drop for Serving {
         // Wait until the listener is really closed, unless we are on the runtime itself.
         if tokio::runtime::Handle::try_current().is_err() {
             let task = &mut self.task;
-            let _ = rtai_core::runtime::runtime().block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
+            let _ = rtai_core::runtime::runtime()
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
         }
     }
 }
@@ -220,22 +235,38 @@ pub fn serve<S: StreamBridge>(
     net: &NetSettings,
     on_error: impl FnOnce(String) + Send + 'static,
 ) -> Result<Serving, String> {
-    let addr: SocketAddr = net.listen.parse().map_err(|_| format!("listen must be host:port, got {:?}", net.listen))?;
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    listener.set_nonblocking(true).map_err(|e| format!("listen socket: {e}"))?;
-    let local_addr = listener.local_addr().map_err(|e| format!("listen socket: {e}"))?;
+    let addr: SocketAddr = net
+        .listen
+        .parse()
+        .map_err(|_| format!("listen must be host:port, got {:?}", net.listen))?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("listen socket: {e}"))?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| format!("listen socket: {e}"))?;
     let mut builder = Server::builder()
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW);
     if let Some(cert) = &net.tls_certificate {
-        let key = net.tls_key.as_ref().ok_or("tls-certificate needs tls-key")?;
-        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert, "certificate")?, read(key, "key")?));
+        let key = net
+            .tls_key
+            .as_ref()
+            .ok_or("tls-certificate needs tls-key")?;
+        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+            read(cert, "certificate")?,
+            read(key, "key")?,
+        ));
         if let Some(ca) = &net.tls_ca {
             // A CA on the server side means client certificates are required.
             tls = tls.client_ca_root(Certificate::from_pem(read(ca, "client CA certificate")?));
         }
-        builder = builder.tls_config(tls).map_err(|e| format!("TLS setup: {}", error_chain(&e)))?;
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| format!("TLS setup: {}", error_chain(&e)))?;
     }
     let mut server = StreamBridgeServer::new(service)
         .max_decoding_message_size(net.max_message_size as usize)
@@ -254,8 +285,15 @@ pub fn serve<S: StreamBridge>(
         };
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let service = InterceptedService::new(server, token);
-        if let Err(e) = builder.add_service(service).serve_with_incoming(incoming).await {
-            on_error(format!("gRPC server on {local_addr} stopped: {}", error_chain(&e)));
+        if let Err(e) = builder
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await
+        {
+            on_error(format!(
+                "gRPC server on {local_addr} stopped: {}",
+                error_chain(&e)
+            ));
         }
     });
     Ok(Serving { local_addr, task })
@@ -301,7 +339,10 @@ pub fn status_error(status: &Status) -> (String, bool) {
             | Code::OutOfRange
             | Code::ResourceExhausted
     );
-    (format!("{:?}: {}", status.code(), error_chain(status)), permanent)
+    (
+        format!("{:?}: {}", status.code(), error_chain(status)),
+        permanent,
+    )
 }
 
 /// What an element runs while started: a server, or the task that dials.
@@ -318,4 +359,3 @@ impl Drop for Running {
         }
     }
 }
-

@@ -39,7 +39,11 @@ fn time_to_wire(t: Option<gst::ClockTime>) -> u64 {
 }
 
 fn time_from_wire(v: u64) -> Option<gst::ClockTime> {
-    if v == NONE { None } else { Some(gst::ClockTime::from_nseconds(v)) }
+    if v == NONE {
+        None
+    } else {
+        Some(gst::ClockTime::from_nseconds(v))
+    }
 }
 
 /// The name under which the custom meta `meta` was registered, if it is one.
@@ -54,17 +58,25 @@ fn custom_meta_name(meta: &gst::MetaRef<'_, gst::Meta>) -> Option<String> {
         if name.is_null() {
             return None;
         }
-        Some(std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned())
+        Some(
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 }
 
 use gst::glib;
 
 pub fn buffer_to_wire(buffer: &gst::BufferRef) -> Result<proto::Buffer, WireError> {
-    let map = buffer.map_readable().map_err(|_| WireError("buffer memory cannot be mapped for reading".into()))?;
+    let map = buffer
+        .map_readable()
+        .map_err(|_| WireError("buffer memory cannot be mapped for reading".into()))?;
     let mut metas = Vec::new();
     if let Some(id) = SegmentIdMeta::get(buffer) {
-        metas.push(proto::Meta { kind: Some(proto::meta::Kind::SegmentId(id)) });
+        metas.push(proto::Meta {
+            kind: Some(proto::meta::Kind::SegmentId(id)),
+        });
     }
     for roi in buffer.iter_meta::<VideoRegionOfInterestMeta>() {
         let (x, y, w, h) = roi.rect();
@@ -82,13 +94,18 @@ pub fn buffer_to_wire(buffer: &gst::BufferRef) -> Result<proto::Buffer, WireErro
         });
     }
     for meta in buffer.iter_meta::<gst::Meta>() {
-        let Some(name) = custom_meta_name(&meta) else { continue };
+        let Some(name) = custom_meta_name(&meta) else {
+            continue;
+        };
         if name == rtai_core::protocol::SEGMENT_META_NAME {
             continue;
         }
         if let Ok(custom) = gst::meta::CustomMeta::from_buffer(buffer, &name) {
             metas.push(proto::Meta {
-                kind: Some(proto::meta::Kind::Custom(proto::CustomMeta { name, structure: custom.structure().to_string() })),
+                kind: Some(proto::meta::Kind::Custom(proto::CustomMeta {
+                    name,
+                    structure: custom.structure().to_string(),
+                })),
             });
         }
     }
@@ -121,12 +138,17 @@ pub fn buffer_from_wire(wire: proto::Buffer) -> Result<gst::Buffer, WireError> {
                 let params = roi
                     .params
                     .iter()
-                    .map(|p| gst::Structure::from_str(p).map_err(|_| WireError(format!("ROI param is not a GstStructure: {p:?}"))))
+                    .map(|p| {
+                        gst::Structure::from_str(p).map_err(|_| {
+                            WireError(format!("ROI param is not a GstStructure: {p:?}"))
+                        })
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 if roi.roi_type.is_empty() {
                     return err("ROI meta without a roi_type");
                 }
-                let mut m = VideoRegionOfInterestMeta::add(b, &roi.roi_type, (roi.x, roi.y, roi.w, roi.h));
+                let mut m =
+                    VideoRegionOfInterestMeta::add(b, &roi.roi_type, (roi.x, roi.y, roi.w, roi.h));
                 m.set_id(roi.id);
                 m.set_parent_id(roi.parent_id);
                 for p in params {
@@ -134,8 +156,12 @@ pub fn buffer_from_wire(wire: proto::Buffer) -> Result<gst::Buffer, WireError> {
                 }
             }
             Some(proto::meta::Kind::Custom(custom)) => {
-                let s = gst::Structure::from_str(&custom.structure)
-                    .map_err(|_| WireError(format!("custom meta {:?} is not a GstStructure", custom.name)))?;
+                let s = gst::Structure::from_str(&custom.structure).map_err(|_| {
+                    WireError(format!(
+                        "custom meta {:?} is not a GstStructure",
+                        custom.name
+                    ))
+                })?;
                 // Only metas this process registered can be attached; others are skipped.
                 if let Ok(mut m) = gst::meta::CustomMeta::add(b, &custom.name) {
                     for (field, value) in s.iter() {
@@ -177,11 +203,21 @@ pub fn segment_from_wire(wire: &proto::Segment) -> Result<gst::Segment, WireErro
         f if f == gst::Format::Percent.into_glib() => gst::Format::Percent,
         f => return err(format!("segment format {f} is not one GStreamer defines")),
     };
-    if !wire.rate.is_finite() || wire.rate == 0.0 || !wire.applied_rate.is_finite() || wire.applied_rate == 0.0 {
-        return err(format!("segment rate {} / applied rate {} is invalid", wire.rate, wire.applied_rate));
+    if !wire.rate.is_finite()
+        || wire.rate == 0.0
+        || !wire.applied_rate.is_finite()
+        || wire.applied_rate == 0.0
+    {
+        return err(format!(
+            "segment rate {} / applied rate {} is invalid",
+            wire.rate, wire.applied_rate
+        ));
     }
     if wire.stop != NONE && wire.start != NONE && wire.stop < wire.start {
-        return err(format!("segment stop {} before start {}", wire.stop, wire.start));
+        return err(format!(
+            "segment stop {} before start {}",
+            wire.stop, wire.start
+        ));
     }
     let mut segment = gst::Segment::new();
     segment.set_format(format);
@@ -196,13 +232,15 @@ pub fn segment_from_wire(wire: &proto::Segment) -> Result<gst::Segment, WireErro
     segment.set_position(value(wire.position));
     segment.set_duration(value(wire.duration));
     // SAFETY: from_glib on a flags type only keeps the bits; unknown bits are masked below.
-    let flags = unsafe { gst::SegmentFlags::from_glib(wire.flags & gst::SegmentFlags::all().bits()) };
+    let flags =
+        unsafe { gst::SegmentFlags::from_glib(wire.flags & gst::SegmentFlags::all().bits()) };
     segment.set_flags(flags);
     Ok(segment)
 }
 
 pub fn caps_from_wire(caps: &str) -> Result<gst::Caps, WireError> {
-    let parsed = gst::Caps::from_str(caps).map_err(|_| WireError(format!("caps do not parse: {caps:?}")))?;
+    let parsed =
+        gst::Caps::from_str(caps).map_err(|_| WireError(format!("caps do not parse: {caps:?}")))?;
     if !parsed.is_fixed() {
         return err(format!("caps are not fixed: {caps}"));
     }
@@ -213,7 +251,11 @@ pub fn caps_from_wire(caps: &str) -> Result<gst::Caps, WireError> {
 /// (caps and segment have their own messages; latency, reconfigure stay local).
 pub fn event_to_wire(event: &gst::EventRef) -> Option<proto::Event> {
     use gst::EventView;
-    let mut wire = proto::Event { timestamp: NONE, duration: NONE, ..Default::default() };
+    let mut wire = proto::Event {
+        timestamp: NONE,
+        duration: NONE,
+        ..Default::default()
+    };
     let structure = || event.structure().map(|s| s.to_string()).unwrap_or_default();
     match event.view() {
         EventView::Eos(_) => wire.kind = EventKind::Eos as i32,
@@ -269,15 +311,25 @@ fn tag_list_from_str(s: &str) -> Option<gst::TagList> {
     // SAFETY: a NUL-terminated string in; a new (full) reference or NULL out.
     unsafe {
         let list = gst::ffi::gst_tag_list_new_from_string(s.to_glib_none().0);
-        if list.is_null() { None } else { Some(gst::TagList::from_glib_full(list)) }
+        if list.is_null() {
+            None
+        } else {
+            Some(gst::TagList::from_glib_full(list))
+        }
     }
 }
 
 pub fn event_from_wire(wire: &proto::Event) -> Result<gst::Event, WireError> {
     let structure = || {
-        gst::Structure::from_str(&wire.structure).map_err(|_| WireError(format!("event structure does not parse: {:?}", wire.structure)))
+        gst::Structure::from_str(&wire.structure).map_err(|_| {
+            WireError(format!(
+                "event structure does not parse: {:?}",
+                wire.structure
+            ))
+        })
     };
-    let kind = EventKind::try_from(wire.kind).map_err(|_| WireError(format!("unknown event kind {}", wire.kind)))?;
+    let kind = EventKind::try_from(wire.kind)
+        .map_err(|_| WireError(format!("unknown event kind {}", wire.kind)))?;
     Ok(match kind {
         EventKind::Eos => gst::event::Eos::new(),
         EventKind::StreamStart => {
@@ -287,12 +339,18 @@ pub fn event_from_wire(wire: &proto::Event) -> Result<gst::Event, WireError> {
             gst::event::StreamStart::new(&wire.stream_id)
         }
         EventKind::Tag => {
-            let tags = tag_list_from_str(&wire.structure).ok_or_else(|| WireError(format!("tag list does not parse: {:?}", wire.structure)))?;
+            let tags = tag_list_from_str(&wire.structure).ok_or_else(|| {
+                WireError(format!("tag list does not parse: {:?}", wire.structure))
+            })?;
             gst::event::Tag::new(tags)
         }
         EventKind::Gap => {
-            let Some(ts) = time_from_wire(wire.timestamp) else { return err("GAP without a timestamp") };
-            gst::event::Gap::builder(ts).duration(time_from_wire(wire.duration)).build()
+            let Some(ts) = time_from_wire(wire.timestamp) else {
+                return err("GAP without a timestamp");
+            };
+            gst::event::Gap::builder(ts)
+                .duration(time_from_wire(wire.duration))
+                .build()
         }
         EventKind::CustomDownstream => gst::event::CustomDownstream::new(structure()?),
         EventKind::CustomDownstreamOob => gst::event::CustomDownstreamOob::new(structure()?),
@@ -303,7 +361,12 @@ pub fn event_from_wire(wire: &proto::Event) -> Result<gst::Event, WireError> {
             if !wire.proportion.is_finite() || wire.proportion < 0.0 {
                 return err(format!("QoS proportion {} is invalid", wire.proportion));
             }
-            gst::event::Qos::new(gst::QOSType::Underflow, wire.proportion, wire.diff, time_from_wire(wire.timestamp))
+            gst::event::Qos::new(
+                gst::QOSType::Underflow,
+                wire.proportion,
+                wire.diff,
+                time_from_wire(wire.timestamp),
+            )
         }
         EventKind::Unknown => return err("event of kind UNKNOWN"),
     })
@@ -331,15 +394,29 @@ mod tests {
             SegmentIdMeta::set(b, 42);
             let mut roi = VideoRegionOfInterestMeta::add(b, "person", (1, 2, 30, 40));
             roi.set_id(5);
-            roi.add_param(gst::Structure::builder("detection").field("confidence", 0.9f64).field("label-id", 3u32).build());
+            roi.add_param(
+                gst::Structure::builder("detection")
+                    .field("confidence", 0.9f64)
+                    .field("label-id", 3u32)
+                    .build(),
+            );
         }
         let back = buffer_from_wire(buffer_to_wire(&buffer).unwrap()).unwrap();
         assert_eq!(back.map_readable().unwrap().as_slice(), &[1, 2, 3, 4]);
-        assert_eq!((back.pts(), back.dts(), back.duration()), (buffer.pts(), None, buffer.duration()));
-        assert_eq!((back.offset(), back.offset_end(), back.flags()), (7, buffer.offset_end(), buffer.flags()));
+        assert_eq!(
+            (back.pts(), back.dts(), back.duration()),
+            (buffer.pts(), None, buffer.duration())
+        );
+        assert_eq!(
+            (back.offset(), back.offset_end(), back.flags()),
+            (7, buffer.offset_end(), buffer.flags())
+        );
         assert_eq!(SegmentIdMeta::get(&back), Some(42));
         let roi = back.meta::<VideoRegionOfInterestMeta>().unwrap();
-        assert_eq!((roi.roi_type(), roi.rect(), roi.id()), ("person", (1, 2, 30, 40), 5));
+        assert_eq!(
+            (roi.roi_type(), roi.rect(), roi.id()),
+            ("person", (1, 2, 30, 40), 5)
+        );
         let param = roi.params().next().unwrap();
         assert_eq!(param.get::<f64>("confidence").unwrap(), 0.9);
     }
@@ -350,13 +427,19 @@ mod tests {
         gst::meta::CustomMeta::register("RtaiTestTranscriptMeta", &[]);
         let mut buffer = gst::Buffer::with_size(4).unwrap();
         {
-            let mut meta = gst::meta::CustomMeta::add(buffer.get_mut().unwrap(), "RtaiTestTranscriptMeta").unwrap();
+            let mut meta =
+                gst::meta::CustomMeta::add(buffer.get_mut().unwrap(), "RtaiTestTranscriptMeta")
+                    .unwrap();
             meta.mut_structure().set("text", "turn the lights on");
             meta.mut_structure().set("confidence", 0.75f64);
         }
         let back = buffer_from_wire(buffer_to_wire(&buffer).unwrap()).unwrap();
-        let meta = gst::meta::CustomMeta::from_buffer(&back, "RtaiTestTranscriptMeta").expect("the custom meta arrived");
-        assert_eq!(meta.structure().get::<&str>("text").unwrap(), "turn the lights on");
+        let meta = gst::meta::CustomMeta::from_buffer(&back, "RtaiTestTranscriptMeta")
+            .expect("the custom meta arrived");
+        assert_eq!(
+            meta.structure().get::<&str>("text").unwrap(),
+            "turn the lights on"
+        );
         assert_eq!(meta.structure().get::<f64>("confidence").unwrap(), 0.75);
     }
 
@@ -373,16 +456,29 @@ mod tests {
         let events = [
             gst::event::Eos::new(),
             gst::event::StreamStart::new("abc"),
-            gst::event::Gap::builder(gst::ClockTime::from_mseconds(5)).duration(gst::ClockTime::from_mseconds(10)).build(),
-            gst::event::CustomDownstream::new(gst::Structure::builder("rtai-segment-commit").field("segment-id", 3u64).build()),
-            gst::event::CustomDownstreamOob::new(gst::Structure::builder("rtai-segment-cancel").field("segment-id", 3u64).build()),
+            gst::event::Gap::builder(gst::ClockTime::from_mseconds(5))
+                .duration(gst::ClockTime::from_mseconds(10))
+                .build(),
+            gst::event::CustomDownstream::new(
+                gst::Structure::builder("rtai-segment-commit")
+                    .field("segment-id", 3u64)
+                    .build(),
+            ),
+            gst::event::CustomDownstreamOob::new(
+                gst::Structure::builder("rtai-segment-cancel")
+                    .field("segment-id", 3u64)
+                    .build(),
+            ),
             gst::event::CustomUpstream::new(gst::Structure::builder("force-key-unit").build()),
             gst::event::FlushStop::new(true),
         ];
         for ev in events {
             let back = event_from_wire(&event_to_wire(&ev).unwrap()).unwrap();
             assert_eq!(back.type_(), ev.type_());
-            assert_eq!(back.structure().map(|s| s.to_string()), ev.structure().map(|s| s.to_string()));
+            assert_eq!(
+                back.structure().map(|s| s.to_string()),
+                ev.structure().map(|s| s.to_string())
+            );
         }
     }
 
@@ -390,18 +486,40 @@ mod tests {
     #[test]
     fn malformed_input_is_an_error() {
         init();
-        let ok_segment = segment_to_wire(gst::FormattedSegment::<gst::ClockTime>::new().upcast_ref());
+        let ok_segment =
+            segment_to_wire(gst::FormattedSegment::<gst::ClockTime>::new().upcast_ref());
         let bad_segments = [
-            proto::Segment { format: 99, ..ok_segment },
-            proto::Segment { rate: 0.0, ..ok_segment },
-            proto::Segment { rate: f64::NAN, ..ok_segment },
-            proto::Segment { applied_rate: f64::INFINITY, ..ok_segment },
-            proto::Segment { start: 10, stop: 5, ..ok_segment },
+            proto::Segment {
+                format: 99,
+                ..ok_segment
+            },
+            proto::Segment {
+                rate: 0.0,
+                ..ok_segment
+            },
+            proto::Segment {
+                rate: f64::NAN,
+                ..ok_segment
+            },
+            proto::Segment {
+                applied_rate: f64::INFINITY,
+                ..ok_segment
+            },
+            proto::Segment {
+                start: 10,
+                stop: 5,
+                ..ok_segment
+            },
         ];
         for s in &bad_segments {
             assert!(segment_from_wire(s).is_err(), "{s:?}");
         }
-        for caps in ["", "not caps((", "video/x-raw,width=[1,10]", "audio/x-raw,rate=(int){1,2}"] {
+        for caps in [
+            "",
+            "not caps((",
+            "video/x-raw,width=[1,10]",
+            "audio/x-raw,rate=(int){1,2}",
+        ] {
             assert!(caps_from_wire(caps).is_err(), "{caps:?}");
         }
         let event = |kind: EventKind, structure: &str| proto::Event {
@@ -412,7 +530,10 @@ mod tests {
             ..Default::default()
         };
         let bad_events = [
-            proto::Event { kind: 1234, ..Default::default() },
+            proto::Event {
+                kind: 1234,
+                ..Default::default()
+            },
             event(EventKind::Unknown, ""),
             event(EventKind::CustomDownstream, ""),
             event(EventKind::CustomDownstream, "no spaces allowed, here="),
@@ -420,20 +541,40 @@ mod tests {
             event(EventKind::StreamStart, ""),
             event(EventKind::Gap, ""),
             event(EventKind::Tag, "not a taglist"),
-            proto::Event { kind: EventKind::Qos as i32, proportion: -1.0, ..Default::default() },
+            proto::Event {
+                kind: EventKind::Qos as i32,
+                proportion: -1.0,
+                ..Default::default()
+            },
         ];
         for e in &bad_events {
             assert!(event_from_wire(e).is_err(), "{e:?}");
         }
         let roi = |roi_type: &str, param: &str| proto::Buffer {
             metas: vec![proto::Meta {
-                kind: Some(proto::meta::Kind::Roi(proto::Roi { roi_type: roi_type.into(), params: vec![param.into()], ..Default::default() })),
+                kind: Some(proto::meta::Kind::Roi(proto::Roi {
+                    roi_type: roi_type.into(),
+                    params: vec![param.into()],
+                    ..Default::default()
+                })),
             }],
             ..Default::default()
         };
-        assert!(buffer_from_wire(roi("", "p")).is_err(), "ROI without a type");
-        assert!(buffer_from_wire(roi("car", "((")).is_err(), "ROI param that does not parse");
-        assert!(buffer_from_wire(proto::Buffer { metas: vec![proto::Meta { kind: None }], ..Default::default() }).is_err());
+        assert!(
+            buffer_from_wire(roi("", "p")).is_err(),
+            "ROI without a type"
+        );
+        assert!(
+            buffer_from_wire(roi("car", "((")).is_err(),
+            "ROI param that does not parse"
+        );
+        assert!(
+            buffer_from_wire(proto::Buffer {
+                metas: vec![proto::Meta { kind: None }],
+                ..Default::default()
+            })
+            .is_err()
+        );
     }
 
     /// Random bytes decoded as wire messages and converted: errors, never panics.

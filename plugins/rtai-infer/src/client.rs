@@ -43,7 +43,11 @@ pub struct Endpoint {
 }
 
 /// Little-endian tensor bytes of `datatype` as numbers (or strings for BYTES).
-pub fn decode_raw(name: &str, datatype: &str, raw: &[u8]) -> Result<(Vec<f64>, Vec<String>), String> {
+pub fn decode_raw(
+    name: &str,
+    datatype: &str,
+    raw: &[u8],
+) -> Result<(Vec<f64>, Vec<String>), String> {
     let width = match datatype {
         "FP32" | "INT32" | "UINT32" => 4,
         "FP64" | "INT64" | "UINT64" => 8,
@@ -56,14 +60,19 @@ pub fn decode_raw(name: &str, datatype: &str, raw: &[u8]) -> Result<(Vec<f64>, V
         let (mut rest, mut strings) = (raw, Vec::new());
         while rest.len() >= 4 {
             let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
-            let s = rest.get(4..4 + n).ok_or_else(|| format!("output {name}: BYTES element runs past the end"))?;
+            let s = rest
+                .get(4..4 + n)
+                .ok_or_else(|| format!("output {name}: BYTES element runs past the end"))?;
             strings.push(String::from_utf8_lossy(s).into_owned());
             rest = &rest[4 + n..];
         }
         return Ok((Vec::new(), strings));
     }
     if !raw.len().is_multiple_of(width) {
-        return Err(format!("output {name}: {} bytes is not a whole number of {datatype}", raw.len()));
+        return Err(format!(
+            "output {name}: {} bytes is not a whole number of {datatype}",
+            raw.len()
+        ));
     }
     if datatype == "FP16" {
         return Err(format!("output {name}: FP16 is not supported"));
@@ -89,28 +98,59 @@ pub fn decode_raw(name: &str, datatype: &str, raw: &[u8]) -> Result<(Vec<f64>, V
 /// A KServe REST reply with the binary tensor extension: `json_len` bytes of JSON,
 /// then the outputs that say `binary_data_size`, in order.
 pub fn parse_kserve_binary(body: &[u8], json_len: usize) -> Result<Vec<Tensor>, String> {
-    let (json, mut binary) = body.split_at_checked(json_len).ok_or_else(|| format!("header length {json_len} beyond a {}-byte reply", body.len()))?;
+    let (json, mut binary) = body.split_at_checked(json_len).ok_or_else(|| {
+        format!(
+            "header length {json_len} beyond a {}-byte reply",
+            body.len()
+        )
+    })?;
     let v = json_of(json)?;
-    let outputs = v.get("outputs").and_then(Value::as_array).ok_or("reply has no \"outputs\" array")?;
+    let outputs = v
+        .get("outputs")
+        .and_then(Value::as_array)
+        .ok_or("reply has no \"outputs\" array")?;
     let mut tensors = Vec::new();
     for o in outputs {
-        match o.pointer("/parameters/binary_data_size").and_then(Value::as_u64) {
+        match o
+            .pointer("/parameters/binary_data_size")
+            .and_then(Value::as_u64)
+        {
             Some(size) => {
-                let name = o.get("name").and_then(Value::as_str).ok_or("output without a name")?.to_string();
+                let name = o
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or("output without a name")?
+                    .to_string();
                 let datatype = o.get("datatype").and_then(Value::as_str).unwrap_or("");
                 let shape = o
                     .get("shape")
                     .and_then(Value::as_array)
                     .ok_or_else(|| format!("output {name} has no shape"))?
                     .iter()
-                    .map(|d| d.as_u64().map(|d| d as usize).ok_or_else(|| format!("output {name}: bad dimension {d}")))
+                    .map(|d| {
+                        d.as_u64()
+                            .map(|d| d as usize)
+                            .ok_or_else(|| format!("output {name}: bad dimension {d}"))
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
-                let (bytes, rest) = binary.split_at_checked(size as usize).ok_or_else(|| format!("output {name}: {size} bytes announced, {} left", binary.len()))?;
+                let (bytes, rest) = binary.split_at_checked(size as usize).ok_or_else(|| {
+                    format!(
+                        "output {name}: {size} bytes announced, {} left",
+                        binary.len()
+                    )
+                })?;
                 binary = rest;
                 let (numbers, strings) = decode_raw(&name, datatype, bytes)?;
-                tensors.push(Tensor { name, shape, numbers, strings });
+                tensors.push(Tensor {
+                    name,
+                    shape,
+                    numbers,
+                    strings,
+                });
             }
-            None => tensors.extend(parse_kserve(&serde_json::to_vec(&json!({ "outputs": [o] })).unwrap())?),
+            None => tensors.extend(parse_kserve(
+                &serde_json::to_vec(&json!({ "outputs": [o] })).unwrap(),
+            )?),
         }
     }
     Ok(tensors)
@@ -120,26 +160,50 @@ pub fn parse_kserve_binary(body: &[u8], json_len: usize) -> Result<Vec<Tensor>, 
 /// `https://` uses TLS (rustls with ring) verified against the system's roots, which
 /// honour `SSL_CERT_FILE`/`SSL_CERT_DIR` for a private CA.
 pub fn grpc_channel(url: &str, timeout: Duration) -> Result<tonic::transport::Channel, String> {
-    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).map_err(|e| format!("bad gRPC URL: {e}"))?;
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("bad gRPC URL: {e}"))?;
     if endpoint.uri().scheme_str() == Some("https") {
         // gRPC is HTTP/2 whatever the ALPN says: some TLS terminators negotiate none.
-        let tls = tonic::transport::ClientTlsConfig::new().with_native_roots().assume_http2(true).timeout(timeout);
-        endpoint = endpoint.tls_config(tls).map_err(|e| format!("cannot set up TLS: {e}"))?;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .with_native_roots()
+            .assume_http2(true)
+            .timeout(timeout);
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("cannot set up TLS: {e}"))?;
     }
-    Ok(endpoint.timeout(timeout).connect_timeout(timeout).connect_lazy())
+    Ok(endpoint
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .connect_lazy())
 }
 
 /// Tensors from a gRPC `ModelInferResponse` (raw little-endian contents or typed contents).
 pub fn parse_grpc_response(r: &kserve_grpc::ModelInferResponse) -> Result<Vec<Tensor>, String> {
     if !r.raw_output_contents.is_empty() && r.raw_output_contents.len() != r.outputs.len() {
-        return Err(format!("{} outputs but {} raw contents", r.outputs.len(), r.raw_output_contents.len()));
+        return Err(format!(
+            "{} outputs but {} raw contents",
+            r.outputs.len(),
+            r.raw_output_contents.len()
+        ));
     }
     r.outputs
         .iter()
         .enumerate()
         .map(|(i, o)| {
-            let shape = o.shape.iter().map(|&d| usize::try_from(d).map_err(|_| format!("output {}: bad dimension {d}", o.name))).collect::<Result<Vec<_>, _>>()?;
-            let mut t = Tensor { name: o.name.clone(), shape, numbers: Vec::new(), strings: Vec::new() };
+            let shape = o
+                .shape
+                .iter()
+                .map(|&d| {
+                    usize::try_from(d).map_err(|_| format!("output {}: bad dimension {d}", o.name))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut t = Tensor {
+                name: o.name.clone(),
+                shape,
+                numbers: Vec::new(),
+                strings: Vec::new(),
+            };
             if let Some(raw) = r.raw_output_contents.get(i) {
                 let (numbers, strings) = decode_raw(&o.name, &o.datatype, raw)?;
                 t.numbers = numbers;
@@ -156,7 +220,11 @@ pub fn parse_grpc_response(r: &kserve_grpc::ModelInferResponse) -> Result<Vec<Te
                     .chain(c.uint64_contents.iter().map(|&v| v as f64))
                     .chain(c.bool_contents.iter().map(|&v| v as u8 as f64))
                     .collect();
-                t.strings = c.bytes_contents.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+                t.strings = c
+                    .bytes_contents
+                    .iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect();
             }
             Ok(t)
         })
@@ -165,18 +233,33 @@ pub fn parse_grpc_response(r: &kserve_grpc::ModelInferResponse) -> Result<Vec<Te
 
 fn grpc_error(status: tonic::Status) -> CallError {
     use tonic::Code::*;
-    let message = format!("gRPC {:?}: {}", status.code(), status.message().chars().take(200).collect::<String>());
+    let message = format!(
+        "gRPC {:?}: {}",
+        status.code(),
+        status.message().chars().take(200).collect::<String>()
+    );
     match status.code() {
-        Unavailable | DeadlineExceeded | ResourceExhausted | Aborted | Internal | Unknown | Cancelled => CallError::Transient(message),
+        Unavailable | DeadlineExceeded | ResourceExhausted | Aborted | Internal | Unknown
+        | Cancelled => CallError::Transient(message),
         _ => CallError::Fatal(message),
     }
 }
 
 pub enum Request {
     /// A KServe v2 FP32 tensor.
-    Tensor { name: String, shape: Vec<usize>, data: Vec<f32> },
+    Tensor {
+        name: String,
+        shape: Vec<usize>,
+        data: Vec<f32>,
+    },
     /// Frames as JPEG (the last one current, the others context) with a prompt.
-    Images { jpegs: Vec<Vec<u8>>, width: u32, height: u32, prompt: String, previous_answer: Option<String> },
+    Images {
+        jpegs: Vec<Vec<u8>>,
+        width: u32,
+        height: u32,
+        prompt: String,
+        previous_answer: Option<String>,
+    },
     /// A WAV file.
     Audio { wav: Vec<u8>, prompt: String },
 }
@@ -230,31 +313,66 @@ pub fn parse_kserve(body: &[u8]) -> Result<Vec<Tensor>, String> {
     if let Some(err) = v.get("error").and_then(Value::as_str) {
         return Err(format!("server error: {err}"));
     }
-    let outputs = v.get("outputs").and_then(Value::as_array).ok_or("reply has no \"outputs\" array")?;
+    let outputs = v
+        .get("outputs")
+        .and_then(Value::as_array)
+        .ok_or("reply has no \"outputs\" array")?;
     outputs
         .iter()
         .map(|o| {
-            let name = o.get("name").and_then(Value::as_str).ok_or("output without a name")?.to_string();
+            let name = o
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or("output without a name")?
+                .to_string();
             let shape = o
                 .get("shape")
                 .and_then(Value::as_array)
                 .ok_or_else(|| format!("output {name} has no shape"))?
                 .iter()
-                .map(|d| d.as_u64().map(|d| d as usize).ok_or_else(|| format!("output {name}: bad dimension {d}")))
+                .map(|d| {
+                    d.as_u64()
+                        .map(|d| d as usize)
+                        .ok_or_else(|| format!("output {name}: bad dimension {d}"))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
-            let data = o.get("data").and_then(Value::as_array).ok_or_else(|| format!("output {name} has no data array"))?;
+            let data = o
+                .get("data")
+                .and_then(Value::as_array)
+                .ok_or_else(|| format!("output {name} has no data array"))?;
             let mut flat = Vec::new();
             flatten(data, &mut flat, 0)?;
             let datatype = o.get("datatype").and_then(Value::as_str).unwrap_or("");
             if datatype == "BYTES" {
-                let strings = flat.iter().map(|v| v.as_str().map(String::from).ok_or("BYTES output holds a non-string")).collect::<Result<_, _>>()?;
-                Ok(Tensor { name, shape, numbers: Vec::new(), strings })
+                let strings = flat
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(String::from)
+                            .ok_or("BYTES output holds a non-string")
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(Tensor {
+                    name,
+                    shape,
+                    numbers: Vec::new(),
+                    strings,
+                })
             } else {
                 let numbers = flat
                     .iter()
-                    .map(|v| v.as_f64().or_else(|| v.as_bool().map(|b| b as u8 as f64)).ok_or_else(|| format!("output {name} holds a non-number")))
+                    .map(|v| {
+                        v.as_f64()
+                            .or_else(|| v.as_bool().map(|b| b as u8 as f64))
+                            .ok_or_else(|| format!("output {name} holds a non-number"))
+                    })
                     .collect::<Result<_, _>>()?;
-                Ok(Tensor { name, shape, numbers, strings: Vec::new() })
+                Ok(Tensor {
+                    name,
+                    shape,
+                    numbers,
+                    strings: Vec::new(),
+                })
             }
         })
         .collect()
@@ -283,15 +401,30 @@ pub enum RunpodStatus {
 /// A RunPod `/runsync`, `/run` or `/status` reply.
 pub fn parse_runpod(body: &[u8]) -> Result<RunpodStatus, String> {
     let v = json_of(body)?;
-    let status = v.get("status").and_then(Value::as_str).ok_or("reply has no \"status\"")?;
+    let status = v
+        .get("status")
+        .and_then(Value::as_str)
+        .ok_or("reply has no \"status\"")?;
     match status {
-        "COMPLETED" => Ok(RunpodStatus::Completed(v.get("output").cloned().unwrap_or(Value::Null))),
+        "COMPLETED" => Ok(RunpodStatus::Completed(
+            v.get("output").cloned().unwrap_or(Value::Null),
+        )),
         "IN_QUEUE" | "IN_PROGRESS" => {
-            let id = v.get("id").and_then(Value::as_str).ok_or("unfinished job without an id")?;
+            let id = v
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or("unfinished job without an id")?;
             Ok(RunpodStatus::Pending(id.to_string()))
         }
         "FAILED" | "CANCELLED" | "TIMED_OUT" => {
-            let err = v.get("error").map(|e| e.as_str().map(String::from).unwrap_or_else(|| e.to_string())).unwrap_or_default();
+            let err = v
+                .get("error")
+                .map(|e| {
+                    e.as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| e.to_string())
+                })
+                .unwrap_or_default();
             Ok(RunpodStatus::Failed(format!("job {status}: {err}")))
         }
         other => Err(format!("unknown job status {other:?}")),
@@ -302,15 +435,26 @@ pub fn parse_runpod(body: &[u8]) -> Result<RunpodStatus, String> {
 pub fn parse_openai_chat(body: &[u8]) -> Result<String, String> {
     let v = json_of(body)?;
     if let Some(err) = v.get("error") {
-        return Err(format!("server error: {}", err.get("message").and_then(Value::as_str).unwrap_or("(no message)")));
+        return Err(format!(
+            "server error: {}",
+            err.get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("(no message)")
+        ));
     }
-    v.pointer("/choices/0/message/content").and_then(Value::as_str).map(String::from).ok_or_else(|| "reply has no choices[0].message.content".into())
+    v.pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .ok_or_else(|| "reply has no choices[0].message.content".into())
 }
 
 /// The text of a `/v1/audio/transcriptions` reply (`response_format=json`).
 pub fn parse_openai_transcription(body: &[u8]) -> Result<String, String> {
     let v = json_of(body)?;
-    v.get("text").and_then(Value::as_str).map(String::from).ok_or_else(|| "reply has no \"text\"".into())
+    v.get("text")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .ok_or_else(|| "reply has no \"text\"".into())
 }
 
 // ---- requests ------------------------------------------------------------
@@ -338,7 +482,10 @@ fn transport(err: reqwest::Error) -> CallError {
     }
     // reqwest's messages carry the URL (never headers): shown redacted, as a
     // password or a key in its query would be.
-    let url = err.url().map(|u| format!(" to {}", rtai_core::secrets::redact(u.as_str()))).unwrap_or_default();
+    let url = err
+        .url()
+        .map(|u| format!(" to {}", rtai_core::secrets::redact(u.as_str())))
+        .unwrap_or_default();
     let err = err.without_url();
     let mut message = err.to_string();
     // The causes say why (connection refused, DNS, TLS); reqwest's own message does not.
@@ -351,18 +498,36 @@ fn transport(err: reqwest::Error) -> CallError {
 }
 
 async fn send(ep: &Endpoint, builder: reqwest::RequestBuilder) -> Result<Vec<u8>, CallError> {
-    send_with_header(ep, builder, "").await.map(|(body, _)| body)
+    send_with_header(ep, builder, "")
+        .await
+        .map(|(body, _)| body)
 }
 
 /// Sends; returns the body and the reply header `header` (when named and present).
-async fn send_with_header(ep: &Endpoint, builder: reqwest::RequestBuilder, header: &str) -> Result<(Vec<u8>, Option<String>), CallError> {
+async fn send_with_header(
+    ep: &Endpoint,
+    builder: reqwest::RequestBuilder,
+    header: &str,
+) -> Result<(Vec<u8>, Option<String>), CallError> {
     let builder = match &ep.api_key {
         Some(key) => builder.bearer_auth(key),
         None => builder,
     };
-    let response = builder.timeout(ep.timeout).send().await.map_err(transport)?;
+    let response = builder
+        .timeout(ep.timeout)
+        .send()
+        .await
+        .map_err(transport)?;
     let status = response.status();
-    let value = (!header.is_empty()).then(|| response.headers().get(header).and_then(|v| v.to_str().ok()).map(String::from)).flatten();
+    let value = (!header.is_empty())
+        .then(|| {
+            response
+                .headers()
+                .get(header)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        })
+        .flatten();
     let body = response.bytes().await.map_err(transport)?;
     check_status(status, &body)?;
     Ok((body.to_vec(), value))
@@ -372,7 +537,12 @@ async fn send_with_header(ep: &Endpoint, builder: reqwest::RequestBuilder, heade
 pub type JobId = Arc<Mutex<Option<String>>>;
 
 /// One call, no retries.
-pub async fn call_once(client: &reqwest::Client, ep: &Endpoint, req: &Request, job: &JobId) -> Result<Reply, CallError> {
+pub async fn call_once(
+    client: &reqwest::Client,
+    ep: &Endpoint,
+    req: &Request,
+    job: &JobId,
+) -> Result<Reply, CallError> {
     let base = ep.url.trim_end_matches('/');
     match (ep.protocol, req) {
         (Protocol::KserveRest, Request::Tensor { name, shape, data }) => {
@@ -390,7 +560,8 @@ pub async fn call_once(client: &reqwest::Client, ep: &Endpoint, req: &Request, j
                     .header("Inference-Header-Content-Length", header_len)
                     .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                     .body([header, raw].concat());
-                let (bytes, reply_header) = send_with_header(ep, builder, "inference-header-content-length").await?;
+                let (bytes, reply_header) =
+                    send_with_header(ep, builder, "inference-header-content-length").await?;
                 return match reply_header.and_then(|h| h.parse::<usize>().ok()) {
                     Some(n) => parse_kserve_binary(&bytes, n),
                     None => parse_kserve(&bytes),
@@ -400,35 +571,62 @@ pub async fn call_once(client: &reqwest::Client, ep: &Endpoint, req: &Request, j
             }
             let body = json!({ "inputs": [{ "name": name, "shape": shape, "datatype": "FP32", "data": data }] });
             let bytes = send(ep, client.post(url).json(&body)).await?;
-            parse_kserve(&bytes).map(Reply::Tensors).map_err(CallError::BadReply)
+            parse_kserve(&bytes)
+                .map(Reply::Tensors)
+                .map_err(CallError::BadReply)
         }
         (Protocol::KserveGrpc, Request::Tensor { name, shape, data }) => {
             use kserve_grpc::model_infer_request::InferInputTensor;
-            let channel = ep.grpc.clone().ok_or_else(|| CallError::Fatal("no gRPC channel".into()))?;
-            let mut client = kserve_grpc::grpc_inference_service_client::GrpcInferenceServiceClient::new(channel);
+            let channel = ep
+                .grpc
+                .clone()
+                .ok_or_else(|| CallError::Fatal("no gRPC channel".into()))?;
+            let mut client =
+                kserve_grpc::grpc_inference_service_client::GrpcInferenceServiceClient::new(
+                    channel,
+                );
             let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
             let mut request = tonic::Request::new(kserve_grpc::ModelInferRequest {
                 model_name: ep.model.clone(),
-                inputs: vec![InferInputTensor { name: name.clone(), datatype: "FP32".into(), shape: shape.iter().map(|&d| d as i64).collect(), ..Default::default() }],
+                inputs: vec![InferInputTensor {
+                    name: name.clone(),
+                    datatype: "FP32".into(),
+                    shape: shape.iter().map(|&d| d as i64).collect(),
+                    ..Default::default()
+                }],
                 raw_input_contents: vec![raw],
                 ..Default::default()
             });
             request.set_timeout(ep.timeout);
             if let Some(key) = &ep.api_key {
-                let value = format!("Bearer {key}").parse().map_err(|_| CallError::Fatal("the API key is not a valid header value".into()))?;
+                let value = format!("Bearer {key}").parse().map_err(|_| {
+                    CallError::Fatal("the API key is not a valid header value".into())
+                })?;
                 request.metadata_mut().insert("authorization", value);
             }
             let reply = client.model_infer(request).await.map_err(grpc_error)?;
-            parse_grpc_response(reply.get_ref()).map(Reply::Tensors).map_err(CallError::BadReply)
+            parse_grpc_response(reply.get_ref())
+                .map(Reply::Tensors)
+                .map_err(CallError::BadReply)
         }
         (Protocol::Runpod, req) => {
             let input = match req {
-                Request::Images { jpegs, width, height, prompt, .. } => json!({
+                Request::Images {
+                    jpegs,
+                    width,
+                    height,
+                    prompt,
+                    ..
+                } => json!({
                     "image": b64(jpegs.last().map(Vec::as_slice).unwrap_or_default()),
                     "width": width, "height": height, "prompt": prompt, "model": ep.model,
                 }),
-                Request::Audio { wav, prompt } => json!({ "audio": b64(wav), "format": "wav", "prompt": prompt, "model": ep.model }),
-                Request::Tensor { name, shape, data } => json!({ "name": name, "shape": shape, "data": data }),
+                Request::Audio { wav, prompt } => {
+                    json!({ "audio": b64(wav), "format": "wav", "prompt": prompt, "model": ep.model })
+                }
+                Request::Tensor { name, shape, data } => {
+                    json!({ "name": name, "shape": shape, "data": data })
+                }
             };
             let body = json!({ "input": input });
             // /runsync first; an endpoint without it (404, 405) takes /run and is polled,
@@ -437,7 +635,9 @@ pub async fn call_once(client: &reqwest::Client, ep: &Endpoint, req: &Request, j
                 None
             } else {
                 match send(ep, client.post(format!("{base}/runsync")).json(&body)).await {
-                    Err(CallError::Fatal(m)) if m.starts_with("HTTP 404") || m.starts_with("HTTP 405") => {
+                    Err(CallError::Fatal(m))
+                        if m.starts_with("HTTP 404") || m.starts_with("HTTP 405") =>
+                    {
                         ep.runsync_missing.store(true, Ordering::Relaxed);
                         None
                     }
@@ -454,14 +654,19 @@ pub async fn call_once(client: &reqwest::Client, ep: &Endpoint, req: &Request, j
             while let RunpodStatus::Pending(id) = &status {
                 *job.lock().unwrap() = Some(id.clone());
                 if started.elapsed() > ep.poll_limit {
-                    return Err(CallError::Transient(format!("job {id} unfinished after {:?}", ep.poll_limit)));
+                    return Err(CallError::Transient(format!(
+                        "job {id} unfinished after {:?}",
+                        ep.poll_limit
+                    )));
                 }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(1));
                 // The hosted API answers GET; the SDK's local test API only POST.
                 let url = format!("{base}/status/{id}");
                 let bytes = match send(ep, client.get(&url)).await {
-                    Err(CallError::Fatal(m)) if m.starts_with("HTTP 405") => send(ep, client.post(&url)).await?,
+                    Err(CallError::Fatal(m)) if m.starts_with("HTTP 405") => {
+                        send(ep, client.post(&url)).await?
+                    }
                     other => other?,
                 };
                 status = parse_runpod(&bytes).map_err(CallError::BadReply)?;
@@ -473,7 +678,15 @@ pub async fn call_once(client: &reqwest::Client, ep: &Endpoint, req: &Request, j
                 RunpodStatus::Pending(_) => unreachable!(),
             }
         }
-        (Protocol::OpenaiChat, Request::Images { jpegs, prompt, previous_answer, .. }) => {
+        (
+            Protocol::OpenaiChat,
+            Request::Images {
+                jpegs,
+                prompt,
+                previous_answer,
+                ..
+            },
+        ) => {
             let mut content = vec![json!({ "type": "text", "text": prompt })];
             for jpeg in jpegs {
                 content.push(json!({ "type": "image_url", "image_url": { "url": format!("data:image/jpeg;base64,{}", b64(jpeg)), "detail": "low" } }));
@@ -484,19 +697,43 @@ pub async fn call_once(client: &reqwest::Client, ep: &Endpoint, req: &Request, j
             }
             messages.push(json!({ "role": "user", "content": content }));
             let body = json!({ "model": ep.model, "messages": messages });
-            let bytes = send(ep, client.post(format!("{base}/v1/chat/completions")).json(&body)).await?;
-            parse_openai_chat(&bytes).map(Reply::Text).map_err(CallError::BadReply)
+            let bytes = send(
+                ep,
+                client
+                    .post(format!("{base}/v1/chat/completions"))
+                    .json(&body),
+            )
+            .await?;
+            parse_openai_chat(&bytes)
+                .map(Reply::Text)
+                .map_err(CallError::BadReply)
         }
         (Protocol::OpenaiTranscriptions, Request::Audio { wav, prompt }) => {
-            let file = reqwest::multipart::Part::bytes(wav.clone()).file_name("audio.wav").mime_str("audio/wav").expect("a valid MIME type");
-            let mut form = reqwest::multipart::Form::new().part("file", file).text("model", ep.model.clone()).text("response_format", "json");
+            let file = reqwest::multipart::Part::bytes(wav.clone())
+                .file_name("audio.wav")
+                .mime_str("audio/wav")
+                .expect("a valid MIME type");
+            let mut form = reqwest::multipart::Form::new()
+                .part("file", file)
+                .text("model", ep.model.clone())
+                .text("response_format", "json");
             if !prompt.is_empty() {
                 form = form.text("prompt", prompt.clone());
             }
-            let bytes = send(ep, client.post(format!("{base}/v1/audio/transcriptions")).multipart(form)).await?;
-            parse_openai_transcription(&bytes).map(Reply::Text).map_err(CallError::BadReply)
+            let bytes = send(
+                ep,
+                client
+                    .post(format!("{base}/v1/audio/transcriptions"))
+                    .multipart(form),
+            )
+            .await?;
+            parse_openai_transcription(&bytes)
+                .map(Reply::Text)
+                .map_err(CallError::BadReply)
         }
-        (protocol, _) => Err(CallError::Fatal(format!("{protocol:?} cannot carry this media"))),
+        (protocol, _) => Err(CallError::Fatal(format!(
+            "{protocol:?} cannot carry this media"
+        ))),
     }
 }
 
@@ -508,7 +745,10 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
 
 /// A cheap jitter source in 0..1 (no need for cryptographic randomness).
 pub fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     let mut x = nanos as u64 ^ 0x9e37_79b9_7f4a_7c15;
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -517,7 +757,12 @@ pub fn jitter() -> f64 {
 }
 
 /// Calls with retries for transient failures; returns the reply and how many retries it took.
-pub async fn call(client: &reqwest::Client, ep: &Endpoint, req: &Request, job: &JobId) -> (Result<Reply, CallError>, u32) {
+pub async fn call(
+    client: &reqwest::Client,
+    ep: &Endpoint,
+    req: &Request,
+    job: &JobId,
+) -> (Result<Reply, CallError>, u32) {
     let mut retries = 0;
     loop {
         match call_once(client, ep, req, job).await {
@@ -532,7 +777,11 @@ pub async fn call(client: &reqwest::Client, ep: &Endpoint, req: &Request, job: &
 }
 
 /// Asks RunPod to cancel job `id` (best effort).
-pub async fn cancel_runpod(client: &reqwest::Client, ep: &Endpoint, id: &str) -> Result<(), CallError> {
+pub async fn cancel_runpod(
+    client: &reqwest::Client,
+    ep: &Endpoint,
+    id: &str,
+) -> Result<(), CallError> {
     let url = format!("{}/cancel/{id}", ep.url.trim_end_matches('/'));
     send(ep, client.post(url)).await.map(|_| ())
 }
@@ -575,7 +824,13 @@ impl BreakerState {
 
 impl Breaker {
     pub fn new(threshold: u32, cooldown: Duration) -> Self {
-        Self { threshold, cooldown, failures: 0, opened: None, probing: false }
+        Self {
+            threshold,
+            cooldown,
+            failures: 0,
+            opened: None,
+            probing: false,
+        }
     }
 
     pub fn state(&self, now: Instant) -> BreakerState {
@@ -637,11 +892,18 @@ mod tests {
         rtai_core::runtime::ensure_tls_provider();
         // Nothing listens on port 1: the connection is refused at once.
         let url = "http://app:s3cret@127.0.0.1:1/v2/models/m/infer?api_key=s3cret&x=1";
-        let err = rtai_core::runtime::runtime().block_on(reqwest::Client::new().get(url).send()).unwrap_err();
-        let CallError::Transient(message) = transport(err) else { panic!("a refused connection is transient") };
+        let err = rtai_core::runtime::runtime()
+            .block_on(reqwest::Client::new().get(url).send())
+            .unwrap_err();
+        let CallError::Transient(message) = transport(err) else {
+            panic!("a refused connection is transient")
+        };
         assert!(!message.contains("s3cret"), "{message}");
         // (reqwest moves the user info into an Authorization header before sending.)
-        assert!(message.contains(" to http://127.0.0.1:1/v2/models/m/infer?api_key=***&x=1 failed: "), "{message}");
+        assert!(
+            message.contains(" to http://127.0.0.1:1/v2/models/m/infer?api_key=***&x=1 failed: "),
+            "{message}"
+        );
         assert!(message.contains("refused"), "the cause is named: {message}");
     }
 
@@ -655,13 +917,28 @@ mod tests {
             (b"", "not JSON"),
             (b"[1,2]", "no \"outputs\""),
             (br#"{"error":"model x not found"}"#, "model x not found"),
-            (br#"{"outputs":[{"shape":[1],"data":[1]}]}"#, "without a name"),
+            (
+                br#"{"outputs":[{"shape":[1],"data":[1]}]}"#,
+                "without a name",
+            ),
             (br#"{"outputs":[{"name":"a","data":[1]}]}"#, "no shape"),
-            (br#"{"outputs":[{"name":"a","shape":[-1],"data":[1]}]}"#, "bad dimension"),
+            (
+                br#"{"outputs":[{"name":"a","shape":[-1],"data":[1]}]}"#,
+                "bad dimension",
+            ),
             (br#"{"outputs":[{"name":"a","shape":[1]}]}"#, "no data"),
-            (br#"{"outputs":[{"name":"a","shape":[1],"data":["x"]}]}"#, "non-number"),
-            (br#"{"outputs":[{"name":"a","shape":[1],"datatype":"BYTES","data":[1]}]}"#, "non-string"),
-            (br#"{"outputs":[{"name":"a","shape":[1],"data":[[[[[[[[[[[1]]]]]]]]]]]}]}"#, "nested"),
+            (
+                br#"{"outputs":[{"name":"a","shape":[1],"data":["x"]}]}"#,
+                "non-number",
+            ),
+            (
+                br#"{"outputs":[{"name":"a","shape":[1],"datatype":"BYTES","data":[1]}]}"#,
+                "non-string",
+            ),
+            (
+                br#"{"outputs":[{"name":"a","shape":[1],"data":[[[[[[[[[[[1]]]]]]]]]]]}]}"#,
+                "nested",
+            ),
         ];
         for (body, part) in bad {
             let err = parse_kserve(body).unwrap_err();
@@ -671,21 +948,52 @@ mod tests {
 
     #[test]
     fn runpod_replies_table() {
-        assert_eq!(parse_runpod(br#"{"id":"a","status":"COMPLETED","output":{"x":1}}"#).unwrap(), RunpodStatus::Completed(json!({"x": 1})));
-        assert_eq!(parse_runpod(br#"{"id":"a","status":"IN_QUEUE"}"#).unwrap(), RunpodStatus::Pending("a".into()));
-        assert!(matches!(parse_runpod(br#"{"id":"a","status":"FAILED","error":"boom"}"#).unwrap(), RunpodStatus::Failed(m) if m.contains("boom")));
-        for body in [&b"{"[..], br#"{"id":"a"}"#, br#"{"status":"IN_PROGRESS"}"#, br#"{"status":"WEIRD"}"#, br#"{"status":7}"#] {
-            assert!(parse_runpod(body).is_err(), "{}", String::from_utf8_lossy(body));
+        assert_eq!(
+            parse_runpod(br#"{"id":"a","status":"COMPLETED","output":{"x":1}}"#).unwrap(),
+            RunpodStatus::Completed(json!({"x": 1}))
+        );
+        assert_eq!(
+            parse_runpod(br#"{"id":"a","status":"IN_QUEUE"}"#).unwrap(),
+            RunpodStatus::Pending("a".into())
+        );
+        assert!(
+            matches!(parse_runpod(br#"{"id":"a","status":"FAILED","error":"boom"}"#).unwrap(), RunpodStatus::Failed(m) if m.contains("boom"))
+        );
+        for body in [
+            &b"{"[..],
+            br#"{"id":"a"}"#,
+            br#"{"status":"IN_PROGRESS"}"#,
+            br#"{"status":"WEIRD"}"#,
+            br#"{"status":7}"#,
+        ] {
+            assert!(
+                parse_runpod(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
     #[test]
     fn openai_replies_table() {
-        assert_eq!(parse_openai_chat(br#"{"choices":[{"message":{"role":"assistant","content":"a ball"}}]}"#).unwrap(), "a ball");
-        assert!(parse_openai_chat(br#"{"error":{"message":"bad key"}}"#).unwrap_err().contains("bad key"));
+        assert_eq!(
+            parse_openai_chat(
+                br#"{"choices":[{"message":{"role":"assistant","content":"a ball"}}]}"#
+            )
+            .unwrap(),
+            "a ball"
+        );
+        assert!(
+            parse_openai_chat(br#"{"error":{"message":"bad key"}}"#)
+                .unwrap_err()
+                .contains("bad key")
+        );
         assert!(parse_openai_chat(br#"{"choices":[]}"#).is_err());
         assert!(parse_openai_chat(b"<html>").is_err());
-        assert_eq!(parse_openai_transcription(br#"{"text":"hello"}"#).unwrap(), "hello");
+        assert_eq!(
+            parse_openai_transcription(br#"{"text":"hello"}"#).unwrap(),
+            "hello"
+        );
         assert!(parse_openai_transcription(br#"{"txt":"hello"}"#).is_err());
     }
 
@@ -725,23 +1033,86 @@ mod tests {
     #[test]
     fn grpc_responses_table() {
         use kserve_grpc::model_infer_response::InferOutputTensor;
-        let out = |datatype: &str, shape: Vec<i64>| InferOutputTensor { name: "o".into(), datatype: datatype.into(), shape, ..Default::default() };
-        let raw_f32: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
-        let ok = kserve_grpc::ModelInferResponse { outputs: vec![out("FP32", vec![1, 2])], raw_output_contents: vec![raw_f32.clone()], ..Default::default() };
-        assert_eq!(parse_grpc_response(&ok).unwrap()[0].numbers, vec![1.5, -2.0]);
-        let bytes = kserve_grpc::ModelInferResponse { outputs: vec![out("BYTES", vec![1])], raw_output_contents: vec![[2u32.to_le_bytes().as_slice(), b"hi"].concat()], ..Default::default() };
-        assert_eq!(parse_grpc_response(&bytes).unwrap()[0].strings, vec!["hi".to_string()]);
+        let out = |datatype: &str, shape: Vec<i64>| InferOutputTensor {
+            name: "o".into(),
+            datatype: datatype.into(),
+            shape,
+            ..Default::default()
+        };
+        let raw_f32: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let ok = kserve_grpc::ModelInferResponse {
+            outputs: vec![out("FP32", vec![1, 2])],
+            raw_output_contents: vec![raw_f32.clone()],
+            ..Default::default()
+        };
+        assert_eq!(
+            parse_grpc_response(&ok).unwrap()[0].numbers,
+            vec![1.5, -2.0]
+        );
+        let bytes = kserve_grpc::ModelInferResponse {
+            outputs: vec![out("BYTES", vec![1])],
+            raw_output_contents: vec![[2u32.to_le_bytes().as_slice(), b"hi"].concat()],
+            ..Default::default()
+        };
+        assert_eq!(
+            parse_grpc_response(&bytes).unwrap()[0].strings,
+            vec!["hi".to_string()]
+        );
         let typed = kserve_grpc::ModelInferResponse {
-            outputs: vec![InferOutputTensor { contents: Some(kserve_grpc::InferTensorContents { fp32_contents: vec![3.0], ..Default::default() }), ..out("FP32", vec![1]) }],
+            outputs: vec![InferOutputTensor {
+                contents: Some(kserve_grpc::InferTensorContents {
+                    fp32_contents: vec![3.0],
+                    ..Default::default()
+                }),
+                ..out("FP32", vec![1])
+            }],
             ..Default::default()
         };
         assert_eq!(parse_grpc_response(&typed).unwrap()[0].numbers, vec![3.0]);
         let bad = [
-            (kserve_grpc::ModelInferResponse { outputs: vec![out("FP32", vec![1])], raw_output_contents: vec![vec![0; 3]], ..Default::default() }, "whole number"),
-            (kserve_grpc::ModelInferResponse { outputs: vec![out("FP32", vec![-1])], raw_output_contents: vec![vec![]], ..Default::default() }, "bad dimension"),
-            (kserve_grpc::ModelInferResponse { outputs: vec![out("COMPLEX", vec![1])], raw_output_contents: vec![vec![0; 8]], ..Default::default() }, "not supported"),
-            (kserve_grpc::ModelInferResponse { outputs: vec![out("BYTES", vec![1])], raw_output_contents: vec![[9u32.to_le_bytes().as_slice(), b"x"].concat()], ..Default::default() }, "past the end"),
-            (kserve_grpc::ModelInferResponse { outputs: vec![out("FP32", vec![1]), out("FP32", vec![1])], raw_output_contents: vec![raw_f32], ..Default::default() }, "raw contents"),
+            (
+                kserve_grpc::ModelInferResponse {
+                    outputs: vec![out("FP32", vec![1])],
+                    raw_output_contents: vec![vec![0; 3]],
+                    ..Default::default()
+                },
+                "whole number",
+            ),
+            (
+                kserve_grpc::ModelInferResponse {
+                    outputs: vec![out("FP32", vec![-1])],
+                    raw_output_contents: vec![vec![]],
+                    ..Default::default()
+                },
+                "bad dimension",
+            ),
+            (
+                kserve_grpc::ModelInferResponse {
+                    outputs: vec![out("COMPLEX", vec![1])],
+                    raw_output_contents: vec![vec![0; 8]],
+                    ..Default::default()
+                },
+                "not supported",
+            ),
+            (
+                kserve_grpc::ModelInferResponse {
+                    outputs: vec![out("BYTES", vec![1])],
+                    raw_output_contents: vec![[9u32.to_le_bytes().as_slice(), b"x"].concat()],
+                    ..Default::default()
+                },
+                "past the end",
+            ),
+            (
+                kserve_grpc::ModelInferResponse {
+                    outputs: vec![out("FP32", vec![1]), out("FP32", vec![1])],
+                    raw_output_contents: vec![raw_f32],
+                    ..Default::default()
+                },
+                "raw contents",
+            ),
         ];
         for (r, part) in bad {
             let err = parse_grpc_response(&r).unwrap_err();
@@ -752,17 +1123,37 @@ mod tests {
     #[test]
     fn kserve_binary_replies_table() {
         let header = br#"{"outputs":[{"name":"boxes","shape":[1,2],"datatype":"FP32","parameters":{"binary_data_size":8}},{"name":"t","shape":[1],"datatype":"BYTES","data":["x"]}]}"#;
-        let body = [header.as_slice(), &1.5f32.to_le_bytes(), &2.5f32.to_le_bytes()].concat();
+        let body = [
+            header.as_slice(),
+            &1.5f32.to_le_bytes(),
+            &2.5f32.to_le_bytes(),
+        ]
+        .concat();
         let t = parse_kserve_binary(&body, header.len()).unwrap();
         assert_eq!(t[0].numbers, vec![1.5, 2.5]);
         assert_eq!(t[1].strings, vec!["x".to_string()]);
-        assert!(parse_kserve_binary(&body, body.len() + 1).unwrap_err().contains("beyond"));
-        assert!(parse_kserve_binary(&body[..body.len() - 1], header.len()).unwrap_err().contains("announced"));
-        assert!(parse_kserve_binary(&body, 5).is_err(), "a cut header is not JSON");
+        assert!(
+            parse_kserve_binary(&body, body.len() + 1)
+                .unwrap_err()
+                .contains("beyond")
+        );
+        assert!(
+            parse_kserve_binary(&body[..body.len() - 1], header.len())
+                .unwrap_err()
+                .contains("announced")
+        );
+        assert!(
+            parse_kserve_binary(&body, 5).is_err(),
+            "a cut header is not JSON"
+        );
         let odd = [header.as_slice(), &[0u8; 8]].concat();
         assert!(parse_kserve_binary(&odd, header.len()).is_ok());
         let bad_type = br#"{"outputs":[{"name":"b","shape":[1],"datatype":"FP16","parameters":{"binary_data_size":2}}]}"#;
-        assert!(parse_kserve_binary(&[bad_type.as_slice(), &[0, 0]].concat(), bad_type.len()).unwrap_err().contains("FP16"));
+        assert!(
+            parse_kserve_binary(&[bad_type.as_slice(), &[0, 0]].concat(), bad_type.len())
+                .unwrap_err()
+                .contains("FP16")
+        );
     }
 
     #[test]
@@ -812,7 +1203,11 @@ mod tests {
         assert_eq!(b.admit(later), None);
         // The probe cancelled or flushed: no verdict, so the next request probes (no lock-up).
         b.abandon(Admission::Probe);
-        assert_eq!(b.state(later), BreakerState::HalfOpen, "abandoning neither closes nor reopens");
+        assert_eq!(
+            b.state(later),
+            BreakerState::HalfOpen,
+            "abandoning neither closes nor reopens"
+        );
         assert_eq!(b.admit(later), Some(Admission::Probe));
         b.success();
         assert_eq!(b.state(later), BreakerState::Closed);

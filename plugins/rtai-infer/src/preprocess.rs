@@ -8,7 +8,13 @@ use gst_video::prelude::*;
 use crate::postprocess::Letterbox;
 
 /// The video formats inferclient reads.
-pub const FORMATS: [VideoFormat; 5] = [VideoFormat::Rgb, VideoFormat::Rgba, VideoFormat::Bgr, VideoFormat::Nv12, VideoFormat::I420];
+pub const FORMATS: [VideoFormat; 5] = [
+    VideoFormat::Rgb,
+    VideoFormat::Rgba,
+    VideoFormat::Bgr,
+    VideoFormat::Nv12,
+    VideoFormat::I420,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -29,7 +35,11 @@ fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
     let d = u as f32 - 128.0;
     let e = v as f32 - 128.0;
     let clamp = |x: f32| x.round().clamp(0.0, 255.0) as u8;
-    [clamp(c + 1.596 * e), clamp(c - 0.392 * d - 0.813 * e), clamp(c + 2.017 * d)]
+    [
+        clamp(c + 1.596 * e),
+        clamp(c - 0.392 * d - 0.813 * e),
+        clamp(c + 2.017 * d),
+    ]
 }
 
 /// Reads a mapped frame into packed RGB; `None` for a format outside [`FORMATS`].
@@ -40,7 +50,11 @@ pub fn to_rgb(frame: &gst_video::VideoFrameRef<&gst::BufferRef>) -> Option<Rgb> 
     match frame.format() {
         VideoFormat::Rgb | VideoFormat::Bgr | VideoFormat::Rgba => {
             let data = frame.plane_data(0).ok()?;
-            let bpp = if frame.format() == VideoFormat::Rgba { 4 } else { 3 };
+            let bpp = if frame.format() == VideoFormat::Rgba {
+                4
+            } else {
+                3
+            };
             let bgr = frame.format() == VideoFormat::Bgr;
             for y in 0..h {
                 for x in 0..w {
@@ -57,7 +71,11 @@ pub fn to_rgb(frame: &gst_video::VideoFrameRef<&gst::BufferRef>) -> Option<Rgb> 
         VideoFormat::I420 | VideoFormat::Nv12 => {
             let luma = frame.plane_data(0).ok()?;
             let nv12 = frame.format() == VideoFormat::Nv12;
-            let (u_plane, v_plane) = if nv12 { (frame.plane_data(1).ok()?, &[][..]) } else { (frame.plane_data(1).ok()?, frame.plane_data(2).ok()?) };
+            let (u_plane, v_plane) = if nv12 {
+                (frame.plane_data(1).ok()?, &[][..])
+            } else {
+                (frame.plane_data(1).ok()?, frame.plane_data(2).ok()?)
+            };
             for y in 0..h {
                 for x in 0..w {
                     let yy = luma[y * stride(0) + x];
@@ -65,7 +83,10 @@ pub fn to_rgb(frame: &gst_video::VideoFrameRef<&gst::BufferRef>) -> Option<Rgb> 
                         let i = (y / 2) * stride(1) + (x / 2) * 2;
                         (u_plane[i], u_plane[i + 1])
                     } else {
-                        (u_plane[(y / 2) * stride(1) + x / 2], v_plane[(y / 2) * stride(2) + x / 2])
+                        (
+                            u_plane[(y / 2) * stride(1) + x / 2],
+                            v_plane[(y / 2) * stride(2) + x / 2],
+                        )
                     };
                     out[(y * w + x) * 3..][..3].copy_from_slice(&yuv_to_rgb(yy, u, v));
                 }
@@ -73,12 +94,22 @@ pub fn to_rgb(frame: &gst_video::VideoFrameRef<&gst::BufferRef>) -> Option<Rgb> 
         }
         _ => return None,
     }
-    Some(Rgb { width: w as u32, height: h as u32, data: out })
+    Some(Rgb {
+        width: w as u32,
+        height: h as u32,
+        data: out,
+    })
 }
 
 /// The letterboxed input tensor, values in 0..255 (or 0..1 with `normalize`),
 /// padding grey (114, as YOLO models are trained with).
-pub fn tensor(rgb: &Rgb, input_width: u32, input_height: u32, layout: Layout, normalize: bool) -> (Vec<f32>, Letterbox) {
+pub fn tensor(
+    rgb: &Rgb,
+    input_width: u32,
+    input_height: u32,
+    layout: Layout,
+    normalize: bool,
+) -> (Vec<f32>, Letterbox) {
     let lb = Letterbox::fit(rgb.width, rgb.height, input_width, input_height);
     let (iw, ih) = (input_width as usize, input_height as usize);
     let mut out = vec![114.0f32; iw * ih * 3];
@@ -123,30 +154,46 @@ pub fn jpeg(rgb: &Rgb, quality: u8) -> Result<Vec<u8>, String> {
 /// Largest JPEG side decoded: a corrupt header cannot make us allocate gigabytes.
 const MAX_JPEG_SIDE: usize = 8192;
 
-fn jpeg_decoder(data: &[u8]) -> zune_jpeg::JpegDecoder<zune_jpeg::zune_core::bytestream::ZCursor<&[u8]>> {
+fn jpeg_decoder(
+    data: &[u8],
+) -> zune_jpeg::JpegDecoder<zune_jpeg::zune_core::bytestream::ZCursor<&[u8]>> {
     let options = zune_jpeg::zune_core::options::DecoderOptions::default()
         .jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB)
         .set_max_width(MAX_JPEG_SIDE)
         .set_max_height(MAX_JPEG_SIDE);
-    zune_jpeg::JpegDecoder::new_with_options(zune_jpeg::zune_core::bytestream::ZCursor::new(data), options)
+    zune_jpeg::JpegDecoder::new_with_options(
+        zune_jpeg::zune_core::bytestream::ZCursor::new(data),
+        options,
+    )
 }
 
 /// A JPEG (any colour space: grey, YCbCr, CMYK) as packed RGB.
 pub fn decode_jpeg(data: &[u8]) -> Result<Rgb, String> {
     let mut decoder = jpeg_decoder(data);
-    let pixels = decoder.decode().map_err(|e| format!("JPEG decoding failed: {e:?}"))?;
+    let pixels = decoder
+        .decode()
+        .map_err(|e| format!("JPEG decoding failed: {e:?}"))?;
     let info = decoder.info().ok_or("JPEG without a frame header")?;
     let (width, height) = (info.width as u32, info.height as u32);
     if width == 0 || height == 0 || pixels.len() != width as usize * height as usize * 3 {
-        return Err(format!("JPEG decoded to {} bytes for {width}x{height}", pixels.len()));
+        return Err(format!(
+            "JPEG decoded to {} bytes for {width}x{height}",
+            pixels.len()
+        ));
     }
-    Ok(Rgb { width, height, data: pixels })
+    Ok(Rgb {
+        width,
+        height,
+        data: pixels,
+    })
 }
 
 /// A JPEG's size from its headers, without decoding the image.
 pub fn jpeg_size(data: &[u8]) -> Result<(u32, u32), String> {
     let mut decoder = jpeg_decoder(data);
-    decoder.decode_headers().map_err(|e| format!("not a JPEG: {e:?}"))?;
+    decoder
+        .decode_headers()
+        .map_err(|e| format!("not a JPEG: {e:?}"))?;
     let info = decoder.info().ok_or("JPEG without a frame header")?;
     if info.width == 0 || info.height == 0 {
         return Err(format!("JPEG of {}x{}", info.width, info.height));
@@ -187,7 +234,11 @@ mod tests {
                 data.extend_from_slice(if x < 2 { &[255, 0, 0] } else { &[0, 0, 255] });
             }
         }
-        let rgb = Rgb { width: 4, height: 2, data };
+        let rgb = Rgb {
+            width: 4,
+            height: 2,
+            data,
+        };
         let (t, lb) = tensor(&rgb, 4, 4, Layout::Nchw, false);
         assert_eq!((lb.scale, lb.pad_y), (1.0, 1.0));
         assert_eq!(t[0], 114.0, "padding row");
@@ -207,15 +258,32 @@ mod tests {
                 data.extend_from_slice(if x < 8 { &[255, 0, 0] } else { &[0, 0, 255] });
             }
         }
-        let encoded = jpeg(&Rgb { width: 16, height: 8, data }, 95).unwrap();
+        let encoded = jpeg(
+            &Rgb {
+                width: 16,
+                height: 8,
+                data,
+            },
+            95,
+        )
+        .unwrap();
         assert_eq!(jpeg_size(&encoded).unwrap(), (16, 8));
         let rgb = decode_jpeg(&encoded).unwrap();
         assert_eq!((rgb.width, rgb.height, rgb.data.len()), (16, 8, 16 * 8 * 3));
-        let (left, right) = (&rgb.data[(4 * 16 + 2) * 3..][..3], &rgb.data[(4 * 16 + 13) * 3..][..3]);
+        let (left, right) = (
+            &rgb.data[(4 * 16 + 2) * 3..][..3],
+            &rgb.data[(4 * 16 + 13) * 3..][..3],
+        );
         assert!(left[0] > 200 && left[2] < 60, "red stays red: {left:?}");
-        assert!(right[2] > 200 && right[0] < 60, "blue stays blue: {right:?}");
+        assert!(
+            right[2] > 200 && right[0] < 60,
+            "blue stays blue: {right:?}"
+        );
         // Truncated, empty, not a JPEG, mangled: errors, never a panic.
-        assert!(decode_jpeg(&encoded[..encoded.len() / 2]).is_err(), "truncated");
+        assert!(
+            decode_jpeg(&encoded[..encoded.len() / 2]).is_err(),
+            "truncated"
+        );
         for bad in [&[][..], b"\x89PNG\r\n\x1a\n".as_slice()] {
             assert!(decode_jpeg(bad).is_err() && jpeg_size(bad).is_err());
         }

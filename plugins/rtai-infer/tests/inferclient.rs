@@ -33,13 +33,21 @@ fn peers() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn http(port: u16, method: &str, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.split_whitespace().nth(1)?.parse().ok()
@@ -76,7 +84,10 @@ impl Peer {
 
     fn mlserver() -> Self {
         let venv = workspace().join(".venv-mlserver/bin");
-        assert!(venv.join("mlserver").exists(), "MLServer is missing: scripts/setup.sh installs it into .venv-mlserver");
+        assert!(
+            venv.join("mlserver").exists(),
+            "MLServer is missing: scripts/setup.sh installs it into .venv-mlserver"
+        );
         let (port, grpc_port) = (free_port(), free_port());
         let child = Command::new(venv.join("mlserver"))
             .arg("start")
@@ -92,22 +103,47 @@ impl Peer {
             .stderr(Stdio::null())
             .spawn()
             .expect("mlserver starts");
-        Peer { child, port, grpc_port }.wait_ready("MLServer", |p| ["ball", "slow", "broken", "text"].iter().all(|m| http(p, "GET", &format!("/v2/models/{m}/ready")) == Some(200)))
+        Peer {
+            child,
+            port,
+            grpc_port,
+        }
+        .wait_ready("MLServer", |p| {
+            ["ball", "slow", "broken", "text"]
+                .iter()
+                .all(|m| http(p, "GET", &format!("/v2/models/{m}/ready")) == Some(200))
+        })
     }
 
     fn runpod() -> Self {
         let python = workspace().join(".venv-runpod/bin/python");
-        assert!(python.exists(), "the runpod SDK is missing: scripts/setup.sh installs it into .venv-runpod");
+        assert!(
+            python.exists(),
+            "the runpod SDK is missing: scripts/setup.sh installs it into .venv-runpod"
+        );
         let port = free_port();
         let child = Command::new(python)
             .arg(peers().join("runpod_handler.py"))
-            .args(["--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", &port.to_string()])
+            .args([
+                "--rp_serve_api",
+                "--rp_api_host",
+                "127.0.0.1",
+                "--rp_api_port",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("the runpod handler starts");
         // The local API has no health route; its OpenAPI page answers once it serves.
-        Peer { child, port, grpc_port: 0 }.wait_ready("runpod local API", |p| http(p, "GET", "/openapi.json") == Some(200))
+        Peer {
+            child,
+            port,
+            grpc_port: 0,
+        }
+        .wait_ready("runpod local API", |p| {
+            http(p, "GET", "/openapi.json") == Some(200)
+        })
     }
 
     fn url(&self) -> String {
@@ -118,8 +154,15 @@ impl Peer {
 /// Runs `desc` (ending in an appsink named `sink`) to EOS: its caps and buffers.
 fn frames_from(desc: &str) -> (gst::Caps, Vec<gst::Buffer>) {
     init();
-    let pipeline = gst::parse::launch(desc).unwrap().downcast::<gst::Pipeline>().unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let pipeline = gst::parse::launch(desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut caps = None;
     let mut out = Vec::new();
@@ -232,12 +275,23 @@ fn kserve_rest_against_mlserver() {
         assert_eq!(found.len(), 1, "frame {i}: one ball");
         let (truth, got) = (ball_box(f), found[0].rect);
         assert!(iou(truth, got) > 0.8, "frame {i}: {got:?} vs {truth:?}");
-        assert_eq!((found[0].label.as_str(), found[0].model.as_str()), ("ball", "ball"));
+        assert_eq!(
+            (found[0].label.as_str(), found[0].model.as_str()),
+            ("ball", "ball")
+        );
         assert!((found[0].confidence - 0.9).abs() < 1e-6);
-        assert_eq!(out.map_readable().unwrap().as_slice(), f.map_readable().unwrap().as_slice(), "media unchanged");
+        assert_eq!(
+            out.map_readable().unwrap().as_slice(),
+            f.map_readable().unwrap().as_slice(),
+            "media unchanged"
+        );
     }
     let s = stats(&h);
-    assert_eq!((s.get::<u64>("sent").unwrap(), s.get::<u64>("ok").unwrap()), (8, 8), "{s}");
+    assert_eq!(
+        (s.get::<u64>("sent").unwrap(), s.get::<u64>("ok").unwrap()),
+        (8, 8),
+        "{s}"
+    );
     assert!(s.get::<u64>("round-trip-p50").unwrap() > 0, "{s}");
     drop(h);
 
@@ -261,12 +315,26 @@ fn kserve_rest_against_mlserver() {
         assert_eq!(out.pts(), f.pts());
         assert!(rois(&out).is_empty());
     }
-    assert!(started.elapsed() < Duration::from_millis(1900), "frames waited {:?}, longer than the budget allows", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "frames waited {:?}, longer than the budget allows",
+        started.elapsed()
+    );
     let s = stats(&h);
     assert_eq!(s.get::<u64>("dropped-by-budget").unwrap(), 3, "{s}");
     let mut q = gst::query::Latency::new();
-    assert!(h.element().unwrap().static_pad("src").unwrap().query(&mut q));
-    assert_eq!(q.result().1, gst::ClockTime::from_mseconds(200), "the budget is the added latency");
+    assert!(
+        h.element()
+            .unwrap()
+            .static_pad("src")
+            .unwrap()
+            .query(&mut q)
+    );
+    assert_eq!(
+        q.result().1,
+        gst::ClockTime::from_mseconds(200),
+        "the budget is the added latency"
+    );
     drop(h);
 
     // 3. A model that always fails (HTTP 500): retried, then the breaker opens and frames pass.
@@ -293,26 +361,46 @@ fn kserve_rest_against_mlserver() {
     let s = stats(&h);
     eprintln!("broken model: {s}");
     assert_eq!(s.get::<u64>("failed").unwrap(), 2, "{s}");
-    assert_eq!(s.get::<u64>("retried").unwrap(), 2, "one retry per request: {s}");
+    assert_eq!(
+        s.get::<u64>("retried").unwrap(),
+        2,
+        "one retry per request: {s}"
+    );
     assert_eq!(s.get::<u64>("skipped-breaker").unwrap(), 6, "{s}");
     assert_eq!(s.get::<&str>("breaker-state").unwrap(), "open");
     drop(h);
 
     // 4. An unknown model (HTTP 404): a clear element error that never shows the API key.
     let (message, debug) = run_expecting_error(
-        &format!("inferclient url={} model=no-such-model api-key=sk-very-secret-key input-width=64 input-height=64", server.url()),
+        &format!(
+            "inferclient url={} model=no-such-model api-key=sk-very-secret-key input-width=64 input-height=64",
+            server.url()
+        ),
         &caps,
         &frames[..2],
     );
-    assert!(message.contains("refused the request") && message.contains("404"), "{message}");
-    assert!(!message.contains("sk-very-secret") && !debug.contains("sk-very-secret"), "{message} {debug}");
+    assert!(
+        message.contains("refused the request") && message.contains("404"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("sk-very-secret") && !debug.contains("sk-very-secret"),
+        "{message} {debug}"
+    );
 }
 
 /// Runs `appsrc ! desc ! fakesink` with `frames`; returns the error it must post.
 fn run_expecting_error(desc: &str, caps: &gst::Caps, frames: &[gst::Buffer]) -> (String, String) {
     init();
-    let pipeline = gst::parse::launch(&format!("appsrc name=src format=time ! {desc} ! fakesink")).unwrap().downcast::<gst::Pipeline>().unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let pipeline = gst::parse::launch(&format!("appsrc name=src format=time ! {desc} ! fakesink"))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
     src.set_caps(Some(caps));
     pipeline.set_state(gst::State::Playing).unwrap();
     for f in frames {
@@ -324,8 +412,13 @@ fn run_expecting_error(desc: &str, caps: &gst::Caps, frames: &[gst::Buffer]) -> 
         .timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Error])
         .expect("an error within 30 s");
     pipeline.set_state(gst::State::Null).unwrap();
-    let gst::MessageView::Error(e) = msg.view() else { unreachable!() };
-    (e.error().to_string(), e.debug().map(|d| d.to_string()).unwrap_or_default())
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    (
+        e.error().to_string(),
+        e.debug().map(|d| d.to_string()).unwrap_or_default(),
+    )
 }
 
 /// 10 ms of 16 kHz S16LE mono speech-ish samples carrying segment `id`.
@@ -337,7 +430,9 @@ fn audio(pts_ms: u64, id: u64) -> gst::Buffer {
 
 /// 10 ms of 16 kHz S16LE mono without a segment.
 fn plain_audio(pts_ms: u64) -> gst::Buffer {
-    let samples: Vec<u8> = (0..160).flat_map(|i| (((i as f64 * 0.2).sin() * 8000.0) as i16).to_le_bytes()).collect();
+    let samples: Vec<u8> = (0..160)
+        .flat_map(|i| (((i as f64 * 0.2).sin() * 8000.0) as i16).to_le_bytes())
+        .collect();
     let mut b = gst::Buffer::from_slice(samples);
     {
         let b = b.get_mut().unwrap();
@@ -356,7 +451,16 @@ fn runpod_images_segmented_audio_and_cancel() {
 
     // Frames as JPEG to a RunPod handler that finds the ball: boxes in frame coordinates.
     let (caps, frames) = ball_frames(3);
-    let mut h = harness(&[("protocol", "runpod"), ("url", &url), ("model", "ball"), ("latency-budget", "30000"), ("api-key", "rp-secret")], &caps);
+    let mut h = harness(
+        &[
+            ("protocol", "runpod"),
+            ("url", &url),
+            ("model", "ball"),
+            ("latency-budget", "30000"),
+            ("api-key", "rp-secret"),
+        ],
+        &caps,
+    );
     for f in &frames {
         h.push(f.clone()).unwrap();
     }
@@ -375,8 +479,18 @@ fn runpod_images_segmented_audio_and_cancel() {
 
     // Audio in speech segments, output=text: one transcript per segment, with its times and id.
     let caps: gst::Caps = AUDIO.parse().unwrap();
-    let mut h = harness(&[("protocol", "runpod"), ("url", &url), ("output", "text")], &caps);
-    let start = |id: u64, ms: u64| SegmentEvent::Start { id, running_time: gst::ClockTime::from_mseconds(ms), lookback: gst::ClockTime::ZERO }.to_event();
+    let mut h = harness(
+        &[("protocol", "runpod"), ("url", &url), ("output", "text")],
+        &caps,
+    );
+    let start = |id: u64, ms: u64| {
+        SegmentEvent::Start {
+            id,
+            running_time: gst::ClockTime::from_mseconds(ms),
+            lookback: gst::ClockTime::ZERO,
+        }
+        .to_event()
+    };
     h.push_event(start(1, 0));
     for i in 0..50 {
         h.push(audio(i * 10, 1)).unwrap();
@@ -386,19 +500,33 @@ fn runpod_images_segmented_audio_and_cancel() {
     assert_eq!(text.pts(), Some(gst::ClockTime::ZERO));
     assert_eq!(text.duration(), Some(gst::ClockTime::from_mseconds(500)));
     assert_eq!(SegmentIdMeta::get(&text), Some(1));
-    assert_eq!(std::str::from_utf8(&text.map_readable().unwrap()).unwrap(), "16000 bytes of audio", "500 ms of 16 kHz S16LE");
+    assert_eq!(
+        std::str::from_utf8(&text.map_readable().unwrap()).unwrap(),
+        "16000 bytes of audio",
+        "500 ms of 16 kHz S16LE"
+    );
     assert_eq!(InferenceResult::get(&text).unwrap().kind, "transcript");
     drop(h);
 
     // A cancel while the request is in flight: aborted at once, cancel-ack posted, no text.
     let pipeline = gst::Pipeline::new();
-    let src = gst_app::AppSrc::builder().caps(&caps).format(gst::Format::Time).build();
+    let src = gst_app::AppSrc::builder()
+        .caps(&caps)
+        .format(gst::Format::Time)
+        .build();
     let client = gst::ElementFactory::make("inferclient").build().unwrap();
-    for (k, v) in [("protocol", "runpod"), ("url", url.as_str()), ("model", "slow"), ("output", "text")] {
+    for (k, v) in [
+        ("protocol", "runpod"),
+        ("url", url.as_str()),
+        ("model", "slow"),
+        ("output", "text"),
+    ] {
         client.set_property_from_str(k, v);
     }
     let sink = gst_app::AppSink::builder().sync(false).build();
-    pipeline.add_many([src.upcast_ref(), &client, sink.upcast_ref()]).unwrap();
+    pipeline
+        .add_many([src.upcast_ref(), &client, sink.upcast_ref()])
+        .unwrap();
     gst::Element::link_many([src.upcast_ref(), &client, sink.upcast_ref()]).unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let srcpad = src.static_pad("src").unwrap();
@@ -408,20 +536,45 @@ fn runpod_images_segmented_audio_and_cancel() {
     // Serialized: after the audio; the request starts when it reaches inferclient.
     src.send_event(SegmentEvent::End { id: 2 }.to_event());
     let sent = Instant::now();
-    while client.property::<gst::Structure>("stats").get::<u64>("inflight").unwrap() == 0 {
-        assert!(sent.elapsed() < Duration::from_secs(10), "the request never started");
+    while client
+        .property::<gst::Structure>("stats")
+        .get::<u64>("inflight")
+        .unwrap()
+        == 0
+    {
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "the request never started"
+        );
         std::thread::yield_now();
     }
-    assert!(srcpad.push_event(SegmentEvent::Cancel { id: 2, reason: "false start".into() }.to_event()));
+    assert!(
+        srcpad.push_event(
+            SegmentEvent::Cancel {
+                id: 2,
+                reason: "false start".into()
+            }
+            .to_event()
+        )
+    );
     let bus = pipeline.bus().unwrap();
     let ack = bus
-        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Element])
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(5),
+            &[gst::MessageType::Element],
+        )
         .and_then(|m| m.structure().and_then(rtai_core::CancelAck::from_structure))
         .expect("cancel-ack");
     assert_eq!((ack.id, ack.requests_aborted), (2, 1));
     src.end_of_stream().unwrap();
-    assert!(sink.pull_sample().is_err(), "no transcript for a cancelled segment: EOS comes first");
-    assert!(sent.elapsed() < Duration::from_secs(3), "the 3 s request was not waited for");
+    assert!(
+        sink.pull_sample().is_err(),
+        "no transcript for a cancelled segment: EOS comes first"
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "the 3 s request was not waited for"
+    );
     let s = client.property::<gst::Structure>("stats");
     assert_eq!(s.get::<u64>("aborted").unwrap(), 1, "{s}");
     pipeline.set_state(gst::State::Null).unwrap();
@@ -432,15 +585,38 @@ fn max_inflight_and_interval_limit_requests() {
     let server = Peer::mlserver();
     let (caps, frames) = ball_frames(12);
     // interval=3: frames 0, 3, 6, 9 are sent; the rest pass without results.
-    let mut h = harness(&[("url", &server.url()), ("model", "ball"), ("input-width", "64"), ("input-height", "64"), ("interval", "3"), ("max-inflight", "16"), ("latency-budget", "30000")], &caps);
+    let mut h = harness(
+        &[
+            ("url", &server.url()),
+            ("model", "ball"),
+            ("input-width", "64"),
+            ("input-height", "64"),
+            ("interval", "3"),
+            ("max-inflight", "16"),
+            ("latency-budget", "30000"),
+        ],
+        &caps,
+    );
     for f in &frames {
         h.push(f.clone()).unwrap();
     }
-    let with_results: Vec<usize> = (0..frames.len()).filter(|_| !rois(&h.pull().unwrap()).is_empty()).collect();
+    let with_results: Vec<usize> = (0..frames.len())
+        .filter(|_| !rois(&h.pull().unwrap()).is_empty())
+        .collect();
     assert_eq!(with_results, vec![0, 3, 6, 9]);
     drop(h);
     // max-inflight=1 with a 2 s model: the first frame is sent, the next ones are skipped, counted.
-    let mut h = harness(&[("url", &server.url()), ("model", "slow"), ("input-width", "64"), ("input-height", "64"), ("max-inflight", "1"), ("latency-budget", "50")], &caps);
+    let mut h = harness(
+        &[
+            ("url", &server.url()),
+            ("model", "slow"),
+            ("input-width", "64"),
+            ("input-height", "64"),
+            ("max-inflight", "1"),
+            ("latency-budget", "50"),
+        ],
+        &caps,
+    );
     for f in &frames[..4] {
         h.push(f.clone()).unwrap();
     }
@@ -448,22 +624,52 @@ fn max_inflight_and_interval_limit_requests() {
         h.pull().unwrap();
     }
     let s = stats(&h);
-    assert_eq!((s.get::<u64>("sent").unwrap(), s.get::<u64>("skipped-busy").unwrap()), (1, 3), "{s}");
+    assert_eq!(
+        (
+            s.get::<u64>("sent").unwrap(),
+            s.get::<u64>("skipped-busy").unwrap()
+        ),
+        (1, 3),
+        "{s}"
+    );
 }
 
 #[test]
 fn bad_input_is_a_clear_error() {
     init();
     for (caps, desc, expected) in [
-        ("video/x-raw,format=GRAY8,width=64,height=64,framerate=10/1", "inferclient", "not-negotiated"),
-        ("audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved", "inferclient protocol=kserve-rest", "cannot carry audio"),
+        (
+            "video/x-raw,format=GRAY8,width=64,height=64,framerate=10/1",
+            "inferclient",
+            "not-negotiated",
+        ),
+        (
+            "audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved",
+            "inferclient protocol=kserve-rest",
+            "cannot carry audio",
+        ),
     ] {
-        let pipeline = gst::parse::launch(&format!("appsrc name=src format=time caps={caps} ! {desc} ! fakesink")).unwrap().downcast::<gst::Pipeline>().unwrap();
-        let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+        let pipeline = gst::parse::launch(&format!(
+            "appsrc name=src format=time caps={caps} ! {desc} ! fakesink"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let src = pipeline
+            .by_name("src")
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
         pipeline.set_state(gst::State::Playing).unwrap();
         let _ = src.push_buffer(gst::Buffer::with_size(64 * 64).unwrap());
-        let msg = pipeline.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error]).expect("an error");
-        let gst::MessageView::Error(e) = msg.view() else { unreachable!() };
+        let msg = pipeline
+            .bus()
+            .unwrap()
+            .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error])
+            .expect("an error");
+        let gst::MessageView::Error(e) = msg.view() else {
+            unreachable!()
+        };
         let text = format!("{} {:?}", e.error(), e.debug());
         assert!(text.contains(expected), "{text}");
         pipeline.set_state(gst::State::Null).unwrap();
@@ -473,19 +679,38 @@ fn bad_input_is_a_clear_error() {
 #[test]
 fn api_key_is_write_only() {
     init();
-    let e = gst::ElementFactory::make("inferclient").property("api-key", "sk-1").build().unwrap();
+    let e = gst::ElementFactory::make("inferclient")
+        .property("api-key", "sk-1")
+        .build()
+        .unwrap();
     let pspec = e.find_property("api-key").unwrap();
     assert!(!pspec.flags().contains(glib::ParamFlags::READABLE));
-    let out = Command::new("gst-inspect-1.0").arg("inferclient").env("GST_PLUGIN_PATH", workspace().join("target/release")).output().unwrap();
+    let out = Command::new("gst-inspect-1.0")
+        .arg("inferclient")
+        .env("GST_PLUGIN_PATH", workspace().join("target/release"))
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("api-key") && text.contains("Write only"), "{text}");
+    assert!(
+        text.contains("api-key") && text.contains("Write only"),
+        "{text}"
+    );
 }
 
 #[test]
 fn openai_chat_and_transcriptions_against_a_fixture() {
     let port = free_port();
-    let child = Command::new("python3").arg(peers().join("openai_fixture.py")).arg(port.to_string()).spawn().expect("python3 runs");
-    let server = Peer { child, port, grpc_port: 0 }.wait_ready("OpenAI fixture", |p| http(p, "GET", "/").is_some());
+    let child = Command::new("python3")
+        .arg(peers().join("openai_fixture.py"))
+        .arg(port.to_string())
+        .spawn()
+        .expect("python3 runs");
+    let server = Peer {
+        child,
+        port,
+        grpc_port: 0,
+    }
+    .wait_ready("OpenAI fixture", |p| http(p, "GET", "/").is_some());
     let (caps, frames) = ball_frames(3);
     // Two context frames and the previous answer fed back.
     let mut h = harness(
@@ -507,54 +732,118 @@ fn openai_chat_and_transcriptions_against_a_fixture() {
         h.push(f.clone()).unwrap();
         let out = h.pull().unwrap();
         let r = InferenceResult::get(&out).expect("a caption");
-        assert_eq!((r.kind.as_str(), r.model.as_deref()), ("caption", Some("vlm")));
+        assert_eq!(
+            (r.kind.as_str(), r.model.as_deref()),
+            ("caption", Some("vlm"))
+        );
         captions.push(r.text);
     }
-    assert_eq!(captions[0], "1 frames, prompt 'What moves?', previous: none");
-    assert_eq!(captions[1], format!("2 frames, prompt 'What moves?', previous: {}", captions[0]));
+    assert_eq!(
+        captions[0],
+        "1 frames, prompt 'What moves?', previous: none"
+    );
+    assert_eq!(
+        captions[1],
+        format!("2 frames, prompt 'What moves?', previous: {}", captions[0])
+    );
     assert!(captions[2].starts_with("2 frames"));
     drop(h);
 
     // Transcriptions in fixed chunks (no segments): 300 ms chunks of 16 kHz audio, as text.
     let caps: gst::Caps = AUDIO.parse().unwrap();
-    let mut h = harness(&[("protocol", "openai-transcriptions"), ("url", &server.url()), ("model", "whisper-1"), ("api-key", "sk-test"), ("output", "text"), ("chunk-duration", "300")], &caps);
+    let mut h = harness(
+        &[
+            ("protocol", "openai-transcriptions"),
+            ("url", &server.url()),
+            ("model", "whisper-1"),
+            ("api-key", "sk-test"),
+            ("output", "text"),
+            ("chunk-duration", "300"),
+        ],
+        &caps,
+    );
     for i in 0..60 {
         h.push(plain_audio(i * 10)).unwrap();
     }
     h.push_event(gst::event::Eos::new());
-    let texts: Vec<String> = (0..2).map(|_| String::from_utf8(h.pull().unwrap().map_readable().unwrap().to_vec()).unwrap()).collect();
-    assert_eq!(texts, vec!["9600 bytes for whisper-1".to_string(), "9600 bytes for whisper-1".to_string()]);
+    let texts: Vec<String> = (0..2)
+        .map(|_| String::from_utf8(h.pull().unwrap().map_readable().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            "9600 bytes for whisper-1".to_string(),
+            "9600 bytes for whisper-1".to_string()
+        ]
+    );
     drop(h);
 
     // A wrong key: 401 is a clear error, without the key in it.
-    let (message, debug) = run_expecting_error(&format!("inferclient protocol=openai-chat url={} api-key=sk-wrong-one", server.url()), &ball_frames(1).0, &frames[..1]);
-    assert!(message.contains("401") && message.contains("Incorrect API key"), "{message}");
+    let (message, debug) = run_expecting_error(
+        &format!(
+            "inferclient protocol=openai-chat url={} api-key=sk-wrong-one",
+            server.url()
+        ),
+        &ball_frames(1).0,
+        &frames[..1],
+    );
+    assert!(
+        message.contains("401") && message.contains("Incorrect API key"),
+        "{message}"
+    );
     assert!(!message.contains("sk-wrong") && !debug.contains("sk-wrong"));
 }
 
 fn fault_server() -> Peer {
     let port = free_port();
-    let child = Command::new("python3").arg(peers().join("kserve_faults.py")).arg(port.to_string()).spawn().expect("python3 runs");
-    Peer { child, port, grpc_port: 0 }.wait_ready("KServe fault fixture", |p| http(p, "GET", "/v2/health/live") == Some(200))
+    let child = Command::new("python3")
+        .arg(peers().join("kserve_faults.py"))
+        .arg(port.to_string())
+        .spawn()
+        .expect("python3 runs");
+    Peer {
+        child,
+        port,
+        grpc_port: 0,
+    }
+    .wait_ready("KServe fault fixture", |p| {
+        http(p, "GET", "/v2/health/live") == Some(200)
+    })
 }
 
 /// inferclient against the fault fixture's `model` with 32x32 input, plus `extra`.
 fn fault_harness(server: &Peer, model: &str, extra: &[(&str, &str)], caps: &gst::Caps) -> Harness {
     let url = server.url();
-    let mut props = vec![("url", url.as_str()), ("model", model), ("input-width", "32"), ("input-height", "32")];
+    let mut props = vec![
+        ("url", url.as_str()),
+        ("model", model),
+        ("input-width", "32"),
+        ("input-height", "32"),
+    ];
     props.extend_from_slice(extra);
     harness(&props, caps)
 }
 
 /// Starts `appsrc ! inferclient <props> ! appsink` playing, the appsrc with `caps`.
-fn start_pipeline(props: &str, caps: &gst::Caps) -> (gst::Pipeline, gst_app::AppSrc, gst_app::AppSink) {
+fn start_pipeline(
+    props: &str,
+    caps: &gst::Caps,
+) -> (gst::Pipeline, gst_app::AppSrc, gst_app::AppSink) {
     init();
     let pipeline = gst::parse::launch(&format!("appsrc name=src format=time ! inferclient name=infer {props} ! appsink name=sink sync=false"))
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     src.set_caps(Some(caps));
     pipeline.set_state(gst::State::Playing).unwrap();
     (pipeline, src, sink)
@@ -562,20 +851,40 @@ fn start_pipeline(props: &str, caps: &gst::Caps) -> (gst::Pipeline, gst_app::App
 
 /// Runs frames through `appsrc ! inferclient <props> ! appsink` to EOS; returns the
 /// outputs, the warnings posted, the element's stats and its `inference-result` messages.
-fn run_to_eos(props: &str, caps: &gst::Caps, frames: &[gst::Buffer], mut between: impl FnMut(usize)) -> (Vec<gst::Buffer>, Vec<String>, gst::Structure, Vec<gst::Structure>) {
+fn run_to_eos(
+    props: &str,
+    caps: &gst::Caps,
+    frames: &[gst::Buffer],
+    mut between: impl FnMut(usize),
+) -> (
+    Vec<gst::Buffer>,
+    Vec<String>,
+    gst::Structure,
+    Vec<gst::Structure>,
+) {
     let (pipeline, src, sink) = start_pipeline(props, caps);
     let mut out = Vec::new();
     for (i, f) in frames.iter().enumerate() {
         between(i);
         src.push_buffer(f.clone()).unwrap();
         // One frame in, one frame out: a stall shows up here as a 60 s timeout.
-        out.push(sink.try_pull_sample(gst::ClockTime::from_seconds(60)).expect("the frame comes out").buffer_owned().unwrap());
+        out.push(
+            sink.try_pull_sample(gst::ClockTime::from_seconds(60))
+                .expect("the frame comes out")
+                .buffer_owned()
+                .unwrap(),
+        );
     }
     src.end_of_stream().unwrap();
     assert!(sink.pull_sample().is_err(), "EOS after the last frame");
     let bus = pipeline.bus().unwrap();
     let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
-    assert!(!messages.iter().any(|m| m.type_() == gst::MessageType::Error), "{messages:?}");
+    assert!(
+        !messages
+            .iter()
+            .any(|m| m.type_() == gst::MessageType::Error),
+        "{messages:?}"
+    );
     let warnings = messages
         .iter()
         .filter_map(|m| match m.view() {
@@ -583,8 +892,18 @@ fn run_to_eos(props: &str, caps: &gst::Caps, frames: &[gst::Buffer], mut between
             _ => None,
         })
         .collect();
-    let results = messages.iter().filter_map(|m| m.structure().filter(|s| s.name() == "inference-result").map(|s| s.to_owned())).collect();
-    let stats = pipeline.by_name("infer").unwrap().property::<gst::Structure>("stats");
+    let results = messages
+        .iter()
+        .filter_map(|m| {
+            m.structure()
+                .filter(|s| s.name() == "inference-result")
+                .map(|s| s.to_owned())
+        })
+        .collect();
+    let stats = pipeline
+        .by_name("infer")
+        .unwrap()
+        .property::<gst::Structure>("stats");
     pipeline.set_state(gst::State::Null).unwrap();
     (out, warnings, stats, results)
 }
@@ -598,20 +917,48 @@ fn faults_are_retried_counted_and_never_stall() {
     let mut server = fault_server();
     let url = server.url();
     let (caps, frames) = ball_frames(6);
-    let base = format!("url={url} input-width=32 input-height=32 max-inflight=1 latency-budget=30000");
+    let base =
+        format!("url={url} input-width=32 input-height=32 max-inflight=1 latency-budget=30000");
 
     // 503 on every other call: each request succeeds on its retry.
-    let (out, warnings, s, _) = run_to_eos(&format!("{base} model=flaky max-retries=2"), &caps, &frames, |_| {});
+    let (out, warnings, s, _) = run_to_eos(
+        &format!("{base} model=flaky max-retries=2"),
+        &caps,
+        &frames,
+        |_| {},
+    );
     assert!(out.iter().all(|b| rois(b).len() == 1), "{s}");
-    assert_eq!((count(&s, "sent"), count(&s, "ok"), count(&s, "failed"), count(&s, "retried")), (6, 6, 0, 6), "{s}");
+    assert_eq!(
+        (
+            count(&s, "sent"),
+            count(&s, "ok"),
+            count(&s, "failed"),
+            count(&s, "retried")
+        ),
+        (6, 6, 0, 6),
+        "{s}"
+    );
     assert!(warnings.is_empty(), "{warnings:?}");
 
     // Malformed JSON and a wrong tensor shape: results lost, one warning, breaker opens, frames flow.
     for model in ["garbage", "shape"] {
-        let (out, warnings, s, _) = run_to_eos(&format!("{base} model={model} breaker-threshold=3 breaker-cooldown=600000"), &caps, &frames, |_| {});
+        let (out, warnings, s, _) = run_to_eos(
+            &format!("{base} model={model} breaker-threshold=3 breaker-cooldown=600000"),
+            &caps,
+            &frames,
+            |_| {},
+        );
         assert_eq!(out.len(), 6);
         assert!(out.iter().all(|b| rois(b).is_empty()));
-        assert_eq!((count(&s, "sent"), count(&s, "failed"), count(&s, "skipped-breaker")), (3, 3, 3), "{model}: {s}");
+        assert_eq!(
+            (
+                count(&s, "sent"),
+                count(&s, "failed"),
+                count(&s, "skipped-breaker")
+            ),
+            (3, 3, 3),
+            "{model}: {s}"
+        );
         assert_eq!(s.get::<&str>("breaker-state").unwrap(), "open");
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("Unusable reply"), "{warnings:?}");
@@ -619,18 +966,27 @@ fn faults_are_retried_counted_and_never_stall() {
 
     // The server dies after three frames: later requests fail (connection refused), are
     // retried and counted; the breaker opens; every frame still comes out, then EOS.
-    let (out, _, s, _) = run_to_eos(&format!("{base} model=ok max-retries=1 breaker-threshold=2 breaker-cooldown=600000"), &caps, &frames, |i| {
-        if i == 3 {
-            let _ = server.child.kill();
-            let _ = server.child.wait();
-        }
-    });
+    let (out, _, s, _) = run_to_eos(
+        &format!("{base} model=ok max-retries=1 breaker-threshold=2 breaker-cooldown=600000"),
+        &caps,
+        &frames,
+        |i| {
+            if i == 3 {
+                let _ = server.child.kill();
+                let _ = server.child.wait();
+            }
+        },
+    );
     let with_results = out.iter().filter(|b| rois(b).len() == 1).count();
     assert_eq!(with_results, 3, "{s}");
     assert_eq!(count(&s, "ok"), 3, "{s}");
     assert_eq!(count(&s, "failed"), 2, "{s}");
     assert_eq!(count(&s, "retried"), 2, "one retry per failed request: {s}");
-    assert_eq!(count(&s, "sent"), count(&s, "ok") + count(&s, "failed") + count(&s, "aborted"), "stats add up: {s}");
+    assert_eq!(
+        count(&s, "sent"),
+        count(&s, "ok") + count(&s, "failed") + count(&s, "aborted"),
+        "stats add up: {s}"
+    );
     assert_eq!(count(&s, "skipped-breaker"), 1, "{s}");
 }
 
@@ -640,7 +996,15 @@ fn kserve_grpc_against_mlserver() {
     let url = format!("http://127.0.0.1:{}", server.grpc_port);
     let (caps, frames) = ball_frames(4);
     let mut h = harness(
-        &[("protocol", "kserve-grpc"), ("url", &url), ("model", "ball"), ("labels", "ball"), ("input-width", "160"), ("input-height", "160"), ("latency-budget", "30000")],
+        &[
+            ("protocol", "kserve-grpc"),
+            ("url", &url),
+            ("model", "ball"),
+            ("labels", "ball"),
+            ("input-width", "160"),
+            ("input-height", "160"),
+            ("latency-budget", "30000"),
+        ],
         &caps,
     );
     for f in &frames {
@@ -650,14 +1014,21 @@ fn kserve_grpc_against_mlserver() {
         let out = h.pull().unwrap();
         let found = rois(&out);
         assert_eq!(found.len(), 1, "frame {i}");
-        assert!(iou(ball_box(f), found[0].rect) > 0.8, "frame {i}: {:?} vs {:?}", found[0].rect, ball_box(f));
+        assert!(
+            iou(ball_box(f), found[0].rect) > 0.8,
+            "frame {i}: {:?} vs {:?}",
+            found[0].rect,
+            ball_box(f)
+        );
         assert_eq!(found[0].label, "ball");
     }
     assert_eq!(stats(&h).get::<u64>("ok").unwrap(), 4);
     drop(h);
     // An unknown model: NOT_FOUND is a clear error, without the key.
     let (message, debug) = run_expecting_error(
-        &format!("inferclient protocol=kserve-grpc url={url} model=no-such-model api-key=grpc-secret-key input-width=32 input-height=32"),
+        &format!(
+            "inferclient protocol=kserve-grpc url={url} model=no-such-model api-key=grpc-secret-key input-width=32 input-height=32"
+        ),
         &caps,
         &frames[..1],
     );
@@ -669,7 +1040,11 @@ fn kserve_grpc_against_mlserver() {
 fn text_frames() -> (gst::Caps, Vec<gst::Buffer>, (f64, f64, f64, f64)) {
     init();
     let png = std::env::temp_dir().join(format!("rtai-text-{}.png", std::process::id()));
-    let status = Command::new(workspace().join(".venv-runpod/bin/python")).arg(peers().join("make_text_image.py")).arg(&png).status().unwrap();
+    let status = Command::new(workspace().join(".venv-runpod/bin/python"))
+        .arg(peers().join("make_text_image.py"))
+        .arg(&png)
+        .status()
+        .unwrap();
     assert!(status.success());
     let (caps, frames) = frames_from(&format!(
         "filesrc location={} ! pngdec ! videoconvert ! video/x-raw,format=RGB,width={W},height={H} ! imagefreeze num-buffers=2 ! video/x-raw,framerate=10/1 ! appsink name=sink sync=false",
@@ -681,7 +1056,14 @@ fn text_frames() -> (gst::Caps, Vec<gst::Buffer>, (f64, f64, f64, f64)) {
 }
 
 fn union(rois: &[Roi]) -> (f64, f64, f64, f64) {
-    rois.iter().fold((f64::MAX, f64::MAX, 0.0, 0.0), |u, r| (u.0.min(r.rect.0), u.1.min(r.rect.1), u.2.max(r.rect.2), u.3.max(r.rect.3)))
+    rois.iter().fold((f64::MAX, f64::MAX, 0.0, 0.0), |u, r| {
+        (
+            u.0.min(r.rect.0),
+            u.1.min(r.rect.1),
+            u.2.max(r.rect.2),
+            u.3.max(r.rect.3),
+        )
+    })
 }
 
 #[test]
@@ -691,12 +1073,32 @@ fn ocr_text_detector_onnx_over_rest_grpc_and_runpod() {
     let (caps, frames, truth) = text_frames();
     let grpc = format!("http://127.0.0.1:{}", mlserver.grpc_port);
     for props in [
-        vec![("protocol", "kserve-rest"), ("url", mlserver.url().as_str()), ("model", "text"), ("labels", "text")],
-        vec![("protocol", "kserve-grpc"), ("url", grpc.as_str()), ("model", "text"), ("labels", "text")],
-        vec![("protocol", "runpod"), ("url", runpod.url().as_str()), ("model", "text")],
+        vec![
+            ("protocol", "kserve-rest"),
+            ("url", mlserver.url().as_str()),
+            ("model", "text"),
+            ("labels", "text"),
+        ],
+        vec![
+            ("protocol", "kserve-grpc"),
+            ("url", grpc.as_str()),
+            ("model", "text"),
+            ("labels", "text"),
+        ],
+        vec![
+            ("protocol", "runpod"),
+            ("url", runpod.url().as_str()),
+            ("model", "text"),
+        ],
     ] {
         let mut all = props.clone();
-        all.extend([("input-width", "320"), ("input-height", "320"), ("latency-budget", "60000"), ("request-timeout", "60000"), ("confidence-threshold", "0.3")]);
+        all.extend([
+            ("input-width", "320"),
+            ("input-height", "320"),
+            ("latency-budget", "60000"),
+            ("request-timeout", "60000"),
+            ("confidence-threshold", "0.3"),
+        ]);
         let mut h = harness(&all, &caps);
         for f in &frames {
             h.push(f.clone()).unwrap();
@@ -706,7 +1108,10 @@ fn ocr_text_detector_onnx_over_rest_grpc_and_runpod() {
             assert!(!found.is_empty(), "{props:?}: no text found");
             assert!(found.iter().all(|r| r.label == "text"));
             let got = union(&found);
-            eprintln!("{props:?}: text at {got:?}, drawn at {truth:?}, IoU {:.2}", iou(truth, got));
+            eprintln!(
+                "{props:?}: text at {got:?}, drawn at {truth:?}, IoU {:.2}",
+                iou(truth, got)
+            );
             assert!(iou(truth, got) > 0.6, "{props:?}: {got:?} vs {truth:?}");
         }
     }
@@ -718,15 +1123,64 @@ fn pocketsphinx_transcribes_speech_segments_over_runpod() {
     let server = Peer::runpod();
     let dir = std::env::temp_dir().join(format!("rtai-sphinx-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let run = |cmd: &str, args: &[&str]| assert!(Command::new(cmd).args(args).current_dir(&dir).status().unwrap().success(), "{cmd}");
-    run("espeak-ng", &["-s", "150", "-w", "raw.wav", "turn the lights on in the kitchen"]);
-    run("sox", &["-q", "raw.wav", "-r", "16000", "-c", "1", "-b", "16", "speech.raw"]);
+    let run = |cmd: &str, args: &[&str]| {
+        assert!(
+            Command::new(cmd)
+                .args(args)
+                .current_dir(&dir)
+                .status()
+                .unwrap()
+                .success(),
+            "{cmd}"
+        )
+    };
+    run(
+        "espeak-ng",
+        &[
+            "-s",
+            "150",
+            "-w",
+            "raw.wav",
+            "turn the lights on in the kitchen",
+        ],
+    );
+    run(
+        "sox",
+        &[
+            "-q",
+            "raw.wav",
+            "-r",
+            "16000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "speech.raw",
+        ],
+    );
     let samples = std::fs::read(dir.join("speech.raw")).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     let caps: gst::Caps = AUDIO.parse().unwrap();
     let grammar = "#JSGF V1.0; grammar cmd; public <cmd> = turn the lights (on | off) in the (kitchen | bedroom | hall);";
-    let mut h = harness(&[("protocol", "runpod"), ("url", &server.url()), ("model", "sphinx"), ("prompt", grammar), ("output", "text"), ("request-timeout", "60000")], &caps);
-    h.push_event(SegmentEvent::Start { id: 7, running_time: gst::ClockTime::ZERO, lookback: gst::ClockTime::ZERO }.to_event());
+    let mut h = harness(
+        &[
+            ("protocol", "runpod"),
+            ("url", &server.url()),
+            ("model", "sphinx"),
+            ("prompt", grammar),
+            ("output", "text"),
+            ("request-timeout", "60000"),
+        ],
+        &caps,
+    );
+    h.push_event(
+        SegmentEvent::Start {
+            id: 7,
+            running_time: gst::ClockTime::ZERO,
+            lookback: gst::ClockTime::ZERO,
+        }
+        .to_event(),
+    );
     for (i, chunk) in samples.chunks(320).enumerate() {
         let mut b = gst::Buffer::from_slice(chunk.to_vec());
         {
@@ -739,7 +1193,10 @@ fn pocketsphinx_transcribes_speech_segments_over_runpod() {
     }
     h.push_event(SegmentEvent::End { id: 7 }.to_event());
     let text = h.pull().unwrap();
-    assert_eq!(std::str::from_utf8(&text.map_readable().unwrap()).unwrap(), "turn the lights on in the kitchen");
+    assert_eq!(
+        std::str::from_utf8(&text.map_readable().unwrap()).unwrap(),
+        "turn the lights on in the kitchen"
+    );
     assert_eq!(SegmentIdMeta::get(&text), Some(7));
 }
 
@@ -748,7 +1205,15 @@ fn kserve_rest_binary_tensor_extension() {
     let server = fault_server();
     let (caps, frames) = ball_frames(2);
     let mut h = harness(
-        &[("url", &server.url()), ("model", "binary"), ("binary-data", "true"), ("input-width", "32"), ("input-height", "24"), ("labels", "box"), ("latency-budget", "30000")],
+        &[
+            ("url", &server.url()),
+            ("model", "binary"),
+            ("binary-data", "true"),
+            ("input-width", "32"),
+            ("input-height", "24"),
+            ("labels", "box"),
+            ("latency-budget", "30000"),
+        ],
         &caps,
     );
     for f in &frames {
@@ -762,7 +1227,11 @@ fn kserve_rest_binary_tensor_extension() {
         assert_eq!(found[0].label, "box");
     }
     let s = stats(&h);
-    assert_eq!((s.get::<u64>("ok").unwrap(), s.get::<u64>("failed").unwrap()), (2, 0), "{s}");
+    assert_eq!(
+        (s.get::<u64>("ok").unwrap(), s.get::<u64>("failed").unwrap()),
+        (2, 0),
+        "{s}"
+    );
 }
 
 #[test]
@@ -770,7 +1239,13 @@ fn a_buffer_list_is_one_batched_request() {
     let server = Peer::mlserver();
     let (caps, frames) = ball_frames(4);
     // batcher's keep-separate mode pushes buffer lists like this one.
-    let (pipeline, src, sink) = start_pipeline(&format!("url={} model=ball labels=ball input-width=160 input-height=160 latency-budget=30000", server.url()), &caps);
+    let (pipeline, src, sink) = start_pipeline(
+        &format!(
+            "url={} model=ball labels=ball input-width=160 input-height=160 latency-budget=30000",
+            server.url()
+        ),
+        &caps,
+    );
     let mut list = gst::BufferList::new();
     for f in &frames {
         list.get_mut().unwrap().add(f.clone());
@@ -782,10 +1257,22 @@ fn a_buffer_list_is_one_batched_request() {
         assert_eq!(out.pts(), f.pts());
         let found = rois(&out);
         assert_eq!(found.len(), 1, "frame {i}");
-        assert!(iou(ball_box(f), found[0].rect) > 0.8, "frame {i} got its own box: {:?} vs {:?}", found[0].rect, ball_box(f));
+        assert!(
+            iou(ball_box(f), found[0].rect) > 0.8,
+            "frame {i} got its own box: {:?} vs {:?}",
+            found[0].rect,
+            ball_box(f)
+        );
     }
-    let s = pipeline.by_name("infer").unwrap().property::<gst::Structure>("stats");
-    assert_eq!((s.get::<u64>("sent").unwrap(), s.get::<u64>("ok").unwrap()), (1, 1), "one request for the list: {s}");
+    let s = pipeline
+        .by_name("infer")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    assert_eq!(
+        (s.get::<u64>("sent").unwrap(), s.get::<u64>("ok").unwrap()),
+        (1, 1),
+        "one request for the list: {s}"
+    );
     pipeline.set_state(gst::State::Null).unwrap();
 }
 
@@ -802,7 +1289,11 @@ fn flush(h: &mut Harness) {
     assert!(h.push_event(gst::event::FlushStart::new()));
     assert!(h.push_event(gst::event::FlushStop::new(true)));
     // A flush-stop drops the segment; buffers need one again.
-    assert!(h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())));
+    assert!(
+        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
     // What left before the flush started (the harness keeps it; a sink would drop it).
     while h.try_pull().is_some() {}
 }
@@ -815,26 +1306,46 @@ fn an_aborted_half_open_probe_does_not_lock_the_breaker() {
     let mut h = fault_harness(
         &server,
         "probe-hangs",
-        &[("max-retries", "0"), ("breaker-threshold", "1"), ("breaker-cooldown", "200"), ("latency-budget", "60000")],
+        &[
+            ("max-retries", "0"),
+            ("breaker-threshold", "1"),
+            ("breaker-cooldown", "200"),
+            ("latency-budget", "60000"),
+        ],
         &caps,
     );
     h.push(frames[0].clone()).unwrap();
     assert!(rois(&h.pull().unwrap()).is_empty());
     assert_eq!(stats(&h).get::<&str>("breaker-state").unwrap(), "open");
-    wait_until(10, "cooldown over", || stats(&h).get::<&str>("breaker-state").unwrap() == "half-open");
+    wait_until(10, "cooldown over", || {
+        stats(&h).get::<&str>("breaker-state").unwrap() == "half-open"
+    });
     // The probe goes out and hangs; a flush aborts it.
     h.push(frames[1].clone()).unwrap();
-    wait_until(10, "the probe reached the server", || http_body(server.port, "GET", "/calls/probe-hangs").contains("\"calls\": 2"));
+    wait_until(10, "the probe reached the server", || {
+        http_body(server.port, "GET", "/calls/probe-hangs").contains("\"calls\": 2")
+    });
     flush(&mut h);
-    wait_until(10, "the probe's task ended", || count(&stats(&h), "inflight") == 0);
+    wait_until(10, "the probe's task ended", || {
+        count(&stats(&h), "inflight") == 0
+    });
     assert_eq!(count(&stats(&h), "aborted"), 1);
     // Without the probe released, the breaker refuses every request from here on.
     h.push(frames[2].clone()).unwrap();
     let out = h.pull().unwrap();
     assert_eq!(out.pts(), frames[2].pts());
-    assert_eq!(rois(&out).len(), 1, "the next frame probed and got its result: {}", stats(&h));
+    assert_eq!(
+        rois(&out).len(),
+        1,
+        "the next frame probed and got its result: {}",
+        stats(&h)
+    );
     let s = stats(&h);
-    assert_eq!((count(&s, "sent"), count(&s, "skipped-breaker")), (3, 0), "{s}");
+    assert_eq!(
+        (count(&s, "sent"), count(&s, "skipped-breaker")),
+        (3, 0),
+        "{s}"
+    );
     assert_eq!(s.get::<&str>("breaker-state").unwrap(), "closed", "{s}");
 }
 
@@ -846,7 +1357,12 @@ fn the_breaker_closes_after_its_cooldown() {
     let mut h = fault_harness(
         &server,
         "recovering",
-        &[("max-retries", "0"), ("breaker-threshold", "2"), ("breaker-cooldown", "2000"), ("latency-budget", "30000")],
+        &[
+            ("max-retries", "0"),
+            ("breaker-threshold", "2"),
+            ("breaker-cooldown", "2000"),
+            ("latency-budget", "30000"),
+        ],
         &caps,
     );
     let run = |h: &mut Harness, i: usize| {
@@ -855,83 +1371,188 @@ fn the_breaker_closes_after_its_cooldown() {
     };
     assert_eq!((run(&mut h, 0), run(&mut h, 1)), (0, 0));
     assert_eq!(stats(&h).get::<&str>("breaker-state").unwrap(), "open");
-    assert_eq!(run(&mut h, 2), 0, "open: the frame passes without a request");
+    assert_eq!(
+        run(&mut h, 2),
+        0,
+        "open: the frame passes without a request"
+    );
     assert_eq!(count(&stats(&h), "skipped-breaker"), 1);
-    wait_until(10, "cooldown over", || stats(&h).get::<&str>("breaker-state").unwrap() == "half-open");
+    wait_until(10, "cooldown over", || {
+        stats(&h).get::<&str>("breaker-state").unwrap() == "half-open"
+    });
     assert_eq!(run(&mut h, 3), 1, "the probe succeeds");
     assert_eq!(stats(&h).get::<&str>("breaker-state").unwrap(), "closed");
     assert_eq!(run(&mut h, 4), 1, "closed: requests go again");
     let s = stats(&h);
-    assert_eq!((count(&s, "sent"), count(&s, "ok"), count(&s, "failed"), count(&s, "skipped-breaker")), (4, 2, 2, 1), "{s}");
+    assert_eq!(
+        (
+            count(&s, "sent"),
+            count(&s, "ok"),
+            count(&s, "failed"),
+            count(&s, "skipped-breaker")
+        ),
+        (4, 2, 2, 1),
+        "{s}"
+    );
 }
 
 #[test]
 fn rate_limits_and_timeouts_are_retried() {
     let server = fault_server();
     let (caps, frames) = ball_frames(3);
-    let base = format!("url={} input-width=32 input-height=32 max-inflight=1 latency-budget=30000", server.url());
+    let base = format!(
+        "url={} input-width=32 input-height=32 max-inflight=1 latency-budget=30000",
+        server.url()
+    );
 
     // 429 (Retry-After: 0) on every other call: each request succeeds on its retry.
-    let (out, warnings, s, _) = run_to_eos(&format!("{base} model=ratelimited max-retries=2"), &caps, &frames, |_| {});
+    let (out, warnings, s, _) = run_to_eos(
+        &format!("{base} model=ratelimited max-retries=2"),
+        &caps,
+        &frames,
+        |_| {},
+    );
     assert!(out.iter().all(|b| rois(b).len() == 1), "{s}");
-    assert_eq!((count(&s, "sent"), count(&s, "ok"), count(&s, "failed"), count(&s, "retried")), (3, 3, 0, 3), "{s}");
+    assert_eq!(
+        (
+            count(&s, "sent"),
+            count(&s, "ok"),
+            count(&s, "failed"),
+            count(&s, "retried")
+        ),
+        (3, 3, 0, 3),
+        "{s}"
+    );
     assert!(warnings.is_empty(), "{warnings:?}");
 
     // Every other call answers after 3 s: request-timeout=400 gives up on it and the retry answers.
-    let mut h = fault_harness(&server, "stalling", &[("request-timeout", "400"), ("max-retries", "1"), ("latency-budget", "30000")], &caps);
+    let mut h = fault_harness(
+        &server,
+        "stalling",
+        &[
+            ("request-timeout", "400"),
+            ("max-retries", "1"),
+            ("latency-budget", "30000"),
+        ],
+        &caps,
+    );
     for f in &frames {
         let pushed = Instant::now();
         h.push(f.clone()).unwrap();
         assert_eq!(rois(&h.pull().unwrap()).len(), 1);
-        assert!(pushed.elapsed() < Duration::from_millis(2500), "the 3 s reply was waited for: {:?}", pushed.elapsed());
+        assert!(
+            pushed.elapsed() < Duration::from_millis(2500),
+            "the 3 s reply was waited for: {:?}",
+            pushed.elapsed()
+        );
     }
     let s = stats(&h);
-    assert_eq!((count(&s, "ok"), count(&s, "failed"), count(&s, "retried")), (3, 0, 3), "{s}");
+    assert_eq!(
+        (count(&s, "ok"), count(&s, "failed"), count(&s, "retried")),
+        (3, 0, 3),
+        "{s}"
+    );
     drop(h);
 
     // Without retries a timed-out request fails; the frame passes without a result.
-    let mut h = fault_harness(&server, "stalling", &[("request-timeout", "400"), ("max-retries", "0"), ("latency-budget", "30000")], &caps);
+    let mut h = fault_harness(
+        &server,
+        "stalling",
+        &[
+            ("request-timeout", "400"),
+            ("max-retries", "0"),
+            ("latency-budget", "30000"),
+        ],
+        &caps,
+    );
     h.push(frames[0].clone()).unwrap();
     assert!(rois(&h.pull().unwrap()).is_empty());
     let s = stats(&h);
-    assert_eq!((count(&s, "sent"), count(&s, "failed"), count(&s, "retried")), (1, 1, 0), "{s}");
+    assert_eq!(
+        (count(&s, "sent"), count(&s, "failed"), count(&s, "retried")),
+        (1, 1, 0),
+        "{s}"
+    );
 }
 
 #[test]
 fn results_carry_label_ids_bus_messages_and_an_inferred_marker() {
     let server = fault_server();
     let (caps, frames) = ball_frames(4);
-    let base = format!("url={} input-width=32 input-height=24 max-inflight=1 latency-budget=30000", server.url());
+    let base = format!(
+        "url={} input-width=32 input-height=24 max-inflight=1 latency-budget=30000",
+        server.url()
+    );
 
     // Class ids 2 and 7 with labels for 0..2: the label by id, or classN; label_id in the param.
-    let (out, _, _, results) = run_to_eos(&format!("{base} model=classes labels=a,b,car interval=2"), &caps, &frames, |_| {});
+    let (out, _, _, results) = run_to_eos(
+        &format!("{base} model=classes labels=a,b,car interval=2"),
+        &caps,
+        &frames,
+        |_| {},
+    );
     let found = rois(&out[0]);
-    assert_eq!(found.iter().map(|r| (r.label.as_str(), r.label_id)).collect::<Vec<_>>(), vec![("car", 2), ("class7", 7)]);
+    assert_eq!(
+        found
+            .iter()
+            .map(|r| (r.label.as_str(), r.label_id))
+            .collect::<Vec<_>>(),
+        vec![("car", 2), ("class7", 7)]
+    );
     // One inference-result message per inferred frame (0 and 2), with its pts and round trip.
     assert_eq!(results.len(), 2, "{results:?}");
     for (r, f) in results.iter().zip([&frames[0], &frames[2]]) {
         assert_eq!(r.get::<u32>("detections").unwrap(), 2, "{r}");
-        assert_eq!(r.get::<u64>("pts").unwrap(), f.pts().unwrap().nseconds(), "{r}");
+        assert_eq!(
+            r.get::<u64>("pts").unwrap(),
+            f.pts().unwrap().nseconds(),
+            "{r}"
+        );
         assert!(r.get::<u64>("round-trip").unwrap() > 0, "{r}");
     }
     // The marker: on inferred frames, with the detection count; skipped frames have none.
-    let marks: Vec<Option<u32>> = out.iter().map(|b| gstrtaiinfer::InferredMeta::get(b).map(|m| m.detections)).collect();
+    let marks: Vec<Option<u32>> = out
+        .iter()
+        .map(|b| gstrtaiinfer::InferredMeta::get(b).map(|m| m.detections))
+        .collect();
     assert_eq!(marks, vec![Some(2), None, Some(2), None]);
-    assert_eq!(gstrtaiinfer::InferredMeta::get(&out[0]).unwrap().model, "classes");
+    assert_eq!(
+        gstrtaiinfer::InferredMeta::get(&out[0]).unwrap().model,
+        "classes"
+    );
 
     // An inferred frame with nothing found carries the marker (detections 0) and no ROI.
-    let (out, _, _, results) = run_to_eos(&format!("{base} model=empty interval=2"), &caps, &frames, |_| {});
-    let marks: Vec<Option<u32>> = out.iter().map(|b| gstrtaiinfer::InferredMeta::get(b).map(|m| m.detections)).collect();
+    let (out, _, _, results) = run_to_eos(
+        &format!("{base} model=empty interval=2"),
+        &caps,
+        &frames,
+        |_| {},
+    );
+    let marks: Vec<Option<u32>> = out
+        .iter()
+        .map(|b| gstrtaiinfer::InferredMeta::get(b).map(|m| m.detections))
+        .collect();
     assert_eq!(marks, vec![Some(0), None, Some(0), None]);
     assert!(out.iter().all(|b| rois(b).is_empty()));
-    assert_eq!(results.iter().map(|r| r.get::<u32>("detections").unwrap()).collect::<Vec<_>>(), vec![0, 0]);
+    assert_eq!(
+        results
+            .iter()
+            .map(|r| r.get::<u32>("detections").unwrap())
+            .collect::<Vec<_>>(),
+        vec![0, 0]
+    );
 }
 
 #[test]
 fn min_interval_ms_spaces_requests_in_wall_clock_time() {
     let server = fault_server();
     let (caps, frames) = ball_frames(1);
-    let mut h = fault_harness(&server, "ok", &[("min-interval-ms", "300"), ("latency-budget", "30000")], &caps);
+    let mut h = fault_harness(
+        &server,
+        "ok",
+        &[("min-interval-ms", "300"), ("latency-budget", "30000")],
+        &caps,
+    );
     // (pushed, pulled, inferred) per frame, for 1.2 s of a 50 fps source.
     let mut log = Vec::new();
     let started = Instant::now();
@@ -949,11 +1570,22 @@ fn min_interval_ms_spaces_requests_in_wall_clock_time() {
     }
     let inferred: Vec<usize> = (0..log.len()).filter(|&k| log[k].2).collect();
     assert_eq!(inferred.first(), Some(&0), "the first frame is sent");
-    assert!(inferred.len() >= 3 && inferred.len() < log.len() / 3, "{} of {} frames inferred", inferred.len(), log.len());
+    assert!(
+        inferred.len() >= 3 && inferred.len() < log.len() / 3,
+        "{} of {} frames inferred",
+        inferred.len(),
+        log.len()
+    );
     for w in inferred.windows(2) {
         let (a, b) = (log[w[0]], log[w[1]]);
         // Decided somewhere between push and pull: the gap is at most pulled(b) - pushed(a).
-        assert!(b.1 - a.0 >= Duration::from_millis(300), "requests {} and {} only {:?} apart", w[0], w[1], b.1 - a.0);
+        assert!(
+            b.1 - a.0 >= Duration::from_millis(300),
+            "requests {} and {} only {:?} apart",
+            w[0],
+            w[1],
+            b.1 - a.0
+        );
     }
     // And no frame was held back longer than the interval asks.
     for (k, entry) in log.iter().enumerate() {
@@ -961,7 +1593,11 @@ fn min_interval_ms_spaces_requests_in_wall_clock_time() {
         if let Some(last) = last
             && entry.0 - last.1 >= Duration::from_millis(300)
         {
-            assert!(entry.2, "frame {k} was due ({:?} after the last request) but not sent", entry.0 - last.1);
+            assert!(
+                entry.2,
+                "frame {k} was due ({:?} after the last request) but not sent",
+                entry.0 - last.1
+            );
         }
     }
     assert_eq!(count(&stats(&h), "sent") as usize, inferred.len());
@@ -979,63 +1615,142 @@ fn jpeg_ball_frames(n: usize) -> (gst::Caps, Vec<gst::Buffer>, Vec<gst::Buffer>)
 #[test]
 fn jpeg_input_to_tensor_and_image_endpoints() {
     use base64::Engine;
-    let b64 = |b: &gst::Buffer| base64::engine::general_purpose::STANDARD.encode(b.map_readable().unwrap().as_slice());
+    let b64 = |b: &gst::Buffer| {
+        base64::engine::general_purpose::STANDARD.encode(b.map_readable().unwrap().as_slice())
+    };
     let (caps, jpegs, raw) = jpeg_ball_frames(3);
 
     // KServe: decoded, letterboxed; the boxes match the ball in the raw frames.
     let mlserver = Peer::mlserver();
     for props in [
         vec![("url", mlserver.url()), ("model", "ball".into())],
-        vec![("protocol", "kserve-grpc".into()), ("url", format!("http://127.0.0.1:{}", mlserver.grpc_port)), ("model", "ball".into())],
+        vec![
+            ("protocol", "kserve-grpc".into()),
+            ("url", format!("http://127.0.0.1:{}", mlserver.grpc_port)),
+            ("model", "ball".into()),
+        ],
     ] {
         let mut all: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        all.extend([("labels", "ball"), ("input-width", "160"), ("input-height", "160"), ("latency-budget", "30000")]);
+        all.extend([
+            ("labels", "ball"),
+            ("input-width", "160"),
+            ("input-height", "160"),
+            ("latency-budget", "30000"),
+        ]);
         let mut h = harness(&all, &caps);
         for j in &jpegs {
             h.push(j.clone()).unwrap();
         }
         for (i, (j, r)) in jpegs.iter().zip(&raw).enumerate() {
             let out = h.pull().unwrap();
-            assert_eq!(out.map_readable().unwrap().as_slice(), j.map_readable().unwrap().as_slice(), "the JPEG passes unchanged");
+            assert_eq!(
+                out.map_readable().unwrap().as_slice(),
+                j.map_readable().unwrap().as_slice(),
+                "the JPEG passes unchanged"
+            );
             let found = rois(&out);
             assert_eq!(found.len(), 1, "{props:?} frame {i}");
-            assert!(iou(ball_box(r), found[0].rect) > 0.75, "{props:?} frame {i}: {:?} vs {:?}", found[0].rect, ball_box(r));
+            assert!(
+                iou(ball_box(r), found[0].rect) > 0.75,
+                "{props:?} frame {i}: {:?} vs {:?}",
+                found[0].rect,
+                ball_box(r)
+            );
         }
     }
     drop(mlserver);
 
     // RunPod: the handler gets the JPEG as it came (model echo returns input.image) and finds the ball in it.
     let runpod = Peer::runpod();
-    let mut h = harness(&[("protocol", "runpod"), ("url", &runpod.url()), ("model", "echo"), ("latency-budget", "30000")], &caps);
+    let mut h = harness(
+        &[
+            ("protocol", "runpod"),
+            ("url", &runpod.url()),
+            ("model", "echo"),
+            ("latency-budget", "30000"),
+        ],
+        &caps,
+    );
     for j in &jpegs {
         h.push(j.clone()).unwrap();
-        assert_eq!(InferenceResult::get(&h.pull().unwrap()).unwrap().text, b64(j), "sent as is");
+        assert_eq!(
+            InferenceResult::get(&h.pull().unwrap()).unwrap().text,
+            b64(j),
+            "sent as is"
+        );
     }
     drop(h);
-    let mut h = harness(&[("protocol", "runpod"), ("url", &runpod.url()), ("model", "ball"), ("latency-budget", "30000")], &caps);
+    let mut h = harness(
+        &[
+            ("protocol", "runpod"),
+            ("url", &runpod.url()),
+            ("model", "ball"),
+            ("latency-budget", "30000"),
+        ],
+        &caps,
+    );
     h.push(jpegs[0].clone()).unwrap();
     let out = h.pull().unwrap();
     assert!(iou(ball_box(&raw[0]), rois(&out)[0].rect) > 0.75);
-    assert_eq!(InferenceResult::get(&out).unwrap().text, format!("jpeg {W}x{H} (input said {W}x{H})"), "the size from the JPEG's header");
+    assert_eq!(
+        InferenceResult::get(&out).unwrap().text,
+        format!("jpeg {W}x{H} (input said {W}x{H})"),
+        "the size from the JPEG's header"
+    );
     drop(h);
 
     // OpenAI chat: a data URI of the JPEG as it came.
     let port = free_port();
-    let child = Command::new("python3").arg(peers().join("openai_fixture.py")).arg(port.to_string()).spawn().expect("python3 runs");
-    let openai = Peer { child, port, grpc_port: 0 }.wait_ready("OpenAI fixture", |p| http(p, "GET", "/").is_some());
-    let mut h = harness(&[("protocol", "openai-chat"), ("url", &openai.url()), ("api-key", "sk-test"), ("prompt", "echo"), ("latency-budget", "30000")], &caps);
+    let child = Command::new("python3")
+        .arg(peers().join("openai_fixture.py"))
+        .arg(port.to_string())
+        .spawn()
+        .expect("python3 runs");
+    let openai = Peer {
+        child,
+        port,
+        grpc_port: 0,
+    }
+    .wait_ready("OpenAI fixture", |p| http(p, "GET", "/").is_some());
+    let mut h = harness(
+        &[
+            ("protocol", "openai-chat"),
+            ("url", &openai.url()),
+            ("api-key", "sk-test"),
+            ("prompt", "echo"),
+            ("latency-budget", "30000"),
+        ],
+        &caps,
+    );
     h.push(jpegs[1].clone()).unwrap();
-    assert_eq!(InferenceResult::get(&h.pull().unwrap()).unwrap().text, format!("data:image/jpeg;base64,{}", b64(&jpegs[1])));
+    assert_eq!(
+        InferenceResult::get(&h.pull().unwrap()).unwrap().text,
+        format!("data:image/jpeg;base64,{}", b64(&jpegs[1]))
+    );
     drop(h);
 
     // A JPEG that does not decode: one warning, the frame passes without inference, the stream goes on.
     let server = fault_server();
     let mut corrupt = gst::Buffer::from_slice(b"\xff\xd8\xff\xe0 not really a JPEG".to_vec());
     corrupt.make_mut().set_pts(jpegs[0].pts());
-    let (out, warnings, s, _) = run_to_eos(&format!("url={} model=ok input-width=32 input-height=32 latency-budget=30000", server.url()), &caps, &[corrupt, jpegs[1].clone()], |_| {});
-    assert_eq!(out.iter().map(|b| rois(b).len()).collect::<Vec<_>>(), vec![0, 1]);
+    let (out, warnings, s, _) = run_to_eos(
+        &format!(
+            "url={} model=ok input-width=32 input-height=32 latency-budget=30000",
+            server.url()
+        ),
+        &caps,
+        &[corrupt, jpegs[1].clone()],
+        |_| {},
+    );
+    assert_eq!(
+        out.iter().map(|b| rois(b).len()).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].contains("Cannot read a JPEG frame"), "{warnings:?}");
+    assert!(
+        warnings[0].contains("Cannot read a JPEG frame"),
+        "{warnings:?}"
+    );
     assert_eq!(count(&s, "sent"), 1, "{s}");
 }
 
@@ -1043,10 +1758,16 @@ fn jpeg_input_to_tensor_and_image_endpoints() {
 fn http_body(port: u16, method: &str, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 /// `tests/peers/runpod_gateway.py` in front of the SDK's local API: what it was asked.
@@ -1058,8 +1779,17 @@ struct Gateway {
 impl Gateway {
     fn start(upstream: &Peer) -> Self {
         let port = free_port();
-        let child = Command::new("python3").arg(peers().join("runpod_gateway.py")).args([port.to_string(), upstream.port.to_string()]).spawn().expect("python3 runs");
-        let peer = Peer { child, port, grpc_port: 0 }.wait_ready("RunPod gateway", |p| http(p, "GET", "/calls") == Some(200));
+        let child = Command::new("python3")
+            .arg(peers().join("runpod_gateway.py"))
+            .args([port.to_string(), upstream.port.to_string()])
+            .spawn()
+            .expect("python3 runs");
+        let peer = Peer {
+            child,
+            port,
+            grpc_port: 0,
+        }
+        .wait_ready("RunPod gateway", |p| http(p, "GET", "/calls") == Some(200));
         Gateway { _peer: peer, port }
     }
 
@@ -1071,8 +1801,15 @@ impl Gateway {
     fn calls(&self) -> (Vec<String>, Vec<String>) {
         let body = http_body(self.port, "GET", "/calls");
         let strings = |key: &str| -> Vec<String> {
-            let list = body.split(&format!("\"{key}\": [")).nth(1).and_then(|r| r.split(']').next()).unwrap_or_default();
-            list.split(", ").map(|s| s.trim_matches('"').to_string()).filter(|s| !s.is_empty() && s != "GET /calls").collect()
+            let list = body
+                .split(&format!("\"{key}\": ["))
+                .nth(1)
+                .and_then(|r| r.split(']').next())
+                .unwrap_or_default();
+            list.split(", ")
+                .map(|s| s.trim_matches('"').to_string())
+                .filter(|s| !s.is_empty() && s != "GET /calls")
+                .collect()
         };
         (strings("calls"), strings("ids"))
     }
@@ -1089,7 +1826,16 @@ fn runpod_run_fallback_status_polling_and_cancel() {
     let (caps, frames) = ball_frames(2);
 
     // /runsync is 404: /run, then /status until COMPLETED; the second frame goes to /run at once.
-    let mut h = harness(&[("protocol", "runpod"), ("url", &gateway.url("no-runsync")), ("model", "ball"), ("latency-budget", "30000"), ("max-inflight", "1")], &caps);
+    let mut h = harness(
+        &[
+            ("protocol", "runpod"),
+            ("url", &gateway.url("no-runsync")),
+            ("model", "ball"),
+            ("latency-budget", "30000"),
+            ("max-inflight", "1"),
+        ],
+        &caps,
+    );
     for f in &frames {
         h.push(f.clone()).unwrap();
         let found = rois(&h.pull().unwrap());
@@ -1116,25 +1862,51 @@ fn runpod_run_fallback_status_polling_and_cancel() {
     assert_eq!(calls, expected);
 
     // /runsync answers IN_PROGRESS (the job outlasted its wait): polled on /status.
-    let mut h = harness(&[("protocol", "runpod"), ("url", &gateway.url("async")), ("model", "ball"), ("latency-budget", "30000")], &caps);
+    let mut h = harness(
+        &[
+            ("protocol", "runpod"),
+            ("url", &gateway.url("async")),
+            ("model", "ball"),
+            ("latency-budget", "30000"),
+        ],
+        &caps,
+    );
     h.push(frames[0].clone()).unwrap();
     assert_eq!(rois(&h.pull().unwrap()).len(), 1);
     drop(h);
     let (calls, ids) = gateway.calls();
     let c = ids.last().unwrap();
-    assert_eq!(&calls[calls.len() - 4..], ["POST /v2/async/runsync".to_string(), format!("GET /v2/async/status/{c}"), format!("GET /v2/async/status/{c}"), format!("POST /v2/async/status/{c}")]);
+    assert_eq!(
+        &calls[calls.len() - 4..],
+        [
+            "POST /v2/async/runsync".to_string(),
+            format!("GET /v2/async/status/{c}"),
+            format!("GET /v2/async/status/{c}"),
+            format!("POST /v2/async/status/{c}")
+        ]
+    );
 
     // A cancel while the job is being polled: /cancel/{id} with the job's id, at once.
     let caps: gst::Caps = AUDIO.parse().unwrap();
     let pipeline = gst::Pipeline::new();
-    let src = gst_app::AppSrc::builder().caps(&caps).format(gst::Format::Time).build();
+    let src = gst_app::AppSrc::builder()
+        .caps(&caps)
+        .format(gst::Format::Time)
+        .build();
     let client = gst::ElementFactory::make("inferclient").build().unwrap();
     let url = gateway.url("no-runsync");
-    for (k, v) in [("protocol", "runpod"), ("url", url.as_str()), ("model", "slow"), ("output", "text")] {
+    for (k, v) in [
+        ("protocol", "runpod"),
+        ("url", url.as_str()),
+        ("model", "slow"),
+        ("output", "text"),
+    ] {
         client.set_property_from_str(k, v);
     }
     let sink = gst_app::AppSink::builder().sync(false).build();
-    pipeline.add_many([src.upcast_ref(), &client, sink.upcast_ref()]).unwrap();
+    pipeline
+        .add_many([src.upcast_ref(), &client, sink.upcast_ref()])
+        .unwrap();
     gst::Element::link_many([src.upcast_ref(), &client, sink.upcast_ref()]).unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     for i in 0..20 {
@@ -1149,17 +1921,36 @@ fn runpod_run_fallback_status_polling_and_cancel() {
         job = ids.get(known).cloned().unwrap_or_default();
         !job.is_empty() && calls.contains(&format!("GET {p}/status/{job}"))
     });
-    assert!(src.static_pad("src").unwrap().push_event(SegmentEvent::Cancel { id: 5, reason: "barge-in".into() }.to_event()));
-    wait_until(10, "/cancel reaches the gateway", || gateway.calls().0.contains(&format!("POST {p}/cancel/{job}")));
+    assert!(
+        src.static_pad("src").unwrap().push_event(
+            SegmentEvent::Cancel {
+                id: 5,
+                reason: "barge-in".into()
+            }
+            .to_event()
+        )
+    );
+    wait_until(10, "/cancel reaches the gateway", || {
+        gateway
+            .calls()
+            .0
+            .contains(&format!("POST {p}/cancel/{job}"))
+    });
     let ack = pipeline
         .bus()
         .unwrap()
-        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Element])
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(5),
+            &[gst::MessageType::Element],
+        )
         .and_then(|m| m.structure().and_then(rtai_core::CancelAck::from_structure))
         .expect("cancel-ack");
     assert_eq!((ack.id, ack.requests_aborted), (5, 1));
     src.end_of_stream().unwrap();
-    assert!(sink.pull_sample().is_err(), "no transcript for a cancelled job");
+    assert!(
+        sink.pull_sample().is_err(),
+        "no transcript for a cancelled job"
+    );
     pipeline.set_state(gst::State::Null).unwrap();
 }
 
@@ -1167,7 +1958,13 @@ fn runpod_run_fallback_status_polling_and_cancel() {
 fn audio_meta_mode_waits_one_budget_for_a_transcript_at_most() {
     let server = Peer::runpod();
     let caps: gst::Caps = AUDIO.parse().unwrap();
-    let (pipeline, src, sink) = start_pipeline(&format!("protocol=runpod url={} model=slow latency-budget=200", server.url()), &caps);
+    let (pipeline, src, sink) = start_pipeline(
+        &format!(
+            "protocol=runpod url={} model=slow latency-budget=200",
+            server.url()
+        ),
+        &caps,
+    );
     for i in 0..20 {
         src.push_buffer(audio(i * 10, 9)).unwrap();
     }
@@ -1179,23 +1976,49 @@ fn audio_meta_mode_waits_one_budget_for_a_transcript_at_most() {
         src.push_buffer(plain_audio(i * 10)).unwrap();
     }
     for i in 0..40 {
-        let b = sink.try_pull_sample(gst::ClockTime::from_seconds(10)).expect("audio flows").buffer_owned().unwrap();
+        let b = sink
+            .try_pull_sample(gst::ClockTime::from_seconds(10))
+            .expect("audio flows")
+            .buffer_owned()
+            .unwrap();
         assert_eq!(b.pts(), Some(gst::ClockTime::from_mseconds(i * 10)));
     }
-    assert!(ended.elapsed() < Duration::from_millis(2000), "later audio waited {:?} for the 3 s transcript", ended.elapsed());
+    assert!(
+        ended.elapsed() < Duration::from_millis(2000),
+        "later audio waited {:?} for the 3 s transcript",
+        ended.elapsed()
+    );
     let infer = pipeline.by_name("infer").unwrap();
-    assert_eq!(count(&infer.property::<gst::Structure>("stats"), "dropped-by-budget"), 1);
+    assert_eq!(
+        count(
+            &infer.property::<gst::Structure>("stats"),
+            "dropped-by-budget"
+        ),
+        1
+    );
     // The transcript still reaches the bus when it comes.
     let msg = pipeline
         .bus()
         .unwrap()
-        .timed_pop_filtered(gst::ClockTime::from_seconds(20), &[gst::MessageType::Element])
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(20),
+            &[gst::MessageType::Element],
+        )
         .expect("the late transcript on the bus");
     let s = msg.structure().unwrap();
     assert_eq!(s.name(), "inference-result");
-    assert_eq!((s.get::<&str>("text").unwrap(), s.get::<u64>("segment-id").unwrap()), ("6400 bytes of audio", 9));
+    assert_eq!(
+        (
+            s.get::<&str>("text").unwrap(),
+            s.get::<u64>("segment-id").unwrap()
+        ),
+        ("6400 bytes of audio", 9)
+    );
     assert_eq!(s.get::<u64>("pts").unwrap(), 0, "the segment's start");
-    assert!(ended.elapsed() >= Duration::from_secs(3), "it came from the 3 s job");
+    assert!(
+        ended.elapsed() >= Duration::from_secs(3),
+        "it came from the 3 s job"
+    );
     src.end_of_stream().unwrap();
     assert!(sink.pull_sample().is_err());
     pipeline.set_state(gst::State::Null).unwrap();
@@ -1205,35 +2028,57 @@ fn audio_meta_mode_waits_one_budget_for_a_transcript_at_most() {
 fn the_queue_is_bounded_and_holds_upstream_back() {
     init();
     // Text in, text out: buffers pass through the queue without requests.
-    let element = gst::ElementFactory::make("inferclient").property_from_str("output", "text").build().unwrap();
+    let element = gst::ElementFactory::make("inferclient")
+        .property_from_str("output", "text")
+        .build()
+        .unwrap();
     let mut h = Harness::with_element(&element, Some("sink"), Some("src"));
     h.set_src_caps("text/x-raw,format=utf8".parse().unwrap());
     h.play();
     // Downstream takes a buffer only when the test pulls it: a stalled sink.
     h.set_blocking_push_mode();
     let limit = count(&stats(&h), "queue-limit") as usize;
-    assert_eq!(limit, 4 + 100 + 16, "max-inflight, one budget of buffers at 100/s, slack");
+    assert_eq!(
+        limit,
+        4 + 100 + 16,
+        "max-inflight, one budget of buffers at 100/s, slack"
+    );
     let n = limit + 10;
     let pad = h.srcpad().unwrap();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let pusher = std::thread::spawn(move || {
         for i in 0..n {
             let mut b = gst::Buffer::from_slice(i.to_string().into_bytes());
-            b.make_mut().set_pts(gst::ClockTime::from_mseconds(i as u64));
+            b.make_mut()
+                .set_pts(gst::ClockTime::from_mseconds(i as u64));
             pad.push(b).unwrap();
         }
         done_tx.send(()).unwrap();
     });
-    wait_until(10, "the queue fills", || count(&stats(&h), "queued") as usize == limit);
+    wait_until(10, "the queue fills", || {
+        count(&stats(&h), "queued") as usize == limit
+    });
     // One buffer is held downstream, `limit` are queued: the next push must wait.
-    assert!(done_rx.recv_timeout(Duration::from_millis(300)).is_err(), "upstream pushed on past a full queue");
-    assert_eq!(count(&stats(&h), "queued") as usize, limit, "the queue never grows past its limit");
+    assert!(
+        done_rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "upstream pushed on past a full queue"
+    );
+    assert_eq!(
+        count(&stats(&h), "queued") as usize,
+        limit,
+        "the queue never grows past its limit"
+    );
     // Downstream takes them: upstream goes on, nothing lost, in order.
     for i in 0..n {
         let b = h.pull().unwrap();
-        assert_eq!(std::str::from_utf8(&b.map_readable().unwrap()).unwrap(), i.to_string());
+        assert_eq!(
+            std::str::from_utf8(&b.map_readable().unwrap()).unwrap(),
+            i.to_string()
+        );
     }
-    done_rx.recv_timeout(Duration::from_secs(10)).expect("upstream finished");
+    done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("upstream finished");
     pusher.join().unwrap();
 }
 
@@ -1245,12 +2090,23 @@ fn tls_proxy(upstream: u16) -> (Peer, PathBuf) {
     let port = free_port();
     let child = Command::new("python3")
         .arg(peers().join("tls_proxy.py"))
-        .args([dir.to_str().unwrap(), &port.to_string(), &upstream.to_string()])
+        .args([
+            dir.to_str().unwrap(),
+            &port.to_string(),
+            &upstream.to_string(),
+        ])
         .stderr(Stdio::null())
         .spawn()
         .expect("python3 runs");
     let ca = dir.join("ca.pem");
-    let peer = Peer { child, port, grpc_port: 0 }.wait_ready("TLS proxy", |p| ca.exists() && TcpStream::connect(("127.0.0.1", p)).is_ok());
+    let peer = Peer {
+        child,
+        port,
+        grpc_port: 0,
+    }
+    .wait_ready("TLS proxy", |p| {
+        ca.exists() && TcpStream::connect(("127.0.0.1", p)).is_ok()
+    });
     (peer, ca)
 }
 
@@ -1263,13 +2119,28 @@ fn kserve_grpc_over_tls() {
     // in its own threaded process: a child process of this test binary runs the element.
     let child = |trust: Option<&Path>, expect: &str| {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["grpc_tls_child", "--exact", "--include-ignored", "--nocapture", "--test-threads=1"]).env("RTAI_TLS_URL", &url).env("RTAI_TLS_EXPECT", expect);
+        cmd.args([
+            "grpc_tls_child",
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("RTAI_TLS_URL", &url)
+        .env("RTAI_TLS_EXPECT", expect);
         if let Some(ca) = trust {
             cmd.env("SSL_CERT_FILE", ca);
         }
         let out = cmd.output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && text.contains("1 passed"), "{expect}: {text}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "{expect}: {text}"
+        );
     };
     child(Some(&ca), "detections");
     // The system's roots do not know the proxy's CA: the certificate is checked, requests fail.
@@ -1280,9 +2151,26 @@ fn kserve_grpc_over_tls() {
 #[test]
 #[ignore]
 fn grpc_tls_child() {
-    let (Ok(url), Ok(expect)) = (std::env::var("RTAI_TLS_URL"), std::env::var("RTAI_TLS_EXPECT")) else { return };
+    let (Ok(url), Ok(expect)) = (
+        std::env::var("RTAI_TLS_URL"),
+        std::env::var("RTAI_TLS_EXPECT"),
+    ) else {
+        return;
+    };
     let (caps, frames) = ball_frames(2);
-    let mut h = harness(&[("protocol", "kserve-grpc"), ("url", &url), ("model", "ball"), ("labels", "ball"), ("input-width", "160"), ("input-height", "160"), ("max-retries", "0"), ("latency-budget", "30000")], &caps);
+    let mut h = harness(
+        &[
+            ("protocol", "kserve-grpc"),
+            ("url", &url),
+            ("model", "ball"),
+            ("labels", "ball"),
+            ("input-width", "160"),
+            ("input-height", "160"),
+            ("max-retries", "0"),
+            ("latency-budget", "30000"),
+        ],
+        &caps,
+    );
     for f in &frames {
         h.push(f.clone()).unwrap();
         let found = rois(&h.pull().unwrap());
@@ -1295,5 +2183,13 @@ fn grpc_tls_child() {
     }
     let s = stats(&h);
     let (ok, failed) = (count(&s, "ok"), count(&s, "failed"));
-    assert_eq!((ok, failed), if expect == "detections" { (2, 0) } else { (0, 2) }, "{s}");
+    assert_eq!(
+        (ok, failed),
+        if expect == "detections" {
+            (2, 0)
+        } else {
+            (0, 2)
+        },
+        "{s}"
+    );
 }

@@ -1007,7 +1007,11 @@ fn flushing_starts_tracking_afresh() {
 
 /// inferclient's marker of an inferred frame.
 fn mark_inferred(buf: &mut gst::BufferRef, detections: u32) {
-    rtai_core::InferredMeta { model: "detector".into(), detections }.attach(buf);
+    rtai_core::InferredMeta {
+        model: "detector".into(),
+        detections,
+    }
+    .attach(buf);
 }
 
 #[test]
@@ -1024,17 +1028,34 @@ fn a_frame_marked_as_inferred_without_detections_is_an_empty_result() {
     let mut marked = frame_buffer(6, None);
     mark_inferred(marked.make_mut(), 0);
     fx.h.push(marked).unwrap();
-    assert!(tracked(&fx.h.pull().unwrap()).is_empty(), "inferred, nothing found");
+    assert!(
+        tracked(&fx.h.pull().unwrap()).is_empty(),
+        "inferred, nothing found"
+    );
     assert!(fx.run(7, None).is_empty(), "lost tracks are not predicted");
     let stats = fx.stats();
-    assert_eq!(stats.get::<u64>("detection-frames").unwrap(), 6, "frames 0-4 and the marked frame 6");
+    assert_eq!(
+        stats.get::<u64>("detection-frames").unwrap(),
+        6,
+        "frames 0-4 and the marked frame 6"
+    );
     assert_eq!(stats.get::<u64>("predicted-frames").unwrap(), 2);
-    assert_eq!(stats.get::<u64>("predicted-boxes").unwrap(), 1, "frame 5 only");
+    assert_eq!(
+        stats.get::<u64>("predicted-boxes").unwrap(),
+        1,
+        "frame 5 only"
+    );
     // A marked frame with detections is an inference frame as before, and the object comes back.
     let mut again = frame_buffer(8, Some(&walker(8)));
     mark_inferred(again.make_mut(), 1);
     fx.h.push(again).unwrap();
-    assert_eq!(tracked(&fx.h.pull().unwrap()).iter().map(|h| h.id).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(
+        tracked(&fx.h.pull().unwrap())
+            .iter()
+            .map(|h| h.id)
+            .collect::<Vec<_>>(),
+        vec![1]
+    );
 
     // interval=3: the marker counts too, before three frames have passed.
     let mut fx = fixture(&[("interval", "3")]);

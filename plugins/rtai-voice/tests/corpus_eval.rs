@@ -40,7 +40,11 @@ fn run(engine: &str, props: &[(&str, String)], c: &corpus::Corpus) -> Report {
     for (k, v) in props {
         gate.set_property_from_str(k, v);
     }
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
     src.set_property("max-bytes", 0u64);
     pipeline.set_state(gst::State::Playing).unwrap();
     // 20 ms buffers, as a capture source would deliver.
@@ -54,11 +58,18 @@ fn run(engine: &str, props: &[(&str, String)], c: &corpus::Corpus) -> Report {
     }
     src.end_of_stream().unwrap();
     let mut segments: std::collections::BTreeMap<u64, Segment> = Default::default();
-    for msg in pipeline.bus().unwrap().iter_timed(gst::ClockTime::from_seconds(60)) {
+    for msg in pipeline
+        .bus()
+        .unwrap()
+        .iter_timed(gst::ClockTime::from_seconds(60))
+    {
         match msg.view() {
             gst::MessageView::Element(e) => {
                 let s = e.structure().unwrap();
-                let (Ok(id), Ok(rt)) = (s.get::<u64>("segment-id"), s.get::<u64>("running-time")) else { continue };
+                let (Ok(id), Ok(rt)) = (s.get::<u64>("segment-id"), s.get::<u64>("running-time"))
+                else {
+                    continue;
+                };
                 let seg = segments.entry(id).or_default();
                 match s.name().as_str() {
                     "speech-start" => seg.start_ns = rt,
@@ -88,7 +99,10 @@ fn run(engine: &str, props: &[(&str, String)], c: &corpus::Corpus) -> Report {
     let recalled = speech
         .iter()
         .filter(|l| {
-            let hit = segments.values().filter(|s| s.committed && overlaps(s, l)).min_by_key(|s| s.start_ns);
+            let hit = segments
+                .values()
+                .filter(|s| s.committed && overlaps(s, l))
+                .min_by_key(|s| s.start_ns);
             if let Some(s) = hit {
                 // Speculative forwarding: the first voiced sample leaves once its 10 ms frame is analysed.
                 latencies.push((s.start_ns + 10_000_000).saturating_sub(l.start_ns()) as f64 / 1e6);
@@ -96,19 +110,30 @@ fn run(engine: &str, props: &[(&str, String)], c: &corpus::Corpus) -> Report {
             hit.is_some()
         })
         .count();
-    let false_started: Vec<&&corpus::Label> = other.iter().filter(|l| segments.values().any(|s| overlaps(s, l))).collect();
+    let false_started: Vec<&&corpus::Label> = other
+        .iter()
+        .filter(|l| segments.values().any(|s| overlaps(s, l)))
+        .collect();
     let false_starts = false_started.len();
     let false_start_kinds = false_started.iter().map(|l| l.what.clone()).collect();
     let false_commits = other
         .iter()
-        .filter(|l| segments.values().any(|s| s.committed && overlaps(s, l) && !speech.iter().any(|sp| overlaps(s, sp))))
+        .filter(|l| {
+            segments
+                .values()
+                .any(|s| s.committed && overlaps(s, l) && !speech.iter().any(|sp| overlaps(s, sp)))
+        })
         .count();
     let starts = segments.len();
     let commits = segments.values().filter(|s| s.committed).count();
     Report {
         engine: engine.into(),
         recall: recalled as f64 / speech.len() as f64,
-        acceptance: if starts > 0 { commits as f64 / starts as f64 } else { 0.0 },
+        acceptance: if starts > 0 {
+            commits as f64 / starts as f64
+        } else {
+            0.0
+        },
         starts,
         false_starts,
         false_commits,
@@ -127,7 +152,11 @@ fn corpus_report_per_engine() {
         // For offline analysis: raw S16LE 16 kHz mono, and the labels beside it.
         let bytes: Vec<u8> = c.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
         std::fs::write(&path, bytes).expect("corpus dump written");
-        let labels: String = c.labels.iter().map(|l| format!("{}\t{}\t{}\n", l.start, l.end, l.what)).collect();
+        let labels: String = c
+            .labels
+            .iter()
+            .map(|l| format!("{}\t{}\t{}\n", l.start, l.end, l.what))
+            .collect();
         std::fs::write(format!("{path}.labels"), labels).expect("corpus labels written");
     }
     println!(
@@ -135,7 +164,13 @@ fn corpus_report_per_engine() {
         c.labels.iter().filter(|l| l.kind.is_speech()).count(),
         c.labels.iter().filter(|l| !l.kind.is_speech()).count(),
         c.samples.len() as f64 / corpus::RATE as f64,
-        "engine", "recall", "acceptance", "starts", "false starts", "false commits", "onset delay (ms)"
+        "engine",
+        "recall",
+        "acceptance",
+        "starts",
+        "false starts",
+        "false commits",
+        "onset delay (ms)"
     );
     let mut reports = Vec::new();
     let engines = [
@@ -147,10 +182,24 @@ fn corpus_report_per_engine() {
         let r = run(engine, props, &c);
         println!(
             "{:<8} {:>7.3} {:>10.3} {:>6} {:>9}/{:<2} {:>10}/{:<2} {:>16.1}",
-            r.engine, r.recall, r.acceptance, r.starts, r.false_starts, r.non_speech, r.false_commits, r.non_speech,
+            r.engine,
+            r.recall,
+            r.acceptance,
+            r.starts,
+            r.false_starts,
+            r.non_speech,
+            r.false_commits,
+            r.non_speech,
             r.mean_first_sample_latency_ms
         );
-        println!("         false starts on: {}", if r.false_start_kinds.is_empty() { "-".into() } else { r.false_start_kinds.join(", ") });
+        println!(
+            "         false starts on: {}",
+            if r.false_start_kinds.is_empty() {
+                "-".into()
+            } else {
+                r.false_start_kinds.join(", ")
+            }
+        );
         reports.push(r);
     }
     // Targets and regression bounds (docs/specvadgate.md has the figures).
@@ -160,14 +209,24 @@ fn corpus_report_per_engine() {
     // triggers the gate is analysed, one 10 ms frame for energy/webrtc, one or
     // two 32 ms Silero windows.
     for r in &reports {
-        assert!(r.recall >= 0.98, "{}: speech recall {:.3} below 0.98", r.engine, r.recall);
+        assert!(
+            r.recall >= 0.98,
+            "{}: speech recall {:.3} below 0.98",
+            r.engine,
+            r.recall
+        );
         let (min_acceptance, max_false_commits, max_onset_ms) = match r.engine.as_str() {
             "energy" => (0.65, 6, 32.0),
             "webrtc" => (0.62, 6, 32.0),
             // The target: acceptance ≥ 95 % with the silero engine.
             _ => (0.95, 0, 96.0),
         };
-        assert!(r.acceptance >= min_acceptance, "{}: acceptance {:.3} below {min_acceptance}", r.engine, r.acceptance);
+        assert!(
+            r.acceptance >= min_acceptance,
+            "{}: acceptance {:.3} below {min_acceptance}",
+            r.engine,
+            r.acceptance
+        );
         assert!(
             r.false_commits <= max_false_commits,
             "{}: committed {} non-speech bursts ({:?})",

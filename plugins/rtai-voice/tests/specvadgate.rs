@@ -36,26 +36,45 @@ fn frame(sound: Sound, n: u64, seed: &mut u32) -> gst::Buffer {
             Sound::Quiet => 0.001 * noise,
             Sound::Click => 0.7 * noise,
             // A 150 Hz voice-like harmonic series.
-            Sound::Voiced => (1..=6).map(|h| (2.0 * std::f64::consts::PI * 150.0 * h as f64 * t).sin() / h as f64).sum::<f64>() * 0.2,
-            Sound::Chord => [261.6, 329.6, 392.0].iter().map(|f| (2.0 * std::f64::consts::PI * f * t).sin()).sum::<f64>() * 0.15,
+            Sound::Voiced => {
+                (1..=6)
+                    .map(|h| (2.0 * std::f64::consts::PI * 150.0 * h as f64 * t).sin() / h as f64)
+                    .sum::<f64>()
+                    * 0.2
+            }
+            Sound::Chord => {
+                [261.6, 329.6, 392.0]
+                    .iter()
+                    .map(|f| (2.0 * std::f64::consts::PI * f * t).sin())
+                    .sum::<f64>()
+                    * 0.15
+            }
         };
         samples.extend_from_slice(&((v * 32767.0) as i16).to_le_bytes());
     }
     let mut buffer = gst::Buffer::from_mut_slice(samples);
     let b = buffer.get_mut().unwrap();
-    b.set_pts(gst::ClockTime::from_nseconds(n * FRAME * 1_000_000_000 / RATE));
+    b.set_pts(gst::ClockTime::from_nseconds(
+        n * FRAME * 1_000_000_000 / RATE,
+    ));
     b.set_duration(gst::ClockTime::from_mseconds(10));
     buffer
 }
 
 /// The script: 0.5 s quiet, 1 s voiced, 1 s quiet, a 30 ms click, 1 s quiet.
 fn script() -> Vec<(Sound, u64)> {
-    [(Sound::Quiet, 50), (Sound::Voiced, 100), (Sound::Quiet, 100), (Sound::Click, 3), (Sound::Quiet, 100)]
-        .into_iter()
-        .flat_map(|(s, n)| std::iter::repeat_n(s, n as usize))
-        .enumerate()
-        .map(|(i, s)| (s, i as u64))
-        .collect()
+    [
+        (Sound::Quiet, 50),
+        (Sound::Voiced, 100),
+        (Sound::Quiet, 100),
+        (Sound::Click, 3),
+        (Sound::Quiet, 100),
+    ]
+    .into_iter()
+    .flat_map(|(s, n)| std::iter::repeat_n(s, n as usize))
+    .enumerate()
+    .map(|(i, s)| (s, i as u64))
+    .collect()
 }
 
 fn harness(props: &[(&str, &str)]) -> Harness {
@@ -72,7 +91,10 @@ fn harness(props: &[(&str, &str)]) -> Harness {
 fn push_script(h: &mut Harness, frames: &[(Sound, u64)]) {
     let mut seed = 1;
     for (sound, n) in frames {
-        assert_eq!(h.push(frame(*sound, *n, &mut seed)), Ok(gst::FlowSuccess::Ok));
+        assert_eq!(
+            h.push(frame(*sound, *n, &mut seed)),
+            Ok(gst::FlowSuccess::Ok)
+        );
     }
 }
 
@@ -103,10 +125,23 @@ fn speech_commits_and_click_is_cancelled() {
     let mut h = harness(&[]);
     push_script(&mut h, &script());
     let events = protocol_events(&mut h);
-    assert_eq!(kinds(&events), vec![("start", 1), ("commit", 1), ("end", 1), ("start", 2), ("cancel", 2)]);
+    assert_eq!(
+        kinds(&events),
+        vec![
+            ("start", 1),
+            ("commit", 1),
+            ("end", 1),
+            ("start", 2),
+            ("cancel", 2)
+        ]
+    );
     // The start event carries the lookback: 200 ms before the first voiced frame at 0.5 s.
     match events[0] {
-        SegmentEvent::Start { running_time, lookback, .. } => {
+        SegmentEvent::Start {
+            running_time,
+            lookback,
+            ..
+        } => {
             assert_eq!(lookback, gst::ClockTime::from_mseconds(200));
             assert_eq!(running_time, gst::ClockTime::from_mseconds(300));
         }
@@ -121,12 +156,24 @@ fn lookback_comes_first_and_every_segment_buffer_is_tagged() {
     push_script(&mut h, &frames[..60]); // 0.5 s quiet, then 100 ms voiced
     let mut pts = Vec::new();
     while let Some(b) = h.try_pull() {
-        assert_eq!(SegmentIdMeta::get(&b), Some(1), "buffer at {:?} lacks the segment id", b.pts());
+        assert_eq!(
+            SegmentIdMeta::get(&b),
+            Some(1),
+            "buffer at {:?} lacks the segment id",
+            b.pts()
+        );
         pts.push(b.pts().unwrap());
     }
     let trigger = gst::ClockTime::from_mseconds(500);
-    assert_eq!(pts.first().copied(), Some(gst::ClockTime::from_mseconds(300)), "lookback starts 200 ms early");
-    assert!(pts.iter().filter(|p| **p < trigger).count() == 20, "20 lookback buffers precede the trigger");
+    assert_eq!(
+        pts.first().copied(),
+        Some(gst::ClockTime::from_mseconds(300)),
+        "lookback starts 200 ms early"
+    );
+    assert!(
+        pts.iter().filter(|p| **p < trigger).count() == 20,
+        "20 lookback buffers precede the trigger"
+    );
     assert!(pts.windows(2).all(|w| w[0] < w[1]), "timestamps increase");
     assert_eq!(pts.len(), 30, "lookback (20) + live voiced (10)");
 }
@@ -164,12 +211,23 @@ fn confirmed_mode_holds_audio_until_commit_and_hides_false_starts() {
     let mut h = harness(&[("mode", "confirmed")]);
     let frames = script();
     push_script(&mut h, &frames[..70]); // 200 ms of voice: not yet committed
-    assert!(h.try_pull().is_none(), "confirmed mode forwards nothing before the commit");
+    assert!(
+        h.try_pull().is_none(),
+        "confirmed mode forwards nothing before the commit"
+    );
     push_script(&mut h, &frames[70..]);
     let first = h.pull().unwrap();
-    assert_eq!(first.pts(), Some(gst::ClockTime::from_mseconds(300)), "held audio starts with the lookback");
+    assert_eq!(
+        first.pts(),
+        Some(gst::ClockTime::from_mseconds(300)),
+        "held audio starts with the lookback"
+    );
     let events = protocol_events(&mut h);
-    assert_eq!(kinds(&events), vec![("start", 1), ("commit", 1), ("end", 1)], "the click never reaches downstream");
+    assert_eq!(
+        kinds(&events),
+        vec![("start", 1), ("commit", 1), ("end", 1)],
+        "the click never reaches downstream"
+    );
 }
 
 #[test]
@@ -181,12 +239,19 @@ fn passthrough_mode_forwards_everything_unchanged() {
     let mut seed = 1;
     while let Some(b) = h.try_pull() {
         let expected = frame(frames[n].0, frames[n].1, &mut seed);
-        assert_eq!(b.map_readable().unwrap().as_slice(), expected.map_readable().unwrap().as_slice(), "bit-exact");
+        assert_eq!(
+            b.map_readable().unwrap().as_slice(),
+            expected.map_readable().unwrap().as_slice(),
+            "bit-exact"
+        );
         assert_eq!(SegmentIdMeta::get(&b), None);
         n += 1;
     }
     assert_eq!(n, frames.len());
-    assert!(protocol_events(&mut h).is_empty(), "passthrough only reports");
+    assert!(
+        protocol_events(&mut h).is_empty(),
+        "passthrough only reports"
+    );
 }
 
 #[test]
@@ -194,12 +259,18 @@ fn stats_add_up() {
     let mut h = harness(&[]);
     push_script(&mut h, &script());
     let stats = h.element().unwrap().property::<gst::Structure>("stats");
-    assert_eq!(stats.get::<u64>("frames-analysed").unwrap(), script().len() as u64);
+    assert_eq!(
+        stats.get::<u64>("frames-analysed").unwrap(),
+        script().len() as u64
+    );
     assert_eq!(stats.get::<u64>("speculative-starts").unwrap(), 2);
     assert_eq!(stats.get::<u64>("commits").unwrap(), 1);
     assert_eq!(stats.get::<u64>("cancels").unwrap(), 1);
     assert_eq!(stats.get::<f64>("acceptance-rate").unwrap(), 0.5);
-    assert!(stats.get::<u64>("max-decision-time").unwrap() >= stats.get::<u64>("mean-decision-time").unwrap());
+    assert!(
+        stats.get::<u64>("max-decision-time").unwrap()
+            >= stats.get::<u64>("mean-decision-time").unwrap()
+    );
 }
 
 #[test]
@@ -207,7 +278,10 @@ fn eos_closes_an_open_segment() {
     let mut h = harness(&[]);
     push_script(&mut h, &script()[..130]); // committed, still speaking
     assert!(h.push_event(gst::event::Eos::new()));
-    assert_eq!(kinds(&protocol_events(&mut h)), vec![("start", 1), ("commit", 1), ("end", 1)]);
+    assert_eq!(
+        kinds(&protocol_events(&mut h)),
+        vec![("start", 1), ("commit", 1), ("end", 1)]
+    );
 }
 
 #[test]
@@ -216,11 +290,22 @@ fn caps_change_mid_segment_ends_it_and_reconfigures() {
     push_script(&mut h, &script()[..130]);
     h.set_src_caps_str("audio/x-raw,format=F32LE,layout=interleaved,rate=8000,channels=2");
     let events = protocol_events(&mut h);
-    assert_eq!(kinds(&events), vec![("start", 1), ("commit", 1), ("end", 1)]);
+    assert_eq!(
+        kinds(&events),
+        vec![("start", 1), ("commit", 1), ("end", 1)]
+    );
     // F32 stereo at 8 kHz is analysed too: a loud stereo burst opens segment 2.
-    assert_eq!(h.push(gst::Buffer::from_mut_slice(vec![0u8; 80 * 2 * 4 * 10])), Ok(gst::FlowSuccess::Ok));
-    let samples: Vec<u8> = (0..80 * 2).flat_map(|i| (((i as f32) * 0.3).sin() * 0.5).to_le_bytes()).collect();
-    assert_eq!(h.push(gst::Buffer::from_mut_slice(samples)), Ok(gst::FlowSuccess::Ok));
+    assert_eq!(
+        h.push(gst::Buffer::from_mut_slice(vec![0u8; 80 * 2 * 4 * 10])),
+        Ok(gst::FlowSuccess::Ok)
+    );
+    let samples: Vec<u8> = (0..80 * 2)
+        .flat_map(|i| (((i as f32) * 0.3).sin() * 0.5).to_le_bytes())
+        .collect();
+    assert_eq!(
+        h.push(gst::Buffer::from_mut_slice(samples)),
+        Ok(gst::FlowSuccess::Ok)
+    );
     assert_eq!(kinds(&protocol_events(&mut h)), vec![("start", 2)]);
 }
 
@@ -230,11 +315,17 @@ fn bad_input_never_panics() {
     // Unsupported caps are refused.
     let mut h = Harness::new("specvadgate");
     h.set_src_caps_str("audio/x-raw,format=S8,layout=interleaved,rate=16000,channels=1");
-    assert_eq!(h.push(gst::Buffer::with_size(160).unwrap()), Err(gst::FlowError::NotNegotiated));
+    assert_eq!(
+        h.push(gst::Buffer::with_size(160).unwrap()),
+        Err(gst::FlowError::NotNegotiated)
+    );
     // Empty buffers, a truncated sample and a discontinuity pass without harm.
     let mut h = harness(&[("idle-output", "passthrough")]);
     assert_eq!(h.push(gst::Buffer::new()), Ok(gst::FlowSuccess::Ok));
-    assert_eq!(h.push(gst::Buffer::from_mut_slice(vec![1u8])), Ok(gst::FlowSuccess::Ok));
+    assert_eq!(
+        h.push(gst::Buffer::from_mut_slice(vec![1u8])),
+        Ok(gst::FlowSuccess::Ok)
+    );
     let mut b = frame(Sound::Quiet, 5, &mut 1);
     b.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
     assert_eq!(h.push(b), Ok(gst::FlowSuccess::Ok));
@@ -250,7 +341,11 @@ fn bus_messages_name_each_decision() {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut seed = 1;
     for (sound, n) in script() {
@@ -266,7 +361,11 @@ fn bus_messages_name_each_decision() {
                 if s.name().starts_with("speech-") {
                     let rt = s.get::<u64>("running-time").unwrap();
                     assert!(s.get::<u64>("decision-latency").is_ok());
-                    names.push((s.name().to_string(), s.get::<u64>("segment-id").unwrap(), rt / 1_000_000));
+                    names.push((
+                        s.name().to_string(),
+                        s.get::<u64>("segment-id").unwrap(),
+                        rt / 1_000_000,
+                    ));
                 }
             }
             gst::MessageView::Eos(_) => break,
@@ -275,11 +374,23 @@ fn bus_messages_name_each_decision() {
         }
     }
     pipeline.set_state(gst::State::Null).unwrap();
-    let expected: Vec<(String, u64)> = [("speech-start", 1), ("speech-commit", 1), ("speech-end", 1), ("speech-start", 2), ("speech-cancel", 2)]
-        .into_iter()
-        .map(|(n, i)| (n.to_string(), i))
-        .collect();
-    assert_eq!(names.iter().map(|(n, i, _)| (n.clone(), *i)).collect::<Vec<_>>(), expected);
+    let expected: Vec<(String, u64)> = [
+        ("speech-start", 1),
+        ("speech-commit", 1),
+        ("speech-end", 1),
+        ("speech-start", 2),
+        ("speech-cancel", 2),
+    ]
+    .into_iter()
+    .map(|(n, i)| (n.to_string(), i))
+    .collect();
+    assert_eq!(
+        names
+            .iter()
+            .map(|(n, i, _)| (n.clone(), *i))
+            .collect::<Vec<_>>(),
+        expected
+    );
     assert_eq!(names[0].2, 500, "start: the first voiced sample at 500 ms");
     assert_eq!(names[2].2, 1500, "end: the last voiced sample at 1500 ms");
 }
@@ -291,29 +402,52 @@ fn webrtc_engine_commits_voice_and_cancels_the_click() {
     let events = protocol_events(&mut h);
     // The WebRTC VAD may fire while its noise model adapts at the start; the
     // gate must retract any such false start. Exactly the voiced second commits.
-    let committed: Vec<u64> = events.iter().filter(|e| matches!(e, SegmentEvent::Commit { .. })).map(|e| e.id()).collect();
+    let committed: Vec<u64> = events
+        .iter()
+        .filter(|e| matches!(e, SegmentEvent::Commit { .. }))
+        .map(|e| e.id())
+        .collect();
     assert_eq!(committed.len(), 1, "{events:?}");
     let id = committed[0];
     let start = events.iter().find_map(|e| match e {
-        SegmentEvent::Start { id: i, running_time, .. } if *i == id => Some(*running_time),
+        SegmentEvent::Start {
+            id: i,
+            running_time,
+            ..
+        } if *i == id => Some(*running_time),
         _ => None,
     });
     let start_ms = start.unwrap().mseconds();
-    assert!((290..=330).contains(&start_ms), "committed segment starts at {start_ms} ms (voice at 500 ms, 200 ms lookback)");
+    assert!(
+        (290..=330).contains(&start_ms),
+        "committed segment starts at {start_ms} ms (voice at 500 ms, 200 ms lookback)"
+    );
     for e in &events {
         if let SegmentEvent::Start { id: i, .. } = e
             && *i != id
         {
-            assert!(events.contains(&SegmentEvent::Cancel { id: *i, reason: "not enough voiced audio to commit".into() }), "{events:?}");
+            assert!(
+                events.contains(&SegmentEvent::Cancel {
+                    id: *i,
+                    reason: "not enough voiced audio to commit".into()
+                }),
+                "{events:?}"
+            );
         }
     }
-    assert!(matches!(events.last(), Some(SegmentEvent::Cancel { id: i, .. }) if *i > id), "the click is cancelled: {events:?}");
+    assert!(
+        matches!(events.last(), Some(SegmentEvent::Cancel { id: i, .. }) if *i > id),
+        "the click is cancelled: {events:?}"
+    );
 }
 
 #[test]
 fn webrtc_engine_handles_rates_it_must_resample() {
     init();
-    let element = gst::ElementFactory::make("specvadgate").property_from_str("engine", "webrtc").build().unwrap();
+    let element = gst::ElementFactory::make("specvadgate")
+        .property_from_str("engine", "webrtc")
+        .build()
+        .unwrap();
     let mut h = Harness::with_element(&element, Some("sink"), Some("src"));
     h.set_src_caps_str("audio/x-raw,format=F32LE,layout=interleaved,rate=44100,channels=2");
     // 0.3 s of silence, then 0.5 s of a stereo harmonic tone, in 10 ms buffers.
@@ -321,13 +455,28 @@ fn webrtc_engine_handles_rates_it_must_resample() {
         let samples: Vec<u8> = (0..441u64)
             .flat_map(|i| {
                 let t = (n * 441 + i) as f32 / 44100.0;
-                let v = if n < 30 { 0.0 } else { (1..=6).map(|k| (2.0 * std::f32::consts::PI * 150.0 * k as f32 * t).sin() / k as f32).sum::<f32>() * 0.2 };
+                let v = if n < 30 {
+                    0.0
+                } else {
+                    (1..=6)
+                        .map(|k| {
+                            (2.0 * std::f32::consts::PI * 150.0 * k as f32 * t).sin() / k as f32
+                        })
+                        .sum::<f32>()
+                        * 0.2
+                };
                 [v.to_le_bytes(), v.to_le_bytes()].concat()
             })
             .collect();
-        assert_eq!(h.push(gst::Buffer::from_mut_slice(samples)), Ok(gst::FlowSuccess::Ok));
+        assert_eq!(
+            h.push(gst::Buffer::from_mut_slice(samples)),
+            Ok(gst::FlowSuccess::Ok)
+        );
     }
-    assert_eq!(kinds(&protocol_events(&mut h)), vec![("start", 1), ("commit", 1)]);
+    assert_eq!(
+        kinds(&protocol_events(&mut h)),
+        vec![("start", 1), ("commit", 1)]
+    );
 }
 
 /// The click's cancel is out-of-band: it overtakes the click's buffers waiting
@@ -346,7 +495,12 @@ fn cancel_overtakes_a_queue_and_the_consumer_drops_the_false_start() {
     .unwrap();
     let queue_src = pipeline.by_name("q").unwrap().static_pad("src").unwrap();
     // Hold every buffer in the queue until the cancel has gone past it.
-    let hold = queue_src.add_probe(gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER, |_, _| gst::PadProbeReturn::Ok).unwrap();
+    let hold = queue_src
+        .add_probe(
+            gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER,
+            |_, _| gst::PadProbeReturn::Ok,
+        )
+        .unwrap();
 
     // The consumer: records what reaches it, in order, and drops cancelled segments.
     #[derive(Debug, PartialEq)]
@@ -357,74 +511,139 @@ fn cancel_overtakes_a_queue_and_the_consumer_drops_the_false_start() {
     }
     let seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>> = Default::default();
     let (cancelled_tx, cancelled_rx) = std::sync::mpsc::channel();
-    let sink_pad = pipeline.by_name("sink").unwrap().static_pad("sink").unwrap();
+    let sink_pad = pipeline
+        .by_name("sink")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap();
     let tracker = std::sync::Mutex::new(rtai_core::CancelTracker::with_capacity(16));
     let seen_in_probe = seen.clone();
-    sink_pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::EVENT_FLUSH, move |_, info| {
-        let mut seen = seen_in_probe.lock().unwrap();
-        if let Some(gst::PadProbeData::Event(ev)) = &info.data
-            && let Some(SegmentEvent::Cancel { id, .. }) = SegmentEvent::parse(ev)
-        {
-            tracker.lock().unwrap().cancel(id);
-            seen.push(Seen::Cancel(id));
-            cancelled_tx.send(id).unwrap();
-        } else if let Some(buffer) = info.buffer() {
-            let id = SegmentIdMeta::get(buffer);
-            if let Some(id) = id
-                && tracker.lock().unwrap().is_cancelled(id)
+    sink_pad.add_probe(
+        gst::PadProbeType::BUFFER
+            | gst::PadProbeType::EVENT_DOWNSTREAM
+            | gst::PadProbeType::EVENT_FLUSH,
+        move |_, info| {
+            let mut seen = seen_in_probe.lock().unwrap();
+            if let Some(gst::PadProbeData::Event(ev)) = &info.data
+                && let Some(SegmentEvent::Cancel { id, .. }) = SegmentEvent::parse(ev)
             {
-                seen.push(Seen::Dropped(id));
-                drop(info.take_buffer());
-                return gst::PadProbeReturn::Handled;
+                tracker.lock().unwrap().cancel(id);
+                seen.push(Seen::Cancel(id));
+                cancelled_tx.send(id).unwrap();
+            } else if let Some(buffer) = info.buffer() {
+                let id = SegmentIdMeta::get(buffer);
+                if let Some(id) = id
+                    && tracker.lock().unwrap().is_cancelled(id)
+                {
+                    seen.push(Seen::Dropped(id));
+                    drop(info.take_buffer());
+                    return gst::PadProbeReturn::Handled;
+                }
+                seen.push(Seen::Buffer(id));
             }
-            seen.push(Seen::Buffer(id));
-        }
-        gst::PadProbeReturn::Ok
-    });
+            gst::PadProbeReturn::Ok
+        },
+    );
 
     pipeline.set_state(gst::State::Playing).unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
     let mut seed = 1;
     for (sound, n) in script() {
         src.push_buffer(frame(sound, n, &mut seed)).unwrap();
     }
     src.end_of_stream().unwrap();
-    let cancelled = cancelled_rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the cancel overtakes the blocked queue");
+    let cancelled = cancelled_rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the cancel overtakes the blocked queue");
     queue_src.remove_probe(hold);
     let bus = pipeline.bus().unwrap();
-    let msg = bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos, gst::MessageType::Error]).unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .unwrap();
     assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
     pipeline.set_state(gst::State::Null).unwrap();
 
     let seen = seen.lock().unwrap();
-    let first_cancel = seen.iter().position(|s| *s == Seen::Cancel(cancelled)).unwrap();
-    assert!(seen[..first_cancel].iter().all(|s| !matches!(s, Seen::Buffer(_))), "the cancel arrived ahead of every queued buffer");
-    let dropped = seen.iter().filter(|s| **s == Seen::Dropped(cancelled)).count();
-    assert!(dropped >= 3, "the click's buffers (lookback + click) were queued and dropped: {dropped}");
-    assert!(!seen.contains(&Seen::Buffer(Some(cancelled))), "no buffer of the cancelled segment got through");
-    let speech = seen.iter().filter(|s| matches!(s, Seen::Buffer(Some(id)) if *id != cancelled)).count();
-    assert!(speech >= 100, "the committed speech segment arrived whole: {speech} buffers");
+    let first_cancel = seen
+        .iter()
+        .position(|s| *s == Seen::Cancel(cancelled))
+        .unwrap();
+    assert!(
+        seen[..first_cancel]
+            .iter()
+            .all(|s| !matches!(s, Seen::Buffer(_))),
+        "the cancel arrived ahead of every queued buffer"
+    );
+    let dropped = seen
+        .iter()
+        .filter(|s| **s == Seen::Dropped(cancelled))
+        .count();
+    assert!(
+        dropped >= 3,
+        "the click's buffers (lookback + click) were queued and dropped: {dropped}"
+    );
+    assert!(
+        !seen.contains(&Seen::Buffer(Some(cancelled))),
+        "no buffer of the cancelled segment got through"
+    );
+    let speech = seen
+        .iter()
+        .filter(|s| matches!(s, Seen::Buffer(Some(id)) if *id != cancelled))
+        .count();
+    assert!(
+        speech >= 100,
+        "the committed speech segment arrived whole: {speech} buffers"
+    );
 }
 
 #[test]
 fn a_held_chord_cannot_commit_or_reopen_but_speech_after_it_commits() {
     // 0.5 s quiet, 0.8 s chord, 0.3 s quiet, 1 s voiced, 1 s quiet.
-    let script: Vec<(Sound, u64)> =
-        [(Sound::Quiet, 50), (Sound::Chord, 80), (Sound::Quiet, 30), (Sound::Voiced, 100), (Sound::Quiet, 100)]
-            .into_iter()
-            .flat_map(|(s, n)| std::iter::repeat_n(s, n as usize))
-            .enumerate()
-            .map(|(i, s)| (s, i as u64))
-            .collect();
+    let script: Vec<(Sound, u64)> = [
+        (Sound::Quiet, 50),
+        (Sound::Chord, 80),
+        (Sound::Quiet, 30),
+        (Sound::Voiced, 100),
+        (Sound::Quiet, 100),
+    ]
+    .into_iter()
+    .flat_map(|(s, n)| std::iter::repeat_n(s, n as usize))
+    .enumerate()
+    .map(|(i, s)| (s, i as u64))
+    .collect();
     let mut h = harness(&[]);
     push_script(&mut h, &script);
     let events = protocol_events(&mut h);
     // The chord's abrupt onset opens a segment (its first frame is no clean tone
     // yet), the held chord cancels it and never reopens one; the voice commits.
-    assert_eq!(kinds(&events), vec![("start", 1), ("cancel", 1), ("start", 2), ("commit", 2), ("end", 2)]);
+    assert_eq!(
+        kinds(&events),
+        vec![
+            ("start", 1),
+            ("cancel", 1),
+            ("start", 2),
+            ("commit", 2),
+            ("end", 2)
+        ]
+    );
     match events[2] {
-        SegmentEvent::Start { running_time, lookback, .. } => {
-            assert_eq!(running_time + lookback, gst::ClockTime::from_mseconds(1600), "segment 2 opens at the voice");
+        SegmentEvent::Start {
+            running_time,
+            lookback,
+            ..
+        } => {
+            assert_eq!(
+                running_time + lookback,
+                gst::ClockTime::from_mseconds(1600),
+                "segment 2 opens at the voice"
+            );
         }
         _ => unreachable!(),
     }
@@ -435,6 +654,17 @@ fn a_held_chord_cannot_commit_or_reopen_but_speech_after_it_commits() {
     let mut h = harness(&[("tone-threshold", "0")]);
     push_script(&mut h, &script);
     let without = kinds(&protocol_events(&mut h));
-    assert_eq!(&without[..3], &[("start", 1), ("commit", 1), ("end", 1)], "{without:?}");
-    assert_eq!(h.element().unwrap().property::<gst::Structure>("stats").get::<u64>("tone-frames").unwrap(), 0);
+    assert_eq!(
+        &without[..3],
+        &[("start", 1), ("commit", 1), ("end", 1)],
+        "{without:?}"
+    );
+    assert_eq!(
+        h.element()
+            .unwrap()
+            .property::<gst::Structure>("stats")
+            .get::<u64>("tone-frames")
+            .unwrap(),
+        0
+    );
 }

@@ -34,7 +34,13 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [Self::ObjectAppear, Self::ObjectLeave, Self::Speech, Self::Scene, Self::Clip];
+    pub const ALL: [EventKind; 5] = [
+        Self::ObjectAppear,
+        Self::ObjectLeave,
+        Self::Speech,
+        Self::Scene,
+        Self::Clip,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -110,7 +116,10 @@ impl Default for Config {
 
 /// Parses the `keywords` property: comma separated, case-insensitive, blanks ignored.
 pub fn parse_keywords(s: &str) -> Vec<String> {
-    s.split(',').map(|k| k.trim().to_lowercase()).filter(|k| !k.is_empty()).collect()
+    s.split(',')
+        .map(|k| k.trim().to_lowercase())
+        .filter(|k| !k.is_empty())
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -160,20 +169,33 @@ pub struct Aggregator {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn noisy_or(signals: &[(f64, f64)]) -> f64 {
-    1.0 - signals.iter().map(|(w, s)| 1.0 - w * s.clamp(0.0, 1.0)).product::<f64>()
+    1.0 - signals
+        .iter()
+        .map(|(w, s)| 1.0 - w * s.clamp(0.0, 1.0))
+        .product::<f64>()
 }
 
 fn words(text: &str) -> HashSet<String> {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| w.to_lowercase()).collect()
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase())
+        .collect()
 }
 
 impl Aggregator {
     pub fn new(cfg: Config) -> Self {
-        Self { cfg, streams: HashMap::new(), seq: 0 }
+        Self {
+            cfg,
+            streams: HashMap::new(),
+            seq: 0,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -258,7 +280,10 @@ impl Aggregator {
         let mut appeared = Vec::new();
         let mut seen_classes = HashSet::new();
         for d in detections {
-            let key = d.track_id.map(TrackKey::Track).unwrap_or_else(|| TrackKey::Class(d.label.clone()));
+            let key = d
+                .track_id
+                .map(TrackKey::Track)
+                .unwrap_or_else(|| TrackKey::Class(d.label.clone()));
             match agg.tracks.get_mut(&key) {
                 Some(t) => {
                     t.last_seen = t.last_seen.max(rt);
@@ -266,10 +291,20 @@ impl Aggregator {
                     t.max_confidence = t.max_confidence.max(d.confidence);
                 }
                 None => {
-                    let new_class = agg.class_last_seen.get(&d.label).is_none_or(|&last| rt.saturating_sub(last) > novelty_window);
+                    let new_class = agg
+                        .class_last_seen
+                        .get(&d.label)
+                        .is_none_or(|&last| rt.saturating_sub(last) > novelty_window);
                     agg.tracks.insert(
                         key,
-                        Track { label: d.label.clone(), first_seen: rt, last_seen: rt, frames: 1, max_confidence: d.confidence, model: d.model.clone() },
+                        Track {
+                            label: d.label.clone(),
+                            first_seen: rt,
+                            last_seen: rt,
+                            frames: 1,
+                            max_confidence: d.confidence,
+                            model: d.model.clone(),
+                        },
                     );
                     appeared.push((d.clone(), new_class));
                 }
@@ -281,9 +316,16 @@ impl Aggregator {
         }
         // Tracks not seen for leave-timeout have left.
         let timeout = self.cfg.leave_timeout;
-        let gone: Vec<TrackKey> =
-            agg.tracks.iter().filter(|(_, t)| rt.saturating_sub(t.last_seen) > timeout).map(|(k, _)| k.clone()).collect();
-        let left: Vec<(TrackKey, Track)> = gone.into_iter().filter_map(|k| agg.tracks.remove(&k).map(|t| (k, t))).collect();
+        let gone: Vec<TrackKey> = agg
+            .tracks
+            .iter()
+            .filter(|(_, t)| rt.saturating_sub(t.last_seen) > timeout)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let left: Vec<(TrackKey, Track)> = gone
+            .into_iter()
+            .filter_map(|k| agg.tracks.remove(&k).map(|t| (k, t)))
+            .collect();
         for (d, new_class) in appeared {
             let signals = [(0.7, if new_class { 1.0 } else { 0.0 }), (0.5, count_spike)];
             let score = noisy_or(&signals) * (0.5 + 0.5 * d.confidence.clamp(0.0, 1.0));
@@ -334,12 +376,24 @@ impl Aggregator {
         let agg = self.streams.entry(stream.to_string()).or_default();
         agg.speech.insert(
             id,
-            Speech { start: rt, end: None, ended_at: None, committed: false, level_sum_db: 0.0, level_frames: 0, transcript: None },
+            Speech {
+                start: rt,
+                end: None,
+                ended_at: None,
+                committed: false,
+                level_sum_db: 0.0,
+                level_frames: 0,
+                transcript: None,
+            },
         );
     }
 
     pub fn segment_commit(&mut self, stream: &str, id: u64) {
-        if let Some(s) = self.streams.get_mut(stream).and_then(|a| a.speech.get_mut(&id)) {
+        if let Some(s) = self
+            .streams
+            .get_mut(stream)
+            .and_then(|a| a.speech.get_mut(&id))
+        {
             s.committed = true;
         }
     }
@@ -353,7 +407,11 @@ impl Aggregator {
     /// The segment ended at `rt`; its event is made once its transcript is
     /// there or `transcript-wait` has passed.
     pub fn segment_end(&mut self, stream: &str, id: u64, rt: u64) -> Vec<Event> {
-        if let Some(s) = self.streams.get_mut(stream).and_then(|a| a.speech.get_mut(&id)) {
+        if let Some(s) = self
+            .streams
+            .get_mut(stream)
+            .and_then(|a| a.speech.get_mut(&id))
+        {
             s.end = Some(rt);
             s.ended_at = Some(Instant::now());
             s.committed = true;
@@ -399,14 +457,25 @@ impl Aggregator {
         }
         // The segment may have started on another pad (audio) than the text's.
         let owner = segment.and_then(|id| {
-            if self.streams.get(stream).is_some_and(|a| a.speech.contains_key(&id)) {
+            if self
+                .streams
+                .get(stream)
+                .is_some_and(|a| a.speech.contains_key(&id))
+            {
                 Some(stream.to_string())
             } else {
-                self.streams.iter().find(|(_, a)| a.speech.contains_key(&id)).map(|(k, _)| k.clone())
+                self.streams
+                    .iter()
+                    .find(|(_, a)| a.speech.contains_key(&id))
+                    .map(|(k, _)| k.clone())
             }
         });
         if let (Some(id), Some(owner)) = (segment, owner) {
-            let s = self.streams.get_mut(&owner).and_then(|a| a.speech.get_mut(&id)).expect("found above");
+            let s = self
+                .streams
+                .get_mut(&owner)
+                .and_then(|a| a.speech.get_mut(&id))
+                .expect("found above");
             match &mut s.transcript {
                 Some((t, _, _)) => {
                     t.push(' ');
@@ -441,8 +510,12 @@ impl Aggregator {
     }
 
     fn finish_speech(&mut self, stream: &str, id: u64) -> Vec<Event> {
-        let Some(agg) = self.streams.get_mut(stream) else { return Vec::new() };
-        let Some(s) = agg.speech.remove(&id) else { return Vec::new() };
+        let Some(agg) = self.streams.get_mut(stream) else {
+            return Vec::new();
+        };
+        let Some(s) = agg.speech.remove(&id) else {
+            return Vec::new();
+        };
         let end = s.end.unwrap_or(s.start);
         let seconds = (end.saturating_sub(s.start) as f64 / 1e9).max(0.0);
         let (text, confidence, model) = match s.transcript {
@@ -461,10 +534,31 @@ impl Aggregator {
             });
         }
         let word_set = text.as_deref().map(words).unwrap_or_default();
-        let word_count = text.as_deref().map(|t| t.split_whitespace().count()).unwrap_or(0);
-        let rate_wps = if seconds > 0.0 { word_count as f64 / seconds } else { 0.0 };
-        let rate = if seconds > 0.0 { ((rate_wps - 2.5) / 2.0).clamp(0.0, 1.0) } else { 0.0 };
-        let hits: Vec<&String> = self.cfg.keywords.iter().filter(|k| word_set.contains(*k) || text.as_deref().is_some_and(|t| k.contains(' ') && t.to_lowercase().contains(k.as_str()))).collect();
+        let word_count = text
+            .as_deref()
+            .map(|t| t.split_whitespace().count())
+            .unwrap_or(0);
+        let rate_wps = if seconds > 0.0 {
+            word_count as f64 / seconds
+        } else {
+            0.0
+        };
+        let rate = if seconds > 0.0 {
+            ((rate_wps - 2.5) / 2.0).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let hits: Vec<&String> = self
+            .cfg
+            .keywords
+            .iter()
+            .filter(|k| {
+                word_set.contains(*k)
+                    || text
+                        .as_deref()
+                        .is_some_and(|t| k.contains(' ') && t.to_lowercase().contains(k.as_str()))
+            })
+            .collect();
         let keyword = if hits.is_empty() { 0.0 } else { 1.0 };
         let score = noisy_or(&[(0.8, keyword), (0.4, energy), (0.4, rate)]);
         let data = serde_json::json!({
@@ -472,14 +566,32 @@ impl Aggregator {
             "signals": { "keyword": hits, "energy": energy, "rate": rate },
             "level_dbfs": level, "words_per_second": rate_wps, "model": model,
         });
-        let ev = self.make(stream, EventKind::Speech, s.start, Some(end), confidence, score, None, None, text, data);
+        let ev = self.make(
+            stream,
+            EventKind::Speech,
+            s.start,
+            Some(end),
+            confidence,
+            score,
+            None,
+            None,
+            text,
+            data,
+        );
         let mut out = Vec::new();
         self.with_clip(ev, &mut out);
         out
     }
 
     /// A vision-language model's description of the scene.
-    pub fn caption(&mut self, stream: &str, text: &str, rt: u64, confidence: Option<f64>, model: Option<String>) -> Vec<Event> {
+    pub fn caption(
+        &mut self,
+        stream: &str,
+        text: &str,
+        rt: u64,
+        confidence: Option<f64>,
+        model: Option<String>,
+    ) -> Vec<Event> {
         let text = text.trim();
         if text.is_empty() {
             return Vec::new();
@@ -498,11 +610,27 @@ impl Aggregator {
             None => 1.0,
         };
         agg.last_caption = Some(text.to_string());
-        let hits: Vec<&String> = self.cfg.keywords.iter().filter(|k| now.contains(*k)).collect();
+        let hits: Vec<&String> = self
+            .cfg
+            .keywords
+            .iter()
+            .filter(|k| now.contains(*k))
+            .collect();
         let keyword = if hits.is_empty() { 0.0 } else { 1.0 };
         let score = noisy_or(&[(0.8, keyword), (0.5, novelty)]);
         let data = serde_json::json!({ "signals": { "keyword": hits, "novelty": novelty }, "model": model });
-        let ev = self.make(stream, EventKind::Scene, rt, None, confidence, score, None, None, Some(text.to_string()), data);
+        let ev = self.make(
+            stream,
+            EventKind::Scene,
+            rt,
+            None,
+            confidence,
+            score,
+            None,
+            None,
+            Some(text.to_string()),
+            data,
+        );
         let mut out = Vec::new();
         self.with_clip(ev, &mut out);
         out
@@ -523,7 +651,9 @@ impl Aggregator {
             .collect();
         // In stream order: each segment's energy is scored against the ones before it.
         due.sort();
-        due.into_iter().flat_map(|(_, stream, id)| self.finish_speech(&stream, id)).collect()
+        due.into_iter()
+            .flat_map(|(_, stream, id)| self.finish_speech(&stream, id))
+            .collect()
     }
 
     /// End of stream on `stream` (or every stream): open tracks leave, ended
@@ -535,9 +665,15 @@ impl Aggregator {
         };
         let mut out = Vec::new();
         for name in names {
-            let Some(agg) = self.streams.get_mut(&name) else { continue };
+            let Some(agg) = self.streams.get_mut(&name) else {
+                continue;
+            };
             let tracks: Vec<(TrackKey, Track)> = agg.tracks.drain().collect();
-            let mut segments: Vec<(u64, u64, bool)> = agg.speech.iter().map(|(id, s)| (s.start, *id, s.committed)).collect();
+            let mut segments: Vec<(u64, u64, bool)> = agg
+                .speech
+                .iter()
+                .map(|(id, s)| (s.start, *id, s.committed))
+                .collect();
             segments.sort();
             let mut tracks = tracks;
             tracks.sort_by_key(|(_, t)| t.first_seen);
@@ -546,7 +682,10 @@ impl Aggregator {
             }
             for (_, id, committed) in segments {
                 if committed {
-                    if let Some(s) = self.streams.get_mut(&name).and_then(|a| a.speech.get_mut(&id))
+                    if let Some(s) = self
+                        .streams
+                        .get_mut(&name)
+                        .and_then(|a| a.speech.get_mut(&id))
                         && s.end.is_none()
                     {
                         s.end = Some(s.start);
@@ -568,16 +707,29 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn det(label: &str, track: Option<i64>, conf: f64) -> Detection {
-        Detection { label: label.into(), class_id: Some(0), confidence: conf, track_id: track, model: Some("m".into()), rect: (0, 0, 10, 10) }
+        Detection {
+            label: label.into(),
+            class_id: Some(0),
+            confidence: conf,
+            track_id: track,
+            model: Some("m".into()),
+            rect: (0, 0, 10, 10),
+        }
     }
 
     fn agg() -> Aggregator {
-        Aggregator::new(Config { keywords: parse_keywords("fire, help ,,Goal"), ..Config::default() })
+        Aggregator::new(Config {
+            keywords: parse_keywords("fire, help ,,Goal"),
+            ..Config::default()
+        })
     }
 
     #[test]
     fn keywords_are_parsed_lowercase_without_blanks() {
-        assert_eq!(parse_keywords("fire, help ,,Goal"), vec!["fire", "help", "goal"]);
+        assert_eq!(
+            parse_keywords("fire, help ,,Goal"),
+            vec!["fire", "help", "goal"]
+        );
         assert!(parse_keywords(" , ").is_empty());
     }
 
@@ -585,13 +737,21 @@ mod tests {
     fn tracks_appear_once_and_leave_after_the_timeout() {
         let mut a = agg();
         let e = a.frame("v", 0, &[det("car", Some(1), 0.9)]);
-        assert_eq!(e.iter().filter(|e| e.kind == EventKind::ObjectAppear).count(), 1);
+        assert_eq!(
+            e.iter()
+                .filter(|e| e.kind == EventKind::ObjectAppear)
+                .count(),
+            1
+        );
         assert!(a.frame("v", S / 2, &[det("car", Some(1), 0.95)]).is_empty());
         // Not seen for more than leave-timeout (1 s) at 2 s.
         let e = a.frame("v", 2 * S, &[]);
         assert_eq!(e.len(), 1);
         let leave = &e[0];
-        assert_eq!((leave.kind, leave.track_id, leave.start, leave.end), (EventKind::ObjectLeave, Some(1), 0, Some(S / 2)));
+        assert_eq!(
+            (leave.kind, leave.track_id, leave.start, leave.end),
+            (EventKind::ObjectLeave, Some(1), 0, Some(S / 2))
+        );
         assert_eq!(leave.confidence, Some(0.95));
         assert_eq!(leave.data["frames"], 2);
     }
@@ -600,11 +760,19 @@ mod tests {
     fn a_new_class_scores_higher_than_a_known_one() {
         let mut a = agg();
         let first = a.frame("v", 0, &[det("car", Some(1), 0.8)]);
-        let second = a.frame("v", S / 10, &[det("car", Some(1), 0.8), det("car", Some(2), 0.8)]);
+        let second = a.frame(
+            "v",
+            S / 10,
+            &[det("car", Some(1), 0.8), det("car", Some(2), 0.8)],
+        );
         let new_score = first[0].clip_worthy_score;
         let known = second.iter().find(|e| e.track_id == Some(2)).unwrap();
         assert_eq!(known.data["signals"]["new_class"], false);
-        assert!(new_score > known.clip_worthy_score, "{new_score} vs {}", known.clip_worthy_score);
+        assert!(
+            new_score > known.clip_worthy_score,
+            "{new_score} vs {}",
+            known.clip_worthy_score
+        );
         // new_class only: (1 - (1-0.7)) * (0.5 + 0.4) = 0.63
         assert!((new_score - 0.63).abs() < 1e-9, "{new_score}");
     }
@@ -618,7 +786,10 @@ mod tests {
         // Four new people at once: spike (5 - 1)/1 → 1.
         let dets: Vec<Detection> = (1..=5).map(|i| det("person", Some(i), 0.9)).collect();
         let e = a.frame("v", 2 * S, &dets);
-        let appear: Vec<&Event> = e.iter().filter(|e| e.kind == EventKind::ObjectAppear).collect();
+        let appear: Vec<&Event> = e
+            .iter()
+            .filter(|e| e.kind == EventKind::ObjectAppear)
+            .collect();
         assert_eq!(appear.len(), 4);
         // (1 - (1 - 0.5)) * 0.95 = 0.475: below the default threshold.
         assert!((appear[0].clip_worthy_score - 0.475).abs() < 1e-9);
@@ -628,17 +799,28 @@ mod tests {
         let e = a.frame("v", 2 * S + S / 10, &dets);
         let clips: Vec<&Event> = e.iter().filter(|e| e.kind == EventKind::Clip).collect();
         assert_eq!(clips.len(), 1, "overlapping clips on one stream are merged");
-        assert_eq!((clips[0].start, clips[0].end), (S / 10, Some(4 * S + S / 10)));
+        assert_eq!(
+            (clips[0].start, clips[0].end),
+            (S / 10, Some(4 * S + S / 10))
+        );
     }
 
     #[test]
     fn untracked_detections_appear_and_leave_per_class() {
         let mut a = agg();
         let e = a.frame("v", 0, &[det("dog", None, 0.7), det("dog", None, 0.6)]);
-        assert_eq!(e.iter().filter(|e| e.kind == EventKind::ObjectAppear).count(), 1);
+        assert_eq!(
+            e.iter()
+                .filter(|e| e.kind == EventKind::ObjectAppear)
+                .count(),
+            1
+        );
         let e = a.finish(None);
         assert_eq!(e.len(), 1);
-        assert_eq!((e[0].kind, e[0].label.as_deref(), e[0].track_id), (EventKind::ObjectLeave, Some("dog"), None));
+        assert_eq!(
+            (e[0].kind, e[0].label.as_deref(), e[0].track_id),
+            (EventKind::ObjectLeave, Some("dog"), None)
+        );
     }
 
     #[test]
@@ -647,14 +829,40 @@ mod tests {
         a.segment_start("a", 1, S);
         a.segment_commit("a", 1);
         a.audio_level("a", Some(1), -20.0);
-        assert!(a.segment_end("a", 1, 3 * S).is_empty(), "waits for the transcript");
-        let e = a.transcript("t", Some(1), "Help! There is a fire in the kitchen right now, call someone", 3 * S, None, Some(0.9), None);
+        assert!(
+            a.segment_end("a", 1, 3 * S).is_empty(),
+            "waits for the transcript"
+        );
+        let e = a.transcript(
+            "t",
+            Some(1),
+            "Help! There is a fire in the kitchen right now, call someone",
+            3 * S,
+            None,
+            Some(0.9),
+            None,
+        );
         assert_eq!(e.len(), 2, "{e:?}");
         let speech = &e[0];
-        assert_eq!((speech.kind, speech.stream.as_str(), speech.start, speech.end), (EventKind::Speech, "a", S, Some(3 * S)));
+        assert_eq!(
+            (
+                speech.kind,
+                speech.stream.as_str(),
+                speech.start,
+                speech.end
+            ),
+            (EventKind::Speech, "a", S, Some(3 * S))
+        );
         // 11 words in 2 s: 5.5 w/s → rate 1; keyword 1 → 1 - 0.2 * 0.6 = 0.88
-        assert!((speech.clip_worthy_score - 0.88).abs() < 1e-9, "{}", speech.clip_worthy_score);
-        assert_eq!(speech.data["signals"]["keyword"], serde_json::json!(["fire", "help"]));
+        assert!(
+            (speech.clip_worthy_score - 0.88).abs() < 1e-9,
+            "{}",
+            speech.clip_worthy_score
+        );
+        assert_eq!(
+            speech.data["signals"]["keyword"],
+            serde_json::json!(["fire", "help"])
+        );
         assert_eq!(e[1].kind, EventKind::Clip);
         assert_eq!(e[1].data["source"], speech.key.as_str());
     }
@@ -681,7 +889,10 @@ mod tests {
         a.segment_start("a", 7, 0);
         a.segment_cancel("a", 7);
         assert!(a.segment_end("a", 7, S).is_empty());
-        assert!(a.transcript("a", Some(7), "", 0, None, None, None).is_empty());
+        assert!(
+            a.transcript("a", Some(7), "", 0, None, None, None)
+                .is_empty()
+        );
         assert!(a.tick(Instant::now() + Duration::from_secs(60)).is_empty());
         assert!(a.finish(None).is_empty());
     }
@@ -691,12 +902,24 @@ mod tests {
         let mut a = agg();
         let first = a.caption("v", "a man walks a dog in the park", 0, None, None);
         assert_eq!(first.len(), 1);
-        assert!(a.caption("v", "a man walks a dog in the park", S, None, None).is_empty());
-        let similar = a.caption("v", "a man walks a dog in the park at noon", 2 * S, None, None);
+        assert!(
+            a.caption("v", "a man walks a dog in the park", S, None, None)
+                .is_empty()
+        );
+        let similar = a.caption(
+            "v",
+            "a man walks a dog in the park at noon",
+            2 * S,
+            None,
+            None,
+        );
         let novel = a.caption("v", "smoke rises from a burning car", 3 * S, None, None);
         assert!(novel[0].clip_worthy_score > similar[0].clip_worthy_score);
         let fire = a.caption("v", "a big fire", 4 * S, None, None);
-        assert_eq!(fire[0].data["signals"]["keyword"], serde_json::json!(["fire"]));
+        assert_eq!(
+            fire[0].data["signals"]["keyword"],
+            serde_json::json!(["fire"])
+        );
         assert!(fire.iter().any(|e| e.kind == EventKind::Clip));
     }
 

@@ -21,7 +21,6 @@ use crate::metrics::{METRICS, labels};
 use crate::publish::{self, RedisStats};
 use crate::store::{self, Store, WriterStats};
 
-
 const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 const DEFAULT_DATABASE: &str = "";
 const DEFAULT_REDIS_STREAM: &str = "rtai:events";
@@ -70,7 +69,10 @@ impl std::fmt::Debug for Settings {
             .field("listen", &self.listen)
             .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
             .field("database", &rtai_core::secrets::redact(&self.database))
-            .field("redis_url", &self.redis_url.as_deref().map(rtai_core::secrets::redact))
+            .field(
+                "redis_url",
+                &self.redis_url.as_deref().map(rtai_core::secrets::redact),
+            )
             .field("redis_stream", &self.redis_stream)
             .field("redis_max_len", &self.redis_max_len)
             .field("clip_threshold", &self.clip_threshold)
@@ -129,13 +131,20 @@ struct PadState {
 
 impl Default for PadState {
     fn default() -> Self {
-        Self { kind: PadKind::Unknown, segment: gst::FormattedSegment::new(), eos: false, open_segment: None, last_end: 0 }
+        Self {
+            kind: PadKind::Unknown,
+            segment: gst::FormattedSegment::new(),
+            eos: false,
+            open_segment: None,
+            last_end: 0,
+        }
     }
 }
 
 impl PadState {
     fn running_time(&self, pts: Option<gst::ClockTime>) -> u64 {
-        pts.map(|p| self.segment.to_running_time(p).unwrap_or(p).nseconds()).unwrap_or(self.last_end)
+        pts.map(|p| self.segment.to_running_time(p).unwrap_or(p).nseconds())
+            .unwrap_or(self.last_end)
     }
 }
 
@@ -179,20 +188,32 @@ impl ObjectSubclass for AnalyticsSink {
     type ParentType = gst::Element;
 
     fn new() -> Self {
-        Self { settings: Mutex::new(Settings::default()), state: Mutex::new(None), pads: Mutex::new(HashMap::new()) }
+        Self {
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(None),
+            pads: Mutex::new(HashMap::new()),
+        }
     }
 }
 
 /// A ROI meta as a detection: `Ok(None)` when it is not a detection (no
 /// `detection` param), `Err` when its detection param is malformed.
 fn parse_roi(roi: &gst_video::VideoRegionOfInterestMeta) -> Result<Option<Detection>, String> {
-    let Some(det) = roi.param(rtai_core::inference::DETECTION_PARAM) else { return Ok(None) };
-    let confidence = det.get::<f64>("confidence").map_err(|e| format!("confidence: {e}"))?;
+    let Some(det) = roi.param(rtai_core::inference::DETECTION_PARAM) else {
+        return Ok(None);
+    };
+    let confidence = det
+        .get::<f64>("confidence")
+        .map_err(|e| format!("confidence: {e}"))?;
     if !confidence.is_finite() || !(0.0..=1.0).contains(&confidence) {
         return Err(format!("confidence {confidence} outside 0..1"));
     }
     let class_id = match det.value("label_id") {
-        Ok(v) => Some(v.get::<i32>().or_else(|_| v.get::<u32>().map(|u| u as i32)).map_err(|e| format!("label_id: {e}"))?),
+        Ok(v) => Some(
+            v.get::<i32>()
+                .or_else(|_| v.get::<u32>().map(|u| u as i32))
+                .map_err(|e| format!("label_id: {e}"))?,
+        ),
         Err(_) => None,
     };
     let label = match det.value("label") {
@@ -220,7 +241,14 @@ fn parse_roi(roi: &gst_video::VideoRegionOfInterestMeta) -> Result<Option<Detect
         }
         None => None,
     };
-    Ok(Some(Detection { label, class_id, confidence, track_id, model, rect: roi.rect() }))
+    Ok(Some(Detection {
+        label,
+        class_id,
+        confidence,
+        track_id,
+        model,
+        rect: roi.rect(),
+    }))
 }
 
 /// Mean level of interleaved audio in dBFS.
@@ -244,7 +272,9 @@ fn level_dbfs(data: &[u8], float: bool) -> f64 {
 
 impl AnalyticsSink {
     fn pad_kind(caps: &gst::CapsRef) -> PadKind {
-        let Some(s) = caps.structure(0) else { return PadKind::Unknown };
+        let Some(s) = caps.structure(0) else {
+            return PadKind::Unknown;
+        };
         let name = s.name().as_str();
         if name.starts_with("video/") || name.starts_with("image/") {
             PadKind::Video
@@ -252,8 +282,14 @@ impl AnalyticsSink {
             let format = s.get::<&str>("format").unwrap_or("");
             let channels = s.get::<i32>("channels").unwrap_or(1).max(1) as usize;
             match format {
-                "S16LE" => PadKind::Audio { float: false, channels },
-                "F32LE" => PadKind::Audio { float: true, channels },
+                "S16LE" => PadKind::Audio {
+                    float: false,
+                    channels,
+                },
+                "F32LE" => PadKind::Audio {
+                    float: true,
+                    channels,
+                },
                 _ => PadKind::Unknown,
             }
         } else if name.starts_with("text/") || name == "application/x-json" {
@@ -266,13 +302,24 @@ impl AnalyticsSink {
     fn malformed(&self, pad: &gst::Pad, what: &str) {
         gst::debug!(CAT, obj = pad, "ignoring malformed meta: {what}");
         let el = self.obj().name();
-        METRICS.malformed.get_or_create(&labels(&[("element", &el), ("pad", &pad.name()), ("stream", &pad.name())])).inc();
+        METRICS
+            .malformed
+            .get_or_create(&labels(&[
+                ("element", &el),
+                ("pad", &pad.name()),
+                ("stream", &pad.name()),
+            ]))
+            .inc();
         if let Some(state) = self.state.lock().unwrap().as_mut() {
             state.malformed += 1;
         }
     }
 
-    fn chain(&self, pad: &gst::Pad, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn chain(
+        &self,
+        pad: &gst::Pad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let stream = pad.name().to_string();
         let element = self.obj().name().to_string();
         let (kind, rt, duration, open_segment) = {
@@ -289,27 +336,46 @@ impl AnalyticsSink {
         for roi in buffer.iter_meta::<gst_video::VideoRegionOfInterestMeta>() {
             match parse_roi(&roi) {
                 Ok(Some(d)) => detections.push(d),
-                Ok(None) => gst::trace!(CAT, obj = pad, "ROI '{}' without a detection param: not a detection", roi.roi_type()),
+                Ok(None) => gst::trace!(
+                    CAT,
+                    obj = pad,
+                    "ROI '{}' without a detection param: not a detection",
+                    roi.roi_type()
+                ),
                 Err(err) => self.malformed(pad, &format!("ROI '{}': {err}", roi.roi_type())),
             }
         }
         for d in &detections {
             METRICS
                 .detections
-                .get_or_create(&labels(&[("element", &element), ("pad", &stream), ("stream", &stream), ("class", &d.label)]))
+                .get_or_create(&labels(&[
+                    ("element", &element),
+                    ("pad", &stream),
+                    ("stream", &stream),
+                    ("class", &d.label),
+                ]))
                 .inc();
         }
-        if let Ok(m) = gst::meta::CustomMeta::from_buffer(&buffer, rtai_core::inference::INFERENCE_META_NAME)
+        if let Ok(m) =
+            gst::meta::CustomMeta::from_buffer(&buffer, rtai_core::inference::INFERENCE_META_NAME)
             && InferenceResult::from_structure(m.structure()).is_none()
         {
             self.malformed(pad, "RtaiInferenceMeta");
         }
         let result = InferenceResult::get(&buffer);
         if let Some(rt_ns) = result.as_ref().and_then(|r| r.round_trip) {
-            let model = result.as_ref().and_then(|r| r.model.clone()).unwrap_or_default();
+            let model = result
+                .as_ref()
+                .and_then(|r| r.model.clone())
+                .unwrap_or_default();
             METRICS
                 .inference_round_trip
-                .get_or_create(&labels(&[("element", &element), ("pad", &stream), ("stream", &stream), ("model", &model)]))
+                .get_or_create(&labels(&[
+                    ("element", &element),
+                    ("pad", &stream),
+                    ("stream", &stream),
+                    ("model", &model),
+                ]))
                 .observe(rt_ns as f64 / 1e9);
         }
         let segment_id = SegmentIdMeta::get(&buffer).or(open_segment);
@@ -331,13 +397,17 @@ impl AnalyticsSink {
             None
         };
         let level = match kind {
-            PadKind::Audio { float, .. } => buffer.map_readable().ok().map(|m| level_dbfs(&m, float)),
+            PadKind::Audio { float, .. } => {
+                buffer.map_readable().ok().map(|m| level_dbfs(&m, float))
+            }
             _ => None,
         };
 
         let events = {
             let mut guard = self.state.lock().unwrap();
-            let Some(state) = guard.as_mut() else { return Err(gst::FlowError::Flushing) };
+            let Some(state) = guard.as_mut() else {
+                return Err(gst::FlowError::Flushing);
+            };
             let mut events = Vec::new();
             if kind == PadKind::Video || !detections.is_empty() {
                 events.extend(state.agg.frame(&stream, rt, &detections));
@@ -355,11 +425,21 @@ impl AnalyticsSink {
                     r.confidence,
                     r.model.clone(),
                 )),
-                (Some(r), _) if r.kind == "caption" => events.extend(state.agg.caption(&stream, &r.text, rt, r.confidence, r.model.clone())),
+                (Some(r), _) if r.kind == "caption" => events.extend(state.agg.caption(
+                    &stream,
+                    &r.text,
+                    rt,
+                    r.confidence,
+                    r.model.clone(),
+                )),
                 (Some(_), _) => {}
                 (None, Some(t)) => {
                     if segment_id.is_some() {
-                        events.extend(state.agg.transcript(&stream, segment_id, &t, rt, duration, None, None));
+                        events.extend(
+                            state
+                                .agg
+                                .transcript(&stream, segment_id, &t, rt, duration, None, None),
+                        );
                     } else {
                         events.extend(state.agg.caption(&stream, &t, rt, None, None));
                     }
@@ -401,8 +481,15 @@ impl AnalyticsSink {
                 let all_eos = {
                     let mut pads = self.pads.lock().unwrap();
                     pads.entry(stream.clone()).or_default().eos = true;
-                    let sinkpads: Vec<String> = self.obj().sink_pads().iter().map(|p| p.name().to_string()).collect();
-                    sinkpads.iter().all(|name| pads.get(name).is_some_and(|p| p.eos))
+                    let sinkpads: Vec<String> = self
+                        .obj()
+                        .sink_pads()
+                        .iter()
+                        .map(|p| p.name().to_string())
+                        .collect();
+                    sinkpads
+                        .iter()
+                        .all(|name| pads.get(name).is_some_and(|p| p.eos))
                 };
                 let events = {
                     let mut guard = self.state.lock().unwrap();
@@ -415,11 +502,15 @@ impl AnalyticsSink {
                 if all_eos {
                     let post = {
                         let mut guard = self.state.lock().unwrap();
-                        guard.as_mut().is_some_and(|s| !std::mem::replace(&mut s.eos_posted, true))
+                        guard
+                            .as_mut()
+                            .is_some_and(|s| !std::mem::replace(&mut s.eos_posted, true))
                     };
                     if post {
                         gst::debug!(CAT, imp = self, "all pads at EOS");
-                        let _ = self.obj().post_message(gst::message::Eos::builder().src(&*self.obj()).build());
+                        let _ = self
+                            .obj()
+                            .post_message(gst::message::Eos::builder().src(&*self.obj()).build());
                     }
                 }
             }
@@ -436,7 +527,11 @@ impl AnalyticsSink {
             let ps = pads.entry(stream.clone()).or_default();
             match &seg {
                 SegmentEvent::Start { id, .. } => ps.open_segment = Some(*id),
-                SegmentEvent::End { id } | SegmentEvent::Cancel { id, .. } if ps.open_segment == Some(*id) => ps.open_segment = None,
+                SegmentEvent::End { id } | SegmentEvent::Cancel { id, .. }
+                    if ps.open_segment == Some(*id) =>
+                {
+                    ps.open_segment = None
+                }
                 _ => {}
             }
             let kind = match &seg {
@@ -447,14 +542,26 @@ impl AnalyticsSink {
             };
             (kind, ps.last_end)
         };
-        METRICS.vad.get_or_create(&labels(&[("element", &element), ("pad", &stream), ("stream", &stream), ("kind", kind)])).inc();
+        METRICS
+            .vad
+            .get_or_create(&labels(&[
+                ("element", &element),
+                ("pad", &stream),
+                ("stream", &stream),
+                ("kind", kind),
+            ]))
+            .inc();
         gst::debug!(CAT, obj = pad, "{seg:?}");
         let events = {
             let mut guard = self.state.lock().unwrap();
             let Some(state) = guard.as_mut() else { return };
             match seg {
-                SegmentEvent::Start { id, running_time, .. } => {
-                    state.agg.segment_start(&stream, id, running_time.nseconds());
+                SegmentEvent::Start {
+                    id, running_time, ..
+                } => {
+                    state
+                        .agg
+                        .segment_start(&stream, id, running_time.nseconds());
                     Vec::new()
                 }
                 SegmentEvent::Commit { id } => {
@@ -485,18 +592,31 @@ impl AnalyticsSink {
             for event in events {
                 let kind = event.kind.as_str();
                 state.events += 1;
-                METRICS.events.get_or_create(&labels(&[("element", &element), ("stream", &event.stream), ("type", kind)])).inc();
-                let json: Arc<str> = Arc::from(serde_json::to_string(&event).expect("events serialize"));
+                METRICS
+                    .events
+                    .get_or_create(&labels(&[
+                        ("element", &element),
+                        ("stream", &event.stream),
+                        ("type", kind),
+                    ]))
+                    .inc();
+                let json: Arc<str> =
+                    Arc::from(serde_json::to_string(&event).expect("events serialize"));
                 {
                     let mut summary = state.summary.lock().unwrap();
                     *summary.events_per_type.entry(kind.to_string()).or_default() += 1;
                     if event.kind == EventKind::ObjectAppear
                         && let Some(label) = &event.label
                     {
-                        *summary.detections_per_class.entry(label.clone()).or_default() += 1;
+                        *summary
+                            .detections_per_class
+                            .entry(label.clone())
+                            .or_default() += 1;
                     }
                     if event.kind == EventKind::Clip {
-                        summary.clip_markers.push_back(serde_json::from_str(&json).unwrap_or_default());
+                        summary
+                            .clip_markers
+                            .push_back(serde_json::from_str(&json).unwrap_or_default());
                         while summary.clip_markers.len() > Summary::MAX_CLIPS {
                             summary.clip_markers.pop_front();
                         }
@@ -507,7 +627,13 @@ impl AnalyticsSink {
                     && tx.try_send((kind, json.clone())).is_err()
                 {
                     state.dropped += 1;
-                    METRICS.dropped.get_or_create(&labels(&[("element", &element), ("reason", "redis-queue-full")])).inc();
+                    METRICS
+                        .dropped
+                        .get_or_create(&labels(&[
+                            ("element", &element),
+                            ("reason", "redis-queue-full"),
+                        ]))
+                        .inc();
                 }
                 if post {
                     messages.push(
@@ -525,7 +651,10 @@ impl AnalyticsSink {
                     );
                 }
                 if event.kind == EventKind::Clip {
-                    METRICS.clip_markers.get_or_create(&labels(&[("element", &element), ("stream", &event.stream)])).inc();
+                    METRICS
+                        .clip_markers
+                        .get_or_create(&labels(&[("element", &element), ("stream", &event.stream)]))
+                        .inc();
                     messages.push(
                         gst::Structure::builder(MESSAGE_CLIP)
                             .field("stream", event.stream.as_str())
@@ -541,18 +670,29 @@ impl AnalyticsSink {
                     match tx.try_send(event) {
                         Ok(()) => {
                             let q = state.writer_stats.queued.fetch_add(1, Ordering::Relaxed) + 1;
-                            METRICS.queue_depth.get_or_create(&labels(&[("element", &element)])).set(q as i64);
+                            METRICS
+                                .queue_depth
+                                .get_or_create(&labels(&[("element", &element)]))
+                                .set(q as i64);
                         }
                         Err(_) => {
                             state.dropped += 1;
-                            METRICS.dropped.get_or_create(&labels(&[("element", &element), ("reason", "storage-queue-full")])).inc();
+                            METRICS
+                                .dropped
+                                .get_or_create(&labels(&[
+                                    ("element", &element),
+                                    ("reason", "storage-queue-full"),
+                                ]))
+                                .inc();
                         }
                     }
                 }
             }
         }
         for s in messages {
-            let _ = self.obj().post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+            let _ = self
+                .obj()
+                .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
         }
     }
 
@@ -569,20 +709,46 @@ impl AnalyticsSink {
         let element = self.obj().name().to_string();
         let database = s.database.clone();
         let store = wait_on(async move { Store::open(&database).await }).map_err(|err| {
-            gst::error_msg!(gst::ResourceError::OpenReadWrite, ("Cannot open the analytics database: {}", err), ["database property: {}", rtai_core::secrets::redact(&s.database)])
+            gst::error_msg!(
+                gst::ResourceError::OpenReadWrite,
+                ("Cannot open the analytics database: {}", err),
+                [
+                    "database property: {}",
+                    rtai_core::secrets::redact(&s.database)
+                ]
+            )
         })?;
-        gst::info!(CAT, imp = self, "storing events in {}", store.backend_name());
+        gst::info!(
+            CAT,
+            imp = self,
+            "storing events in {}",
+            store.backend_name()
+        );
         let rt = rtai_core::runtime::runtime();
         let writer_stats = Arc::new(WriterStats::default());
         let (store_tx, store_rx) = mpsc::channel(s.max_pending.max(1) as usize);
         let obj = self.obj().upcast_ref::<gst::Element>().downgrade();
-        let writer =
-            rt.spawn(store::run_writer(store.clone(), store_rx, s.batch_size.max(1) as usize, obj.clone(), element.clone(), writer_stats.clone()));
+        let writer = rt.spawn(store::run_writer(
+            store.clone(),
+            store_rx,
+            s.batch_size.max(1) as usize,
+            obj.clone(),
+            element.clone(),
+            writer_stats.clone(),
+        ));
         let redis_stats = Arc::new(RedisStats::default());
         let (redis_tx, redis) = match s.redis_url.clone().filter(|u| !u.is_empty()) {
             Some(url) => {
                 let (tx, rx) = mpsc::channel(s.max_pending.max(1) as usize);
-                let task = rt.spawn(publish::run_redis(url, s.redis_stream.clone(), s.redis_max_len, rx, obj, element.clone(), redis_stats.clone()));
+                let task = rt.spawn(publish::run_redis(
+                    url,
+                    s.redis_stream.clone(),
+                    s.redis_max_len,
+                    rx,
+                    obj,
+                    element.clone(),
+                    redis_stats.clone(),
+                ));
                 (Some(tx), Some(task))
             }
             None => (None, None),
@@ -592,9 +758,21 @@ impl AnalyticsSink {
         let server = if s.listen.is_empty() {
             None
         } else {
-            let api = Arc::new(SinkApi { element: element.clone(), store, live: live.clone(), summary: summary.clone() });
-            let server = http::Server::start(&s.listen, http::AppState::sink(api, s.auth_token.clone()))
-                .map_err(|err| gst::error_msg!(gst::ResourceError::OpenReadWrite, ("Cannot start the HTTP server: {}", err), ["listen property: {}", s.listen]))?;
+            let api = Arc::new(SinkApi {
+                element: element.clone(),
+                store,
+                live: live.clone(),
+                summary: summary.clone(),
+            });
+            let server =
+                http::Server::start(&s.listen, http::AppState::sink(api, s.auth_token.clone()))
+                    .map_err(|err| {
+                        gst::error_msg!(
+                            gst::ResourceError::OpenReadWrite,
+                            ("Cannot start the HTTP server: {}", err),
+                            ["listen property: {}", s.listen]
+                        )
+                    })?;
             gst::info!(CAT, imp = self, "dashboard on http://{}/", server.addr());
             Some(server)
         };
@@ -609,7 +787,10 @@ impl AnalyticsSink {
         });
         let run = format!(
             "{:x}{:04x}",
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros())
+                .unwrap_or(0),
             std::process::id() & 0xffff
         );
         let cfg = Config {
@@ -648,7 +829,9 @@ impl AnalyticsSink {
             None => return,
         };
         self.dispatch(events);
-        let Some(mut state) = self.state.lock().unwrap().take() else { return };
+        let Some(mut state) = self.state.lock().unwrap().take() else {
+            return;
+        };
         if let Some(t) = state.ticker.take() {
             t.abort();
         }
@@ -666,12 +849,19 @@ impl AnalyticsSink {
             }
             if let Some(r) = redis {
                 let abort = r.abort_handle();
-                if tokio::time::timeout(Duration::from_secs(3), r).await.is_err() {
+                if tokio::time::timeout(Duration::from_secs(3), r)
+                    .await
+                    .is_err()
+                {
                     abort.abort();
                 }
             }
         });
-        self.pads.lock().unwrap().values_mut().for_each(|p| *p = PadState::default());
+        self.pads
+            .lock()
+            .unwrap()
+            .values_mut()
+            .for_each(|p| *p = PadState::default());
         drop(state);
     }
 
@@ -681,13 +871,28 @@ impl AnalyticsSink {
         if let Some(s) = guard.as_ref() {
             b = b
                 .field("events", s.events)
-                .field("dropped", s.dropped + s.writer_stats.dropped.load(Ordering::Relaxed))
+                .field(
+                    "dropped",
+                    s.dropped + s.writer_stats.dropped.load(Ordering::Relaxed),
+                )
                 .field("malformed", s.malformed)
-                .field("rows-written", s.writer_stats.written.load(Ordering::Relaxed))
-                .field("write-failures", s.writer_stats.failures.load(Ordering::Relaxed))
+                .field(
+                    "rows-written",
+                    s.writer_stats.written.load(Ordering::Relaxed),
+                )
+                .field(
+                    "write-failures",
+                    s.writer_stats.failures.load(Ordering::Relaxed),
+                )
                 .field("write-queue", s.writer_stats.queued.load(Ordering::Relaxed))
-                .field("redis-published", s.redis_stats.published.load(Ordering::Relaxed))
-                .field("redis-failures", s.redis_stats.failures.load(Ordering::Relaxed));
+                .field(
+                    "redis-published",
+                    s.redis_stats.published.load(Ordering::Relaxed),
+                )
+                .field(
+                    "redis-failures",
+                    s.redis_stats.failures.load(Ordering::Relaxed),
+                );
         }
         b.build()
     }
@@ -816,10 +1021,25 @@ impl ObjectImpl for AnalyticsSink {
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
             "listen" => s.listen = value.get::<Option<String>>().unwrap().unwrap_or_default(),
-            "auth-token" => s.auth_token = value.get::<Option<String>>().unwrap().filter(|t| !t.is_empty()),
+            "auth-token" => {
+                s.auth_token = value
+                    .get::<Option<String>>()
+                    .unwrap()
+                    .filter(|t| !t.is_empty())
+            }
             "database" => s.database = value.get::<Option<String>>().unwrap().unwrap_or_default(),
-            "redis-url" => s.redis_url = value.get::<Option<String>>().unwrap().filter(|t| !t.is_empty()),
-            "redis-stream" => s.redis_stream = value.get::<Option<String>>().unwrap().unwrap_or_else(|| DEFAULT_REDIS_STREAM.into()),
+            "redis-url" => {
+                s.redis_url = value
+                    .get::<Option<String>>()
+                    .unwrap()
+                    .filter(|t| !t.is_empty())
+            }
+            "redis-stream" => {
+                s.redis_stream = value
+                    .get::<Option<String>>()
+                    .unwrap()
+                    .unwrap_or_else(|| DEFAULT_REDIS_STREAM.into())
+            }
             "redis-max-len" => s.redis_max_len = value.get().unwrap(),
             "clip-threshold" => s.clip_threshold = value.get().unwrap(),
             "clip-padding" => s.clip_padding_ms = value.get().unwrap(),
@@ -840,12 +1060,22 @@ impl ObjectImpl for AnalyticsSink {
             "listen" => s.listen.to_value(),
             "bound-address" => {
                 drop(s);
-                self.state.lock().unwrap().as_ref().and_then(|st| st.server.as_ref()).map(|srv| srv.addr().to_string()).to_value()
+                self.state
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .and_then(|st| st.server.as_ref())
+                    .map(|srv| srv.addr().to_string())
+                    .to_value()
             }
             "auth-token" => None::<String>.to_value(),
             // Credentials in the URLs are never read back.
             "database" => rtai_core::secrets::redact(&s.database).to_value(),
-            "redis-url" => s.redis_url.as_deref().map(rtai_core::secrets::redact).to_value(),
+            "redis-url" => s
+                .redis_url
+                .as_deref()
+                .map(rtai_core::secrets::redact)
+                .to_value(),
             "redis-stream" => s.redis_stream.to_value(),
             "redis-max-len" => s.redis_max_len.to_value(),
             "clip-threshold" => s.clip_threshold.to_value(),
@@ -889,17 +1119,38 @@ impl ElementImpl for AnalyticsSink {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            vec![gst::PadTemplate::new("sink_%u", gst::PadDirection::Sink, gst::PadPresence::Request, &gst::Caps::new_any()).unwrap()]
+            vec![
+                gst::PadTemplate::new(
+                    "sink_%u",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Request,
+                    &gst::Caps::new_any(),
+                )
+                .unwrap(),
+            ]
         });
         TEMPLATES.as_ref()
     }
 
-    fn request_new_pad(&self, templ: &gst::PadTemplate, name: Option<&str>, _caps: Option<&gst::Caps>) -> Option<gst::Pad> {
+    fn request_new_pad(
+        &self,
+        templ: &gst::PadTemplate,
+        name: Option<&str>,
+        _caps: Option<&gst::Caps>,
+    ) -> Option<gst::Pad> {
         let name = match name {
             Some(n) => n.to_string(),
             None => {
-                let taken: Vec<String> = self.obj().sink_pads().iter().map(|p| p.name().to_string()).collect();
-                (0..).map(|i| format!("sink_{i}")).find(|n| !taken.contains(n)).expect("a free name")
+                let taken: Vec<String> = self
+                    .obj()
+                    .sink_pads()
+                    .iter()
+                    .map(|p| p.name().to_string())
+                    .collect();
+                (0..)
+                    .map(|i| format!("sink_{i}"))
+                    .find(|n| !taken.contains(n))
+                    .expect("a free name")
             }
         };
         if self.obj().static_pad(&name).is_some() {
@@ -909,9 +1160,19 @@ impl ElementImpl for AnalyticsSink {
         let pad = gst::Pad::builder_from_template(templ)
             .name(name.as_str())
             .chain_function(|pad, parent, buffer| {
-                AnalyticsSink::catch_panic_pad_function(parent, || Err(gst::FlowError::Error), |imp| imp.chain(pad, buffer))
+                AnalyticsSink::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.chain(pad, buffer),
+                )
             })
-            .event_function(|pad, parent, event| AnalyticsSink::catch_panic_pad_function(parent, || false, |imp| imp.sink_event(pad, event)))
+            .event_function(|pad, parent, event| {
+                AnalyticsSink::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_event(pad, event),
+                )
+            })
             .build();
         self.pads.lock().unwrap().insert(name, PadState::default());
         pad.set_active(true).ok();
@@ -925,7 +1186,10 @@ impl ElementImpl for AnalyticsSink {
         let _ = self.obj().remove_pad(pad);
     }
 
-    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::NullToReady
             && let Err(err) = self.start()
         {
@@ -959,7 +1223,12 @@ mod tests {
         };
         let text = format!("{s:?}");
         assert!(!text.contains("s3cret"), "{text}");
-        assert!(text.contains(r#"auth_token: Some("***")"#) && text.contains("password=***") && text.contains("redis://:***@localhost/0"), "{text}");
+        assert!(
+            text.contains(r#"auth_token: Some("***")"#)
+                && text.contains("password=***")
+                && text.contains("redis://:***@localhost/0"),
+            "{text}"
+        );
         assert!(format!("{:?}", Settings::default()).contains("auth_token: None"));
     }
 }

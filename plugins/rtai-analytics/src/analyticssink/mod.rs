@@ -11,7 +11,11 @@ mod imp;
 
 /// The element's debug category, also for its background tasks (writer, Redis).
 pub(crate) static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
-    gst::DebugCategory::new("analyticssink", gst::DebugColorFlags::empty(), Some("Analytics events, storage, dashboard and metrics"))
+    gst::DebugCategory::new(
+        "analyticssink",
+        gst::DebugColorFlags::empty(),
+        Some("Analytics events, storage, dashboard and metrics"),
+    )
 });
 
 /// A warning of a background task about `element` (named `name`): on the
@@ -28,5 +32,10 @@ glib::wrapper! {
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    gst::Element::register(Some(plugin), "analyticssink", gst::Rank::NONE, AnalyticsSink::static_type())
+    gst::Element::register(
+        Some(plugin),
+        "analyticssink",
+        gst::Rank::NONE,
+        AnalyticsSink::static_type(),
+    )
 }

@@ -17,13 +17,19 @@ use rtai_core::stats::LatencyHistogram;
 use crate::http;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("latencymetrics", gst::DebugColorFlags::empty(), Some("Per-element latency and queue level tracer"))
+    gst::DebugCategory::new(
+        "latencymetrics",
+        gst::DebugColorFlags::empty(),
+        Some("Per-element latency and queue level tracer"),
+    )
 });
 
 /// How many arrivals per element are remembered while waiting for their output.
 const MAX_PENDING: usize = 256;
 /// Upper bounds (s) of the exported histogram buckets.
-const BUCKETS_S: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+const BUCKETS_S: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 
 struct ElementTrack {
     weak: glib::WeakRef<gst::Element>,
@@ -111,7 +117,13 @@ const LEVEL_TIME: &str = "current-level-time";
 fn has_level(element: &gst::Element, name: &str) -> bool {
     element.find_property(name).is_some_and(|p| {
         p.flags().contains(glib::ParamFlags::READABLE)
-            && [u32::static_type(), u64::static_type(), i32::static_type(), i64::static_type()].contains(&p.value_type())
+            && [
+                u32::static_type(),
+                u64::static_type(),
+                i32::static_type(),
+                i64::static_type(),
+            ]
+            .contains(&p.value_type())
     })
 }
 
@@ -140,8 +152,17 @@ struct QueueLevel {
 fn queue_levels() -> (Vec<QueueLevel>, Vec<(String, usize)>) {
     let (queues, in_flight): (Vec<_>, Vec<_>) = {
         let store = STORE.lock().unwrap();
-        let queues = store.elements.values().filter(|e| e.is_queue).map(|e| e.weak.clone()).collect();
-        let in_flight = store.elements.values().map(|e| (e.name.clone(), e.pending.len())).collect();
+        let queues = store
+            .elements
+            .values()
+            .filter(|e| e.is_queue)
+            .map(|e| e.weak.clone())
+            .collect();
+        let in_flight = store
+            .elements
+            .values()
+            .map(|e| (e.name.clone(), e.pending.len()))
+            .collect();
         (queues, in_flight)
     };
     // Properties are read outside the lock: a queue takes its own lock to answer.
@@ -178,7 +199,8 @@ impl prometheus_client::collector::Collector for Collector {
             )?;
             for p in &pads {
                 let labels = vec![("element", p.element.clone()), ("pad", p.pad.clone())];
-                m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(p.sum, p.count, &p.buckets, None)?;
+                m.encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(p.sum, p.count, &p.buckets, None)?;
             }
             let mut m = encoder.encode_descriptor(
                 "element_latency_quantile_seconds",
@@ -188,7 +210,11 @@ impl prometheus_client::collector::Collector for Collector {
             )?;
             for p in &pads {
                 for (q, v) in [("0.5", p.p50), ("0.95", p.p95), ("0.99", p.p99)] {
-                    let labels = vec![("element", p.element.clone()), ("pad", p.pad.clone()), ("quantile", q.to_string())];
+                    let labels = vec![
+                        ("element", p.element.clone()),
+                        ("pad", p.pad.clone()),
+                        ("quantile", q.to_string()),
+                    ];
                     m.encode_family(&labels)?.encode_gauge(&v)?;
                 }
             }
@@ -202,14 +228,18 @@ impl prometheus_client::collector::Collector for Collector {
                 MetricType::Gauge,
             )?;
             for (element, n) in &in_flight {
-                m.encode_family(&vec![("element", element.clone())])?.encode_gauge(&(*n as i64))?;
+                m.encode_family(&vec![("element", element.clone())])?
+                    .encode_gauge(&(*n as i64))?;
             }
         }
         if !levels.is_empty() {
             for (name, help) in [
                 ("queue_level_buffers", "Buffers queued in a queue element"),
                 ("queue_level_bytes", "Bytes queued in a queue element"),
-                ("queue_level_seconds", "Media time queued in a queue element"),
+                (
+                    "queue_level_seconds",
+                    "Media time queued in a queue element",
+                ),
             ] {
                 let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
                 for l in &levels {
@@ -252,7 +282,12 @@ fn on_push(ts: u64, pad: &gst::Pad, pts: Option<u64>) {
                     .pending
                     .iter()
                     .rposition(|(p, _)| *p == Some(pts))
-                    .or_else(|| track.pending.iter().rposition(|(p, _)| p.is_some_and(|p| p <= pts))),
+                    .or_else(|| {
+                        track
+                            .pending
+                            .iter()
+                            .rposition(|(p, _)| p.is_some_and(|p| p <= pts))
+                    }),
                 None => (!track.pending.is_empty()).then_some(0),
             };
             if let Some(i) = found {
@@ -277,7 +312,9 @@ fn on_push(ts: u64, pad: &gst::Pad, pts: Option<u64>) {
         let track = store.elements.entry(key).or_insert_with(|| ElementTrack {
             weak: down.downgrade(),
             name: down.name().to_string(),
-            is_queue: [LEVEL_BUFFERS, LEVEL_BYTES, LEVEL_TIME].iter().all(|n| has_level(&down, n)),
+            is_queue: [LEVEL_BUFFERS, LEVEL_BYTES, LEVEL_TIME]
+                .iter()
+                .all(|n| has_level(&down, n)),
             pending: VecDeque::new(),
         });
         if down.num_src_pads() > 0 {
@@ -315,14 +352,25 @@ impl ObjectImpl for LatencyMetrics {
                     {
                         match http::Server::start(&listen, http::AppState::metrics_only()) {
                             Ok(server) => {
-                                gst::info!(CAT, imp = self, "serving /metrics on http://{}", server.addr());
+                                gst::info!(
+                                    CAT,
+                                    imp = self,
+                                    "serving /metrics on http://{}",
+                                    server.addr()
+                                );
                                 *self.server.lock().unwrap() = Some(server);
                             }
-                            Err(err) => gst::error!(CAT, imp = self, "cannot listen on {listen}: {err}"),
+                            Err(err) => {
+                                gst::error!(CAT, imp = self, "cannot listen on {listen}: {err}")
+                            }
                         }
                     }
                 }
-                Err(err) => gst::warning!(CAT, imp = self, "ignoring unparsable params '{params}': {err}"),
+                Err(err) => gst::warning!(
+                    CAT,
+                    imp = self,
+                    "ignoring unparsable params '{params}': {err}"
+                ),
             }
         }
         self.register_hook(TracerHook::PadPushPre);
@@ -364,9 +412,15 @@ mod tests {
             fn properties() -> &'static [glib::ParamSpec] {
                 static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
                     vec![
-                        glib::ParamSpecString::builder(LEVEL_BUFFERS).read_only().build(),
-                        glib::ParamSpecDouble::builder(LEVEL_BYTES).read_only().build(),
-                        glib::ParamSpecBoolean::builder(LEVEL_TIME).read_only().build(),
+                        glib::ParamSpecString::builder(LEVEL_BUFFERS)
+                            .read_only()
+                            .build(),
+                        glib::ParamSpecDouble::builder(LEVEL_BYTES)
+                            .read_only()
+                            .build(),
+                        glib::ParamSpecBoolean::builder(LEVEL_TIME)
+                            .read_only()
+                            .build(),
                     ]
                 });
                 PROPERTIES.as_ref()
@@ -382,8 +436,13 @@ mod tests {
 
             fn constructed(&self) {
                 self.parent_constructed();
-                for (name, dir) in [("sink", gst::PadDirection::Sink), ("src", gst::PadDirection::Src)] {
-                    self.obj().add_pad(&gst::Pad::builder(dir).name(name).build()).unwrap();
+                for (name, dir) in [
+                    ("sink", gst::PadDirection::Sink),
+                    ("src", gst::PadDirection::Src),
+                ] {
+                    self.obj()
+                        .add_pad(&gst::Pad::builder(dir).name(name).build())
+                        .unwrap();
                 }
             }
         }
@@ -399,9 +458,19 @@ mod tests {
     #[test]
     fn queue_levels_read_only_integer_level_properties() {
         gst::init().unwrap();
-        let odd: gst::Element = glib::Object::builder::<OddLevels>().property("name", "odd-levels").build().upcast();
-        let queue = gst::ElementFactory::make("queue").name("real-queue").build().unwrap();
-        assert!(!has_level(&odd, LEVEL_BUFFERS) && !has_level(&odd, LEVEL_BYTES) && !has_level(&odd, LEVEL_TIME));
+        let odd: gst::Element = glib::Object::builder::<OddLevels>()
+            .property("name", "odd-levels")
+            .build()
+            .upcast();
+        let queue = gst::ElementFactory::make("queue")
+            .name("real-queue")
+            .build()
+            .unwrap();
+        assert!(
+            !has_level(&odd, LEVEL_BUFFERS)
+                && !has_level(&odd, LEVEL_BYTES)
+                && !has_level(&odd, LEVEL_TIME)
+        );
         assert_eq!(level(&odd, LEVEL_BUFFERS), None);
         let mut pads = Vec::new();
         for element in [&odd, &queue] {
@@ -412,9 +481,18 @@ mod tests {
             pads.push(src);
         }
         let (levels, in_flight) = queue_levels();
-        assert!(in_flight.contains(&("odd-levels".into(), 1)), "{in_flight:?}");
-        assert!(!levels.iter().any(|l| l.element == "odd-levels"), "not a queue: its levels are not integers");
-        let q = levels.iter().find(|l| l.element == "real-queue").expect("the real queue's levels");
+        assert!(
+            in_flight.contains(&("odd-levels".into(), 1)),
+            "{in_flight:?}"
+        );
+        assert!(
+            !levels.iter().any(|l| l.element == "odd-levels"),
+            "not a queue: its levels are not integers"
+        );
+        let q = levels
+            .iter()
+            .find(|l| l.element == "real-queue")
+            .expect("the real queue's levels");
         assert_eq!((q.buffers, q.bytes, q.seconds), (0, 0, 0.0));
     }
 }

@@ -16,5 +16,9 @@ glib::wrapper! {
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    gst::Tracer::register(Some(plugin), "latencymetrics", LatencyMetrics::static_type())
+    gst::Tracer::register(
+        Some(plugin),
+        "latencymetrics",
+        LatencyMetrics::static_type(),
+    )
 }

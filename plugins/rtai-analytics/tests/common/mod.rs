@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
-
 pub const MS: u64 = 1_000_000;
 pub const S: u64 = 1_000_000_000;
 
@@ -38,7 +37,11 @@ pub fn init_from_file_with_tracer() {
     let from_file = *FROM_FILE.get_or_init(|| {
         let exe = std::env::current_exe().unwrap();
         let built = exe.parent().unwrap().join("libgstrtaianalytics.so");
-        assert!(built.exists(), "{} is missing: cargo builds it with the tests", built.display());
+        assert!(
+            built.exists(),
+            "{} is missing: cargo builds it with the tests",
+            built.display()
+        );
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rtai-analytics-plugin");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -50,9 +53,18 @@ pub fn init_from_file_with_tracer() {
             std::env::set_var("GST_TRACERS", "latencymetrics");
         }
         gst::init().unwrap();
-        let plugin = gst::Registry::get().find_plugin("rtaianalytics").expect("the plugin file is found through GST_PLUGIN_PATH");
-        assert!(plugin.filename().is_some_and(|f| f.starts_with(&dir)), "{:?}", plugin.filename());
-        assert!(plugin.is_loaded(), "GST_TRACERS made GStreamer load the plugin for its tracer");
+        let plugin = gst::Registry::get()
+            .find_plugin("rtaianalytics")
+            .expect("the plugin file is found through GST_PLUGIN_PATH");
+        assert!(
+            plugin.filename().is_some_and(|f| f.starts_with(&dir)),
+            "{:?}",
+            plugin.filename()
+        );
+        assert!(
+            plugin.is_loaded(),
+            "GST_TRACERS made GStreamer load the plugin for its tracer"
+        );
         true
     });
     assert!(from_file, "this process registered the plugin statically");
@@ -73,16 +85,30 @@ pub fn capture_log(name: &'static str) -> std::sync::Arc<std::sync::Mutex<Vec<Lo
         if cat.name() == name
             && let Some(m) = msg.get()
         {
-            sink.lock().unwrap().push((level, obj.map_or(0, |o| o.as_ptr() as usize), m.to_string()));
+            sink.lock().unwrap().push((
+                level,
+                obj.map_or(0, |o| o.as_ptr() as usize),
+                m.to_string(),
+            ));
         }
     });
     logged
 }
 
 /// The texts of `level` messages about `obj`.
-pub fn logged_about(logged: &std::sync::Mutex<Vec<Logged>>, level: gst::DebugLevel, obj: &gst::Element) -> Vec<String> {
+pub fn logged_about(
+    logged: &std::sync::Mutex<Vec<Logged>>,
+    level: gst::DebugLevel,
+    obj: &gst::Element,
+) -> Vec<String> {
     let addr = obj.as_ptr() as usize;
-    logged.lock().unwrap().iter().filter(|(l, o, _)| *l == level && *o == addr).map(|(_, _, m)| m.clone()).collect()
+    logged
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, o, _)| *l == level && *o == addr)
+        .map(|(_, _, m)| m.clone())
+        .collect()
 }
 
 /// A detection to script: label, track id, confidence.
@@ -92,7 +118,8 @@ pub struct Det<'a>(pub &'a str, pub Option<i32>, pub f64);
 /// (and an `object_id` param for tracked ones).
 pub fn add_detections(buffer: &mut gst::BufferRef, dets: &[Det]) {
     for (i, d) in dets.iter().enumerate() {
-        let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, d.0, (10 * i as u32, 10, 20, 20));
+        let mut roi =
+            gst_video::VideoRegionOfInterestMeta::add(buffer, d.0, (10 * i as u32, 10, 20, 20));
         roi.add_param(
             gst::Structure::builder("detection")
                 .field("confidence", d.2)
@@ -168,7 +195,10 @@ pub fn drain(bus: &gst::Bus) -> Vec<gst::Message> {
 pub fn element_messages(msgs: &[gst::Message], name: &str) -> Vec<gst::Structure> {
     msgs.iter()
         .filter_map(|m| match m.view() {
-            gst::MessageView::Element(e) => e.structure().filter(|s| s.name() == name).map(|s| s.to_owned()),
+            gst::MessageView::Element(e) => e
+                .structure()
+                .filter(|s| s.name() == name)
+                .map(|s| s.to_owned()),
             _ => None,
         })
         .collect()
@@ -197,7 +227,10 @@ impl Rig {
     /// one-element launch description), each test pad feeds the sink through
     /// such an element, named `stage0`, `stage1`, ….
     pub fn build(props: &[(&str, gst::glib::Value)], caps: &[&str], stage: Option<&str>) -> Self {
-        let sink = gst::ElementFactory::make("analyticssink").property("listen", "").build().unwrap();
+        let sink = gst::ElementFactory::make("analyticssink")
+            .property("listen", "")
+            .build()
+            .unwrap();
         for (k, v) in props {
             sink.set_property_from_value(k, v);
         }
@@ -206,13 +239,18 @@ impl Rig {
         let mut srcs = Vec::new();
         for (i, _) in caps.iter().enumerate() {
             let sinkpad = sink.request_pad_simple("sink_%u").unwrap();
-            let src = gst::Pad::builder(gst::PadDirection::Src).name(format!("src{i}")).build();
+            let src = gst::Pad::builder(gst::PadDirection::Src)
+                .name(format!("src{i}"))
+                .build();
             src.set_active(true).unwrap();
             match stage {
                 Some(description) => {
                     // One element, not a bin: the tracer measures plain elements only.
                     let element = gst::parse::launch(description).unwrap();
-                    assert!(!element.is::<gst::Bin>(), "stage '{description}' is one element");
+                    assert!(
+                        !element.is::<gst::Bin>(),
+                        "stage '{description}' is one element"
+                    );
                     element.set_property("name", format!("stage{i}"));
                     pipeline.add(&element).unwrap();
                     src.link(&element.static_pad("sink").unwrap()).unwrap();
@@ -226,12 +264,24 @@ impl Rig {
         }
         pipeline.set_state(gst::State::Playing).unwrap();
         for (src, caps) in srcs.iter().zip(caps) {
-            assert!(src.push_event(gst::event::StreamStart::new(&format!("test-{}", src.name()))));
+            assert!(src.push_event(gst::event::StreamStart::new(&format!(
+                "test-{}",
+                src.name()
+            ))));
             assert!(src.push_event(gst::event::Caps::new(&caps.parse::<gst::Caps>().unwrap())));
-            assert!(src.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())));
+            assert!(
+                src.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+                    gst::ClockTime,
+                >::new()))
+            );
         }
         let bus = pipeline.bus().unwrap();
-        Self { pipeline, sink, srcs, bus }
+        Self {
+            pipeline,
+            sink,
+            srcs,
+            bus,
+        }
     }
 
     pub fn push(&self, i: usize, buffer: gst::Buffer) {
@@ -253,7 +303,9 @@ impl Rig {
     }
 
     pub fn addr(&self) -> String {
-        self.sink.property::<Option<String>>("bound-address").expect("the server runs")
+        self.sink
+            .property::<Option<String>>("bound-address")
+            .expect("the server runs")
     }
 
     pub fn stop(&self) {
@@ -262,7 +314,10 @@ impl Rig {
 
     /// Events posted so far (as JSON), in order.
     pub fn events(&self) -> Vec<serde_json::Value> {
-        messages(&self.bus, "rtai-analytics-event").iter().map(|s| event_json(s)).collect()
+        messages(&self.bus, "rtai-analytics-event")
+            .iter()
+            .map(|s| event_json(s))
+            .collect()
     }
 }
 
@@ -290,7 +345,9 @@ pub fn scripted_video(rig: &Rig, pad: usize) {
 /// A plain HTTP/1.1 GET: (status, headers, body).
 pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -301,8 +358,19 @@ pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Strin
     stream.read_to_end(&mut raw).unwrap();
     let raw = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     (status, head.to_string(), body)
 }
 
@@ -344,14 +412,23 @@ pub enum SseRead {
 impl Sse {
     pub fn open(addr: &str, path: &str) -> (u16, Self) {
         let mut stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").as_bytes())
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n")
+                    .as_bytes(),
+            )
             .unwrap();
         let mut reader = BufReader::new(stream);
         let mut status_line = String::new();
         reader.read_line(&mut status_line).unwrap();
-        let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let mut chunked = false;
         loop {
             let mut line = String::new();
@@ -359,31 +436,53 @@ impl Sse {
             if line == "\r\n" || line.is_empty() {
                 break;
             }
-            chunked |= line.to_ascii_lowercase().starts_with("transfer-encoding:") && line.to_ascii_lowercase().contains("chunked");
+            chunked |= line.to_ascii_lowercase().starts_with("transfer-encoding:")
+                && line.to_ascii_lowercase().contains("chunked");
         }
-        (status, Self { reader, chunked, body: Vec::new(), ended: false })
+        (
+            status,
+            Self {
+                reader,
+                chunked,
+                body: Vec::new(),
+                ended: false,
+            },
+        )
     }
 
     /// The next line of the body (without its end), `None` at its end.
     fn body_line(&mut self) -> std::io::Result<Option<String>> {
         if !self.chunked {
             let mut line = String::new();
-            return Ok((self.reader.read_line(&mut line)? > 0).then(|| line.trim_end_matches(['\r', '\n']).to_string()));
+            return Ok((self.reader.read_line(&mut line)? > 0)
+                .then(|| line.trim_end_matches(['\r', '\n']).to_string()));
         }
         loop {
             if let Some(nl) = self.body.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.body.drain(..=nl).collect();
-                return Ok(Some(String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string()));
+                return Ok(Some(
+                    String::from_utf8_lossy(&line)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string(),
+                ));
             }
             if self.ended {
                 return Ok(None);
             }
             let mut size = String::new();
             if self.reader.read_line(&mut size)? == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before the last chunk"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed before the last chunk",
+                ));
             }
             let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad chunk size {size:?}")))?;
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("bad chunk size {size:?}"),
+                    )
+                })?;
             let mut chunk = vec![0; n + 2];
             self.reader.read_exact(&mut chunk)?;
             if n == 0 {
@@ -403,7 +502,14 @@ impl Sse {
             let line = match self.body_line() {
                 Ok(Some(line)) => line,
                 Ok(None) => return SseRead::End,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return SseRead::TimedOut,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return SseRead::TimedOut;
+                }
                 Err(e) => return SseRead::Broken(e.to_string()),
             };
             if let Some(e) = line.strip_prefix("event:") {
@@ -428,7 +534,11 @@ impl Sse {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn temp_dir(tag: &str) -> PathBuf {
@@ -443,7 +553,10 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ready() {
-        assert!(Instant::now() < deadline, "{what} not ready within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} not ready within {timeout:?}"
+        );
         // Polling a server process for readiness: there is nothing to block on.
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -479,17 +592,36 @@ impl Postgres {
         let dir = temp_dir("pg");
         let data = dir.join("data");
         // The server refuses to run as root: run it as the postgres user then.
-        let user = if unsafe { libc_geteuid() } == 0 { Some(uid_of("postgres").expect("the postgres user exists")) } else { None };
+        let user = if unsafe { libc_geteuid() } == 0 {
+            Some(uid_of("postgres").expect("the postgres user exists"))
+        } else {
+            None
+        };
         if user.is_some() {
-            let status = Command::new("chown").arg("-R").arg("postgres:postgres").arg(&dir).status().unwrap();
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(&dir)
+                .status()
+                .unwrap();
             assert!(status.success());
         }
         let mut initdb = Command::new(bin.join("initdb"));
-        initdb.args(["-A", "trust", "-U", "rtai", "--no-sync", "-E", "UTF8", "-D"]).arg(&data).stdout(Stdio::null());
+        initdb
+            .args(["-A", "trust", "-U", "rtai", "--no-sync", "-E", "UTF8", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null());
         as_user(&mut initdb, user);
         let status = initdb.status().expect("initdb runs");
         assert!(status.success(), "initdb failed");
-        let mut pg = Self { child: Command::new("true").spawn().unwrap(), dir, data, bin, port: free_port(), user };
+        let mut pg = Self {
+            child: Command::new("true").spawn().unwrap(),
+            dir,
+            data,
+            bin,
+            port: free_port(),
+            user,
+        };
         pg.spawn();
         pg
     }
@@ -498,7 +630,15 @@ impl Postgres {
         let mut cmd = Command::new(self.bin.join("postgres"));
         cmd.arg("-D")
             .arg(&self.data)
-            .args(["-p", &self.port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-k"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-k",
+            ])
             .arg(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -515,7 +655,9 @@ impl Postgres {
 
     /// Stops the server (fast shutdown) and waits for it to exit.
     pub fn stop(&mut self) {
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 
@@ -526,7 +668,18 @@ impl Postgres {
 
     pub fn create_database(&self, name: &str) -> String {
         let status = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "rtai", "-d", "postgres", "-q", "-c"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "rtai",
+                "-d",
+                "postgres",
+                "-q",
+                "-c",
+            ])
             .arg(format!("CREATE DATABASE {name}"))
             .status()
             .unwrap();
@@ -536,8 +689,15 @@ impl Postgres {
 
     /// Runs `sql` with psql and returns its unaligned, tuples-only output.
     pub fn psql(&self, url: &str, sql: &str) -> String {
-        let out = Command::new("psql").args([url, "-X", "-A", "-t", "-F", "|", "-c", sql]).output().unwrap();
-        assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("psql")
+            .args([url, "-X", "-A", "-t", "-F", "|", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 }
@@ -573,12 +733,24 @@ impl Redis {
         let port = free_port();
         let dir = temp_dir("redis");
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+            ])
             .arg(&dir)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server runs (scripts/setup.sh installs redis-server)");
-        wait_until("redis", Duration::from_secs(20), || redis_cli(port, &["PING"]).trim() == "PONG");
+        wait_until("redis", Duration::from_secs(20), || {
+            redis_cli(port, &["PING"]).trim() == "PONG"
+        });
         Self { child, port, dir }
     }
 
@@ -614,5 +786,9 @@ pub fn python() -> PathBuf {
         return PathBuf::from(p);
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    if venv.exists() { venv } else { PathBuf::from("python3") }
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
 }

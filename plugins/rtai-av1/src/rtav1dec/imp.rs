@@ -11,7 +11,11 @@ use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("rtav1dec", gst::DebugColorFlags::empty(), Some("dav1d AV1 decoder"))
+    gst::DebugCategory::new(
+        "rtav1dec",
+        gst::DebugColorFlags::empty(),
+        Some("dav1d AV1 decoder"),
+    )
 });
 
 const DEFAULT_N_THREADS: u32 = 0;
@@ -29,7 +33,11 @@ struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { n_threads: DEFAULT_N_THREADS, max_frame_delay: DEFAULT_MAX_FRAME_DELAY, apply_grain: DEFAULT_APPLY_GRAIN }
+        Self {
+            n_threads: DEFAULT_N_THREADS,
+            max_frame_delay: DEFAULT_MAX_FRAME_DELAY,
+            apply_grain: DEFAULT_APPLY_GRAIN,
+        }
     }
 }
 
@@ -67,7 +75,9 @@ fn dav1d_frame_delay(n_threads: u32, max_frame_delay: u32) -> u32 {
     let threads = if n_threads > 0 {
         n_threads
     } else {
-        std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1)
     }
     .clamp(1, DAV1D_MAX_THREADS);
     if max_frame_delay > 0 {
@@ -162,10 +172,21 @@ impl RtAv1Dec {
         ds.set_n_threads(s.n_threads);
         ds.set_max_frame_delay(max_frame_delay);
         ds.set_apply_grain(s.apply_grain);
-        let decoder = dav1d::Decoder::with_settings(&ds).map_err(|e| format!("dav1d_open failed: {e}"))?;
+        let decoder =
+            dav1d::Decoder::with_settings(&ds).map_err(|e| format!("dav1d_open failed: {e}"))?;
         let frame_delay = dav1d_frame_delay(s.n_threads, max_frame_delay);
-        gst::info!(CAT, imp = self, "dav1d open: threads {}, frame delay {frame_delay} (upstream live: {live})", s.n_threads);
-        Ok(State { decoder, output: None, output_info: None, frame_delay })
+        gst::info!(
+            CAT,
+            imp = self,
+            "dav1d open: threads {}, frame delay {frame_delay} (upstream live: {live})",
+            s.n_threads
+        );
+        Ok(State {
+            decoder,
+            output: None,
+            output_info: None,
+            frame_delay,
+        })
     }
 
     fn update_latency(&self, frame_delay: u32) {
@@ -176,18 +197,28 @@ impl RtAv1Dec {
                 .mul_div_floor(frame_delay as u64 * fps.denom() as u64, fps.numer() as u64)
                 .unwrap_or(gst::ClockTime::ZERO),
             // Unknown frame rate: assume 30 fps for the reported latency.
-            None => gst::ClockTime::SECOND.mul_div_floor(frame_delay as u64, 30).unwrap_or(gst::ClockTime::ZERO),
+            None => gst::ClockTime::SECOND
+                .mul_div_floor(frame_delay as u64, 30)
+                .unwrap_or(gst::ClockTime::ZERO),
         };
         // With one frame context a picture leaves with the data that completes it.
         // With n > 1, dav1d hands frame k out when frame k + n reuses its frame
         // context (dav1d_submit_frame), so n frames, not n - 1 (measured by the
         // test `reported_latency_is_the_real_output_delay`).
-        let latency = if frame_delay <= 1 { gst::ClockTime::ZERO } else { latency };
+        let latency = if frame_delay <= 1 {
+            gst::ClockTime::ZERO
+        } else {
+            latency
+        };
         self.obj().set_latency(latency, latency);
     }
 
     /// Counts a decode error and applies the `max-errors` policy.
-    fn decode_error(&self, what: &str, err: dav1d::Error) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn decode_error(
+        &self,
+        what: &str,
+        err: dav1d::Error,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         self.stats.lock().unwrap().decode_errors += 1;
         gst_video::video_decoder_error!(
             &*self.obj(),
@@ -203,7 +234,11 @@ impl RtAv1Dec {
         // Each failed picture takes at least one frame out of dav1d, so while
         // draining more errors than frames pending (plus one for a frame dav1d
         // dropped on its own) is an error that repeats: stop there.
-        let error_budget = if drain { self.obj().frames().len() + 1 } else { 1 };
+        let error_budget = if drain {
+            self.obj().frames().len() + 1
+        } else {
+            1
+        };
         let outcome = pull_pictures(
             error_budget,
             || {
@@ -214,7 +249,11 @@ impl RtAv1Dec {
             |e| self.decode_error("get_picture", e).map(|_| ()),
         )?;
         if drain && outcome == Pulled::ErrorBudgetSpent {
-            gst::warning!(CAT, imp = self, "dav1d keeps failing while draining ({error_budget} errors): resetting it");
+            gst::warning!(
+                CAT,
+                imp = self,
+                "dav1d keeps failing while draining ({error_budget} errors): resetting it"
+            );
             if let Some(state) = self.state.lock().unwrap().as_mut() {
                 state.decoder.flush();
             }
@@ -228,10 +267,20 @@ impl RtAv1Dec {
         let layout = picture.pixel_layout();
         let (width, height) = (picture.width(), picture.height());
         let Some(format) = video_format(layout, bits) else {
-            gst::element_imp_error!(self, gst::StreamError::Decode, ("Unsupported AV1 picture format"), ["{layout:?} at {bits} bits"]);
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Decode,
+                ("Unsupported AV1 picture format"),
+                ["{layout:?} at {bits} bits"]
+            );
             return Err(gst::FlowError::NotNegotiated);
         };
-        let renegotiate = self.state.lock().unwrap().as_ref().is_some_and(|s| s.output != Some((format, width, height)));
+        let renegotiate = self
+            .state
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|s| s.output != Some((format, width, height)));
         if renegotiate {
             gst::info!(CAT, imp = self, "output {format:?} {width}x{height}");
             let input = self.input.lock().unwrap().clone();
@@ -239,7 +288,11 @@ impl RtAv1Dec {
                 .set_output_state(format, width, height, input.as_ref())
                 .map_err(|_| gst::FlowError::NotNegotiated)?;
             obj.negotiate(output).map_err(|_| {
-                gst::element_imp_error!(self, gst::CoreError::Negotiation, ("Downstream refused {format:?} {width}x{height}"));
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    ("Downstream refused {format:?} {width}x{height}")
+                );
                 gst::FlowError::NotNegotiated
             })?;
             let info = obj.output_state().map(|s| s.info().clone());
@@ -250,20 +303,38 @@ impl RtAv1Dec {
             }
             self.stats.lock().unwrap().renegotiations += 1;
         }
-        let info = self.state.lock().unwrap().as_ref().and_then(|s| s.output_info.clone()).ok_or(gst::FlowError::NotNegotiated)?;
+        let info = self
+            .state
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|s| s.output_info.clone())
+            .ok_or(gst::FlowError::NotNegotiated)?;
 
         let number = picture.offset();
-        let frame = i32::try_from(number).ok().and_then(|n| obj.frame(n)).or_else(|| obj.oldest_frame());
+        let frame = i32::try_from(number)
+            .ok()
+            .and_then(|n| obj.frame(n))
+            .or_else(|| obj.oldest_frame());
         let Some(mut frame) = frame else {
-            gst::warning!(CAT, imp = self, "a picture (offset {number}) matches no pending frame");
+            gst::warning!(
+                CAT,
+                imp = self,
+                "a picture (offset {number}) matches no pending frame"
+            );
             return Ok(gst::FlowSuccess::Ok);
         };
         obj.allocate_output_frame(&mut frame, None)?;
         {
             let buffer = frame.output_buffer_mut().ok_or(gst::FlowError::Error)?;
-            let mut vframe = gst_video::VideoFrameRef::from_buffer_ref_writable(buffer, &info).map_err(|_| gst::FlowError::Error)?;
+            let mut vframe = gst_video::VideoFrameRef::from_buffer_ref_writable(buffer, &info)
+                .map_err(|_| gst::FlowError::Error)?;
             let bytes_per_sample = if bits > 8 { 2 } else { 1 };
-            let planes = if layout == dav1d::PixelLayout::I400 { 1 } else { 3 };
+            let planes = if layout == dav1d::PixelLayout::I400 {
+                1
+            } else {
+                3
+            };
             for i in 0..planes {
                 let component = dav1d::PlanarImageComponent::from(i);
                 let src_stride = picture.stride(component) as usize;
@@ -272,8 +343,14 @@ impl RtAv1Dec {
                 let dst_stride = vframe.plane_stride()[i] as usize;
                 let row = info.comp_width(i as u8) as usize * bytes_per_sample;
                 let rows = info.comp_height(i as u8) as usize;
-                let dst = vframe.plane_data_mut(i as u32).map_err(|_| gst::FlowError::Error)?;
-                for (d, s) in dst.chunks_mut(dst_stride).zip(src.chunks(src_stride)).take(rows) {
+                let dst = vframe
+                    .plane_data_mut(i as u32)
+                    .map_err(|_| gst::FlowError::Error)?;
+                for (d, s) in dst
+                    .chunks_mut(dst_stride)
+                    .zip(src.chunks(src_stride))
+                    .take(rows)
+                {
                     let n = row.min(d.len()).min(s.len());
                     d[..n].copy_from_slice(&s[..n]);
                 }
@@ -389,8 +466,20 @@ impl ElementImpl for RtAv1Dec {
                 ])
                 .build();
             vec![
-                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &sink_caps).unwrap(),
-                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &src_caps).unwrap(),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &sink_caps,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &src_caps,
+                )
+                .unwrap(),
             ]
         });
         TEMPLATES.as_ref()
@@ -414,7 +503,12 @@ impl VideoDecoderImpl for RtAv1Dec {
         let has_decoder = self.state.lock().unwrap().is_some();
         if !has_decoder {
             let state = self.open_decoder().map_err(|e| {
-                gst::element_imp_error!(self, gst::LibraryError::Init, ("Cannot start the AV1 decoder"), ["{e}"]);
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Init,
+                    ("Cannot start the AV1 decoder"),
+                    ["{e}"]
+                );
                 gst::loggable_error!(CAT, "{e}")
             })?;
             let delay = state.frame_delay;
@@ -423,19 +517,32 @@ impl VideoDecoderImpl for RtAv1Dec {
         } else {
             // New caps on a running stream (e.g. a new resolution): dav1d follows the
             // sequence header itself; the output renegotiates with the first new picture.
-            let delay = self.state.lock().unwrap().as_ref().map(|s| s.frame_delay).unwrap_or(1);
+            let delay = self
+                .state
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|s| s.frame_delay)
+                .unwrap_or(1);
             self.update_latency(delay);
         }
         Ok(())
     }
 
-    fn handle_frame(&self, frame: gst_video::VideoCodecFrame) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn handle_frame(
+        &self,
+        frame: gst_video::VideoCodecFrame,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let input = frame.input_buffer_owned().ok_or(gst::FlowError::Error)?;
         let number = frame.system_frame_number() as i64;
         let pts = input.pts().map(|t| t.nseconds() as i64);
         let duration = input.duration().map(|t| t.nseconds() as i64);
         let Ok(mapped) = input.into_mapped_buffer_readable() else {
-            gst::element_imp_error!(self, gst::ResourceError::Read, ("Cannot map an input buffer"));
+            gst::element_imp_error!(
+                self,
+                gst::ResourceError::Read,
+                ("Cannot map an input buffer")
+            );
             return Err(gst::FlowError::Error);
         };
         self.stats.lock().unwrap().frames_in += 1;
@@ -510,7 +617,14 @@ mod tests {
 
     #[test]
     fn pictures_between_errors_all_come_out() {
-        let mut script = vec![Ok(1), Err(dav1d::Error::InvalidArgument), Ok(2), Ok(3), Err(dav1d::Error::Again)].into_iter();
+        let mut script = vec![
+            Ok(1),
+            Err(dav1d::Error::InvalidArgument),
+            Ok(2),
+            Ok(3),
+            Err(dav1d::Error::Again),
+        ]
+        .into_iter();
         let mut out = Vec::new();
         let mut errors = 0;
         let outcome = pull_pictures(

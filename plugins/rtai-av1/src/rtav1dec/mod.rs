@@ -9,5 +9,10 @@ glib::wrapper! {
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     // Above aom's av1dec (PRIMARY): decodebin picks the faster decoder.
-    gst::Element::register(Some(plugin), "rtav1dec", gst::Rank::PRIMARY + 1, RtAv1Dec::static_type())
+    gst::Element::register(
+        Some(plugin),
+        "rtav1dec",
+        gst::Rank::PRIMARY + 1,
+        RtAv1Dec::static_type(),
+    )
 }

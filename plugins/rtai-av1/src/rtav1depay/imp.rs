@@ -15,7 +15,11 @@ use crate::obu::{self, Obu};
 use crate::rtp::{Completed, Depacketizer};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("rtav1depay", gst::DebugColorFlags::empty(), Some("AV1 RTP depayloader"))
+    gst::DebugCategory::new(
+        "rtav1depay",
+        gst::DebugColorFlags::empty(),
+        Some("AV1 RTP depayloader"),
+    )
 });
 
 const DEFAULT_WAIT_FOR_KEYFRAME: bool = true;
@@ -31,7 +35,10 @@ struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { wait_for_keyframe: DEFAULT_WAIT_FOR_KEYFRAME, request_keyframe: DEFAULT_REQUEST_KEYFRAME }
+        Self {
+            wait_for_keyframe: DEFAULT_WAIT_FOR_KEYFRAME,
+            request_keyframe: DEFAULT_REQUEST_KEYFRAME,
+        }
     }
 }
 
@@ -57,7 +64,13 @@ struct State {
 
 impl State {
     fn new() -> Self {
-        Self { depacketizer: Depacketizer::new(), sequence: None, waiting_for_keyframe: true, discont: true, last_request: None }
+        Self {
+            depacketizer: Depacketizer::new(),
+            sequence: None,
+            waiting_for_keyframe: true,
+            discont: true,
+            last_request: None,
+        }
     }
 }
 
@@ -69,7 +82,11 @@ pub struct RtAv1Depay {
 
 impl Default for RtAv1Depay {
     fn default() -> Self {
-        Self { settings: Mutex::new(Settings::default()), state: Mutex::new(State::new()), stats: Mutex::new(Stats::default()) }
+        Self {
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(State::new()),
+            stats: Mutex::new(Stats::default()),
+        }
     }
 }
 
@@ -86,7 +103,11 @@ impl RtAv1Depay {
     }
 
     fn request_keyframe(&self, state: &mut State, settings: &Settings) -> bool {
-        if !settings.request_keyframe || state.last_request.is_some_and(|t| t.elapsed() < KEYFRAME_REQUEST_INTERVAL) {
+        if !settings.request_keyframe
+            || state
+                .last_request
+                .is_some_and(|t| t.elapsed() < KEYFRAME_REQUEST_INTERVAL)
+        {
             return false;
         }
         state.last_request = Some(Instant::now());
@@ -96,7 +117,9 @@ impl RtAv1Depay {
 
     fn send_keyframe_request(&self) {
         gst::debug!(CAT, imp = self, "requesting a key frame upstream");
-        let event = gst_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build();
+        let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build();
         let _ = self.obj().sink_pad().push_event(event);
     }
 }
@@ -137,8 +160,12 @@ impl ObjectImpl for RtAv1Depay {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut settings = self.settings.lock().unwrap();
         match pspec.name() {
-            "wait-for-keyframe" => settings.wait_for_keyframe = value.get().expect("type checked upstream"),
-            "request-keyframe" => settings.request_keyframe = value.get().expect("type checked upstream"),
+            "wait-for-keyframe" => {
+                settings.wait_for_keyframe = value.get().expect("type checked upstream")
+            }
+            "request-keyframe" => {
+                settings.request_keyframe = value.get().expect("type checked upstream")
+            }
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -181,14 +208,29 @@ impl ElementImpl for RtAv1Depay {
                 .field("alignment", "tu")
                 .build();
             vec![
-                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &sink_caps).unwrap(),
-                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &src_caps).unwrap(),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &sink_caps,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &src_caps,
+                )
+                .unwrap(),
             ]
         });
         TEMPLATES.as_ref()
     }
 
-    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::ReadyToPaused {
             *self.state.lock().unwrap() = State::new();
             *self.stats.lock().unwrap() = Stats::default();
@@ -203,10 +245,17 @@ impl RTPBaseDepayloadImpl for RtAv1Depay {
             .field("stream-format", "obu-stream")
             .field("alignment", "tu")
             .build();
-        if self.obj().src_pad().push_event(gst::event::Caps::new(&caps)) {
+        if self
+            .obj()
+            .src_pad()
+            .push_event(gst::event::Caps::new(&caps))
+        {
             Ok(())
         } else {
-            Err(gst::loggable_error!(CAT, "downstream did not accept {caps}"))
+            Err(gst::loggable_error!(
+                CAT,
+                "downstream did not accept {caps}"
+            ))
         }
     }
 
@@ -226,16 +275,29 @@ impl RTPBaseDepayloadImpl for RtAv1Depay {
         true
     }
 
-    fn process_rtp_packet(&self, rtp: &gst_rtp::RTPBuffer<gst_rtp::rtp_buffer::Readable>) -> Option<gst::Buffer> {
+    fn process_rtp_packet(
+        &self,
+        rtp: &gst_rtp::RTPBuffer<gst_rtp::rtp_buffer::Readable>,
+    ) -> Option<gst::Buffer> {
         let settings = self.settings.lock().unwrap().clone();
-        let Ok(payload) = rtp.payload() else { return None };
+        let Ok(payload) = rtp.payload() else {
+            return None;
+        };
         let discont = rtp.buffer().flags().contains(gst::BufferFlags::DISCONT);
         let mut state = self.state.lock().unwrap();
-        let (completed, error) = state.depacketizer.push(payload, rtp.timestamp(), rtp.is_marker(), discont);
+        let (completed, error) =
+            state
+                .depacketizer
+                .push(payload, rtp.timestamp(), rtp.is_marker(), discont);
         let mut request = false;
         if let Some(err) = &error {
             self.stats.lock().unwrap().bad_packets += 1;
-            gst::warning!(CAT, imp = self, "bad AV1 RTP packet (seq {}): {err}", rtp.seq());
+            gst::warning!(
+                CAT,
+                imp = self,
+                "bad AV1 RTP packet (seq {}): {err}",
+                rtp.seq()
+            );
         }
         let mut output = None;
         for c in completed {
@@ -260,7 +322,11 @@ impl RTPBaseDepayloadImpl for RtAv1Depay {
                         state.last_request = None;
                     }
                     if settings.wait_for_keyframe && state.waiting_for_keyframe {
-                        gst::debug!(CAT, imp = self, "dropping a temporal unit until the next key frame (N={new_sequence})");
+                        gst::debug!(
+                            CAT,
+                            imp = self,
+                            "dropping a temporal unit until the next key frame (N={new_sequence})"
+                        );
                         self.stats.lock().unwrap().skipped_until_keyframe += 1;
                         request |= self.request_keyframe(&mut state, &settings);
                         continue;

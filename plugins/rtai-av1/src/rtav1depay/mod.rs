@@ -8,5 +8,10 @@ glib::wrapper! {
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    gst::Element::register(Some(plugin), "rtav1depay", gst::Rank::MARGINAL, RtAv1Depay::static_type())
+    gst::Element::register(
+        Some(plugin),
+        "rtav1depay",
+        gst::Rank::MARGINAL,
+        RtAv1Depay::static_type(),
+    )
 }

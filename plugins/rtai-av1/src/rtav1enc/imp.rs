@@ -16,7 +16,10 @@ use gst::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 use num_traits::FromPrimitive;
-use rav1e::color::{ChromaSampling, ColorDescription, ColorPrimaries, MatrixCoefficients, PixelRange, TransferCharacteristics};
+use rav1e::color::{
+    ChromaSampling, ColorDescription, ColorPrimaries, MatrixCoefficients, PixelRange,
+    TransferCharacteristics,
+};
 use rav1e::prelude::{FrameParameters, FrameType, FrameTypeOverride, Opaque, SceneDetectionSpeed};
 use rav1e::{Config, Context, EncoderConfig, EncoderStatus};
 
@@ -24,7 +27,11 @@ use super::{SceneDetection, Tune};
 use crate::obu;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("rtav1enc", gst::DebugColorFlags::empty(), Some("rav1e AV1 encoder"))
+    gst::DebugCategory::new(
+        "rtav1enc",
+        gst::DebugColorFlags::empty(),
+        Some("rav1e AV1 encoder"),
+    )
 });
 
 const DEFAULT_SPEED_PRESET: u32 = 10;
@@ -104,7 +111,9 @@ impl Settings {
         if self.threads > 0 {
             self.threads as usize
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         }
     }
 }
@@ -145,7 +154,11 @@ pub(crate) fn level_for(width: u64, height: u64, fps: f64, bitrate_kbps: u64) ->
 
 fn color_description(info: &gst_video::VideoInfo) -> (Option<ColorDescription>, PixelRange) {
     let c = info.colorimetry();
-    let range = if c.range() == gst_video::VideoColorRange::Range0_255 { PixelRange::Full } else { PixelRange::Limited };
+    let range = if c.range() == gst_video::VideoColorRange::Range0_255 {
+        PixelRange::Full
+    } else {
+        PixelRange::Limited
+    };
     let primaries = ColorPrimaries::from_u32(c.primaries().to_iso()).unwrap_or_default();
     let transfer = TransferCharacteristics::from_u32(c.transfer().to_iso()).unwrap_or_default();
     let matrix = MatrixCoefficients::from_u32(c.matrix().to_iso()).unwrap_or_default();
@@ -173,9 +186,18 @@ struct EncodedPacket {
 }
 
 impl Encoder {
-    fn send_frame(&mut self, frame: &gst_video::VideoFrameRef<&gst::BufferRef>, number: u32, force_key: bool) -> Result<(), EncoderStatus> {
+    fn send_frame(
+        &mut self,
+        frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
+        number: u32,
+        force_key: bool,
+    ) -> Result<(), EncoderStatus> {
         let params = FrameParameters {
-            frame_type_override: if force_key { FrameTypeOverride::Key } else { FrameTypeOverride::No },
+            frame_type_override: if force_key {
+                FrameTypeOverride::Key
+            } else {
+                FrameTypeOverride::No
+            },
             opaque: Some(Opaque::new(number)),
             ..Default::default()
         };
@@ -184,7 +206,9 @@ impl Encoder {
                 let mut f = $ctx.new_frame();
                 for (i, plane) in f.planes.iter_mut().enumerate() {
                     let stride = frame.plane_stride()[i] as usize;
-                    let data = frame.plane_data(i as u32).map_err(|_| EncoderStatus::Failure)?;
+                    let data = frame
+                        .plane_data(i as u32)
+                        .map_err(|_| EncoderStatus::Failure)?;
                     plane.copy_from_raw_u8(data, stride, $bytewidth);
                 }
                 $ctx.send_frame((f, params))
@@ -260,7 +284,11 @@ impl RtAv1Enc {
             gst_video::VideoFormat::Y44410le => (ChromaSampling::Cs444, 10),
             other => return Err(format!("unsupported format {other:?}")),
         };
-        let (fps_n, fps_d) = if info.fps().numer() > 0 { (info.fps().numer(), info.fps().denom()) } else { FALLBACK_FPS };
+        let (fps_n, fps_d) = if info.fps().numer() > 0 {
+            (info.fps().numer(), info.fps().denom())
+        } else {
+            FALLBACK_FPS
+        };
         let fps = fps_n as f64 / fps_d as f64;
         let mut enc = EncoderConfig::with_speed_preset(s.speed_preset as u8);
         enc.width = info.width() as usize;
@@ -270,7 +298,8 @@ impl RtAv1Enc {
         enc.time_base = rav1e::prelude::Rational::new(fps_d as u64, fps_n as u64);
         let par = info.par();
         if par.numer() > 0 && par.denom() > 0 {
-            enc.sample_aspect_ratio = rav1e::prelude::Rational::new(par.numer() as u64, par.denom() as u64);
+            enc.sample_aspect_ratio =
+                rav1e::prelude::Rational::new(par.numer() as u64, par.denom() as u64);
         }
         let (description, range) = color_description(info);
         enc.color_description = description;
@@ -281,7 +310,11 @@ impl RtAv1Enc {
         // In bitrate mode rav1e takes `quantizer` as the worst quantizer the rate
         // control may pick (rate.rs `maybe_ac_qi_max`): the constant-quantizer
         // default of 100 there would keep it from reaching low targets.
-        enc.quantizer = if s.bitrate > 0 { s.max_quantizer } else { s.quantizer } as usize;
+        enc.quantizer = if s.bitrate > 0 {
+            s.max_quantizer
+        } else {
+            s.quantizer
+        } as usize;
         let max_kf = s.max_key_frame_interval.max(1);
         enc.set_key_frame_interval(s.min_key_frame_interval.min(max_kf), max_kf);
         if s.rdo_lookahead_frames >= 0 {
@@ -315,7 +348,12 @@ impl RtAv1Enc {
             // Automatic: one tile per thread (rav1e encodes tiles in parallel), at most 8.
             enc.tiles = threads.min(8);
         }
-        let level_idx = level_for(info.width() as u64, info.height() as u64, fps, s.bitrate as u64);
+        let level_idx = level_for(
+            info.width() as u64,
+            info.height() as u64,
+            fps,
+            s.bitrate as u64,
+        );
         enc.level_idx = Some(level_idx);
         let profile = match (chroma, depth) {
             (ChromaSampling::Cs444, _) => 1,
@@ -330,9 +368,15 @@ impl RtAv1Enc {
         // reordering, :186-192). So the lookahead plus 3 in low-latency mode;
         // with reordering, the lookahead rounded up to whole 4-frame groups plus 6.
         let rdo = enc.speed_settings.rdo_lookahead_frames as u64;
-        let delay_frames = if s.low_latency { rdo + 3 } else { rdo.div_ceil(4) * 4 + 6 };
+        let delay_frames = if s.low_latency {
+            rdo + 3
+        } else {
+            rdo.div_ceil(4) * 4 + 6
+        };
         let config = Config::new().with_encoder_config(enc).with_threads(threads);
-        config.validate().map_err(|e| format!("invalid rav1e configuration: {e}"))?;
+        config
+            .validate()
+            .map_err(|e| format!("invalid rav1e configuration: {e}"))?;
         let (encoder, codec_data) = if depth == 8 {
             let ctx: Context<u8> = config.new_context().map_err(|e| format!("rav1e: {e}"))?;
             let cd = ctx.container_sequence_header();
@@ -347,7 +391,13 @@ impl RtAv1Enc {
         if codec_data.len() >= 2 {
             codec_data[1] = (profile << 5) | level_idx;
         }
-        Ok(Built { encoder, profile, level_idx, codec_data, delay_frames })
+        Ok(Built {
+            encoder,
+            profile,
+            level_idx,
+            codec_data,
+            delay_frames,
+        })
     }
 
     /// What a context started now is made with: the session's READY-only
@@ -361,16 +411,28 @@ impl RtAv1Enc {
     }
 
     /// Creates the encoder for `info` and negotiates the output caps.
-    fn start_encoder(&self, info: &gst_video::VideoInfo, input: &gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>) -> Result<(), gst::LoggableError> {
+    fn start_encoder(
+        &self,
+        info: &gst_video::VideoInfo,
+        input: &gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>,
+    ) -> Result<(), gst::LoggableError> {
         let settings = self.wanted_settings();
         let built = Self::build(info, &settings).map_err(|e| {
-            gst::element_imp_error!(self, gst::LibraryError::Settings, ("Cannot configure the AV1 encoder"), ["{e}"]);
+            gst::element_imp_error!(
+                self,
+                gst::LibraryError::Settings,
+                ("Cannot configure the AV1 encoder"),
+                ["{e}"]
+            );
             gst::loggable_error!(CAT, "{e}")
         })?;
         let mut caps = gst::Caps::builder("video/x-av1")
             .field("stream-format", "obu-stream")
             .field("alignment", "tu")
-            .field("codec_data", gst::Buffer::from_slice(built.codec_data.clone()));
+            .field(
+                "codec_data",
+                gst::Buffer::from_slice(built.codec_data.clone()),
+            );
         if let Some(p) = obu::profile_name(built.profile) {
             caps = caps.field("profile", p);
         }
@@ -378,16 +440,35 @@ impl RtAv1Enc {
             caps = caps.field("level", l).field("tier", "main");
         }
         let caps = caps.build();
-        gst::info!(CAT, imp = self, "encoding {}x{} {:?} as {caps}, {} frames of delay", info.width(), info.height(), info.format(), built.delay_frames);
+        gst::info!(
+            CAT,
+            imp = self,
+            "encoding {}x{} {:?} as {caps}, {} frames of delay",
+            info.width(),
+            info.height(),
+            info.format(),
+            built.delay_frames
+        );
         let obj = self.obj();
-        let output = obj.set_output_state(caps, Some(input)).map_err(|_| gst::loggable_error!(CAT, "cannot set output state"))?;
-        obj.negotiate(output).map_err(|_| gst::loggable_error!(CAT, "downstream refused the AV1 caps"))?;
-        let (fps_n, fps_d) = if info.fps().numer() > 0 { (info.fps().numer(), info.fps().denom()) } else { FALLBACK_FPS };
+        let output = obj
+            .set_output_state(caps, Some(input))
+            .map_err(|_| gst::loggable_error!(CAT, "cannot set output state"))?;
+        obj.negotiate(output)
+            .map_err(|_| gst::loggable_error!(CAT, "downstream refused the AV1 caps"))?;
+        let (fps_n, fps_d) = if info.fps().numer() > 0 {
+            (info.fps().numer(), info.fps().denom())
+        } else {
+            FALLBACK_FPS
+        };
         let latency = gst::ClockTime::SECOND
             .mul_div_floor(built.delay_frames * fps_d as u64, fps_n as u64)
             .unwrap_or(gst::ClockTime::ZERO);
         obj.set_latency(latency, latency);
-        *self.state.lock().unwrap() = Some(State { encoder: built.encoder, info: info.clone(), settings });
+        *self.state.lock().unwrap() = Some(State {
+            encoder: built.encoder,
+            info: info.clone(),
+            settings,
+        });
         Ok(())
     }
 
@@ -395,7 +476,9 @@ impl RtAv1Enc {
     fn output_packets(&self, drain: bool) -> Result<gst::FlowSuccess, gst::FlowError> {
         let obj = self.obj();
         let mut state_guard = self.state.lock().unwrap();
-        let Some(state) = state_guard.as_mut() else { return Ok(gst::FlowSuccess::Ok) };
+        let Some(state) = state_guard.as_mut() else {
+            return Ok(gst::FlowSuccess::Ok);
+        };
         if drain {
             state.encoder.flush();
         }
@@ -407,7 +490,12 @@ impl RtAv1Enc {
                 Err(EncoderStatus::NeedMoreData | EncoderStatus::LimitReached) => break,
                 Err(e) => {
                     drop(state_guard);
-                    gst::element_imp_error!(self, gst::StreamError::Encode, ("The AV1 encoder failed"), ["rav1e: {e}"]);
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Encode,
+                        ("The AV1 encoder failed"),
+                        ["rav1e: {e}"]
+                    );
                     return Err(gst::FlowError::Error);
                 }
             }
@@ -417,18 +505,36 @@ impl RtAv1Enc {
         }
         drop(state_guard);
         for p in packets {
-            let frame = p.frame_number.and_then(|n| obj.frame(n as i32)).or_else(|| obj.oldest_frame());
+            let frame = p
+                .frame_number
+                .and_then(|n| obj.frame(n as i32))
+                .or_else(|| obj.oldest_frame());
             let Some(mut frame) = frame else {
-                gst::warning!(CAT, imp = self, "a packet of {} bytes matches no pending frame", p.data.len());
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "a packet of {} bytes matches no pending frame",
+                    p.data.len()
+                );
                 continue;
             };
-            gst::trace!(CAT, imp = self, "frame {} encoded: {} bytes, key {}", frame.system_frame_number(), p.data.len(), p.key);
+            gst::trace!(
+                CAT,
+                imp = self,
+                "frame {} encoded: {} bytes, key {}",
+                frame.system_frame_number(),
+                p.data.len(),
+                p.key
+            );
             if p.key {
                 frame.set_flags(gst_video::VideoCodecFrameFlags::SYNC_POINT);
             }
             let mut buffer = gst::Buffer::from_mut_slice(p.data);
             if !p.key {
-                buffer.get_mut().unwrap().set_flags(gst::BufferFlags::DELTA_UNIT);
+                buffer
+                    .get_mut()
+                    .unwrap()
+                    .set_flags(gst::BufferFlags::DELTA_UNIT);
             }
             frame.set_output_buffer(buffer);
             obj.finish_frame(frame)?;
@@ -560,21 +666,34 @@ impl ObjectImpl for RtAv1Enc {
             "bitrate" => s.bitrate = value.get().expect("type checked upstream"),
             "quantizer" => s.quantizer = value.get().expect("type checked upstream"),
             "max-quantizer" => s.max_quantizer = value.get().expect("type checked upstream"),
-            "min-key-frame-interval" => s.min_key_frame_interval = value.get().expect("type checked upstream"),
-            "max-key-frame-interval" => s.max_key_frame_interval = value.get().expect("type checked upstream"),
+            "min-key-frame-interval" => {
+                s.min_key_frame_interval = value.get().expect("type checked upstream")
+            }
+            "max-key-frame-interval" => {
+                s.max_key_frame_interval = value.get().expect("type checked upstream")
+            }
             "tiles" => s.tiles = value.get().expect("type checked upstream"),
             "tile-cols" => s.tile_cols = value.get().expect("type checked upstream"),
             "tile-rows" => s.tile_rows = value.get().expect("type checked upstream"),
             "threads" => s.threads = value.get().expect("type checked upstream"),
-            "rdo-lookahead-frames" => s.rdo_lookahead_frames = value.get().expect("type checked upstream"),
+            "rdo-lookahead-frames" => {
+                s.rdo_lookahead_frames = value.get().expect("type checked upstream")
+            }
             "error-resilient" => s.error_resilient = value.get().expect("type checked upstream"),
             "tune" => s.tune = value.get().expect("type checked upstream"),
             "scene-detection" => s.scene_detection = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
         drop(s);
-        if self.session.lock().unwrap().is_some() && !pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_PLAYING) {
-            gst::info!(CAT, imp = self, "{} set while running: it takes effect at the next start (READY → PAUSED)", pspec.name());
+        if self.session.lock().unwrap().is_some()
+            && !pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_PLAYING)
+        {
+            gst::info!(
+                CAT,
+                imp = self,
+                "{} set while running: it takes effect at the next start (READY → PAUSED)",
+                pspec.name()
+            );
         } else {
             gst::debug!(CAT, imp = self, "{} set", pspec.name());
         }
@@ -638,8 +757,20 @@ impl ElementImpl for RtAv1Enc {
                 .field("profile", gst::List::new(["main", "high", "professional"]))
                 .build();
             vec![
-                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &sink_caps).unwrap(),
-                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &src_caps).unwrap(),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &sink_caps,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &src_caps,
+                )
+                .unwrap(),
             ]
         });
         TEMPLATES.as_ref()
@@ -659,7 +790,10 @@ impl VideoEncoderImpl for RtAv1Enc {
         Ok(())
     }
 
-    fn set_format(&self, input: &gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>) -> Result<(), gst::LoggableError> {
+    fn set_format(
+        &self,
+        input: &gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>,
+    ) -> Result<(), gst::LoggableError> {
         // Frames of the previous format go out first. If they cannot, the new
         // format is refused: going on would lose them without a word. A flush
         // discards them anyway.
@@ -672,7 +806,10 @@ impl VideoEncoderImpl for RtAv1Enc {
                     ("Cannot finish the frames of the previous format before the new caps"),
                     ["draining the encoder failed: {e:?}"]
                 );
-                return Err(gst::loggable_error!(CAT, "draining before new caps failed: {e:?}"));
+                return Err(gst::loggable_error!(
+                    CAT,
+                    "draining before new caps failed: {e:?}"
+                ));
             }
         }
         let info = input.info().clone();
@@ -684,7 +821,11 @@ impl VideoEncoderImpl for RtAv1Enc {
         // Dropping the context drops its queued frames; the next frame starts a new one.
         let mut state = self.state.lock().unwrap();
         if let Some(s) = state.take() {
-            gst::debug!(CAT, imp = self, "flushing: a new encoder starts at the next frame");
+            gst::debug!(
+                CAT,
+                imp = self,
+                "flushing: a new encoder starts at the next frame"
+            );
             drop(s);
         }
         true
@@ -695,7 +836,10 @@ impl VideoEncoderImpl for RtAv1Enc {
         self.output_packets(true)
     }
 
-    fn handle_frame(&self, frame: gst_video::VideoCodecFrame) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn handle_frame(
+        &self,
+        frame: gst_video::VideoCodecFrame,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let settings = self.wanted_settings();
         let restart = match self.state.lock().unwrap().as_ref() {
             None => true,
@@ -706,30 +850,56 @@ impl VideoEncoderImpl for RtAv1Enc {
             // playing: drain what the old context holds and start a new one.
             self.output_packets(true)?;
             let Some(input) = self.input.lock().unwrap().clone() else {
-                gst::element_imp_error!(self, gst::CoreError::Negotiation, ("Received video before caps"));
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    ("Received video before caps")
+                );
                 return Err(gst::FlowError::NotNegotiated);
             };
             let info = input.info().clone();
             gst::debug!(CAT, imp = self, "starting a new encoder context");
-            self.start_encoder(&info, &input).map_err(|_| gst::FlowError::NotNegotiated)?;
+            self.start_encoder(&info, &input)
+                .map_err(|_| gst::FlowError::NotNegotiated)?;
         }
         {
             let mut state_guard = self.state.lock().unwrap();
             let state = state_guard.as_mut().ok_or(gst::FlowError::Flushing)?;
             let input = frame.input_buffer().ok_or(gst::FlowError::Error)?;
-            let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(input, &state.info).map_err(|_| {
-                gst::element_imp_error!(self, gst::CoreError::Failed, ("Cannot map an input frame"), ["the buffer does not match {:?}", state.info]);
-                gst::FlowError::Error
-            })?;
-            let force_key = frame.flags().contains(gst_video::VideoCodecFrameFlags::FORCE_KEYFRAME);
+            let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(input, &state.info)
+                .map_err(|_| {
+                    gst::element_imp_error!(
+                        self,
+                        gst::CoreError::Failed,
+                        ("Cannot map an input frame"),
+                        ["the buffer does not match {:?}", state.info]
+                    );
+                    gst::FlowError::Error
+                })?;
+            let force_key = frame
+                .flags()
+                .contains(gst_video::VideoCodecFrameFlags::FORCE_KEYFRAME);
             if force_key {
-                gst::debug!(CAT, imp = self, "frame {} forced to a key frame", frame.system_frame_number());
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "frame {} forced to a key frame",
+                    frame.system_frame_number()
+                );
             }
-            match state.encoder.send_frame(&vframe, frame.system_frame_number(), force_key) {
+            match state
+                .encoder
+                .send_frame(&vframe, frame.system_frame_number(), force_key)
+            {
                 Ok(()) => {}
                 Err(e) => {
                     drop(state_guard);
-                    gst::element_imp_error!(self, gst::StreamError::Encode, ("The AV1 encoder refused a frame"), ["rav1e: {e}"]);
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Encode,
+                        ("The AV1 encoder refused a frame"),
+                        ["rav1e: {e}"]
+                    );
                     return Err(gst::FlowError::Error);
                 }
             }

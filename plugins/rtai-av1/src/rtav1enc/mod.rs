@@ -12,9 +12,15 @@ glib::wrapper! {
 #[repr(u32)]
 #[enum_type(name = "GstRtAv1EncTune")]
 pub enum Tune {
-    #[enum_value(name = "PSNR: transform-domain distortion, fastest (real time)", nick = "psnr")]
+    #[enum_value(
+        name = "PSNR: transform-domain distortion, fastest (real time)",
+        nick = "psnr"
+    )]
     Psnr = 0,
-    #[enum_value(name = "Psychovisual: pixel-domain distortion and activity masking, slower", nick = "psychovisual")]
+    #[enum_value(
+        name = "Psychovisual: pixel-domain distortion and activity masking, slower",
+        nick = "psychovisual"
+    )]
     Psychovisual = 1,
 }
 
@@ -23,14 +29,28 @@ pub enum Tune {
 #[repr(u32)]
 #[enum_type(name = "GstRtAv1EncSceneDetection")]
 pub enum SceneDetection {
-    #[enum_value(name = "None: key frames only at max-key-frame-interval and on force-key-unit", nick = "none")]
+    #[enum_value(
+        name = "None: key frames only at max-key-frame-interval and on force-key-unit",
+        nick = "none"
+    )]
     None = 0,
-    #[enum_value(name = "Fast: pixel-wise comparison of consecutive frames", nick = "fast")]
+    #[enum_value(
+        name = "Fast: pixel-wise comparison of consecutive frames",
+        nick = "fast"
+    )]
     Fast = 1,
-    #[enum_value(name = "Standard: motion vectors and cost estimates, slowest", nick = "standard")]
+    #[enum_value(
+        name = "Standard: motion vectors and cost estimates, slowest",
+        nick = "standard"
+    )]
     Standard = 2,
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    gst::Element::register(Some(plugin), "rtav1enc", gst::Rank::NONE, RtAv1Enc::static_type())
+    gst::Element::register(
+        Some(plugin),
+        "rtav1enc",
+        gst::Rank::NONE,
+        RtAv1Enc::static_type(),
+    )
 }

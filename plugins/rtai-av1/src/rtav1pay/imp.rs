@@ -14,7 +14,11 @@ use crate::obu::{self, Obu};
 use crate::rtp;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("rtav1pay", gst::DebugColorFlags::empty(), Some("AV1 RTP payloader"))
+    gst::DebugCategory::new(
+        "rtav1pay",
+        gst::DebugColorFlags::empty(),
+        Some("AV1 RTP payloader"),
+    )
 });
 
 #[derive(Debug, Default, Clone)]
@@ -107,14 +111,29 @@ impl ElementImpl for RtAv1Pay {
                 .field("encoding-name", "AV1")
                 .build();
             vec![
-                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &sink_caps).unwrap(),
-                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &src_caps).unwrap(),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &sink_caps,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &src_caps,
+                )
+                .unwrap(),
             ]
         });
         TEMPLATES.as_ref()
     }
 
-    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::ReadyToPaused {
             *self.state.lock().unwrap() = Some(State::default());
             *self.stats.lock().unwrap() = Stats::default();
@@ -130,12 +149,18 @@ impl ElementImpl for RtAv1Pay {
 impl RTPBasePayloadImpl for RtAv1Pay {
     fn set_caps(&self, _caps: &gst::Caps) -> Result<(), gst::LoggableError> {
         self.obj().set_options("video", true, "AV1", 90_000);
-        self.obj().set_outcaps(None).map_err(|e| gst::loggable_error!(CAT, "cannot set output caps: {e}"))
+        self.obj()
+            .set_outcaps(None)
+            .map_err(|e| gst::loggable_error!(CAT, "cannot set output caps: {e}"))
     }
 
     fn handle_buffer(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         let map = buffer.map_readable().map_err(|_| {
-            gst::element_imp_error!(self, gst::ResourceError::Read, ["cannot map the input buffer"]);
+            gst::element_imp_error!(
+                self,
+                gst::ResourceError::Read,
+                ["cannot map the input buffer"]
+            );
             gst::FlowError::Error
         })?;
         let obus = match Obu::parse_all(&map) {
@@ -168,7 +193,11 @@ impl RTPBasePayloadImpl for RtAv1Pay {
             && let Some(header) = stored_header.as_deref()
         {
             // A key frame starts a coded video sequence: the receiver needs the header with it.
-            all.push(Obu { obu_type: obu::OBU_SEQUENCE_HEADER, extension: None, payload: header });
+            all.push(Obu {
+                obu_type: obu::OBU_SEQUENCE_HEADER,
+                extension: None,
+                payload: header,
+            });
             inserted = true;
         }
         all.extend(obus);
@@ -183,14 +212,19 @@ impl RTPBasePayloadImpl for RtAv1Pay {
         {
             let list = list.get_mut().unwrap();
             for payload in &payloads {
-                let mut out = self.obj().allocate_output_buffer(payload.data.len() as u32, 0, 0);
+                let mut out = self
+                    .obj()
+                    .allocate_output_buffer(payload.data.len() as u32, 0, 0);
                 {
                     let out = out.get_mut().unwrap();
                     out.set_pts(buffer.pts());
                     out.set_dts(buffer.dts());
                     out.set_duration(buffer.duration());
-                    let mut rtp = gst_rtp::RTPBuffer::from_buffer_writable(out).map_err(|_| gst::FlowError::Error)?;
-                    rtp.payload_mut().map_err(|_| gst::FlowError::Error)?.copy_from_slice(&payload.data);
+                    let mut rtp = gst_rtp::RTPBuffer::from_buffer_writable(out)
+                        .map_err(|_| gst::FlowError::Error)?;
+                    rtp.payload_mut()
+                        .map_err(|_| gst::FlowError::Error)?
+                        .copy_from_slice(&payload.data);
                     rtp.set_marker(payload.marker);
                 }
                 list.add(out);
@@ -203,7 +237,13 @@ impl RTPBasePayloadImpl for RtAv1Pay {
             stats.key_frames += info.key_frame as u64;
             stats.sequence_headers_inserted += inserted as u64;
         }
-        gst::trace!(CAT, imp = self, "temporal unit of {} bytes in {} packets", map.len(), payloads.len());
+        gst::trace!(
+            CAT,
+            imp = self,
+            "temporal unit of {} bytes in {} packets",
+            map.len(),
+            payloads.len()
+        );
         drop(map);
         self.obj().push_list(list)
     }

@@ -62,26 +62,44 @@ pub fn clip(width: u32, height: u32, n: usize, format: &str, pattern: &str) -> C
     let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
     let frames = buffers
         .iter()
-        .map(|b| pack(&gst_video::VideoFrameRef::from_buffer_ref_readable(b.as_ref(), &info).unwrap()))
+        .map(|b| {
+            pack(&gst_video::VideoFrameRef::from_buffer_ref_readable(b.as_ref(), &info).unwrap())
+        })
         .collect();
     Clip { info, frames }
 }
 
 /// Runs `desc` (with an appsink named `sink` or else to EOS, and appsrcs named in `inputs`
 /// fed with their caps and buffers) to EOS; returns the sink's caps and buffers.
-pub fn run_to_appsink(desc: &str, inputs: &[(&str, gst::Caps, Vec<gst::Buffer>)]) -> (gst::Caps, Vec<gst::Buffer>) {
+pub fn run_to_appsink(
+    desc: &str,
+    inputs: &[(&str, gst::Caps, Vec<gst::Buffer>)],
+) -> (gst::Caps, Vec<gst::Buffer>) {
     init();
-    let pipeline = gst::parse::launch(desc).unwrap().downcast::<gst::Pipeline>().unwrap();
-    let sink = pipeline.by_name("sink").map(|s| s.downcast::<gst_app::AppSink>().unwrap());
+    let pipeline = gst::parse::launch(desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .map(|s| s.downcast::<gst_app::AppSink>().unwrap());
     // Format and caps before PLAYING: the first segment must be in time.
     for (name, caps, _) in inputs {
-        let src = pipeline.by_name(name).unwrap().downcast::<gst_app::AppSrc>().unwrap();
+        let src = pipeline
+            .by_name(name)
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
         src.set_caps(Some(caps));
         src.set_format(gst::Format::Time);
     }
     pipeline.set_state(gst::State::Playing).unwrap();
     for (name, _, buffers) in inputs {
-        let src = pipeline.by_name(name).unwrap().downcast::<gst_app::AppSrc>().unwrap();
+        let src = pipeline
+            .by_name(name)
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
         for b in buffers {
             src.push_buffer(b.clone()).unwrap();
         }
@@ -98,8 +116,11 @@ pub fn run_to_appsink(desc: &str, inputs: &[(&str, gst::Caps, Vec<gst::Buffer>)]
         bus.pop_filtered(&[gst::MessageType::Error])
     } else {
         // No appsink: run until EOS (a file sink).
-        bus.timed_pop_filtered(gst::ClockTime::from_seconds(120), &[gst::MessageType::Eos, gst::MessageType::Error])
-            .filter(|m| m.type_() == gst::MessageType::Error)
+        bus.timed_pop_filtered(
+            gst::ClockTime::from_seconds(120),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .filter(|m| m.type_() == gst::MessageType::Error)
     };
     pipeline.set_state(gst::State::Null).unwrap();
     if let Some(msg) = error
@@ -121,7 +142,8 @@ pub fn buffers(clip: &Clip) -> Vec<gst::Buffer> {
                 let b = b.get_mut().unwrap();
                 b.set_pts(gst::ClockTime::from_nseconds(i as u64 * 1_000_000_000 / 30));
                 b.set_duration(gst::ClockTime::from_nseconds(1_000_000_000 / 30));
-                let mut vf = gst_video::VideoFrameRef::from_buffer_ref_writable(b, &clip.info).unwrap();
+                let mut vf =
+                    gst_video::VideoFrameRef::from_buffer_ref_writable(b, &clip.info).unwrap();
                 let bytes = clip.info.format_info().pixel_stride()[0].max(1) as usize;
                 let mut offset = 0;
                 for p in 0..clip.info.n_planes() {
@@ -130,7 +152,8 @@ pub fn buffers(clip: &Clip) -> Vec<gst::Buffer> {
                     let stride = vf.plane_stride()[p as usize] as usize;
                     let data = vf.plane_data_mut(p).unwrap();
                     for row in 0..h {
-                        data[row * stride..row * stride + w].copy_from_slice(&f[offset..offset + w]);
+                        data[row * stride..row * stride + w]
+                            .copy_from_slice(&f[offset..offset + w]);
                         offset += w;
                     }
                 }
@@ -142,16 +165,28 @@ pub fn buffers(clip: &Clip) -> Vec<gst::Buffer> {
 
 /// Encodes the clip with `encoder` (a gst-launch fragment); returns the output caps and units.
 pub fn encode(clip: &Clip, encoder: &str) -> (gst::Caps, Vec<gst::Buffer>) {
-    run_to_appsink(&format!("appsrc name=src ! {encoder} ! appsink name=sink sync=false"), &[("src", clip.caps(), buffers(clip))])
+    run_to_appsink(
+        &format!("appsrc name=src ! {encoder} ! appsink name=sink sync=false"),
+        &[("src", clip.caps(), buffers(clip))],
+    )
 }
 
 /// Decodes AV1 units with `decoder`; returns the frames (packed) and the output info.
-pub fn decode(caps: &gst::Caps, units: &[gst::Buffer], decoder: &str) -> (gst_video::VideoInfo, Vec<Vec<u8>>) {
-    let (caps, out) = run_to_appsink(&format!("appsrc name=src ! {decoder} ! appsink name=sink sync=false"), &[("src", caps.clone(), units.to_vec())]);
+pub fn decode(
+    caps: &gst::Caps,
+    units: &[gst::Buffer],
+    decoder: &str,
+) -> (gst_video::VideoInfo, Vec<Vec<u8>>) {
+    let (caps, out) = run_to_appsink(
+        &format!("appsrc name=src ! {decoder} ! appsink name=sink sync=false"),
+        &[("src", caps.clone(), units.to_vec())],
+    );
     let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
     let frames = out
         .iter()
-        .map(|b| pack(&gst_video::VideoFrameRef::from_buffer_ref_readable(b.as_ref(), &info).unwrap()))
+        .map(|b| {
+            pack(&gst_video::VideoFrameRef::from_buffer_ref_readable(b.as_ref(), &info).unwrap())
+        })
         .collect();
     (info, frames)
 }
@@ -159,22 +194,42 @@ pub fn decode(caps: &gst::Caps, units: &[gst::Buffer], decoder: &str) -> (gst_vi
 /// PSNR in dB over the luma plane of two 8-bit frames (99 for identical frames).
 pub fn psnr_y(a: &[u8], b: &[u8], width: u32, height: u32) -> f64 {
     let n = (width * height) as usize;
-    let mse: f64 = a[..n].iter().zip(&b[..n]).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / n as f64;
-    if mse == 0.0 { 99.0 } else { 10.0 * (255.0 * 255.0 / mse).log10() }
+    let mse: f64 = a[..n]
+        .iter()
+        .zip(&b[..n])
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum::<f64>()
+        / n as f64;
+    if mse == 0.0 {
+        99.0
+    } else {
+        10.0 * (255.0 * 255.0 / mse).log10()
+    }
 }
 
 /// PSNR in dB over the luma plane of two 10-bit little-endian frames.
 pub fn psnr_y10(a: &[u8], b: &[u8], width: u32, height: u32) -> f64 {
     let n = (width * height) as usize;
     let sample = |d: &[u8], i: usize| u16::from_le_bytes([d[2 * i], d[2 * i + 1]]) as f64;
-    let mse: f64 = (0..n).map(|i| (sample(a, i) - sample(b, i)).powi(2)).sum::<f64>() / n as f64;
-    if mse == 0.0 { 99.0 } else { 10.0 * (1023.0 * 1023.0 / mse).log10() }
+    let mse: f64 = (0..n)
+        .map(|i| (sample(a, i) - sample(b, i)).powi(2))
+        .sum::<f64>()
+        / n as f64;
+    if mse == 0.0 {
+        99.0
+    } else {
+        10.0 * (1023.0 * 1023.0 / mse).log10()
+    }
 }
 
 /// (mean, min) PSNR of decoded frames against the source, frame by frame.
 pub fn psnr_stats(decoded: &[Vec<u8>], source: &[Vec<u8>], width: u32, height: u32) -> (f64, f64) {
     assert_eq!(decoded.len(), source.len(), "decoded frame count");
-    let values: Vec<f64> = decoded.iter().zip(source).map(|(d, s)| psnr_y(d, s, width, height)).collect();
+    let values: Vec<f64> = decoded
+        .iter()
+        .zip(source)
+        .map(|(d, s)| psnr_y(d, s, width, height))
+        .collect();
     let mean = values.iter().sum::<f64>() / values.len() as f64;
     let min = values.iter().cloned().fold(f64::INFINITY, f64::min);
     (mean, min)
@@ -211,7 +266,12 @@ pub fn write_ivf(path: &Path, width: u32, height: u32, units: &[gst::Buffer]) {
 
 /// Writes the clip (8-bit I420) as a Y4M file for ffmpeg.
 pub fn write_y4m(path: &Path, clip: &Clip) {
-    let mut out = format!("YUV4MPEG2 W{} H{} F30:1 Ip A1:1 C420jpeg\n", clip.width(), clip.height()).into_bytes();
+    let mut out = format!(
+        "YUV4MPEG2 W{} H{} F30:1 Ip A1:1 C420jpeg\n",
+        clip.width(),
+        clip.height()
+    )
+    .into_bytes();
     for f in &clip.frames {
         out.extend_from_slice(b"FRAME\n");
         out.extend_from_slice(f);
@@ -226,7 +286,11 @@ pub fn ffmpeg(args: &[&str]) -> Vec<u8> {
         .args(args)
         .output()
         .expect("ffmpeg runs (scripts/setup.sh installs it)");
-    assert!(out.status.success(), "ffmpeg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 

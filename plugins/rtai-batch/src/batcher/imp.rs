@@ -24,8 +24,13 @@ use rtai_core::{CancelAck, CancelTracker, SegmentEvent, SegmentIdMeta};
 
 use super::{Merge, Overflow};
 
-static CAT: LazyLock<gst::DebugCategory> =
-    LazyLock::new(|| gst::DebugCategory::new("batcher", gst::DebugColorFlags::empty(), Some("Segment-aware batcher")));
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "batcher",
+        gst::DebugColorFlags::empty(),
+        Some("Segment-aware batcher"),
+    )
+});
 
 const DEFAULT_MAX_BATCH_SIZE: u32 = 16;
 const DEFAULT_MAX_BATCH_BYTES: u64 = 0;
@@ -83,7 +88,11 @@ impl Settings {
             return Some(timeout);
         }
         let budget = Duration::from_millis(self.latency_budget_ms as u64);
-        Some(budget.saturating_sub(Duration::from_nanos(downstream_ns as u64)).min(timeout))
+        Some(
+            budget
+                .saturating_sub(Duration::from_nanos(downstream_ns as u64))
+                .min(timeout),
+        )
     }
 }
 
@@ -91,7 +100,9 @@ impl Settings {
 fn merge_caps(merge: Merge) -> gst::Caps {
     match merge {
         Merge::KeepSeparate => gst::Caps::new_any(),
-        Merge::ConcatAudio => gst::Caps::builder("audio/x-raw").field("layout", "interleaved").build(),
+        Merge::ConcatAudio => gst::Caps::builder("audio/x-raw")
+            .field("layout", "interleaved")
+            .build(),
         Merge::ConcatText => gst::Caps::builder("text/x-raw").build(),
     }
 }
@@ -105,7 +116,12 @@ struct Batch {
 
 impl Batch {
     fn new() -> Self {
-        Self { buffers: Vec::new(), arrivals: Vec::new(), bytes: 0, segment_id: None }
+        Self {
+            buffers: Vec::new(),
+            arrivals: Vec::new(),
+            bytes: 0,
+            segment_id: None,
+        }
     }
 
     fn first_arrival(&self) -> Option<Instant> {
@@ -114,7 +130,10 @@ impl Batch {
 
     fn duration(&self) -> gst::ClockTime {
         let first = self.buffers.first().and_then(|b| b.pts());
-        let last = self.buffers.last().and_then(|b| b.pts().zip(b.duration()).map(|(p, d)| p + d));
+        let last = self
+            .buffers
+            .last()
+            .and_then(|b| b.pts().zip(b.duration()).map(|(p, d)| p + d));
         match (first, last) {
             (Some(first), Some(last)) if last >= first => last - first,
             _ => self.buffers.iter().filter_map(|b| b.duration()).sum(),
@@ -214,8 +233,14 @@ impl Batcher {
 
     /// Moves the pending batch (if any) into the queue, applying `overflow`.
     /// May wait (policy `block`), so it takes and returns the guard.
-    fn close_pending<'a>(&'a self, mut state: MutexGuard<'a, State>, s: &Settings) -> MutexGuard<'a, State> {
-        let Some(batch) = state.pending.take() else { return state };
+    fn close_pending<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        s: &Settings,
+    ) -> MutexGuard<'a, State> {
+        let Some(batch) = state.pending.take() else {
+            return state;
+        };
         if batch.buffers.is_empty() {
             return state;
         }
@@ -231,7 +256,12 @@ impl Batcher {
                     }
                 }
                 Overflow::DropNewest => {
-                    gst::debug!(CAT, imp = self, "queue full, dropping the new batch of {}", batch.buffers.len());
+                    gst::debug!(
+                        CAT,
+                        imp = self,
+                        "queue full, dropping the new batch of {}",
+                        batch.buffers.len()
+                    );
                     state.stats.dropped_newest += batch.buffers.len() as u64;
                     return state;
                 }
@@ -239,7 +269,12 @@ impl Batcher {
                     if let Some(pos) = state.queue.iter().position(|i| matches!(i, Item::Batch(_)))
                         && let Some(Item::Batch(old)) = state.queue.remove(pos)
                     {
-                        gst::debug!(CAT, imp = self, "queue full, dropping the oldest batch of {}", old.buffers.len());
+                        gst::debug!(
+                            CAT,
+                            imp = self,
+                            "queue full, dropping the oldest batch of {}",
+                            old.buffers.len()
+                        );
                         state.stats.dropped_oldest += old.buffers.len() as u64;
                         state.queued_batches -= 1;
                     }
@@ -266,7 +301,11 @@ impl Batcher {
         state
     }
 
-    fn sink_chain(&self, pad: &gst::Pad, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn sink_chain(
+        &self,
+        pad: &gst::Pad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         gst::log!(CAT, obj = pad, "{buffer:?}");
         let arrival = Instant::now();
         let s = self.settings.lock().unwrap().clone();
@@ -282,10 +321,10 @@ impl Batcher {
         }
         // A batch never spans a discontinuity or two segments.
         let id = SegmentIdMeta::get(&buffer);
-        let starts_new = state
-            .pending
-            .as_ref()
-            .is_some_and(|p| !p.buffers.is_empty() && (p.segment_id != id || buffer.flags().contains(gst::BufferFlags::DISCONT)));
+        let starts_new = state.pending.as_ref().is_some_and(|p| {
+            !p.buffers.is_empty()
+                && (p.segment_id != id || buffer.flags().contains(gst::BufferFlags::DISCONT))
+        });
         if starts_new {
             state = self.close_pending(state, &s);
             if state.flushing {
@@ -349,7 +388,9 @@ impl Batcher {
                         self,
                         gst::CoreError::Negotiation,
                         ("merge={} cannot join {}", merge_nick(merge), caps),
-                        ["concat-audio needs audio/x-raw with layout=interleaved, concat-text needs text/x-raw; keep-separate takes any caps"]
+                        [
+                            "concat-audio needs audio/x-raw with layout=interleaved, concat-text needs text/x-raw; keep-separate takes any caps"
+                        ]
                     );
                     return false;
                 }
@@ -379,7 +420,12 @@ impl Batcher {
     }
 
     /// Closes the pending batch, then queues the event behind it.
-    fn enqueue_serialized(&self, state: MutexGuard<'_, State>, s: &Settings, event: gst::Event) -> bool {
+    fn enqueue_serialized(
+        &self,
+        state: MutexGuard<'_, State>,
+        s: &Settings,
+        event: gst::Event,
+    ) -> bool {
         let mut state = self.close_pending(state, s);
         if state.flushing {
             return false;
@@ -394,7 +440,11 @@ impl Batcher {
         let mut state = self.lock_state();
         state.cancelled.cancel(id);
         let mut dropped = 0u64;
-        if state.pending.as_ref().is_some_and(|p| p.segment_id == Some(id)) {
+        if state
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.segment_id == Some(id))
+        {
             dropped += state.pending.take().map_or(0, |p| p.buffers.len() as u64);
         }
         let before = state.queue.len();
@@ -410,7 +460,11 @@ impl Batcher {
         state.stats.dropped_cancelled += dropped;
         self.changed.notify_all();
         drop(state);
-        gst::debug!(CAT, imp = self, "segment {id} cancelled: {dropped} waiting buffers dropped");
+        gst::debug!(
+            CAT,
+            imp = self,
+            "segment {id} cancelled: {dropped} waiting buffers dropped"
+        );
         let ack = CancelAck {
             element: self.obj().name().to_string(),
             id,
@@ -452,12 +506,19 @@ impl Batcher {
                     .map(|(first, timeout)| first + timeout);
                 match deadline {
                     Some(deadline) if Instant::now() >= deadline => {
-                        let batch = state.pending.take().expect("a deadline implies a pending batch");
+                        let batch = state
+                            .pending
+                            .take()
+                            .expect("a deadline implies a pending batch");
                         break Item::Batch(batch);
                     }
                     Some(deadline) => {
                         let wait = deadline.saturating_duration_since(Instant::now());
-                        state = self.changed.wait_timeout(state, wait).unwrap_or_else(|e| e.into_inner()).0;
+                        state = self
+                            .changed
+                            .wait_timeout(state, wait)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
                     }
                     None => state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
                 }
@@ -491,10 +552,17 @@ impl Batcher {
             stats.buffers_out += count;
             stats.max_batch_size = stats.max_batch_size.max(count);
             for arrival in &batch.arrivals {
-                stats.wait.record(now.saturating_duration_since(*arrival).as_nanos() as u64);
+                stats
+                    .wait
+                    .record(now.saturating_duration_since(*arrival).as_nanos() as u64);
             }
         }
-        gst::log!(CAT, imp = self, "pushing a batch of {count} ({} bytes)", batch.bytes);
+        gst::log!(
+            CAT,
+            imp = self,
+            "pushing a batch of {count} ({} bytes)",
+            batch.bytes
+        );
         let started = Instant::now();
         let flow = match s.merge {
             Merge::KeepSeparate => {
@@ -513,7 +581,11 @@ impl Batcher {
         let took = started.elapsed().as_nanos() as f64;
         let mut state = self.lock_state();
         let estimate = &mut state.stats.downstream_ns;
-        *estimate = if *estimate == 0.0 { took } else { *estimate * (1.0 - DOWNSTREAM_EWMA_WEIGHT) + took * DOWNSTREAM_EWMA_WEIGHT };
+        *estimate = if *estimate == 0.0 {
+            took
+        } else {
+            *estimate * (1.0 - DOWNSTREAM_EWMA_WEIGHT) + took * DOWNSTREAM_EWMA_WEIGHT
+        };
         match flow {
             Ok(_) => {}
             Err(gst::FlowError::Flushing) => {
@@ -544,14 +616,24 @@ impl Batcher {
             .field("batches", st.batches)
             .field("buffers-in", st.buffers_in)
             .field("buffers-out", st.buffers_out)
-            .field("mean-batch-size", if st.batches > 0 { st.buffers_out as f64 / st.batches as f64 } else { 0.0 })
+            .field(
+                "mean-batch-size",
+                if st.batches > 0 {
+                    st.buffers_out as f64 / st.batches as f64
+                } else {
+                    0.0
+                },
+            )
             .field("max-batch-size", st.max_batch_size)
             .field("dropped-cancelled", st.dropped_cancelled)
             .field("dropped-oldest", st.dropped_oldest)
             .field("dropped-newest", st.dropped_newest)
             .field("merged", st.merged)
             .field("queue-depth", state.queued_batches as u32)
-            .field("pending-buffers", state.pending.as_ref().map_or(0, |p| p.buffers.len() as u32))
+            .field(
+                "pending-buffers",
+                state.pending.as_ref().map_or(0, |p| p.buffers.len() as u32),
+            )
             .field("downstream-mean", st.downstream_ns as u64);
         st.wait.add_to_structure(builder, "wait").build()
     }
@@ -566,7 +648,11 @@ impl Batcher {
                 let (live, min, max) = upstream.result();
                 let s = self.settings.lock().unwrap().clone();
                 // A buffer waits at most the timeout (or, adaptive, the budget) for its batch.
-                let added = gst::ClockTime::from_mseconds(if s.adaptive { s.latency_budget_ms } else { s.timeout_ms } as u64);
+                let added = gst::ClockTime::from_mseconds(if s.adaptive {
+                    s.latency_budget_ms
+                } else {
+                    s.timeout_ms
+                } as u64);
                 q.set(live, min + added, max.map(|m| m + added));
                 true
             }
@@ -574,23 +660,33 @@ impl Batcher {
         }
     }
 
-    fn src_activate_mode(&self, mode: gst::PadMode, active: bool) -> Result<(), gst::LoggableError> {
+    fn src_activate_mode(
+        &self,
+        mode: gst::PadMode,
+        active: bool,
+    ) -> Result<(), gst::LoggableError> {
         if mode != gst::PadMode::Push {
-            return Err(gst::loggable_error!(CAT, "batcher pushes; pull mode is not supported"));
+            return Err(gst::loggable_error!(
+                CAT,
+                "batcher pushes; pull mode is not supported"
+            ));
         }
         if active {
             let mut state = self.lock_state();
             *state = State::default();
             state.flushing = false;
             drop(state);
-            self.start_task().map_err(|e| gst::loggable_error!(CAT, "cannot start the push thread: {e}"))
+            self.start_task()
+                .map_err(|e| gst::loggable_error!(CAT, "cannot start the push thread: {e}"))
         } else {
             let mut state = self.lock_state();
             state.flushing = true;
             state.clear();
             self.changed.notify_all();
             drop(state);
-            self.srcpad.stop_task().map_err(|e| gst::loggable_error!(CAT, "cannot stop the push thread: {e}"))
+            self.srcpad
+                .stop_task()
+                .map_err(|e| gst::loggable_error!(CAT, "cannot stop the push thread: {e}"))
         }
     }
 
@@ -613,10 +709,19 @@ fn merge_nick(merge: Merge) -> &'static str {
 }
 
 /// Timestamps of the joined buffer: the first's PTS/DTS/offset, the span's duration.
-fn set_span(out: &mut gst::BufferRef, first: &gst::BufferRef, last: &gst::BufferRef, duration: gst::ClockTime) {
+fn set_span(
+    out: &mut gst::BufferRef,
+    first: &gst::BufferRef,
+    last: &gst::BufferRef,
+    duration: gst::ClockTime,
+) {
     out.set_pts(first.pts());
     out.set_dts(first.dts());
-    out.set_duration(if duration > gst::ClockTime::ZERO { Some(duration) } else { None });
+    out.set_duration(if duration > gst::ClockTime::ZERO {
+        Some(duration)
+    } else {
+        None
+    });
     out.set_offset(first.offset());
     out.set_offset_end(last.offset_end());
     if first.flags().contains(gst::BufferFlags::DISCONT) {
@@ -642,7 +747,8 @@ fn concat_audio(batch: Batch) -> gst::Buffer {
 
 fn concat_text(batch: Batch, separator: &str) -> gst::Buffer {
     let duration = batch.duration();
-    let mut bytes = Vec::with_capacity(batch.bytes as usize + batch.buffers.len() * separator.len());
+    let mut bytes =
+        Vec::with_capacity(batch.bytes as usize + batch.buffers.len() * separator.len());
     for (i, buffer) in batch.buffers.iter().enumerate() {
         if i > 0 {
             bytes.extend_from_slice(separator.as_bytes());
@@ -655,7 +761,12 @@ fn concat_text(batch: Batch, separator: &str) -> gst::Buffer {
     let mut out = gst::Buffer::from_mut_slice(bytes);
     {
         let out_ref = out.get_mut().expect("new buffer is writable");
-        set_span(out_ref, &batch.buffers[0], batch.buffers.last().expect("non-empty"), duration);
+        set_span(
+            out_ref,
+            &batch.buffers[0],
+            batch.buffers.last().expect("non-empty"),
+            duration,
+        );
         if let Some(id) = batch.segment_id {
             SegmentIdMeta::set(out_ref, id);
         }
@@ -670,40 +781,58 @@ impl ObjectSubclass for Batcher {
     type ParentType = gst::Element;
 
     fn with_class(klass: &Self::Class) -> Self {
-        let sinkpad = gst::Pad::builder_from_template(&klass.pad_template("sink").expect("template exists"))
-            .chain_function(|pad, parent, buffer| {
-                Batcher::catch_panic_pad_function(parent, || Err(gst::FlowError::Error), |imp| imp.sink_chain(pad, buffer))
-            })
-            .event_function(|pad, parent, event| {
-                Batcher::catch_panic_pad_function(parent, || false, |imp| imp.sink_event(pad, event))
-            })
-            .activatemode_function(|_pad, parent, _mode, active| {
-                Batcher::catch_panic_pad_function(
-                    parent,
-                    || Err(gst::loggable_error!(CAT, "panic in activation")),
-                    |imp| {
-                        imp.sink_activate_mode(active);
-                        Ok(())
-                    },
+        let sinkpad =
+            gst::Pad::builder_from_template(&klass.pad_template("sink").expect("template exists"))
+                .chain_function(|pad, parent, buffer| {
+                    Batcher::catch_panic_pad_function(
+                        parent,
+                        || Err(gst::FlowError::Error),
+                        |imp| imp.sink_chain(pad, buffer),
+                    )
+                })
+                .event_function(|pad, parent, event| {
+                    Batcher::catch_panic_pad_function(
+                        parent,
+                        || false,
+                        |imp| imp.sink_event(pad, event),
+                    )
+                })
+                .activatemode_function(|_pad, parent, _mode, active| {
+                    Batcher::catch_panic_pad_function(
+                        parent,
+                        || Err(gst::loggable_error!(CAT, "panic in activation")),
+                        |imp| {
+                            imp.sink_activate_mode(active);
+                            Ok(())
+                        },
+                    )
+                })
+                // Caps are proxied, not narrowed by `merge`: caps a merge mode cannot join
+                // reach the CAPS event, which fails with an error naming both.
+                .flags(gst::PadFlags::PROXY_CAPS | gst::PadFlags::PROXY_ALLOCATION)
+                .build();
+        let srcpad =
+            gst::Pad::builder_from_template(&klass.pad_template("src").expect("template exists"))
+                .query_function(|pad, parent, query| {
+                    Batcher::catch_panic_pad_function(
+                        parent,
+                        || false,
+                        |imp| imp.src_query(pad, query),
+                    )
+                })
+                .activatemode_function(|_pad, parent, mode, active| {
+                    Batcher::catch_panic_pad_function(
+                        parent,
+                        || Err(gst::loggable_error!(CAT, "panic in activation")),
+                        |imp| imp.src_activate_mode(mode, active),
+                    )
+                })
+                .flags(
+                    gst::PadFlags::PROXY_CAPS
+                        | gst::PadFlags::PROXY_ALLOCATION
+                        | gst::PadFlags::PROXY_SCHEDULING,
                 )
-            })
-            // Caps are proxied, not narrowed by `merge`: caps a merge mode cannot join
-            // reach the CAPS event, which fails with an error naming both.
-            .flags(gst::PadFlags::PROXY_CAPS | gst::PadFlags::PROXY_ALLOCATION)
-            .build();
-        let srcpad = gst::Pad::builder_from_template(&klass.pad_template("src").expect("template exists"))
-            .query_function(|pad, parent, query| {
-                Batcher::catch_panic_pad_function(parent, || false, |imp| imp.src_query(pad, query))
-            })
-            .activatemode_function(|_pad, parent, mode, active| {
-                Batcher::catch_panic_pad_function(
-                    parent,
-                    || Err(gst::loggable_error!(CAT, "panic in activation")),
-                    |imp| imp.src_activate_mode(mode, active),
-                )
-            })
-            .flags(gst::PadFlags::PROXY_CAPS | gst::PadFlags::PROXY_ALLOCATION | gst::PadFlags::PROXY_SCHEDULING)
-            .build();
+                .build();
         Self {
             sinkpad,
             srcpad,
@@ -795,18 +924,29 @@ impl ObjectImpl for Batcher {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut settings = self.settings.lock().unwrap();
         match pspec.name() {
-            "max-batch-size" => settings.max_batch_size = value.get().expect("type checked upstream"),
-            "max-batch-bytes" => settings.max_batch_bytes = value.get().expect("type checked upstream"),
-            "max-batch-duration" => settings.max_batch_duration = value.get().expect("type checked upstream"),
+            "max-batch-size" => {
+                settings.max_batch_size = value.get().expect("type checked upstream")
+            }
+            "max-batch-bytes" => {
+                settings.max_batch_bytes = value.get().expect("type checked upstream")
+            }
+            "max-batch-duration" => {
+                settings.max_batch_duration = value.get().expect("type checked upstream")
+            }
             "timeout" => settings.timeout_ms = value.get().expect("type checked upstream"),
             "merge" => settings.merge = value.get().expect("type checked upstream"),
             "separator" => {
-                settings.separator = value.get::<Option<String>>().expect("type checked upstream").unwrap_or_default()
+                settings.separator = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default()
             }
             "max-queue" => settings.max_queue = value.get().expect("type checked upstream"),
             "overflow" => settings.overflow = value.get().expect("type checked upstream"),
             "adaptive" => settings.adaptive = value.get().expect("type checked upstream"),
-            "latency-budget" => settings.latency_budget_ms = value.get().expect("type checked upstream"),
+            "latency-budget" => {
+                settings.latency_budget_ms = value.get().expect("type checked upstream")
+            }
             other => unreachable!("batcher has no writable property {other}"),
         }
         drop(settings);
@@ -863,8 +1003,20 @@ impl ElementImpl for Batcher {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let caps = gst::Caps::new_any();
             vec![
-                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps).expect("valid template"),
-                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps).expect("valid template"),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid template"),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid template"),
             ]
         });
         TEMPLATES.as_ref()

@@ -13,8 +13,13 @@ use gst::subclass::prelude::*;
 use super::EncodeCodec;
 use crate::candidates::{self, Candidate, Codec};
 
-static CAT: LazyLock<gst::DebugCategory> =
-    LazyLock::new(|| gst::DebugCategory::new("rtencodebin", gst::DebugColorFlags::empty(), Some("Hardware-first encoder bin")));
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "rtencodebin",
+        gst::DebugColorFlags::empty(),
+        Some("Hardware-first encoder bin"),
+    )
+});
 
 const DEFAULT_CODEC: EncodeCodec = EncodeCodec::H264;
 const DEFAULT_PREFER_HARDWARE: bool = true;
@@ -68,41 +73,74 @@ fn codec_of(c: EncodeCodec) -> Codec {
 fn always_pads(encoder: &gst::Element) -> Result<(gst::Pad, gst::Pad), String> {
     match (encoder.static_pad("sink"), encoder.static_pad("src")) {
         (Some(sink), Some(src)) => Ok((sink, src)),
-        _ => Err("has no always sink and src pads (request or sometimes pads are not supported)".into()),
+        _ => Err(
+            "has no always sink and src pads (request or sometimes pads are not supported)".into(),
+        ),
     }
 }
 
 /// Whether a fresh instance of `c` encodes one frame; the reason when not.
 fn trial(c: &Candidate, codec: Codec, settings: &Settings) -> Result<(), String> {
-    let encoder = gst::ElementFactory::make(c.factory).build().map_err(|_| "not installed".to_string())?;
+    let encoder = gst::ElementFactory::make(c.factory)
+        .build()
+        .map_err(|_| "not installed".to_string())?;
     always_pads(&encoder)?;
-    let problems = candidates::configure(&encoder, c, settings.bitrate, settings.key_frame_interval);
+    let problems =
+        candidates::configure(&encoder, c, settings.bitrate, settings.key_frame_interval);
     if !problems.is_empty() {
-        gst::debug!(CAT, "{}: settings not applied: {}", c.factory, problems.join("; "));
+        gst::debug!(
+            CAT,
+            "{}: settings not applied: {}",
+            c.factory,
+            problems.join("; ")
+        );
     }
     let pipeline = gst::Pipeline::new();
-    let make = |f: &str| gst::ElementFactory::make(f).build().map_err(|_| format!("{f} is missing"));
+    let make = |f: &str| {
+        gst::ElementFactory::make(f)
+            .build()
+            .map_err(|_| format!("{f} is missing"))
+    };
     let src = make("videotestsrc")?;
     src.set_property("num-buffers", 2i32);
     let filter = make("capsfilter")?;
-    filter.set_property("caps", gst::Caps::builder("video/x-raw").field("width", 320i32).field("height", 240i32).field("framerate", gst::Fraction::new(30, 1)).build());
+    filter.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("width", 320i32)
+            .field("height", 240i32)
+            .field("framerate", gst::Fraction::new(30, 1))
+            .build(),
+    );
     let convert = make("videoconvert")?;
     let out_filter = make("capsfilter")?;
     out_filter.set_property("caps", gst::Caps::new_empty_simple(codec.caps_name()));
     let sink = make("fakesink")?;
     sink.set_property("sync", false);
-    pipeline.add_many([&src, &filter, &convert, &encoder, &out_filter, &sink]).map_err(|e| e.to_string())?;
-    gst::Element::link_many([&src, &filter, &convert, &encoder, &out_filter, &sink]).map_err(|_| format!("does not produce {}", codec.caps_name()))?;
+    pipeline
+        .add_many([&src, &filter, &convert, &encoder, &out_filter, &sink])
+        .map_err(|e| e.to_string())?;
+    gst::Element::link_many([&src, &filter, &convert, &encoder, &out_filter, &sink])
+        .map_err(|_| format!("does not produce {}", codec.caps_name()))?;
     let result = (|| {
-        pipeline.set_state(gst::State::Playing).map_err(|_| "cannot start (no device?)".to_string())?;
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|_| "cannot start (no device?)".to_string())?;
         let bus = pipeline.bus().unwrap();
-        match bus.timed_pop_filtered(TRIAL_TIMEOUT, &[gst::MessageType::Eos, gst::MessageType::Error]) {
+        match bus.timed_pop_filtered(
+            TRIAL_TIMEOUT,
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        ) {
             None => Err(format!("no output within {TRIAL_TIMEOUT}")),
             Some(msg) => match msg.view() {
                 gst::MessageView::Error(e) => Err(format!("{}", e.error())),
                 _ => {
                     let last = sink.property::<Option<gst::Sample>>("last-sample");
-                    if last.is_some() { Ok(()) } else { Err("encoded nothing".into()) }
+                    if last.is_some() {
+                        Ok(())
+                    } else {
+                        Err("encoded nothing".into())
+                    }
                 }
             },
         }
@@ -125,7 +163,9 @@ impl RtEncodeBin {
         for c in order {
             // The instance used is a new one: the trial's went away with its pipeline.
             let usable = trial(&c, codec, &settings).and_then(|()| {
-                let encoder = gst::ElementFactory::make(c.factory).build().map_err(|_| "vanished after its trial".to_string())?;
+                let encoder = gst::ElementFactory::make(c.factory)
+                    .build()
+                    .map_err(|_| "vanished after its trial".to_string())?;
                 let (_, src) = always_pads(&encoder)?;
                 Ok((encoder, src))
             });
@@ -150,16 +190,27 @@ impl RtEncodeBin {
             ));
         };
         candidates::configure(&encoder, &c, settings.bitrate, settings.key_frame_interval);
-        let convert = gst::ElementFactory::make("videoconvert").build().map_err(|_| gst::error_msg!(gst::CoreError::MissingPlugin, ("videoconvert is missing")))?;
-        let convert_sink = convert
-            .static_pad("sink")
-            .ok_or_else(|| gst::error_msg!(gst::CoreError::Pad, ("videoconvert has no sink pad")))?;
+        let convert = gst::ElementFactory::make("videoconvert")
+            .build()
+            .map_err(|_| {
+                gst::error_msg!(gst::CoreError::MissingPlugin, ("videoconvert is missing"))
+            })?;
+        let convert_sink = convert.static_pad("sink").ok_or_else(|| {
+            gst::error_msg!(gst::CoreError::Pad, ("videoconvert has no sink pad"))
+        })?;
         let obj = self.obj();
-        obj.add_many([&convert, &encoder]).map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("{}", e)))?;
+        obj.add_many([&convert, &encoder])
+            .map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("{}", e)))?;
         let wired = (|| {
-            convert.link(&encoder).map_err(|e| gst::error_msg!(gst::CoreError::Negotiation, ("{}", e)))?;
-            self.sinkpad.set_target(Some(&convert_sink)).map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("{}", e)))?;
-            self.srcpad.set_target(Some(&encoder_src)).map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("{}", e)))
+            convert
+                .link(&encoder)
+                .map_err(|e| gst::error_msg!(gst::CoreError::Negotiation, ("{}", e)))?;
+            self.sinkpad
+                .set_target(Some(&convert_sink))
+                .map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("{}", e)))?;
+            self.srcpad
+                .set_target(Some(&encoder_src))
+                .map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("{}", e)))
         })();
         if let Err(e) = wired {
             // Leave the bin empty, as teardown does: the next start tries again.
@@ -168,7 +219,14 @@ impl RtEncodeBin {
         }
         convert.sync_state_with_parent().ok();
         encoder.sync_state_with_parent().ok();
-        gst::info!(CAT, imp = self, "encoding {} with {} ({})", codec.name(), c.factory, if c.hardware { "hardware" } else { "software" });
+        gst::info!(
+            CAT,
+            imp = self,
+            "encoding {} with {} ({})",
+            codec.name(),
+            c.factory,
+            if c.hardware { "hardware" } else { "software" }
+        );
         let message = gst::message::Element::builder(
             gst::Structure::builder("rtencodebin-selected")
                 .field("encoder", c.factory)
@@ -179,13 +237,19 @@ impl RtEncodeBin {
         )
         .src(&*obj)
         .build();
-        *self.state.lock().unwrap() = Some(State { candidate: c, convert, encoder });
+        *self.state.lock().unwrap() = Some(State {
+            candidate: c,
+            convert,
+            encoder,
+        });
         let _ = obj.post_message(message);
         Ok(())
     }
 
     fn teardown(&self) {
-        let Some(state) = self.state.lock().unwrap().take() else { return };
+        let Some(state) = self.state.lock().unwrap().take() else {
+            return;
+        };
         self.unwire(&state.convert, &state.encoder);
     }
 
@@ -207,9 +271,16 @@ impl ObjectSubclass for RtEncodeBin {
     type ParentType = gst::Bin;
 
     fn with_class(klass: &Self::Class) -> Self {
-        let sinkpad = gst::GhostPad::builder_from_template(&klass.pad_template("sink").unwrap()).build();
-        let srcpad = gst::GhostPad::builder_from_template(&klass.pad_template("src").unwrap()).build();
-        Self { sinkpad, srcpad, settings: Mutex::new(Settings::default()), state: Mutex::new(None) }
+        let sinkpad =
+            gst::GhostPad::builder_from_template(&klass.pad_template("sink").unwrap()).build();
+        let srcpad =
+            gst::GhostPad::builder_from_template(&klass.pad_template("src").unwrap()).build();
+        Self {
+            sinkpad,
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(None),
+        }
     }
 }
 
@@ -266,19 +337,32 @@ impl ObjectImpl for RtEncodeBin {
                 // Live: the running encoder follows (each encoder handles a change its own way).
                 if let Some(state) = self.state.lock().unwrap().as_ref()
                     && let Some((property, per_kbit)) = state.candidate.bitrate
-                    && let Err(e) = candidates::set(&state.encoder, property, &(bitrate as u64 * per_kbit).to_string())
+                    && let Err(e) = candidates::set(
+                        &state.encoder,
+                        property,
+                        &(bitrate as u64 * per_kbit).to_string(),
+                    )
                 {
                     gst::warning!(CAT, imp = self, "cannot change the bitrate: {e}");
                 }
             }
-            "key-frame-interval" => s.key_frame_interval = value.get().expect("type checked upstream"),
+            "key-frame-interval" => {
+                s.key_frame_interval = value.get().expect("type checked upstream")
+            }
             other => unreachable!("unknown property {other}"),
         }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
-            "active-encoder" => self.state.lock().unwrap().as_ref().map(|s| s.candidate.factory).unwrap_or("").to_value(),
+            "active-encoder" => self
+                .state
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|s| s.candidate.factory)
+                .unwrap_or("")
+                .to_value(),
             name => {
                 let s = self.settings.lock().unwrap();
                 match name {
@@ -317,18 +401,36 @@ impl ElementImpl for RtEncodeBin {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let sink = gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &gst::Caps::new_empty_simple("video/x-raw")).unwrap();
+            let sink = gst::PadTemplate::new(
+                "sink",
+                gst::PadDirection::Sink,
+                gst::PadPresence::Always,
+                &gst::Caps::new_empty_simple("video/x-raw"),
+            )
+            .unwrap();
             let mut src_caps = gst::Caps::new_empty();
             for name in ["video/x-h264", "video/x-vp8", "video/x-av1"] {
-                src_caps.get_mut().unwrap().append(gst::Caps::new_empty_simple(name));
+                src_caps
+                    .get_mut()
+                    .unwrap()
+                    .append(gst::Caps::new_empty_simple(name));
             }
-            let src = gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &src_caps).unwrap();
+            let src = gst::PadTemplate::new(
+                "src",
+                gst::PadDirection::Src,
+                gst::PadPresence::Always,
+                &src_caps,
+            )
+            .unwrap();
             vec![sink, src]
         });
         PAD_TEMPLATES.as_ref()
     }
 
-    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::NullToReady
             && let Err(err) = self.select()
         {
@@ -336,7 +438,9 @@ impl ElementImpl for RtEncodeBin {
             return Err(gst::StateChangeError);
         }
         let ret = self.parent_change_state(transition);
-        if transition == gst::StateChange::ReadyToNull || (ret.is_err() && transition == gst::StateChange::NullToReady) {
+        if transition == gst::StateChange::ReadyToNull
+            || (ret.is_err() && transition == gst::StateChange::NullToReady)
+        {
             self.teardown();
         }
         ret
@@ -344,4 +448,3 @@ impl ElementImpl for RtEncodeBin {
 }
 
 impl BinImpl for RtEncodeBin {}
-

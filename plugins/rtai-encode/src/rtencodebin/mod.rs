@@ -20,5 +20,10 @@ pub enum EncodeCodec {
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    gst::Element::register(Some(plugin), "rtencodebin", gst::Rank::NONE, RtEncodeBin::static_type())
+    gst::Element::register(
+        Some(plugin),
+        "rtencodebin",
+        gst::Rank::NONE,
+        RtEncodeBin::static_type(),
+    )
 }

@@ -11,7 +11,8 @@ use gst::subclass::prelude::*;
 
 static CAPS_IN: LazyLock<gst::Caps> = LazyLock::new(|| gst::Caps::new_empty_simple("video/x-raw"));
 // Both codecs a fake VA-API encoder stands in for here (rtencodebin picks by factory name).
-static CAPS_OUT: LazyLock<gst::Caps> = LazyLock::new(|| gst::Caps::from_str("video/x-h264; video/x-vp8").unwrap());
+static CAPS_OUT: LazyLock<gst::Caps> =
+    LazyLock::new(|| gst::Caps::from_str("video/x-h264; video/x-vp8").unwrap());
 
 /// Like a VA-API encoder on a machine without a VA display: cannot start.
 #[derive(Default)]
@@ -35,22 +36,47 @@ impl ObjectImpl for NoDevice {
 impl GstObjectImpl for NoDevice {}
 impl ElementImpl for NoDevice {
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
-        static M: LazyLock<gst::subclass::ElementMetadata> =
-            LazyLock::new(|| gst::subclass::ElementMetadata::new("fake VA-API encoder", "Codec/Encoder/Video/Hardware", "cannot open a device", "test"));
+        static M: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "fake VA-API encoder",
+                "Codec/Encoder/Video/Hardware",
+                "cannot open a device",
+                "test",
+            )
+        });
         Some(&*M)
     }
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static T: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             vec![
-                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &CAPS_IN).unwrap(),
-                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &CAPS_OUT).unwrap(),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &CAPS_IN,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &CAPS_OUT,
+                )
+                .unwrap(),
             ]
         });
         T.as_ref()
     }
-    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::NullToReady {
-            gst::element_imp_error!(self, gst::ResourceError::NotFound, ("Could not open a VA display"));
+            gst::element_imp_error!(
+                self,
+                gst::ResourceError::NotFound,
+                ("Could not open a VA display")
+            );
             return Err(gst::StateChangeError);
         }
         self.parent_change_state(transition)
@@ -72,17 +98,28 @@ impl ObjectImpl for Working {
     fn constructed(&self) {
         self.parent_constructed();
         let obj = self.obj();
-        let enc = gst::ElementFactory::make("x264enc").property_from_str("tune", "zerolatency").build().unwrap();
+        let enc = gst::ElementFactory::make("x264enc")
+            .property_from_str("tune", "zerolatency")
+            .build()
+            .unwrap();
         obj.add(&enc).unwrap();
-        obj.add_pad(&gst::GhostPad::with_target(&enc.static_pad("sink").unwrap()).unwrap()).unwrap();
-        obj.add_pad(&gst::GhostPad::with_target(&enc.static_pad("src").unwrap()).unwrap()).unwrap();
+        obj.add_pad(&gst::GhostPad::with_target(&enc.static_pad("sink").unwrap()).unwrap())
+            .unwrap();
+        obj.add_pad(&gst::GhostPad::with_target(&enc.static_pad("src").unwrap()).unwrap())
+            .unwrap();
     }
 }
 impl GstObjectImpl for Working {}
 impl ElementImpl for Working {
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
-        static M: LazyLock<gst::subclass::ElementMetadata> =
-            LazyLock::new(|| gst::subclass::ElementMetadata::new("fake VA H.264", "Codec/Encoder/Video/Hardware", "works", "test"));
+        static M: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "fake VA H.264",
+                "Codec/Encoder/Video/Hardware",
+                "works",
+                "test",
+            )
+        });
         Some(&*M)
     }
 }
@@ -103,15 +140,33 @@ impl ObjectImpl for RequestPads {}
 impl GstObjectImpl for RequestPads {}
 impl ElementImpl for RequestPads {
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
-        static M: LazyLock<gst::subclass::ElementMetadata> =
-            LazyLock::new(|| gst::subclass::ElementMetadata::new("fake VA AV1", "Codec/Encoder/Video/Hardware", "request pads only", "test"));
+        static M: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "fake VA AV1",
+                "Codec/Encoder/Video/Hardware",
+                "request pads only",
+                "test",
+            )
+        });
         Some(&*M)
     }
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static T: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             vec![
-                gst::PadTemplate::new("sink_%u", gst::PadDirection::Sink, gst::PadPresence::Request, &CAPS_IN).unwrap(),
-                gst::PadTemplate::new("src_%u", gst::PadDirection::Src, gst::PadPresence::Request, &gst::Caps::new_empty_simple("video/x-av1")).unwrap(),
+                gst::PadTemplate::new(
+                    "sink_%u",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Request,
+                    &CAPS_IN,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "src_%u",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Request,
+                    &gst::Caps::new_empty_simple("video/x-av1"),
+                )
+                .unwrap(),
             ]
         });
         T.as_ref()

@@ -24,8 +24,13 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::transport::{self, NetSettings, Role};
 use crate::wire::{self, proto};
 
-static CAT: LazyLock<gst::DebugCategory> =
-    LazyLock::new(|| gst::DebugCategory::new("grpcsink", gst::DebugColorFlags::empty(), Some("gRPC stream sender")));
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "grpcsink",
+        gst::DebugColorFlags::empty(),
+        Some("gRPC stream sender"),
+    )
+});
 
 const DEFAULT_ROLE: Role = Role::Client;
 const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 16 * 1024 * 1024;
@@ -108,7 +113,10 @@ impl Sender {
     }
 
     fn reset(&self, stream_id: &str) {
-        *self.lock() = Core { stream_id: stream_id.into(), ..Core::default() };
+        *self.lock() = Core {
+            stream_id: stream_id.into(),
+            ..Core::default()
+        };
     }
 
     /// A new call: Hello and the current state go first. Replaces an older call.
@@ -122,11 +130,26 @@ impl Sender {
             last_seq: core.last_seq,
             acked_seq: core.acked_seq,
         };
-        let _ = tx.send(proto::Downstream { seq: 0, body: Some(proto::downstream::Body::Hello(hello)) });
-        for body in [&core.stream_start, &core.caps, &core.segment, &core.latency].into_iter().flatten() {
-            let _ = tx.send(proto::Downstream { seq: 0, body: Some(body.clone()) });
+        let _ = tx.send(proto::Downstream {
+            seq: 0,
+            body: Some(proto::downstream::Body::Hello(hello)),
+        });
+        for body in [&core.stream_start, &core.caps, &core.segment, &core.latency]
+            .into_iter()
+            .flatten()
+        {
+            let _ = tx.send(proto::Downstream {
+                seq: 0,
+                body: Some(body.clone()),
+            });
         }
-        core.conn = Some(Conn { id, tx, sent_bytes: 0, consumed_bytes: 0, ready: false });
+        core.conn = Some(Conn {
+            id,
+            tx,
+            sent_bytes: 0,
+            consumed_bytes: 0,
+            ready: false,
+        });
         core.stats.connections += 1;
         self.changed.notify_all();
         id
@@ -137,11 +160,21 @@ impl Sender {
     fn resume(&self, id: u64, receiver_last_seq: u64) {
         let mut core = self.lock();
         let from = core.acked_seq.max(receiver_last_seq);
-        let resend: Vec<(u64, proto::downstream::Body, u64)> = core.unacked.iter().filter(|(seq, _, _)| *seq > from).cloned().collect();
-        let Some(conn) = core.conn.as_mut().filter(|c| c.id == id) else { return };
+        let resend: Vec<(u64, proto::downstream::Body, u64)> = core
+            .unacked
+            .iter()
+            .filter(|(seq, _, _)| *seq > from)
+            .cloned()
+            .collect();
+        let Some(conn) = core.conn.as_mut().filter(|c| c.id == id) else {
+            return;
+        };
         for (seq, body, size) in resend {
             conn.sent_bytes += size;
-            let _ = conn.tx.send(proto::Downstream { seq, body: Some(body) });
+            let _ = conn.tx.send(proto::Downstream {
+                seq,
+                body: Some(body),
+            });
         }
         conn.ready = true;
         self.changed.notify_all();
@@ -169,7 +202,12 @@ impl Sender {
     }
 
     /// A message from the receiver. Events go upstream through the sink pad.
-    fn on_upstream(&self, id: u64, msg: proto::Upstream, element: &super::GrpcSink) -> Result<(), Status> {
+    fn on_upstream(
+        &self,
+        id: u64,
+        msg: proto::Upstream,
+        element: &super::GrpcSink,
+    ) -> Result<(), Status> {
         match msg.body {
             Some(proto::upstream::Body::Hello(hello)) => {
                 transport::check_hello(&hello)?;
@@ -182,18 +220,30 @@ impl Sender {
                 }
                 core.acked_seq = core.acked_seq.max(credit.acked_seq);
                 let acked = core.acked_seq;
-                while core.unacked.front().is_some_and(|(seq, _, _)| *seq <= acked) {
+                while core
+                    .unacked
+                    .front()
+                    .is_some_and(|(seq, _, _)| *seq <= acked)
+                {
                     core.unacked.pop_front();
                 }
                 self.changed.notify_all();
             }
             Some(proto::upstream::Body::Event(ev)) => match wire::event_from_wire(&ev) {
                 Ok(event) => {
-                    gst::debug!(CAT, obj = element, "upstream event from the receiver: {event:?}");
+                    gst::debug!(
+                        CAT,
+                        obj = element,
+                        "upstream event from the receiver: {event:?}"
+                    );
                     let pad = element.static_pad("sink").expect("sink pad exists");
                     pad.push_event(event);
                 }
-                Err(e) => gst::debug!(CAT, obj = element, "ignoring a malformed upstream event: {e}"),
+                Err(e) => gst::debug!(
+                    CAT,
+                    obj = element,
+                    "ignoring a malformed upstream event: {e}"
+                ),
             },
             Some(proto::upstream::Body::Latency(_)) | None => {}
         }
@@ -201,7 +251,12 @@ impl Sender {
     }
 
     /// Sends a data message, waiting for a connection and (for buffers) for credit.
-    fn send_data(&self, body: proto::downstream::Body, size: u64, max_inflight: Option<u64>) -> Result<u64, gst::FlowError> {
+    fn send_data(
+        &self,
+        body: proto::downstream::Body,
+        size: u64,
+        max_inflight: Option<u64>,
+    ) -> Result<u64, gst::FlowError> {
         let mut core = self.lock();
         let mut waited = false;
         loop {
@@ -230,7 +285,14 @@ impl Sender {
         core.unacked.push_back((seq, body.clone(), size));
         let conn = core.conn.as_mut().expect("checked above");
         conn.sent_bytes += size;
-        if conn.tx.send(proto::Downstream { seq, body: Some(body) }).is_err() {
+        if conn
+            .tx
+            .send(proto::Downstream {
+                seq,
+                body: Some(body),
+            })
+            .is_err()
+        {
             // The call ended under us; the message stays in `unacked` for the next call.
             core.conn = None;
         }
@@ -247,7 +309,10 @@ impl Sender {
             _ => core.stream_start = Some(body.clone()),
         }
         if let Some(conn) = &core.conn {
-            let _ = conn.tx.send(proto::Downstream { seq: 0, body: Some(body) });
+            let _ = conn.tx.send(proto::Downstream {
+                seq: 0,
+                body: Some(body),
+            });
         }
     }
 
@@ -255,7 +320,13 @@ impl Sender {
     fn send_oob(&self, body: proto::downstream::Body) -> bool {
         let core = self.lock();
         match &core.conn {
-            Some(conn) => conn.tx.send(proto::Downstream { seq: 0, body: Some(body) }).is_ok(),
+            Some(conn) => conn
+                .tx
+                .send(proto::Downstream {
+                    seq: 0,
+                    body: Some(body),
+                })
+                .is_ok(),
             None => false,
         }
     }
@@ -276,7 +347,11 @@ impl Sender {
             if now >= deadline {
                 return false;
             }
-            core = self.changed.wait_timeout(core, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            core = self
+                .changed
+                .wait_timeout(core, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 }
@@ -287,7 +362,11 @@ fn send_upstream_latency(sender: &Sender, element: &super::GrpcSink) {
     let pad = element.static_pad("sink").expect("sink pad exists");
     if pad.peer_query(&mut query) {
         let (live, min, max) = query.result();
-        let latency = proto::Latency { live, min: min.nseconds(), max: max.map_or(wire::NONE, |m| m.nseconds()) };
+        let latency = proto::Latency {
+            live,
+            min: min.nseconds(),
+            max: max.map_or(wire::NONE, |m| m.nseconds()),
+        };
         sender.send_state(proto::downstream::Body::Latency(latency));
     }
 }
@@ -305,15 +384,27 @@ impl proto::stream_bridge_server::StreamBridge for SinkService {
     type PushStream = BoxStream<proto::Upstream>;
     type PullStream = BoxStream<proto::Downstream>;
 
-    async fn push(&self, _request: Request<Streaming<proto::Downstream>>) -> Result<Response<Self::PushStream>, Status> {
-        Err(Status::unimplemented("this endpoint is a grpcsink: receivers call Pull here; send streams to a grpcsrc"))
+    async fn push(
+        &self,
+        _request: Request<Streaming<proto::Downstream>>,
+    ) -> Result<Response<Self::PushStream>, Status> {
+        Err(Status::unimplemented(
+            "this endpoint is a grpcsink: receivers call Pull here; send streams to a grpcsrc",
+        ))
     }
 
-    async fn pull(&self, request: Request<Streaming<proto::Upstream>>) -> Result<Response<Self::PullStream>, Status> {
+    async fn pull(
+        &self,
+        request: Request<Streaming<proto::Upstream>>,
+    ) -> Result<Response<Self::PullStream>, Status> {
         let mut incoming = request.into_inner();
         let hello = match incoming.message().await?.and_then(|m| m.body) {
             Some(proto::upstream::Body::Hello(hello)) => hello,
-            _ => return Err(Status::invalid_argument("the first message of a call must be Hello")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of a call must be Hello",
+                ));
+            }
         };
         transport::check_hello(&hello)?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -322,7 +413,9 @@ impl proto::stream_bridge_server::StreamBridge for SinkService {
         let (sender, element) = (self.sender.clone(), self.element.clone());
         rtai_core::runtime::runtime().spawn(async move {
             while let Ok(Some(msg)) = incoming.message().await {
-                let Some(element) = element.upgrade() else { break };
+                let Some(element) = element.upgrade() else {
+                    break;
+                };
                 if sender.on_upstream(id, msg, &element).is_err() {
                     break;
                 }
@@ -335,11 +428,17 @@ impl proto::stream_bridge_server::StreamBridge for SinkService {
 }
 
 /// The client role: dial, stream, and redial with backoff while `reconnect` is set.
-async fn run_client(sender: Arc<Sender>, settings: Settings, element: glib::WeakRef<super::GrpcSink>) {
+async fn run_client(
+    sender: Arc<Sender>,
+    settings: Settings,
+    element: glib::WeakRef<super::GrpcSink>,
+) {
     let mut attempt = 0u32;
     loop {
         let outcome: Result<(), (String, bool)> = async {
-            let mut client = transport::connect(&settings.net).await.map_err(|e| (e, false))?;
+            let mut client = transport::connect(&settings.net)
+                .await
+                .map_err(|e| (e, false))?;
             let (tx, rx) = mpsc::unbounded_channel();
             let id = sender.attach(tx);
             let result = async {
@@ -352,8 +451,12 @@ async fn run_client(sender: Arc<Sender>, settings: Settings, element: glib::Weak
                 loop {
                     match incoming.message().await {
                         Ok(Some(msg)) => {
-                            let Some(element) = element.upgrade() else { return Ok(()) };
-                            sender.on_upstream(id, msg, &element).map_err(|s| transport::status_error(&s))?;
+                            let Some(element) = element.upgrade() else {
+                                return Ok(());
+                            };
+                            sender
+                                .on_upstream(id, msg, &element)
+                                .map_err(|s| transport::status_error(&s))?;
                         }
                         Ok(None) => return Err(("the receiver ended the call".to_string(), false)),
                         Err(s) => return Err(transport::status_error(&s)),
@@ -373,13 +476,23 @@ async fn run_client(sender: Arc<Sender>, settings: Settings, element: glib::Weak
         };
         let message = transport::with_hint(&settings.net.uri, message);
         if permanent || !settings.reconnect {
-            gst::element_error!(el, gst::ResourceError::Write, ("Stream to {} failed", settings.net.uri), ["{message}"]);
+            gst::element_error!(
+                el,
+                gst::ResourceError::Write,
+                ("Stream to {} failed", settings.net.uri),
+                ["{message}"]
+            );
             sender.fail(message);
             return;
         }
         attempt += 1;
         if attempt == 1 {
-            gst::element_warning!(el, gst::ResourceError::Write, ("Connection to {} lost, reconnecting", settings.net.uri), ["{message}"]);
+            gst::element_warning!(
+                el,
+                gst::ResourceError::Write,
+                ("Connection to {} lost, reconnecting", settings.net.uri),
+                ["{message}"]
+            );
         }
         gst::debug!(CAT, obj = el, "{message}; retry {attempt}");
         drop(el);
@@ -474,7 +587,10 @@ impl ObjectImpl for GrpcSink {
             }
             "reconnect" => settings.reconnect = value.get().expect("type checked upstream"),
             "stream-id" => {
-                settings.stream_id = value.get::<Option<String>>().expect("type checked upstream").unwrap_or_else(|| DEFAULT_STREAM_ID.into())
+                settings.stream_id = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_STREAM_ID.into())
             }
             name => crate::set_net_property(&mut settings.net, name, value),
         }
@@ -521,8 +637,15 @@ impl ElementImpl for GrpcSink {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            vec![gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &gst::Caps::new_any())
-                .expect("valid template")]
+            vec![
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &gst::Caps::new_any(),
+                )
+                .expect("valid template"),
+            ]
         });
         TEMPLATES.as_ref()
     }
@@ -531,23 +654,47 @@ impl ElementImpl for GrpcSink {
 impl BaseSinkImpl for GrpcSink {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
-        gst::debug!(CAT, imp = self, "starting: {:?} {:?}", settings.role, settings.net);
+        gst::debug!(
+            CAT,
+            imp = self,
+            "starting: {:?} {:?}",
+            settings.role,
+            settings.net
+        );
         self.sender.reset(&settings.stream_id);
         let running = match settings.role {
             Role::Server => {
-                let service = SinkService { sender: self.sender.clone(), element: self.obj().downgrade() };
+                let service = SinkService {
+                    sender: self.sender.clone(),
+                    element: self.obj().downgrade(),
+                };
                 let weak = self.obj().downgrade();
                 let serving = transport::serve(service, &settings.net, move |e| {
                     if let Some(el) = weak.upgrade() {
-                        gst::element_error!(el, gst::ResourceError::Failed, ("gRPC server failed"), ["{e}"]);
+                        gst::element_error!(
+                            el,
+                            gst::ResourceError::Failed,
+                            ("gRPC server failed"),
+                            ["{e}"]
+                        );
                     }
                 })
-                .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("Cannot serve the stream"), ["{e}"]))?;
+                .map_err(|e| {
+                    gst::error_msg!(
+                        gst::ResourceError::OpenWrite,
+                        ("Cannot serve the stream"),
+                        ["{e}"]
+                    )
+                })?;
                 *self.bound_port.lock().unwrap() = serving.local_addr.port() as u32;
                 transport::Running::Server(serving)
             }
             Role::Client => {
-                let task = rtai_core::runtime::runtime().spawn(run_client(self.sender.clone(), settings, self.obj().downgrade()));
+                let task = rtai_core::runtime::runtime().spawn(run_client(
+                    self.sender.clone(),
+                    settings,
+                    self.obj().downgrade(),
+                ));
                 transport::Running::Client(task)
             }
         };
@@ -572,7 +719,8 @@ impl BaseSinkImpl for GrpcSink {
     }
 
     fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
-        self.sender.send_state(proto::downstream::Body::Caps(caps.to_string()));
+        self.sender
+            .send_state(proto::downstream::Body::Caps(caps.to_string()));
         // Upstream's latency is known once caps are: tell the receiver.
         send_upstream_latency(&self.sender, &self.obj());
         Ok(())
@@ -580,7 +728,12 @@ impl BaseSinkImpl for GrpcSink {
 
     fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         let wire = wire::buffer_to_wire(buffer).map_err(|e| {
-            gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot send a buffer"), ["{e}"]);
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Failed,
+                ("Cannot send a buffer"),
+                ["{e}"]
+            );
             gst::FlowError::Error
         })?;
         let size = wire.data.len() as u64;
@@ -596,12 +749,23 @@ impl BaseSinkImpl for GrpcSink {
             return Err(gst::FlowError::Error);
         }
         let max_inflight = self.max_inflight();
-        self.sender.send_data(proto::downstream::Body::Buffer(wire), size, Some(max_inflight)).inspect_err(|err| {
-            if *err == gst::FlowError::Error {
-                let reason = self.sender.lock().failure.clone().unwrap_or_default();
-                gst::element_imp_error!(self, gst::ResourceError::Write, ("Cannot send to the receiver"), ["{reason}"]);
-            }
-        })?;
+        self.sender
+            .send_data(
+                proto::downstream::Body::Buffer(wire),
+                size,
+                Some(max_inflight),
+            )
+            .inspect_err(|err| {
+                if *err == gst::FlowError::Error {
+                    let reason = self.sender.lock().failure.clone().unwrap_or_default();
+                    gst::element_imp_error!(
+                        self,
+                        gst::ResourceError::Write,
+                        ("Cannot send to the receiver"),
+                        ["{reason}"]
+                    );
+                }
+            })?;
         let mut core = self.sender.lock();
         core.stats.buffers += 1;
         core.stats.bytes += size;
@@ -611,7 +775,12 @@ impl BaseSinkImpl for GrpcSink {
     fn event(&self, event: gst::Event) -> bool {
         use gst::EventView;
         match event.view() {
-            EventView::Segment(s) => self.sender.send_state(proto::downstream::Body::Segment(wire::segment_to_wire(s.segment()))),
+            EventView::Segment(s) => {
+                self.sender
+                    .send_state(proto::downstream::Body::Segment(wire::segment_to_wire(
+                        s.segment(),
+                    )))
+            }
             EventView::StreamStart(_) => {
                 if let Some(w) = wire::event_to_wire(&event) {
                     self.sender.send_state(proto::downstream::Body::Event(w));
@@ -619,7 +788,10 @@ impl BaseSinkImpl for GrpcSink {
             }
             EventView::Eos(_) => {
                 let w = wire::event_to_wire(&event).expect("EOS is carried");
-                match self.sender.send_data(proto::downstream::Body::Event(w), 0, None) {
+                match self
+                    .sender
+                    .send_data(proto::downstream::Body::Event(w), 0, None)
+                {
                     Ok(seq) => {
                         if self.sender.wait_acked(seq) {
                             // Everything arrived: end the call cleanly.
@@ -636,7 +808,9 @@ impl BaseSinkImpl for GrpcSink {
                     Err(err) => gst::debug!(CAT, imp = self, "EOS not sent: {err:?}"),
                 }
             }
-            EventView::FlushStart(_) | EventView::FlushStop(_) | EventView::CustomDownstreamOob(_) => {
+            EventView::FlushStart(_)
+            | EventView::FlushStop(_)
+            | EventView::CustomDownstreamOob(_) => {
                 if let Some(w) = wire::event_to_wire(&event)
                     && !self.sender.send_oob(proto::downstream::Body::Event(w))
                 {
@@ -647,7 +821,9 @@ impl BaseSinkImpl for GrpcSink {
             _ => {
                 if event.is_serialized()
                     && let Some(w) = wire::event_to_wire(&event)
-                    && let Err(err) = self.sender.send_data(proto::downstream::Body::Event(w), 0, None)
+                    && let Err(err) =
+                        self.sender
+                            .send_data(proto::downstream::Body::Event(w), 0, None)
                 {
                     gst::debug!(CAT, imp = self, "{event:?} not sent: {err:?}");
                 }

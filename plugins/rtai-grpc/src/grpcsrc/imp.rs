@@ -22,8 +22,13 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::transport::{self, NetSettings, Role};
 use crate::wire::{self, proto};
 
-static CAT: LazyLock<gst::DebugCategory> =
-    LazyLock::new(|| gst::DebugCategory::new("grpcsrc", gst::DebugColorFlags::empty(), Some("gRPC stream receiver")));
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "grpcsrc",
+        gst::DebugColorFlags::empty(),
+        Some("gRPC stream receiver"),
+    )
+});
 
 const DEFAULT_ROLE: Role = Role::Server;
 const DEFAULT_IS_LIVE: bool = false;
@@ -41,7 +46,13 @@ struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { role: DEFAULT_ROLE, net: NetSettings::default(), is_live: DEFAULT_IS_LIVE, latency_ms: DEFAULT_LATENCY_MS, reconnect: DEFAULT_RECONNECT }
+        Self {
+            role: DEFAULT_ROLE,
+            net: NetSettings::default(),
+            is_live: DEFAULT_IS_LIVE,
+            latency_ms: DEFAULT_LATENCY_MS,
+            reconnect: DEFAULT_RECONNECT,
+        }
     }
 }
 
@@ -117,7 +128,12 @@ impl Receiver {
         if core.stopped {
             return Err(Status::unavailable("grpcsrc is stopping"));
         }
-        if let Some(current) = core.conn.as_ref().filter(|c| c.stream_id != hello.stream_id && !c.tx.is_closed()).map(|c| c.stream_id.clone()) {
+        if let Some(current) = core
+            .conn
+            .as_ref()
+            .filter(|c| c.stream_id != hello.stream_id && !c.tx.is_closed())
+            .map(|c| c.stream_id.clone())
+        {
             core.stats.rejected += 1;
             return Err(Status::already_exists(format!(
                 "this grpcsrc is receiving stream {current:?}; stream {:?} refused",
@@ -142,8 +158,15 @@ impl Receiver {
             last_seq: core.last_seq,
             acked_seq: 0,
         };
-        let _ = tx.send(Ok(proto::Upstream { body: Some(proto::upstream::Body::Hello(our_hello)) }));
-        core.conn = Some(Conn { id, stream_id: hello.stream_id.clone(), tx, consumed_bytes: 0 });
+        let _ = tx.send(Ok(proto::Upstream {
+            body: Some(proto::upstream::Body::Hello(our_hello)),
+        }));
+        core.conn = Some(Conn {
+            id,
+            stream_id: hello.stream_id.clone(),
+            tx,
+            consumed_bytes: 0,
+        });
         core.stats.connections += 1;
         Ok(id)
     }
@@ -156,14 +179,26 @@ impl Receiver {
     }
 
     fn enqueue(&self, core: &mut Core, item: Item, seq: u64, bytes: u64, conn: u64) {
-        core.queue.push_back(Queued { item, seq, bytes, conn });
+        core.queue.push_back(Queued {
+            item,
+            seq,
+            bytes,
+            conn,
+        });
         self.changed.notify_all();
     }
 
     /// One message from the sender. An error ends the call with that status.
-    fn on_downstream(&self, id: u64, msg: proto::Downstream, element: &super::GrpcSrc) -> Result<(), Status> {
+    fn on_downstream(
+        &self,
+        id: u64,
+        msg: proto::Downstream,
+        element: &super::GrpcSrc,
+    ) -> Result<(), Status> {
         let bad = |e: wire::WireError| Status::invalid_argument(e.to_string());
-        let Some(body) = msg.body else { return Err(Status::invalid_argument("message without a body")) };
+        let Some(body) = msg.body else {
+            return Err(Status::invalid_argument("message without a body"));
+        };
         let mut core = self.lock();
         if msg.seq > 0 {
             if msg.seq <= core.last_seq {
@@ -176,7 +211,9 @@ impl Receiver {
             core.last_seq = msg.seq;
         }
         match body {
-            proto::downstream::Body::Hello(_) => return Err(Status::invalid_argument("Hello sent twice")),
+            proto::downstream::Body::Hello(_) => {
+                return Err(Status::invalid_argument("Hello sent twice"));
+            }
             proto::downstream::Body::Caps(caps) => {
                 let caps = wire::caps_from_wire(&caps).map_err(bad)?;
                 self.enqueue(&mut core, Item::Caps(caps), msg.seq, 0, id);
@@ -190,11 +227,15 @@ impl Receiver {
                 let buffer = wire::buffer_from_wire(buffer).map_err(bad)?;
                 self.enqueue(&mut core, Item::Buffer(buffer), msg.seq, bytes, id);
             }
-            proto::downstream::Body::Latency(l) => core.sender_latency = Some((l.live, l.min, l.max)),
+            proto::downstream::Body::Latency(l) => {
+                core.sender_latency = Some((l.live, l.min, l.max))
+            }
             proto::downstream::Body::Event(ev) => {
                 let event = wire::event_from_wire(&ev).map_err(bad)?;
                 match event.type_() {
-                    gst::EventType::StreamStart => self.enqueue(&mut core, Item::StreamStart(event), msg.seq, 0, id),
+                    gst::EventType::StreamStart => {
+                        self.enqueue(&mut core, Item::StreamStart(event), msg.seq, 0, id)
+                    }
                     gst::EventType::FlushStart => {
                         core.flushing = true;
                         core.queue.clear();
@@ -229,31 +270,54 @@ impl Receiver {
         let mut core = self.lock();
         if let Some(conn) = core.conn.as_mut().filter(|c| c.id == queued.conn) {
             conn.consumed_bytes += queued.bytes;
-            let credit = proto::Credit { acked_seq: queued.seq, consumed_bytes: conn.consumed_bytes };
-            let _ = conn.tx.send(Ok(proto::Upstream { body: Some(proto::upstream::Body::Credit(credit)) }));
+            let credit = proto::Credit {
+                acked_seq: queued.seq,
+                consumed_bytes: conn.consumed_bytes,
+            };
+            let _ = conn.tx.send(Ok(proto::Upstream {
+                body: Some(proto::upstream::Body::Credit(credit)),
+            }));
         }
     }
 
     fn send_upstream_event(&self, event: &gst::Event) -> bool {
-        let Some(wire) = wire::event_to_wire(event) else { return false };
+        let Some(wire) = wire::event_to_wire(event) else {
+            return false;
+        };
         let core = self.lock();
-        core.conn
-            .as_ref()
-            .is_some_and(|c| c.tx.send(Ok(proto::Upstream { body: Some(proto::upstream::Body::Event(wire)) })).is_ok())
+        core.conn.as_ref().is_some_and(|c| {
+            c.tx.send(Ok(proto::Upstream {
+                body: Some(proto::upstream::Body::Event(wire)),
+            }))
+            .is_ok()
+        })
     }
 }
 
 /// Reads a call's messages into the receiver until it ends; reports why it ended.
-async fn receive<S>(receiver: Arc<Receiver>, id: u64, mut incoming: S, tx: UpstreamTx, element: glib::WeakRef<super::GrpcSrc>) -> Result<(), Status>
+async fn receive<S>(
+    receiver: Arc<Receiver>,
+    id: u64,
+    mut incoming: S,
+    tx: UpstreamTx,
+    element: glib::WeakRef<super::GrpcSrc>,
+) -> Result<(), Status>
 where
     S: tokio_stream::Stream<Item = Result<proto::Downstream, Status>> + Unpin,
 {
     let result = loop {
         match incoming.next().await {
             Some(Ok(msg)) => {
-                let Some(el) = element.upgrade() else { break Ok(()) };
+                let Some(el) = element.upgrade() else {
+                    break Ok(());
+                };
                 if let Err(status) = receiver.on_downstream(id, msg, &el) {
-                    gst::element_warning!(el, gst::StreamError::Decode, ("Refused a malformed stream message"), ["{}", status.message()]);
+                    gst::element_warning!(
+                        el,
+                        gst::StreamError::Decode,
+                        ("Refused a malformed stream message"),
+                        ["{}", status.message()]
+                    );
                     let _ = tx.send(Err(status.clone()));
                     break Err(status);
                 }
@@ -261,7 +325,12 @@ where
             Some(Err(status)) => {
                 // Decoding errors (oversized, malformed protobuf) end the call; tell the client why.
                 if let Some(el) = element.upgrade() {
-                    gst::element_warning!(el, gst::StreamError::Decode, ("Refused a stream message"), ["{}", status.message()]);
+                    gst::element_warning!(
+                        el,
+                        gst::StreamError::Decode,
+                        ("Refused a stream message"),
+                        ["{}", status.message()]
+                    );
                 }
                 let _ = tx.send(Err(status.clone()));
                 break Err(status);
@@ -289,11 +358,18 @@ impl proto::stream_bridge_server::StreamBridge for SrcService {
     type PushStream = BoxStream<proto::Upstream>;
     type PullStream = BoxStream<proto::Downstream>;
 
-    async fn push(&self, request: Request<Streaming<proto::Downstream>>) -> Result<Response<Self::PushStream>, Status> {
+    async fn push(
+        &self,
+        request: Request<Streaming<proto::Downstream>>,
+    ) -> Result<Response<Self::PushStream>, Status> {
         let mut incoming = request.into_inner();
         let hello = match incoming.message().await?.and_then(|m| m.body) {
             Some(proto::downstream::Body::Hello(hello)) => hello,
-            _ => return Err(Status::invalid_argument("the first message of a call must be Hello")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of a call must be Hello",
+                ));
+            }
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let id = self.receiver.attach(tx.clone(), &hello)?;
@@ -301,33 +377,64 @@ impl proto::stream_bridge_server::StreamBridge for SrcService {
         rtai_core::runtime::runtime().spawn(async move {
             let _ = receive(receiver, id, incoming, tx, element).await;
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        )))
     }
 
-    async fn pull(&self, _request: Request<Streaming<proto::Upstream>>) -> Result<Response<Self::PullStream>, Status> {
-        Err(Status::unimplemented("this endpoint is a grpcsrc: senders call Push here; pull streams from a grpcsink in server mode"))
+    async fn pull(
+        &self,
+        _request: Request<Streaming<proto::Upstream>>,
+    ) -> Result<Response<Self::PullStream>, Status> {
+        Err(Status::unimplemented(
+            "this endpoint is a grpcsrc: senders call Push here; pull streams from a grpcsink in server mode",
+        ))
     }
 }
 
 /// The client role: dial a grpcsink in server mode and pull its stream.
-async fn run_client(receiver: Arc<Receiver>, settings: Settings, element: glib::WeakRef<super::GrpcSrc>) {
+async fn run_client(
+    receiver: Arc<Receiver>,
+    settings: Settings,
+    element: glib::WeakRef<super::GrpcSrc>,
+) {
     let mut attempt = 0u32;
     loop {
         let outcome: Result<(), (String, bool)> = async {
-            let mut client = transport::connect(&settings.net).await.map_err(|e| (e, false))?;
+            let mut client = transport::connect(&settings.net)
+                .await
+                .map_err(|e| (e, false))?;
             let (tx, rx) = mpsc::unbounded_channel::<Result<proto::Upstream, Status>>();
             let last_seq = receiver.lock().last_seq;
-            let hello = proto::Hello { protocol_version: wire::PROTOCOL_VERSION, stream_id: String::new(), last_seq, acked_seq: 0 };
-            let _ = tx.send(Ok(proto::Upstream { body: Some(proto::upstream::Body::Hello(hello)) }));
-            let outgoing = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).filter_map(|m| m.ok());
-            let response = client.pull(outgoing).await.map_err(|s| transport::status_error(&s))?;
+            let hello = proto::Hello {
+                protocol_version: wire::PROTOCOL_VERSION,
+                stream_id: String::new(),
+                last_seq,
+                acked_seq: 0,
+            };
+            let _ = tx.send(Ok(proto::Upstream {
+                body: Some(proto::upstream::Body::Hello(hello)),
+            }));
+            let outgoing =
+                tokio_stream::wrappers::UnboundedReceiverStream::new(rx).filter_map(|m| m.ok());
+            let response = client
+                .pull(outgoing)
+                .await
+                .map_err(|s| transport::status_error(&s))?;
             let mut incoming = response.into_inner();
-            let sender_hello = match incoming.message().await.map_err(|s| transport::status_error(&s))?.and_then(|m| m.body) {
+            let sender_hello = match incoming
+                .message()
+                .await
+                .map_err(|s| transport::status_error(&s))?
+                .and_then(|m| m.body)
+            {
                 Some(proto::downstream::Body::Hello(h)) => h,
                 _ => return Err(("the sender did not start with Hello".to_string(), true)),
             };
             // attach() sends our Hello again; the sender ignores a second one.
-            let id = receiver.attach(tx.clone(), &sender_hello).map_err(|s| transport::status_error(&s))?;
+            let id = receiver
+                .attach(tx.clone(), &sender_hello)
+                .map_err(|s| transport::status_error(&s))?;
             attempt = 0;
             match receive(receiver.clone(), id, incoming, tx, element.clone()).await {
                 Ok(()) => Err(("the sender ended the call".to_string(), false)),
@@ -336,18 +443,30 @@ async fn run_client(receiver: Arc<Receiver>, settings: Settings, element: glib::
         }
         .await;
         let Some(el) = element.upgrade() else { return };
-        let Err((message, permanent)) = outcome else { return };
+        let Err((message, permanent)) = outcome else {
+            return;
+        };
         if receiver.lock().stopped || receiver.lock().eos_received {
             return;
         }
         let message = transport::with_hint(&settings.net.uri, message);
         if permanent || !settings.reconnect {
-            gst::element_error!(el, gst::ResourceError::Read, ("Stream from {} failed", settings.net.uri), ["{message}"]);
+            gst::element_error!(
+                el,
+                gst::ResourceError::Read,
+                ("Stream from {} failed", settings.net.uri),
+                ["{message}"]
+            );
             return;
         }
         attempt += 1;
         if attempt == 1 {
-            gst::element_warning!(el, gst::ResourceError::Read, ("Connection to {} lost, reconnecting", settings.net.uri), ["{message}"]);
+            gst::element_warning!(
+                el,
+                gst::ResourceError::Read,
+                ("Connection to {} lost, reconnecting", settings.net.uri),
+                ["{message}"]
+            );
         }
         drop(el);
         tokio::time::sleep(transport::backoff(attempt)).await;
@@ -395,7 +514,11 @@ impl GrpcSrc {
                 if let Some(q) = core.queue.pop_front() {
                     break q;
                 }
-                core = self.receiver.changed.wait(core).unwrap_or_else(|e| e.into_inner());
+                core = self
+                    .receiver
+                    .changed
+                    .wait(core)
+                    .unwrap_or_else(|e| e.into_inner());
             }
         };
         let mut eos = false;
@@ -450,7 +573,12 @@ impl GrpcSrc {
                 if err == gst::FlowError::Eos {
                     return;
                 }
-                gst::element_imp_error!(self, gst::StreamError::Failed, ("Internal data stream error"), ["streaming stopped, reason {err:?}"]);
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("Internal data stream error"),
+                    ["streaming stopped, reason {err:?}"]
+                );
                 self.srcpad.push_event(gst::event::Eos::new());
             }
         }
@@ -462,7 +590,10 @@ impl GrpcSrc {
             ps.stream_started = true;
             drop(ps);
             // A client that did not send one (another language's) still gets a valid stream.
-            let id = self.srcpad.create_stream_id(&*self.obj(), Some("grpc")).to_string();
+            let id = self
+                .srcpad
+                .create_stream_id(&*self.obj(), Some("grpc"))
+                .to_string();
             self.srcpad.push_event(gst::event::StreamStart::new(&id));
         }
     }
@@ -474,7 +605,10 @@ impl GrpcSrc {
         if ps.segment_pushed {
             return;
         }
-        let mut segment = ps.segment.clone().unwrap_or_else(|| gst::FormattedSegment::<gst::ClockTime>::new().upcast());
+        let mut segment = ps
+            .segment
+            .clone()
+            .unwrap_or_else(|| gst::FormattedSegment::<gst::ClockTime>::new().upcast());
         if is_live
             && let Some(buffer) = first
             && let Some(seg) = segment.downcast_ref::<gst::ClockTime>()
@@ -506,7 +640,10 @@ impl GrpcSrc {
             gst::element_imp_warning!(
                 self,
                 gst::StreamError::Failed,
-                ("Joined a running stream at message {first}: the {} messages before it went to a previous receiver", first - 1),
+                (
+                    "Joined a running stream at message {first}: the {} messages before it went to a previous receiver",
+                    first - 1
+                ),
                 ["first buffer here {:?}", buffer.pts()]
             );
             self.receiver.lock().stats.gaps += 1;
@@ -528,11 +665,15 @@ impl GrpcSrc {
             if let (Some(end), Some(pts)) = (last_end, buffer.pts())
                 && pts > end
             {
-                self.srcpad.push_event(gst::event::Gap::builder(end).duration(pts - end).build());
+                self.srcpad
+                    .push_event(gst::event::Gap::builder(end).duration(pts - end).build());
             }
             buffer.make_mut().set_flags(gst::BufferFlags::DISCONT);
         }
-        if let Some(end) = buffer.pts().map(|p| p + buffer.duration().unwrap_or(gst::ClockTime::ZERO)) {
+        if let Some(end) = buffer
+            .pts()
+            .map(|p| p + buffer.duration().unwrap_or(gst::ClockTime::ZERO))
+        {
             self.push_state.lock().unwrap().last_end = Some(end);
         }
         let size = buffer.size() as u64;
@@ -561,23 +702,45 @@ impl GrpcSrc {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
-        gst::debug!(CAT, imp = self, "starting: {:?} {:?}", settings.role, settings.net);
+        gst::debug!(
+            CAT,
+            imp = self,
+            "starting: {:?} {:?}",
+            settings.role,
+            settings.net
+        );
         *self.receiver.lock() = Core::default();
         *self.push_state.lock().unwrap() = PushState::default();
         let running = match settings.role {
             Role::Server => {
-                let service = SrcService { receiver: self.receiver.clone(), element: self.obj().downgrade() };
+                let service = SrcService {
+                    receiver: self.receiver.clone(),
+                    element: self.obj().downgrade(),
+                };
                 let weak = self.obj().downgrade();
                 let serving = transport::serve(service, &settings.net, move |e| {
                     if let Some(el) = weak.upgrade() {
-                        gst::element_error!(el, gst::ResourceError::Failed, ("gRPC server failed"), ["{e}"]);
+                        gst::element_error!(
+                            el,
+                            gst::ResourceError::Failed,
+                            ("gRPC server failed"),
+                            ["{e}"]
+                        );
                     }
                 })
-                .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("Cannot receive the stream"), ["{e}"]))?;
+                .map_err(|e| {
+                    gst::error_msg!(
+                        gst::ResourceError::OpenRead,
+                        ("Cannot receive the stream"),
+                        ["{e}"]
+                    )
+                })?;
                 *self.bound_port.lock().unwrap() = serving.local_addr.port() as u32;
                 transport::Running::Server(serving)
             }
-            Role::Client => transport::Running::Client(rtai_core::runtime::runtime().spawn(run_client(self.receiver.clone(), settings, self.obj().downgrade()))),
+            Role::Client => transport::Running::Client(rtai_core::runtime::runtime().spawn(
+                run_client(self.receiver.clone(), settings, self.obj().downgrade()),
+            )),
         };
         *self.running.lock().unwrap() = Some(running);
         Ok(())
@@ -589,7 +752,9 @@ impl GrpcSrc {
             core.stopped = true;
             if let Some(conn) = core.conn.take() {
                 // Ends the sender's call now, so it reconnects (to our successor) at once.
-                let _ = conn.tx.send(Err(Status::unavailable("the receiver stopped")));
+                let _ = conn
+                    .tx
+                    .send(Err(Status::unavailable("the receiver stopped")));
             }
             core.queue.clear();
             self.receiver.changed.notify_all();
@@ -599,7 +764,9 @@ impl GrpcSrc {
 
     fn src_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
         match event.type_() {
-            gst::EventType::CustomUpstream | gst::EventType::Qos => self.receiver.send_upstream_event(&event),
+            gst::EventType::CustomUpstream | gst::EventType::Qos => {
+                self.receiver.send_upstream_event(&event)
+            }
             gst::EventType::Seek => {
                 gst::debug!(CAT, obj = pad, "a live network stream cannot seek");
                 false
@@ -612,8 +779,13 @@ impl GrpcSrc {
         match query.view_mut() {
             gst::QueryViewMut::Latency(q) => {
                 let settings = self.settings.lock().unwrap().clone();
-                let sender_min = self.receiver.lock().sender_latency.map_or(0, |(_, min, _)| min);
-                let min = gst::ClockTime::from_mseconds(settings.latency_ms as u64) + gst::ClockTime::from_nseconds(sender_min);
+                let sender_min = self
+                    .receiver
+                    .lock()
+                    .sender_latency
+                    .map_or(0, |(_, min, _)| min);
+                let min = gst::ClockTime::from_mseconds(settings.latency_ms as u64)
+                    + gst::ClockTime::from_nseconds(sender_min);
                 q.set(settings.is_live, min, gst::ClockTime::NONE);
                 true
             }
@@ -634,27 +806,42 @@ impl ObjectSubclass for GrpcSrc {
     type ParentType = gst::Element;
 
     fn with_class(klass: &Self::Class) -> Self {
-        let srcpad = gst::Pad::builder_from_template(&klass.pad_template("src").expect("template exists"))
-            .event_function(|pad, parent, event| GrpcSrc::catch_panic_pad_function(parent, || false, |imp| imp.src_event(pad, event)))
-            .query_function(|pad, parent, query| GrpcSrc::catch_panic_pad_function(parent, || false, |imp| imp.src_query(pad, query)))
-            .activatemode_function(|_pad, parent, _mode, active| {
-                GrpcSrc::catch_panic_pad_function(
-                    parent,
-                    || Err(gst::loggable_error!(CAT, "panic in activation")),
-                    |imp| {
-                        if active {
-                            imp.receiver.lock().flushing = false;
-                            imp.start_task();
-                            Ok(())
-                        } else {
-                            imp.receiver.lock().flushing = true;
-                            imp.receiver.changed.notify_all();
-                            imp.srcpad.stop_task().map_err(|e| gst::loggable_error!(CAT, "cannot stop the push thread: {e}"))
-                        }
-                    },
-                )
-            })
-            .build();
+        let srcpad =
+            gst::Pad::builder_from_template(&klass.pad_template("src").expect("template exists"))
+                .event_function(|pad, parent, event| {
+                    GrpcSrc::catch_panic_pad_function(
+                        parent,
+                        || false,
+                        |imp| imp.src_event(pad, event),
+                    )
+                })
+                .query_function(|pad, parent, query| {
+                    GrpcSrc::catch_panic_pad_function(
+                        parent,
+                        || false,
+                        |imp| imp.src_query(pad, query),
+                    )
+                })
+                .activatemode_function(|_pad, parent, _mode, active| {
+                    GrpcSrc::catch_panic_pad_function(
+                        parent,
+                        || Err(gst::loggable_error!(CAT, "panic in activation")),
+                        |imp| {
+                            if active {
+                                imp.receiver.lock().flushing = false;
+                                imp.start_task();
+                                Ok(())
+                            } else {
+                                imp.receiver.lock().flushing = true;
+                                imp.receiver.changed.notify_all();
+                                imp.srcpad.stop_task().map_err(|e| {
+                                    gst::loggable_error!(CAT, "cannot stop the push thread: {e}")
+                                })
+                            }
+                        },
+                    )
+                })
+                .build();
         Self {
             srcpad,
             settings: Mutex::new(Settings::default()),
@@ -759,13 +946,23 @@ impl ElementImpl for GrpcSrc {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            vec![gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &gst::Caps::new_any())
-                .expect("valid template")]
+            vec![
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &gst::Caps::new_any(),
+                )
+                .expect("valid template"),
+            ]
         });
         TEMPLATES.as_ref()
     }
 
-    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::ReadyToPaused
             && let Err(err) = self.start()
         {
@@ -775,7 +972,9 @@ impl ElementImpl for GrpcSrc {
         let mut success = self.parent_change_state(transition)?;
         match transition {
             gst::StateChange::PausedToReady => self.stop(),
-            gst::StateChange::ReadyToPaused | gst::StateChange::PlayingToPaused if self.settings.lock().unwrap().is_live => {
+            gst::StateChange::ReadyToPaused | gst::StateChange::PlayingToPaused
+                if self.settings.lock().unwrap().is_live =>
+            {
                 success = gst::StateChangeSuccess::NoPreroll;
             }
             _ => {}

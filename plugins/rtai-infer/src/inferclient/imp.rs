@@ -16,12 +16,19 @@ use rtai_core::stats::LatencyHistogram;
 use rtai_core::{CancelAck, InferenceResult, SegmentEvent, SegmentIdMeta};
 
 use super::{InferBoxFormat, InferOutput, InferProtocol};
-use crate::client::{self, Admission, Breaker, CallError, Endpoint, JobId, Protocol, Reply, Request};
+use crate::client::{
+    self, Admission, Breaker, CallError, Endpoint, JobId, Protocol, Reply, Request,
+};
 use crate::postprocess::{self, BoxFormat, Detection, Letterbox};
 use crate::preprocess::{self, Layout};
 
-static CAT: LazyLock<gst::DebugCategory> =
-    LazyLock::new(|| gst::DebugCategory::new("inferclient", gst::DebugColorFlags::empty(), Some("Remote inference client")));
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "inferclient",
+        gst::DebugColorFlags::empty(),
+        Some("Remote inference client"),
+    )
+});
 
 const DEFAULT_PROTOCOL: InferProtocol = InferProtocol::KserveRest;
 const DEFAULT_URL: &str = "http://127.0.0.1:8080";
@@ -200,7 +207,9 @@ impl Job {
     }
 
     fn run_late(&self) {
-        let Some(Ok(outcome)) = self.result.lock().unwrap().clone() else { return };
+        let Some(Ok(outcome)) = self.result.lock().unwrap().clone() else {
+            return;
+        };
         // Taken: whichever of finish and on_late_result comes second runs it, once.
         let f = self.late.lock().unwrap().take();
         if let Some(f) = f {
@@ -242,10 +251,20 @@ struct Outcome {
 
 enum Item {
     /// `index`: the buffer's place in a batched request.
-    Buffer { buffer: gst::Buffer, job: Option<Arc<Job>>, deadline: Option<Instant>, index: Option<usize> },
+    Buffer {
+        buffer: gst::Buffer,
+        job: Option<Arc<Job>>,
+        deadline: Option<Instant>,
+        index: Option<usize>,
+    },
     /// output=text: a text buffer with these times once the job is done. Audio with
     /// output=meta: the transcript for the bus, waited for until `deadline` at most.
-    Text { job: Arc<Job>, pts: Option<gst::ClockTime>, duration: Option<gst::ClockTime>, deadline: Option<Instant> },
+    Text {
+        job: Arc<Job>,
+        pts: Option<gst::ClockTime>,
+        duration: Option<gst::ClockTime>,
+        deadline: Option<Instant>,
+    },
     Event(gst::Event),
 }
 
@@ -262,7 +281,13 @@ struct Queue {
 
 impl Default for Queue {
     fn default() -> Self {
-        Self { items: VecDeque::new(), flushing: false, current: None, limit: queue_limit(DEFAULT_MAX_INFLIGHT, DEFAULT_LATENCY_BUDGET_MS, None), stopped: None }
+        Self {
+            items: VecDeque::new(),
+            flushing: false,
+            current: None,
+            limit: queue_limit(DEFAULT_MAX_INFLIGHT, DEFAULT_LATENCY_BUDGET_MS, None),
+            stopped: None,
+        }
     }
 }
 
@@ -275,7 +300,10 @@ const QUEUE_SLACK: usize = 16;
 /// downstream then holds upstream back, as a queue would, instead of letting the queue
 /// grow; a result never waits for upstream, so waiting here cannot deadlock.
 fn queue_limit(max_inflight: u32, budget_ms: u32, rate: Option<f64>) -> usize {
-    let rate = rate.filter(|r| r.is_finite() && *r > 0.0).unwrap_or(100.0).min(1000.0);
+    let rate = rate
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .unwrap_or(100.0)
+        .min(1000.0);
     let during_budget = (budget_ms as f64 / 1000.0 * rate).ceil() as usize;
     (max_inflight as usize + during_budget + QUEUE_SLACK).min(65_536)
 }
@@ -352,7 +380,13 @@ impl InferClient {
             let q = self.shared.queue.lock().unwrap();
             (q.items.len(), q.limit)
         };
-        let breaker = self.state.lock().unwrap().as_ref().map(|st| st.breaker.lock().unwrap().state(Instant::now()).as_str()).unwrap_or("closed");
+        let breaker = self
+            .state
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|st| st.breaker.lock().unwrap().state(Instant::now()).as_str())
+            .unwrap_or("closed");
         let builder = gst::Structure::builder("inferclient-stats")
             .field("sent", s.sent)
             .field("ok", s.ok)
@@ -366,7 +400,11 @@ impl InferClient {
             .field("queued", queued as u64)
             .field("queue-limit", limit as u64)
             .field("breaker-state", breaker);
-        self.round_trips.lock().unwrap().add_to_structure(builder, "round-trip").build()
+        self.round_trips
+            .lock()
+            .unwrap()
+            .add_to_structure(builder, "round-trip")
+            .build()
     }
 
     /// Queues `item` for the src task, waiting while the queue is full. Call without
@@ -392,17 +430,43 @@ impl InferClient {
     }
 
     /// Starts `request` on the runtime; the returned job fills in when it is done.
-    fn spawn(&self, state: &State, admission: Admission, request: Request, letterbox: Option<Letterbox>, segment: Option<u64>) -> Arc<Job> {
+    fn spawn(
+        &self,
+        state: &State,
+        admission: Admission,
+        request: Request,
+        letterbox: Option<Letterbox>,
+        segment: Option<u64>,
+    ) -> Arc<Job> {
         self.spawn_batch(state, admission, request, letterbox, segment, 1)
     }
 
     /// Starts a request for `batch` frames (a tensor [batch, ...]); results split per frame.
     /// `admission`: how the breaker let it go; its end is reported back to the breaker.
-    fn spawn_batch(&self, state: &State, admission: Admission, request: Request, letterbox: Option<Letterbox>, segment: Option<u64>, batch: usize) -> Arc<Job> {
+    fn spawn_batch(
+        &self,
+        state: &State,
+        admission: Admission,
+        request: Request,
+        letterbox: Option<Letterbox>,
+        segment: Option<u64>,
+        batch: usize,
+    ) -> Arc<Job> {
         let settings = self.settings.lock().unwrap().clone();
-        let job = Arc::new(Job { segment, ..Default::default() });
-        let (endpoint, client, breaker) = (state.endpoint.clone(), state.client.clone(), state.breaker.clone());
-        let (stats, round_trips, inflight) = (self.stats.clone(), self.round_trips.clone(), self.inflight.clone());
+        let job = Arc::new(Job {
+            segment,
+            ..Default::default()
+        });
+        let (endpoint, client, breaker) = (
+            state.endpoint.clone(),
+            state.client.clone(),
+            state.breaker.clone(),
+        );
+        let (stats, round_trips, inflight) = (
+            self.stats.clone(),
+            self.round_trips.clone(),
+            self.inflight.clone(),
+        );
         let previous_answer = state.previous_answer.clone();
         let element = self.obj().downgrade();
         let labels = state.labels.clone();
@@ -482,50 +546,84 @@ impl InferClient {
         job
     }
 
-    fn sink_chain(&self, _pad: &gst::Pad, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn sink_chain(
+        &self,
+        _pad: &gst::Pad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let settings = self.settings.lock().unwrap().clone();
         let mut state_guard = self.state.lock().unwrap();
-        let Some(state) = state_guard.as_mut() else { return Err(gst::FlowError::Flushing) };
+        let Some(state) = state_guard.as_mut() else {
+            return Err(gst::FlowError::Flushing);
+        };
         if state.audio.is_some() {
             return self.audio_chain(state_guard, &settings, buffer);
         }
         if state.video.is_none() && !state.jpeg && settings.output == InferOutput::Text {
             // text/x-raw in: text out unchanged (a text model would go here).
             drop(state_guard);
-            return self.enqueue(Item::Buffer { buffer, job: None, deadline: None, index: None });
+            return self.enqueue(Item::Buffer {
+                buffer,
+                job: None,
+                deadline: None,
+                index: None,
+            });
         }
         state.frame += 1;
         let now = Instant::now();
         let due = (state.frame - 1) % settings.interval.max(1) as u64 == 0
-            && state.last_sent.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(settings.min_interval_ms as u64));
+            && state.last_sent.is_none_or(|t| {
+                now.duration_since(t) >= Duration::from_millis(settings.min_interval_ms as u64)
+            });
         let mut job = None;
         if due && (state.video.is_some() || state.jpeg) {
-            let admission = if self.inflight.load(Ordering::SeqCst) >= settings.max_inflight as usize {
-                self.stats.lock().unwrap().skipped_busy += 1;
-                None
-            } else {
-                let admission = state.breaker.lock().unwrap().admit(now);
-                if admission.is_none() {
-                    self.stats.lock().unwrap().skipped_breaker += 1;
-                }
-                admission
-            };
+            let admission =
+                if self.inflight.load(Ordering::SeqCst) >= settings.max_inflight as usize {
+                    self.stats.lock().unwrap().skipped_busy += 1;
+                    None
+                } else {
+                    let admission = state.breaker.lock().unwrap().admit(now);
+                    if admission.is_none() {
+                        self.stats.lock().unwrap().skipped_breaker += 1;
+                    }
+                    admission
+                };
             if let Some(admission) = admission {
                 match self.video_request(state, &settings, &buffer) {
                     Ok((request, letterbox)) => {
                         state.last_sent = Some(now);
-                        job = Some(self.spawn(state, admission, request, Some(letterbox), SegmentIdMeta::get(&buffer)));
+                        job = Some(self.spawn(
+                            state,
+                            admission,
+                            request,
+                            Some(letterbox),
+                            SegmentIdMeta::get(&buffer),
+                        ));
                     }
                     // A JPEG that does not decode is data, not a bug: the frame passes without inference.
                     Err(err) if state.jpeg => {
                         state.breaker.lock().unwrap().abandon(admission);
                         if !self.warned_bad_input.swap(true, Ordering::SeqCst) {
-                            gst::element_imp_warning!(self, gst::StreamError::Decode, ("Cannot read a JPEG frame: {}", err), ["frames that do not decode pass without inference (warned once)"]);
+                            gst::element_imp_warning!(
+                                self,
+                                gst::StreamError::Decode,
+                                ("Cannot read a JPEG frame: {}", err),
+                                ["frames that do not decode pass without inference (warned once)"]
+                            );
                         }
-                        gst::debug!(CAT, imp = self, "JPEG frame passes without inference: {err}");
+                        gst::debug!(
+                            CAT,
+                            imp = self,
+                            "JPEG frame passes without inference: {err}"
+                        );
                     }
                     Err(err) => {
-                        gst::element_imp_error!(self, gst::StreamError::Format, ("Cannot prepare the frame for inference"), ["{err}"]);
+                        gst::element_imp_error!(
+                            self,
+                            gst::StreamError::Format,
+                            ("Cannot prepare the frame for inference"),
+                            ["{err}"]
+                        );
                         return Err(gst::FlowError::Error);
                     }
                 }
@@ -535,22 +633,46 @@ impl InferClient {
         if settings.output == InferOutput::Text {
             let (pts, duration) = (buffer.pts(), buffer.duration());
             return match job {
-                Some(job) => self.enqueue(Item::Text { job, pts, duration, deadline: None }),
+                Some(job) => self.enqueue(Item::Text {
+                    job,
+                    pts,
+                    duration,
+                    deadline: None,
+                }),
                 None => Ok(gst::FlowSuccess::Ok),
             };
         }
-        let deadline = job.as_ref().map(|_| now + Duration::from_millis(settings.latency_budget_ms as u64));
-        self.enqueue(Item::Buffer { buffer, job, deadline, index: None })
+        let deadline = job
+            .as_ref()
+            .map(|_| now + Duration::from_millis(settings.latency_budget_ms as u64));
+        self.enqueue(Item::Buffer {
+            buffer,
+            job,
+            deadline,
+            index: None,
+        })
     }
 
     /// A buffer list (from `batcher`, keep-separate) to a KServe detector: one batched
     /// request [N, 3, H, W]; each frame gets its own results. Anything else: frame by frame.
-    fn sink_chain_list(&self, pad: &gst::Pad, list: gst::BufferList) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn sink_chain_list(
+        &self,
+        pad: &gst::Pad,
+        list: gst::BufferList,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let settings = self.settings.lock().unwrap().clone();
         let batchable = list.len() > 1
             && settings.output == InferOutput::Meta
-            && matches!(settings.protocol, InferProtocol::KserveRest | InferProtocol::KserveGrpc)
-            && self.state.lock().unwrap().as_ref().is_some_and(|s| s.video.is_some());
+            && matches!(
+                settings.protocol,
+                InferProtocol::KserveRest | InferProtocol::KserveGrpc
+            )
+            && self
+                .state
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|s| s.video.is_some());
         if !batchable {
             for buffer in list.iter_owned() {
                 self.sink_chain(pad, buffer)?;
@@ -578,40 +700,70 @@ impl InferClient {
             let mut letterbox = None;
             for buffer in list.iter() {
                 match self.video_request(state, &settings, &buffer.to_owned()) {
-                    Ok((Request::Tensor { data: d, shape: s, .. }, lb)) => {
+                    Ok((
+                        Request::Tensor {
+                            data: d, shape: s, ..
+                        },
+                        lb,
+                    )) => {
                         data.extend(d);
                         shape = s;
                         letterbox = Some(lb);
                     }
                     Ok(_) => unreachable!("KServe requests are tensors"),
                     Err(err) => {
-                        gst::element_imp_error!(self, gst::StreamError::Format, ("Cannot prepare the frame for inference"), ["{err}"]);
+                        gst::element_imp_error!(
+                            self,
+                            gst::StreamError::Format,
+                            ("Cannot prepare the frame for inference"),
+                            ["{err}"]
+                        );
                         return Err(gst::FlowError::Error);
                     }
                 }
             }
             shape[0] = list.len();
             state.last_sent = Some(now);
-            let request = Request::Tensor { name: settings.input_name.clone(), shape, data };
+            let request = Request::Tensor {
+                name: settings.input_name.clone(),
+                shape,
+                data,
+            };
             job = Some(self.spawn_batch(state, admission, request, letterbox, None, list.len()));
         }
         drop(state_guard);
-        let deadline = job.as_ref().map(|_| now + Duration::from_millis(settings.latency_budget_ms as u64));
+        let deadline = job
+            .as_ref()
+            .map(|_| now + Duration::from_millis(settings.latency_budget_ms as u64));
         for (i, buffer) in list.iter_owned().enumerate() {
-            self.enqueue(Item::Buffer { buffer, job: job.clone(), deadline, index: job.as_ref().map(|_| i) })?;
+            self.enqueue(Item::Buffer {
+                buffer,
+                job: job.clone(),
+                deadline,
+                index: job.as_ref().map(|_| i),
+            })?;
         }
         Ok(gst::FlowSuccess::Ok)
     }
 
     /// The request for a frame: raw video, or JPEG (decoded only when a tensor is needed).
-    fn video_request(&self, state: &mut State, settings: &Settings, buffer: &gst::Buffer) -> Result<(Request, Letterbox), String> {
+    fn video_request(
+        &self,
+        state: &mut State,
+        settings: &Settings,
+        buffer: &gst::Buffer,
+    ) -> Result<(Request, Letterbox), String> {
         let tensor = match settings.protocol {
             InferProtocol::KserveRest | InferProtocol::KserveGrpc => true,
             InferProtocol::Runpod | InferProtocol::OpenaiChat => false,
-            InferProtocol::OpenaiTranscriptions => return Err("openai-transcriptions takes audio, not video".into()),
+            InferProtocol::OpenaiTranscriptions => {
+                return Err("openai-transcriptions takes audio, not video".into());
+            }
         };
         if state.jpeg {
-            let map = buffer.map_readable().map_err(|_| "cannot map the frame".to_string())?;
+            let map = buffer
+                .map_readable()
+                .map_err(|_| "cannot map the frame".to_string())?;
             if tensor {
                 return Ok(tensor_request(settings, &preprocess::decode_jpeg(&map)?));
             }
@@ -620,8 +772,10 @@ impl InferClient {
             return Ok(images_request(state, settings, map.to_vec(), width, height));
         }
         let info = state.video.as_ref().ok_or("no video caps")?;
-        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info).map_err(|_| "cannot map the frame".to_string())?;
-        let rgb = preprocess::to_rgb(&frame).ok_or_else(|| format!("unsupported format {:?}", info.format()))?;
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info)
+            .map_err(|_| "cannot map the frame".to_string())?;
+        let rgb = preprocess::to_rgb(&frame)
+            .ok_or_else(|| format!("unsupported format {:?}", info.format()))?;
         if tensor {
             return Ok(tensor_request(settings, &rgb));
         }
@@ -646,13 +800,23 @@ impl InferClient {
             state.audio_start = buffer.pts();
         }
         state.audio_segment = segment.or(state.audio_segment);
-        state.audio_end = buffer.pts().zip(buffer.duration()).map(|(p, d)| p + d).or(state.audio_end);
+        state.audio_end = buffer
+            .pts()
+            .zip(buffer.duration())
+            .map(|(p, d)| p + d)
+            .or(state.audio_end);
         if let Ok(map) = buffer.map_readable() {
             state.audio_chunk.extend_from_slice(&map);
         }
         // Without segments, fixed chunks; with them, the segment's end sends it.
         let chunk_full = segment.is_none()
-            && state.audio_start.zip(state.audio_end).is_some_and(|(s, e)| e.saturating_sub(s) >= gst::ClockTime::from_mseconds(settings.chunk_duration_ms as u64));
+            && state
+                .audio_start
+                .zip(state.audio_end)
+                .is_some_and(|(s, e)| {
+                    e.saturating_sub(s)
+                        >= gst::ClockTime::from_mseconds(settings.chunk_duration_ms as u64)
+                });
         if chunk_full {
             transcripts.extend(self.send_audio(state, settings));
         }
@@ -661,7 +825,12 @@ impl InferClient {
             self.enqueue(item)?;
         }
         if settings.output == InferOutput::Meta {
-            return self.enqueue(Item::Buffer { buffer, job: None, deadline: None, index: None });
+            return self.enqueue(Item::Buffer {
+                buffer,
+                job: None,
+                deadline: None,
+                index: None,
+            });
         }
         Ok(gst::FlowSuccess::Ok)
     }
@@ -670,7 +839,11 @@ impl InferClient {
     fn send_audio(&self, state: &mut State, settings: &Settings) -> Option<Item> {
         let info = state.audio.clone()?;
         let samples = std::mem::take(&mut state.audio_chunk);
-        let (pts, end, segment) = (state.audio_start.take(), state.audio_end.take(), state.audio_segment.take());
+        let (pts, end, segment) = (
+            state.audio_start.take(),
+            state.audio_end.take(),
+            state.audio_segment.take(),
+        );
         if samples.is_empty() {
             return None;
         }
@@ -681,12 +854,28 @@ impl InferClient {
         };
         let wav = preprocess::wav(&samples, info.rate(), info.channels() as u16);
         // The image instruction is no transcription hint: audio gets the prompt only when set.
-        let prompt = if settings.prompt == DEFAULT_PROMPT { String::new() } else { settings.prompt.clone() };
-        let job = self.spawn(state, admission, Request::Audio { wav, prompt }, None, segment);
+        let prompt = if settings.prompt == DEFAULT_PROMPT {
+            String::new()
+        } else {
+            settings.prompt.clone()
+        };
+        let job = self.spawn(
+            state,
+            admission,
+            Request::Audio { wav, prompt },
+            None,
+            segment,
+        );
         let duration = pts.zip(end).map(|(p, e)| e.saturating_sub(p));
         // Meta mode: the transcript goes to the bus; later audio waits for it one budget at most.
-        let deadline = (settings.output == InferOutput::Meta).then(|| now + Duration::from_millis(settings.latency_budget_ms as u64));
-        Some(Item::Text { job, pts, duration, deadline })
+        let deadline = (settings.output == InferOutput::Meta)
+            .then(|| now + Duration::from_millis(settings.latency_budget_ms as u64));
+        Some(Item::Text {
+            job,
+            pts,
+            duration,
+            deadline,
+        })
     }
 
     /// A cancel (OOB): abort the segment's requests and drop its pending audio.
@@ -710,7 +899,11 @@ impl InferClient {
                 .items
                 .iter()
                 .filter_map(|i| match i {
-                    Item::Text { job, .. } | Item::Buffer { job: Some(job), .. } if job.segment == Some(id) => Some(job.clone()),
+                    Item::Text { job, .. } | Item::Buffer { job: Some(job), .. }
+                        if job.segment == Some(id) =>
+                    {
+                        Some(job.clone())
+                    }
                     _ => None,
                 })
                 .chain(q.current.clone().filter(|j| j.segment == Some(id)))
@@ -718,7 +911,8 @@ impl InferClient {
             for job in jobs {
                 aborted += job.abort_if_pending(&self.stats, "cancelled") as u64;
             }
-            q.items.retain(|i| !matches!(i, Item::Text { job, .. } if job.segment == Some(id)));
+            q.items
+                .retain(|i| !matches!(i, Item::Text { job, .. } if job.segment == Some(id)));
             self.shared.changed.notify_all();
         }
         let ack = CancelAck {
@@ -751,21 +945,37 @@ impl InferClient {
             }
             gst::EventView::Caps(c) => {
                 if let Err(err) = self.set_caps(c.caps()) {
-                    gst::element_imp_error!(self, gst::CoreError::Negotiation, ("Unsupported input: {}", err));
+                    gst::element_imp_error!(
+                        self,
+                        gst::CoreError::Negotiation,
+                        ("Unsupported input: {}", err)
+                    );
                     return false;
                 }
                 let settings = self.settings.lock().unwrap().clone();
                 if settings.output == InferOutput::Text {
-                    let caps = gst::Caps::builder("text/x-raw").field("format", "utf8").build();
-                    return self.enqueue(Item::Event(gst::event::Caps::new(&caps))).is_ok();
+                    let caps = gst::Caps::builder("text/x-raw")
+                        .field("format", "utf8")
+                        .build();
+                    return self
+                        .enqueue(Item::Event(gst::event::Caps::new(&caps)))
+                        .is_ok();
                 }
             }
             _ => {}
         }
         // A segment's end or EOS sends the audio collected so far.
-        if matches!(SegmentEvent::parse(&event), Some(SegmentEvent::End { .. })) || event.type_() == gst::EventType::Eos {
+        if matches!(SegmentEvent::parse(&event), Some(SegmentEvent::End { .. }))
+            || event.type_() == gst::EventType::Eos
+        {
             let settings = self.settings.lock().unwrap().clone();
-            let transcript = self.state.lock().unwrap().as_mut().filter(|s| s.audio.is_some()).and_then(|state| self.send_audio(state, &settings));
+            let transcript = self
+                .state
+                .lock()
+                .unwrap()
+                .as_mut()
+                .filter(|s| s.audio.is_some())
+                .and_then(|state| self.send_audio(state, &settings));
             if let Some(item) = transcript
                 && self.enqueue(item).is_err()
             {
@@ -792,30 +1002,49 @@ impl InferClient {
             "video/x-raw" => {
                 let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| e.to_string())?;
                 if !preprocess::FORMATS.contains(&info.format()) {
-                    return Err(format!("video format {:?} (supported: RGB, RGBA, BGR, NV12, I420)", info.format()));
+                    return Err(format!(
+                        "video format {:?} (supported: RGB, RGBA, BGR, NV12, I420)",
+                        info.format()
+                    ));
                 }
                 if settings.protocol == InferProtocol::OpenaiTranscriptions {
                     return Err("openai-transcriptions needs audio/x-raw".into());
                 }
                 let fps = info.fps();
-                rate = Some(if fps.numer() > 0 { fps.numer() as f64 / fps.denom() as f64 } else { 60.0 });
+                rate = Some(if fps.numer() > 0 {
+                    fps.numer() as f64 / fps.denom() as f64
+                } else {
+                    60.0
+                });
                 state.video = Some(info);
             }
             "image/jpeg" => {
                 if settings.protocol == InferProtocol::OpenaiTranscriptions {
                     return Err("openai-transcriptions needs audio/x-raw".into());
                 }
-                let fps = s.get::<gst::Fraction>("framerate").ok().filter(|f| f.numer() > 0 && f.denom() > 0);
+                let fps = s
+                    .get::<gst::Fraction>("framerate")
+                    .ok()
+                    .filter(|f| f.numer() > 0 && f.denom() > 0);
                 rate = Some(fps.map_or(60.0, |f| f.numer() as f64 / f.denom() as f64));
                 state.jpeg = true;
             }
             "audio/x-raw" => {
                 let info = gst_audio::AudioInfo::from_caps(caps).map_err(|e| e.to_string())?;
                 if info.format() != gst_audio::AudioFormat::S16le {
-                    return Err(format!("audio format {:?} (supported: S16LE; add audioconvert)", info.format()));
+                    return Err(format!(
+                        "audio format {:?} (supported: S16LE; add audioconvert)",
+                        info.format()
+                    ));
                 }
-                if !matches!(settings.protocol, InferProtocol::OpenaiTranscriptions | InferProtocol::Runpod) {
-                    return Err(format!("{:?} cannot carry audio (use openai-transcriptions or runpod)", settings.protocol));
+                if !matches!(
+                    settings.protocol,
+                    InferProtocol::OpenaiTranscriptions | InferProtocol::Runpod
+                ) {
+                    return Err(format!(
+                        "{:?} cannot carry audio (use openai-transcriptions or runpod)",
+                        settings.protocol
+                    ));
                 }
                 state.audio = Some(info);
             }
@@ -887,29 +1116,48 @@ impl InferClient {
                 }
                 Ok(gst::FlowSuccess::Ok)
             }
-            Item::Buffer { mut buffer, job, deadline, index } => {
+            Item::Buffer {
+                mut buffer,
+                job,
+                deadline,
+                index,
+            } => {
                 if let Some(job) = job {
                     match job.wait(deadline) {
                         Some(Ok(mut outcome)) => {
                             if let Some(i) = index {
-                                outcome.detections = outcome.batches.get(i).cloned().unwrap_or_default();
+                                outcome.detections =
+                                    outcome.batches.get(i).cloned().unwrap_or_default();
                             }
                             let b = buffer.make_mut();
                             self.attach(b, &outcome, job.segment);
                             // Zero detections included: "inferred, nothing found" differs from "not inferred".
-                            crate::InferredMeta { model: self.settings.lock().unwrap().model.clone(), detections: outcome.detections.len() as u32 }.attach(b);
+                            crate::InferredMeta {
+                                model: self.settings.lock().unwrap().model.clone(),
+                                detections: outcome.detections.len() as u32,
+                            }
+                            .attach(b);
                             self.post_result(&outcome, buffer.pts(), job.segment);
                         }
                         Some(Err(_)) => {}
                         None => {
                             self.stats.lock().unwrap().dropped_by_budget += 1;
-                            gst::debug!(CAT, imp = self, "result not back within the latency budget: frame passes without it");
+                            gst::debug!(
+                                CAT,
+                                imp = self,
+                                "result not back within the latency budget: frame passes without it"
+                            );
                         }
                     }
                 }
                 self.srcpad.push(buffer)
             }
-            Item::Text { job, pts, duration, deadline } => match job.wait(deadline) {
+            Item::Text {
+                job,
+                pts,
+                duration,
+                deadline,
+            } => match job.wait(deadline) {
                 Some(Ok(outcome)) => {
                     self.post_result(&outcome, pts, job.segment);
                     let output = self.settings.lock().unwrap().output;
@@ -960,9 +1208,19 @@ impl InferClient {
             }
             let _ = self.srcpad.pause_task();
             // Not-linked and errors end the stream with an error, as GStreamer sources do.
-            if matches!(err, gst::FlowError::Eos | gst::FlowError::NotLinked | gst::FlowError::Error | gst::FlowError::NotNegotiated) {
+            if matches!(
+                err,
+                gst::FlowError::Eos
+                    | gst::FlowError::NotLinked
+                    | gst::FlowError::Error
+                    | gst::FlowError::NotNegotiated
+            ) {
                 if err != gst::FlowError::Eos {
-                    gst::element_imp_error!(self, gst::StreamError::Failed, ("Streaming stopped: {:?}", err));
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Failed,
+                        ("Streaming stopped: {:?}", err)
+                    );
                 }
                 self.srcpad.push_event(gst::event::Eos::new());
             }
@@ -973,7 +1231,10 @@ impl InferClient {
         let model = self.settings.lock().unwrap().model.clone();
         for d in &outcome.detections {
             let (x, y) = (d.x1.round() as u32, d.y1.round() as u32);
-            let (w, h) = ((d.x2 - d.x1).round().max(1.0) as u32, (d.y2 - d.y1).round().max(1.0) as u32);
+            let (w, h) = (
+                (d.x2 - d.x1).round().max(1.0) as u32,
+                (d.y2 - d.y1).round().max(1.0) as u32,
+            );
             let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, &d.label, (x, y, w, h));
             roi.add_param(
                 gst::Structure::builder(rtai_core::inference::DETECTION_PARAM)
@@ -988,13 +1249,26 @@ impl InferClient {
             let kind = match self.settings.lock().unwrap().protocol {
                 InferProtocol::OpenaiTranscriptions => "transcript",
                 InferProtocol::OpenaiChat => "caption",
-                _ if outcome.text.is_some() && self.state.lock().unwrap().as_ref().is_some_and(|s| s.audio.is_some()) => "transcript",
+                _ if outcome.text.is_some()
+                    && self
+                        .state
+                        .lock()
+                        .unwrap()
+                        .as_ref()
+                        .is_some_and(|s| s.audio.is_some()) =>
+                {
+                    "transcript"
+                }
                 _ if outcome.text.is_some() => "caption",
                 _ => "json",
             };
             InferenceResult {
                 kind: kind.into(),
-                text: outcome.text.clone().or_else(|| outcome.raw.clone()).unwrap_or_default(),
+                text: outcome
+                    .text
+                    .clone()
+                    .or_else(|| outcome.raw.clone())
+                    .unwrap_or_default(),
                 model: Some(model),
                 confidence: None,
                 round_trip: Some(outcome.round_trip),
@@ -1018,32 +1292,82 @@ impl InferClient {
         if let Some(id) = segment {
             s = s.field("segment-id", id);
         }
-        let _ = self.obj().post_message(gst::message::Element::builder(s.build()).src(&*self.obj()).build());
+        let _ = self.obj().post_message(
+            gst::message::Element::builder(s.build())
+                .src(&*self.obj())
+                .build(),
+        );
     }
 }
 
 /// A KServe tensor of `rgb`, letterboxed into the model's input.
 fn tensor_request(settings: &Settings, rgb: &preprocess::Rgb) -> (Request, Letterbox) {
-    let layout = if settings.nchw { Layout::Nchw } else { Layout::Nhwc };
-    let (data, letterbox) = preprocess::tensor(rgb, settings.input_width, settings.input_height, layout, settings.normalize);
-    let (w, h) = (settings.input_width as usize, settings.input_height as usize);
-    let shape = if settings.nchw { vec![1, 3, h, w] } else { vec![1, h, w, 3] };
-    (Request::Tensor { name: settings.input_name.clone(), shape, data }, letterbox)
+    let layout = if settings.nchw {
+        Layout::Nchw
+    } else {
+        Layout::Nhwc
+    };
+    let (data, letterbox) = preprocess::tensor(
+        rgb,
+        settings.input_width,
+        settings.input_height,
+        layout,
+        settings.normalize,
+    );
+    let (w, h) = (
+        settings.input_width as usize,
+        settings.input_height as usize,
+    );
+    let shape = if settings.nchw {
+        vec![1, 3, h, w]
+    } else {
+        vec![1, h, w, 3]
+    };
+    (
+        Request::Tensor {
+            name: settings.input_name.clone(),
+            shape,
+            data,
+        },
+        letterbox,
+    )
 }
 
 /// An image request (RunPod, OpenAI chat) with `jpeg` as the current frame after the context.
-fn images_request(state: &mut State, settings: &Settings, jpeg: Vec<u8>, width: u32, height: u32) -> (Request, Letterbox) {
+fn images_request(
+    state: &mut State,
+    settings: &Settings,
+    jpeg: Vec<u8>,
+    width: u32,
+    height: u32,
+) -> (Request, Letterbox) {
     state.context.push_back(jpeg);
     while state.context.len() > settings.context_frames.max(1) as usize {
         state.context.pop_front();
     }
-    let previous_answer = if settings.feed_back_answer { state.previous_answer.lock().unwrap().clone() } else { None };
-    let request = Request::Images { jpegs: state.context.iter().cloned().collect(), width, height, prompt: settings.prompt.clone(), previous_answer };
+    let previous_answer = if settings.feed_back_answer {
+        state.previous_answer.lock().unwrap().clone()
+    } else {
+        None
+    };
+    let request = Request::Images {
+        jpegs: state.context.iter().cloned().collect(),
+        width,
+        height,
+        prompt: settings.prompt.clone(),
+        previous_answer,
+    };
     (request, Letterbox::identity(width, height))
 }
 
 /// A reply as detections and text for this element's settings.
-fn to_outcome(reply: Reply, s: &Settings, letterbox: Option<Letterbox>, labels: &[String], batch: usize) -> Result<Outcome, String> {
+fn to_outcome(
+    reply: Reply,
+    s: &Settings,
+    letterbox: Option<Letterbox>,
+    labels: &[String],
+    batch: usize,
+) -> Result<Outcome, String> {
     let format = match s.box_format {
         InferBoxFormat::Auto => BoxFormat::Auto,
         InferBoxFormat::Decoded => BoxFormat::Decoded,
@@ -1060,16 +1384,37 @@ fn to_outcome(reply: Reply, s: &Settings, letterbox: Option<Letterbox>, labels: 
                     if batch > 1 {
                         // A batched request: the first dimension is the frame.
                         if t.shape.first() != Some(&batch) || t.numbers.len() % batch != 0 {
-                            return Err(format!("output {} has shape {:?} for a batch of {batch}", t.name, t.shape));
+                            return Err(format!(
+                                "output {} has shape {:?} for a batch of {batch}",
+                                t.name, t.shape
+                            ));
                         }
                         let per = t.numbers.len() / batch;
-                        let shape: Vec<usize> = std::iter::once(1).chain(t.shape[1..].iter().copied()).collect();
+                        let shape: Vec<usize> = std::iter::once(1)
+                            .chain(t.shape[1..].iter().copied())
+                            .collect();
                         out.batches.resize(batch, Vec::new());
                         for (i, chunk) in t.numbers.chunks(per.max(1)).enumerate().take(batch) {
-                            out.batches[i].extend(postprocess::detections(&shape, chunk, format, lb, s.confidence_threshold, s.nms_iou, labels)?);
+                            out.batches[i].extend(postprocess::detections(
+                                &shape,
+                                chunk,
+                                format,
+                                lb,
+                                s.confidence_threshold,
+                                s.nms_iou,
+                                labels,
+                            )?);
                         }
                     } else {
-                        out.detections.extend(postprocess::detections(&t.shape, &t.numbers, format, lb, s.confidence_threshold, s.nms_iou, labels)?);
+                        out.detections.extend(postprocess::detections(
+                            &t.shape,
+                            &t.numbers,
+                            format,
+                            lb,
+                            s.confidence_threshold,
+                            s.nms_iou,
+                            labels,
+                        )?);
                     }
                 }
             }
@@ -1079,19 +1424,39 @@ fn to_outcome(reply: Reply, s: &Settings, letterbox: Option<Letterbox>, labels: 
             if let Some(dets) = v.get("detections").and_then(|d| d.as_array()) {
                 let lb = letterbox.ok_or("detections for a request without a frame")?;
                 for d in dets {
-                    let b = d.get("box").and_then(|b| b.as_array()).ok_or("a detection without \"box\" [x1, y1, x2, y2]")?;
+                    let b = d
+                        .get("box")
+                        .and_then(|b| b.as_array())
+                        .ok_or("a detection without \"box\" [x1, y1, x2, y2]")?;
                     let n: Vec<f64> = b.iter().filter_map(|x| x.as_f64()).collect();
-                    let [x1, y1, x2, y2] = n[..] else { return Err("\"box\" needs 4 numbers".into()) };
+                    let [x1, y1, x2, y2] = n[..] else {
+                        return Err("\"box\" needs 4 numbers".into());
+                    };
                     let score = d.get("score").and_then(|x| x.as_f64()).unwrap_or(1.0);
                     if !score.is_finite() || score < s.confidence_threshold {
                         continue;
                     }
                     let class_id = d.get("class_id").and_then(|x| x.as_i64()).unwrap_or(0) as i32;
-                    let label = d.get("label").and_then(|x| x.as_str()).map(String::from).unwrap_or_else(|| {
-                        labels.get(class_id.max(0) as usize).cloned().unwrap_or_else(|| format!("class{class_id}"))
-                    });
+                    let label = d
+                        .get("label")
+                        .and_then(|x| x.as_str())
+                        .map(String::from)
+                        .unwrap_or_else(|| {
+                            labels
+                                .get(class_id.max(0) as usize)
+                                .cloned()
+                                .unwrap_or_else(|| format!("class{class_id}"))
+                        });
                     if let Some((x1, y1, x2, y2)) = lb.to_frame(x1, y1, x2, y2) {
-                        out.detections.push(Detection { x1, y1, x2, y2, confidence: score.clamp(0.0, 1.0), class_id, label });
+                        out.detections.push(Detection {
+                            x1,
+                            y1,
+                            x2,
+                            y2,
+                            confidence: score.clamp(0.0, 1.0),
+                            class_id,
+                            label,
+                        });
                     }
                 }
             }
@@ -1121,63 +1486,102 @@ impl ObjectSubclass for InferClient {
     fn with_class(klass: &Self::Class) -> Self {
         let sinkpad = gst::Pad::builder_from_template(&klass.pad_template("sink").unwrap())
             .chain_function(|pad, parent, buffer| {
-                InferClient::catch_panic_pad_function(parent, || Err(gst::FlowError::Error), |this| this.sink_chain(pad, buffer))
+                InferClient::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |this| this.sink_chain(pad, buffer),
+                )
             })
             .chain_list_function(|pad, parent, list| {
-                InferClient::catch_panic_pad_function(parent, || Err(gst::FlowError::Error), |this| this.sink_chain_list(pad, list))
+                InferClient::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |this| this.sink_chain_list(pad, list),
+                )
             })
-            .event_function(|pad, parent, event| InferClient::catch_panic_pad_function(parent, || false, |this| this.sink_event(pad, event)))
+            .event_function(|pad, parent, event| {
+                InferClient::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |this| this.sink_event(pad, event),
+                )
+            })
             .query_function(|pad, parent, query| {
-                InferClient::catch_panic_pad_function(parent, || false, |this| {
-                    let text_out = this.settings.lock().unwrap().output == InferOutput::Text;
-                    match query.view_mut() {
-                        // What this element reads, narrowed by downstream when media passes through.
-                        gst::QueryViewMut::Caps(q) => {
-                            let template = pad.pad_template_caps();
-                            let mut caps = if text_out {
-                                template
-                            } else {
-                                this.srcpad.peer_query_caps(q.filter_owned().as_ref()).intersect_with_mode(&template, gst::CapsIntersectMode::First)
-                            };
-                            if let Some(filter) = q.filter() {
-                                caps = filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First);
+                InferClient::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |this| {
+                        let text_out = this.settings.lock().unwrap().output == InferOutput::Text;
+                        match query.view_mut() {
+                            // What this element reads, narrowed by downstream when media passes through.
+                            gst::QueryViewMut::Caps(q) => {
+                                let template = pad.pad_template_caps();
+                                let mut caps = if text_out {
+                                    template
+                                } else {
+                                    this.srcpad
+                                        .peer_query_caps(q.filter_owned().as_ref())
+                                        .intersect_with_mode(
+                                            &template,
+                                            gst::CapsIntersectMode::First,
+                                        )
+                                };
+                                if let Some(filter) = q.filter() {
+                                    caps = filter
+                                        .intersect_with_mode(&caps, gst::CapsIntersectMode::First);
+                                }
+                                q.set_result(&caps);
+                                true
                             }
-                            q.set_result(&caps);
-                            true
+                            gst::QueryViewMut::AcceptCaps(q) => {
+                                let ok = q.caps().is_subset(&pad.pad_template_caps())
+                                    && (text_out
+                                        || this.srcpad.peer_query_accept_caps(&q.caps_owned()));
+                                q.set_result(ok);
+                                true
+                            }
+                            _ => {
+                                this.srcpad.peer_query(query)
+                                    || gst::Pad::query_default(pad, Some(&*this.obj()), query)
+                            }
                         }
-                        gst::QueryViewMut::AcceptCaps(q) => {
-                            let ok = q.caps().is_subset(&pad.pad_template_caps()) && (text_out || this.srcpad.peer_query_accept_caps(&q.caps_owned()));
-                            q.set_result(ok);
-                            true
-                        }
-                        _ => this.srcpad.peer_query(query) || gst::Pad::query_default(pad, Some(&*this.obj()), query),
-                    }
-                })
+                    },
+                )
             })
             .build();
         let srcpad = gst::Pad::builder_from_template(&klass.pad_template("src").unwrap())
             .query_function(|pad, parent, query| {
-                InferClient::catch_panic_pad_function(parent, || false, |this| {
-                    if let gst::QueryViewMut::Latency(q) = query.view_mut() {
-                        let mut upstream = gst::query::Latency::new();
-                        if !this.sinkpad.peer_query(&mut upstream) {
-                            return false;
+                InferClient::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |this| {
+                        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+                            let mut upstream = gst::query::Latency::new();
+                            if !this.sinkpad.peer_query(&mut upstream) {
+                                return false;
+                            }
+                            let (live, min, max) = upstream.result();
+                            let s = this.settings.lock().unwrap().clone();
+                            // Media waits for its result at most the budget; text waits for the request.
+                            let added = if s.output == InferOutput::Meta {
+                                gst::ClockTime::from_mseconds(s.latency_budget_ms as u64)
+                            } else {
+                                gst::ClockTime::from_mseconds(s.request_timeout_ms as u64)
+                            };
+                            q.set(live, min + added, max.map(|m| m + added));
+                            return true;
                         }
-                        let (live, min, max) = upstream.result();
-                        let s = this.settings.lock().unwrap().clone();
-                        // Media waits for its result at most the budget; text waits for the request.
-                        let added = if s.output == InferOutput::Meta {
-                            gst::ClockTime::from_mseconds(s.latency_budget_ms as u64)
-                        } else {
-                            gst::ClockTime::from_mseconds(s.request_timeout_ms as u64)
-                        };
-                        q.set(live, min + added, max.map(|m| m + added));
-                        return true;
-                    }
-                    gst::Pad::query_default(pad, Some(&*this.obj()), query)
-                })
+                        gst::Pad::query_default(pad, Some(&*this.obj()), query)
+                    },
+                )
             })
-            .event_function(|pad, parent, event| InferClient::catch_panic_pad_function(parent, || false, |this| gst::Pad::event_default(pad, Some(&*this.obj()), event)))
+            .event_function(|pad, parent, event| {
+                InferClient::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |this| gst::Pad::event_default(pad, Some(&*this.obj()), event),
+                )
+            })
             .build();
         Self {
             sinkpad,
@@ -1401,7 +1805,11 @@ impl ObjectImpl for InferClient {
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut s = self.settings.lock().unwrap();
-        let string = |v: &glib::Value| v.get::<Option<String>>().expect("type checked upstream").unwrap_or_default();
+        let string = |v: &glib::Value| {
+            v.get::<Option<String>>()
+                .expect("type checked upstream")
+                .unwrap_or_default()
+        };
         match pspec.name() {
             "protocol" => s.protocol = value.get().expect("type checked upstream"),
             "url" => s.url = string(value),
@@ -1413,15 +1821,21 @@ impl ObjectImpl for InferClient {
             "min-interval-ms" => s.min_interval_ms = value.get().expect("type checked upstream"),
             "latency-budget" => s.latency_budget_ms = value.get().expect("type checked upstream"),
             "max-retries" => s.max_retries = value.get().expect("type checked upstream"),
-            "breaker-threshold" => s.breaker_threshold = value.get().expect("type checked upstream"),
-            "breaker-cooldown" => s.breaker_cooldown_ms = value.get().expect("type checked upstream"),
+            "breaker-threshold" => {
+                s.breaker_threshold = value.get().expect("type checked upstream")
+            }
+            "breaker-cooldown" => {
+                s.breaker_cooldown_ms = value.get().expect("type checked upstream")
+            }
             "input-width" => s.input_width = value.get().expect("type checked upstream"),
             "input-height" => s.input_height = value.get().expect("type checked upstream"),
             "input-name" => s.input_name = string(value),
             "nchw" => s.nchw = value.get().expect("type checked upstream"),
             "normalize" => s.normalize = value.get().expect("type checked upstream"),
             "box-format" => s.box_format = value.get().expect("type checked upstream"),
-            "confidence-threshold" => s.confidence_threshold = value.get().expect("type checked upstream"),
+            "confidence-threshold" => {
+                s.confidence_threshold = value.get().expect("type checked upstream")
+            }
             "nms-iou" => s.nms_iou = value.get().expect("type checked upstream"),
             "labels" => s.labels = string(value),
             "output" => s.output = value.get().expect("type checked upstream"),
@@ -1500,21 +1914,52 @@ impl ElementImpl for InferClient {
             let mut caps = gst::Caps::new_empty();
             {
                 let caps = caps.get_mut().unwrap();
-                caps.append(gst_video::VideoCapsBuilder::new().format_list(preprocess::FORMATS).build());
+                caps.append(
+                    gst_video::VideoCapsBuilder::new()
+                        .format_list(preprocess::FORMATS)
+                        .build(),
+                );
                 caps.append(gst::Caps::builder("image/jpeg").build());
-                caps.append(gst_audio::AudioCapsBuilder::new_interleaved().format(gst_audio::AudioFormat::S16le).build());
-                caps.append(gst::Caps::builder("text/x-raw").field("format", "utf8").build());
+                caps.append(
+                    gst_audio::AudioCapsBuilder::new_interleaved()
+                        .format(gst_audio::AudioFormat::S16le)
+                        .build(),
+                );
+                caps.append(
+                    gst::Caps::builder("text/x-raw")
+                        .field("format", "utf8")
+                        .build(),
+                );
             }
-            let sink = gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps).unwrap();
+            let sink = gst::PadTemplate::new(
+                "sink",
+                gst::PadDirection::Sink,
+                gst::PadPresence::Always,
+                &caps,
+            )
+            .unwrap();
             let mut src_caps = caps.clone();
-            src_caps.merge(gst::Caps::builder("text/x-raw").field("format", "utf8").build());
-            let src = gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &src_caps).unwrap();
+            src_caps.merge(
+                gst::Caps::builder("text/x-raw")
+                    .field("format", "utf8")
+                    .build(),
+            );
+            let src = gst::PadTemplate::new(
+                "src",
+                gst::PadDirection::Src,
+                gst::PadPresence::Always,
+                &src_caps,
+            )
+            .unwrap();
             vec![sink, src]
         });
         PAD_TEMPLATES.as_ref()
     }
 
-    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         match transition {
             gst::StateChange::ReadyToPaused => {
                 let s = self.settings.lock().unwrap().clone();
@@ -1535,19 +1980,32 @@ impl ElementImpl for InferClient {
                 rtai_core::runtime::ensure_tls_provider();
                 if s.protocol == InferProtocol::KserveGrpc {
                     let _guard = rtai_core::runtime::runtime().enter();
-                    endpoint.grpc = Some(client::grpc_channel(&s.url, endpoint.timeout).map_err(|e| {
-                        gst::element_imp_error!(self, gst::ResourceError::Settings, ("Cannot use the gRPC endpoint: {}", e));
-                        gst::StateChangeError
-                    })?);
+                    endpoint.grpc =
+                        Some(client::grpc_channel(&s.url, endpoint.timeout).map_err(|e| {
+                            gst::element_imp_error!(
+                                self,
+                                gst::ResourceError::Settings,
+                                ("Cannot use the gRPC endpoint: {}", e)
+                            );
+                            gst::StateChangeError
+                        })?);
                 }
                 let client = reqwest::Client::builder().build().map_err(|e| {
-                    gst::element_imp_error!(self, gst::LibraryError::Init, ("Cannot create the HTTP client"), ["{e}"]);
+                    gst::element_imp_error!(
+                        self,
+                        gst::LibraryError::Init,
+                        ("Cannot create the HTTP client"),
+                        ["{e}"]
+                    );
                     gst::StateChangeError
                 })?;
                 *self.state.lock().unwrap() = Some(State {
                     endpoint,
                     client,
-                    breaker: Arc::new(Mutex::new(Breaker::new(s.breaker_threshold, Duration::from_millis(s.breaker_cooldown_ms as u64)))),
+                    breaker: Arc::new(Mutex::new(Breaker::new(
+                        s.breaker_threshold,
+                        Duration::from_millis(s.breaker_cooldown_ms as u64),
+                    ))),
                     frame: 0,
                     last_sent: None,
                     video: None,
@@ -1559,7 +2017,12 @@ impl ElementImpl for InferClient {
                     audio_start: None,
                     audio_end: None,
                     audio_segment: None,
-                    labels: s.labels.split(',').map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect(),
+                    labels: s
+                        .labels
+                        .split(',')
+                        .map(|l| l.trim().to_string())
+                        .filter(|l| !l.is_empty())
+                        .collect(),
                 });
                 *self.stats.lock().unwrap() = Stats::default();
                 self.warned_bad_reply.store(false, Ordering::SeqCst);
@@ -1588,10 +2051,16 @@ mod tests {
 
     #[test]
     fn settings_debug_hides_the_api_key() {
-        let s = Settings { api_key: Some("sk-live-secret".into()), ..Default::default() };
+        let s = Settings {
+            api_key: Some("sk-live-secret".into()),
+            ..Default::default()
+        };
         let text = format!("{s:?}");
         assert!(!text.contains("sk-live-secret"), "{text}");
-        assert!(text.contains("api_key: Some(\"<redacted>\")") && text.contains("max_inflight: 4"), "{text}");
+        assert!(
+            text.contains("api_key: Some(\"<redacted>\")") && text.contains("max_inflight: 4"),
+            "{text}"
+        );
         assert!(format!("{:?}", Settings::default()).contains("api_key: None"));
     }
 

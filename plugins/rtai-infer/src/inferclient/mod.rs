@@ -13,13 +13,25 @@ glib::wrapper! {
 pub enum InferProtocol {
     #[enum_value(name = "KServe v2 / Triton REST (JSON tensors)", nick = "kserve-rest")]
     KserveRest = 0,
-    #[enum_value(name = "RunPod serverless (/runsync, /status polling, /cancel)", nick = "runpod")]
+    #[enum_value(
+        name = "RunPod serverless (/runsync, /status polling, /cancel)",
+        nick = "runpod"
+    )]
     Runpod = 1,
-    #[enum_value(name = "KServe v2 / Triton gRPC (GRPCInferenceService.ModelInfer, raw tensor contents)", nick = "kserve-grpc")]
+    #[enum_value(
+        name = "KServe v2 / Triton gRPC (GRPCInferenceService.ModelInfer, raw tensor contents)",
+        nick = "kserve-grpc"
+    )]
     KserveGrpc = 4,
-    #[enum_value(name = "OpenAI-compatible chat completions with images", nick = "openai-chat")]
+    #[enum_value(
+        name = "OpenAI-compatible chat completions with images",
+        nick = "openai-chat"
+    )]
     OpenaiChat = 2,
-    #[enum_value(name = "OpenAI-compatible audio transcriptions", nick = "openai-transcriptions")]
+    #[enum_value(
+        name = "OpenAI-compatible audio transcriptions",
+        nick = "openai-transcriptions"
+    )]
     OpenaiTranscriptions = 3,
 }
 
@@ -27,9 +39,15 @@ pub enum InferProtocol {
 #[repr(u32)]
 #[enum_type(name = "GstRtaiInferOutput")]
 pub enum InferOutput {
-    #[enum_value(name = "Pass the media through with results attached as metas", nick = "meta")]
+    #[enum_value(
+        name = "Pass the media through with results attached as metas",
+        nick = "meta"
+    )]
     Meta = 0,
-    #[enum_value(name = "Emit the results as text/x-raw with the media's timestamps", nick = "text")]
+    #[enum_value(
+        name = "Emit the results as text/x-raw with the media's timestamps",
+        nick = "text"
+    )]
     Text = 1,
 }
 
@@ -37,14 +55,28 @@ pub enum InferOutput {
 #[repr(u32)]
 #[enum_type(name = "GstRtaiInferBoxFormat")]
 pub enum InferBoxFormat {
-    #[enum_value(name = "From the output's shape: last dimension 6 is decoded, otherwise YOLO", nick = "auto")]
+    #[enum_value(
+        name = "From the output's shape: last dimension 6 is decoded, otherwise YOLO",
+        nick = "auto"
+    )]
     Auto = 0,
-    #[enum_value(name = "Decoded boxes [N, 6]: x1, y1, x2, y2, score, class in input pixels", nick = "decoded")]
+    #[enum_value(
+        name = "Decoded boxes [N, 6]: x1, y1, x2, y2, score, class in input pixels",
+        nick = "decoded"
+    )]
     Decoded = 1,
-    #[enum_value(name = "YOLOv8-style [1, 4 + classes, anchors]: cx, cy, w, h, class scores (NMS applied)", nick = "yolo")]
+    #[enum_value(
+        name = "YOLOv8-style [1, 4 + classes, anchors]: cx, cy, w, h, class scores (NMS applied)",
+        nick = "yolo"
+    )]
     Yolo = 2,
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    gst::Element::register(Some(plugin), "inferclient", gst::Rank::NONE, InferClient::static_type())
+    gst::Element::register(
+        Some(plugin),
+        "inferclient",
+        gst::Rank::NONE,
+        InferClient::static_type(),
+    )
 }

@@ -41,7 +41,6 @@ const DEFAULT_CLASS_AWARE: bool = true;
 const DEFAULT_INTERVAL: u32 = 0;
 const DEFAULT_EMIT_PREDICTED: bool = true;
 
-
 #[derive(Debug, Clone)]
 struct Settings {
     high_threshold: f64,

@@ -16,7 +16,8 @@ pub struct EnergyEngine {
 
 impl EnergyEngine {
     pub fn is_voiced(&mut self, frame: &[f32], threshold_db: f64) -> bool {
-        let energy = frame.iter().map(|s| (*s as f64) * (*s as f64)).sum::<f64>() / frame.len().max(1) as f64;
+        let energy = frame.iter().map(|s| (*s as f64) * (*s as f64)).sum::<f64>()
+            / frame.len().max(1) as f64;
         let level = (10.0 * energy.max(1e-10).log10()).max(-100.0);
         let floor = self.floor_db.get_or_insert(level);
         let voiced = level > ABSOLUTE_FLOOR_DB && level > *floor + threshold_db;
@@ -46,7 +47,10 @@ impl To16k {
                     .map_err(|e| format!("cannot resample {rate} Hz to 16 kHz for analysis: {e}"))?,
             )
         };
-        Ok(Self { resampler, queue: Vec::new() })
+        Ok(Self {
+            resampler,
+            queue: Vec::new(),
+        })
     }
 
     pub fn push(&mut self, frame: &[f32]) {
@@ -86,11 +90,19 @@ impl WebRtcEngine {
             8000 | 16000 | 32000 | 48000 => None,
             _ => Some(To16k::new(rate)?),
         };
-        Ok(Self { vad: earshot::VoiceActivityDetector::new(profile), rate, to16k, last: false })
+        Ok(Self {
+            vad: earshot::VoiceActivityDetector::new(profile),
+            rate,
+            to16k,
+            last: false,
+        })
     }
 
     fn predict(&mut self, rate: u32, samples: &[f32]) {
-        let pcm: Vec<i16> = samples.iter().map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16).collect();
+        let pcm: Vec<i16> = samples
+            .iter()
+            .map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16)
+            .collect();
         let result = match rate {
             8000 => self.vad.predict_8khz(&pcm),
             16000 => self.vad.predict_16khz(&pcm),
@@ -183,7 +195,11 @@ impl ToneDetector {
         for ((x, s), w) in self.input.iter_mut().zip(&self.recent).zip(&self.window) {
             *x = s * w;
         }
-        if self.fft.process(&mut self.input, &mut self.spectrum).is_err() {
+        if self
+            .fft
+            .process(&mut self.input, &mut self.spectrum)
+            .is_err()
+        {
             return 1.0;
         }
         for (p, c) in self.power.iter_mut().zip(&self.spectrum) {
@@ -196,7 +212,9 @@ impl ToneDetector {
         }
         let mut in_peaks = 0.0f64;
         for _ in 0..TONE_PEAKS {
-            let Some((i, _)) = band.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) else { break };
+            let Some((i, _)) = band.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) else {
+                break;
+            };
             let lobe = i.saturating_sub(PEAK_HALF_WIDTH)..(i + PEAK_HALF_WIDTH + 1).min(band.len());
             in_peaks += band[lobe.clone()].iter().map(|p| *p as f64).sum::<f64>();
             band[lobe].fill(0.0);
@@ -207,13 +225,18 @@ impl ToneDetector {
 
 /// ONNX Runtime loaded from a shared library once per process (ort's
 /// load-dynamic), so the plugin builds without downloading anything.
-static ORT_ENV: std::sync::OnceLock<Result<ort::environment::Environment, String>> = std::sync::OnceLock::new();
+static ORT_ENV: std::sync::OnceLock<Result<ort::environment::Environment, String>> =
+    std::sync::OnceLock::new();
 
 fn ort_environment(library: &str) -> Result<&'static ort::environment::Environment, String> {
     ORT_ENV
         .get_or_init(|| {
-            let builder = ort::init_from(library).map_err(|e| format!("cannot load ONNX Runtime from {library}: {e}"))?;
-            builder.with_name("rtai").build().map_err(|e| format!("ONNX Runtime does not start: {e}"))
+            let builder = ort::init_from(library)
+                .map_err(|e| format!("cannot load ONNX Runtime from {library}: {e}"))?;
+            builder
+                .with_name("rtai")
+                .build()
+                .map_err(|e| format!("ONNX Runtime does not start: {e}"))
         })
         .as_ref()
         .map_err(Clone::clone)
@@ -261,7 +284,8 @@ impl SileroEngine {
         let mut input = Vec::with_capacity(SILERO_CONTEXT + SILERO_CHUNK);
         input.extend_from_slice(&self.context);
         input.extend_from_slice(chunk);
-        self.context.copy_from_slice(&chunk[SILERO_CHUNK - SILERO_CONTEXT..]);
+        self.context
+            .copy_from_slice(&chunk[SILERO_CHUNK - SILERO_CONTEXT..]);
         let outputs = self.session.run(ort::inputs![
             "input" => ort::value::Tensor::from_array(([1usize, SILERO_CONTEXT + SILERO_CHUNK], input))?,
             "state" => ort::value::Tensor::from_array(([2usize, 1, 128], self.state.clone()))?,
@@ -281,7 +305,9 @@ impl SileroEngine {
         self.to16k.push(frame);
         while self.to16k.queue.len() >= SILERO_CHUNK {
             let chunk: Vec<f32> = self.to16k.queue.drain(..SILERO_CHUNK).collect();
-            self.last_probability = self.infer(&chunk).map_err(|e| format!("Silero inference failed: {e}"))?;
+            self.last_probability = self
+                .infer(&chunk)
+                .map_err(|e| format!("Silero inference failed: {e}"))?;
         }
         Ok(self.last_probability)
     }
@@ -298,7 +324,12 @@ mod tests {
                 (0..n)
                     .map(|i| {
                         let t = (f * n + i) as f32 / rate as f32;
-                        (1..=6).map(|h| (2.0 * std::f32::consts::PI * 150.0 * h as f32 * t).sin() / h as f32).sum::<f32>() * amp
+                        (1..=6)
+                            .map(|h| {
+                                (2.0 * std::f32::consts::PI * 150.0 * h as f32 * t).sin() / h as f32
+                            })
+                            .sum::<f32>()
+                            * amp
                     })
                     .collect()
             })
@@ -307,7 +338,13 @@ mod tests {
 
     fn frames_of(rate: u32, ms: u32, mut f: impl FnMut(f32) -> f32) -> Vec<Vec<f32>> {
         let n = rate / 100;
-        (0..ms / 10).map(|k| (0..n).map(|i| f((k * n + i) as f32 / rate as f32)).collect()).collect()
+        (0..ms / 10)
+            .map(|k| {
+                (0..n)
+                    .map(|i| f((k * n + i) as f32 / rate as f32))
+                    .collect()
+            })
+            .collect()
     }
 
     #[test]
@@ -320,14 +357,27 @@ mod tests {
                 t.residual()
             };
             let chord = residual_after(frames_of(rate, 100, |t| {
-                [220.0, 277.0, 330.0].iter().map(|f| (2.0 * PI * f * t).sin()).sum::<f32>() * 0.1
+                [220.0, 277.0, 330.0]
+                    .iter()
+                    .map(|f| (2.0 * PI * f * t).sin())
+                    .sum::<f32>()
+                    * 0.1
             }));
-            assert!(chord < 0.005, "{rate} Hz: a three-note chord has residual {chord}");
+            assert!(
+                chord < 0.005,
+                "{rate} Hz: a three-note chord has residual {chord}"
+            );
             // A voice-like source: 120 Hz pulse train harmonics, falling 6 dB per octave.
             let voice = residual_after(frames_of(rate, 100, |t| {
-                (1..=30).map(|h| (2.0 * PI * 120.0 * h as f32 * t).sin() / h as f32).sum::<f32>() * 0.1
+                (1..=30)
+                    .map(|h| (2.0 * PI * 120.0 * h as f32 * t).sin() / h as f32)
+                    .sum::<f32>()
+                    * 0.1
             }));
-            assert!(voice > 0.02, "{rate} Hz: a harmonic voice-like source has residual {voice}");
+            assert!(
+                voice > 0.02,
+                "{rate} Hz: a harmonic voice-like source has residual {voice}"
+            );
             let mut noise = 1u32;
             let hiss = residual_after(frames_of(rate, 100, |_| {
                 noise = noise.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -349,7 +399,10 @@ mod tests {
             assert!(!e.is_voiced(&quiet, 9.0));
         }
         assert!(e.is_voiced(&[0.3f32; 160], 9.0));
-        assert!(!EnergyEngine::default().is_voiced(&[0.00001f32; 160], 0.0), "below -60 dBFS is never voice");
+        assert!(
+            !EnergyEngine::default().is_voiced(&[0.00001f32; 160], 0.0),
+            "below -60 dBFS is never voice"
+        );
     }
 
     #[test]
@@ -359,8 +412,14 @@ mod tests {
             let silence = vec![0f32; (rate / 100) as usize];
             let quiet: Vec<bool> = (0..30).map(|_| e.is_voiced(&silence)).collect();
             assert!(quiet.iter().all(|v| !v), "{rate} Hz: silence is not voice");
-            let voiced = tone(rate, 500, 0.3).iter().filter(|f| e.is_voiced(f)).count();
-            assert!(voiced > 25, "{rate} Hz: only {voiced}/50 frames of a harmonic tone were voiced");
+            let voiced = tone(rate, 500, 0.3)
+                .iter()
+                .filter(|f| e.is_voiced(f))
+                .count();
+            assert!(
+                voiced > 25,
+                "{rate} Hz: only {voiced}/50 frames of a harmonic tone were voiced"
+            );
         }
     }
 }

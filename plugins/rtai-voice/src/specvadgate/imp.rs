@@ -21,7 +21,11 @@ use super::engine::{EnergyEngine, SileroEngine, ToneDetector, WebRtcEngine};
 use super::{Engine, IdleOutput, Mode};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("specvadgate", gst::DebugColorFlags::empty(), Some("Speculative voice activity gate"))
+    gst::DebugCategory::new(
+        "specvadgate",
+        gst::DebugColorFlags::empty(),
+        Some("Speculative voice activity gate"),
+    )
 });
 
 const DEFAULT_ENGINE: Engine = Engine::Energy;
@@ -99,7 +103,10 @@ impl VadEngine {
     fn new(settings: &Settings, rate: u32) -> Result<Self, String> {
         Ok(match settings.engine {
             Engine::Energy => Self::Energy(EnergyEngine::default()),
-            Engine::Webrtc => Self::WebRtc(Box::new(WebRtcEngine::new(rate, settings.webrtc_aggressiveness)?)),
+            Engine::Webrtc => Self::WebRtc(Box::new(WebRtcEngine::new(
+                rate,
+                settings.webrtc_aggressiveness,
+            )?)),
             Engine::Silero => {
                 let library = settings
                     .onnxruntime_library
@@ -115,10 +122,19 @@ impl VadEngine {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
-    Idle { voiced_run: u32, run_start: Option<gst::ClockTime> },
-    Speculative { frames: u32, voiced: u32, silence_run: u32 },
+    Idle {
+        voiced_run: u32,
+        run_start: Option<gst::ClockTime>,
+    },
+    Speculative {
+        frames: u32,
+        voiced: u32,
+        silence_run: u32,
+    },
     Committed,
-    Hangover { silence_run: u32 },
+    Hangover {
+        silence_run: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -164,14 +180,21 @@ struct State {
 }
 
 impl State {
-    fn new(info: gst_audio::AudioInfo, segment: gst::FormattedSegment<gst::ClockTime>, engine: VadEngine) -> Self {
+    fn new(
+        info: gst_audio::AudioInfo,
+        segment: gst::FormattedSegment<gst::ClockTime>,
+        engine: VadEngine,
+    ) -> Self {
         Self {
             tones: ToneDetector::new(info.rate()),
             tone_hold_until: None,
             info,
             segment,
             engine,
-            phase: Phase::Idle { voiced_run: 0, run_start: None },
+            phase: Phase::Idle {
+                voiced_run: 0,
+                run_start: None,
+            },
             pending: Vec::new(),
             pending_pts: None,
             lookback: VecDeque::new(),
@@ -197,8 +220,15 @@ impl State {
 
     /// Appends the buffer's mono downmix to the analysis frames and runs the
     /// state machine on every complete frame.
-    fn analyse(&mut self, buffer: &gst::BufferRef, settings: &Settings, stats: &mut Stats) -> Result<Vec<Decision>, String> {
-        let Ok(map) = buffer.map_readable() else { return Ok(Vec::new()) };
+    fn analyse(
+        &mut self,
+        buffer: &gst::BufferRef,
+        settings: &Settings,
+        stats: &mut Stats,
+    ) -> Result<Vec<Decision>, String> {
+        let Ok(map) = buffer.map_readable() else {
+            return Ok(Vec::new());
+        };
         let channels = self.info.channels() as usize;
         let rate = self.info.rate() as u64;
         let buffer_pts = buffer.pts();
@@ -217,7 +247,10 @@ impl State {
             }
             _ => {
                 for frame in map.chunks_exact(4 * channels) {
-                    let sum: f32 = frame.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).sum();
+                    let sum: f32 = frame
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .sum();
                     self.pending.push(sum / channels as f32);
                 }
             }
@@ -252,7 +285,8 @@ impl State {
                 if tonal {
                     self.tone_hold_until = Some(frame_rt + frame_dur + TONE_HOLD);
                 }
-                let held = matches!(self.phase, Phase::Idle { .. }) && self.tone_hold_until.is_some_and(|t| frame_rt < t);
+                let held = matches!(self.phase, Phase::Idle { .. })
+                    && self.tone_hold_until.is_some_and(|t| frame_rt < t);
                 engine_voiced && (tonal || held)
             } else {
                 false
@@ -276,37 +310,70 @@ impl State {
     fn step(&mut self, voiced: bool, frame_rt: gst::ClockTime, s: &Settings) -> Option<Decision> {
         let frames_for = |ms: u32| (ms as u64).div_ceil(FRAME_MS).max(1) as u32;
         match self.phase {
-            Phase::Idle { voiced_run, run_start } => {
+            Phase::Idle {
+                voiced_run,
+                run_start,
+            } => {
                 if !voiced {
-                    self.phase = Phase::Idle { voiced_run: 0, run_start: None };
+                    self.phase = Phase::Idle {
+                        voiced_run: 0,
+                        run_start: None,
+                    };
                     return None;
                 }
                 let run_start = run_start.unwrap_or(frame_rt);
                 let voiced_run = voiced_run + 1;
                 if voiced_run >= s.start_frames {
-                    self.phase = Phase::Speculative { frames: voiced_run, voiced: voiced_run, silence_run: 0 };
-                    return Some(Decision::Start { first_voiced: run_start });
+                    self.phase = Phase::Speculative {
+                        frames: voiced_run,
+                        voiced: voiced_run,
+                        silence_run: 0,
+                    };
+                    return Some(Decision::Start {
+                        first_voiced: run_start,
+                    });
                 }
-                self.phase = Phase::Idle { voiced_run, run_start: Some(run_start) };
+                self.phase = Phase::Idle {
+                    voiced_run,
+                    run_start: Some(run_start),
+                };
                 None
             }
-            Phase::Speculative { frames, voiced: n_voiced, silence_run } => {
+            Phase::Speculative {
+                frames,
+                voiced: n_voiced,
+                silence_run,
+            } => {
                 let frames = frames + 1;
                 let n_voiced = n_voiced + voiced as u32;
                 let silence_run = if voiced { 0 } else { silence_run + 1 };
                 if silence_run >= frames_for(s.stop_time_ms) {
-                    self.phase = Phase::Idle { voiced_run: 0, run_start: None };
+                    self.phase = Phase::Idle {
+                        voiced_run: 0,
+                        run_start: None,
+                    };
                     return Some(Decision::Cancel);
                 }
                 if frames >= frames_for(s.commit_time_ms) {
                     if n_voiced as f64 >= s.min_voiced_ratio * frames as f64 {
-                        self.phase = if voiced { Phase::Committed } else { Phase::Hangover { silence_run } };
+                        self.phase = if voiced {
+                            Phase::Committed
+                        } else {
+                            Phase::Hangover { silence_run }
+                        };
                         return Some(Decision::Commit);
                     }
-                    self.phase = Phase::Idle { voiced_run: 0, run_start: None };
+                    self.phase = Phase::Idle {
+                        voiced_run: 0,
+                        run_start: None,
+                    };
                     return Some(Decision::Cancel);
                 }
-                self.phase = Phase::Speculative { frames, voiced: n_voiced, silence_run };
+                self.phase = Phase::Speculative {
+                    frames,
+                    voiced: n_voiced,
+                    silence_run,
+                };
                 None
             }
             Phase::Committed | Phase::Hangover { .. } => {
@@ -316,10 +383,19 @@ impl State {
                     _ => 1,
                 };
                 if silence_run >= frames_for(s.stop_time_ms) {
-                    self.phase = Phase::Idle { voiced_run: 0, run_start: None };
-                    return Some(Decision::End { last_voiced: self.last_voiced_end.unwrap_or(frame_rt) });
+                    self.phase = Phase::Idle {
+                        voiced_run: 0,
+                        run_start: None,
+                    };
+                    return Some(Decision::End {
+                        last_voiced: self.last_voiced_end.unwrap_or(frame_rt),
+                    });
                 }
-                self.phase = if silence_run == 0 { Phase::Committed } else { Phase::Hangover { silence_run } };
+                self.phase = if silence_run == 0 {
+                    Phase::Committed
+                } else {
+                    Phase::Hangover { silence_run }
+                };
                 None
             }
         }
@@ -382,20 +458,33 @@ impl SpecVadGate {
             }
             IdleOutput::Drop => {
                 if let Some(pts) = buffer.pts() {
-                    out.push(Output::Event(gst::event::Gap::builder(pts).duration(buffer.duration()).build()));
+                    out.push(Output::Event(
+                        gst::event::Gap::builder(pts)
+                            .duration(buffer.duration())
+                            .build(),
+                    ));
                 }
             }
         }
     }
 
-    fn chain(&self, _pad: &gst::Pad, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn chain(
+        &self,
+        _pad: &gst::Pad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let arrived = Instant::now();
         let settings = self.settings.lock().unwrap().clone();
         let mut outputs = Vec::new();
         {
             let mut state_guard = self.state.lock().unwrap();
             let Some(state) = state_guard.as_mut() else {
-                gst::element_imp_error!(self, gst::CoreError::Negotiation, ("Received audio before caps"), ["no caps event before the first buffer"]);
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    ("Received audio before caps"),
+                    ["no caps event before the first buffer"]
+                );
                 return Err(gst::FlowError::NotNegotiated);
             };
             if buffer.flags().contains(gst::BufferFlags::DISCONT) {
@@ -407,11 +496,24 @@ impl SpecVadGate {
             let decisions = match state.analyse(&buffer, &settings, &mut stats) {
                 Ok(decisions) => decisions,
                 Err(err) => {
-                    gst::element_imp_error!(self, gst::LibraryError::Failed, ("Voice activity analysis failed"), ["{err}"]);
+                    gst::element_imp_error!(
+                        self,
+                        gst::LibraryError::Failed,
+                        ("Voice activity analysis failed"),
+                        ["{err}"]
+                    );
                     return Err(gst::FlowError::Error);
                 }
             };
-            self.apply(state, &settings, &mut stats, decisions, Some(buffer), arrived, &mut outputs);
+            self.apply(
+                state,
+                &settings,
+                &mut stats,
+                decisions,
+                Some(buffer),
+                arrived,
+                &mut outputs,
+            );
         }
         self.emit(outputs)
     }
@@ -429,7 +531,12 @@ impl SpecVadGate {
         out: &mut Vec<Output>,
     ) {
         for decision in decisions {
-            gst::debug!(CAT, imp = self, "{decision:?} (segment {})", state.current_id);
+            gst::debug!(
+                CAT,
+                imp = self,
+                "{decision:?} (segment {})",
+                state.current_id
+            );
             let latency = arrived.elapsed().as_nanos() as u64;
             stats.decision_count += 1;
             stats.decision_total_ns += latency;
@@ -451,12 +558,19 @@ impl SpecVadGate {
                     // Passthrough mode already forwarded the ring; it reports only.
                     let tag = s.mode != Mode::Passthrough;
                     let ring: Vec<gst::Buffer> = state.lookback.drain(..).collect();
-                    let mut segment_buffers: Vec<gst::Buffer> =
-                        if tag { ring.into_iter().map(|b| Self::tag(b, id)).collect() } else { Vec::new() };
+                    let mut segment_buffers: Vec<gst::Buffer> = if tag {
+                        ring.into_iter().map(|b| Self::tag(b, id)).collect()
+                    } else {
+                        Vec::new()
+                    };
                     if let Some(b) = buffer.take() {
                         segment_buffers.push(if tag { Self::tag(b, id) } else { b });
                     }
-                    let start = SegmentEvent::Start { id, running_time: first, lookback: first_voiced.saturating_sub(first) };
+                    let start = SegmentEvent::Start {
+                        id,
+                        running_time: first,
+                        lookback: first_voiced.saturating_sub(first),
+                    };
                     match s.mode {
                         Mode::Speculative => {
                             out.push(Output::Event(start.to_event()));
@@ -467,13 +581,18 @@ impl SpecVadGate {
                             state.held = segment_buffers;
                             state.confirmed_start = Some(start);
                         }
-                        Mode::Passthrough => out.extend(segment_buffers.into_iter().map(Output::Buffer)),
+                        Mode::Passthrough => {
+                            out.extend(segment_buffers.into_iter().map(Output::Buffer))
+                        }
                     }
                 }
                 Decision::Commit => {
                     stats.commits += 1;
                     let id = state.current_id;
-                    let rt = state.pending_pts.map(|p| state.running_time(p)).unwrap_or(gst::ClockTime::ZERO);
+                    let rt = state
+                        .pending_pts
+                        .map(|p| state.running_time(p))
+                        .unwrap_or(gst::ClockTime::ZERO);
                     out.push(Self::message("speech-commit", id, rt, latency));
                     if s.mode == Mode::Confirmed {
                         if let Some(start) = state.confirmed_start.take() {
@@ -488,11 +607,18 @@ impl SpecVadGate {
                 Decision::Cancel => {
                     stats.cancels += 1;
                     let id = state.current_id;
-                    let rt = state.pending_pts.map(|p| state.running_time(p)).unwrap_or(gst::ClockTime::ZERO);
+                    let rt = state
+                        .pending_pts
+                        .map(|p| state.running_time(p))
+                        .unwrap_or(gst::ClockTime::ZERO);
                     out.push(Self::message("speech-cancel", id, rt, latency));
                     if s.mode == Mode::Speculative {
                         out.push(Output::Event(
-                            SegmentEvent::Cancel { id, reason: "not enough voiced audio to commit".into() }.to_event(),
+                            SegmentEvent::Cancel {
+                                id,
+                                reason: "not enough voiced audio to commit".into(),
+                            }
+                            .to_event(),
                         ));
                     }
                     state.held.clear();
@@ -501,7 +627,11 @@ impl SpecVadGate {
                 Decision::End { last_voiced } => {
                     let id = state.current_id;
                     if let Some(b) = buffer.take() {
-                        out.push(Output::Buffer(if s.mode == Mode::Passthrough { b } else { Self::tag(b, id) }));
+                        out.push(Output::Buffer(if s.mode == Mode::Passthrough {
+                            b
+                        } else {
+                            Self::tag(b, id)
+                        }));
                     }
                     out.push(Self::message("speech-end", id, last_voiced, latency));
                     if s.mode != Mode::Passthrough {
@@ -547,7 +677,9 @@ impl SpecVadGate {
                     flow = Ok(self.srcpad.push(buffer)?);
                 }
                 Output::Message(s) => {
-                    let _ = self.obj().post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+                    let _ = self
+                        .obj()
+                        .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
                 }
             }
         }
@@ -559,7 +691,9 @@ impl SpecVadGate {
         let settings = self.settings.lock().unwrap().clone();
         let mut outputs = Vec::new();
         let mut state_guard = self.state.lock().unwrap();
-        let Some(state) = state_guard.as_mut() else { return outputs };
+        let Some(state) = state_guard.as_mut() else {
+            return outputs;
+        };
         let rt = state.last_voiced_end.unwrap_or(gst::ClockTime::ZERO);
         let decisions = match state.phase {
             Phase::Speculative { frames, voiced, .. } => {
@@ -572,9 +706,20 @@ impl SpecVadGate {
             Phase::Committed | Phase::Hangover { .. } => vec![Decision::End { last_voiced: rt }],
             Phase::Idle { .. } => vec![],
         };
-        state.phase = Phase::Idle { voiced_run: 0, run_start: None };
+        state.phase = Phase::Idle {
+            voiced_run: 0,
+            run_start: None,
+        };
         let mut stats = self.stats.lock().unwrap();
-        self.apply(state, &settings, &mut stats, decisions, None, Instant::now(), &mut outputs);
+        self.apply(
+            state,
+            &settings,
+            &mut stats,
+            decisions,
+            None,
+            Instant::now(),
+            &mut outputs,
+        );
         outputs
     }
 
@@ -584,8 +729,10 @@ impl SpecVadGate {
             EventView::Caps(c) => {
                 let info = match gst_audio::AudioInfo::from_caps(c.caps()) {
                     Ok(info)
-                        if matches!(info.format(), gst_audio::AudioFormat::S16le | gst_audio::AudioFormat::F32le)
-                            && (8000..=48000).contains(&info.rate())
+                        if matches!(
+                            info.format(),
+                            gst_audio::AudioFormat::S16le | gst_audio::AudioFormat::F32le
+                        ) && (8000..=48000).contains(&info.rate())
                             && info.channels() > 0 =>
                     {
                         info
@@ -604,14 +751,22 @@ impl SpecVadGate {
                 let engine = match VadEngine::new(&settings, info.rate()) {
                     Ok(engine) => engine,
                     Err(err) => {
-                        gst::element_imp_error!(self, gst::LibraryError::Init, ("Cannot start the {:?} engine", settings.engine), ["{err}"]);
+                        gst::element_imp_error!(
+                            self,
+                            gst::LibraryError::Init,
+                            ("Cannot start the {:?} engine", settings.engine),
+                            ["{err}"]
+                        );
                         return false;
                     }
                 };
                 let outputs = self.close_segment();
                 let _ = self.emit(outputs);
                 let mut state = self.state.lock().unwrap();
-                let segment = state.as_ref().map(|s| s.segment.clone()).unwrap_or_default();
+                let segment = state
+                    .as_ref()
+                    .map(|s| s.segment.clone())
+                    .unwrap_or_default();
                 let next_id = state.as_ref().map(|s| s.next_id).unwrap_or(1);
                 let mut new_state = State::new(info, segment, engine);
                 new_state.next_id = next_id;
@@ -637,7 +792,8 @@ impl SpecVadGate {
                 if let Some(state) = self.state.lock().unwrap().as_mut()
                     && let Ok(engine) = VadEngine::new(&settings, state.info.rate())
                 {
-                    let (info, segment, next_id) = (state.info.clone(), state.segment.clone(), state.next_id);
+                    let (info, segment, next_id) =
+                        (state.info.clone(), state.segment.clone(), state.next_id);
                     *state = State::new(info, segment, engine);
                     state.next_id = next_id;
                 }
@@ -649,8 +805,15 @@ impl SpecVadGate {
 
     fn stats_structure(&self) -> gst::Structure {
         let s = self.stats.lock().unwrap().clone();
-        let acceptance = if s.starts > 0 { s.commits as f64 / s.starts as f64 } else { 0.0 };
-        let mean = s.decision_total_ns.checked_div(s.decision_count).unwrap_or(0);
+        let acceptance = if s.starts > 0 {
+            s.commits as f64 / s.starts as f64
+        } else {
+            0.0
+        };
+        let mean = s
+            .decision_total_ns
+            .checked_div(s.decision_count)
+            .unwrap_or(0);
         gst::Structure::builder("specvadgate-stats")
             .field("frames-analysed", s.frames)
             .field("speculative-starts", s.starts)
@@ -673,10 +836,18 @@ impl ObjectSubclass for SpecVadGate {
     fn with_class(klass: &Self::Class) -> Self {
         let sinkpad = gst::Pad::builder_from_template(&klass.pad_template("sink").unwrap())
             .chain_function(|pad, parent, buffer| {
-                SpecVadGate::catch_panic_pad_function(parent, || Err(gst::FlowError::Error), |gate| gate.chain(pad, buffer))
+                SpecVadGate::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |gate| gate.chain(pad, buffer),
+                )
             })
             .event_function(|pad, parent, event| {
-                SpecVadGate::catch_panic_pad_function(parent, || false, |gate| gate.sink_event(pad, event))
+                SpecVadGate::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |gate| gate.sink_event(pad, event),
+                )
             })
             .flags(gst::PadFlags::PROXY_CAPS | gst::PadFlags::PROXY_ALLOCATION)
             .build();
@@ -807,16 +978,26 @@ impl ObjectImpl for SpecVadGate {
             "mode" => settings.mode = value.get().expect("type checked upstream"),
             "idle-output" => settings.idle_output = value.get().expect("type checked upstream"),
             "threshold" => settings.threshold = value.get().expect("type checked upstream"),
-            "webrtc-aggressiveness" => settings.webrtc_aggressiveness = value.get().expect("type checked upstream"),
-            "silero-threshold" => settings.silero_threshold = value.get().expect("type checked upstream"),
+            "webrtc-aggressiveness" => {
+                settings.webrtc_aggressiveness = value.get().expect("type checked upstream")
+            }
+            "silero-threshold" => {
+                settings.silero_threshold = value.get().expect("type checked upstream")
+            }
             "model-path" => settings.model_path = value.get().expect("type checked upstream"),
-            "onnxruntime-library" => settings.onnxruntime_library = value.get().expect("type checked upstream"),
+            "onnxruntime-library" => {
+                settings.onnxruntime_library = value.get().expect("type checked upstream")
+            }
             "lookback" => settings.lookback_ms = value.get().expect("type checked upstream"),
             "start-frames" => settings.start_frames = value.get().expect("type checked upstream"),
             "commit-time" => settings.commit_time_ms = value.get().expect("type checked upstream"),
             "stop-time" => settings.stop_time_ms = value.get().expect("type checked upstream"),
-            "min-voiced-ratio" => settings.min_voiced_ratio = value.get().expect("type checked upstream"),
-            "tone-threshold" => settings.tone_threshold = value.get().expect("type checked upstream"),
+            "min-voiced-ratio" => {
+                settings.min_voiced_ratio = value.get().expect("type checked upstream")
+            }
+            "tone-threshold" => {
+                settings.tone_threshold = value.get().expect("type checked upstream")
+            }
             other => unimplemented!("property {other}"),
         }
     }
@@ -876,14 +1057,29 @@ impl ElementImpl for SpecVadGate {
                 .rate_range(8000..=48000)
                 .build();
             vec![
-                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps).unwrap(),
-                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps).unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .unwrap(),
             ]
         });
         TEMPLATES.as_ref()
     }
 
-    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::ReadyToPaused {
             *self.stats.lock().unwrap() = Stats::default();
         }

@@ -56,7 +56,14 @@ const SENTENCES: &[&str] = &[
     "Set a timer for twenty minutes.",
     "Can you read my last message again?",
 ];
-const VOICES: &[&str] = &["en", "en-us", "en-gb-scotland", "en+f3", "en-us+m4", "en-029"];
+const VOICES: &[&str] = &[
+    "en",
+    "en-us",
+    "en-gb-scotland",
+    "en+f3",
+    "en-us+m4",
+    "en-029",
+];
 
 /// espeak-ng speech at 16 kHz mono S16, leading and trailing silence removed.
 pub fn speak(text: &str, voice: &str, speed: u32) -> Result<Vec<i16>, String> {
@@ -75,9 +82,22 @@ pub fn speak(text: &str, voice: &str, speed: u32) -> Result<Vec<i16>, String> {
     }
     let st = Command::new("sox")
         .arg(&wav)
-        .args(["-r", "16000", "-c", "1", "-b", "16", "-e", "signed-integer", "-t", "raw"])
+        .args([
+            "-r",
+            "16000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            "-t",
+            "raw",
+        ])
         .arg(&raw)
-        .args(["silence", "1", "0.005", "0.3%", "reverse", "silence", "1", "0.005", "0.3%", "reverse"])
+        .args([
+            "silence", "1", "0.005", "0.3%", "reverse", "silence", "1", "0.005", "0.3%", "reverse",
+        ])
         .status()
         .map_err(|e| format!("sox: {e}"))?;
     if !st.success() {
@@ -85,7 +105,10 @@ pub fn speak(text: &str, voice: &str, speed: u32) -> Result<Vec<i16>, String> {
     }
     let bytes = std::fs::read(&raw).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect())
+    Ok(bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect())
 }
 
 /// Deterministic pseudo-random numbers in [-1, 1).
@@ -101,7 +124,9 @@ fn synth(kind: Kind, variant: u32, noise: &mut Noise) -> Vec<f32> {
     let r = RATE as f32;
     let n = |ms: f32| (ms * r / 1000.0) as usize;
     match kind {
-        Kind::Click => (0..n(4.0 + variant as f32 * 6.0)).map(|_| noise.next() * 0.8).collect(),
+        Kind::Click => (0..n(4.0 + variant as f32 * 6.0))
+            .map(|_| noise.next() * 0.8)
+            .collect(),
         Kind::Cough => {
             // Two noisy bursts with a fast attack and a ~60 ms decay, low-passed.
             let mut out = Vec::new();
@@ -122,7 +147,9 @@ fn synth(kind: Kind, variant: u32, noise: &mut Noise) -> Vec<f32> {
                 let len = n(60.0);
                 out.extend((0..len).map(|i| {
                     let t = i as f32 / r;
-                    (2.0 * std::f32::consts::PI * (180.0 + variant as f32 * 40.0) * t).sin() * 0.8 * (-t * 60.0).exp()
+                    (2.0 * std::f32::consts::PI * (180.0 + variant as f32 * 40.0) * t).sin()
+                        * 0.8
+                        * (-t * 60.0).exp()
                 }));
                 out.extend(std::iter::repeat_n(0.0, n(140.0)));
             }
@@ -135,14 +162,20 @@ fn synth(kind: Kind, variant: u32, noise: &mut Noise) -> Vec<f32> {
                 (thump * 0.8 + noise.next() * 0.4 * (-t * 30.0).exp()).clamp(-1.0, 1.0)
             })
             .collect(),
-        Kind::NoiseBurst => (0..n(150.0 + variant as f32 * 150.0)).map(|_| noise.next() * 0.3).collect(),
+        Kind::NoiseBurst => (0..n(150.0 + variant as f32 * 150.0))
+            .map(|_| noise.next() * 0.3)
+            .collect(),
         Kind::Tone => {
             // A sustained three-note chord, like a held synth pad.
             let base = 220.0 * (1.0 + variant as f32 * 0.25);
             (0..n(800.0))
                 .map(|i| {
                     let t = i as f32 / r;
-                    [1.0, 1.26, 1.5].iter().map(|m| (2.0 * std::f32::consts::PI * base * m * t).sin()).sum::<f32>() * 0.12
+                    [1.0, 1.26, 1.5]
+                        .iter()
+                        .map(|m| (2.0 * std::f32::consts::PI * base * m * t).sin())
+                        .sum::<f32>()
+                        * 0.12
                 })
                 .collect()
         }
@@ -159,22 +192,47 @@ pub fn build(utterances: usize) -> Result<Corpus, String> {
     let room = |len: usize, noise: &mut Noise, out: &mut Vec<i16>| {
         out.extend((0..len).map(|_| (noise.next() * 0.002 * 32767.0) as i16));
     };
-    let kinds = [Kind::Click, Kind::Cough, Kind::Knock, Kind::DoorSlam, Kind::NoiseBurst, Kind::Tone];
+    let kinds = [
+        Kind::Click,
+        Kind::Cough,
+        Kind::Knock,
+        Kind::DoorSlam,
+        Kind::NoiseBurst,
+        Kind::Tone,
+    ];
     room(RATE as usize, &mut noise, &mut samples);
     for i in 0..utterances {
         let voice = VOICES[i % VOICES.len()];
         let text = SENTENCES[i % SENTENCES.len()];
         let speech = speak(text, voice, 150 + (i as u32 % 3) * 20)?;
         let start = samples.len();
-        samples.extend(speech.iter().map(|s| s.saturating_add((noise.next() * 0.002 * 32767.0) as i16)));
-        labels.push(Label { kind: Kind::Speech, what: format!("{voice}: {text}"), start, end: samples.len() });
+        samples.extend(
+            speech
+                .iter()
+                .map(|s| s.saturating_add((noise.next() * 0.002 * 32767.0) as i16)),
+        );
+        labels.push(Label {
+            kind: Kind::Speech,
+            what: format!("{voice}: {text}"),
+            start,
+            end: samples.len(),
+        });
         room(RATE as usize * 12 / 10, &mut noise, &mut samples);
 
         let kind = kinds[i % kinds.len()];
         let burst = synth(kind, (i / kinds.len()) as u32 % 3, &mut noise);
         let start = samples.len();
-        samples.extend(burst.iter().map(|v| ((v + noise.next() * 0.002) * 32767.0) as i16));
-        labels.push(Label { kind, what: format!("{kind:?}"), start, end: samples.len() });
+        samples.extend(
+            burst
+                .iter()
+                .map(|v| ((v + noise.next() * 0.002) * 32767.0) as i16),
+        );
+        labels.push(Label {
+            kind,
+            what: format!("{kind:?}"),
+            start,
+            end: samples.len(),
+        });
         room(RATE as usize * 12 / 10, &mut noise, &mut samples);
     }
     Ok(Corpus { samples, labels })
@@ -184,7 +242,10 @@ pub fn build(utterances: usize) -> Result<Corpus, String> {
 /// installs into the workspace's .venv ($RTAI_SILERO_MODEL / $ORT_DYLIB_PATH win).
 pub fn silero_properties() -> Vec<(&'static str, String)> {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let workspace = manifest.ancestors().find(|d| d.join(".venv").is_dir()).unwrap_or(manifest);
+    let workspace = manifest
+        .ancestors()
+        .find(|d| d.join(".venv").is_dir())
+        .unwrap_or(manifest);
     let site = std::fs::read_dir(workspace.join(".venv/lib"))
         .ok()
         .and_then(|mut d| d.find_map(|e| e.ok().map(|e| e.path().join("site-packages"))));
@@ -204,5 +265,9 @@ pub fn silero_properties() -> Vec<(&'static str, String)> {
             })
         })
         .expect("libonnxruntime.so not found: run scripts/setup.sh (installs the onnxruntime wheel into .venv)");
-    vec![("engine", "silero".into()), ("model-path", model), ("onnxruntime-library", library)]
+    vec![
+        ("engine", "silero".into()),
+        ("model-path", model),
+        ("onnxruntime-library", library),
+    ]
 }
