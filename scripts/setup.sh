@@ -31,6 +31,14 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: Rust 1.95 or newer is needed (rustup); cargo is not on PATH" >&2
   exit 1
 fi
+# The test command gates on rustfmt and clippy (rustup's components of the same toolchain).
+for tool in fmt clippy; do
+  if ! cargo "$tool" --version >/dev/null 2>&1; then
+    component=$([ "$tool" = fmt ] && echo rustfmt || echo clippy)
+    echo "setup: installing the $component component"
+    rustup component add "$component" || { echo "setup: cargo $tool is needed: rustup component add $component" >&2; exit 1; }
+  fi
+done
 
 # Python packages: the tests' real peers (python-requirements.txt) and packages
 # wanted only for the files they ship (python-nodeps.txt, installed --no-deps).
