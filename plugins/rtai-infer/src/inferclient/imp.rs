@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::glib;
@@ -15,12 +15,15 @@ use gst::subclass::prelude::*;
 use rtai_core::stats::LatencyHistogram;
 use rtai_core::{CancelAck, InferenceResult, SegmentEvent, SegmentIdMeta};
 
-use super::{InferBoxFormat, InferOutput, InferProtocol};
-use crate::client::{
-    self, Admission, Breaker, CallError, Endpoint, JobId, Protocol, Reply, Request,
-};
-use crate::postprocess::{self, BoxFormat, Detection, Letterbox};
-use crate::preprocess::{self, Layout};
+use super::audio::{AudioCollector, Collected};
+use super::queue::{Item, Job, Outcome, Shared, Stats, queue_limit};
+use super::replies::to_outcome;
+use super::requests::{images_request, tensor_request};
+use super::settings::*;
+use super::{InferOutput, InferProtocol};
+use crate::client::{self, Admission, Breaker, CallError, Endpoint, JobId, Protocol, Request};
+use crate::postprocess::Letterbox;
+use crate::preprocess;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -29,302 +32,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
         Some("Remote inference client"),
     )
 });
-
-const DEFAULT_PROTOCOL: InferProtocol = InferProtocol::KserveRest;
-const DEFAULT_URL: &str = "http://127.0.0.1:8080";
-const DEFAULT_MODEL: &str = "";
-const DEFAULT_REQUEST_TIMEOUT_MS: u32 = 10_000;
-const DEFAULT_MAX_INFLIGHT: u32 = 4;
-const DEFAULT_INTERVAL: u32 = 1;
-const DEFAULT_MIN_INTERVAL_MS: u32 = 0;
-const DEFAULT_LATENCY_BUDGET_MS: u32 = 1000;
-const DEFAULT_MAX_RETRIES: u32 = 3;
-const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
-const DEFAULT_BREAKER_COOLDOWN_MS: u32 = 5000;
-const DEFAULT_INPUT_WIDTH: u32 = 640;
-const DEFAULT_INPUT_HEIGHT: u32 = 640;
-const DEFAULT_INPUT_NAME: &str = "images";
-const DEFAULT_NCHW: bool = true;
-const DEFAULT_NORMALIZE: bool = true;
-const DEFAULT_BOX_FORMAT: InferBoxFormat = InferBoxFormat::Auto;
-const DEFAULT_CONFIDENCE_THRESHOLD: f64 = 0.25;
-const DEFAULT_NMS_IOU: f64 = 0.45;
-const DEFAULT_LABELS: &str = "";
-const DEFAULT_OUTPUT: InferOutput = InferOutput::Meta;
-const DEFAULT_PROMPT: &str = "Describe what happens in these frames in one sentence.";
-const DEFAULT_CONTEXT_FRAMES: u32 = 1;
-const DEFAULT_FEED_BACK_ANSWER: bool = false;
-const DEFAULT_CHUNK_DURATION_MS: u32 = 5000;
-const DEFAULT_JPEG_QUALITY: u32 = 85;
-const DEFAULT_BINARY_DATA: bool = false;
-
-#[derive(Clone)]
-struct Settings {
-    protocol: InferProtocol,
-    url: String,
-    model: String,
-    api_key: Option<String>,
-    request_timeout_ms: u32,
-    max_inflight: u32,
-    interval: u32,
-    min_interval_ms: u32,
-    latency_budget_ms: u32,
-    max_retries: u32,
-    breaker_threshold: u32,
-    breaker_cooldown_ms: u32,
-    input_width: u32,
-    input_height: u32,
-    input_name: String,
-    nchw: bool,
-    normalize: bool,
-    box_format: InferBoxFormat,
-    confidence_threshold: f64,
-    nms_iou: f64,
-    labels: String,
-    output: InferOutput,
-    prompt: String,
-    context_frames: u32,
-    feed_back_answer: bool,
-    chunk_duration_ms: u32,
-    jpeg_quality: u32,
-    binary_data: bool,
-}
-
-// By hand: the derived Debug would print the API key (and a password in the URL).
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("protocol", &self.protocol)
-            .field("url", &rtai_core::secrets::redact(&self.url))
-            .field("model", &self.model)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("request_timeout_ms", &self.request_timeout_ms)
-            .field("max_inflight", &self.max_inflight)
-            .field("interval", &self.interval)
-            .field("min_interval_ms", &self.min_interval_ms)
-            .field("latency_budget_ms", &self.latency_budget_ms)
-            .field("max_retries", &self.max_retries)
-            .field("breaker_threshold", &self.breaker_threshold)
-            .field("breaker_cooldown_ms", &self.breaker_cooldown_ms)
-            .field("input_width", &self.input_width)
-            .field("input_height", &self.input_height)
-            .field("input_name", &self.input_name)
-            .field("nchw", &self.nchw)
-            .field("normalize", &self.normalize)
-            .field("box_format", &self.box_format)
-            .field("confidence_threshold", &self.confidence_threshold)
-            .field("nms_iou", &self.nms_iou)
-            .field("labels", &self.labels)
-            .field("output", &self.output)
-            .field("prompt", &self.prompt)
-            .field("context_frames", &self.context_frames)
-            .field("feed_back_answer", &self.feed_back_answer)
-            .field("chunk_duration_ms", &self.chunk_duration_ms)
-            .field("jpeg_quality", &self.jpeg_quality)
-            .field("binary_data", &self.binary_data)
-            .finish()
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            protocol: DEFAULT_PROTOCOL,
-            url: DEFAULT_URL.into(),
-            model: DEFAULT_MODEL.into(),
-            api_key: None,
-            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
-            max_inflight: DEFAULT_MAX_INFLIGHT,
-            interval: DEFAULT_INTERVAL,
-            min_interval_ms: DEFAULT_MIN_INTERVAL_MS,
-            latency_budget_ms: DEFAULT_LATENCY_BUDGET_MS,
-            max_retries: DEFAULT_MAX_RETRIES,
-            breaker_threshold: DEFAULT_BREAKER_THRESHOLD,
-            breaker_cooldown_ms: DEFAULT_BREAKER_COOLDOWN_MS,
-            input_width: DEFAULT_INPUT_WIDTH,
-            input_height: DEFAULT_INPUT_HEIGHT,
-            input_name: DEFAULT_INPUT_NAME.into(),
-            nchw: DEFAULT_NCHW,
-            normalize: DEFAULT_NORMALIZE,
-            box_format: DEFAULT_BOX_FORMAT,
-            confidence_threshold: DEFAULT_CONFIDENCE_THRESHOLD,
-            nms_iou: DEFAULT_NMS_IOU,
-            labels: DEFAULT_LABELS.into(),
-            output: DEFAULT_OUTPUT,
-            prompt: DEFAULT_PROMPT.into(),
-            context_frames: DEFAULT_CONTEXT_FRAMES,
-            feed_back_answer: DEFAULT_FEED_BACK_ANSWER,
-            chunk_duration_ms: DEFAULT_CHUNK_DURATION_MS,
-            jpeg_quality: DEFAULT_JPEG_QUALITY,
-            binary_data: DEFAULT_BINARY_DATA,
-        }
-    }
-}
-
-/// Called with a result that came after its item left the queue.
-type LateResult = Box<dyn FnOnce(&Outcome) + Send>;
-
-/// A request's outcome, filled by the runtime, awaited by the src task.
-#[derive(Default)]
-struct Job {
-    result: Mutex<Option<Result<Outcome, String>>>,
-    done: Condvar,
-    /// Set by a cancel or flush: the task stops and the RunPod job is cancelled.
-    abort: tokio::sync::Notify,
-    segment: Option<u64>,
-    late: Mutex<Option<LateResult>>,
-}
-
-impl Job {
-    /// Aborts the request if it is still running: counted once, here, so the count is
-    /// right as soon as the cancel or flush returns.
-    fn abort_if_pending(&self, stats: &Mutex<Stats>, why: &str) -> bool {
-        if self.result.lock().unwrap().is_some() {
-            return false;
-        }
-        stats.lock().unwrap().aborted += 1;
-        self.abort.notify_one();
-        self.finish(Err(why.into()));
-        true
-    }
-
-    fn finish(&self, r: Result<Outcome, String>) {
-        {
-            let mut slot = self.result.lock().unwrap();
-            if slot.is_none() {
-                *slot = Some(r);
-            }
-            self.done.notify_all();
-        }
-        self.run_late();
-    }
-
-    /// `f` gets the result when it arrives (at once if it is in already; never for a failure).
-    fn on_late_result(&self, f: LateResult) {
-        *self.late.lock().unwrap() = Some(f);
-        // The result may have come in since the wait gave up.
-        self.run_late();
-    }
-
-    fn run_late(&self) {
-        let Some(Ok(outcome)) = self.result.lock().unwrap().clone() else {
-            return;
-        };
-        // Taken: whichever of finish and on_late_result comes second runs it, once.
-        let f = self.late.lock().unwrap().take();
-        if let Some(f) = f {
-            f(&outcome);
-        }
-    }
-
-    /// Waits until the result is in or `deadline` (None: no limit) passes.
-    fn wait(&self, deadline: Option<Instant>) -> Option<Result<Outcome, String>> {
-        let mut slot = self.result.lock().unwrap();
-        loop {
-            // Cloned, not taken: the frames of a batch share one job.
-            if let Some(r) = slot.as_ref() {
-                return Some(r.clone());
-            }
-            match deadline {
-                None => slot = self.done.wait(slot).unwrap(),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return None;
-                    }
-                    slot = self.done.wait_timeout(slot, d - now).unwrap().0;
-                }
-            }
-        }
-    }
-}
-
-#[derive(Debug, Default, Clone)]
-struct Outcome {
-    detections: Vec<Detection>,
-    /// Per frame of a batched request (a buffer list): its own detections.
-    batches: Vec<Vec<Detection>>,
-    text: Option<String>,
-    raw: Option<String>,
-    round_trip: u64,
-}
-
-enum Item {
-    /// `index`: the buffer's place in a batched request.
-    Buffer {
-        buffer: gst::Buffer,
-        job: Option<Arc<Job>>,
-        deadline: Option<Instant>,
-        index: Option<usize>,
-    },
-    /// output=text: a text buffer with these times once the job is done. Audio with
-    /// output=meta: the transcript for the bus, waited for until `deadline` at most.
-    Text {
-        job: Arc<Job>,
-        pts: Option<gst::ClockTime>,
-        duration: Option<gst::ClockTime>,
-        deadline: Option<Instant>,
-    },
-    Event(gst::Event),
-}
-
-struct Queue {
-    items: VecDeque<Item>,
-    flushing: bool,
-    /// The job the src task is waiting on (a flush or cancel must reach it too).
-    current: Option<Arc<Job>>,
-    /// Items the sink pad may queue before it waits for the src task (see `queue_limit`).
-    limit: usize,
-    /// Why the src task stopped (EOS, not-linked, an error downstream): returned upstream.
-    stopped: Option<gst::FlowError>,
-}
-
-impl Default for Queue {
-    fn default() -> Self {
-        Self {
-            items: VecDeque::new(),
-            flushing: false,
-            current: None,
-            limit: queue_limit(DEFAULT_MAX_INFLIGHT, DEFAULT_LATENCY_BUDGET_MS, None),
-            stopped: None,
-        }
-    }
-}
-
-/// Serialized events and the frames of a buffer list, on top of the buffers.
-const QUEUE_SLACK: usize = 16;
-
-/// How many items the queue holds before upstream waits: the requests in flight plus the
-/// buffers that arrive while the src task waits one budget for a result (`rate` buffers
-/// a second; `None`: 100, audio in 10 ms buffers). A slower
-/// downstream then holds upstream back, as a queue would, instead of letting the queue
-/// grow; a result never waits for upstream, so waiting here cannot deadlock.
-fn queue_limit(max_inflight: u32, budget_ms: u32, rate: Option<f64>) -> usize {
-    let rate = rate
-        .filter(|r| r.is_finite() && *r > 0.0)
-        .unwrap_or(100.0)
-        .min(1000.0);
-    let during_budget = (budget_ms as f64 / 1000.0 * rate).ceil() as usize;
-    (max_inflight as usize + during_budget + QUEUE_SLACK).min(65_536)
-}
-
-#[derive(Default)]
-struct Shared {
-    queue: Mutex<Queue>,
-    changed: Condvar,
-}
-
-#[derive(Debug, Default, Clone)]
-struct Stats {
-    sent: u64,
-    ok: u64,
-    failed: u64,
-    retried: u64,
-    dropped_by_budget: u64,
-    skipped_busy: u64,
-    skipped_breaker: u64,
-    aborted: u64,
-}
 
 /// Streaming state: created on start, dropped on stop.
 struct State {
@@ -340,11 +47,8 @@ struct State {
     /// Sampled frames kept for `context-frames`.
     context: VecDeque<Vec<u8>>,
     previous_answer: Arc<Mutex<Option<String>>>,
-    /// Audio of the current chunk or segment: samples, first PTS, segment id.
-    audio_chunk: Vec<u8>,
-    audio_start: Option<gst::ClockTime>,
-    audio_end: Option<gst::ClockTime>,
-    audio_segment: Option<u64>,
+    /// Audio of the current chunk or segment.
+    audio_collected: AudioCollector,
     labels: Vec<String>,
 }
 
@@ -769,7 +473,14 @@ impl InferClient {
             }
             // Image endpoints take JPEG: sent as it came, no decode, no second encode.
             let (width, height) = preprocess::jpeg_size(&map)?;
-            return Ok(images_request(state, settings, map.to_vec(), width, height));
+            return Ok(images_request(
+                &mut state.context,
+                &state.previous_answer,
+                settings,
+                map.to_vec(),
+                width,
+                height,
+            ));
         }
         let info = state.video.as_ref().ok_or("no video caps")?;
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info)
@@ -780,7 +491,14 @@ impl InferClient {
             return Ok(tensor_request(settings, &rgb));
         }
         let jpeg = preprocess::jpeg(&rgb, settings.jpeg_quality as u8)?;
-        Ok(images_request(state, settings, jpeg, rgb.width, rgb.height))
+        Ok(images_request(
+            &mut state.context,
+            &state.previous_answer,
+            settings,
+            jpeg,
+            rgb.width,
+            rgb.height,
+        ))
     }
 
     /// Audio: collect the chunk (or the speech segment) and send it when it is complete.
@@ -792,34 +510,20 @@ impl InferClient {
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let state = state_guard.as_mut().unwrap();
         let segment = SegmentIdMeta::get(&buffer);
-        let mut transcripts = Vec::new();
-        if segment.is_some() && segment != state.audio_segment && !state.audio_chunk.is_empty() {
-            transcripts.extend(self.send_audio(state, settings));
-        }
-        if state.audio_chunk.is_empty() {
-            state.audio_start = buffer.pts();
-        }
-        state.audio_segment = segment.or(state.audio_segment);
-        state.audio_end = buffer
-            .pts()
-            .zip(buffer.duration())
-            .map(|(p, d)| p + d)
-            .or(state.audio_end);
-        if let Ok(map) = buffer.map_readable() {
-            state.audio_chunk.extend_from_slice(&map);
-        }
-        // Without segments, fixed chunks; with them, the segment's end sends it.
-        let chunk_full = segment.is_none()
-            && state
-                .audio_start
-                .zip(state.audio_end)
-                .is_some_and(|(s, e)| {
-                    e.saturating_sub(s)
-                        >= gst::ClockTime::from_mseconds(settings.chunk_duration_ms as u64)
-                });
-        if chunk_full {
-            transcripts.extend(self.send_audio(state, settings));
-        }
+        let ready = match buffer.map_readable() {
+            Ok(map) => state.audio_collected.push(
+                segment,
+                buffer.pts(),
+                buffer.duration(),
+                &map,
+                gst::ClockTime::from_mseconds(settings.chunk_duration_ms as u64),
+            ),
+            Err(_) => Vec::new(),
+        };
+        let transcripts: Vec<Item> = ready
+            .into_iter()
+            .filter_map(|audio| self.send_audio(state, settings, audio))
+            .collect();
         drop(state_guard);
         for item in transcripts {
             self.enqueue(item)?;
@@ -836,17 +540,14 @@ impl InferClient {
     }
 
     /// Sends the collected audio; returns the item to queue (after `state` is released).
-    fn send_audio(&self, state: &mut State, settings: &Settings) -> Option<Item> {
+    fn send_audio(&self, state: &mut State, settings: &Settings, audio: Collected) -> Option<Item> {
         let info = state.audio.clone()?;
-        let samples = std::mem::take(&mut state.audio_chunk);
-        let (pts, end, segment) = (
-            state.audio_start.take(),
-            state.audio_end.take(),
-            state.audio_segment.take(),
-        );
-        if samples.is_empty() {
-            return None;
-        }
+        let Collected {
+            samples,
+            pts,
+            end,
+            segment,
+        } = audio;
         let now = Instant::now();
         let Some(admission) = state.breaker.lock().unwrap().admit(now) else {
             self.stats.lock().unwrap().skipped_breaker += 1;
@@ -884,13 +585,8 @@ impl InferClient {
         let mut aborted = 0;
         {
             let mut state = self.state.lock().unwrap();
-            if let Some(state) = state.as_mut()
-                && state.audio_segment == Some(id)
-            {
-                state.audio_chunk.clear();
-                state.audio_start = None;
-                state.audio_end = None;
-                state.audio_segment = None;
+            if let Some(state) = state.as_mut() {
+                state.audio_collected.cancel(id);
             }
         }
         {
@@ -975,7 +671,10 @@ impl InferClient {
                 .unwrap()
                 .as_mut()
                 .filter(|s| s.audio.is_some())
-                .and_then(|state| self.send_audio(state, &settings));
+                .and_then(|state| {
+                    let audio = state.audio_collected.take()?;
+                    self.send_audio(state, &settings, audio)
+                });
             if let Some(item) = transcript
                 && self.enqueue(item).is_err()
             {
@@ -1298,183 +997,6 @@ impl InferClient {
                 .build(),
         );
     }
-}
-
-/// A KServe tensor of `rgb`, letterboxed into the model's input.
-fn tensor_request(settings: &Settings, rgb: &preprocess::Rgb) -> (Request, Letterbox) {
-    let layout = if settings.nchw {
-        Layout::Nchw
-    } else {
-        Layout::Nhwc
-    };
-    let (data, letterbox) = preprocess::tensor(
-        rgb,
-        settings.input_width,
-        settings.input_height,
-        layout,
-        settings.normalize,
-    );
-    let (w, h) = (
-        settings.input_width as usize,
-        settings.input_height as usize,
-    );
-    let shape = if settings.nchw {
-        vec![1, 3, h, w]
-    } else {
-        vec![1, h, w, 3]
-    };
-    (
-        Request::Tensor {
-            name: settings.input_name.clone(),
-            shape,
-            data,
-        },
-        letterbox,
-    )
-}
-
-/// An image request (RunPod, OpenAI chat) with `jpeg` as the current frame after the context.
-fn images_request(
-    state: &mut State,
-    settings: &Settings,
-    jpeg: Vec<u8>,
-    width: u32,
-    height: u32,
-) -> (Request, Letterbox) {
-    state.context.push_back(jpeg);
-    while state.context.len() > settings.context_frames.max(1) as usize {
-        state.context.pop_front();
-    }
-    let previous_answer = if settings.feed_back_answer {
-        state.previous_answer.lock().unwrap().clone()
-    } else {
-        None
-    };
-    let request = Request::Images {
-        jpegs: state.context.iter().cloned().collect(),
-        width,
-        height,
-        prompt: settings.prompt.clone(),
-        previous_answer,
-    };
-    (request, Letterbox::identity(width, height))
-}
-
-/// A reply as detections and text for this element's settings.
-fn to_outcome(
-    reply: Reply,
-    s: &Settings,
-    letterbox: Option<Letterbox>,
-    labels: &[String],
-    batch: usize,
-) -> Result<Outcome, String> {
-    let format = match s.box_format {
-        InferBoxFormat::Auto => BoxFormat::Auto,
-        InferBoxFormat::Decoded => BoxFormat::Decoded,
-        InferBoxFormat::Yolo => BoxFormat::Yolo,
-    };
-    let mut out = Outcome::default();
-    match reply {
-        Reply::Text(t) => out.text = Some(t),
-        Reply::Tensors(tensors) => {
-            for t in tensors {
-                if !t.strings.is_empty() {
-                    out.text = Some(t.strings.join("\n"));
-                } else if let Some(lb) = &letterbox {
-                    if batch > 1 {
-                        // A batched request: the first dimension is the frame.
-                        if t.shape.first() != Some(&batch) || t.numbers.len() % batch != 0 {
-                            return Err(format!(
-                                "output {} has shape {:?} for a batch of {batch}",
-                                t.name, t.shape
-                            ));
-                        }
-                        let per = t.numbers.len() / batch;
-                        let shape: Vec<usize> = std::iter::once(1)
-                            .chain(t.shape[1..].iter().copied())
-                            .collect();
-                        out.batches.resize(batch, Vec::new());
-                        for (i, chunk) in t.numbers.chunks(per.max(1)).enumerate().take(batch) {
-                            out.batches[i].extend(postprocess::detections(
-                                &shape,
-                                chunk,
-                                format,
-                                lb,
-                                s.confidence_threshold,
-                                s.nms_iou,
-                                labels,
-                            )?);
-                        }
-                    } else {
-                        out.detections.extend(postprocess::detections(
-                            &t.shape,
-                            &t.numbers,
-                            format,
-                            lb,
-                            s.confidence_threshold,
-                            s.nms_iou,
-                            labels,
-                        )?);
-                    }
-                }
-            }
-        }
-        Reply::Output(v) => {
-            // RunPod handlers return what they like: detections, text, or anything (kept as JSON).
-            if let Some(dets) = v.get("detections").and_then(|d| d.as_array()) {
-                let lb = letterbox.ok_or("detections for a request without a frame")?;
-                for d in dets {
-                    let b = d
-                        .get("box")
-                        .and_then(|b| b.as_array())
-                        .ok_or("a detection without \"box\" [x1, y1, x2, y2]")?;
-                    let n: Vec<f64> = b.iter().filter_map(|x| x.as_f64()).collect();
-                    let [x1, y1, x2, y2] = n[..] else {
-                        return Err("\"box\" needs 4 numbers".into());
-                    };
-                    let score = d.get("score").and_then(|x| x.as_f64()).unwrap_or(1.0);
-                    if !score.is_finite() || score < s.confidence_threshold {
-                        continue;
-                    }
-                    let class_id = d.get("class_id").and_then(|x| x.as_i64()).unwrap_or(0) as i32;
-                    let label = d
-                        .get("label")
-                        .and_then(|x| x.as_str())
-                        .map(String::from)
-                        .unwrap_or_else(|| {
-                            labels
-                                .get(class_id.max(0) as usize)
-                                .cloned()
-                                .unwrap_or_else(|| format!("class{class_id}"))
-                        });
-                    if let Some((x1, y1, x2, y2)) = lb.to_frame(x1, y1, x2, y2) {
-                        out.detections.push(Detection {
-                            x1,
-                            y1,
-                            x2,
-                            y2,
-                            confidence: score.clamp(0.0, 1.0),
-                            class_id,
-                            label,
-                        });
-                    }
-                }
-            }
-            for key in ["text", "transcript", "caption"] {
-                if let Some(t) = v.get(key).and_then(|t| t.as_str()) {
-                    out.text = Some(t.to_string());
-                    break;
-                }
-            }
-            if v.is_string() {
-                out.text = v.as_str().map(String::from);
-            }
-            if out.detections.is_empty() && out.text.is_none() {
-                out.raw = Some(v.to_string());
-            }
-        }
-    }
-    Ok(out)
 }
 
 #[glib::object_subclass]
@@ -2013,10 +1535,7 @@ impl ElementImpl for InferClient {
                     audio: None,
                     context: VecDeque::new(),
                     previous_answer: Arc::default(),
-                    audio_chunk: Vec::new(),
-                    audio_start: None,
-                    audio_end: None,
-                    audio_segment: None,
+                    audio_collected: AudioCollector::default(),
                     labels: s
                         .labels
                         .split(',')
@@ -2042,36 +1561,5 @@ impl ElementImpl for InferClient {
             *self.state.lock().unwrap() = None;
         }
         Ok(ret)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn settings_debug_hides_the_api_key() {
-        let s = Settings {
-            api_key: Some("sk-live-secret".into()),
-            ..Default::default()
-        };
-        let text = format!("{s:?}");
-        assert!(!text.contains("sk-live-secret"), "{text}");
-        assert!(
-            text.contains("api_key: Some(\"<redacted>\")") && text.contains("max_inflight: 4"),
-            "{text}"
-        );
-        assert!(format!("{:?}", Settings::default()).contains("api_key: None"));
-    }
-
-    #[test]
-    fn queue_limit_covers_inflight_and_a_budget_of_buffers() {
-        assert_eq!(queue_limit(4, 1000, Some(30.0)), 4 + 30 + QUEUE_SLACK);
-        assert_eq!(queue_limit(1, 100, Some(10.0)), 1 + 1 + QUEUE_SLACK);
-        assert_eq!(queue_limit(4, 0, Some(30.0)), 4 + QUEUE_SLACK);
-        // Unknown or nonsense rates: 100 a second.
-        assert_eq!(queue_limit(4, 1000, None), 4 + 100 + QUEUE_SLACK);
-        assert_eq!(queue_limit(4, 1000, Some(f64::NAN)), 4 + 100 + QUEUE_SLACK);
-        assert_eq!(queue_limit(64, 600_000, Some(1e9)), 65_536, "capped");
     }
 }

@@ -1,7 +1,12 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod audio;
 mod imp;
+mod queue;
+mod replies;
+mod requests;
+mod settings;
 
 glib::wrapper! {
     pub struct InferClient(ObjectSubclass<imp::InferClient>) @extends gst::Element, gst::Object;

@@ -1,0 +1,129 @@
+//! Request builders: a frame as a KServe tensor or as JPEG images with context.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use super::settings::Settings;
+use crate::client::Request;
+use crate::postprocess::Letterbox;
+use crate::preprocess::{self, Layout};
+
+/// A KServe tensor of `rgb`, letterboxed into the model's input.
+pub(super) fn tensor_request(settings: &Settings, rgb: &preprocess::Rgb) -> (Request, Letterbox) {
+    let layout = if settings.nchw {
+        Layout::Nchw
+    } else {
+        Layout::Nhwc
+    };
+    let (data, letterbox) = preprocess::tensor(
+        rgb,
+        settings.input_width,
+        settings.input_height,
+        layout,
+        settings.normalize,
+    );
+    let (w, h) = (
+        settings.input_width as usize,
+        settings.input_height as usize,
+    );
+    let shape = if settings.nchw {
+        vec![1, 3, h, w]
+    } else {
+        vec![1, h, w, 3]
+    };
+    (
+        Request::Tensor {
+            name: settings.input_name.clone(),
+            shape,
+            data,
+        },
+        letterbox,
+    )
+}
+
+/// An image request (RunPod, OpenAI chat) with `jpeg` as the current frame after the context.
+pub(super) fn images_request(
+    context: &mut VecDeque<Vec<u8>>,
+    previous_answer: &Mutex<Option<String>>,
+    settings: &Settings,
+    jpeg: Vec<u8>,
+    width: u32,
+    height: u32,
+) -> (Request, Letterbox) {
+    context.push_back(jpeg);
+    while context.len() > settings.context_frames.max(1) as usize {
+        context.pop_front();
+    }
+    let previous_answer = if settings.feed_back_answer {
+        previous_answer.lock().unwrap().clone()
+    } else {
+        None
+    };
+    let request = Request::Images {
+        jpegs: context.iter().cloned().collect(),
+        width,
+        height,
+        prompt: settings.prompt.clone(),
+        previous_answer,
+    };
+    (request, Letterbox::identity(width, height))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tensor_request_has_the_layout_and_letterbox_of_the_settings() {
+        let rgb = preprocess::Rgb {
+            width: 8,
+            height: 4,
+            data: vec![255; 8 * 4 * 3],
+        };
+        let mut s = Settings {
+            input_width: 4,
+            input_height: 4,
+            input_name: "x".into(),
+            ..Default::default()
+        };
+        let (req, lb) = tensor_request(&s, &rgb);
+        let Request::Tensor { name, shape, data } = req else {
+            panic!("a tensor")
+        };
+        assert_eq!((name.as_str(), shape), ("x", vec![1, 3, 4, 4]));
+        assert_eq!(data.len(), 48);
+        assert_eq!((lb.scale, lb.pad_y), (0.5, 1.0));
+        s.nchw = false;
+        let (Request::Tensor { shape, .. }, _) = tensor_request(&s, &rgb) else {
+            panic!("a tensor")
+        };
+        assert_eq!(shape, vec![1, 4, 4, 3]);
+    }
+
+    #[test]
+    fn images_requests_keep_context_frames_and_the_previous_answer() {
+        let s = Settings {
+            context_frames: 2,
+            feed_back_answer: true,
+            ..Default::default()
+        };
+        let mut context = VecDeque::new();
+        let previous = Mutex::new(Some("a ball".to_string()));
+        for i in 0..3u8 {
+            let (req, lb) = images_request(&mut context, &previous, &s, vec![i], 16, 8);
+            let Request::Images {
+                jpegs,
+                previous_answer,
+                width,
+                ..
+            } = req
+            else {
+                panic!("images")
+            };
+            assert_eq!(jpegs.last(), Some(&vec![i]), "the current frame last");
+            assert_eq!(jpegs.len(), (i as usize + 1).min(2));
+            assert_eq!((previous_answer.as_deref(), width), (Some("a ball"), 16));
+            assert_eq!(lb, Letterbox::identity(16, 8));
+        }
+    }
+}

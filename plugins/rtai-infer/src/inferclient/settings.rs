@@ -1,0 +1,154 @@
+//! inferclient's settings: defaults and the property values, copied per request.
+
+use super::{InferBoxFormat, InferOutput, InferProtocol};
+
+pub(super) const DEFAULT_PROTOCOL: InferProtocol = InferProtocol::KserveRest;
+pub(super) const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+pub(super) const DEFAULT_MODEL: &str = "";
+pub(super) const DEFAULT_REQUEST_TIMEOUT_MS: u32 = 10_000;
+pub(super) const DEFAULT_MAX_INFLIGHT: u32 = 4;
+pub(super) const DEFAULT_INTERVAL: u32 = 1;
+pub(super) const DEFAULT_MIN_INTERVAL_MS: u32 = 0;
+pub(super) const DEFAULT_LATENCY_BUDGET_MS: u32 = 1000;
+pub(super) const DEFAULT_MAX_RETRIES: u32 = 3;
+pub(super) const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
+pub(super) const DEFAULT_BREAKER_COOLDOWN_MS: u32 = 5000;
+pub(super) const DEFAULT_INPUT_WIDTH: u32 = 640;
+pub(super) const DEFAULT_INPUT_HEIGHT: u32 = 640;
+pub(super) const DEFAULT_INPUT_NAME: &str = "images";
+pub(super) const DEFAULT_NCHW: bool = true;
+pub(super) const DEFAULT_NORMALIZE: bool = true;
+pub(super) const DEFAULT_BOX_FORMAT: InferBoxFormat = InferBoxFormat::Auto;
+pub(super) const DEFAULT_CONFIDENCE_THRESHOLD: f64 = 0.25;
+pub(super) const DEFAULT_NMS_IOU: f64 = 0.45;
+pub(super) const DEFAULT_LABELS: &str = "";
+pub(super) const DEFAULT_OUTPUT: InferOutput = InferOutput::Meta;
+pub(super) const DEFAULT_PROMPT: &str = "Describe what happens in these frames in one sentence.";
+pub(super) const DEFAULT_CONTEXT_FRAMES: u32 = 1;
+pub(super) const DEFAULT_FEED_BACK_ANSWER: bool = false;
+pub(super) const DEFAULT_CHUNK_DURATION_MS: u32 = 5000;
+pub(super) const DEFAULT_JPEG_QUALITY: u32 = 85;
+pub(super) const DEFAULT_BINARY_DATA: bool = false;
+
+#[derive(Clone)]
+pub(super) struct Settings {
+    pub(super) protocol: InferProtocol,
+    pub(super) url: String,
+    pub(super) model: String,
+    pub(super) api_key: Option<String>,
+    pub(super) request_timeout_ms: u32,
+    pub(super) max_inflight: u32,
+    pub(super) interval: u32,
+    pub(super) min_interval_ms: u32,
+    pub(super) latency_budget_ms: u32,
+    pub(super) max_retries: u32,
+    pub(super) breaker_threshold: u32,
+    pub(super) breaker_cooldown_ms: u32,
+    pub(super) input_width: u32,
+    pub(super) input_height: u32,
+    pub(super) input_name: String,
+    pub(super) nchw: bool,
+    pub(super) normalize: bool,
+    pub(super) box_format: InferBoxFormat,
+    pub(super) confidence_threshold: f64,
+    pub(super) nms_iou: f64,
+    pub(super) labels: String,
+    pub(super) output: InferOutput,
+    pub(super) prompt: String,
+    pub(super) context_frames: u32,
+    pub(super) feed_back_answer: bool,
+    pub(super) chunk_duration_ms: u32,
+    pub(super) jpeg_quality: u32,
+    pub(super) binary_data: bool,
+}
+
+// By hand: the derived Debug would print the API key (and a password in the URL).
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("protocol", &self.protocol)
+            .field("url", &rtai_core::secrets::redact(&self.url))
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("max_inflight", &self.max_inflight)
+            .field("interval", &self.interval)
+            .field("min_interval_ms", &self.min_interval_ms)
+            .field("latency_budget_ms", &self.latency_budget_ms)
+            .field("max_retries", &self.max_retries)
+            .field("breaker_threshold", &self.breaker_threshold)
+            .field("breaker_cooldown_ms", &self.breaker_cooldown_ms)
+            .field("input_width", &self.input_width)
+            .field("input_height", &self.input_height)
+            .field("input_name", &self.input_name)
+            .field("nchw", &self.nchw)
+            .field("normalize", &self.normalize)
+            .field("box_format", &self.box_format)
+            .field("confidence_threshold", &self.confidence_threshold)
+            .field("nms_iou", &self.nms_iou)
+            .field("labels", &self.labels)
+            .field("output", &self.output)
+            .field("prompt", &self.prompt)
+            .field("context_frames", &self.context_frames)
+            .field("feed_back_answer", &self.feed_back_answer)
+            .field("chunk_duration_ms", &self.chunk_duration_ms)
+            .field("jpeg_quality", &self.jpeg_quality)
+            .field("binary_data", &self.binary_data)
+            .finish()
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            protocol: DEFAULT_PROTOCOL,
+            url: DEFAULT_URL.into(),
+            model: DEFAULT_MODEL.into(),
+            api_key: None,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
+            interval: DEFAULT_INTERVAL,
+            min_interval_ms: DEFAULT_MIN_INTERVAL_MS,
+            latency_budget_ms: DEFAULT_LATENCY_BUDGET_MS,
+            max_retries: DEFAULT_MAX_RETRIES,
+            breaker_threshold: DEFAULT_BREAKER_THRESHOLD,
+            breaker_cooldown_ms: DEFAULT_BREAKER_COOLDOWN_MS,
+            input_width: DEFAULT_INPUT_WIDTH,
+            input_height: DEFAULT_INPUT_HEIGHT,
+            input_name: DEFAULT_INPUT_NAME.into(),
+            nchw: DEFAULT_NCHW,
+            normalize: DEFAULT_NORMALIZE,
+            box_format: DEFAULT_BOX_FORMAT,
+            confidence_threshold: DEFAULT_CONFIDENCE_THRESHOLD,
+            nms_iou: DEFAULT_NMS_IOU,
+            labels: DEFAULT_LABELS.into(),
+            output: DEFAULT_OUTPUT,
+            prompt: DEFAULT_PROMPT.into(),
+            context_frames: DEFAULT_CONTEXT_FRAMES,
+            feed_back_answer: DEFAULT_FEED_BACK_ANSWER,
+            chunk_duration_ms: DEFAULT_CHUNK_DURATION_MS,
+            jpeg_quality: DEFAULT_JPEG_QUALITY,
+            binary_data: DEFAULT_BINARY_DATA,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_debug_hides_the_api_key() {
+        let s = Settings {
+            api_key: Some("sk-live-secret".into()),
+            ..Default::default()
+        };
+        let text = format!("{s:?}");
+        assert!(!text.contains("sk-live-secret"), "{text}");
+        assert!(
+            text.contains("api_key: Some(\"<redacted>\")") && text.contains("max_inflight: 4"),
+            "{text}"
+        );
+        assert!(format!("{:?}", Settings::default()).contains("api_key: None"));
+    }
+}
