@@ -7,6 +7,7 @@
 //! - [`inference`]: how inference results travel on buffers (ROI params, result meta).
 //! - [`secrets`]: redaction of credentials in URLs for logs, errors and readable properties.
 //! - [`stats`]: latency histograms with P50/P95/P99 for `stats` properties and metrics.
+//! - [`tensor`]: raw model output tensors on buffers (`RtaiTensorMeta`).
 
 mod custom_meta;
 pub mod inference;
@@ -15,6 +16,7 @@ pub mod protocol;
 pub mod runtime;
 pub mod secrets;
 pub mod stats;
+pub mod tensor;
 
 pub use inference::InferenceResult;
 pub use inferred::{INFERRED_META_NAME, InferredMeta};
