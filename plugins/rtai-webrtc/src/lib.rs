@@ -1,0 +1,24 @@
+#![allow(clippy::non_send_fields_in_send_ty)]
+//! rtai WebRTC plugin: `ffmpegsrc` (docs/ffmpegsrc.md).
+
+use gst::glib;
+
+pub mod cmdline;
+mod ffmpegsrc;
+pub mod h264scan;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    ffmpegsrc::register(plugin)
+}
+
+gst::plugin_define!(
+    rtaiwebrtc,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);
