@@ -1,21 +1,31 @@
 //! The HTTP server of `analyticssink` (and of `latencymetrics` alone with its
-//! `listen` parameter): `/metrics`, `/api/events`, `/api/events/stream` (SSE),
-//! `/api/latency`, `/api/summary` and the embedded dashboard at `/`.
+//! `listen` parameter): `/metrics`, `/healthz`, `/api/events`,
+//! `/api/events/stream` (SSE), `/api/latency`, `/api/summary` and the embedded
+//! dashboard at `/`.
+//!
+//! It depends on the store, the event data, the metrics registry and two small
+//! interfaces ([`Reporter`] for its warnings, [`LatencySource`] for
+//! `/api/latency`), not on the element or the tracer.
+//!
+//! Exposure: without `auth-token`, a bind beyond loopback is warned about, and
+//! every request must name this server in its Host header as a local client
+//! does (`127.0.0.1`, `localhost`, `[::1]` or the bound address, with the bound
+//! port): a web page whose name an attacker re-points at 127.0.0.1 (DNS
+//! rebinding) sends its own name and gets 403.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
-use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::BroadcastStream;
@@ -30,6 +40,8 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
         Some("rtai analytics HTTP server"),
     )
 });
+use crate::event::EventKind;
+use crate::report::Reporter;
 use crate::store::{EventFilter, Store};
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
@@ -50,6 +62,17 @@ static DASHBOARD_PAGE: LazyLock<String> = LazyLock::new(|| {
 /// Largest page `/api/events` returns.
 pub const MAX_PAGE: u32 = 1000;
 const DEFAULT_PAGE: u32 = 100;
+/// Longest query string parsed (for parameters or a token); longer is refused.
+pub const MAX_QUERY_LEN: usize = 4096;
+/// Longest bearer token looked at; longer ones are never equal to a set token.
+pub const MAX_TOKEN_LEN: usize = 1024;
+/// Longest filter value (`stream`, `source`).
+pub const MAX_FILTER_LEN: usize = 256;
+
+/// Per-pad latencies for `/api/latency` (the `latencymetrics` tracer provides them).
+pub trait LatencySource: Send + Sync + 'static {
+    fn pads(&self) -> serde_json::Value;
+}
 
 /// Totals the dashboard shows next to the live feed.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -67,6 +90,7 @@ impl Summary {
 /// What an `analyticssink` serves besides `/metrics`.
 pub struct SinkApi {
     pub element: String,
+    pub pipeline: String,
     pub store: Store,
     pub live: broadcast::Sender<Arc<str>>,
     pub summary: Arc<Mutex<Summary>>,
@@ -76,25 +100,95 @@ pub struct SinkApi {
 pub struct AppState {
     sink: Option<Arc<SinkApi>>,
     token: Option<Arc<str>>,
+    latency: Option<Arc<dyn LatencySource>>,
     closing: watch::Receiver<bool>,
+    /// The bound address, for the Host check (set by [`Server::start`]).
+    bound: SocketAddr,
 }
 
 impl AppState {
-    /// Only `/metrics` (the tracer's own server).
-    pub fn metrics_only() -> Self {
+    /// Only `/metrics`, `/healthz` and `/api/latency` (the tracer's own server).
+    pub fn metrics_only(latency: Option<Arc<dyn LatencySource>>) -> Self {
         Self {
             sink: None,
             token: None,
+            latency,
             closing: watch::channel(false).1,
+            bound: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 
-    pub fn sink(api: Arc<SinkApi>, token: Option<String>) -> Self {
+    pub fn sink(
+        api: Arc<SinkApi>,
+        token: Option<String>,
+        latency: Option<Arc<dyn LatencySource>>,
+    ) -> Self {
         Self {
             sink: Some(api),
             token: token.filter(|t| !t.is_empty()).map(Arc::from),
+            latency,
             closing: watch::channel(false).1,
+            bound: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
+    }
+}
+
+/// Whether a server on `addr` without a token is reachable beyond this host.
+pub fn exposed(addr: &SocketAddr, has_token: bool) -> bool {
+    !has_token && !addr.ip().is_loopback()
+}
+
+/// `host[:port]` of a Host header; `None` when it is not one (userinfo,
+/// a path, an unbracketed IPv6 address, a port that is not a number).
+fn split_host_port(host: &str) -> Option<(&str, Option<u16>)> {
+    let (name, port) = if host.starts_with('[') {
+        let end = host.find(']')?;
+        let rest = &host[end + 1..];
+        let port = if rest.is_empty() {
+            None
+        } else {
+            Some(rest.strip_prefix(':')?)
+        };
+        (&host[..=end], port)
+    } else {
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    let port = match port {
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse().ok()?)
+        }
+        Some(_) => return None,
+        None => None,
+    };
+    Some((name, port))
+}
+
+/// Whether `host` (a Host header) names a server bound to `bound` the way a
+/// client on this machine does: `localhost`, a loopback address or the bound
+/// address (any address literal when bound to all interfaces), with the bound
+/// port (no port only when that is 80). Names other than `localhost` are
+/// refused: under DNS rebinding the attacker's name is what arrives.
+pub fn host_allowed(host: &str, bound: SocketAddr) -> bool {
+    let Some((name, port)) = split_host_port(host) else {
+        return false;
+    };
+    if port.unwrap_or(80) != bound.port() {
+        return false;
+    }
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let literal = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .map(|v6| v6.parse::<std::net::Ipv6Addr>().map(IpAddr::V6))
+        .unwrap_or_else(|| name.parse::<std::net::Ipv4Addr>().map(IpAddr::V4));
+    match literal {
+        Ok(ip) => ip.is_loopback() || ip == bound.ip() || bound.ip().is_unspecified(),
+        Err(_) => false,
     }
 }
 
@@ -106,14 +200,28 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `listen` (host:port; port 0 picks a free one) and serves in the shared runtime.
-    pub fn start(listen: &str, mut state: AppState) -> Result<Self, String> {
+    /// Binds `listen` (host:port; port 0 picks a free one) and serves in the
+    /// shared runtime. A bind beyond loopback without a token is a warning to `reporter`.
+    pub fn start(
+        listen: &str,
+        mut state: AppState,
+        reporter: &dyn Reporter,
+    ) -> Result<Self, String> {
         let std_listener = std::net::TcpListener::bind(listen)
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         std_listener
             .set_nonblocking(true)
             .map_err(|e| e.to_string())?;
         let addr = std_listener.local_addr().map_err(|e| e.to_string())?;
+        if exposed(&addr, state.token.is_some()) {
+            reporter.warning(&format!(
+                "the HTTP server on {addr} is reachable beyond this host without a token: \
+                 anyone who can connect reads the events and metrics. Set auth-token (and \
+                 put TLS in front), or listen on 127.0.0.1. Requests are only answered for \
+                 address literals and localhost in the Host header (DNS rebinding)"
+            ));
+        }
+        state.bound = addr;
         let rt = rtai_core::runtime::runtime();
         let _guard = rt.enter();
         let listener =
@@ -189,25 +297,60 @@ fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
         .merge(protected)
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .layer(middleware::from_fn_with_state(state.clone(), check_host))
         .with_state(state)
+}
+
+/// Without a token, only requests naming this server as a local client does
+/// ([`host_allowed`]) are served.
+async fn check_host(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.token.is_none() {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .map(|h| h.to_str().unwrap_or("\u{fffd}"));
+        match host {
+            None => {
+                return (StatusCode::BAD_REQUEST, "a Host header is required\n").into_response();
+            }
+            Some(host) if !host_allowed(host, state.bound) => {
+                gst::debug!(CAT, "refused a request for Host {host:?} (no token set)");
+                return (
+                    StatusCode::FORBIDDEN,
+                    "this server answers requests for 127.0.0.1, localhost and [::1] with its port only \
+                     (set auth-token to serve other names)\n",
+                )
+                    .into_response();
+            }
+            Some(_) => {}
+        }
+    }
+    next.run(request).await
 }
 
 /// The bearer token from `Authorization: Bearer …` or, for the browser's
 /// EventSource which cannot set headers, the `access_token` query parameter (RFC 6750).
-fn presented_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<String> {
+/// The scheme name is case-insensitive (RFC 9110); values longer than
+/// [`MAX_TOKEN_LEN`] and queries longer than [`MAX_QUERY_LEN`] are not looked at.
+pub fn presented_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        && let Some(t) = v.strip_prefix("Bearer ")
+        .filter(|v| v.len() <= MAX_TOKEN_LEN + 16)
+        && let Some((scheme, t)) = v.split_once(' ')
+        && scheme.eq_ignore_ascii_case("bearer")
     {
-        return Some(t.trim().to_string());
+        let t = t.trim();
+        return (t.len() <= MAX_TOKEN_LEN).then(|| t.to_string());
     }
-    query.and_then(|q| {
+    query.filter(|q| q.len() <= MAX_QUERY_LEN).and_then(|q| {
         form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "access_token")
             .map(|(_, v)| v.into_owned())
+            .filter(|v| v.len() <= MAX_TOKEN_LEN)
     })
 }
 
@@ -234,6 +377,19 @@ async fn metrics() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], METRICS.encode())
 }
 
+/// 200 while the server runs (the element is between READY and NULL).
+async fn healthz(State(state): State<AppState>) -> Response {
+    let body = match &state.sink {
+        Some(sink) => serde_json::json!({
+            "status": "ok",
+            "element": sink.element,
+            "pipeline": sink.pipeline,
+        }),
+        None => serde_json::json!({ "status": "ok" }),
+    };
+    axum::Json(body).into_response()
+}
+
 async fn index(State(state): State<AppState>) -> Response {
     if state.sink.is_none() {
         return (StatusCode::NOT_FOUND, "only /metrics is served here\n").into_response();
@@ -253,84 +409,124 @@ fn bad_request(msg: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// Query parameters of `/api/events`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsQuery {
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub stream: Option<String>,
-    /// Wall clock, ms since the Unix epoch, inclusive.
-    pub since: Option<i64>,
-    pub until: Option<i64>,
-    pub limit: Option<u32>,
-    pub offset: Option<u64>,
-    /// `asc` (oldest first, the default) or `desc`.
-    pub order: Option<String>,
-    #[allow(dead_code)]
-    pub access_token: Option<String>,
+/// The parameters of `/api/events`, parsed from its raw query string:
+/// `type`, `stream`, `source`, `since`, `until` (event time, ms since the Unix
+/// epoch, inclusive), `limit`, `offset`, `order` (`asc`, the default, or
+/// `desc`) and `access_token` (checked by the auth layer). Each at most once;
+/// the error is the message of a 400 reply.
+pub fn parse_events_query(raw: Option<&str>) -> Result<EventFilter, String> {
+    let raw = raw.unwrap_or("");
+    if raw.len() > MAX_QUERY_LEN {
+        return Err(format!("query longer than {MAX_QUERY_LEN} bytes"));
+    }
+    let mut f = EventFilter {
+        limit: DEFAULT_PAGE,
+        ..EventFilter::default()
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
+        if seen.iter().any(|k| *k == key) {
+            return Err(format!("parameter '{key}' given twice"));
+        }
+        let int = |what: &str| -> Result<i64, String> {
+            value
+                .parse::<i64>()
+                .map_err(|_| format!("{what} must be an integer, not '{}'", clip(&value)))
+        };
+        match key.as_ref() {
+            "type" => {
+                f.kind = Some(EventKind::parse(&value).ok_or_else(|| {
+                    format!(
+                        "unknown type '{}' (one of {})",
+                        clip(&value),
+                        EventKind::names()
+                    )
+                })?)
+            }
+            "stream" | "source" => {
+                if value.len() > MAX_FILTER_LEN {
+                    return Err(format!("{key} longer than {MAX_FILTER_LEN} bytes"));
+                }
+                if key == "stream" {
+                    f.stream = Some(value.to_string());
+                } else {
+                    f.source_id = Some(value.to_string());
+                }
+            }
+            "since" => f.since_ms = Some(int("since")?),
+            "until" => f.until_ms = Some(int("until")?),
+            "limit" => {
+                f.limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|l| (1..=MAX_PAGE).contains(l))
+                    .ok_or_else(|| format!("limit must be 1..={MAX_PAGE}"))?
+            }
+            // The databases take a signed 64-bit OFFSET: beyond it is the client's mistake, not a 503.
+            "offset" => {
+                f.offset = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|o| *o <= i64::MAX as u64)
+                    .ok_or_else(|| format!("offset must be 0..={}", i64::MAX))?
+            }
+            "order" => {
+                f.descending = match value.as_ref() {
+                    "asc" => false,
+                    "desc" => true,
+                    other => {
+                        return Err(format!("order must be asc or desc, not '{}'", clip(other)));
+                    }
+                }
+            }
+            "access_token" => {}
+            other => return Err(format!("unknown parameter '{}'", clip(other))),
+        }
+        seen.push(key.into_owned());
+    }
+    if let (Some(s), Some(u)) = (f.since_ms, f.until_ms)
+        && s > u
+    {
+        return Err("since is after until".into());
+    }
+    Ok(f)
 }
 
-impl EventsQuery {
-    /// Checks the parameters; the error is the message for a 400 reply.
-    pub fn filter(&self) -> Result<EventFilter, String> {
-        if let Some(kind) = &self.kind
-            && !crate::analyticssink::events::EventKind::ALL
-                .iter()
-                .any(|k| k.as_str() == kind)
-        {
-            return Err(format!(
-                "unknown type '{kind}' (one of {})",
-                crate::analyticssink::events::EventKind::ALL
-                    .iter()
-                    .map(|k| k.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+/// The `type` filter of `/api/events/stream` (and `access_token`).
+pub fn parse_stream_query(raw: Option<&str>) -> Result<Option<EventKind>, String> {
+    let raw = raw.unwrap_or("");
+    if raw.len() > MAX_QUERY_LEN {
+        return Err(format!("query longer than {MAX_QUERY_LEN} bytes"));
+    }
+    let mut kind = None;
+    for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
+        match key.as_ref() {
+            "type" if kind.is_none() => {
+                kind = Some(
+                    EventKind::parse(&value)
+                        .ok_or_else(|| format!("unknown type '{}'", clip(&value)))?,
+                )
+            }
+            "access_token" => {}
+            other => return Err(format!("unexpected parameter '{}'", clip(other))),
         }
-        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
-        if limit == 0 || limit > MAX_PAGE {
-            return Err(format!("limit must be 1..={MAX_PAGE}"));
-        }
-        if let (Some(s), Some(u)) = (self.since, self.until)
-            && s > u
-        {
-            return Err("since is after until".into());
-        }
-        // The databases take a signed 64-bit OFFSET: beyond it is the client's mistake, not a 503.
-        let offset = self.offset.unwrap_or(0);
-        if offset > i64::MAX as u64 {
-            return Err(format!("offset must be at most {}", i64::MAX));
-        }
-        let descending = match self.order.as_deref() {
-            None | Some("asc") => false,
-            Some("desc") => true,
-            Some(other) => return Err(format!("order must be asc or desc, not '{other}'")),
-        };
-        Ok(EventFilter {
-            descending,
-            kind: self.kind.clone(),
-            stream: self.stream.clone(),
-            since_ms: self.since,
-            until_ms: self.until,
-            limit,
-            offset,
-        })
+    }
+    Ok(kind)
+}
+
+/// At most 64 characters of what a client sent, for an error message.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 
-async fn events(
-    State(state): State<AppState>,
-    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+async fn events(State(state): State<AppState>, uri: axum::http::Uri) -> Response {
     let Some(sink) = &state.sink else {
         return (StatusCode::NOT_FOUND, "no analyticssink\n").into_response();
     };
-    let query = match query {
-        Ok(Query(q)) => q,
-        Err(err) => return bad_request(err.body_text()),
-    };
-    let filter = match query.filter() {
+    let filter = match parse_events_query(uri.query()) {
         Ok(f) => f,
         Err(msg) => return bad_request(msg),
     };
@@ -344,33 +540,14 @@ async fn events(
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StreamQuery {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    #[allow(dead_code)]
-    access_token: Option<String>,
-}
-
-async fn events_stream(
-    State(state): State<AppState>,
-    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+async fn events_stream(State(state): State<AppState>, uri: axum::http::Uri) -> Response {
     let Some(sink) = &state.sink else {
         return (StatusCode::NOT_FOUND, "no analyticssink\n").into_response();
     };
-    let kind = match query {
-        Ok(Query(q)) => q.kind,
-        Err(err) => return bad_request(err.body_text()),
+    let kind = match parse_stream_query(uri.query()) {
+        Ok(k) => k.map(|k| k.as_str().to_string()),
+        Err(msg) => return bad_request(msg),
     };
-    if let Some(k) = &kind
-        && !crate::analyticssink::events::EventKind::ALL
-            .iter()
-            .any(|x| x.as_str() == k)
-    {
-        return bad_request(format!("unknown type '{k}'"));
-    }
     let mut closing = state.closing.clone();
     let stream = BroadcastStream::new(sink.live.subscribe())
         .filter_map(move |item| {
@@ -404,8 +581,12 @@ async fn events_stream(
         .into_response()
 }
 
-async fn latency() -> Response {
-    axum::Json(serde_json::json!({ "pads": crate::latencymetrics::snapshot() })).into_response()
+async fn latency(State(state): State<AppState>) -> Response {
+    let pads = state
+        .latency
+        .as_ref()
+        .map_or(serde_json::json!([]), |l| l.pads());
+    axum::Json(serde_json::json!({ "pads": pads })).into_response()
 }
 
 async fn summary(State(state): State<AppState>) -> Response {
@@ -413,7 +594,8 @@ async fn summary(State(state): State<AppState>) -> Response {
         return (StatusCode::NOT_FOUND, "no analyticssink\n").into_response();
     };
     let summary = sink.summary.lock().unwrap().clone();
-    axum::Json(serde_json::json!({ "element": sink.element, "summary": summary })).into_response()
+    axum::Json(serde_json::json!({ "element": sink.element, "pipeline": sink.pipeline, "summary": summary }))
+        .into_response()
 }
 
 #[cfg(test)]
@@ -467,37 +649,224 @@ mod tests {
 
     #[test]
     fn query_validation_table() {
-        let q = |kind: Option<&str>, limit: Option<u32>, since: Option<i64>, until: Option<i64>| {
-            EventsQuery {
-                kind: kind.map(String::from),
-                stream: None,
-                since,
-                until,
-                limit,
-                offset: None,
-                order: None,
-                access_token: None,
-            }
-        };
-        assert!(q(None, None, None, None).filter().is_ok());
-        assert!(
-            q(Some("speech"), Some(10), Some(1), Some(2))
-                .filter()
-                .is_ok()
+        let ok = |q: &str| parse_events_query(Some(q)).unwrap_or_else(|e| panic!("{q}: {e}"));
+        let bad = |q: &str| assert!(parse_events_query(Some(q)).is_err(), "{q}");
+        assert_eq!(parse_events_query(None).unwrap().limit, DEFAULT_PAGE);
+        let f = ok("type=speech&limit=10&since=1&until=2&stream=sink_0&source=p%2Fcam&order=desc");
+        assert_eq!(
+            (f.kind, f.limit, f.since_ms, f.until_ms, f.descending),
+            (Some(EventKind::Speech), 10, Some(1), Some(2), true)
         );
-        assert!(q(Some("nope"), None, None, None).filter().is_err());
-        assert!(q(None, Some(0), None, None).filter().is_err());
-        assert!(q(None, Some(MAX_PAGE + 1), None, None).filter().is_err());
-        assert!(q(None, None, Some(5), Some(4)).filter().is_err());
-        let at = |offset: u64| {
-            EventsQuery {
-                offset: Some(offset),
-                ..q(None, None, None, None)
+        assert_eq!(
+            (f.stream.as_deref(), f.source_id.as_deref()),
+            (Some("sink_0"), Some("p/cam"))
+        );
+        assert_eq!(ok("type=object-appear").kind, Some(EventKind::ObjectAppear));
+        assert_eq!(ok("type=object_appear").kind, Some(EventKind::ObjectAppear));
+        assert_eq!(ok("access_token=x&limit=5").limit, 5);
+        assert_eq!(ok("offset=9223372036854775807").offset, i64::MAX as u64);
+        for q in [
+            "type=nope",
+            "limit=0",
+            "limit=1001",
+            "limit=ten",
+            "limit=-1",
+            "since=5&until=4",
+            "offset=-1",
+            "offset=9223372036854775808",
+            "offset=18446744073709551616",
+            "order=sideways",
+            "bogus=1",
+            "limit=1&limit=2",
+            "since=1e3",
+        ] {
+            bad(q);
+        }
+        bad(&format!("stream={}", "s".repeat(MAX_FILTER_LEN + 1)));
+        bad(&format!("limit=1&x={}", "a".repeat(MAX_QUERY_LEN)));
+        assert_eq!(
+            parse_stream_query(Some("type=clip")).unwrap(),
+            Some(EventKind::Clip)
+        );
+        assert_eq!(parse_stream_query(None).unwrap(), None);
+        assert!(parse_stream_query(Some("type=nope")).is_err());
+        assert!(parse_stream_query(Some("other=1")).is_err());
+    }
+
+    #[test]
+    fn host_check_table() {
+        let lo: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:9464".parse().unwrap();
+        let lan: SocketAddr = "192.168.1.5:9464".parse().unwrap();
+        for (host, bound, want) in [
+            ("127.0.0.1:9464", lo, true),
+            ("localhost:9464", lo, true),
+            ("LOCALHOST:9464", lo, true),
+            ("[::1]:9464", lo, true),
+            ("127.0.0.2:9464", lo, true),
+            ("192.168.1.5:9464", lan, true),
+            ("10.1.2.3:9464", any, true),
+            ("[fe80::1]:9464", any, true),
+            ("10.1.2.3:9464", lo, false),
+            ("evil.example:9464", lo, false),
+            ("evil.example:9464", any, false),
+            ("localhost.evil.example:9464", lo, false),
+            ("127.0.0.1.nip.io:9464", lo, false),
+            ("127.0.0.1:80", lo, false),
+            ("127.0.0.1", lo, false),
+            ("127.0.0.1:", lo, false),
+            ("127.0.0.1:+9464", lo, false),
+            ("127.0.0.1:9464@evil", lo, false),
+            ("::1:9464", lo, false),
+            ("[::1]9464", lo, false),
+            ("[::1", lo, false),
+            ("", lo, false),
+            ("0x7f.1:9464", lo, false),
+        ] {
+            assert_eq!(host_allowed(host, bound), want, "{host} on {bound}");
+        }
+        let port80: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert!(host_allowed("localhost", port80));
+        assert!(exposed(&any, false) && exposed(&lan, false));
+        assert!(!exposed(&any, true) && !exposed(&lo, false));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A value as a client may spell it: digits, signs, huge numbers,
+        /// percent escapes (valid, invalid, of NUL and of non-UTF-8 bytes), long runs.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                "[0-9]{19,40}",
+                "[-+]?[0-9]{0,5}",
+                "(%[0-9A-Fa-f]{2}|%[G-Zg-z]{0,2}|[a-z_+&=-]){0,12}",
+                Just("%00".to_string()),
+                Just("%FF%FE".to_string()),
+                Just("asc".to_string()),
+                Just("desc".to_string()),
+                Just("object_appear".to_string()),
+                Just("object-leave".to_string()),
+                (1usize..20_000).prop_map(|n| "9".repeat(n)),
+                (1usize..10_000).prop_map(|n| "%41".repeat(n)),
+                ".{0,40}",
+            ]
+        }
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("type"),
+                Just("stream"),
+                Just("source"),
+                Just("since"),
+                Just("until"),
+                Just("limit"),
+                Just("offset"),
+                Just("order"),
+                Just("access_token"),
+            ]
+            .prop_map(String::from)
+            .boxed()
+            .prop_union("[a-z%_]{0,8}".boxed())
+        }
+
+        fn query() -> impl Strategy<Value = String> {
+            prop::collection::vec((key(), value(), any::<bool>()), 0..12).prop_map(|pairs| {
+                pairs
+                    .into_iter()
+                    .map(|(k, v, with_eq)| if with_eq { format!("{k}={v}") } else { k })
+                    .collect::<Vec<_>>()
+                    .join("&")
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Whatever the query, parsing returns, and what it accepts is in range.
+            #[test]
+            fn events_query_never_panics_and_accepts_only_valid_filters(q in query()) {
+                if let Ok(f) = parse_events_query(Some(&q)) {
+                    prop_assert!(q.len() <= MAX_QUERY_LEN);
+                    prop_assert!((1..=MAX_PAGE).contains(&f.limit));
+                    prop_assert!(f.offset <= i64::MAX as u64);
+                    if let (Some(s), Some(u)) = (f.since_ms, f.until_ms) {
+                        prop_assert!(s <= u);
+                    }
+                    prop_assert!(f.stream.as_ref().is_none_or(|s| s.len() <= MAX_FILTER_LEN));
+                    prop_assert!(f.source_id.as_ref().is_none_or(|s| s.len() <= MAX_FILTER_LEN));
+                }
+                let _ = parse_stream_query(Some(&q));
             }
-            .filter()
-        };
-        assert_eq!(at(i64::MAX as u64).unwrap().offset, i64::MAX as u64);
-        assert!(at(i64::MAX as u64 + 1).is_err());
-        assert!(at(u64::MAX).is_err());
+
+            /// Arbitrary bytes (as a lossy string) never panic either.
+            #[test]
+            fn events_query_takes_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..6000)) {
+                let q = String::from_utf8_lossy(&bytes);
+                let _ = parse_events_query(Some(&q));
+                let _ = parse_stream_query(Some(&q));
+                let _ = presented_token(&HeaderMap::new(), Some(&q));
+            }
+
+            /// A well-formed filter round-trips through its query string.
+            #[test]
+            fn valid_filters_round_trip(
+                limit in 1..=MAX_PAGE,
+                offset in 0..=i64::MAX as u64,
+                since in any::<i64>(),
+                span in 0..=i64::MAX,
+                stream in "\\PC{0,40}",
+                desc in any::<bool>(),
+            ) {
+                let until = since.saturating_add(span);
+                let stream_enc: String = form_urlencoded::byte_serialize(stream.as_bytes()).collect();
+                let q = format!(
+                    "limit={limit}&offset={offset}&since={since}&until={until}&stream={stream_enc}&order={}",
+                    if desc { "desc" } else { "asc" }
+                );
+                let f = parse_events_query(Some(&q)).unwrap();
+                prop_assert_eq!(
+                    (f.limit, f.offset, f.since_ms, f.until_ms, f.stream.as_deref(), f.descending),
+                    (limit, offset, Some(since), Some(until), Some(stream.as_str()), desc)
+                );
+            }
+
+            /// The token from either place: any printable token round-trips
+            /// (percent-encoded in the query), huge ones are not looked at.
+            #[test]
+            fn tokens_round_trip_and_huge_ones_are_ignored(
+                token in "[!-~]{1,64}",
+                pad in 0usize..3000,
+                lower in any::<bool>(),
+            ) {
+                let enc: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
+                let q = format!("limit=1&access_token={enc}");
+                prop_assert_eq!(presented_token(&HeaderMap::new(), Some(&q)), Some(token.clone()));
+                let mut h = HeaderMap::new();
+                let scheme = if lower { "bearer" } else { "Bearer" };
+                h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("{scheme} {token}")).unwrap());
+                prop_assert_eq!(presented_token(&h, None), Some(token.clone()));
+                let huge = format!("{token}{}", "x".repeat(MAX_TOKEN_LEN + pad));
+                let mut h = HeaderMap::new();
+                h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {huge}")).unwrap());
+                prop_assert_eq!(presented_token(&h, None), None);
+                let huge_enc: String = form_urlencoded::byte_serialize(huge.as_bytes()).collect();
+                let q = format!("access_token={huge_enc}");
+                prop_assert_eq!(presented_token(&HeaderMap::new(), Some(&q)), None);
+            }
+
+            /// The Host check never panics and only passes the bound port.
+            #[test]
+            fn host_check_takes_any_string(host in ".{0,300}", port in any::<u16>()) {
+                let bound = SocketAddr::from(([127, 0, 0, 1], port));
+                if host_allowed(&host, bound) {
+                    let (_, p) = split_host_port(&host).unwrap();
+                    prop_assert_eq!(p.unwrap_or(80), port);
+                }
+            }
+        }
     }
 }

@@ -2,9 +2,14 @@
 //! `latencymetrics` tracer, encoded in the Prometheus text format (0.0.4) by the
 //! `prometheus-client` crate. Names follow Prometheus conventions: a `rtai_`
 //! prefix, `_total` for counters, base units (`_seconds`) and labels
-//! `element`, `pad`, `stream`.
+//! `element`, `pipeline`, `pad`, `stream`.
+//!
+//! An element creates its series at 0 when it starts ([`Metrics::init_element`],
+//! [`Metrics::init_stream`]), as Prometheus exporters do: a scraper sees every
+//! series before the first event. Other sources (the `latencymetrics` tracer)
+//! add theirs with [`Metrics::register_collector`].
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
 
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
@@ -19,7 +24,7 @@ pub type Labels = Vec<(&'static str, String)>;
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
-    registry: Registry,
+    registry: Mutex<Registry>,
     /// `rtai_analytics_events_total{element,stream,type}`
     pub events: Family<Labels, Counter>,
     /// `rtai_analytics_detections_total{element,pad,stream,class}`
@@ -126,9 +131,8 @@ impl Metrics {
             "Failed Redis XADD calls",
             redis_failures.clone(),
         );
-        registry.register_collector(Box::new(crate::latencymetrics::Collector));
         Self {
-            registry,
+            registry: Mutex::new(registry),
             events,
             detections,
             malformed,
@@ -147,9 +151,63 @@ impl Metrics {
     /// The registry in the Prometheus text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_text::encode(&mut out, &self.registry.lock().unwrap())
+            .expect("writing to a String cannot fail");
         out
     }
+
+    /// Adds series computed on every scrape.
+    pub fn register_collector(&self, collector: Box<dyn prometheus_client::collector::Collector>) {
+        self.registry.lock().unwrap().register_collector(collector);
+    }
+
+    /// The series of an element (labels `base`: element, pipeline) at 0.
+    pub fn init_element(&self, base: &Labels, backend: &str, redis: bool) {
+        self.queue_depth.get_or_create(base).set(0);
+        let storage = with_label(base, "backend", backend);
+        let _ = self.rows_written.get_or_create(&storage);
+        let _ = self.write_failures.get_or_create(&storage);
+        for reason in DROP_REASONS {
+            let _ = self
+                .dropped
+                .get_or_create(&with_label(base, "reason", reason));
+        }
+        if redis {
+            let _ = self.redis_published.get_or_create(base);
+            let _ = self.redis_failures.get_or_create(base);
+        }
+    }
+
+    /// The series of one stream (sink pad) of an element at 0.
+    pub fn init_stream(&self, base: &Labels, stream: &str) {
+        let st = with_label(base, "stream", stream);
+        for kind in crate::event::EventKind::ALL {
+            let _ = self
+                .events
+                .get_or_create(&with_label(&st, "type", kind.as_str()));
+        }
+        let _ = self.clip_markers.get_or_create(&st);
+        let pad = with_label(&st, "pad", stream);
+        let _ = self.malformed.get_or_create(&pad);
+        for kind in ["start", "commit", "end", "cancel"] {
+            let _ = self.vad.get_or_create(&with_label(&pad, "kind", kind));
+        }
+    }
+}
+
+/// Values of the `reason` label of `rtai_analytics_events_dropped_total`.
+pub const DROP_REASONS: [&str; 4] = [
+    "storage_queue_full",
+    "redis_queue_full",
+    "storage",
+    "rejected",
+];
+
+/// `base` with one more label.
+pub fn with_label(base: &Labels, key: &'static str, value: &str) -> Labels {
+    let mut l = base.clone();
+    l.push((key, value.to_string()));
+    l
 }
 
 /// The content type of [`Metrics::encode`]'s output.

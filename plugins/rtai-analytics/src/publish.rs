@@ -1,6 +1,6 @@
 //! Live publishing of every event to a Redis stream (`XADD … MAXLEN ~ N`), in
 //! the background: failures are counted and the connection re-made; the
-//! pipeline never waits for Redis.
+//! pipeline never waits for Redis. Problems go to a [`Reporter`], not to the element.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::metrics::{METRICS, labels};
+use crate::metrics::{Labels, METRICS};
+use crate::report::Reporter;
 
 #[derive(Debug, Default)]
 pub struct RedisStats {
@@ -16,18 +17,18 @@ pub struct RedisStats {
     pub failures: AtomicU64,
 }
 
-/// `(type, json)` of each event arrives on `rx`.
+/// `(type, json)` of each event arrives on `rx`; `base` are the owner's metric labels.
 pub async fn run_redis(
     url: String,
     key: String,
     max_len: u32,
     mut rx: mpsc::Receiver<(&'static str, Arc<str>)>,
-    obj: gst::glib::WeakRef<gst::Element>,
-    element: String,
+    reporter: Arc<dyn Reporter>,
+    base: Labels,
     stats: Arc<RedisStats>,
 ) {
-    let el = labels(&[("element", &element)]);
-    let warn = |msg: &str| crate::analyticssink::warn(&obj, &element, msg);
+    let el = base;
+    let warn = |msg: &str| reporter.warning(msg);
     // Redis' errors name the problem, never the URL's password.
     let client = match redis::Client::open(url.as_str()) {
         Ok(c) => Some(c),

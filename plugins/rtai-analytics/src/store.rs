@@ -2,6 +2,16 @@
 //! empty) or PostgreSQL (`postgres://` URL), one schema created by numbered
 //! migrations, and a background writer that batches, retries and counts
 //! failures so the pipeline never waits on the database.
+//!
+//! Failures are of two kinds ([`WriteError`]): the database refusing an event
+//! (PostgreSQL SQLSTATE classes 22 data exception, 23 integrity constraint,
+//! 42 syntax or access rule; SQLite constraint, too big, mismatch) drops that
+//! event alone, counted and warned about once; anything else (connection
+//! lost, busy, timeout) is retried with backoff while the bounded queue in
+//! front of the writer takes new events or drops and counts them.
+//!
+//! Depends on the event data ([`crate::event`]), the metrics and the
+//! [`Reporter`] interface only, not on the element.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,13 +20,15 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::analyticssink::events::Event;
-use crate::metrics::{METRICS, labels};
+use crate::event::{Event, EventKind, now_ms, rfc3339_ms};
+use crate::metrics::{Labels, METRICS, with_label};
+use crate::report::Reporter;
 
 /// Schema migrations, applied in order once each: (version, SQLite, PostgreSQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "CREATE TABLE rtai_events (
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "CREATE TABLE rtai_events (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         event_key TEXT NOT NULL UNIQUE,
         element TEXT NOT NULL,
@@ -34,7 +46,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
     );
     CREATE INDEX rtai_events_type_wall ON rtai_events (type, wall_ms);
     CREATE INDEX rtai_events_stream_wall ON rtai_events (stream, wall_ms);",
-    "CREATE TABLE rtai_events (
+        "CREATE TABLE rtai_events (
         id BIGSERIAL PRIMARY KEY,
         event_key TEXT NOT NULL UNIQUE,
         element TEXT NOT NULL,
@@ -52,15 +64,42 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
     );
     CREATE INDEX rtai_events_type_wall ON rtai_events (type, wall_ms);
     CREATE INDEX rtai_events_stream_wall ON rtai_events (stream, wall_ms);",
-)];
+    ),
+    // Event schema 2 (docs/event-schema.json): schema version, source id,
+    // pipeline, the UTC event time and where it came from; snake_case types;
+    // `data` as JSONB in PostgreSQL. `event_key` holds the event's UUID.
+    (
+        2,
+        "ALTER TABLE rtai_events ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE rtai_events ADD COLUMN source_id TEXT;
+    ALTER TABLE rtai_events ADD COLUMN pipeline TEXT;
+    ALTER TABLE rtai_events ADD COLUMN event_time_ms BIGINT;
+    ALTER TABLE rtai_events ADD COLUMN time_source TEXT;
+    UPDATE rtai_events SET type = replace(type, '-', '_');
+    CREATE INDEX rtai_events_source_time ON rtai_events (source_id, event_time_ms);",
+        "ALTER TABLE rtai_events ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE rtai_events ADD COLUMN source_id TEXT;
+    ALTER TABLE rtai_events ADD COLUMN pipeline TEXT;
+    ALTER TABLE rtai_events ADD COLUMN event_time_ms BIGINT;
+    ALTER TABLE rtai_events ADD COLUMN time_source TEXT;
+    UPDATE rtai_events SET type = replace(type, '-', '_');
+    ALTER TABLE rtai_events ALTER COLUMN data TYPE JSONB USING data::jsonb;
+    CREATE INDEX rtai_events_source_time ON rtai_events (source_id, event_time_ms);",
+    ),
+];
 
-const COLUMNS: &str = "id, event_key, element, stream, type, start_ns, end_ns, wall_ms, confidence, clip_worthy_score, label, track_id, text, data";
+/// What a query reads, in [`row_json`]'s order (`data` is cast to text in PostgreSQL).
+const COLUMNS: &str = "event_key, element, stream, type, start_ns, end_ns, wall_ms, confidence, clip_worthy_score, label, track_id, text, schema_version, source_id, pipeline, event_time_ms, time_source";
+const INSERT: &str = "INSERT INTO rtai_events (event_key, element, stream, type, start_ns, end_ns, wall_ms, confidence, clip_worthy_score, label, track_id, text, schema_version, source_id, pipeline, event_time_ms, time_source, data)";
+/// The time `since`/`until` filter on: when the event happened (rows of schema 1: when it was made).
+const EVENT_TIME: &str = "COALESCE(event_time_ms, wall_ms)";
 
 /// Filters and paging of `/api/events`.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
-    pub kind: Option<String>,
+    pub kind: Option<EventKind>,
     pub stream: Option<String>,
+    pub source_id: Option<String>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
     pub limit: u32,
@@ -108,17 +147,20 @@ fn conditions(f: &EventFilter, pg: bool) -> (String, Vec<SqlValue>) {
         let n = values.len();
         clauses.push(clause.replace('#', &if pg { format!("${n}") } else { format!("?{n}") }));
     };
-    if let Some(k) = &f.kind {
-        push("type = #", SqlValue::Text(k.clone()));
+    if let Some(k) = f.kind {
+        push("type = #", SqlValue::Text(k.as_str().to_string()));
     }
     if let Some(s) = &f.stream {
         push("stream = #", SqlValue::Text(s.clone()));
     }
+    if let Some(s) = &f.source_id {
+        push("source_id = #", SqlValue::Text(s.clone()));
+    }
     if let Some(s) = f.since_ms {
-        push("wall_ms >= #", SqlValue::Int(s));
+        push(&format!("{EVENT_TIME} >= #"), SqlValue::Int(s));
     }
     if let Some(u) = f.until_ms {
-        push("wall_ms <= #", SqlValue::Int(u));
+        push(&format!("{EVENT_TIME} <= #"), SqlValue::Int(u));
     }
     let sql = if clauses.is_empty() {
         String::new()
@@ -159,9 +201,8 @@ impl rusqlite::ToSql for SqlValue {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn row_json(
-    id: i64,
+/// One stored row, read in [`COLUMNS`]' order plus `data` (as text).
+struct Row {
     key: String,
     element: String,
     stream: String,
@@ -174,14 +215,90 @@ fn row_json(
     label: Option<String>,
     track_id: Option<i64>,
     text: Option<String>,
+    schema_version: i64,
+    source_id: Option<String>,
+    pipeline: Option<String>,
+    event_time_ms: Option<i64>,
+    time_source: Option<String>,
     data: String,
-) -> serde_json::Value {
+}
+
+/// A row as the event JSON of docs/event-schema.json; rows stored before
+/// schema 2 keep `schema_version` 1 and get their missing fields derived
+/// (event time: when the event was made; source id: the stream).
+fn row_json(r: Row) -> serde_json::Value {
+    let event_time_ms = r.event_time_ms.unwrap_or(r.wall_ms);
     serde_json::json!({
-        "id": id, "key": key, "element": element, "stream": stream, "type": kind,
-        "start": start, "end": end, "wall_ms": wall_ms, "confidence": confidence,
-        "clip_worthy_score": score, "label": label, "track_id": track_id, "text": text,
-        "data": serde_json::from_str::<serde_json::Value>(&data).unwrap_or(serde_json::Value::Null),
+        "schema_version": r.schema_version,
+        "event_id": r.key,
+        "type": r.kind,
+        "source_id": r.source_id.unwrap_or_else(|| r.stream.clone()),
+        "pipeline": r.pipeline.unwrap_or_default(),
+        "element": r.element,
+        "stream": r.stream,
+        "event_time": rfc3339_ms(event_time_ms),
+        "event_time_ms": event_time_ms,
+        "time_source": r.time_source.unwrap_or_else(|| "wall".into()),
+        "start_ns": r.start,
+        "end_ns": r.end,
+        "created_ms": r.wall_ms,
+        "confidence": r.confidence,
+        "clip_worthy_score": r.score,
+        "label": r.label,
+        "track_id": r.track_id,
+        "text": r.text,
+        "data": serde_json::from_str::<serde_json::Value>(&r.data).unwrap_or(serde_json::Value::Null),
     })
+}
+
+/// Why a write failed, and so what the writer does about it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteError {
+    /// The database refused the data (retrying cannot help): drop the event.
+    Permanent(String),
+    /// The database could not be reached or was busy: retry.
+    Transient(String),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Permanent(m) | Self::Transient(m) => f.write_str(m),
+        }
+    }
+}
+
+/// SQLSTATE classes of errors in the data itself: 22 data exception (NUL in
+/// text, invalid JSON, out of range), 23 integrity constraint, 42 syntax
+/// error or access rule violation.
+pub fn is_permanent_sqlstate(code: &str) -> bool {
+    matches!(code.get(..2), Some("22" | "23" | "42"))
+}
+
+fn pg_error(e: &tokio_postgres::Error) -> WriteError {
+    match (e.code(), e.as_db_error()) {
+        (Some(code), Some(db)) if is_permanent_sqlstate(code.code()) => {
+            WriteError::Permanent(format!("SQLSTATE {}: {}", code.code(), db.message()))
+        }
+        _ => WriteError::Transient(format!("PostgreSQL write failed: {}", with_causes(e))),
+    }
+}
+
+fn sqlite_error(e: rusqlite::Error) -> WriteError {
+    use rusqlite::ErrorCode;
+    let permanent = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => matches!(
+            f.code,
+            ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch
+        ),
+        rusqlite::Error::ToSqlConversionFailure(_) => true,
+        _ => false,
+    };
+    if permanent {
+        WriteError::Permanent(format!("SQLite: {e}"))
+    } else {
+        WriteError::Transient(format!("SQLite write failed: {e}"))
+    }
 }
 
 impl Store {
@@ -292,81 +409,93 @@ impl Store {
         tx.commit().await.map_err(|e| e.to_string())
     }
 
-    /// Writes `events` in one transaction; events already stored (same key) are skipped.
-    pub async fn insert(&self, events: &[Event]) -> Result<u64, String> {
+    /// Writes `events` in one transaction; events already stored (same id) are skipped.
+    pub async fn insert(&self, events: &[Event]) -> Result<u64, WriteError> {
         match &*self.0 {
             Backend::Sqlite(conn) => {
                 let conn = conn.clone();
                 let events = events.to_vec();
-                tokio::task::spawn_blocking(move || -> Result<u64, String> {
+                tokio::task::spawn_blocking(move || -> Result<u64, WriteError> {
                     let mut conn = conn.lock().unwrap();
-                    let tx = conn.transaction().map_err(|e| e.to_string())?;
+                    let tx = conn
+                        .transaction()
+                        .map_err(|e| WriteError::Transient(format!("SQLite: {e}")))?;
                     let mut n = 0;
                     {
                         let mut stmt = tx
-                            .prepare_cached(
-                                "INSERT INTO rtai_events (event_key, element, stream, type, start_ns, end_ns, wall_ms, confidence, clip_worthy_score, label, track_id, text, data)
-                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (event_key) DO NOTHING",
-                            )
-                            .map_err(|e| e.to_string())?;
+                            .prepare_cached(&format!(
+                                "{INSERT} VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT (event_key) DO NOTHING"
+                            ))
+                            .map_err(sqlite_error)?;
                         for e in &events {
                             n += stmt
                                 .execute(rusqlite::params![
-                                    e.key,
+                                    e.event_id,
                                     e.element,
                                     e.stream,
                                     e.kind.as_str(),
-                                    e.start as i64,
-                                    e.end.map(|v| v as i64),
-                                    e.wall_ms,
+                                    e.start_ns as i64,
+                                    e.end_ns.map(|v| v as i64),
+                                    e.created_ms,
                                     e.confidence,
                                     e.clip_worthy_score,
                                     e.label,
                                     e.track_id,
                                     e.text,
+                                    e.schema_version,
+                                    e.source_id,
+                                    e.pipeline,
+                                    e.event_time_ms,
+                                    e.time_source.as_str(),
                                     e.data.to_string()
                                 ])
-                                .map_err(|e| e.to_string())? as u64;
+                                .map_err(sqlite_error)? as u64;
                         }
                     }
-                    tx.commit().map_err(|e| e.to_string())?;
+                    tx.commit().map_err(sqlite_error)?;
                     Ok(n)
                 })
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| WriteError::Transient(e.to_string()))?
             }
             Backend::Postgres { url, client } => {
-                let mut guard = Self::pg(url, client).await?;
+                let mut guard = Self::pg(url, client).await.map_err(WriteError::Transient)?;
                 let result = async {
                     let client = guard.as_mut().expect("connected");
                     let tx = client.transaction().await?;
+                    // `data` is sent as text and cast: JSONB checks it.
                     let stmt = tx
-                        .prepare(
-                            "INSERT INTO rtai_events (event_key, element, stream, type, start_ns, end_ns, wall_ms, confidence, clip_worthy_score, label, track_id, text, data)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (event_key) DO NOTHING",
-                        )
+                        .prepare(&format!(
+                            "{INSERT} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18::text::jsonb) ON CONFLICT (event_key) DO NOTHING"
+                        ))
                         .await?;
                     let mut n = 0;
                     for e in events {
-                        let start = e.start as i64;
-                        let end = e.end.map(|v| v as i64);
+                        let start = e.start_ns as i64;
+                        let end = e.end_ns.map(|v| v as i64);
+                        let version = e.schema_version as i32;
                         let data = e.data.to_string();
                         n += tx
                             .execute(
                                 &stmt,
                                 &[
-                                    &e.key,
+                                    &e.event_id,
                                     &e.element,
                                     &e.stream,
                                     &e.kind.as_str(),
                                     &start,
                                     &end,
-                                    &e.wall_ms,
+                                    &e.created_ms,
                                     &e.confidence,
                                     &e.clip_worthy_score,
                                     &e.label,
                                     &e.track_id,
                                     &e.text,
+                                    &version,
+                                    &e.source_id,
+                                    &e.pipeline,
+                                    &e.event_time_ms,
+                                    &e.time_source.as_str(),
                                     &data,
                                 ],
                             )
@@ -381,7 +510,7 @@ impl Store {
                     if guard.as_ref().is_some_and(|c| c.is_closed()) {
                         *guard = None;
                     }
-                    format!("PostgreSQL write failed: {e}")
+                    pg_error(&e)
                 })
             }
         }
@@ -401,26 +530,30 @@ impl Store {
                     let total: i64 = conn
                         .query_row(&format!("SELECT COUNT(*) FROM rtai_events{cond}"), params, |r| r.get(0))
                         .map_err(|e| e.to_string())?;
-                    let sql = format!("SELECT {COLUMNS} FROM rtai_events{cond} ORDER BY id {order} LIMIT {} OFFSET {}", f.limit, f.offset);
+                    let sql = format!("SELECT {COLUMNS}, data FROM rtai_events{cond} ORDER BY id {order} LIMIT {} OFFSET {}", f.limit, f.offset);
                     let mut stmt = conn.prepare(&sql).map_err(|e| e.to_string())?;
                     let rows = stmt
                         .query_map(rusqlite::params_from_iter(values.iter()), |r| {
-                            Ok(row_json(
-                                r.get(0)?,
-                                r.get(1)?,
-                                r.get(2)?,
-                                r.get(3)?,
-                                r.get(4)?,
-                                r.get(5)?,
-                                r.get(6)?,
-                                r.get(7)?,
-                                r.get(8)?,
-                                r.get(9)?,
-                                r.get(10)?,
-                                r.get(11)?,
-                                r.get(12)?,
-                                r.get(13)?,
-                            ))
+                            Ok(row_json(Row {
+                                key: r.get(0)?,
+                                element: r.get(1)?,
+                                stream: r.get(2)?,
+                                kind: r.get(3)?,
+                                start: r.get(4)?,
+                                end: r.get(5)?,
+                                wall_ms: r.get(6)?,
+                                confidence: r.get(7)?,
+                                score: r.get(8)?,
+                                label: r.get(9)?,
+                                track_id: r.get(10)?,
+                                text: r.get(11)?,
+                                schema_version: r.get(12)?,
+                                source_id: r.get(13)?,
+                                pipeline: r.get(14)?,
+                                event_time_ms: r.get(15)?,
+                                time_source: r.get(16)?,
+                                data: r.get(17)?,
+                            }))
                         })
                         .map_err(|e| e.to_string())?
                         .collect::<Result<Vec<_>, _>>()
@@ -451,29 +584,33 @@ impl Store {
                     .map_err(|e| e.to_string())?
                     .get(0);
                 let sql = format!(
-                    "SELECT {COLUMNS} FROM rtai_events{cond} ORDER BY id {order} LIMIT {} OFFSET {}",
+                    "SELECT {COLUMNS}, data::text FROM rtai_events{cond} ORDER BY id {order} LIMIT {} OFFSET {}",
                     f.limit, f.offset
                 );
                 let rows = client.query(&sql, &refs).await.map_err(|e| e.to_string())?;
                 let events = rows
                     .iter()
                     .map(|r| {
-                        row_json(
-                            r.get(0),
-                            r.get(1),
-                            r.get(2),
-                            r.get(3),
-                            r.get(4),
-                            r.get(5),
-                            r.get(6),
-                            r.get(7),
-                            r.get(8),
-                            r.get(9),
-                            r.get(10),
-                            r.get(11),
-                            r.get(12),
-                            r.get(13),
-                        )
+                        row_json(Row {
+                            key: r.get(0),
+                            element: r.get(1),
+                            stream: r.get(2),
+                            kind: r.get(3),
+                            start: r.get(4),
+                            end: r.get(5),
+                            wall_ms: r.get(6),
+                            confidence: r.get(7),
+                            score: r.get(8),
+                            label: r.get(9),
+                            track_id: r.get(10),
+                            text: r.get(11),
+                            schema_version: i64::from(r.get::<_, i32>(12)),
+                            source_id: r.get(13),
+                            pipeline: r.get(14),
+                            event_time_ms: r.get(15),
+                            time_source: r.get(16),
+                            data: r.get(17),
+                        })
                     })
                     .collect();
                 (events, total as u64)
@@ -490,42 +627,47 @@ impl Store {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Counters of the background writer, shared with the element's `stats`.
 #[derive(Debug, Default)]
 pub struct WriterStats {
     pub written: AtomicU64,
+    /// Failed write attempts (each is retried).
     pub failures: AtomicU64,
+    /// Events given up after the sink stopped with the database still away.
     pub dropped: AtomicU64,
+    /// Events the database refused (dropped, each alone).
+    pub rejected: AtomicU64,
     pub queued: AtomicU64,
 }
 
 /// Largest backoff between retries of a failed batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Retries of a transient failure once the sink closed the queue.
+const GIVE_UP_AFTER: u32 = 3;
 
-/// Writes what arrives on `rx` in batches of up to `batch_size`; a failed batch
-/// is retried (with backoff up to [`MAX_BACKOFF`]) until it is written, and
-/// given up (counted as dropped) only once the sink closed the channel and
-/// `give_up_after` retries failed.
+/// Writes what arrives on `rx` in batches of up to `batch_size`:
+/// - a transient failure is retried (with backoff up to [`MAX_BACKOFF`]) until
+///   the batch is written, and given up (counted as dropped) only once the
+///   sink closed the channel and [`GIVE_UP_AFTER`] retries failed;
+/// - a permanent failure writes the batch again one event at a time, and each
+///   event the database refuses is dropped and counted as rejected (the first
+///   one is a warning, later ones debug messages).
+///
+/// `base` are the metric labels of the owner (`element`, `pipeline`).
 pub async fn run_writer(
     store: Store,
     mut rx: mpsc::Receiver<Event>,
     batch_size: usize,
-    obj: gst::glib::WeakRef<gst::Element>,
-    element: String,
+    reporter: Arc<dyn Reporter>,
+    base: Labels,
     stats: Arc<WriterStats>,
 ) {
     let backend = store.backend_name();
-    let el = labels(&[("element", &element), ("backend", backend)]);
-    let depth = labels(&[("element", &element)]);
-    let give_up_after = 3;
-    let mut batch = Vec::with_capacity(batch_size);
+    let el = with_label(&base, "backend", backend);
+    let rejected_labels = with_label(&base, "reason", "rejected");
+    let give_up_labels = with_label(&base, "reason", "storage");
+    let mut warned_rejection = false;
+    let mut batch: Vec<Event> = Vec::with_capacity(batch_size);
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < batch_size {
@@ -534,35 +676,58 @@ pub async fn run_writer(
                 Err(_) => break,
             }
         }
+        let taken = batch.len() as u64;
+        let mut one_by_one = false;
         let mut attempt = 0u32;
-        loop {
-            match store.insert(&batch).await {
-                Ok(n) => {
-                    stats.written.fetch_add(n, Ordering::Relaxed);
-                    METRICS.rows_written.get_or_create(&el).inc_by(n);
-                    break;
+        while !batch.is_empty() {
+            let n = if one_by_one { 1 } else { batch.len() };
+            match store.insert(&batch[..n]).await {
+                Ok(w) => {
+                    stats.written.fetch_add(w, Ordering::Relaxed);
+                    METRICS.rows_written.get_or_create(&el).inc_by(w);
+                    batch.drain(..n);
+                    attempt = 0;
                 }
-                Err(err) => {
-                    attempt += 1;
-                    // Logged before it is counted: who sees the count finds the warning.
-                    crate::analyticssink::warn(
-                        &obj,
-                        &element,
-                        &format!(
-                            "write of {} events failed (attempt {attempt}): {err}",
-                            batch.len()
-                        ),
+                Err(WriteError::Permanent(err)) if n > 1 => {
+                    reporter.debug(&format!(
+                        "write of {n} events refused ({err}): writing them one at a time"
+                    ));
+                    one_by_one = true;
+                }
+                Err(WriteError::Permanent(err)) => {
+                    let e = batch.remove(0);
+                    let msg = format!(
+                        "the database rejected event {} ({} on {}), dropped: {err}",
+                        e.event_id,
+                        e.kind.as_str(),
+                        e.source_id
                     );
+                    // Logged before it is counted: who sees the count finds the warning.
+                    if warned_rejection {
+                        reporter.debug(&msg);
+                    } else {
+                        warned_rejection = true;
+                        reporter.warning(&format!(
+                            "{msg} (further rejected events are counted in stats 'rejected' and \
+                             rtai_analytics_events_dropped_total{{reason=\"rejected\"}}, not warned about)"
+                        ));
+                    }
+                    stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    METRICS.dropped.get_or_create(&rejected_labels).inc();
+                    attempt = 0;
+                }
+                Err(WriteError::Transient(err)) => {
+                    attempt += 1;
+                    reporter.warning(&format!(
+                        "write of {n} events failed (attempt {attempt}): {err}"
+                    ));
                     stats.failures.fetch_add(1, Ordering::Relaxed);
                     METRICS.write_failures.get_or_create(&el).inc();
-                    if rx.is_closed() && attempt >= give_up_after {
-                        stats
-                            .dropped
-                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                        METRICS
-                            .dropped
-                            .get_or_create(&labels(&[("element", &element), ("reason", "storage")]))
-                            .inc_by(batch.len() as u64);
+                    if rx.is_closed() && attempt >= GIVE_UP_AFTER {
+                        let lost = batch.len() as u64;
+                        stats.dropped.fetch_add(lost, Ordering::Relaxed);
+                        METRICS.dropped.get_or_create(&give_up_labels).inc_by(lost);
+                        batch.clear();
                         break;
                     }
                     let backoff = Duration::from_millis(100u64 << attempt.min(5)).min(MAX_BACKOFF);
@@ -570,14 +735,11 @@ pub async fn run_writer(
                 }
             }
         }
-        stats
-            .queued
-            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        stats.queued.fetch_sub(taken, Ordering::Relaxed);
         METRICS
             .queue_depth
-            .get_or_create(&depth)
+            .get_or_create(&base)
             .set(stats.queued.load(Ordering::Relaxed) as i64);
-        batch.clear();
     }
 }
 
@@ -588,8 +750,9 @@ mod tests {
     #[test]
     fn filter_becomes_numbered_conditions() {
         let f = EventFilter {
-            kind: Some("speech".into()),
+            kind: Some(EventKind::Speech),
             stream: Some("sink_1".into()),
+            source_id: None,
             since_ms: Some(5),
             until_ms: None,
             limit: 10,
@@ -598,11 +761,11 @@ mod tests {
         };
         assert_eq!(
             conditions(&f, false).0,
-            " WHERE type = ?1 AND stream = ?2 AND wall_ms >= ?3"
+            " WHERE type = ?1 AND stream = ?2 AND COALESCE(event_time_ms, wall_ms) >= ?3"
         );
         assert_eq!(
             conditions(&f, true).0,
-            " WHERE type = $1 AND stream = $2 AND wall_ms >= $3"
+            " WHERE type = $1 AND stream = $2 AND COALESCE(event_time_ms, wall_ms) >= $3"
         );
         assert_eq!(conditions(&EventFilter::default(), true).0, "");
     }
@@ -614,5 +777,24 @@ mod tests {
         assert!(is_postgres("host=localhost dbname=events password=x"));
         assert!(!is_postgres("/tmp/x.sqlite"));
         assert!(!is_postgres(""));
+    }
+
+    #[test]
+    fn sqlstate_classes_split_permanent_from_transient() {
+        for (code, permanent) in [
+            ("22021", true),  // NUL in text ("invalid byte sequence")
+            ("22P02", true),  // invalid text representation
+            ("22P05", true),  // \u0000 in JSONB
+            ("23505", true),  // unique violation
+            ("42P01", true),  // undefined table
+            ("08006", false), // connection failure
+            ("57P01", false), // admin shutdown
+            ("53300", false), // too many connections
+            ("40001", false), // serialization failure
+            ("", false),
+            ("2", false),
+        ] {
+            assert_eq!(is_permanent_sqlstate(code), permanent, "{code}");
+        }
     }
 }

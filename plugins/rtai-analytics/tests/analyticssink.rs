@@ -38,15 +38,15 @@ fn object_events_and_scores_from_scripted_metas() {
         .collect::<Vec<_>>();
     let clips = element_messages(&all, "rtai-clip-marker");
 
-    let appear = of_type(&events, "object-appear");
-    let leave = of_type(&events, "object-leave");
+    let appear = of_type(&events, "object_appear");
+    let leave = of_type(&events, "object_leave");
     assert_eq!(appear.len(), 5, "car + 4 people: {events:#?}");
     assert_eq!(leave.len(), 5);
     let car = appear.iter().find(|e| e["label"] == "car").unwrap();
     assert_eq!(
         (
             car["track_id"].as_i64(),
-            car["start"].as_u64(),
+            car["start_ns"].as_u64(),
             car["stream"].as_str()
         ),
         (Some(1), Some(0), Some("sink_0"))
@@ -61,10 +61,13 @@ fn object_events_and_scores_from_scripted_metas() {
         people.iter().all(|p| p["clip_worthy_score"] == 0.765),
         "{people:#?}"
     );
-    assert!(people.iter().all(|p| p["start"] == 1_000_000_000u64));
+    assert!(people.iter().all(|p| p["start_ns"] == 1_000_000_000u64));
     let person_leave = leave.iter().find(|e| e["track_id"] == 2).unwrap();
     assert_eq!(
-        (person_leave["start"].as_u64(), person_leave["end"].as_u64()),
+        (
+            person_leave["start_ns"].as_u64(),
+            person_leave["end_ns"].as_u64()
+        ),
         (Some(S), Some(S + 400 * MS))
     );
     assert_eq!(person_leave["data"]["frames"], 5);
@@ -73,19 +76,19 @@ fn object_events_and_scores_from_scripted_metas() {
     assert_eq!(clip_events.len(), 2, "{clip_events:#?}");
     assert_eq!(
         (
-            clip_events[0]["start"].as_u64(),
-            clip_events[0]["end"].as_u64()
+            clip_events[0]["start_ns"].as_u64(),
+            clip_events[0]["end_ns"].as_u64()
         ),
         (Some(0), Some(500 * MS))
     );
     assert_eq!(
         (
-            clip_events[1]["start"].as_u64(),
-            clip_events[1]["end"].as_u64()
+            clip_events[1]["start_ns"].as_u64(),
+            clip_events[1]["end_ns"].as_u64()
         ),
         (Some(500 * MS), Some(1500 * MS))
     );
-    assert_eq!(clip_events[1]["data"]["reason"], "object-appear");
+    assert_eq!(clip_events[1]["data"]["reason"], "object_appear");
     assert_eq!(clips.len(), 2);
     assert_eq!(
         clips[1].get::<&str>("source").unwrap(),
@@ -190,7 +193,7 @@ fn malformed_metas_are_ignored_with_a_debug_log() {
     rig.eos();
     rig.stop();
     assert_eq!(stats.get::<u64>("malformed").unwrap(), 7, "{stats}");
-    let appear = of_type(&events, "object-appear");
+    let appear = of_type(&events, "object_appear");
     assert_eq!(appear.len(), 1, "only the good car: {events:#?}");
     assert_eq!(appear[0]["label"], "car");
     let pad = rig.sink.static_pad("sink_0").unwrap();
@@ -275,7 +278,11 @@ fn speech_segments_get_their_transcripts_and_scores() {
     assert_eq!(speech.len(), 1, "{events:#?}");
     let s = speech[0];
     assert_eq!(
-        (s["stream"].as_str(), s["start"].as_u64(), s["end"].as_u64()),
+        (
+            s["stream"].as_str(),
+            s["start_ns"].as_u64(),
+            s["end_ns"].as_u64()
+        ),
         (Some("sink_0"), Some(S), Some(3 * S))
     );
     assert_eq!(
@@ -322,7 +329,7 @@ fn a_segment_without_transcript_is_emitted_after_the_wait() {
     rig.eos();
     rig.stop();
     assert_eq!(
-        (s["type"].as_str(), s["end"].as_u64(), s["text"].as_str()),
+        (s["type"].as_str(), s["end_ns"].as_u64(), s["text"].as_str()),
         (Some("speech"), Some(500 * MS), None)
     );
 }
@@ -397,9 +404,9 @@ fn sqlite_holds_the_events_after_a_run() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(migrations, 1);
+    assert_eq!(migrations, 2);
     let (label, track, score, data): (String, i64, f64, String) = conn
-        .query_row("SELECT label, track_id, clip_worthy_score, data FROM rtai_events WHERE type = 'object-appear' ORDER BY id LIMIT 1", [], |r| {
+        .query_row("SELECT label, track_id, clip_worthy_score, data FROM rtai_events WHERE type = 'object_appear' ORDER BY id LIMIT 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .unwrap();
@@ -476,13 +483,13 @@ fn postgresql_holds_the_events_and_writes_survive_an_outage() {
         "every event written once after the outage (before: {written_before})"
     );
     assert_eq!(rows, keys, "no duplicates from retried batches");
-    let car = pg.psql(&url, "SELECT label, track_id, start_ns, clip_worthy_score FROM rtai_events WHERE type = 'object-appear' ORDER BY id LIMIT 1");
+    let car = pg.psql(&url, "SELECT label, track_id, start_ns, clip_worthy_score FROM rtai_events WHERE type = 'object_appear' ORDER BY id LIMIT 1");
     assert_eq!(car.trim(), "car|1|0|0.665");
     let version = pg.psql(&url, "SELECT MAX(version) FROM rtai_schema_migrations");
-    assert_eq!(version.trim(), "1");
+    assert_eq!(version.trim(), "2");
     let trucks = pg.psql(
         &url,
-        "SELECT COUNT(*) FROM rtai_events WHERE label = 'truck' AND type = 'object-appear'",
+        "SELECT COUNT(*) FROM rtai_events WHERE label = 'truck' AND type = 'object_appear'",
     );
     assert_eq!(trucks.trim(), "20");
 }
@@ -504,10 +511,10 @@ fn redis_stream_gets_every_event() {
     let len: usize = redis.cli(&["XLEN", "rtai:test"]).trim().parse().unwrap();
     assert_eq!(len, events.len());
     let first = redis.cli(&["XRANGE", "rtai:test", "-", "+", "COUNT", "1"]);
-    assert!(first.contains("object-appear"), "{first}");
+    assert!(first.contains("object_appear"), "{first}");
     let json_line = first.lines().find(|l| l.starts_with('{')).unwrap();
     let ev: serde_json::Value = serde_json::from_str(json_line).unwrap();
-    assert_eq!(ev["key"], events[0]["key"]);
+    assert_eq!(ev["event_id"], events[0]["event_id"]);
 }
 
 /// Redis being away is logged as warnings on the element (its debug category,
@@ -632,7 +639,7 @@ fn metrics_parse_with_prometheus_client() {
     assert_eq!(
         sample(
             "rtai_analytics_events",
-            serde_json::json!({"element": element, "stream": "sink_0", "type": "object-appear"})
+            serde_json::json!({"element": element, "stream": "sink_0", "type": "object_appear"})
         ),
         Some(5.0)
     );
@@ -684,7 +691,7 @@ fn sse_feed_receives_live_events() {
     assert_eq!(status, 200);
     rig.push(0, video_frame(0, &[Det("cat", Some(3), 0.75)]));
     let (event, data) = all.next_event().expect("a live event");
-    assert_eq!(event, "object-appear");
+    assert_eq!(event, "object_appear");
     let ev: serde_json::Value = serde_json::from_str(&data).unwrap();
     assert_eq!(
         (ev["label"].as_str(), ev["track_id"].as_i64()),
@@ -692,7 +699,7 @@ fn sse_feed_receives_live_events() {
     );
     rig.push(0, video_frame(5 * S, &[]));
     let (event, data) = leaves_only.next_event().expect("the filtered feed's event");
-    assert_eq!(event, "object-leave");
+    assert_eq!(event, "object_leave");
     assert!(data.contains("\"cat\""));
     rig.eos();
     rig.stop();
@@ -708,7 +715,7 @@ fn sse_feed_receives_live_events() {
             }
         }
     };
-    assert_eq!(rest(&mut all), ["object-leave"]);
+    assert_eq!(rest(&mut all), ["object_leave"]);
     assert_eq!(rest(&mut leaves_only), Vec::<String>::new());
 }
 
@@ -734,14 +741,17 @@ fn api_events_pages_and_filters() {
     assert_eq!(page["total"].as_u64().unwrap() as usize, events.len());
     assert_eq!(page["events"].as_array().unwrap().len(), 3);
     assert_eq!(page["next_offset"], 3);
-    assert_eq!(page["events"][0]["key"], events[0]["key"]);
+    assert_eq!(page["events"][0]["event_id"], events[0]["event_id"]);
     let last = get(&format!("/api/events?limit=3&offset={}", events.len() - 1));
     assert_eq!(last["events"].as_array().unwrap().len(), 1);
     assert_eq!(last["next_offset"], serde_json::Value::Null);
     let leaves = get("/api/events?type=object-leave&stream=sink_0");
     assert_eq!(leaves["total"], 5);
     let newest = get("/api/events?order=desc&limit=1");
-    assert_eq!(newest["events"][0]["key"], events.last().unwrap()["key"]);
+    assert_eq!(
+        newest["events"][0]["event_id"],
+        events.last().unwrap()["event_id"]
+    );
     let future = get("/api/events?since=99999999999999");
     assert_eq!(future["total"], 0);
     let none_other = get("/api/events?stream=sink_9");
@@ -777,7 +787,7 @@ fn bad_requests_get_4xx() {
     }
     let mut stream = std::net::TcpStream::connect(&addr).unwrap();
     use std::io::{Read, Write};
-    stream.write_all(b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    stream.write_all(format!("POST /api/events HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
     let mut reply = String::new();
     stream.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
@@ -1017,4 +1027,387 @@ fn database_and_redis_passwords_never_show() {
         );
         pipeline.set_state(gst::State::Null).unwrap();
     }
+}
+
+/// PostgreSQL refuses NUL inside text, and transcripts and captions come from
+/// remote servers: such an event is dropped and counted, warned about once,
+/// and the events queued with and after it are all stored.
+#[test]
+fn a_poison_event_is_dropped_and_the_events_around_it_are_stored() {
+    init();
+    let log = capture_log("analyticssink");
+    let pg = Postgres::start();
+    let url = pg.create_database("rtai_poison_test");
+    let rig = Rig::new(
+        &[
+            ("database", url.to_value()),
+            ("batch-size", 4u32.to_value()),
+        ],
+        &[TEXT, VIDEO],
+    );
+    rig.push(0, text_buffer(0, "a caption with a \0 inside", None));
+    scripted_video(&rig, 1);
+    rig.push(0, text_buffer(5 * S, "another \0 one, other words", None));
+    rig.push(1, video_frame(10 * S, &[Det("bus", Some(9), 0.8)]));
+    let events = rig.events();
+    let poison: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["text"].as_str().is_some_and(|t| t.contains('\0')))
+        .collect();
+    assert_eq!(poison.len(), 2, "{events:#?}");
+    let good = events.len() - poison.len();
+    // While the element runs: the writer must not be stuck on the poison.
+    wait_until(
+        "the events around the poison",
+        Duration::from_secs(15),
+        || rig.stats().get::<u64>("rows-written").unwrap() == good as u64,
+    );
+    let stats = rig.stats();
+    assert_eq!(stats.get::<u64>("rejected").unwrap(), 2, "{stats}");
+    assert_eq!(stats.get::<u64>("write-queue").unwrap(), 0, "{stats}");
+    let warnings = logged_about(&log, gst::DebugLevel::Warning, &rig.sink);
+    let rejected: Vec<&String> = warnings.iter().filter(|m| m.contains("rejected")).collect();
+    assert_eq!(rejected.len(), 1, "warned once: {warnings:#?}");
+    assert!(
+        rejected[0].contains("22021"),
+        "names the SQLSTATE: {rejected:?}"
+    );
+    rig.eos();
+    // The tracks still open leave at EOS.
+    let at_eos = rig.events().len();
+    rig.stop();
+    let rows = pg.psql(&url, "SELECT COUNT(*) FROM rtai_events");
+    assert_eq!(rows.trim().parse::<usize>().unwrap(), good + at_eos);
+    let json = pg.psql(&url, "SELECT DISTINCT jsonb_typeof(data) FROM rtai_events");
+    assert_eq!(json.trim(), "object", "data is JSONB");
+    let buses = pg.psql(
+        &url,
+        "SELECT COUNT(*) FROM rtai_events WHERE label = 'bus' AND type = 'object_appear'",
+    );
+    assert_eq!(
+        buses.trim(),
+        "1",
+        "the event after the second poison is stored"
+    );
+}
+
+/// Without a token a browser page on another origin could reach the server
+/// through DNS rebinding (a name of the attacker's that resolves to
+/// 127.0.0.1): requests whose Host is not the loopback address and port the
+/// server is bound to are refused. A token protects on its own.
+#[test]
+fn without_a_token_foreign_host_headers_are_refused() {
+    let rig = Rig::new(&[("listen", "127.0.0.1:0".to_value())], &[VIDEO]);
+    let addr = rig.addr();
+    let port = addr.rsplit_once(':').unwrap().1;
+    for path in ["/", "/api/summary", "/metrics", "/healthz"] {
+        for host in [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("LocalHost:{port}"),
+            format!("[::1]:{port}"),
+        ] {
+            let (status, _, body) = http_get_with_host(&addr, path, Some(&host), &[]);
+            assert_eq!(status, 200, "{path} Host: {host}: {body}");
+        }
+        for host in [
+            "evil.example".to_string(),
+            format!("evil.example:{port}"),
+            format!("127.0.0.1.nip.io:{port}"),
+            format!("localhost.evil.example:{port}"),
+            "127.0.0.1:1".to_string(),
+            "localhost".to_string(),
+            format!("127.0.0.1:{port}@evil.example"),
+            String::new(),
+        ] {
+            let (status, _, body) = http_get_with_host(&addr, path, Some(&host), &[]);
+            assert!(
+                status == 403 || status == 421,
+                "{path} Host: {host:?} got {status}: {body}"
+            );
+        }
+        let (status, _, _) = http_get_with_host(&addr, path, None, &[]);
+        assert!(
+            (400..500).contains(&status),
+            "{path} without Host: {status}"
+        );
+    }
+    rig.stop();
+    // With a token, the token decides.
+    let rig = Rig::new(
+        &[
+            ("listen", "127.0.0.1:0".to_value()),
+            ("auth-token", "tok".to_value()),
+        ],
+        &[VIDEO],
+    );
+    let addr = rig.addr();
+    let (status, _, body) = http_get_with_host(
+        &addr,
+        "/api/summary",
+        Some("evil.example"),
+        &[("Authorization", "Bearer tok")],
+    );
+    assert_eq!(status, 200, "{body}");
+    rig.stop();
+}
+
+/// Scrapers see every series of an element from its start, at 0 (as
+/// Prometheus exporters do), labelled with the pipeline's name; `/healthz`
+/// answers while the element runs.
+#[test]
+fn metrics_start_at_zero_with_a_pipeline_label_and_healthz_answers() {
+    let rig = Rig::new(&[("listen", "127.0.0.1:0".to_value())], &[VIDEO, TEXT]);
+    let addr = rig.addr();
+    let element = rig.sink.name().to_string();
+    let pipeline = rig.pipeline.name().to_string();
+    let (status, _, body) = http_get(&addr, "/metrics", &[]);
+    assert_eq!(status, 200);
+    let at_zero = |family: &str, labels: &[(&str, &str)]| {
+        let found = body.lines().filter(|l| !l.starts_with('#')).any(|line| {
+            let Some((name_labels, value)) = line.rsplit_once(' ') else {
+                return false;
+            };
+            let (name, rest) = name_labels.split_once('{').unwrap_or((name_labels, ""));
+            name == family
+                && value == "0"
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        });
+        assert!(found, "{family} {labels:?} at 0 in:\n{body}");
+    };
+    let el = ("element", element.as_str());
+    let pl = ("pipeline", pipeline.as_str());
+    for stream in ["sink_0", "sink_1"] {
+        for kind in ["object_appear", "object_leave", "speech", "scene", "clip"] {
+            at_zero(
+                "rtai_analytics_events_total",
+                &[el, pl, ("stream", stream), ("type", kind)],
+            );
+        }
+        at_zero(
+            "rtai_analytics_malformed_metas_total",
+            &[el, pl, ("stream", stream)],
+        );
+        at_zero(
+            "rtai_analytics_clip_markers_total",
+            &[el, pl, ("stream", stream)],
+        );
+        for kind in ["start", "commit", "end", "cancel"] {
+            at_zero(
+                "rtai_vad_segment_events_total",
+                &[el, pl, ("stream", stream), ("kind", kind)],
+            );
+        }
+    }
+    at_zero("rtai_analytics_write_queue_depth", &[el, pl]);
+    at_zero(
+        "rtai_analytics_storage_rows_written_total",
+        &[el, pl, ("backend", "sqlite")],
+    );
+    at_zero(
+        "rtai_analytics_storage_write_failures_total",
+        &[el, pl, ("backend", "sqlite")],
+    );
+    for reason in ["storage_queue_full", "storage", "rejected"] {
+        at_zero(
+            "rtai_analytics_events_dropped_total",
+            &[el, pl, ("reason", reason)],
+        );
+    }
+    let (status, head, body) = http_get(&addr, "/healthz", &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(head.contains("application/json"), "{head}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["element"], element.as_str());
+    assert_eq!(health["pipeline"], pipeline.as_str());
+    rig.stop();
+}
+
+fn validate_events(args: &[&str], stdin: Option<&str>) -> serde_json::Value {
+    use std::io::Write;
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/event-schema.json");
+    let mut child = std::process::Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/validate_events.py"
+        ))
+        .arg(schema)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "not valid against docs/event-schema.json: {text}"
+    );
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every kind of event, as a Python consumer of the Redis stream and a client
+/// of /api/events see them, is valid against docs/event-schema.json; ids are
+/// UUIDs, the source id names the pipeline and the stream, the event time is
+/// when the event happened on the pipeline clock, in UTC.
+#[test]
+fn events_follow_the_published_schema_in_redis_and_the_api() {
+    let redis = Redis::start();
+    let rig = Rig::new(
+        &[
+            ("listen", "127.0.0.1:0".to_value()),
+            ("redis-url", redis.url().to_value()),
+            ("redis-stream", "rtai:schema".to_value()),
+            ("keywords", "fire".to_value()),
+        ],
+        &[VIDEO, AUDIO, TEXT],
+    );
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    scripted_video(&rig, 0);
+    rig.event(
+        1,
+        SegmentEvent::Start {
+            id: 4,
+            running_time: gst::ClockTime::ZERO,
+            lookback: gst::ClockTime::ZERO,
+        }
+        .to_event(),
+    );
+    for n in 0..100u64 {
+        rig.push(1, audio_frame(n * 10 * MS, 0.5));
+    }
+    rig.event(1, SegmentEvent::Commit { id: 4 }.to_event());
+    rig.event(1, SegmentEvent::End { id: 4 }.to_event());
+    rig.push(2, text_buffer(0, "fire in the hall", Some(4)));
+    rig.push(2, text_buffer(2 * S, "a quiet street at night", None));
+    rig.eos();
+    let events = rig.events();
+    let addr = rig.addr();
+    wait_until("every event stored", Duration::from_secs(15), || {
+        rig.stats().get::<u64>("rows-written").unwrap() == events.len() as u64
+            && rig.stats().get::<u64>("redis-published").unwrap() == events.len() as u64
+    });
+    let pipeline = rig.pipeline.name().to_string();
+    let mut types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    types.sort();
+    types.dedup();
+    assert_eq!(
+        types,
+        ["clip", "object_appear", "object_leave", "scene", "speech"],
+        "every type is checked"
+    );
+    for e in &events {
+        let stream = e["stream"].as_str().unwrap();
+        let pad = rig.sink.static_pad(stream).unwrap();
+        let src = pad.peer().unwrap();
+        assert_eq!(
+            e["source_id"],
+            format!("{pipeline}/test-{}", src.name()),
+            "the stream id of the pad's stream-start: {e}"
+        );
+        assert_eq!(e["pipeline"], pipeline.as_str());
+        assert_eq!(e["time_source"], "clock", "{e}");
+        // Running time through the pipeline clock: base time + start, in UTC.
+        let start_ms = e["start_ns"].as_i64().unwrap() / 1_000_000;
+        let t = e["event_time_ms"].as_i64().unwrap();
+        assert!(
+            (t - start_ms - before).abs() < 5_000,
+            "event time {t} for running time {start_ms} ms, pipeline started at ~{before}: {e}"
+        );
+    }
+    let consumer = validate_events(&["redis", &redis.url(), "rtai:schema"], None);
+    assert_eq!(consumer["count"], events.len(), "{consumer}");
+    let posted: Vec<&serde_json::Value> = events.iter().map(|e| &e["event_id"]).collect();
+    let consumed: Vec<&serde_json::Value> =
+        consumer["event_ids"].as_array().unwrap().iter().collect();
+    assert_eq!(consumed, posted, "the consumer reads every event, in order");
+    let (status, _, body) = http_get(&addr, "/api/events?limit=1000", &[]);
+    assert_eq!(status, 200, "{body}");
+    let api = validate_events(&["api"], Some(&body));
+    assert_eq!(api["count"], events.len(), "{api}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        page["events"].as_array().unwrap(),
+        &events,
+        "/api/events returns the events as they were published"
+    );
+    rig.stop();
+}
+
+/// A SQLite file written before the event schema (migration 1 only, kebab-case
+/// types) is migrated in place: its rows come back from /api/events valid
+/// against docs/event-schema.json, as schema version 1, next to new ones.
+#[test]
+fn a_schema_1_database_is_migrated_and_served_valid() {
+    let dir = temp_dir("schema1");
+    let db = dir.join("old.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE rtai_schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL);
+             INSERT INTO rtai_schema_migrations VALUES (1, 0);
+             CREATE TABLE rtai_events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, event_key TEXT NOT NULL UNIQUE,
+                element TEXT NOT NULL, stream TEXT NOT NULL, type TEXT NOT NULL,
+                start_ns BIGINT NOT NULL, end_ns BIGINT, wall_ms BIGINT NOT NULL,
+                confidence DOUBLE PRECISION, clip_worthy_score DOUBLE PRECISION NOT NULL,
+                label TEXT, track_id BIGINT, text TEXT, data TEXT NOT NULL);
+             INSERT INTO rtai_events (event_key, element, stream, type, start_ns, end_ns, wall_ms,
+                confidence, clip_worthy_score, label, track_id, text, data)
+             VALUES ('run-1', 'old', 'sink_0', 'object-appear', 0, NULL, 1764000000000,
+                0.9, 0.5, 'car', 1, NULL, '{\"signals\":{\"new_class\":true}}');",
+        )
+        .unwrap();
+    }
+    let rig = Rig::new(
+        &[
+            ("listen", "127.0.0.1:0".to_value()),
+            ("database", db.to_str().unwrap().to_value()),
+        ],
+        &[VIDEO],
+    );
+    rig.push(0, video_frame(0, &[Det("bus", Some(7), 0.7)]));
+    let new = rig.events();
+    wait_until("the new event stored", Duration::from_secs(10), || {
+        rig.stats().get::<u64>("rows-written").unwrap() == new.len() as u64
+    });
+    let (status, _, body) = http_get(&rig.addr(), "/api/events?type=object_appear", &[]);
+    assert_eq!(status, 200, "{body}");
+    let api = validate_events(&["api"], Some(&body));
+    assert_eq!(api["count"], 2, "{api}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let old = &page["events"][0];
+    assert_eq!(
+        (
+            old["schema_version"].as_i64(),
+            old["type"].as_str(),
+            old["event_time"].as_str(),
+            old["source_id"].as_str(),
+            old["time_source"].as_str()
+        ),
+        (
+            Some(1),
+            Some("object_appear"),
+            Some("2025-11-24T16:00:00.000Z"),
+            Some("sink_0"),
+            Some("wall")
+        ),
+        "{old}"
+    );
+    assert_eq!(page["events"][1]["schema_version"], 2);
+    rig.eos();
+    rig.stop();
+    let _ = std::fs::remove_dir_all(dir);
 }

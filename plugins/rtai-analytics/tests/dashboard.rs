@@ -193,7 +193,7 @@ fn dashboard_shows_stored_and_live_events_in_chromium() {
         .iter()
         .find(|r| r[3].as_str().unwrap().contains("giraffe"))
         .expect("live row");
-    assert_eq!(giraffe[1], "object-appear");
+    assert_eq!(giraffe[1], "object_appear");
     assert_eq!(giraffe[4], "0.95");
     assert!(
         rows.iter().any(|r| r[1] == "clip"),

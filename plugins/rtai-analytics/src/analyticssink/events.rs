@@ -8,73 +8,21 @@
 //!
 //! | event | signal | weight |
 //! | --- | --- | --- |
-//! | object-appear | `new_class`: class not seen on the stream within `novelty-window` | 0.7 |
-//! | object-appear | `count_spike`: objects in the frame above their moving average, (n − avg)/max(avg, 1) | 0.5 |
-//! | object-appear | × (0.5 + 0.5·confidence) | |
+//! | object_appear | `new_class`: class not seen on the stream within `novelty-window` | 0.7 |
+//! | object_appear | `count_spike`: objects in the frame above their moving average, (n − avg)/max(avg, 1) | 0.5 |
+//! | object_appear | × (0.5 + 0.5·confidence) | |
 //! | speech | `keyword`: a `keywords` entry in the transcript | 0.8 |
 //! | speech | `energy`: segment level above the stream's speech average, dB/10 | 0.4 |
 //! | speech | `rate`: (words/s − 2.5)/2 (fast, excited speech) | 0.4 |
 //! | scene | `keyword` in the caption | 0.8 |
 //! | scene | `novelty`: 1 − word overlap (Jaccard) with the previous caption | 0.5 |
-//! | object-leave | none (0) | |
+//! | object_leave | none (0) | |
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EventKind {
-    ObjectAppear,
-    ObjectLeave,
-    Speech,
-    Scene,
-    Clip,
-}
-
-impl EventKind {
-    pub const ALL: [EventKind; 5] = [
-        Self::ObjectAppear,
-        Self::ObjectLeave,
-        Self::Speech,
-        Self::Scene,
-        Self::Clip,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ObjectAppear => "object-appear",
-            Self::ObjectLeave => "object-leave",
-            Self::Speech => "speech",
-            Self::Scene => "scene",
-            Self::Clip => "clip",
-        }
-    }
-}
-
-/// One analytics event, as stored, published and served.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Event {
-    /// Unique across runs (`<run>-<seq>`): makes retried writes idempotent.
-    pub key: String,
-    pub element: String,
-    pub stream: String,
-    #[serde(rename = "type")]
-    pub kind: EventKind,
-    /// Running time (ns) where the event starts / ends.
-    pub start: u64,
-    pub end: Option<u64>,
-    /// Wall clock when the event was made, ms since the Unix epoch.
-    pub wall_ms: i64,
-    pub confidence: Option<f64>,
-    pub clip_worthy_score: f64,
-    pub label: Option<String>,
-    pub track_id: Option<i64>,
-    pub text: Option<String>,
-    /// Signals behind the score and type-specific details.
-    pub data: serde_json::Value,
-}
+pub use crate::event::{Event, EventKind, TimeSource};
+use crate::event::{SCHEMA_VERSION, new_event_id, now_ms, rfc3339_ms};
 
 /// One detection read from a ROI meta.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,7 +38,8 @@ pub struct Detection {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub element: String,
-    pub run: String,
+    /// Name of the pipeline the element runs in.
+    pub pipeline: String,
     pub leave_timeout: u64,
     pub novelty_window: u64,
     pub keywords: Vec<String>,
@@ -103,7 +52,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             element: "analyticssink0".into(),
-            run: "run".into(),
+            pipeline: "pipeline0".into(),
             leave_timeout: 1_000_000_000,
             novelty_window: 60_000_000_000,
             keywords: Vec::new(),
@@ -160,19 +109,15 @@ struct StreamAgg {
     speech_db_avg: Option<f64>,
     last_caption: Option<String>,
     last_clip_end: Option<u64>,
+    /// Set by [`Aggregator::set_source_id`]; `<pipeline>/<stream>` until then.
+    source_id: Option<String>,
+    /// UTC ns = running time + offset, and where the offset comes from.
+    time_base: Option<(i128, TimeSource)>,
 }
 
 pub struct Aggregator {
     pub cfg: Config,
     streams: HashMap<String, StreamAgg>,
-    seq: u64,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn noisy_or(signals: &[(f64, f64)]) -> f64 {
@@ -194,8 +139,29 @@ impl Aggregator {
         Self {
             cfg,
             streams: HashMap::new(),
-            seq: 0,
         }
+    }
+
+    /// The id events of `stream` carry as `source_id`.
+    pub fn set_source_id(&mut self, stream: &str, source_id: String) {
+        self.streams
+            .entry(stream.to_string())
+            .or_default()
+            .source_id = Some(source_id);
+    }
+
+    /// How `stream`'s running time maps to UTC: `utc_ns = running_time + offset_ns`.
+    /// A reference timestamp wins over the clock once a stream had one.
+    pub fn set_time_base(&mut self, stream: &str, offset_ns: i128, source: TimeSource) {
+        let agg = self.streams.entry(stream.to_string()).or_default();
+        if source == TimeSource::Clock
+            && agg
+                .time_base
+                .is_some_and(|(_, s)| s == TimeSource::Reference)
+        {
+            return;
+        }
+        agg.time_base = Some((offset_ns, source));
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -212,15 +178,33 @@ impl Aggregator {
         text: Option<String>,
         data: serde_json::Value,
     ) -> Event {
-        self.seq += 1;
+        let created_ms = now_ms();
+        let agg = self.streams.entry(stream.to_string()).or_default();
+        let source_id = agg
+            .source_id
+            .clone()
+            .unwrap_or_else(|| format!("{}/{stream}", self.cfg.pipeline));
+        let (event_time_ms, time_source) = match agg.time_base {
+            Some((offset, source)) => (
+                ((start as i128 + offset).div_euclid(1_000_000)) as i64,
+                source,
+            ),
+            None => (created_ms, TimeSource::Wall),
+        };
         Event {
-            key: format!("{}-{}", self.cfg.run, self.seq),
+            schema_version: SCHEMA_VERSION,
+            event_id: new_event_id(),
+            kind,
+            source_id,
+            pipeline: self.cfg.pipeline.clone(),
             element: self.cfg.element.clone(),
             stream: stream.to_string(),
-            kind,
-            start,
-            end,
-            wall_ms: now_ms(),
+            event_time: rfc3339_ms(event_time_ms),
+            event_time_ms,
+            time_source,
+            start_ns: start,
+            end_ns: end,
+            created_ms,
             confidence,
             clip_worthy_score: (score * 1000.0).round() / 1000.0,
             label,
@@ -236,8 +220,8 @@ impl Aggregator {
         let score = event.clip_worthy_score;
         let worthy = score >= self.cfg.clip_threshold && event.kind != EventKind::Clip;
         let stream = event.stream.clone();
-        let (start, end) = (event.start, event.end.unwrap_or(event.start));
-        let source = event.key.clone();
+        let (start, end) = (event.start_ns, event.end_ns.unwrap_or(event.start_ns));
+        let source = event.event_id.clone();
         let reason = event.kind.as_str();
         out.push(event);
         if !worthy {
@@ -749,7 +733,7 @@ mod tests {
         assert_eq!(e.len(), 1);
         let leave = &e[0];
         assert_eq!(
-            (leave.kind, leave.track_id, leave.start, leave.end),
+            (leave.kind, leave.track_id, leave.start_ns, leave.end_ns),
             (EventKind::ObjectLeave, Some(1), 0, Some(S / 2))
         );
         assert_eq!(leave.confidence, Some(0.95));
@@ -800,7 +784,7 @@ mod tests {
         let clips: Vec<&Event> = e.iter().filter(|e| e.kind == EventKind::Clip).collect();
         assert_eq!(clips.len(), 1, "overlapping clips on one stream are merged");
         assert_eq!(
-            (clips[0].start, clips[0].end),
+            (clips[0].start_ns, clips[0].end_ns),
             (S / 10, Some(4 * S + S / 10))
         );
     }
@@ -848,8 +832,8 @@ mod tests {
             (
                 speech.kind,
                 speech.stream.as_str(),
-                speech.start,
-                speech.end
+                speech.start_ns,
+                speech.end_ns
             ),
             (EventKind::Speech, "a", S, Some(3 * S))
         );
@@ -864,7 +848,7 @@ mod tests {
             serde_json::json!(["fire", "help"])
         );
         assert_eq!(e[1].kind, EventKind::Clip);
-        assert_eq!(e[1].data["source"], speech.key.as_str());
+        assert_eq!(e[1].data["source"], speech.event_id.as_str());
     }
 
     #[test]
@@ -929,8 +913,48 @@ mod tests {
         let mut keys = HashSet::new();
         for i in 0..50 {
             for e in a.frame("v", i * 2 * S, &[det("x", Some(i as i64), 0.5)]) {
-                assert!(keys.insert(e.key.clone()));
+                assert!(keys.insert(e.event_id.clone()));
             }
+        }
+    }
+
+    #[test]
+    fn event_time_follows_the_time_base_and_a_reference_wins() {
+        let mut a = agg();
+        let before = now_ms();
+        let e = a.frame("v", 0, &[det("car", Some(1), 0.9)]);
+        assert_eq!(e[0].time_source, TimeSource::Wall);
+        assert!(e[0].event_time_ms >= before && e[0].event_time_ms == e[0].created_ms);
+        assert_eq!(e[0].source_id, "pipeline0/v");
+        assert_eq!(e[0].schema_version, SCHEMA_VERSION);
+        // Running time 0 is 2026-12-02T06:50:00.000Z.
+        let zero: i128 = 1_796_194_200_000 * 1_000_000;
+        a.set_time_base("v", zero, TimeSource::Clock);
+        a.set_source_id("v", "cams/front".into());
+        let e = a.frame("v", S + S / 4, &[det("bus", Some(2), 0.9)]);
+        assert_eq!(
+            (
+                e[0].event_time.as_str(),
+                e[0].time_source,
+                e[0].source_id.as_str()
+            ),
+            ("2026-12-02T06:50:01.250Z", TimeSource::Clock, "cams/front")
+        );
+        // A reference timestamp (capture time) replaces the clock, and the clock
+        // does not replace it back.
+        a.set_time_base("v", zero + 3_600 * S as i128, TimeSource::Reference);
+        a.set_time_base("v", zero, TimeSource::Clock);
+        let e = a.frame("v", S + S / 2, &[det("cat", Some(3), 0.9)]);
+        assert_eq!(e[0].event_time, "2026-12-02T07:50:01.500Z");
+        assert_eq!(e[0].time_source, TimeSource::Reference);
+        let json = serde_json::to_value(&e[0]).unwrap();
+        assert_eq!(json["type"], "object_appear");
+        assert_eq!(json["time_source"], "reference");
+        for key in json.as_object().unwrap().keys() {
+            assert!(
+                key.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{key}"
+            );
         }
     }
 }

@@ -14,11 +14,12 @@ use gst::subclass::prelude::*;
 use rtai_core::{InferenceResult, SegmentEvent, SegmentIdMeta};
 use tokio::sync::{broadcast, mpsc};
 
-use super::CAT;
-use super::events::{Aggregator, Config, Detection, Event, EventKind, parse_keywords};
+use super::events::{Aggregator, Config, Detection, Event, EventKind, TimeSource, parse_keywords};
+use super::{CAT, ElementReporter};
 use crate::http::{self, SinkApi, Summary};
-use crate::metrics::{METRICS, labels};
+use crate::metrics::{Labels, METRICS};
 use crate::publish::{self, RedisStats};
+use crate::report::Reporter;
 use crate::store::{self, Store, WriterStats};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -179,6 +180,8 @@ pub struct AnalyticsSink {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     pads: Mutex<HashMap<String, PadState>>,
+    /// Metric labels of the element (`element`, `pipeline`), set on start.
+    base_labels: Mutex<Labels>,
 }
 
 #[glib::object_subclass]
@@ -192,6 +195,7 @@ impl ObjectSubclass for AnalyticsSink {
             settings: Mutex::new(Settings::default()),
             state: Mutex::new(None),
             pads: Mutex::new(HashMap::new()),
+            base_labels: Mutex::new(Vec::new()),
         }
     }
 }
@@ -270,7 +274,51 @@ fn level_dbfs(data: &[u8], float: bool) -> f64 {
     10.0 * (sum / n as f64).max(1e-12).log10()
 }
 
+/// Name of the top-level bin `element` is in (its own name when it is in none).
+fn pipeline_name(element: &gst::Element) -> String {
+    let mut top: gst::Object = element.clone().upcast();
+    while let Some(parent) = top.parent() {
+        top = parent;
+    }
+    top.name().to_string()
+}
+
+/// UTC ns = running time + this, from the reference timestamp (`timestamp/x-unix`)
+/// of a buffer at running time `rt`.
+fn reference_offset(buffer: &gst::BufferRef, rt: u64) -> Option<i128> {
+    static UNIX: LazyLock<gst::Caps> =
+        LazyLock::new(|| gst::Caps::new_empty_simple("timestamp/x-unix"));
+    buffer
+        .iter_meta::<gst::ReferenceTimestampMeta>()
+        .find(|m| m.reference().can_intersect(&UNIX))
+        .map(|m| m.timestamp().nseconds() as i128 - rt as i128)
+}
+
 impl AnalyticsSink {
+    /// The element's metric labels followed by `extra`.
+    fn labels(&self, extra: &[(&'static str, &str)]) -> Labels {
+        let mut l = self.base_labels.lock().unwrap().clone();
+        if l.is_empty() {
+            l.push(("element", self.obj().name().to_string()));
+            l.push(("pipeline", pipeline_name(self.obj().upcast_ref())));
+        }
+        l.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        l
+    }
+
+    /// UTC ns = running time + this, through the pipeline clock: its time now
+    /// against the system's UTC time now, and the base time.
+    fn clock_offset(&self) -> Option<i128> {
+        let obj = self.obj();
+        let clock = obj.clock()?;
+        let base = obj.base_time()?;
+        let utc_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_nanos() as i128;
+        Some(utc_now - clock.time().nseconds() as i128 + base.nseconds() as i128)
+    }
+
     fn pad_kind(caps: &gst::CapsRef) -> PadKind {
         let Some(s) = caps.structure(0) else {
             return PadKind::Unknown;
@@ -301,14 +349,9 @@ impl AnalyticsSink {
 
     fn malformed(&self, pad: &gst::Pad, what: &str) {
         gst::debug!(CAT, obj = pad, "ignoring malformed meta: {what}");
-        let el = self.obj().name();
         METRICS
             .malformed
-            .get_or_create(&labels(&[
-                ("element", &el),
-                ("pad", &pad.name()),
-                ("stream", &pad.name()),
-            ]))
+            .get_or_create(&self.labels(&[("stream", &pad.name()), ("pad", &pad.name())]))
             .inc();
         if let Some(state) = self.state.lock().unwrap().as_mut() {
             state.malformed += 1;
@@ -321,7 +364,6 @@ impl AnalyticsSink {
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let stream = pad.name().to_string();
-        let element = self.obj().name().to_string();
         let (kind, rt, duration, open_segment) = {
             let mut pads = self.pads.lock().unwrap();
             let ps = pads.entry(stream.clone()).or_default();
@@ -348,8 +390,7 @@ impl AnalyticsSink {
         for d in &detections {
             METRICS
                 .detections
-                .get_or_create(&labels(&[
-                    ("element", &element),
+                .get_or_create(&self.labels(&[
                     ("pad", &stream),
                     ("stream", &stream),
                     ("class", &d.label),
@@ -370,8 +411,7 @@ impl AnalyticsSink {
                 .unwrap_or_default();
             METRICS
                 .inference_round_trip
-                .get_or_create(&labels(&[
-                    ("element", &element),
+                .get_or_create(&self.labels(&[
                     ("pad", &stream),
                     ("stream", &stream),
                     ("model", &model),
@@ -403,11 +443,18 @@ impl AnalyticsSink {
             _ => None,
         };
 
+        let time_base = match reference_offset(&buffer, rt) {
+            Some(offset) => Some((offset, TimeSource::Reference)),
+            None => self.clock_offset().map(|o| (o, TimeSource::Clock)),
+        };
         let events = {
             let mut guard = self.state.lock().unwrap();
             let Some(state) = guard.as_mut() else {
                 return Err(gst::FlowError::Flushing);
             };
+            if let Some((offset, source)) = time_base {
+                state.agg.set_time_base(&stream, offset, source);
+            }
             let mut events = Vec::new();
             if kind == PadKind::Video || !detections.is_empty() {
                 events.extend(state.agg.frame(&stream, rt, &detections));
@@ -455,6 +502,14 @@ impl AnalyticsSink {
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
         let stream = pad.name().to_string();
         match event.view() {
+            gst::EventView::StreamStart(s) => {
+                let pipeline = pipeline_name(self.obj().upcast_ref());
+                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                    state
+                        .agg
+                        .set_source_id(&stream, format!("{pipeline}/{}", s.stream_id()));
+                }
+            }
             gst::EventView::Caps(c) => {
                 let kind = Self::pad_kind(c.caps());
                 gst::debug!(CAT, obj = pad, "caps {} → {kind:?}", c.caps());
@@ -521,7 +576,6 @@ impl AnalyticsSink {
 
     fn segment_event(&self, pad: &gst::Pad, seg: SegmentEvent) {
         let stream = pad.name().to_string();
-        let element = self.obj().name().to_string();
         let (kind, last_end) = {
             let mut pads = self.pads.lock().unwrap();
             let ps = pads.entry(stream.clone()).or_default();
@@ -544,12 +598,7 @@ impl AnalyticsSink {
         };
         METRICS
             .vad
-            .get_or_create(&labels(&[
-                ("element", &element),
-                ("pad", &stream),
-                ("stream", &stream),
-                ("kind", kind),
-            ]))
+            .get_or_create(&self.labels(&[("stream", &stream), ("pad", &stream), ("kind", kind)]))
             .inc();
         gst::debug!(CAT, obj = pad, "{seg:?}");
         let events = {
@@ -583,7 +632,6 @@ impl AnalyticsSink {
         if events.is_empty() {
             return;
         }
-        let element = self.obj().name().to_string();
         let post = self.settings.lock().unwrap().post_messages;
         let mut messages = Vec::new();
         {
@@ -594,11 +642,7 @@ impl AnalyticsSink {
                 state.events += 1;
                 METRICS
                     .events
-                    .get_or_create(&labels(&[
-                        ("element", &element),
-                        ("stream", &event.stream),
-                        ("type", kind),
-                    ]))
+                    .get_or_create(&self.labels(&[("stream", &event.stream), ("type", kind)]))
                     .inc();
                 let json: Arc<str> =
                     Arc::from(serde_json::to_string(&event).expect("events serialize"));
@@ -629,10 +673,7 @@ impl AnalyticsSink {
                     state.dropped += 1;
                     METRICS
                         .dropped
-                        .get_or_create(&labels(&[
-                            ("element", &element),
-                            ("reason", "redis-queue-full"),
-                        ]))
+                        .get_or_create(&self.labels(&[("reason", "redis_queue_full")]))
                         .inc();
                 }
                 if post {
@@ -640,9 +681,11 @@ impl AnalyticsSink {
                         gst::Structure::builder(MESSAGE_EVENT)
                             .field("type", kind)
                             .field("stream", event.stream.as_str())
-                            .field("key", event.key.as_str())
-                            .field("start", event.start)
-                            .field("end", event.end.unwrap_or(event.start))
+                            .field("event-id", event.event_id.as_str())
+                            .field("source-id", event.source_id.as_str())
+                            .field("event-time", event.event_time.as_str())
+                            .field("start", event.start_ns)
+                            .field("end", event.end_ns.unwrap_or(event.start_ns))
                             .field("clip-worthy-score", event.clip_worthy_score)
                             .field("label", event.label.clone().unwrap_or_default())
                             .field("text", event.text.clone().unwrap_or_default())
@@ -653,13 +696,15 @@ impl AnalyticsSink {
                 if event.kind == EventKind::Clip {
                     METRICS
                         .clip_markers
-                        .get_or_create(&labels(&[("element", &element), ("stream", &event.stream)]))
+                        .get_or_create(&self.labels(&[("stream", &event.stream)]))
                         .inc();
                     messages.push(
                         gst::Structure::builder(MESSAGE_CLIP)
                             .field("stream", event.stream.as_str())
-                            .field("start", event.start)
-                            .field("end", event.end.unwrap_or(event.start))
+                            .field("source-id", event.source_id.as_str())
+                            .field("event-time", event.event_time.as_str())
+                            .field("start", event.start_ns)
+                            .field("end", event.end_ns.unwrap_or(event.start_ns))
                             .field("clip-worthy-score", event.clip_worthy_score)
                             .field("reason", event.data["reason"].as_str().unwrap_or_default())
                             .field("source", event.data["source"].as_str().unwrap_or_default())
@@ -672,17 +717,14 @@ impl AnalyticsSink {
                             let q = state.writer_stats.queued.fetch_add(1, Ordering::Relaxed) + 1;
                             METRICS
                                 .queue_depth
-                                .get_or_create(&labels(&[("element", &element)]))
+                                .get_or_create(&self.labels(&[]))
                                 .set(q as i64);
                         }
                         Err(_) => {
                             state.dropped += 1;
                             METRICS
                                 .dropped
-                                .get_or_create(&labels(&[
-                                    ("element", &element),
-                                    ("reason", "storage-queue-full"),
-                                ]))
+                                .get_or_create(&self.labels(&[("reason", "storage_queue_full")]))
                                 .inc();
                         }
                     }
@@ -724,16 +766,25 @@ impl AnalyticsSink {
             "storing events in {}",
             store.backend_name()
         );
+        let pipeline = pipeline_name(self.obj().upcast_ref());
+        let base: Labels = vec![("element", element.clone()), ("pipeline", pipeline.clone())];
+        *self.base_labels.lock().unwrap() = base.clone();
+        METRICS.init_element(&base, store.backend_name(), s.redis_url.is_some());
+        for pad in self.obj().sink_pads() {
+            METRICS.init_stream(&base, &pad.name());
+        }
         let rt = rtai_core::runtime::runtime();
         let writer_stats = Arc::new(WriterStats::default());
         let (store_tx, store_rx) = mpsc::channel(s.max_pending.max(1) as usize);
-        let obj = self.obj().upcast_ref::<gst::Element>().downgrade();
+        let reporter: Arc<dyn Reporter> = Arc::new(ElementReporter::new(
+            self.obj().upcast_ref::<gst::Element>(),
+        ));
         let writer = rt.spawn(store::run_writer(
             store.clone(),
             store_rx,
             s.batch_size.max(1) as usize,
-            obj.clone(),
-            element.clone(),
+            reporter.clone(),
+            base.clone(),
             writer_stats.clone(),
         ));
         let redis_stats = Arc::new(RedisStats::default());
@@ -745,8 +796,8 @@ impl AnalyticsSink {
                     s.redis_stream.clone(),
                     s.redis_max_len,
                     rx,
-                    obj,
-                    element.clone(),
+                    reporter.clone(),
+                    base.clone(),
                     redis_stats.clone(),
                 ));
                 (Some(tx), Some(task))
@@ -760,19 +811,24 @@ impl AnalyticsSink {
         } else {
             let api = Arc::new(SinkApi {
                 element: element.clone(),
+                pipeline: pipeline.clone(),
                 store,
                 live: live.clone(),
                 summary: summary.clone(),
             });
+            let state = http::AppState::sink(
+                api,
+                s.auth_token.clone(),
+                Some(Arc::new(crate::latencymetrics::Latencies)),
+            );
             let server =
-                http::Server::start(&s.listen, http::AppState::sink(api, s.auth_token.clone()))
-                    .map_err(|err| {
-                        gst::error_msg!(
-                            gst::ResourceError::OpenReadWrite,
-                            ("Cannot start the HTTP server: {}", err),
-                            ["listen property: {}", s.listen]
-                        )
-                    })?;
+                http::Server::start(&s.listen, state, reporter.as_ref()).map_err(|err| {
+                    gst::error_msg!(
+                        gst::ResourceError::OpenReadWrite,
+                        ("Cannot start the HTTP server: {}", err),
+                        ["listen property: {}", s.listen]
+                    )
+                })?;
             gst::info!(CAT, imp = self, "dashboard on http://{}/", server.addr());
             Some(server)
         };
@@ -785,17 +841,9 @@ impl AnalyticsSink {
                 obj.imp().tick();
             }
         });
-        let run = format!(
-            "{:x}{:04x}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_micros())
-                .unwrap_or(0),
-            std::process::id() & 0xffff
-        );
         let cfg = Config {
             element,
-            run,
+            pipeline,
             leave_timeout: s.leave_timeout_ms as u64 * 1_000_000,
             novelty_window: s.novelty_window_ms as u64 * 1_000_000,
             keywords: parse_keywords(&s.keywords),
@@ -876,6 +924,7 @@ impl AnalyticsSink {
                     s.dropped + s.writer_stats.dropped.load(Ordering::Relaxed),
                 )
                 .field("malformed", s.malformed)
+                .field("rejected", s.writer_stats.rejected.load(Ordering::Relaxed))
                 .field(
                     "rows-written",
                     s.writer_stats.written.load(Ordering::Relaxed),
@@ -1009,7 +1058,7 @@ impl ObjectImpl for AnalyticsSink {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("events, dropped, malformed, rows-written, write-failures, write-queue, redis-published, redis-failures")
+                    .blurb("events, dropped, malformed, rejected (events the database refused), rows-written, write-failures, write-queue, redis-published, redis-failures")
                     .read_only()
                     .build(),
             ]
@@ -1174,7 +1223,13 @@ impl ElementImpl for AnalyticsSink {
                 )
             })
             .build();
-        self.pads.lock().unwrap().insert(name, PadState::default());
+        self.pads
+            .lock()
+            .unwrap()
+            .insert(name.clone(), PadState::default());
+        if self.state.lock().unwrap().is_some() {
+            METRICS.init_stream(&self.labels(&[]), &name);
+        }
         pad.set_active(true).ok();
         self.obj().add_pad(&pad).ok()?;
         Some(pad)

@@ -18,12 +18,36 @@ pub(crate) static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::Lazy
     )
 });
 
-/// A warning of a background task about `element` (named `name`): on the
-/// element while it exists, so it is logged like the element's own.
-pub(crate) fn warn(element: &glib::WeakRef<gst::Element>, name: &str, msg: &str) {
-    match element.upgrade() {
-        Some(obj) => gst::warning!(CAT, obj = &obj, "{msg}"),
-        None => gst::warning!(CAT, "{name}: {msg}"),
+/// The element's [`Reporter`](crate::report::Reporter) for its background
+/// tasks (writer, Redis, HTTP server): their messages are logged on the
+/// element while it exists, like its own; by name afterwards.
+pub(crate) struct ElementReporter {
+    obj: glib::WeakRef<gst::Element>,
+    name: String,
+}
+
+impl ElementReporter {
+    pub(crate) fn new(element: &gst::Element) -> Self {
+        Self {
+            obj: element.downgrade(),
+            name: element.name().to_string(),
+        }
+    }
+}
+
+impl crate::report::Reporter for ElementReporter {
+    fn warning(&self, msg: &str) {
+        match self.obj.upgrade() {
+            Some(obj) => gst::warning!(CAT, obj = &obj, "{msg}"),
+            None => gst::warning!(CAT, "{}: {msg}", self.name),
+        }
+    }
+
+    fn debug(&self, msg: &str) {
+        match self.obj.upgrade() {
+            Some(obj) => gst::debug!(CAT, obj = &obj, "{msg}"),
+            None => gst::debug!(CAT, "{}: {msg}", self.name),
+        }
     }
 }
 

@@ -15,7 +15,7 @@ function fmtTime(ns) {
 }
 
 function describe(ev) {
-  if (ev.type === "clip") return "clip " + fmtTime(ev.start) + " – " + fmtTime(ev.end) + " (" + (ev.data && ev.data.reason) + ")";
+  if (ev.type === "clip") return "clip " + fmtTime(ev.start_ns) + " – " + fmtTime(ev.end_ns) + " (" + (ev.data && ev.data.reason) + ")";
   if (ev.text) return ev.text;
   let what = ev.label || "";
   if (ev.track_id !== null && ev.track_id !== undefined) what += " #" + ev.track_id;
@@ -27,7 +27,7 @@ function addEvent(ev, prepend) {
   const tr = document.createElement("tr");
   tr.className = ev.type === "clip" ? "clip" : "";
   tr.dataset.type = ev.type;
-  const cells = [fmtTime(ev.start), ev.type, ev.stream, describe(ev),
+  const cells = [fmtTime(ev.start_ns), ev.type, ev.stream, describe(ev),
     ev.confidence === null || ev.confidence === undefined ? "" : ev.confidence.toFixed(2),
     (ev.clip_worthy_score || 0).toFixed(2)];
   for (const c of cells) {
@@ -47,7 +47,7 @@ function addClip(ev) {
   totalClips += 1;
   document.getElementById("total-clips").textContent = totalClips;
   const li = document.createElement("li");
-  li.textContent = ev.stream + ": " + fmtTime(ev.start) + " – " + fmtTime(ev.end) + " score " + ev.clip_worthy_score.toFixed(2) + " (" + (ev.data && ev.data.reason) + ")";
+  li.textContent = ev.stream + ": " + fmtTime(ev.start_ns) + " – " + fmtTime(ev.end_ns) + " score " + ev.clip_worthy_score.toFixed(2) + " (" + (ev.data && ev.data.reason) + ")";
   const ol = document.getElementById("clips");
   ol.prepend(li);
   while (ol.children.length > 20) ol.removeChild(ol.lastChild);
@@ -125,7 +125,7 @@ async function start() {
   const source = new EventSource(withToken("/api/events/stream"));
   source.onopen = () => setStatus("live", true);
   source.onerror = () => setStatus("reconnecting…", false);
-  for (const t of ["object-appear", "object-leave", "speech", "scene", "clip"]) {
+  for (const t of ["object_appear", "object_leave", "speech", "scene", "clip"]) {
     source.addEventListener(t, (m) => addEvent(JSON.parse(m.data), true));
   }
   refreshCharts();

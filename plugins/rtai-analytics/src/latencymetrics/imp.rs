@@ -3,9 +3,15 @@
 //! element pushes a buffer with that PTS (or, for elements that re-time, the
 //! latest earlier one) out of a src pad, the difference is recorded for that
 //! src pad. Queues (async elements) are measured the same way, waiting included.
+//! Every src pad's buffers and bytes are counted too (`rtai_pad_*`: totals,
+//! frames/s and bits/s over the last second of pushes).
+//!
+//! Elements and pads are keyed by address and evicted when GStreamer destroys
+//! them (the `object-destroyed` hook): memory stays bounded however many
+//! elements come and go, and a new object at a reused address starts afresh.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use gst::glib;
 use gst::prelude::*;
@@ -15,6 +21,7 @@ use prometheus_client::metrics::MetricType;
 use rtai_core::stats::LatencyHistogram;
 
 use crate::http;
+use crate::metrics::METRICS;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -39,11 +46,74 @@ struct ElementTrack {
     pending: VecDeque<(Option<u64>, u64)>,
 }
 
+/// Length of the window [`PadHist::fps`] and [`PadHist::bits_per_second`] cover.
+const RATE_WINDOW_NS: u64 = 1_000_000_000;
+
 struct PadHist {
     element: String,
     pad: String,
     hist: LatencyHistogram,
     sum_ns: u128,
+    buffers: u64,
+    bytes: u64,
+    /// Start (tracer ts, buffers, bytes) of the current rate window.
+    window: (u64, u64, u64),
+    /// Rate over the last complete window: (frames/s, bits/s).
+    last_rate: Option<(f64, f64)>,
+    /// Tracer ts of the last push.
+    last_ts: u64,
+}
+
+impl PadHist {
+    fn new(element: String, pad: String, ts: u64) -> Self {
+        Self {
+            element,
+            pad,
+            hist: LatencyHistogram::new(),
+            sum_ns: 0,
+            buffers: 0,
+            bytes: 0,
+            window: (ts, 0, 0),
+            last_rate: None,
+            last_ts: ts,
+        }
+    }
+
+    fn count(&mut self, ts: u64, buffers: u64, bytes: u64) {
+        self.buffers += buffers;
+        self.bytes += bytes;
+        self.last_ts = ts;
+        let (start, b0, y0) = self.window;
+        let span = ts.saturating_sub(start);
+        if span >= RATE_WINDOW_NS {
+            let secs = span as f64 / 1e9;
+            self.last_rate = Some((
+                (self.buffers - b0) as f64 / secs,
+                (self.bytes - y0) as f64 * 8.0 / secs,
+            ));
+            self.window = (ts, self.buffers, self.bytes);
+        }
+    }
+
+    /// (frames/s, bits/s): over the last complete window, or over what the
+    /// current one holds when none completed yet.
+    fn rate(&self) -> (f64, f64) {
+        if let Some(r) = self.last_rate {
+            return r;
+        }
+        let (start, b0, y0) = self.window;
+        let span = self.last_ts.saturating_sub(start);
+        if span == 0 || self.buffers <= b0 + 1 {
+            return (0.0, 0.0);
+        }
+        // n pushes span n - 1 intervals.
+        let secs = span as f64 / 1e9;
+        let n = self.buffers - b0;
+        (
+            (n - 1) as f64 / secs,
+            (self.bytes - y0) as f64 * 8.0 * ((n - 1) as f64 / n as f64) / secs,
+        )
+    }
 }
 
 #[derive(Default)]
@@ -183,6 +253,61 @@ fn queue_levels() -> (Vec<QueueLevel>, Vec<(String, usize)>) {
     (levels, in_flight)
 }
 
+/// Buffers, bytes and rates of one src pad.
+#[derive(Debug, Clone)]
+pub struct PadRate {
+    pub element: String,
+    pub pad: String,
+    pub buffers: u64,
+    pub bytes: u64,
+    pub fps: f64,
+    pub bits_per_second: f64,
+}
+
+/// Counts and rates of every src pad that pushed.
+pub fn rates() -> Vec<PadRate> {
+    let store = STORE.lock().unwrap();
+    let mut out: Vec<PadRate> = store
+        .pads
+        .values()
+        .map(|p| {
+            let (fps, bits_per_second) = p.rate();
+            PadRate {
+                element: p.element.clone(),
+                pad: p.pad.clone(),
+                buffers: p.buffers,
+                bytes: p.bytes,
+                fps,
+                bits_per_second,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.element, &a.pad).cmp(&(&b.element, &b.pad)));
+    out
+}
+
+/// How many elements and pads the tracer holds state for.
+pub fn tracked() -> (usize, usize) {
+    let store = STORE.lock().unwrap();
+    (store.elements.len(), store.pads.len())
+}
+
+/// Drops what is kept about the object at `addr` (being destroyed).
+fn evict(addr: usize) {
+    let mut store = STORE.lock().unwrap();
+    store.elements.remove(&addr);
+    store.pads.remove(&addr);
+}
+
+/// `/api/latency` of the HTTP server: [`snapshot`] as JSON.
+pub struct Latencies;
+
+impl http::LatencySource for Latencies {
+    fn pads(&self) -> serde_json::Value {
+        serde_json::to_value(snapshot()).unwrap_or_default()
+    }
+}
+
 /// Adds the tracer's series to the shared registry on every scrape.
 #[derive(Debug)]
 pub struct Collector;
@@ -219,6 +344,56 @@ impl prometheus_client::collector::Collector for Collector {
                 }
             }
         }
+        let rates = rates();
+        if !rates.is_empty() {
+            for (name, help, kind) in [
+                (
+                    "pad_buffers",
+                    "Buffers pushed out of a src pad",
+                    MetricType::Counter,
+                ),
+                (
+                    "pad_bytes",
+                    "Bytes pushed out of a src pad",
+                    MetricType::Counter,
+                ),
+                (
+                    "pad_fps",
+                    "Buffers per second out of a src pad over the last second",
+                    MetricType::Gauge,
+                ),
+                (
+                    "pad_bitrate_bits_per_second",
+                    "Bits per second out of a src pad over the last second",
+                    MetricType::Gauge,
+                ),
+            ] {
+                let mut m = encoder.encode_descriptor(name, help, None, kind)?;
+                for r in &rates {
+                    let labels = vec![("element", r.element.clone()), ("pad", r.pad.clone())];
+                    let mut f = m.encode_family(&labels)?;
+                    match name {
+                        "pad_buffers" => {
+                            f.encode_counter::<NoLabelSet, _, u64>(&r.buffers, None)?
+                        }
+                        "pad_bytes" => f.encode_counter::<NoLabelSet, _, u64>(&r.bytes, None)?,
+                        "pad_fps" => f.encode_gauge(&r.fps)?,
+                        _ => f.encode_gauge(&r.bits_per_second)?,
+                    }
+                }
+            }
+        }
+        let (elements, pads) = tracked();
+        let mut m = encoder.encode_descriptor(
+            "latencymetrics_tracked_objects",
+            "Elements and pads the latencymetrics tracer holds state for (evicted when destroyed)",
+            None,
+            MetricType::Gauge,
+        )?;
+        m.encode_family(&vec![("kind", "element".to_string())])?
+            .encode_gauge(&(elements as i64))?;
+        m.encode_family(&vec![("kind", "pad".to_string())])?
+            .encode_gauge(&(pads as i64))?;
         let (levels, in_flight) = queue_levels();
         if !in_flight.is_empty() {
             let mut m = encoder.encode_descriptor(
@@ -266,7 +441,8 @@ fn plain_element(pad: &gst::Pad) -> Option<gst::Element> {
     pad.parent_element().filter(|e| !e.is::<gst::Bin>())
 }
 
-fn on_push(ts: u64, pad: &gst::Pad, pts: Option<u64>) {
+/// A push of `buffers` buffers of `bytes` bytes in total, the first with PTS `pts`.
+fn on_push(ts: u64, pad: &gst::Pad, pts: Option<u64>, buffers: u64, bytes: u64) {
     let upstream = plain_element(pad);
     let downstream = pad.peer().and_then(|peer| plain_element(&peer));
     if upstream.is_none() && downstream.is_none() {
@@ -275,6 +451,12 @@ fn on_push(ts: u64, pad: &gst::Pad, pts: Option<u64>) {
     let mut store = STORE.lock().unwrap();
     // Out of `upstream` through `pad`.
     if let Some(up) = &upstream {
+        let pad_key = pad.as_ptr() as usize;
+        store
+            .pads
+            .entry(pad_key)
+            .or_insert_with(|| PadHist::new(up.name().to_string(), pad.name().to_string(), ts))
+            .count(ts, buffers, bytes);
         let key = up.as_ptr() as usize;
         if let Some(track) = store.elements.get_mut(&key) {
             let found = match pts {
@@ -294,15 +476,10 @@ fn on_push(ts: u64, pad: &gst::Pad, pts: Option<u64>) {
                 let arrived = track.pending[i].1;
                 track.pending.drain(..=i);
                 let latency = ts.saturating_sub(arrived);
-                let pad_key = pad.as_ptr() as usize;
-                let hist = store.pads.entry(pad_key).or_insert_with(|| PadHist {
-                    element: up.name().to_string(),
-                    pad: pad.name().to_string(),
-                    hist: LatencyHistogram::new(),
-                    sum_ns: 0,
-                });
-                hist.hist.record(latency);
-                hist.sum_ns += latency as u128;
+                if let Some(hist) = store.pads.get_mut(&pad_key) {
+                    hist.hist.record(latency);
+                    hist.sum_ns += latency as u128;
+                }
             }
         }
     }
@@ -350,7 +527,8 @@ impl ObjectImpl for LatencyMetrics {
                     if let Ok(listen) = s.get::<String>("listen")
                         && !listen.is_empty()
                     {
-                        match http::Server::start(&listen, http::AppState::metrics_only()) {
+                        let state = http::AppState::metrics_only(Some(Arc::new(Latencies)));
+                        match http::Server::start(&listen, state, &TracerReporter) {
                             Ok(server) => {
                                 gst::info!(
                                     CAT,
@@ -373,8 +551,24 @@ impl ObjectImpl for LatencyMetrics {
                 ),
             }
         }
+        static REGISTER: std::sync::Once = std::sync::Once::new();
+        REGISTER.call_once(|| METRICS.register_collector(Box::new(Collector)));
         self.register_hook(TracerHook::PadPushPre);
         self.register_hook(TracerHook::PadPushListPre);
+        self.register_hook(TracerHook::ObjectDestroyed);
+    }
+}
+
+/// Warnings of the tracer's own HTTP server, on the tracer's debug category.
+struct TracerReporter;
+
+impl crate::report::Reporter for TracerReporter {
+    fn warning(&self, msg: &str) {
+        gst::warning!(CAT, "{msg}");
+    }
+
+    fn debug(&self, msg: &str) {
+        gst::debug!(CAT, "{msg}");
     }
 }
 
@@ -382,11 +576,22 @@ impl GstObjectImpl for LatencyMetrics {}
 
 impl TracerImpl for LatencyMetrics {
     fn pad_push_pre(&self, ts: u64, pad: &gst::Pad, buffer: &gst::Buffer) {
-        on_push(ts, pad, pts_of(buffer));
+        on_push(ts, pad, pts_of(buffer), 1, buffer.size() as u64);
     }
 
     fn pad_push_list_pre(&self, ts: u64, pad: &gst::Pad, list: &gst::BufferList) {
-        on_push(ts, pad, list.get(0).and_then(pts_of));
+        let bytes = list.iter().map(|b| b.size() as u64).sum();
+        on_push(
+            ts,
+            pad,
+            list.get(0).and_then(pts_of),
+            list.len() as u64,
+            bytes,
+        );
+    }
+
+    fn object_destroyed(&self, _ts: u64, object: std::ptr::NonNull<gst::ffi::GstObject>) {
+        evict(object.as_ptr() as usize);
     }
 }
 
@@ -477,7 +682,7 @@ mod tests {
             let src = gst::Pad::builder(gst::PadDirection::Src).build();
             src.link(&element.static_pad("sink").unwrap()).unwrap();
             // What the tracer's hook does for a buffer pushed into `element`.
-            on_push(1, &src, Some(0));
+            on_push(1, &src, Some(0), 1, 0);
             pads.push(src);
         }
         let (levels, in_flight) = queue_levels();

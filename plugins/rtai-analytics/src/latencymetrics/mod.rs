@@ -9,7 +9,7 @@ use gst::prelude::*;
 
 mod imp;
 
-pub use imp::{Collector, PadLatency, snapshot};
+pub use imp::{Collector, Latencies, PadLatency, PadRate, rates, snapshot, tracked};
 
 glib::wrapper! {
     pub struct LatencyMetrics(ObjectSubclass<imp::LatencyMetrics>) @extends gst::Tracer, gst::Object;

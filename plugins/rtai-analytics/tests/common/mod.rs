@@ -344,11 +344,24 @@ pub fn scripted_video(rig: &Rig, pad: usize) {
 
 /// A plain HTTP/1.1 GET: (status, headers, body).
 pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    http_get_with_host(addr, path, Some(addr), headers)
+}
+
+/// A plain HTTP/1.1 GET to `addr` with `host` as its Host header (none: no Host header).
+pub fn http_get_with_host(
+    addr: &str,
+    path: &str,
+    host: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    if let Some(host) = host {
+        req.push_str(&format!("Host: {host}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -550,7 +563,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ready() {
         assert!(
