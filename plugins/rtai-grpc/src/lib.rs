@@ -18,6 +18,18 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     grpcsrc::register(plugin)
 }
 
+/// Posts the warning of a server reachable beyond loopback without TLS or token.
+fn warn_if_exposed(element: &gst::Element, serving: &transport::Serving) {
+    if let Some(text) = &serving.exposure {
+        gst::element_warning!(
+            element,
+            gst::ResourceError::Settings,
+            ("Serving the stream beyond loopback without TLS or auth-token"),
+            ["{text}"]
+        );
+    }
+}
+
 /// The network properties both elements share.
 fn net_properties() -> Vec<glib::ParamSpec> {
     vec![
@@ -65,6 +77,21 @@ fn net_properties() -> Vec<glib::ParamSpec> {
             .blurb("Compression of the messages this side sends (either side accepts gzip and zstd)")
             .mutable_ready()
             .build(),
+        glib::ParamSpecUInt::builder("keepalive-interval")
+            .nick("Keepalive interval")
+            .blurb("HTTP/2 PING after this many ms without traffic, to notice a peer that died silently (0 = off)")
+            .maximum(3_600_000)
+            .default_value(transport::DEFAULT_KEEPALIVE_INTERVAL_MS)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("keepalive-timeout")
+            .nick("Keepalive timeout")
+            .blurb("A PING unanswered for this many ms ends the connection (client mode then reconnects)")
+            .minimum(1)
+            .maximum(3_600_000)
+            .default_value(transport::DEFAULT_KEEPALIVE_TIMEOUT_MS)
+            .mutable_ready()
+            .build(),
         glib::ParamSpecUInt::builder("max-message-size")
             .nick("Max message size")
             .blurb("Largest message (bytes) sent or accepted; larger ones are refused with an error")
@@ -91,6 +118,12 @@ fn set_net_property(net: &mut NetSettings, name: &str, value: &glib::Value) {
         "tls-ca" => net.tls_ca = string(),
         "compression" => net.compression = value.get().expect("type checked upstream"),
         "max-message-size" => net.max_message_size = value.get().expect("type checked upstream"),
+        "keepalive-interval" => {
+            net.keepalive_interval_ms = value.get().expect("type checked upstream")
+        }
+        "keepalive-timeout" => {
+            net.keepalive_timeout_ms = value.get().expect("type checked upstream")
+        }
         other => unreachable!("no property {other}"),
     }
 }
@@ -104,6 +137,8 @@ fn net_property(net: &NetSettings, name: &str) -> glib::Value {
         "tls-ca" => net.tls_ca.to_value(),
         "compression" => net.compression.to_value(),
         "max-message-size" => net.max_message_size.to_value(),
+        "keepalive-interval" => net.keepalive_interval_ms.to_value(),
+        "keepalive-timeout" => net.keepalive_timeout_ms.to_value(),
         other => unreachable!("no readable property {other}"),
     }
 }

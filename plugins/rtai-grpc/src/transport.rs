@@ -21,6 +21,10 @@ pub const DEFAULT_URI: &str = "http://127.0.0.1:50051";
 /// Loopback by default: exposing a stream beyond the host is a decision.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_MAX_MESSAGE_SIZE: u32 = 64 * 1024 * 1024;
+/// HTTP/2 keepalive: a PING after this long without traffic (ms; 0 = off).
+pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u32 = 10_000;
+/// A PING not answered within this long (ms) ends the connection: the peer is gone.
+pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u32 = 20_000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP/2 flow-control windows: the 64 KiB default stalls a stream of 1 MB video
 /// frames on every frame; the bridge's own credit bounds memory instead.
@@ -70,6 +74,20 @@ pub struct NetSettings {
     pub tls_ca: Option<String>,
     pub compression: Compression,
     pub max_message_size: u32,
+    pub keepalive_interval_ms: u32,
+    pub keepalive_timeout_ms: u32,
+}
+
+impl NetSettings {
+    /// The keepalive interval and timeout, or None when keepalive is off.
+    fn keepalive(&self) -> Option<(Duration, Duration)> {
+        (self.keepalive_interval_ms > 0).then(|| {
+            (
+                Duration::from_millis(self.keepalive_interval_ms as u64),
+                Duration::from_millis(self.keepalive_timeout_ms.max(1) as u64),
+            )
+        })
+    }
 }
 
 impl Default for NetSettings {
@@ -83,6 +101,8 @@ impl Default for NetSettings {
             tls_ca: None,
             compression: Compression::None,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            keepalive_interval_ms: DEFAULT_KEEPALIVE_INTERVAL_MS,
+            keepalive_timeout_ms: DEFAULT_KEEPALIVE_TIMEOUT_MS,
         }
     }
 }
@@ -96,6 +116,8 @@ impl std::fmt::Debug for NetSettings {
             .field("tls_certificate", &self.tls_certificate)
             .field("tls_ca", &self.tls_ca)
             .field("compression", &self.compression)
+            .field("keepalive_interval_ms", &self.keepalive_interval_ms)
+            .field("keepalive_timeout_ms", &self.keepalive_timeout_ms)
             .finish()
     }
 }
@@ -170,6 +192,13 @@ pub async fn connect(net: &NetSettings) -> Result<Client, String> {
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW);
+    if let Some((interval, timeout)) = net.keepalive() {
+        // Pings also while no call is open: a reconnect finds out at once.
+        endpoint = endpoint
+            .http2_keep_alive_interval(interval)
+            .keep_alive_timeout(timeout)
+            .keep_alive_while_idle(true);
+    }
     if uri.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
         if let Some(ca) = &net.tls_ca {
@@ -212,7 +241,22 @@ pub async fn connect(net: &NetSettings) -> Result<Client, String> {
 /// element frees its port for the next one) and ends the calls in progress.
 pub struct Serving {
     pub local_addr: SocketAddr,
+    /// Set when the server is reachable beyond this host without TLS or a token:
+    /// the element posts it as a warning.
+    pub exposure: Option<String>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// A warning when `addr` is reachable from other hosts and neither TLS nor a
+/// token protects what is served there.
+pub fn exposure_warning(addr: &SocketAddr, net: &NetSettings) -> Option<String> {
+    if addr.ip().is_loopback() || net.tls_certificate.is_some() || net.auth_token.is_some() {
+        return None;
+    }
+    Some(format!(
+        "listening on {addr}, beyond loopback, without TLS (tls-certificate) or auth-token: \
+         anyone who can reach this address can send or take the stream"
+    ))
 }
 
 impl Drop for Serving {
@@ -251,6 +295,11 @@ pub fn serve<S: StreamBridge>(
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW);
+    if let Some((interval, timeout)) = net.keepalive() {
+        builder = builder
+            .http2_keepalive_interval(Some(interval))
+            .http2_keepalive_timeout(Some(timeout));
+    }
     if let Some(cert) = &net.tls_certificate {
         let key = net
             .tls_key
@@ -296,7 +345,11 @@ pub fn serve<S: StreamBridge>(
             ));
         }
     });
-    Ok(Serving { local_addr, task })
+    Ok(Serving {
+        local_addr,
+        exposure: exposure_warning(&local_addr, net),
+        task,
+    })
 }
 
 /// Reconnect delays: 100 ms doubling to 5 s.
@@ -356,6 +409,43 @@ impl Drop for Running {
     fn drop(&mut self) {
         if let Running::Client(task) = self {
             task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which servers are exposed: one row per combination.
+    #[test]
+    fn exposure_warning_only_beyond_loopback_without_tls_or_token() {
+        let net = |token: bool, tls: bool| NetSettings {
+            auth_token: token.then(|| "t".to_string()),
+            tls_certificate: tls.then(|| "cert.pem".to_string()),
+            ..NetSettings::default()
+        };
+        let rows = [
+            ("127.0.0.1:1", false, false, false),
+            ("127.0.0.2:1", false, false, false),
+            ("[::1]:1", false, false, false),
+            ("0.0.0.0:1", false, false, true),
+            ("[::]:1", false, false, true),
+            ("192.168.1.5:1", false, false, true),
+            ("0.0.0.0:1", true, false, false),
+            ("0.0.0.0:1", false, true, false),
+            ("0.0.0.0:1", true, true, false),
+        ];
+        for (addr, token, tls, warns) in rows {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let warning = exposure_warning(&addr, &net(token, tls));
+            assert_eq!(warning.is_some(), warns, "{addr} token={token} tls={tls}");
+            if let Some(w) = warning {
+                assert!(
+                    w.contains(&addr.to_string()) && w.contains("auth-token"),
+                    "{w}"
+                );
+            }
         }
     }
 }

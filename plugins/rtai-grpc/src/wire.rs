@@ -18,6 +18,15 @@ pub use proto::event::Kind as EventKind;
 pub const PROTOCOL_VERSION: u32 = 1;
 /// GST_CLOCK_TIME_NONE (and "no value" for offsets) on the wire.
 pub const NONE: u64 = u64::MAX;
+/// Longest caps, structure or tag-list string accepted from a peer (bytes).
+pub const MAX_STRING_BYTES: usize = 1024 * 1024;
+/// Deepest bracket nesting accepted in such a string. GStreamer's value parser
+/// recurses once per level on the calling thread (a tokio worker with a 2 MiB
+/// stack): depth 10,000 crashes the process. Real caps and structures nest a few
+/// levels; quoted text counts too, so 64 unbalanced brackets in a string is refused.
+pub const MAX_NESTING: usize = 64;
+/// Longest name (stream id, meta name, ROI type) accepted from a peer (bytes).
+pub const MAX_NAME_BYTES: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireError(pub String);
@@ -67,6 +76,53 @@ fn custom_meta_name(meta: &gst::MetaRef<'_, gst::Meta>) -> Option<String> {
 }
 
 use gst::glib;
+
+/// Checks a string from the network before any GStreamer parser sees it: at
+/// most [`MAX_STRING_BYTES`] long and at most [`MAX_NESTING`] brackets deep
+/// (`(`, `[`, `{`, `<` against their closers, anywhere in the string).
+pub fn check_gst_string(s: &str, what: &str) -> Result<(), WireError> {
+    if s.len() > MAX_STRING_BYTES {
+        return err(format!(
+            "{what} is {} bytes long; at most {MAX_STRING_BYTES} are accepted",
+            s.len()
+        ));
+    }
+    let mut depth = 0usize;
+    for b in s.bytes() {
+        match b {
+            b'(' | b'[' | b'{' | b'<' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return err(format!(
+                        "{what} nests brackets more than {MAX_NESTING} deep"
+                    ));
+                }
+            }
+            b')' | b']' | b'}' | b'>' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_name(s: &str, what: &str) -> Result<(), WireError> {
+    if s.len() > MAX_NAME_BYTES {
+        return err(format!(
+            "{what} is {} bytes long; at most {MAX_NAME_BYTES} are accepted",
+            s.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A structure from the network: bounded, then parsed.
+fn structure_from_wire(s: &str, what: &str) -> Result<gst::Structure, WireError> {
+    check_gst_string(s, what)?;
+    gst::Structure::from_str(s).map_err(|_| {
+        let shown: String = s.chars().take(200).collect();
+        WireError(format!("{what} is not a GstStructure: {shown:?}"))
+    })
+}
 
 pub fn buffer_to_wire(buffer: &gst::BufferRef) -> Result<proto::Buffer, WireError> {
     let map = buffer
@@ -135,18 +191,15 @@ pub fn buffer_from_wire(wire: proto::Buffer) -> Result<gst::Buffer, WireError> {
         match meta.kind {
             Some(proto::meta::Kind::SegmentId(id)) => SegmentIdMeta::set(b, id),
             Some(proto::meta::Kind::Roi(roi)) => {
-                let params = roi
-                    .params
-                    .iter()
-                    .map(|p| {
-                        gst::Structure::from_str(p).map_err(|_| {
-                            WireError(format!("ROI param is not a GstStructure: {p:?}"))
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
                 if roi.roi_type.is_empty() {
                     return err("ROI meta without a roi_type");
                 }
+                check_name(&roi.roi_type, "ROI type")?;
+                let params = roi
+                    .params
+                    .iter()
+                    .map(|p| structure_from_wire(p, "ROI param"))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let mut m =
                     VideoRegionOfInterestMeta::add(b, &roi.roi_type, (roi.x, roi.y, roi.w, roi.h));
                 m.set_id(roi.id);
@@ -156,12 +209,8 @@ pub fn buffer_from_wire(wire: proto::Buffer) -> Result<gst::Buffer, WireError> {
                 }
             }
             Some(proto::meta::Kind::Custom(custom)) => {
-                let s = gst::Structure::from_str(&custom.structure).map_err(|_| {
-                    WireError(format!(
-                        "custom meta {:?} is not a GstStructure",
-                        custom.name
-                    ))
-                })?;
+                check_name(&custom.name, "custom meta name")?;
+                let s = structure_from_wire(&custom.structure, "custom meta structure")?;
                 // Only metas this process registered can be attached; others are skipped.
                 if let Ok(mut m) = gst::meta::CustomMeta::add(b, &custom.name) {
                     for (field, value) in s.iter() {
@@ -239,10 +288,12 @@ pub fn segment_from_wire(wire: &proto::Segment) -> Result<gst::Segment, WireErro
 }
 
 pub fn caps_from_wire(caps: &str) -> Result<gst::Caps, WireError> {
-    let parsed =
-        gst::Caps::from_str(caps).map_err(|_| WireError(format!("caps do not parse: {caps:?}")))?;
+    check_gst_string(caps, "caps")?;
+    let shown = || caps.chars().take(200).collect::<String>();
+    let parsed = gst::Caps::from_str(caps)
+        .map_err(|_| WireError(format!("caps do not parse: {:?}", shown())))?;
     if !parsed.is_fixed() {
-        return err(format!("caps are not fixed: {caps}"));
+        return err(format!("caps are not fixed: {}", shown()));
     }
     Ok(parsed)
 }
@@ -320,14 +371,7 @@ fn tag_list_from_str(s: &str) -> Option<gst::TagList> {
 }
 
 pub fn event_from_wire(wire: &proto::Event) -> Result<gst::Event, WireError> {
-    let structure = || {
-        gst::Structure::from_str(&wire.structure).map_err(|_| {
-            WireError(format!(
-                "event structure does not parse: {:?}",
-                wire.structure
-            ))
-        })
-    };
+    let structure = || structure_from_wire(&wire.structure, "event structure");
     let kind = EventKind::try_from(wire.kind)
         .map_err(|_| WireError(format!("unknown event kind {}", wire.kind)))?;
     Ok(match kind {
@@ -336,11 +380,14 @@ pub fn event_from_wire(wire: &proto::Event) -> Result<gst::Event, WireError> {
             if wire.stream_id.is_empty() {
                 return err("stream-start without a stream id");
             }
+            check_name(&wire.stream_id, "stream id")?;
             gst::event::StreamStart::new(&wire.stream_id)
         }
         EventKind::Tag => {
+            check_gst_string(&wire.structure, "tag list")?;
             let tags = tag_list_from_str(&wire.structure).ok_or_else(|| {
-                WireError(format!("tag list does not parse: {:?}", wire.structure))
+                let shown: String = wire.structure.chars().take(200).collect();
+                WireError(format!("tag list does not parse: {shown:?}"))
             })?;
             gst::event::Tag::new(tags)
         }
@@ -599,6 +646,225 @@ mod tests {
                     Some(proto::downstream::Body::Caps(c)) => drop(caps_from_wire(&c)),
                     Some(proto::downstream::Body::Event(e)) => drop(event_from_wire(&e)),
                     _ => {}
+                }
+            }
+        }
+    }
+
+    /// The bound itself, one row per shape.
+    #[test]
+    fn nesting_and_length_bounds() {
+        let deep = |o: &str, c: &str, n: usize| format!("s, a={}1{}", o.repeat(n), c.repeat(n));
+        assert!(check_gst_string(&deep("{", "}", MAX_NESTING), "x").is_ok());
+        assert!(check_gst_string(&deep("{", "}", MAX_NESTING + 1), "x").is_err());
+        // Balanced siblings do not add up.
+        let wide = format!("s, a={}", "{1}, ".repeat(10_000));
+        assert!(check_gst_string(&wide, "x").is_ok());
+        // Stray closers cannot buy depth.
+        let sneaky = format!("s, a={}{}", ")".repeat(1000), "(".repeat(MAX_NESTING + 1));
+        assert!(check_gst_string(&sneaky, "x").is_err());
+        assert!(check_gst_string(&"a".repeat(MAX_STRING_BYTES + 1), "x").is_err());
+        let e = check_gst_string(&deep("<", ">", 100_000), "caps").unwrap_err();
+        assert!(e.0.contains("caps") && e.0.contains("64"), "{e}");
+    }
+
+    /// Structure-aware fuzzing of everything decoded from a peer: nested brackets of
+    /// every kind up to 100,000 deep, strings over the length bound, valid and
+    /// mangled caps/structures/tag lists, random protobuf frames. Decoding never
+    /// panics (or crashes), and what is accepted respects the bounds.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+        use prost::Message;
+
+        /// Bracket soup: nested openers/closers of mixed kinds around GStreamer syntax.
+        fn nested() -> impl Strategy<Value = String> {
+            (
+                prop::sample::select(vec!["(", "[", "{", "<", "(structure)[", "(GstCaps)["]),
+                prop::sample::select(vec![")", "]", "}", ">"]),
+                prop_oneof![0usize..80, 80usize..100_000],
+                any::<bool>(),
+                prop::sample::select(vec![
+                    "s, a=",
+                    "video/x-raw, width=",
+                    "taglist, title=",
+                    "rtai-segment-commit, segment-id=(guint64)",
+                    "",
+                ]),
+            )
+                .prop_map(|(open, close, depth, balanced, head)| {
+                    let tail = if balanced {
+                        close.repeat(depth)
+                    } else {
+                        String::new()
+                    };
+                    format!("{head}{}1{tail}", open.repeat(depth))
+                })
+        }
+
+        fn gst_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                nested(),
+                // Over the length bound.
+                (0usize..3)
+                    .prop_map(|k| format!("s, a=(string){}", "x".repeat(MAX_STRING_BYTES + k))),
+                // Plausible GStreamer text with mangling.
+                "[a-z/-]{1,12}(, [a-z-]{1,8}=(\\((int|string|double|structure|GstCaps)\\))?[0-9a-z\"{}<>\\[\\],;() ]{0,24}){0,4}",
+                any::<String>(),
+            ]
+        }
+
+        fn event() -> impl Strategy<Value = proto::Event> {
+            (
+                0i32..12,
+                gst_text(),
+                any::<u64>(),
+                any::<u64>(),
+                ".{0,8}",
+                any::<f64>(),
+                any::<i64>(),
+                any::<bool>(),
+            )
+                .prop_map(
+                    |(
+                        kind,
+                        structure,
+                        timestamp,
+                        duration,
+                        stream_id,
+                        proportion,
+                        diff,
+                        reset_time,
+                    )| {
+                        proto::Event {
+                            kind,
+                            structure,
+                            timestamp,
+                            duration,
+                            stream_id,
+                            proportion,
+                            diff,
+                            reset_time,
+                        }
+                    },
+                )
+        }
+
+        fn buffer() -> impl Strategy<Value = proto::Buffer> {
+            let meta = prop_oneof![
+                any::<u64>().prop_map(|id| proto::Meta {
+                    kind: Some(proto::meta::Kind::SegmentId(id))
+                }),
+                (".{0,8}", prop::collection::vec(gst_text(), 0..3)).prop_map(
+                    |(roi_type, params)| proto::Meta {
+                        kind: Some(proto::meta::Kind::Roi(proto::Roi {
+                            roi_type,
+                            params,
+                            ..Default::default()
+                        })),
+                    }
+                ),
+                (".{0,12}", gst_text()).prop_map(|(name, structure)| proto::Meta {
+                    kind: Some(proto::meta::Kind::Custom(proto::CustomMeta {
+                        name,
+                        structure
+                    })),
+                }),
+                Just(proto::Meta { kind: None }),
+            ];
+            (
+                prop::collection::vec(any::<u8>(), 0..64),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u32>(),
+                prop::collection::vec(meta, 0..3),
+            )
+                .prop_map(|(data, pts, duration, flags, metas)| proto::Buffer {
+                    data,
+                    pts,
+                    dts: NONE,
+                    duration,
+                    offset: NONE,
+                    offset_end: NONE,
+                    flags,
+                    metas,
+                })
+        }
+
+        /// What a receiver does with a Downstream message.
+        fn decode(msg: proto::Downstream) {
+            match msg.body {
+                Some(proto::downstream::Body::Buffer(b)) => drop(buffer_from_wire(b)),
+                Some(proto::downstream::Body::Segment(s)) => drop(segment_from_wire(&s)),
+                Some(proto::downstream::Body::Caps(c)) => drop(caps_from_wire(&c)),
+                Some(proto::downstream::Body::Event(e)) => drop(event_from_wire(&e)),
+                _ => {}
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn strings_from_peers_never_crash_and_respect_the_bounds(text in gst_text()) {
+                init();
+                let within = check_gst_string(&text, "x").is_ok();
+                // Accepted only within the bounds; the parse itself may fail.
+                if caps_from_wire(&text).is_ok() {
+                    prop_assert!(within);
+                }
+                let ev = proto::Event { kind: EventKind::CustomDownstream as i32, structure: text.clone(), ..Default::default() };
+                if event_from_wire(&ev).is_ok() {
+                    prop_assert!(within);
+                }
+                let tag = proto::Event { kind: EventKind::Tag as i32, structure: text.clone(), ..Default::default() };
+                if event_from_wire(&tag).is_ok() {
+                    prop_assert!(within);
+                }
+                if !within {
+                    let bracketed = text.contains(['(', '[', '{', '<']);
+                    prop_assert!(text.len() > MAX_STRING_BYTES || bracketed, "refused without a reason");
+                }
+            }
+
+            #[test]
+            fn structured_messages_never_panic(ev in event(), buf in buffer()) {
+                init();
+                let _ = event_from_wire(&ev);
+                if let Ok(b) = buffer_from_wire(buf.clone()) {
+                    prop_assert_eq!(b.size(), buf.data.len());
+                }
+            }
+
+            /// Valid messages, encoded, then cut and flipped: decoding and converting never panics.
+            #[test]
+            fn random_protobuf_frames_never_panic(
+                ev in event(),
+                buf in buffer(),
+                caps in gst_text(),
+                cut in any::<prop::sample::Index>(),
+                flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            ) {
+                init();
+                for body in [
+                    proto::downstream::Body::Event(ev),
+                    proto::downstream::Body::Buffer(buf),
+                    proto::downstream::Body::Caps(caps),
+                ] {
+                    let mut bytes = proto::Downstream { seq: 1, body: Some(body) }.encode_to_vec();
+                    for (i, x) in &flips {
+                        let i = i.index(bytes.len());
+                        bytes[i] ^= x;
+                    }
+                    bytes.truncate(cut.index(bytes.len() + 1));
+                    if let Ok(msg) = proto::Downstream::decode(bytes.as_slice()) {
+                        decode(msg);
+                    }
+                    if let Ok(up) = proto::Upstream::decode(bytes.as_slice())
+                        && let Some(proto::upstream::Body::Event(e)) = up.body
+                    {
+                        let _ = event_from_wire(&e);
+                    }
                 }
             }
         }

@@ -60,9 +60,19 @@ impl Default for Settings {
     }
 }
 
+/// What a call sends: messages, or the status that ends it.
+type DownstreamTx = mpsc::UnboundedSender<Result<proto::Downstream, Status>>;
+
+fn message(seq: u64, body: proto::downstream::Body) -> Result<proto::Downstream, Status> {
+    Ok(proto::Downstream {
+        seq,
+        body: Some(body),
+    })
+}
+
 struct Conn {
     id: u64,
-    tx: mpsc::UnboundedSender<proto::Downstream>,
+    tx: DownstreamTx,
     sent_bytes: u64,
     consumed_bytes: u64,
     /// Set once the receiver's Hello arrived and unconfirmed messages were resent.
@@ -93,6 +103,8 @@ struct Core {
     caps: Option<proto::downstream::Body>,
     segment: Option<proto::downstream::Body>,
     latency: Option<proto::downstream::Body>,
+    /// The receiver's downstream latency (Upstream.latency), nanoseconds.
+    receiver_latency: Option<u64>,
     flushing: bool,
     /// EOS was confirmed by the receiver: the call is over, no reconnect.
     finished: bool,
@@ -119,9 +131,16 @@ impl Sender {
         };
     }
 
-    /// A new call: Hello and the current state go first. Replaces an older call.
-    fn attach(&self, tx: mpsc::UnboundedSender<proto::Downstream>) -> u64 {
+    /// A new call: Hello and the current state go first. Replaces an older call
+    /// (ended with ABORTED); returns the new call's id and whether it replaced one.
+    fn attach(&self, tx: DownstreamTx) -> (u64, bool) {
         let mut core = self.lock();
+        let replaced = core.conn.take().is_some_and(|old| {
+            let _ = old.tx.send(Err(Status::aborted(
+                "another receiver took over this stream",
+            )));
+            !old.tx.is_closed()
+        });
         core.next_conn_id += 1;
         let id = core.next_conn_id;
         let hello = proto::Hello {
@@ -130,18 +149,12 @@ impl Sender {
             last_seq: core.last_seq,
             acked_seq: core.acked_seq,
         };
-        let _ = tx.send(proto::Downstream {
-            seq: 0,
-            body: Some(proto::downstream::Body::Hello(hello)),
-        });
+        let _ = tx.send(message(0, proto::downstream::Body::Hello(hello)));
         for body in [&core.stream_start, &core.caps, &core.segment, &core.latency]
             .into_iter()
             .flatten()
         {
-            let _ = tx.send(proto::Downstream {
-                seq: 0,
-                body: Some(body.clone()),
-            });
+            let _ = tx.send(message(0, body.clone()));
         }
         core.conn = Some(Conn {
             id,
@@ -152,13 +165,18 @@ impl Sender {
         });
         core.stats.connections += 1;
         self.changed.notify_all();
-        id
+        (id, replaced)
     }
 
     /// After the receiver's Hello: resend what it has not got and nobody confirmed,
-    /// then let new data flow. Nothing it already has is sent again.
+    /// then let new data flow. Nothing it already has is sent again. Once per call:
+    /// a second Hello would resend the window twice (and the receiver, dropping the
+    /// copies, would never credit them: the sender would stall).
     fn resume(&self, id: u64, receiver_last_seq: u64) {
         let mut core = self.lock();
+        if core.conn.as_ref().is_some_and(|c| c.id == id && c.ready) {
+            return;
+        }
         let from = core.acked_seq.max(receiver_last_seq);
         let resend: Vec<(u64, proto::downstream::Body, u64)> = core
             .unacked
@@ -171,13 +189,18 @@ impl Sender {
         };
         for (seq, body, size) in resend {
             conn.sent_bytes += size;
-            let _ = conn.tx.send(proto::Downstream {
-                seq,
-                body: Some(body),
-            });
+            let _ = conn.tx.send(message(seq, body));
         }
         conn.ready = true;
         self.changed.notify_all();
+    }
+
+    /// Ends call `id` (if it is still the current one) with `status`.
+    fn end_call(&self, id: u64, status: Status) {
+        let core = self.lock();
+        if let Some(conn) = core.conn.as_ref().filter(|c| c.id == id) {
+            let _ = conn.tx.send(Err(status));
+        }
     }
 
     fn detach(&self, id: u64) {
@@ -211,7 +234,18 @@ impl Sender {
         match msg.body {
             Some(proto::upstream::Body::Hello(hello)) => {
                 transport::check_hello(&hello)?;
-                self.resume(id, hello.last_seq);
+                if self
+                    .lock()
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.id == id && c.ready)
+                {
+                    // An older receiver sends Hello twice in pull mode: resuming twice
+                    // would resend everything unconfirmed twice.
+                    gst::debug!(CAT, obj = element, "ignoring a second Hello on one call");
+                } else {
+                    self.resume(id, hello.last_seq);
+                }
             }
             Some(proto::upstream::Body::Credit(credit)) => {
                 let mut core = self.lock();
@@ -239,13 +273,24 @@ impl Sender {
                     let pad = element.static_pad("sink").expect("sink pad exists");
                     pad.push_event(event);
                 }
-                Err(e) => gst::debug!(
-                    CAT,
-                    obj = element,
-                    "ignoring a malformed upstream event: {e}"
-                ),
+                Err(e) => {
+                    gst::warning!(
+                        CAT,
+                        obj = element,
+                        "refusing a malformed upstream event, ending the call: {e}"
+                    );
+                    return Err(Status::invalid_argument(format!(
+                        "malformed upstream event: {e}"
+                    )));
+                }
             },
-            Some(proto::upstream::Body::Latency(_)) | None => {}
+            Some(proto::upstream::Body::Latency(l)) => {
+                // u64::MAX is "none" on the wire.
+                let min = (l.min != wire::NONE).then_some(l.min);
+                gst::debug!(CAT, obj = element, "the receiver's latency: {min:?} ns");
+                self.lock().receiver_latency = min;
+            }
+            None => {}
         }
         Ok(())
     }
@@ -285,14 +330,7 @@ impl Sender {
         core.unacked.push_back((seq, body.clone(), size));
         let conn = core.conn.as_mut().expect("checked above");
         conn.sent_bytes += size;
-        if conn
-            .tx
-            .send(proto::Downstream {
-                seq,
-                body: Some(body),
-            })
-            .is_err()
-        {
+        if conn.tx.send(message(seq, body)).is_err() {
             // The call ended under us; the message stays in `unacked` for the next call.
             core.conn = None;
         }
@@ -309,10 +347,7 @@ impl Sender {
             _ => core.stream_start = Some(body.clone()),
         }
         if let Some(conn) = &core.conn {
-            let _ = conn.tx.send(proto::Downstream {
-                seq: 0,
-                body: Some(body),
-            });
+            let _ = conn.tx.send(message(0, body));
         }
     }
 
@@ -320,13 +355,7 @@ impl Sender {
     fn send_oob(&self, body: proto::downstream::Body) -> bool {
         let core = self.lock();
         match &core.conn {
-            Some(conn) => conn
-                .tx
-                .send(proto::Downstream {
-                    seq: 0,
-                    body: Some(body),
-                })
-                .is_ok(),
+            Some(conn) => conn.tx.send(message(0, body)).is_ok(),
             None => false,
         }
     }
@@ -408,7 +437,19 @@ impl proto::stream_bridge_server::StreamBridge for SinkService {
         };
         transport::check_hello(&hello)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let id = self.sender.attach(tx);
+        let (id, replaced) = self.sender.attach(tx);
+        if replaced && let Some(element) = self.element.upgrade() {
+            // With auth-token set only a caller with the token gets here (TokenCheck).
+            gst::element_warning!(
+                element,
+                gst::ResourceError::Busy,
+                ("A new receiver took over the stream from the previous one"),
+                [
+                    "Pull call {id} (stream {:?}) replaced the receiver that was connected",
+                    hello.stream_id
+                ]
+            );
+        }
         self.sender.resume(id, hello.last_seq);
         let (sender, element) = (self.sender.clone(), self.element.clone());
         rtai_core::runtime::runtime().spawn(async move {
@@ -416,13 +457,14 @@ impl proto::stream_bridge_server::StreamBridge for SinkService {
                 let Some(element) = element.upgrade() else {
                     break;
                 };
-                if sender.on_upstream(id, msg, &element).is_err() {
+                if let Err(status) = sender.on_upstream(id, msg, &element) {
+                    sender.end_call(id, status);
                     break;
                 }
             }
             sender.detach(id);
         });
-        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok);
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -440,10 +482,12 @@ async fn run_client(
                 .await
                 .map_err(|e| (e, false))?;
             let (tx, rx) = mpsc::unbounded_channel();
-            let id = sender.attach(tx);
+            let (id, _) = sender.attach(tx);
             let result = async {
+                let outgoing =
+                    tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map_while(Result::ok);
                 let response = client
-                    .push(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+                    .push(outgoing)
                     .await
                     .map_err(|s| transport::status_error(&s))?;
                 attempt = 0;
@@ -525,6 +569,10 @@ impl GrpcSink {
             .field("connected", core.conn.is_some())
             .field("last-seq", core.last_seq)
             .field("acked-seq", core.acked_seq)
+            .field(
+                "receiver-latency",
+                core.receiver_latency.unwrap_or(wire::NONE),
+            )
             .build()
     }
 }
@@ -566,7 +614,7 @@ impl ObjectImpl for GrpcSink {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("buffers, bytes, connections, disconnects, credit-waits, connected, last-seq, acked-seq")
+                    .blurb("buffers, bytes, connections, disconnects, credit-waits, connected, last-seq, acked-seq, receiver-latency (ns, u64::MAX = unknown)")
                     .read_only()
                     .build(),
             ];
@@ -687,6 +735,7 @@ impl BaseSinkImpl for GrpcSink {
                     )
                 })?;
                 *self.bound_port.lock().unwrap() = serving.local_addr.port() as u32;
+                crate::warn_if_exposed(self.obj().upcast_ref(), &serving);
                 transport::Running::Server(serving)
             }
             Role::Client => {

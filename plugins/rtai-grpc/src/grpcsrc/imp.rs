@@ -34,6 +34,9 @@ const DEFAULT_ROLE: Role = Role::Server;
 const DEFAULT_IS_LIVE: bool = false;
 const DEFAULT_LATENCY_MS: u32 = 0;
 const DEFAULT_RECONNECT: bool = true;
+const DEFAULT_MAX_QUEUE_BYTES: u64 = 64 * 1024 * 1024;
+/// What a queued item costs beside its payload: events and state count too.
+const ITEM_COST: u64 = 256;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -42,6 +45,7 @@ struct Settings {
     is_live: bool,
     latency_ms: u32,
     reconnect: bool,
+    max_queue_bytes: u64,
 }
 
 impl Default for Settings {
@@ -52,6 +56,7 @@ impl Default for Settings {
             is_live: DEFAULT_IS_LIVE,
             latency_ms: DEFAULT_LATENCY_MS,
             reconnect: DEFAULT_RECONNECT,
+            max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
         }
     }
 }
@@ -94,6 +99,13 @@ struct Stats {
 #[derive(Default)]
 struct Core {
     queue: VecDeque<Queued>,
+    /// What `queue` costs: payload bytes plus ITEM_COST per item.
+    queued_bytes: u64,
+    max_queue_bytes: u64,
+    /// The last data message the task pushed downstream.
+    pushed_seq: u64,
+    /// The stream id of the last call attached.
+    stream_id: Option<String>,
     conn: Option<Conn>,
     next_conn_id: u64,
     last_seq: u64,
@@ -105,7 +117,10 @@ struct Core {
     stopped: bool,
     /// EOS arrived: a call that ends now is finished, not lost.
     eos_received: bool,
-    sender_latency: Option<(bool, u64, u64)>,
+    /// The sender's upstream latency (min, ns).
+    sender_latency: Option<u64>,
+    /// The pipeline latency downstream of us (the LATENCY event), ns: sent upstream.
+    downstream_latency: Option<u64>,
     stats: Stats,
 }
 
@@ -113,6 +128,8 @@ struct Core {
 pub struct Receiver {
     core: Mutex<Core>,
     changed: Condvar,
+    /// Woken when the queue shrinks (the network side waits for room).
+    room: tokio::sync::Notify,
 }
 
 impl Receiver {
@@ -121,12 +138,38 @@ impl Receiver {
     }
 
     /// A new call from (or to) a sender, after its Hello. One stream at a time:
-    /// the same stream id replaces a stale call, another id is refused.
-    fn attach(&self, tx: UpstreamTx, hello: &proto::Hello) -> Result<u64, Status> {
+    /// the same stream id replaces a stale call, another id is refused. After EOS
+    /// only the same stream reconnecting is taken (to confirm what it sent); a new
+    /// stream is refused: this element pushed EOS and takes no more data until it
+    /// goes to READY. `send_hello`: false when this side already sent its Hello
+    /// (client mode sends it first).
+    fn attach(
+        &self,
+        tx: UpstreamTx,
+        hello: &proto::Hello,
+        send_hello: bool,
+    ) -> Result<u64, Status> {
         transport::check_hello(hello)?;
+        if hello.stream_id.len() > wire::MAX_NAME_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "stream id of {} bytes; at most {} are accepted",
+                hello.stream_id.len(),
+                wire::MAX_NAME_BYTES
+            )));
+        }
         let mut core = self.lock();
         if core.stopped {
             return Err(Status::unavailable("grpcsrc is stopping"));
+        }
+        if core.eos_received {
+            let same_stream = core.stream_id.as_deref() == Some(hello.stream_id.as_str());
+            if hello.last_seq == 0 || !same_stream || hello.last_seq > core.last_seq {
+                core.stats.rejected += 1;
+                return Err(Status::failed_precondition(
+                    "this grpcsrc already received EOS and ended its stream; \
+                     it takes a new stream after going to READY (or restarting)",
+                ));
+            }
         }
         if let Some(current) = core
             .conn
@@ -143,7 +186,7 @@ impl Receiver {
         if hello.last_seq == 0 {
             // A fresh sender: its numbering starts again.
             core.last_seq = 0;
-            core.eos_received = false;
+            core.pushed_seq = 0;
         } else if core.last_seq == 0 && hello.acked_seq > 0 {
             // A fresh receiver joining a running stream: the sender resends what no
             // receiver confirmed; what came before went to a previous receiver.
@@ -158,9 +201,30 @@ impl Receiver {
             last_seq: core.last_seq,
             acked_seq: 0,
         };
-        let _ = tx.send(Ok(proto::Upstream {
-            body: Some(proto::upstream::Body::Hello(our_hello)),
-        }));
+        if send_hello {
+            let _ = tx.send(Ok(proto::Upstream {
+                body: Some(proto::upstream::Body::Hello(our_hello)),
+            }));
+        }
+        // What was pushed already (perhaps on a call that ended before its credit went out).
+        if core.pushed_seq > 0 {
+            let _ = tx.send(Ok(proto::Upstream {
+                body: Some(proto::upstream::Body::Credit(proto::Credit {
+                    acked_seq: core.pushed_seq,
+                    consumed_bytes: 0,
+                })),
+            }));
+        }
+        if let Some(min) = core.downstream_latency {
+            let _ = tx.send(Ok(upstream_latency(min)));
+        }
+        if let Some(old) = core.conn.take() {
+            // The replaced call ends now; its task can no longer enqueue (conn id checks).
+            let _ = old.tx.send(Err(Status::aborted(
+                "replaced by a newer call for the same stream",
+            )));
+        }
+        core.stream_id = Some(hello.stream_id.clone());
         core.conn = Some(Conn {
             id,
             stream_id: hello.stream_id.clone(),
@@ -179,6 +243,7 @@ impl Receiver {
     }
 
     fn enqueue(&self, core: &mut Core, item: Item, seq: u64, bytes: u64, conn: u64) {
+        core.queued_bytes += bytes + ITEM_COST;
         core.queue.push_back(Queued {
             item,
             seq,
@@ -200,9 +265,29 @@ impl Receiver {
             return Err(Status::invalid_argument("message without a body"));
         };
         let mut core = self.lock();
+        if core.conn.as_ref().is_none_or(|c| c.id != id) {
+            // A newer call for this stream took over (or the element stopped).
+            return Err(Status::aborted(
+                "this call was replaced by a newer one for the same stream",
+            ));
+        }
         if msg.seq > 0 {
             if msg.seq <= core.last_seq {
                 core.stats.duplicates += 1;
+                // Credit the copy's bytes: the sender counted them as in flight.
+                if let proto::downstream::Body::Buffer(b) = &body {
+                    let pushed_seq = core.pushed_seq;
+                    if let Some(conn) = core.conn.as_mut() {
+                        conn.consumed_bytes += b.data.len() as u64;
+                        let credit = proto::Credit {
+                            acked_seq: pushed_seq,
+                            consumed_bytes: conn.consumed_bytes,
+                        };
+                        let _ = conn.tx.send(Ok(proto::Upstream {
+                            body: Some(proto::upstream::Body::Credit(credit)),
+                        }));
+                    }
+                }
                 return Ok(());
             }
             if msg.seq > core.last_seq + 1 {
@@ -228,7 +313,16 @@ impl Receiver {
                 self.enqueue(&mut core, Item::Buffer(buffer), msg.seq, bytes, id);
             }
             proto::downstream::Body::Latency(l) => {
-                core.sender_latency = Some((l.live, l.min, l.max))
+                // u64::MAX is "none" on the wire: no latency to add.
+                let min = if l.min == wire::NONE { 0 } else { l.min };
+                let changed = core.sender_latency != Some(min);
+                core.sender_latency = Some(min);
+                drop(core);
+                if changed && element.imp().settings.lock().unwrap().is_live {
+                    // The pipeline asks everyone's latency again and reconfigures.
+                    let _ =
+                        element.post_message(gst::message::Latency::builder().src(element).build());
+                }
             }
             proto::downstream::Body::Event(ev) => {
                 let event = wire::event_from_wire(&ev).map_err(bad)?;
@@ -239,12 +333,16 @@ impl Receiver {
                     gst::EventType::FlushStart => {
                         core.flushing = true;
                         core.queue.clear();
+                        core.queued_bytes = 0;
                         self.changed.notify_all();
+                        self.room.notify_waiters();
                         drop(core);
                         element.imp().srcpad.push_event(event);
                     }
                     gst::EventType::FlushStop => {
                         core.queue.clear();
+                        core.queued_bytes = 0;
+                        self.room.notify_waiters();
                         core.flushing = false;
                         drop(core);
                         element.imp().srcpad.push_event(event);
@@ -266,17 +364,47 @@ impl Receiver {
     }
 
     /// After the task pushed an item: tell the sender (flow control and acks).
+    /// Bytes count on the call that brought them; the ack goes to the current call.
     fn consumed(&self, queued: &Queued) {
         let mut core = self.lock();
-        if let Some(conn) = core.conn.as_mut().filter(|c| c.id == queued.conn) {
-            conn.consumed_bytes += queued.bytes;
+        core.pushed_seq = core.pushed_seq.max(queued.seq);
+        let acked_seq = core.pushed_seq;
+        if let Some(conn) = core.conn.as_mut() {
+            if conn.id == queued.conn {
+                conn.consumed_bytes += queued.bytes;
+            }
             let credit = proto::Credit {
-                acked_seq: queued.seq,
+                acked_seq,
                 consumed_bytes: conn.consumed_bytes,
             };
             let _ = conn.tx.send(Ok(proto::Upstream {
                 body: Some(proto::upstream::Body::Credit(credit)),
             }));
+        }
+    }
+
+    /// Waits until the queue is below max-queue-bytes (or the element stops or
+    /// flushes). Meanwhile this call is not read: HTTP/2 flow control holds the
+    /// sender back, whether or not it respects our credit.
+    async fn wait_for_room(&self) {
+        loop {
+            let room = self.room.notified();
+            {
+                let core = self.lock();
+                if core.queued_bytes < core.max_queue_bytes || core.stopped || core.flushing {
+                    return;
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// The downstream latency changed: tell the sender.
+    fn set_downstream_latency(&self, min: u64) {
+        let mut core = self.lock();
+        core.downstream_latency = Some(min);
+        if let Some(conn) = &core.conn {
+            let _ = conn.tx.send(Ok(upstream_latency(min)));
         }
     }
 
@@ -294,6 +422,16 @@ impl Receiver {
     }
 }
 
+fn upstream_latency(min: u64) -> proto::Upstream {
+    proto::Upstream {
+        body: Some(proto::upstream::Body::Latency(proto::Latency {
+            live: true,
+            min,
+            max: wire::NONE,
+        })),
+    }
+}
+
 /// Reads a call's messages into the receiver until it ends; reports why it ended.
 async fn receive<S>(
     receiver: Arc<Receiver>,
@@ -306,12 +444,25 @@ where
     S: tokio_stream::Stream<Item = Result<proto::Downstream, Status>> + Unpin,
 {
     let result = loop {
+        receiver.wait_for_room().await;
         match incoming.next().await {
             Some(Ok(msg)) => {
                 let Some(el) = element.upgrade() else {
                     break Ok(());
                 };
                 if let Err(status) = receiver.on_downstream(id, msg, &el) {
+                    if status.code() == tonic::Code::Aborted {
+                        // Replaced by a newer call: not the sender's data's fault.
+                        gst::debug!(CAT, obj = el, "call {id}: {}", status.message());
+                        let _ = tx.send(Err(status.clone()));
+                        break Err(status);
+                    }
+                    gst::warning!(
+                        CAT,
+                        obj = el,
+                        "refusing a stream message: {}",
+                        status.message()
+                    );
                     gst::element_warning!(
                         el,
                         gst::StreamError::Decode,
@@ -372,7 +523,7 @@ impl proto::stream_bridge_server::StreamBridge for SrcService {
             }
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let id = self.receiver.attach(tx.clone(), &hello)?;
+        let id = self.receiver.attach(tx.clone(), &hello, true)?;
         let (receiver, element) = (self.receiver.clone(), self.element.clone());
         rtai_core::runtime::runtime().spawn(async move {
             let _ = receive(receiver, id, incoming, tx, element).await;
@@ -431,9 +582,10 @@ async fn run_client(
                 Some(proto::downstream::Body::Hello(h)) => h,
                 _ => return Err(("the sender did not start with Hello".to_string(), true)),
             };
-            // attach() sends our Hello again; the sender ignores a second one.
+            // Our Hello went first: attach() must not send another (the sender
+            // would resume twice).
             let id = receiver
-                .attach(tx.clone(), &sender_hello)
+                .attach(tx.clone(), &sender_hello, false)
                 .map_err(|s| transport::status_error(&s))?;
             attempt = 0;
             match receive(receiver.clone(), id, incoming, tx, element.clone()).await {
@@ -512,6 +664,8 @@ impl GrpcSrc {
                     return;
                 }
                 if let Some(q) = core.queue.pop_front() {
+                    core.queued_bytes = core.queued_bytes.saturating_sub(q.bytes + ITEM_COST);
+                    self.receiver.room.notify_waiters();
                     break q;
                 }
                 core = self
@@ -697,6 +851,7 @@ impl GrpcSrc {
             .field("rejected", st.rejected)
             .field("connected", core.conn.is_some())
             .field("queued", core.queue.len() as u32)
+            .field("queued-bytes", core.queued_bytes)
             .build()
     }
 
@@ -709,7 +864,10 @@ impl GrpcSrc {
             settings.role,
             settings.net
         );
-        *self.receiver.lock() = Core::default();
+        *self.receiver.lock() = Core {
+            max_queue_bytes: settings.max_queue_bytes,
+            ..Core::default()
+        };
         *self.push_state.lock().unwrap() = PushState::default();
         let running = match settings.role {
             Role::Server => {
@@ -736,6 +894,7 @@ impl GrpcSrc {
                     )
                 })?;
                 *self.bound_port.lock().unwrap() = serving.local_addr.port() as u32;
+                crate::warn_if_exposed(self.obj().upcast_ref(), &serving);
                 transport::Running::Server(serving)
             }
             Role::Client => transport::Running::Client(rtai_core::runtime::runtime().spawn(
@@ -757,7 +916,9 @@ impl GrpcSrc {
                     .send(Err(Status::unavailable("the receiver stopped")));
             }
             core.queue.clear();
+            core.queued_bytes = 0;
             self.receiver.changed.notify_all();
+            self.receiver.room.notify_waiters();
         }
         *self.running.lock().unwrap() = None;
     }
@@ -771,6 +932,12 @@ impl GrpcSrc {
                 gst::debug!(CAT, obj = pad, "a live network stream cannot seek");
                 false
             }
+            gst::EventType::Latency => {
+                if let gst::EventView::Latency(l) = event.view() {
+                    self.receiver.set_downstream_latency(l.latency().nseconds());
+                }
+                gst::Pad::event_default(pad, Some(&*self.obj()), event)
+            }
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }
     }
@@ -779,14 +946,16 @@ impl GrpcSrc {
         match query.view_mut() {
             gst::QueryViewMut::Latency(q) => {
                 let settings = self.settings.lock().unwrap().clone();
-                let sender_min = self
-                    .receiver
-                    .lock()
-                    .sender_latency
-                    .map_or(0, |(_, min, _)| min);
-                let min = gst::ClockTime::from_mseconds(settings.latency_ms as u64)
-                    + gst::ClockTime::from_nseconds(sender_min);
-                q.set(settings.is_live, min, gst::ClockTime::NONE);
+                let sender_min = self.receiver.lock().sender_latency.unwrap_or(0);
+                // Saturating: a sender can claim any u64; u64::MAX itself is "none".
+                let min = (settings.latency_ms as u64 * 1_000_000)
+                    .saturating_add(sender_min)
+                    .min(gst::ClockTime::MAX.nseconds());
+                q.set(
+                    settings.is_live,
+                    gst::ClockTime::from_nseconds(min),
+                    gst::ClockTime::NONE,
+                );
                 true
             }
             gst::QueryViewMut::Scheduling(q) => {
@@ -881,9 +1050,16 @@ impl ObjectImpl for GrpcSrc {
                     .default_value(DEFAULT_RECONNECT)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt64::builder("max-queue-bytes")
+                    .nick("Max queue bytes")
+                    .blurb("Bytes received but not yet pushed downstream (payload + 256 per item, events too) before the receiver stops reading the call")
+                    .minimum(64 * 1024)
+                    .default_value(DEFAULT_MAX_QUEUE_BYTES)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("buffers, bytes, connections, duplicates, gaps, lost-messages, rejected, connected, queued")
+                    .blurb("buffers, bytes, connections, duplicates, gaps, lost-messages, rejected, connected, queued, queued-bytes")
                     .read_only()
                     .build(),
             ];
@@ -900,6 +1076,9 @@ impl ObjectImpl for GrpcSrc {
             "is-live" => settings.is_live = value.get().expect("type checked upstream"),
             "latency" => settings.latency_ms = value.get().expect("type checked upstream"),
             "reconnect" => settings.reconnect = value.get().expect("type checked upstream"),
+            "max-queue-bytes" => {
+                settings.max_queue_bytes = value.get().expect("type checked upstream")
+            }
             name => crate::set_net_property(&mut settings.net, name, value),
         }
     }
@@ -911,6 +1090,7 @@ impl ObjectImpl for GrpcSrc {
             "is-live" => settings.is_live.to_value(),
             "latency" => settings.latency_ms.to_value(),
             "reconnect" => settings.reconnect.to_value(),
+            "max-queue-bytes" => settings.max_queue_bytes.to_value(),
             "stats" => {
                 drop(settings);
                 self.stats().to_value()

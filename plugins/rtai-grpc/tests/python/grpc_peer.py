@@ -5,6 +5,14 @@ generated at run time from the repository's proto/rtai_stream.proto.
                                 prints one JSON summary line
   grpc_peer.py push HOST:PORT N send N text buffers (then EOS) to a grpcsrc;
                                 prints one JSON summary line
+  grpc_peer.py hostile-push HOST:PORT DEPTH
+                                one Push call per hostile message (caps, event
+                                structure, ROI param, custom meta, tag list nested
+                                DEPTH deep, and a 2 MiB caps string); prints the
+                                status code each call ended with (JSON)
+  grpc_peer.py hostile-pull HOST:PORT DEPTH
+                                one Pull call that sends an upstream event nested
+                                DEPTH deep; prints the status code (JSON)
 """
 import json
 import os
@@ -94,12 +102,65 @@ def push(pb, pb_grpc, target, count):
     print(json.dumps({"sent": count, "acked_seq": acked}))
 
 
+def nested(opener, closer, depth):
+    return opener * depth + "1" + closer * depth
+
+
+def ending_code(responses):
+    """Reads a call's replies until it ends; the name of the status code it ended with."""
+    try:
+        for _ in responses:
+            pass
+        return "OK"
+    except grpc.RpcError as e:
+        return e.code().name
+
+
+def hostile_push(pb, pb_grpc, target, depth):
+    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)])
+    stub = pb_grpc.StreamBridgeStub(channel)
+    deep_list = nested("{", "}", depth)
+    deep_array = nested("<", ">", depth)
+    cases = {
+        "caps": pb.Downstream(caps="video/x-raw, a=" + deep_list),
+        "event": pb.Downstream(seq=1, event=pb.Event(kind=pb.Event.CUSTOM_DOWNSTREAM, structure="s, a=" + deep_array, timestamp=NONE, duration=NONE)),
+        "oob_event": pb.Downstream(event=pb.Event(kind=pb.Event.CUSTOM_DOWNSTREAM_OOB, structure="s, a=" + deep_list, timestamp=NONE, duration=NONE)),
+        "tag": pb.Downstream(seq=1, event=pb.Event(kind=pb.Event.TAG, structure="taglist, title=" + deep_list, timestamp=NONE, duration=NONE)),
+        "roi_param": pb.Downstream(seq=1, buffer=pb.Buffer(data=b"x", pts=NONE, dts=NONE, duration=NONE, metas=[pb.Meta(roi=pb.Roi(roi_type="car", params=["p, a=" + deep_array]))])),
+        "custom_meta": pb.Downstream(seq=1, buffer=pb.Buffer(data=b"x", pts=NONE, dts=NONE, duration=NONE, metas=[pb.Meta(custom=pb.CustomMeta(name="M", structure="s, a=" + deep_list))])),
+        "huge_caps": pb.Downstream(caps="video/x-raw, a=(string)" + "a" * (2 * 1024 * 1024)),
+    }
+    codes = {}
+    for name, msg in cases.items():
+        hello = pb.Downstream(hello=pb.Hello(protocol_version=1, stream_id="hostile-" + name))
+        codes[name] = ending_code(stub.Push(iter([hello, msg])))
+    channel.close()
+    print(json.dumps(codes))
+
+
+def hostile_pull(pb, pb_grpc, target, depth):
+    channel = grpc.insecure_channel(target)
+    stub = pb_grpc.StreamBridgeStub(channel)
+    deep = "s, a=" + nested("{", "}", depth)
+    msgs = [
+        pb.Upstream(hello=pb.Hello(protocol_version=1, stream_id="hostile")),
+        pb.Upstream(event=pb.Event(kind=pb.Event.CUSTOM_UPSTREAM, structure=deep, timestamp=NONE, duration=NONE)),
+    ]
+    code = ending_code(stub.Pull(iter(msgs)))
+    channel.close()
+    print(json.dumps({"upstream_event": code}))
+
+
 def main():
     pb, pb_grpc = stubs()
     if sys.argv[1] == "pull":
         pull(pb, pb_grpc, sys.argv[2])
     elif sys.argv[1] == "push":
         push(pb, pb_grpc, sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1] == "hostile-push":
+        hostile_push(pb, pb_grpc, sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1] == "hostile-pull":
+        hostile_pull(pb, pb_grpc, sys.argv[2], int(sys.argv[3]))
     else:
         sys.exit(__doc__)
 
