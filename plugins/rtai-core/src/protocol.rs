@@ -21,6 +21,40 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 pub const SEGMENT_META_NAME: &str = "RtaiSegmentIdMeta";
 /// Field of the custom meta's structure holding the id (guint64).
 pub const SEGMENT_ID_FIELD: &str = "segment-id";
+/// Optional field of the segment-id meta: the speech probability (gdouble 0–1) the
+/// producer's detector gave the buffer's audio (its highest frame).
+pub const SEGMENT_PROBABILITY_FIELD: &str = "speech-probability";
+/// Optional field of the segment-id meta: the buffer's RMS level in dBFS (gdouble).
+pub const SEGMENT_LEVEL_FIELD: &str = "level";
+
+/// Bits of a segment id that count segments within one stream; the bits above
+/// them name the stream (see [`new_segment_id_base`]).
+pub const SEGMENT_SEQ_BITS: u32 = 32;
+/// Stream tags use the bits from [`SEGMENT_SEQ_BITS`] up to 2^53, so an id
+/// stays exact in JSON (JavaScript numbers) and in signed 64-bit columns.
+const SEGMENT_TAG_BITS: u32 = 21;
+
+/// The high part of a new stream's segment ids: `id = base | seq` with `seq` in
+/// 1..2^32. Every call in a process returns a different base (a process-wide
+/// counter, 2^21 − 1 values before it wraps) starting at a random point, so
+/// two producers feeding one consumer — in one process or, with high
+/// probability, across processes (the gRPC bridge) — never share an id.
+/// A producer calls it once per stream (e.g. at each READY → PAUSED).
+pub fn new_segment_id_base() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static START: LazyLock<u64> = LazyLock::new(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let tags = (1u64 << SEGMENT_TAG_BITS) - 1;
+    let n = START.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed));
+    // 1..2^21: a tag is never 0, so no two streams' ids overlap with legacy ids 1, 2, 3...
+    let tag = n % tags + 1;
+    tag << SEGMENT_SEQ_BITS
+}
 
 pub const EVENT_START: &str = "rtai-segment-start";
 pub const EVENT_COMMIT: &str = "rtai-segment-commit";
@@ -51,6 +85,26 @@ impl SegmentIdMeta {
         let mut meta = gst::meta::CustomMeta::add(buffer, SEGMENT_META_NAME)
             .expect("segment-id meta is registered above");
         meta.mut_structure().set(SEGMENT_ID_FIELD, id);
+    }
+
+    /// Adds the producer's voice measures to the segment-id meta `buffer` already carries
+    /// ([`SEGMENT_PROBABILITY_FIELD`], [`SEGMENT_LEVEL_FIELD`]); nothing without the meta.
+    pub fn set_voice(buffer: &mut gst::BufferRef, probability: f64, level_db: f64) {
+        if let Ok(mut meta) = gst::meta::CustomMeta::from_mut_buffer(buffer, SEGMENT_META_NAME) {
+            let s = meta.mut_structure();
+            s.set(SEGMENT_PROBABILITY_FIELD, probability);
+            s.set(SEGMENT_LEVEL_FIELD, level_db);
+        }
+    }
+
+    /// The speech probability and level (dBFS) the segment-id meta carries, if both are set.
+    pub fn voice(buffer: &gst::BufferRef) -> Option<(f64, f64)> {
+        let meta = gst::meta::CustomMeta::from_buffer(buffer, SEGMENT_META_NAME).ok()?;
+        let s = meta.structure();
+        Some((
+            s.get::<f64>(SEGMENT_PROBABILITY_FIELD).ok()?,
+            s.get::<f64>(SEGMENT_LEVEL_FIELD).ok()?,
+        ))
     }
 
     /// The segment id `buffer` carries, if any.

@@ -156,3 +156,39 @@ fn cancel_tracker_drops_cancelled_buffers_and_is_bounded() {
     );
     assert!(tracker.is_cancelled(2) && tracker.is_cancelled(3));
 }
+
+#[test]
+fn segment_id_bases_differ_and_ids_stay_exact_in_json() {
+    use rtai_core::protocol::{SEGMENT_SEQ_BITS, new_segment_id_base};
+    let bases: Vec<u64> = (0..10_000).map(|_| new_segment_id_base()).collect();
+    let mut unique = bases.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), bases.len(), "every stream gets its own base");
+    for base in bases {
+        assert_eq!(
+            base & ((1 << SEGMENT_SEQ_BITS) - 1),
+            0,
+            "the low bits are the sequence"
+        );
+        assert!(base > 0, "never the legacy range 1, 2, 3...");
+        let last = base | u32::MAX as u64;
+        assert!(last < 1 << 53, "{last} is not exact as a JavaScript number");
+    }
+}
+
+#[test]
+fn segment_meta_carries_probability_and_level() {
+    init();
+    let mut buffer = gst::Buffer::new();
+    SegmentIdMeta::set_voice(buffer.get_mut().unwrap(), 0.9, -20.0);
+    assert_eq!(
+        SegmentIdMeta::voice(&buffer),
+        None,
+        "no meta, nothing added"
+    );
+    SegmentIdMeta::set(buffer.get_mut().unwrap(), 5);
+    SegmentIdMeta::set_voice(buffer.get_mut().unwrap(), 0.9, -20.0);
+    assert_eq!(SegmentIdMeta::voice(&buffer), Some((0.9, -20.0)));
+    assert_eq!(SegmentIdMeta::get(&buffer), Some(5));
+}
