@@ -112,6 +112,8 @@ struct Batch {
     arrivals: Vec<Instant>,
     bytes: u64,
     segment_id: Option<u64>,
+    /// Batches folded into this one by overflow=merge (1: none).
+    parts: u32,
 }
 
 impl Batch {
@@ -121,6 +123,7 @@ impl Batch {
             arrivals: Vec::new(),
             bytes: 0,
             segment_id: None,
+            parts: 1,
         }
     }
 
@@ -133,7 +136,7 @@ impl Batch {
         let last = self
             .buffers
             .last()
-            .and_then(|b| b.pts().zip(b.duration()).map(|(p, d)| p + d));
+            .and_then(|b| b.pts().zip(b.duration()).map(|(p, d)| p.saturating_add(d)));
         match (first, last) {
             (Some(first), Some(last)) if last >= first => last - first,
             _ => self.buffers.iter().filter_map(|b| b.duration()).sum(),
@@ -151,6 +154,7 @@ impl Batch {
 
     fn append(&mut self, other: Batch) {
         self.bytes += other.bytes;
+        self.parts += other.parts;
         self.buffers.extend(other.buffers);
         self.arrivals.extend(other.arrivals);
     }
@@ -159,6 +163,22 @@ impl Batch {
         (s.max_batch_size > 0 && self.buffers.len() >= s.max_batch_size as usize)
             || (s.max_batch_bytes > 0 && self.bytes >= s.max_batch_bytes)
             || (s.max_batch_duration > 0 && self.duration().nseconds() >= s.max_batch_duration)
+    }
+}
+
+impl Settings {
+    /// Batches overflow=merge may fold into one: the memory max-queue separate
+    /// batches would take, at least two.
+    fn max_merged_parts(&self) -> u32 {
+        self.max_queue.max(2)
+    }
+
+    /// Without any limit a batch would grow without bound.
+    fn unbounded(&self) -> bool {
+        self.max_batch_size == 0
+            && self.max_batch_bytes == 0
+            && self.max_batch_duration == 0
+            && self.timeout_ms == 0
     }
 }
 
@@ -183,6 +203,8 @@ struct Stats {
 
 struct State {
     pending: Option<Batch>,
+    /// overflow=block: the closed batch the chain waits to queue. A cancel sees it here.
+    waiting: Option<Batch>,
     queue: VecDeque<Item>,
     queued_batches: usize,
     flushing: bool,
@@ -197,6 +219,7 @@ impl Default for State {
     fn default() -> Self {
         Self {
             pending: None,
+            waiting: None,
             queue: VecDeque::new(),
             queued_batches: 0,
             flushing: true,
@@ -212,6 +235,7 @@ impl State {
     /// Drops every waiting buffer (FLUSH_START, stop).
     fn clear(&mut self) {
         self.pending = None;
+        self.waiting = None;
         self.queue.clear();
         self.queued_batches = 0;
     }
@@ -248,12 +272,26 @@ impl Batcher {
         if state.queued_batches >= max_queue {
             match s.overflow {
                 Overflow::Block => {
-                    while state.queued_batches >= max_queue && !state.flushing {
+                    // The batch waits where a cancel can find it; the wait also ends when
+                    // downstream has stopped (EOS, error) or the pad flushes.
+                    state.waiting = Some(batch);
+                    while state.queued_batches >= max_queue
+                        && !state.flushing
+                        && state.last_flow.is_ok()
+                        && state.waiting.is_some()
+                    {
                         state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
                     }
-                    if state.flushing {
+                    let Some(waiting) = state.waiting.take() else {
+                        return state; // cancelled while it waited
+                    };
+                    if state.flushing || state.last_flow.is_err() {
                         return state;
                     }
+                    state.queue.push_back(Item::Batch(waiting));
+                    state.queued_batches += 1;
+                    self.changed.notify_all();
+                    return state;
                 }
                 Overflow::DropNewest => {
                     gst::debug!(
@@ -283,6 +321,7 @@ impl Batcher {
                     // Fold into the last waiting batch unless an event or another segment is in between.
                     if let Some(Item::Batch(last)) = state.queue.back_mut()
                         && last.segment_id == batch.segment_id
+                        && last.parts + batch.parts <= s.max_merged_parts()
                     {
                         let merged = batch.buffers.len() as u64;
                         last.append(batch);
@@ -330,6 +369,7 @@ impl Batcher {
             if state.flushing {
                 return Err(gst::FlowError::Flushing);
             }
+            state.last_flow?;
         }
         let pending = state.pending.get_or_insert_with(Batch::new);
         pending.push(buffer, arrival);
@@ -339,6 +379,7 @@ impl Batcher {
             if state.flushing {
                 return Err(gst::FlowError::Flushing);
             }
+            state.last_flow?;
         }
         self.changed.notify_all();
         Ok(gst::FlowSuccess::Ok)
@@ -447,6 +488,13 @@ impl Batcher {
         {
             dropped += state.pending.take().map_or(0, |p| p.buffers.len() as u64);
         }
+        if state
+            .waiting
+            .as_ref()
+            .is_some_and(|w| w.segment_id == Some(id))
+        {
+            dropped += state.waiting.take().map_or(0, |w| w.buffers.len() as u64);
+        }
         let before = state.queue.len();
         state.queue.retain(|item| match item {
             Item::Batch(b) if b.segment_id == Some(id) => {
@@ -503,7 +551,7 @@ impl Batcher {
                     .as_ref()
                     .and_then(Batch::first_arrival)
                     .zip(s.effective_timeout(state.stats.downstream_ns))
-                    .map(|(first, timeout)| first + timeout);
+                    .and_then(|(first, timeout)| first.checked_add(timeout));
                 match deadline {
                     Some(deadline) if Instant::now() >= deadline => {
                         let batch = state
@@ -533,6 +581,7 @@ impl Batcher {
                 if is_eos {
                     let mut state = self.lock_state();
                     state.last_flow = Err(gst::FlowError::Eos);
+                    self.changed.notify_all();
                     drop(state);
                     let _ = self.srcpad.pause_task();
                 }
@@ -590,11 +639,14 @@ impl Batcher {
             Ok(_) => {}
             Err(gst::FlowError::Flushing) => {
                 state.last_flow = Err(gst::FlowError::Flushing);
+                // A chain waiting for room (overflow=block) must not wait for a stopped task.
+                self.changed.notify_all();
                 drop(state);
                 let _ = self.srcpad.pause_task();
             }
             Err(err) => {
                 state.last_flow = Err(err);
+                self.changed.notify_all();
                 drop(state);
                 let _ = self.srcpad.pause_task();
                 if err != gst::FlowError::Eos {
@@ -653,7 +705,11 @@ impl Batcher {
                 } else {
                     s.timeout_ms
                 } as u64);
-                q.set(live, min + added, max.map(|m| m + added));
+                q.set(
+                    live,
+                    min.saturating_add(added),
+                    max.map(|m| m.saturating_add(added)),
+                );
                 true
             }
             _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
@@ -986,6 +1042,25 @@ impl ObjectImpl for Batcher {
 impl GstObjectImpl for Batcher {}
 
 impl ElementImpl for Batcher {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::NullToReady && self.settings.lock().unwrap().unbounded()
+        {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::StateChange,
+                ("batcher has no limit: a batch would grow without bound"),
+                [
+                    "max-batch-size, max-batch-bytes, max-batch-duration and timeout are all 0; set at least one"
+                ]
+            );
+            return Err(gst::StateChangeError);
+        }
+        self.parent_change_state(transition)
+    }
+
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
         static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
             gst::subclass::ElementMetadata::new(
