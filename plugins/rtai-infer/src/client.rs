@@ -143,6 +143,7 @@ pub fn parse_kserve_binary(body: &[u8], json_len: usize) -> Result<Vec<Tensor>, 
                 let (numbers, strings) = decode_raw(&name, datatype, bytes)?;
                 tensors.push(Tensor {
                     name,
+                    datatype: datatype.to_string(),
                     shape,
                     numbers,
                     strings,
@@ -200,6 +201,7 @@ pub fn parse_grpc_response(r: &kserve_grpc::ModelInferResponse) -> Result<Vec<Te
                 .collect::<Result<Vec<_>, _>>()?;
             let mut t = Tensor {
                 name: o.name.clone(),
+                datatype: o.datatype.clone(),
                 shape,
                 numbers: Vec::new(),
                 strings: Vec::new(),
@@ -267,9 +269,41 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
     pub name: String,
+    /// The KServe v2 datatype as the reply said it (FP32, INT64, BYTES, ...).
+    pub datatype: String,
     pub shape: Vec<usize>,
     pub numbers: Vec<f64>,
     pub strings: Vec<String>,
+}
+
+impl Tensor {
+    /// The values as KServe v2 raw bytes of `datatype`: little-endian, row-major;
+    /// BYTES elements each after a 4-byte length (the binary tensor extension's layout).
+    pub fn raw_bytes(&self) -> Vec<u8> {
+        if self.datatype == "BYTES" {
+            return self
+                .strings
+                .iter()
+                .flat_map(|s| (s.len() as u32).to_le_bytes().into_iter().chain(s.bytes()))
+                .collect();
+        }
+        let mut out = Vec::with_capacity(self.numbers.len() * 4);
+        for &v in &self.numbers {
+            match self.datatype.as_str() {
+                "FP64" => out.extend(v.to_le_bytes()),
+                "INT64" => out.extend((v as i64).to_le_bytes()),
+                "UINT64" => out.extend((v as u64).to_le_bytes()),
+                "INT32" => out.extend((v as i32).to_le_bytes()),
+                "UINT32" => out.extend((v as u32).to_le_bytes()),
+                "INT16" => out.extend((v as i16).to_le_bytes()),
+                "UINT16" => out.extend((v as u16).to_le_bytes()),
+                "INT8" => out.push(v as i8 as u8),
+                "UINT8" | "BOOL" => out.push(v as u8),
+                _ => out.extend((v as f32).to_le_bytes()),
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -354,6 +388,7 @@ pub fn parse_kserve(body: &[u8]) -> Result<Vec<Tensor>, String> {
                     .collect::<Result<_, _>>()?;
                 Ok(Tensor {
                     name,
+                    datatype: "BYTES".into(),
                     shape,
                     numbers: Vec::new(),
                     strings,
@@ -369,6 +404,12 @@ pub fn parse_kserve(body: &[u8]) -> Result<Vec<Tensor>, String> {
                     .collect::<Result<_, _>>()?;
                 Ok(Tensor {
                     name,
+                    datatype: if datatype.is_empty() {
+                        "FP32"
+                    } else {
+                        datatype
+                    }
+                    .to_string(),
                     shape,
                     numbers,
                     strings: Vec::new(),

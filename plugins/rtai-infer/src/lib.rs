@@ -14,6 +14,7 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     rtai_core::SegmentIdMeta::register();
     rtai_core::InferenceResult::register();
     rtai_core::InferredMeta::register();
+    rtai_core::tensor::TensorMeta::register();
     inferclient::register(plugin)
 }
 

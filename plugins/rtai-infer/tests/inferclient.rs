@@ -109,7 +109,7 @@ impl Peer {
             grpc_port,
         }
         .wait_ready("MLServer", |p| {
-            ["ball", "slow", "broken", "text"]
+            ["ball", "slow", "broken", "text", "cls", "detraw"]
                 .iter()
                 .all(|m| http(p, "GET", &format!("/v2/models/{m}/ready")) == Some(200))
         })
@@ -2191,5 +2191,199 @@ fn grpc_tls_child() {
             (0, 2)
         },
         "{s}"
+    );
+}
+
+/// The 192x48 text line of `make_text_image.py` as one RGB frame, upright or upside down.
+fn text_line_frame(upside_down: bool) -> (gst::Caps, gst::Buffer) {
+    init();
+    let png = std::env::temp_dir().join(format!(
+        "rtai-line-{}-{upside_down}.png",
+        std::process::id()
+    ));
+    let status = Command::new(workspace().join(".venv-runpod/bin/python"))
+        .arg(peers().join("make_text_image.py"))
+        .arg(&png)
+        .arg("line")
+        .args(upside_down.then_some("upside-down"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (caps, frames) = frames_from(&format!(
+        "filesrc location={} ! pngdec ! videoconvert ! video/x-raw,format=RGB ! imagefreeze num-buffers=1 ! video/x-raw,framerate=10/1 ! appsink name=sink sync=false",
+        png.display()
+    ));
+    let _ = std::fs::remove_file(&png);
+    (caps, frames[0].clone())
+}
+
+/// A numpy reference: class ids by descending score (and the scores) of FP32 `data`,
+/// computed by the MLServer venv's numpy.
+fn numpy_ranking(data: &[u8]) -> (Vec<i64>, Vec<f64>) {
+    let mut child = Command::new(workspace().join(".venv-mlserver/bin/python"))
+        .args([
+            "-c",
+            "import sys, numpy as np\n\
+             p = np.frombuffer(sys.stdin.buffer.read(), '<f4').astype(np.float64)\n\
+             order = np.argsort(-p, kind='stable')\n\
+             print(' '.join(map(str, order)))\n\
+             print(' '.join(repr(float(p[i])) for i in order))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let ids = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let scores = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    (ids, scores)
+}
+
+#[test]
+fn a_real_classifier_served_raw_matches_a_numpy_decode_of_its_outputs() {
+    // PP-OCR's text direction classifier from rapidocr-onnxruntime, served raw by MLServer
+    // (tests/peers/mlserver/raw.py): its output is save_infer_model/scale_0.tmp_1 [1, 2].
+    let server = Peer::mlserver();
+    for (upside_down, expected) in [(false, "0"), (true, "180")] {
+        let (caps, frame) = text_line_frame(upside_down);
+        let mut h = harness(
+            &[
+                ("url", server.url().as_str()),
+                ("model", "cls"),
+                ("input-name", "x"),
+                ("input-width", "192"),
+                ("input-height", "48"),
+                ("labels", "0,180"),
+                ("top-k", "2"),
+                ("confidence-threshold", "0"),
+                ("attach-tensors", "true"),
+                ("latency-budget", "30000"),
+            ],
+            &caps,
+        );
+        h.push(frame).unwrap();
+        let out = h.pull().unwrap();
+        // The frame's classes: one ROI over the whole frame with a classification param.
+        let roi = out
+            .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+            .next()
+            .expect("a classification ROI");
+        assert_eq!(roi.rect(), (0, 0, 192, 48));
+        let c = roi.param("classification").expect("a classification param");
+        let labels: Vec<String> = c
+            .get::<gst::Array>("labels")
+            .unwrap()
+            .iter()
+            .map(|v| v.get::<String>().unwrap())
+            .collect();
+        let scores: Vec<f64> = c
+            .get::<gst::Array>("scores")
+            .unwrap()
+            .iter()
+            .map(|v| v.get::<f64>().unwrap())
+            .collect();
+        assert_eq!(c.get::<&str>("label").unwrap(), expected, "{c}");
+        // The model's own output, as the tensor meta carries it, decoded by numpy.
+        let tensors = rtai_core::tensor::TensorMeta::get(&out);
+        assert_eq!(tensors.len(), 1);
+        let t = &tensors[0];
+        assert_eq!(
+            (t.name.as_str(), t.dims.as_slice(), t.datatype.as_str()),
+            ("save_infer_model/scale_0.tmp_1", &[1, 2][..], "FP32")
+        );
+        let (ids, reference) = numpy_ranking(&t.data);
+        let names = ["0", "180"];
+        assert_eq!(
+            labels,
+            ids.iter().map(|&i| names[i as usize]).collect::<Vec<_>>()
+        );
+        for (a, b) in scores.iter().zip(&reference) {
+            assert!((a - b).abs() < 1e-6, "{scores:?} vs numpy {reference:?}");
+        }
+        assert!(scores[0] > 0.9, "a confident answer: {scores:?}");
+    }
+}
+
+#[test]
+fn a_raw_probability_map_travels_as_a_tensor_and_auto_refuses_to_guess_boxes() {
+    // PP-OCRv4's detector served raw answers a probability map [1, 1, H, W]: no box layout.
+    let server = Peer::mlserver();
+    let (caps, frames, _) = text_frames();
+    let url = server.url();
+    let base = format!(
+        "url={url} model=detraw input-name=x input-width=320 input-height=320 latency-budget=60000 request-timeout=60000"
+    );
+    // box-format=none: the map arrives whole as a tensor meta.
+    let (out, warnings, _, _) = run_to_eos(
+        &format!("{base} box-format=none attach-tensors=true"),
+        &caps,
+        &frames[..1],
+        |_| {},
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let tensors = rtai_core::tensor::TensorMeta::get(&out[0]);
+    assert_eq!(tensors[0].dims, vec![1, 1, 320, 320]);
+    assert_eq!(tensors[0].data.len(), 320 * 320 * 4);
+    let map: Vec<f32> = tensors[0]
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert!(map.iter().any(|&p| p > 0.9), "the text shows in the map");
+    // auto: a map is not boxes; one clear warning, no boxes made up.
+    let (out, warnings, s, _) = run_to_eos(&base, &caps, &frames[..1], |_| {});
+    assert!(rois(&out[0]).is_empty());
+    assert_eq!(count(&s, "failed"), 1, "{s}");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("cannot tell the layout") && warnings[0].contains("box-format"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn separate_boxes_scores_and_bytes_labels_become_rois_and_bus_boxes() {
+    // The layout of the issue: boxes [N, 4], scores [N], labels BYTES [N].
+    let server = fault_server();
+    let (caps, frames) = ball_frames(1);
+    let labels = std::env::temp_dir().join(format!("rtai-labels-{}.txt", std::process::id()));
+    std::fs::write(&labels, "person\nball\n").unwrap();
+    let (out, warnings, _, results) = run_to_eos(
+        &format!(
+            "url={} model=named input-width=32 input-height=32 labels-file={} latency-budget=30000",
+            server.url(),
+            labels.display()
+        ),
+        &caps,
+        &frames,
+        |_| {},
+    );
+    let _ = std::fs::remove_file(&labels);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let found = rois(&out[0]);
+    assert_eq!(found.len(), 1, "the 0.1 score is under the threshold");
+    // 32x32 input of a 320x240 frame: scale 0.1, 4 px bars top and bottom.
+    assert_eq!(
+        (found[0].label.as_str(), found[0].label_id, found[0].rect),
+        ("ball", 1, (40.0, 0.0, 200.0, 160.0))
+    );
+    let boxes = results[0].get::<gst::Array>("boxes").unwrap();
+    let b = boxes.as_slice()[0].get::<gst::Structure>().unwrap();
+    assert_eq!(
+        (b.get::<&str>("label").unwrap(), b.get::<f64>("x2").unwrap()),
+        ("ball", 200.0)
     );
 }

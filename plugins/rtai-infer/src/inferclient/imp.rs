@@ -13,6 +13,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use rtai_core::stats::LatencyHistogram;
+use rtai_core::tensor::{TensorData, TensorMeta};
 use rtai_core::{CancelAck, InferenceResult, SegmentEvent, SegmentIdMeta};
 
 use super::audio::{AudioCollector, Collected};
@@ -22,7 +23,7 @@ use super::requests::{images_request, tensor_request};
 use super::settings::*;
 use super::{InferOutput, InferProtocol};
 use crate::client::{self, Admission, Breaker, CallError, Endpoint, JobId, Protocol, Request};
-use crate::postprocess::Letterbox;
+use crate::postprocess::{Class, Decoder, Letterbox};
 use crate::preprocess;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -49,7 +50,8 @@ struct State {
     previous_answer: Arc<Mutex<Option<String>>>,
     /// Audio of the current chunk or segment.
     audio_collected: AudioCollector,
-    labels: Vec<String>,
+    /// How to read the model's outputs (labels included).
+    decoder: Arc<Decoder>,
 }
 
 pub struct InferClient {
@@ -173,7 +175,7 @@ impl InferClient {
         );
         let previous_answer = state.previous_answer.clone();
         let element = self.obj().downgrade();
-        let labels = state.labels.clone();
+        let decoder = state.decoder.clone();
         let warned_bad_reply = self.warned_bad_reply.clone();
         let job_for_task = job.clone();
         inflight.fetch_add(1, Ordering::SeqCst);
@@ -204,7 +206,7 @@ impl InferClient {
             let rtt = started.elapsed();
             stats.lock().unwrap().retried += retries as u64;
             let parsed = result.and_then(|reply| {
-                to_outcome(reply, &settings, letterbox, &labels, batch).map_err(CallError::BadReply)
+                to_outcome(reply, &settings, &decoder, letterbox, batch).map_err(CallError::BadReply)
             });
             match parsed {
                 Ok(mut outcome) => {
@@ -944,6 +946,32 @@ impl InferClient {
                     .build(),
             );
         }
+        if let Some(best) = outcome.classes.first() {
+            // The frame's classes: one ROI over the whole frame with a `classification` param.
+            let (w, h) = self
+                .state
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(|s| s.video.as_ref().map(|v| (v.width(), v.height())))
+                .unwrap_or((0, 0));
+            let mut roi =
+                gst_video::VideoRegionOfInterestMeta::add(buffer, &best.label, (0, 0, w, h));
+            roi.add_param(classification_param(&outcome.classes, &model));
+        }
+        if !outcome.tensors.is_empty() {
+            let tensors: Vec<TensorData> = outcome
+                .tensors
+                .iter()
+                .map(|t| TensorData {
+                    name: t.name.clone(),
+                    dims: t.shape.iter().map(|&d| d as u64).collect(),
+                    datatype: t.datatype.clone(),
+                    data: t.raw_bytes(),
+                })
+                .collect();
+            TensorMeta::attach(buffer, &tensors);
+        }
         if outcome.text.is_some() || outcome.raw.is_some() {
             let kind = match self.settings.lock().unwrap().protocol {
                 InferProtocol::OpenaiTranscriptions => "transcript",
@@ -978,10 +1006,25 @@ impl InferClient {
     }
 
     fn post_result(&self, outcome: &Outcome, pts: Option<gst::ClockTime>, segment: Option<u64>) {
+        let boxes = gst::Array::new(outcome.detections.iter().map(|d| {
+            gst::Structure::builder("box")
+                .field("x1", d.x1)
+                .field("y1", d.y1)
+                .field("x2", d.x2)
+                .field("y2", d.y2)
+                .field("confidence", d.confidence)
+                .field("label_id", d.class_id)
+                .field("label", d.label.as_str())
+                .build()
+        }));
         let mut s = gst::Structure::builder("inference-result")
             .field("detections", outcome.detections.len() as u32)
+            .field("boxes", boxes)
             .field("round-trip", outcome.round_trip)
             .field("pts", pts.map(|p| p.nseconds()).unwrap_or(u64::MAX));
+        if !outcome.classes.is_empty() {
+            s = s.field("classification", classification_param(&outcome.classes, ""));
+        }
         if let Some(text) = &outcome.text {
             s = s.field("text", text.as_str());
         }
@@ -998,6 +1041,30 @@ impl InferClient {
         );
     }
 }
+
+/// A classification as a `classification` structure: the best class as `label`,
+/// `label_id` and `confidence`, and the top-k in `labels`, `label_ids` and `scores`.
+fn classification_param(classes: &[Class], model: &str) -> gst::Structure {
+    let best = &classes[0];
+    gst::Structure::builder(CLASSIFICATION_PARAM)
+        .field("label", best.label.as_str())
+        .field("label_id", best.class_id)
+        .field("confidence", best.score)
+        .field("model_name", model)
+        .field(
+            "labels",
+            gst::Array::new(classes.iter().map(|c| c.label.clone())),
+        )
+        .field(
+            "label_ids",
+            gst::Array::new(classes.iter().map(|c| c.class_id)),
+        )
+        .field("scores", gst::Array::new(classes.iter().map(|c| c.score)))
+        .build()
+}
+
+/// Name of the ROI param (and bus field) with a classifier's answer.
+const CLASSIFICATION_PARAM: &str = "classification";
 
 #[glib::object_subclass]
 impl ObjectSubclass for InferClient {
@@ -1243,7 +1310,7 @@ impl ObjectImpl for InferClient {
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("box-format", DEFAULT_BOX_FORMAT)
                     .nick("Box format")
-                    .blurb("How detector outputs are laid out")
+                    .blurb("How the model's outputs are laid out (YOLO families, SSD, EfficientNMS, named tensors, a classifier); auto decides from names and shapes and posts an error when it cannot tell")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecDouble::builder("confidence-threshold")
@@ -1266,6 +1333,61 @@ impl ObjectImpl for InferClient {
                     .nick("Labels")
                     .blurb("Comma-separated class names by class id (e.g. person,bicycle,car); unknown ids are classN")
                     .default_value(Some(DEFAULT_LABELS))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("labels-file")
+                    .nick("Labels file")
+                    .blurb("File with one class name per line (line N: class N); replaces labels when set")
+                    .default_value(Some(DEFAULT_LABELS_FILE))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("box-coordinates", DEFAULT_BOX_COORDINATES)
+                    .nick("Box coordinates")
+                    .blurb("How the model gives a box: order (xyxy, xywh, cxcywh, yxyx) and pixels of the input or normalized 0..1; auto: the box-format's own")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("boxes-output")
+                    .nick("Boxes output")
+                    .blurb("Name of the output with the boxes (named, ssd, nms) or the one output a YOLO/decoded layout reads; empty: the layout's usual names")
+                    .default_value(Some(DEFAULT_OUTPUT_NAME))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("scores-output")
+                    .nick("Scores output")
+                    .blurb("Name of the output with the scores (named, ssd, nms) or the class scores (classification); empty: the usual names")
+                    .default_value(Some(DEFAULT_OUTPUT_NAME))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("classes-output")
+                    .nick("Classes output")
+                    .blurb("Name of the output with class ids or BYTES labels (named, ssd, nms); empty: the usual names")
+                    .default_value(Some(DEFAULT_OUTPUT_NAME))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("count-output")
+                    .nick("Count output")
+                    .blurb("Name of the output with the number of valid boxes (ssd num_detections, nms num_dets); empty: the usual names")
+                    .default_value(Some(DEFAULT_OUTPUT_NAME))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("top-k")
+                    .nick("Top k")
+                    .blurb("Classes kept from a classification (at or above confidence-threshold)")
+                    .minimum(1)
+                    .maximum(100)
+                    .default_value(DEFAULT_TOP_K)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("softmax")
+                    .nick("Softmax")
+                    .blurb("Apply softmax to class scores (for models that answer logits)")
+                    .default_value(DEFAULT_SOFTMAX)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("attach-tensors")
+                    .nick("Attach tensors")
+                    .blurb("Attach every output tensor (name, dims, datatype, data) as an RtaiTensorMeta for decoding downstream")
+                    .default_value(DEFAULT_ATTACH_TENSORS)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("output", DEFAULT_OUTPUT)
@@ -1360,6 +1482,15 @@ impl ObjectImpl for InferClient {
             }
             "nms-iou" => s.nms_iou = value.get().expect("type checked upstream"),
             "labels" => s.labels = string(value),
+            "labels-file" => s.labels_file = string(value),
+            "box-coordinates" => s.box_coordinates = value.get().expect("type checked upstream"),
+            "boxes-output" => s.boxes_output = string(value),
+            "scores-output" => s.scores_output = string(value),
+            "classes-output" => s.classes_output = string(value),
+            "count-output" => s.count_output = string(value),
+            "top-k" => s.top_k = value.get().expect("type checked upstream"),
+            "softmax" => s.softmax = value.get().expect("type checked upstream"),
+            "attach-tensors" => s.attach_tensors = value.get().expect("type checked upstream"),
             "output" => s.output = value.get().expect("type checked upstream"),
             "prompt" => s.prompt = string(value),
             "context-frames" => s.context_frames = value.get().expect("type checked upstream"),
@@ -1397,6 +1528,15 @@ impl ObjectImpl for InferClient {
             "confidence-threshold" => s.confidence_threshold.to_value(),
             "nms-iou" => s.nms_iou.to_value(),
             "labels" => s.labels.to_value(),
+            "labels-file" => s.labels_file.to_value(),
+            "box-coordinates" => s.box_coordinates.to_value(),
+            "boxes-output" => s.boxes_output.to_value(),
+            "scores-output" => s.scores_output.to_value(),
+            "classes-output" => s.classes_output.to_value(),
+            "count-output" => s.count_output.to_value(),
+            "top-k" => s.top_k.to_value(),
+            "softmax" => s.softmax.to_value(),
+            "attach-tensors" => s.attach_tensors.to_value(),
             "output" => s.output.to_value(),
             "prompt" => s.prompt.to_value(),
             "context-frames" => s.context_frames.to_value(),
@@ -1485,6 +1625,10 @@ impl ElementImpl for InferClient {
         match transition {
             gst::StateChange::ReadyToPaused => {
                 let s = self.settings.lock().unwrap().clone();
+                let labels = s.read_labels().map_err(|e| {
+                    gst::element_imp_error!(self, gst::ResourceError::OpenRead, ("{}", e));
+                    gst::StateChangeError
+                })?;
                 let endpoint = Endpoint {
                     protocol: protocol_of(s.protocol),
                     url: s.url.clone(),
@@ -1536,12 +1680,7 @@ impl ElementImpl for InferClient {
                     context: VecDeque::new(),
                     previous_answer: Arc::default(),
                     audio_collected: AudioCollector::default(),
-                    labels: s
-                        .labels
-                        .split(',')
-                        .map(|l| l.trim().to_string())
-                        .filter(|l| !l.is_empty())
-                        .collect(),
+                    decoder: Arc::new(s.decoder(labels)),
                 });
                 *self.stats.lock().unwrap() = Stats::default();
                 self.warned_bad_reply.store(false, Ordering::SeqCst);

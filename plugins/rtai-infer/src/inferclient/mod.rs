@@ -61,7 +61,7 @@ pub enum InferOutput {
 #[enum_type(name = "GstRtaiInferBoxFormat")]
 pub enum InferBoxFormat {
     #[enum_value(
-        name = "From the output's shape: last dimension 6 is decoded, otherwise YOLO",
+        name = "From the output names and shapes; an error when that is ambiguous",
         nick = "auto"
     )]
     Auto = 0,
@@ -71,10 +71,86 @@ pub enum InferBoxFormat {
     )]
     Decoded = 1,
     #[enum_value(
-        name = "YOLOv8-style [1, 4 + classes, anchors]: cx, cy, w, h, class scores (NMS applied)",
-        nick = "yolo"
+        name = "YOLOv8 [1, 4 + classes, anchors]: cx, cy, w, h, class scores (NMS applied)",
+        nick = "yolov8"
     )]
-    Yolo = 2,
+    Yolov8 = 2,
+    #[enum_value(
+        name = "YOLOv5/v7 [1, anchors, 5 + classes]: cx, cy, w, h, objectness, class scores (NMS applied)",
+        nick = "yolov5"
+    )]
+    Yolov5 = 3,
+    #[enum_value(
+        name = "YOLOv8 transposed [1, anchors, 4 + classes] (NMS applied)",
+        nick = "yolov8-transposed"
+    )]
+    Yolov8Transposed = 4,
+    #[enum_value(
+        name = "YOLOv10 end-to-end [1, N, 6]: x1, y1, x2, y2, score, class",
+        nick = "yolov10"
+    )]
+    Yolov10 = 5,
+    #[enum_value(
+        name = "TF Object Detection API: detection_boxes (normalized y1 x1 y2 x2), detection_scores, detection_classes, num_detections",
+        nick = "ssd"
+    )]
+    Ssd = 6,
+    #[enum_value(
+        name = "EfficientNMS: num_dets, det_boxes, det_scores, det_classes",
+        nick = "nms"
+    )]
+    Nms = 7,
+    #[enum_value(
+        name = "Separate boxes [N, 4], scores [N] or [N, C] and classes [N] (numbers or BYTES labels), see boxes-output",
+        nick = "named"
+    )]
+    Named = 8,
+    #[enum_value(
+        name = "Class scores [1, C] (logits or probabilities): top-k classes of the frame",
+        nick = "classification"
+    )]
+    Classification = 9,
+    #[enum_value(
+        name = "No decoding: the outputs only as tensor metas (attach-tensors) and text",
+        nick = "none"
+    )]
+    None = 10,
+}
+
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstRtaiInferBoxCoordinates")]
+pub enum InferBoxCoordinates {
+    #[enum_value(
+        name = "The layout's own: YOLO cx cy w h, SSD normalized y1 x1 y2 x2, others x1 y1 x2 y2, in input pixels",
+        nick = "auto"
+    )]
+    Auto = 0,
+    #[enum_value(name = "x1, y1, x2, y2 in input pixels", nick = "xyxy")]
+    Xyxy = 1,
+    #[enum_value(name = "x, y, width, height in input pixels", nick = "xywh")]
+    Xywh = 2,
+    #[enum_value(
+        name = "centre x, centre y, width, height in input pixels",
+        nick = "cxcywh"
+    )]
+    Cxcywh = 3,
+    #[enum_value(name = "y1, x1, y2, x2 in input pixels", nick = "yxyx")]
+    Yxyx = 4,
+    #[enum_value(name = "x1, y1, x2, y2 in 0..1 of the input", nick = "xyxy-normalized")]
+    XyxyNormalized = 5,
+    #[enum_value(
+        name = "x, y, width, height in 0..1 of the input",
+        nick = "xywh-normalized"
+    )]
+    XywhNormalized = 6,
+    #[enum_value(
+        name = "centre x, centre y, width, height in 0..1 of the input",
+        nick = "cxcywh-normalized"
+    )]
+    CxcywhNormalized = 7,
+    #[enum_value(name = "y1, x1, y2, x2 in 0..1 of the input", nick = "yxyx-normalized")]
+    YxyxNormalized = 8,
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

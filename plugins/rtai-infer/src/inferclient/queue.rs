@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use crate::postprocess::Detection;
+use crate::client::Tensor;
+use crate::postprocess::{Class, Detection};
 
 use super::settings::{DEFAULT_LATENCY_BUDGET_MS, DEFAULT_MAX_INFLIGHT};
 
@@ -92,6 +93,10 @@ pub(super) struct Outcome {
     pub(super) detections: Vec<Detection>,
     /// Per frame of a batched request (a buffer list): its own detections.
     pub(super) batches: Vec<Vec<Detection>>,
+    /// A classifier's answer for the frame, best first.
+    pub(super) classes: Vec<Class>,
+    /// The reply's output tensors, when `attach-tensors` asks for them.
+    pub(super) tensors: Vec<Tensor>,
     pub(super) text: Option<String>,
     pub(super) raw: Option<String>,
     pub(super) round_trip: u64,

@@ -1,68 +1,48 @@
 //! Reply parsing: a protocol's reply as detections and text for the element's settings.
 
-use super::InferBoxFormat;
 use super::queue::Outcome;
 use super::settings::Settings;
 use crate::client::Reply;
-use crate::postprocess::{self, BoxFormat, Detection, Letterbox};
+use crate::postprocess::{self, Decoder, Detection, Letterbox};
 
 /// A reply as detections and text for this element's settings.
 pub(super) fn to_outcome(
     reply: Reply,
     s: &Settings,
+    decoder: &Decoder,
     letterbox: Option<Letterbox>,
-    labels: &[String],
     batch: usize,
 ) -> Result<Outcome, String> {
-    let format = match s.box_format {
-        InferBoxFormat::Auto => BoxFormat::Auto,
-        InferBoxFormat::Decoded => BoxFormat::Decoded,
-        InferBoxFormat::Yolo => BoxFormat::Yolo,
-    };
+    let labels = &decoder.labels;
     let mut out = Outcome::default();
     match reply {
         Reply::Text(t) => out.text = Some(t),
         Reply::Tensors(tensors) => {
-            for t in tensors {
-                if !t.strings.is_empty() {
-                    out.text = Some(t.strings.join("\n"));
-                } else if let Some(lb) = &letterbox {
-                    if batch > 1 {
-                        // A batched request: the first dimension is the frame.
-                        if t.shape.first() != Some(&batch) || t.numbers.len() % batch != 0 {
-                            return Err(format!(
-                                "output {} has shape {:?} for a batch of {batch}",
-                                t.name, t.shape
-                            ));
-                        }
-                        let per = t.numbers.len() / batch;
-                        let shape: Vec<usize> = std::iter::once(1)
-                            .chain(t.shape[1..].iter().copied())
-                            .collect();
-                        out.batches.resize(batch, Vec::new());
-                        for (i, chunk) in t.numbers.chunks(per.max(1)).enumerate().take(batch) {
-                            out.batches[i].extend(postprocess::detections(
-                                &shape,
-                                chunk,
-                                format,
-                                lb,
-                                s.confidence_threshold,
-                                s.nms_iou,
-                                labels,
-                            )?);
-                        }
-                    } else {
-                        out.detections.extend(postprocess::detections(
-                            &t.shape,
-                            &t.numbers,
-                            format,
-                            lb,
-                            s.confidence_threshold,
-                            s.nms_iou,
-                            labels,
-                        )?);
+            let mut consumed = Vec::new();
+            if let Some(lb) = &letterbox {
+                if batch > 1 {
+                    // A batched request: the first dimension is the frame.
+                    for frame in postprocess::split_batch(&tensors, batch)? {
+                        let d = decoder.decode(&frame, lb)?;
+                        consumed = d.consumed;
+                        out.batches.push(d.detections);
                     }
+                } else {
+                    let d = decoder.decode(&tensors, lb)?;
+                    out.detections = d.detections;
+                    out.classes = d.classes;
+                    consumed = d.consumed;
                 }
+            }
+            // BYTES outputs that are no class labels: text (a captioner, an OCR model).
+            if let Some(t) = tensors
+                .iter()
+                .rfind(|t| !t.strings.is_empty() && !consumed.contains(&t.name))
+            {
+                out.text = Some(t.strings.join("\n"));
+            }
+            if s.attach_tensors {
+                out.tensors = tensors;
             }
         }
         Reply::Output(v) => {
@@ -131,6 +111,7 @@ mod tests {
     fn tensor(name: &str, shape: &[usize], numbers: Vec<f64>) -> Tensor {
         Tensor {
             name: name.into(),
+            datatype: "FP32".into(),
             shape: shape.to_vec(),
             numbers,
             strings: Vec::new(),
@@ -146,8 +127,8 @@ mod tests {
             {"box": [0, 0, 5, 5], "score": 0.1},
             {"box": [50, 50, 60, 60], "class_id": 1}
         ], "text": "hi"});
-        let labels = vec!["a".to_string(), "b".to_string()];
-        let o = to_outcome(Reply::Output(v), &s, lb, &labels, 1).unwrap();
+        let dec = s.decoder(vec!["a".to_string(), "b".to_string()]);
+        let o = to_outcome(Reply::Output(v), &s, &dec, lb, 1).unwrap();
         assert_eq!(o.detections.len(), 2, "the weak one is dropped");
         assert_eq!(o.detections[0].label, "ball");
         assert_eq!(
@@ -155,20 +136,13 @@ mod tests {
             ("b", 1.0)
         );
         assert_eq!(o.text.as_deref(), Some("hi"));
-        let o = to_outcome(
-            Reply::Output(serde_json::json!({"n": 3})),
-            &s,
-            lb,
-            &labels,
-            1,
-        )
-        .unwrap();
+        let o = to_outcome(Reply::Output(serde_json::json!({"n": 3})), &s, &dec, lb, 1).unwrap();
         assert_eq!(o.raw.as_deref(), Some(r#"{"n":3}"#));
         for bad in [
             serde_json::json!({"detections": [{"score": 1}]}),
             serde_json::json!({"detections": [{"box": [1, 2, 3]}]}),
         ] {
-            assert!(to_outcome(Reply::Output(bad), &s, lb, &labels, 1).is_err());
+            assert!(to_outcome(Reply::Output(bad), &s, &dec, lb, 1).is_err());
         }
     }
 
@@ -181,10 +155,37 @@ mod tests {
             &[2, 1, 6],
             vec![1., 1., 9., 9., 0.9, 0., 20., 20., 40., 40., 0.8, 0.],
         );
-        let o = to_outcome(Reply::Tensors(vec![boxes]), &s, lb, &[], 2).unwrap();
+        let o = to_outcome(Reply::Tensors(vec![boxes]), &s, &s.decoder(vec![]), lb, 2).unwrap();
         assert_eq!(o.batches.len(), 2);
         assert_eq!(o.batches[1][0].x1, 20.0);
         let wrong = tensor("boxes", &[1, 6], vec![0.; 6]);
-        assert!(to_outcome(Reply::Tensors(vec![wrong]), &s, lb, &[], 2).is_err());
+        assert!(to_outcome(Reply::Tensors(vec![wrong]), &s, &s.decoder(vec![]), lb, 2).is_err());
+    }
+
+    #[test]
+    fn text_outputs_and_raw_tensors_travel_with_the_boxes() {
+        let s = Settings {
+            attach_tensors: true,
+            ..Default::default()
+        };
+        let lb = Some(Letterbox::identity(100, 100));
+        let caption = Tensor {
+            name: "caption".into(),
+            datatype: "BYTES".into(),
+            shape: vec![1],
+            numbers: Vec::new(),
+            strings: vec!["a ball".into()],
+        };
+        let boxes = tensor("boxes", &[1, 6], vec![1., 1., 9., 9., 0.9, 0.]);
+        let o = to_outcome(
+            Reply::Tensors(vec![boxes, caption]),
+            &s,
+            &s.decoder(vec![]),
+            lb,
+            1,
+        )
+        .unwrap();
+        assert_eq!((o.detections.len(), o.text.as_deref()), (1, Some("a ball")));
+        assert_eq!(o.tensors.len(), 2);
     }
 }

@@ -1,6 +1,8 @@
 //! inferclient's settings: defaults and the property values, copied per request.
 
-use super::{InferBoxFormat, InferOutput, InferProtocol};
+use crate::postprocess::{self, BoxFormat, Coordinates, Decoder, OutputNames};
+
+use super::{InferBoxCoordinates, InferBoxFormat, InferOutput, InferProtocol};
 
 pub(super) const DEFAULT_PROTOCOL: InferProtocol = InferProtocol::KserveRest;
 pub(super) const DEFAULT_URL: &str = "http://127.0.0.1:8080";
@@ -22,6 +24,12 @@ pub(super) const DEFAULT_BOX_FORMAT: InferBoxFormat = InferBoxFormat::Auto;
 pub(super) const DEFAULT_CONFIDENCE_THRESHOLD: f64 = 0.25;
 pub(super) const DEFAULT_NMS_IOU: f64 = 0.45;
 pub(super) const DEFAULT_LABELS: &str = "";
+pub(super) const DEFAULT_LABELS_FILE: &str = "";
+pub(super) const DEFAULT_BOX_COORDINATES: InferBoxCoordinates = InferBoxCoordinates::Auto;
+pub(super) const DEFAULT_OUTPUT_NAME: &str = "";
+pub(super) const DEFAULT_TOP_K: u32 = 1;
+pub(super) const DEFAULT_SOFTMAX: bool = false;
+pub(super) const DEFAULT_ATTACH_TENSORS: bool = false;
 pub(super) const DEFAULT_OUTPUT: InferOutput = InferOutput::Meta;
 pub(super) const DEFAULT_PROMPT: &str = "Describe what happens in these frames in one sentence.";
 pub(super) const DEFAULT_CONTEXT_FRAMES: u32 = 1;
@@ -53,6 +61,15 @@ pub(super) struct Settings {
     pub(super) confidence_threshold: f64,
     pub(super) nms_iou: f64,
     pub(super) labels: String,
+    pub(super) labels_file: String,
+    pub(super) box_coordinates: InferBoxCoordinates,
+    pub(super) boxes_output: String,
+    pub(super) scores_output: String,
+    pub(super) classes_output: String,
+    pub(super) count_output: String,
+    pub(super) top_k: u32,
+    pub(super) softmax: bool,
+    pub(super) attach_tensors: bool,
     pub(super) output: InferOutput,
     pub(super) prompt: String,
     pub(super) context_frames: u32,
@@ -87,6 +104,15 @@ impl std::fmt::Debug for Settings {
             .field("confidence_threshold", &self.confidence_threshold)
             .field("nms_iou", &self.nms_iou)
             .field("labels", &self.labels)
+            .field("labels_file", &self.labels_file)
+            .field("box_coordinates", &self.box_coordinates)
+            .field("boxes_output", &self.boxes_output)
+            .field("scores_output", &self.scores_output)
+            .field("classes_output", &self.classes_output)
+            .field("count_output", &self.count_output)
+            .field("top_k", &self.top_k)
+            .field("softmax", &self.softmax)
+            .field("attach_tensors", &self.attach_tensors)
             .field("output", &self.output)
             .field("prompt", &self.prompt)
             .field("context_frames", &self.context_frames)
@@ -122,6 +148,15 @@ impl Default for Settings {
             confidence_threshold: DEFAULT_CONFIDENCE_THRESHOLD,
             nms_iou: DEFAULT_NMS_IOU,
             labels: DEFAULT_LABELS.into(),
+            labels_file: DEFAULT_LABELS_FILE.into(),
+            box_coordinates: DEFAULT_BOX_COORDINATES,
+            boxes_output: DEFAULT_OUTPUT_NAME.into(),
+            scores_output: DEFAULT_OUTPUT_NAME.into(),
+            classes_output: DEFAULT_OUTPUT_NAME.into(),
+            count_output: DEFAULT_OUTPUT_NAME.into(),
+            top_k: DEFAULT_TOP_K,
+            softmax: DEFAULT_SOFTMAX,
+            attach_tensors: DEFAULT_ATTACH_TENSORS,
             output: DEFAULT_OUTPUT,
             prompt: DEFAULT_PROMPT.into(),
             context_frames: DEFAULT_CONTEXT_FRAMES,
@@ -130,6 +165,68 @@ impl Default for Settings {
             jpeg_quality: DEFAULT_JPEG_QUALITY,
             binary_data: DEFAULT_BINARY_DATA,
         }
+    }
+}
+
+impl Settings {
+    /// How to read the model's outputs; `labels`: the class names (property or file).
+    pub(super) fn decoder(&self, labels: Vec<String>) -> Decoder {
+        use crate::postprocess::Corners::*;
+        let coordinates = match self.box_coordinates {
+            InferBoxCoordinates::Auto => None,
+            InferBoxCoordinates::Xyxy => Some(Coordinates::new(Xyxy, false)),
+            InferBoxCoordinates::Xywh => Some(Coordinates::new(Xywh, false)),
+            InferBoxCoordinates::Cxcywh => Some(Coordinates::new(Cxcywh, false)),
+            InferBoxCoordinates::Yxyx => Some(Coordinates::new(Yxyx, false)),
+            InferBoxCoordinates::XyxyNormalized => Some(Coordinates::new(Xyxy, true)),
+            InferBoxCoordinates::XywhNormalized => Some(Coordinates::new(Xywh, true)),
+            InferBoxCoordinates::CxcywhNormalized => Some(Coordinates::new(Cxcywh, true)),
+            InferBoxCoordinates::YxyxNormalized => Some(Coordinates::new(Yxyx, true)),
+        };
+        Decoder {
+            format: match self.box_format {
+                InferBoxFormat::Auto => BoxFormat::Auto,
+                InferBoxFormat::Decoded => BoxFormat::Decoded,
+                InferBoxFormat::Yolov8 => BoxFormat::Yolov8,
+                InferBoxFormat::Yolov5 => BoxFormat::Yolov5,
+                InferBoxFormat::Yolov8Transposed => BoxFormat::Yolov8Transposed,
+                InferBoxFormat::Yolov10 => BoxFormat::Yolov10,
+                InferBoxFormat::Ssd => BoxFormat::Ssd,
+                InferBoxFormat::Nms => BoxFormat::Nms,
+                InferBoxFormat::Named => BoxFormat::Named,
+                InferBoxFormat::Classification => BoxFormat::Classification,
+                InferBoxFormat::None => BoxFormat::None,
+            },
+            coordinates,
+            names: OutputNames {
+                boxes: self.boxes_output.clone(),
+                scores: self.scores_output.clone(),
+                classes: self.classes_output.clone(),
+                count: self.count_output.clone(),
+            },
+            input_width: self.input_width,
+            input_height: self.input_height,
+            threshold: self.confidence_threshold,
+            nms_iou: self.nms_iou,
+            labels,
+            top_k: self.top_k as usize,
+            softmax: self.softmax,
+        }
+    }
+
+    /// The class names: `labels-file` (one per line) when set, else `labels`.
+    pub(super) fn read_labels(&self) -> Result<Vec<String>, String> {
+        if !self.labels_file.is_empty() {
+            let text = std::fs::read_to_string(&self.labels_file)
+                .map_err(|e| format!("cannot read labels-file {}: {e}", self.labels_file))?;
+            return Ok(postprocess::read_labels_file(&text));
+        }
+        Ok(self
+            .labels
+            .split(',')
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect())
     }
 }
 

@@ -6,6 +6,8 @@ empty (no boxes), classes (boxes of class 2 and 7), ratelimited (429 then 200,
 alternating), stalling (odd calls answer after 3 s, even ones at once: for
 request timeouts), recovering (HTTP 500 twice, then valid boxes), probe-hangs
 (HTTP 500 once, then a call that answers only after 30 s, then valid boxes).
+named (the three-tensor layout torchvision exports and TF OD API servers and Triton
+ensembles answer: boxes FP32 [N, 4], scores FP32 [N], labels BYTES [N]).
 The faults real servers show; MLServer cannot be made to produce them.
 
   python kserve_faults.py PORT
@@ -100,6 +102,12 @@ class Handler(BaseHTTPRequestHandler):
             if n == 2:
                 time.sleep(30)
             return self.send(200, {"model_name": model, "outputs": [BOX]})
+        if model == "named":
+            return self.send(200, {"model_name": model, "outputs": [
+                {"name": "boxes", "shape": [2, 4], "datatype": "FP32", "data": [4, 4, 20, 20, 22, 2, 30, 10]},
+                {"name": "scores", "shape": [2], "datatype": "FP32", "data": [0.9, 0.1]},
+                {"name": "labels", "shape": [2], "datatype": "BYTES", "data": ["ball", "dog"]},
+            ]})
         if model == "empty":
             return self.send(200, {"model_name": model, "outputs": [{"name": "boxes", "shape": [0, 6], "datatype": "FP32", "data": []}]})
         if model == "classes":
