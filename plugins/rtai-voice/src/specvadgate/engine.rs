@@ -53,6 +53,14 @@ impl To16k {
         })
     }
 
+    /// Drops queued samples and the resampler's history.
+    pub fn reset(&mut self) {
+        self.queue.clear();
+        if let Some(r) = self.resampler.as_mut() {
+            r.reset();
+        }
+    }
+
     pub fn push(&mut self, frame: &[f32]) {
         match self.resampler.as_mut() {
             None => self.queue.extend_from_slice(frame),
@@ -72,6 +80,7 @@ impl To16k {
 /// port. It takes 8, 16, 32 or 48 kHz; other rates are resampled to 16 kHz.
 pub struct WebRtcEngine {
     vad: earshot::VoiceActivityDetector,
+    profile: earshot::VoiceActivityProfile,
     rate: u32,
     to16k: Option<To16k>,
     last: bool,
@@ -91,7 +100,8 @@ impl WebRtcEngine {
             _ => Some(To16k::new(rate)?),
         };
         Ok(Self {
-            vad: earshot::VoiceActivityDetector::new(profile),
+            vad: earshot::VoiceActivityDetector::new(profile.clone()),
+            profile,
             rate,
             to16k,
             last: false,
@@ -112,6 +122,15 @@ impl WebRtcEngine {
         if let Ok(voiced) = result {
             self.last = voiced;
         }
+    }
+
+    /// Forgets the stream: a fresh detector, same profile and rate.
+    pub fn reset(&mut self) {
+        self.vad = earshot::VoiceActivityDetector::new(self.profile.clone());
+        if let Some(t) = self.to16k.as_mut() {
+            t.reset();
+        }
+        self.last = false;
     }
 
     /// `frame` holds 10 ms at the stream's rate.
@@ -223,47 +242,92 @@ impl ToneDetector {
     }
 }
 
-/// ONNX Runtime loaded from a shared library once per process (ort's
-/// load-dynamic), so the plugin builds without downloading anything.
-static ORT_ENV: std::sync::OnceLock<Result<ort::environment::Environment, String>> =
-    std::sync::OnceLock::new();
+/// ONNX Runtime loaded from a shared library (ort's load-dynamic), so the plugin
+/// builds without downloading anything. A process can hold one ONNX Runtime:
+/// the first library that loads stays; a failed load is not remembered, so a
+/// later element with a corrected path succeeds.
+static ORT_ENV: std::sync::Mutex<Option<(String, std::sync::Arc<ort::environment::Environment>)>> =
+    std::sync::Mutex::new(None);
 
-fn ort_environment(library: &str) -> Result<&'static ort::environment::Environment, String> {
-    ORT_ENV
-        .get_or_init(|| {
-            let builder = ort::init_from(library)
-                .map_err(|e| format!("cannot load ONNX Runtime from {library}: {e}"))?;
-            builder
-                .with_name("rtai")
-                .build()
-                .map_err(|e| format!("ONNX Runtime does not start: {e}"))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+fn ort_environment(library: &str) -> Result<std::sync::Arc<ort::environment::Environment>, String> {
+    let mut env = ORT_ENV.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((loaded, env)) = env.as_ref() {
+        if loaded != library {
+            gst::warning!(
+                CAT,
+                "ONNX Runtime is already loaded from {loaded}; {library} is not loaded too (one per process)"
+            );
+        }
+        return Ok(env.clone());
+    }
+    let builder = ort::init_from(library)
+        .map_err(|e| format!("cannot load ONNX Runtime from {library}: {e}"))?;
+    let built = std::sync::Arc::new(
+        builder
+            .with_name("rtai")
+            .build()
+            .map_err(|e| format!("ONNX Runtime does not start: {e}"))?,
+    );
+    *env = Some((library.to_string(), built.clone()));
+    Ok(built)
 }
 
-/// Silero VAD (v5/v6 ONNX) at 16 kHz: 512-sample chunks with 64 samples of
-/// context and a recurrent state, one speech probability per 32 ms.
-pub struct SileroEngine {
-    session: ort::session::Session,
-    to16k: To16k,
-    context: Vec<f32>,
-    state: Vec<f32>,
-    last_probability: f32,
-}
+static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "specvadgate",
+        gst::DebugColorFlags::empty(),
+        Some("Speculative voice activity gate"),
+    )
+});
 
 const SILERO_CHUNK: usize = 512;
 const SILERO_CONTEXT: usize = 64;
+const SILERO_INPUT: usize = SILERO_CONTEXT + SILERO_CHUNK;
+/// One session's recurrent state: [2, 1, 128].
+const SILERO_STATE: usize = 2 * 128;
 
-impl SileroEngine {
-    pub fn new(rate: u32, model_path: &str, library: &str) -> Result<Self, String> {
-        if model_path.is_empty() {
-            return Err("the silero engine needs model-path (silero_vad.onnx from the PyPI silero-vad package)".into());
-        }
+/// One 32 ms window waiting for the model: its input (context + chunk) and the
+/// session's recurrent state before it.
+struct Window {
+    ticket: u64,
+    input: Vec<f32>,
+    state: Vec<f32>,
+}
+
+type WindowResult = Result<(f32, Vec<f32>), String>;
+
+#[derive(Default)]
+struct BatchQueue {
+    next_ticket: u64,
+    waiting: Vec<Window>,
+    results: std::collections::HashMap<u64, WindowResult>,
+    running: bool,
+    batches: u64,
+    windows: u64,
+}
+
+/// A Silero model shared by sessions: the windows that are due at the same time
+/// run as one `[N, 576]` batch with per-session state (`[2, N, 128]`). No thread
+/// of its own: the first caller that finds no batch running runs everything
+/// queued (its own window included) and hands out the results; the others wait
+/// at most for the batch in flight and their own. Alone, a window runs at once.
+pub struct SileroModel {
+    session: std::sync::Mutex<ort::session::Session>,
+    queue: std::sync::Mutex<BatchQueue>,
+    done: std::sync::Condvar,
+}
+
+/// Models shared per (library, file) in the process; dropped when the last gate lets go.
+type ModelKey = (String, String);
+static SHARED_MODELS: std::sync::Mutex<Vec<(ModelKey, std::sync::Weak<SileroModel>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+impl SileroModel {
+    fn load(model_path: &str, library: &str) -> Result<Self, String> {
         let env = ort_environment(library)?;
         let options = |e: &dyn std::fmt::Display| format!("ONNX Runtime session options: {e}");
-        // One thread per session: many sessions (streams) share the cores.
-        let session = ort::session::Session::builder(env)
+        // One thread: sessions (streams, batches) share the cores.
+        let session = ort::session::Session::builder(&env)
             .map_err(|e| options(&e))?
             .with_intra_threads(1)
             .map_err(|e| options(&e))?
@@ -272,32 +336,179 @@ impl SileroEngine {
             .commit_from_file(model_path)
             .map_err(|e| format!("cannot load the Silero model {model_path}: {e}"))?;
         Ok(Self {
-            session,
+            session: std::sync::Mutex::new(session),
+            queue: Default::default(),
+            done: Default::default(),
+        })
+    }
+
+    /// The process's shared model for this file and library (loaded on first use).
+    pub fn shared(model_path: &str, library: &str) -> Result<std::sync::Arc<Self>, String> {
+        let mut models = SHARED_MODELS.lock().unwrap_or_else(|e| e.into_inner());
+        models.retain(|(_, m)| m.strong_count() > 0);
+        let key = (library.to_string(), model_path.to_string());
+        if let Some(model) = models
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, m)| m.upgrade())
+        {
+            return Ok(model);
+        }
+        let model = std::sync::Arc::new(Self::load(model_path, library)?);
+        models.push((key, std::sync::Arc::downgrade(&model)));
+        Ok(model)
+    }
+
+    /// A model of one session's own (no batching across sessions).
+    pub fn private(model_path: &str, library: &str) -> Result<std::sync::Arc<Self>, String> {
+        Ok(std::sync::Arc::new(Self::load(model_path, library)?))
+    }
+
+    /// Batches run and windows inferred so far.
+    pub fn counters(&self) -> (u64, u64) {
+        let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        (q.batches, q.windows)
+    }
+
+    /// Speech probability of one window and the session's next state.
+    fn infer(&self, input: Vec<f32>, state: Vec<f32>) -> WindowResult {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        q.waiting.push(Window {
+            ticket,
+            input,
+            state,
+        });
+        loop {
+            if let Some(result) = q.results.remove(&ticket) {
+                return result;
+            }
+            if !q.running {
+                q.running = true;
+                let batch = std::mem::take(&mut q.waiting);
+                q.batches += 1;
+                q.windows += batch.len() as u64;
+                drop(q);
+                // A panic must not leave the waiting sessions without results.
+                let results =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&batch)))
+                        .unwrap_or_else(|_| {
+                            let e = "Silero inference panicked".to_string();
+                            batch.iter().map(|_| Err(e.clone())).collect()
+                        });
+                q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                for (window, result) in batch.iter().zip(results) {
+                    q.results.insert(window.ticket, result);
+                }
+                q.running = false;
+                self.done.notify_all();
+                continue;
+            }
+            q = self.done.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn run(&self, batch: &[Window]) -> Vec<WindowResult> {
+        let n = batch.len();
+        let run = || -> Result<Vec<(f32, Vec<f32>)>, ort::Error> {
+            let mut input = Vec::with_capacity(n * SILERO_INPUT);
+            for w in batch {
+                input.extend_from_slice(&w.input);
+            }
+            // [2, N, 128]: layer-major.
+            let mut state = Vec::with_capacity(n * SILERO_STATE);
+            for layer in 0..2 {
+                for w in batch {
+                    state.extend_from_slice(&w.state[layer * 128..(layer + 1) * 128]);
+                }
+            }
+            let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+            let outputs = session.run(ort::inputs![
+                "input" => ort::value::Tensor::from_array(([n, SILERO_INPUT], input))?,
+                "state" => ort::value::Tensor::from_array(([2usize, n, 128], state))?,
+                "sr" => ort::value::Tensor::from_array(([1usize], vec![16000i64]))?,
+            ])?;
+            let (_, probability) = outputs["output"].try_extract_tensor::<f32>()?;
+            let (_, next) = outputs["stateN"].try_extract_tensor::<f32>()?;
+            Ok((0..n)
+                .map(|j| {
+                    let p = probability.get(j).copied().unwrap_or(0.0);
+                    let mut s = Vec::with_capacity(SILERO_STATE);
+                    for layer in 0..2 {
+                        let at = (layer * n + j) * 128;
+                        match next.get(at..at + 128) {
+                            Some(part) => s.extend_from_slice(part),
+                            None => {
+                                s.extend_from_slice(&batch[j].state[layer * 128..(layer + 1) * 128])
+                            }
+                        }
+                    }
+                    (p, s)
+                })
+                .collect())
+        };
+        match run() {
+            Ok(results) => results.into_iter().map(Ok).collect(),
+            Err(e) => {
+                let e = format!("Silero inference failed: {e}");
+                (0..n).map(|_| Err(e.clone())).collect()
+            }
+        }
+    }
+}
+
+/// Silero VAD (v5/v6 ONNX) at 16 kHz: 512-sample chunks with 64 samples of
+/// context and a recurrent state, one speech probability per 32 ms.
+pub struct SileroEngine {
+    model: std::sync::Arc<SileroModel>,
+    to16k: To16k,
+    context: Vec<f32>,
+    state: Vec<f32>,
+    last_probability: f32,
+}
+
+impl SileroEngine {
+    /// `shared`: batch this session's windows with every other shared session of the process.
+    pub fn new(rate: u32, model_path: &str, library: &str, shared: bool) -> Result<Self, String> {
+        let model = if shared {
+            SileroModel::shared(model_path, library)?
+        } else {
+            SileroModel::private(model_path, library)?
+        };
+        Ok(Self {
+            model,
             to16k: To16k::new(rate)?,
             context: vec![0.0; SILERO_CONTEXT],
-            state: vec![0.0; 2 * 128],
+            state: vec![0.0; SILERO_STATE],
             last_probability: 0.0,
         })
     }
 
-    fn infer(&mut self, chunk: &[f32]) -> Result<f32, ort::Error> {
-        let mut input = Vec::with_capacity(SILERO_CONTEXT + SILERO_CHUNK);
+    /// Batches run and windows inferred by this session's model (all its sessions).
+    pub fn counters(&self) -> (u64, u64) {
+        self.model.counters()
+    }
+
+    fn infer(&mut self, chunk: &[f32]) -> Result<f32, String> {
+        let mut input = Vec::with_capacity(SILERO_INPUT);
         input.extend_from_slice(&self.context);
         input.extend_from_slice(chunk);
         self.context
             .copy_from_slice(&chunk[SILERO_CHUNK - SILERO_CONTEXT..]);
-        let outputs = self.session.run(ort::inputs![
-            "input" => ort::value::Tensor::from_array(([1usize, SILERO_CONTEXT + SILERO_CHUNK], input))?,
-            "state" => ort::value::Tensor::from_array(([2usize, 1, 128], self.state.clone()))?,
-            "sr" => ort::value::Tensor::from_array(([1usize], vec![16000i64]))?,
-        ])?;
-        let (_, probability) = outputs["output"].try_extract_tensor::<f32>()?;
-        let probability = probability.first().copied().unwrap_or(0.0);
-        let (_, state) = outputs["stateN"].try_extract_tensor::<f32>()?;
+        let (probability, state) = self.model.infer(input, self.state.clone())?;
         if state.len() == self.state.len() {
-            self.state.copy_from_slice(state);
+            self.state = state;
         }
         Ok(probability)
+    }
+
+    /// Forgets the stream (recurrent state, context, queued samples); the model stays loaded.
+    pub fn reset(&mut self) {
+        self.context.fill(0.0);
+        self.state.fill(0.0);
+        self.to16k.reset();
+        self.last_probability = 0.0;
     }
 
     /// Speech probability after `frame` (10 ms at the stream's rate); updated every 32 ms.
@@ -305,9 +516,7 @@ impl SileroEngine {
         self.to16k.push(frame);
         while self.to16k.queue.len() >= SILERO_CHUNK {
             let chunk: Vec<f32> = self.to16k.queue.drain(..SILERO_CHUNK).collect();
-            self.last_probability = self
-                .infer(&chunk)
-                .map_err(|e| format!("Silero inference failed: {e}"))?;
+            self.last_probability = self.infer(&chunk)?;
         }
         Ok(self.last_probability)
     }

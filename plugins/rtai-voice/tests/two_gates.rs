@@ -1,0 +1,180 @@
+//! Two gates feed one consumer: their segment ids must not collide, or a
+//! cancel from one gate drops the other gate's committed speech.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use gst::prelude::*;
+use rtai_core::{SegmentEvent, SegmentIdMeta};
+
+const RATE: u64 = 16_000;
+const FRAME: u64 = 160;
+
+fn init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstrtaivoice::plugin_register_static().unwrap();
+        gstrtaibatch::plugin_register_static().unwrap();
+    });
+}
+
+#[derive(Clone, Copy)]
+enum Sound {
+    Quiet,
+    Voiced,
+    Click,
+}
+
+fn frame(sound: Sound, n: u64, seed: &mut u32) -> gst::Buffer {
+    let mut bytes = Vec::with_capacity(FRAME as usize * 2);
+    for i in 0..FRAME {
+        let t = (n * FRAME + i) as f64 / RATE as f64;
+        *seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let noise = (*seed >> 8) as f64 / (1u32 << 24) as f64 * 2.0 - 1.0;
+        let v = match sound {
+            Sound::Quiet => 0.001 * noise,
+            Sound::Click => 0.7 * noise,
+            Sound::Voiced => {
+                (1..=6)
+                    .map(|h| (2.0 * std::f64::consts::PI * 150.0 * h as f64 * t).sin() / h as f64)
+                    .sum::<f64>()
+                    * 0.2
+            }
+        };
+        bytes.extend_from_slice(&((v * 32767.0) as i16).to_le_bytes());
+    }
+    let mut buffer = gst::Buffer::from_mut_slice(bytes);
+    let b = buffer.get_mut().unwrap();
+    b.set_pts(gst::ClockTime::from_mseconds(10 * n));
+    b.set_duration(gst::ClockTime::from_mseconds(10));
+    buffer
+}
+
+fn script(parts: &[(Sound, usize)]) -> Vec<Sound> {
+    parts
+        .iter()
+        .flat_map(|(s, n)| std::iter::repeat_n(*s, *n))
+        .collect()
+}
+
+/// Per segment id: buffers seen, and whether it was committed / cancelled.
+#[derive(Default, Debug)]
+struct Seen {
+    buffers: HashMap<u64, usize>,
+    committed: Vec<u64>,
+    cancelled: Vec<u64>,
+}
+
+fn watch(pad: &gst::Pad) -> Arc<Mutex<Seen>> {
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let s = seen.clone();
+    pad.add_probe(
+        gst::PadProbeType::BUFFER
+            | gst::PadProbeType::BUFFER_LIST
+            | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            let mut s = s.lock().unwrap();
+            let mut count = |b: &gst::BufferRef| {
+                if let Some(id) = SegmentIdMeta::get(b) {
+                    *s.buffers.entry(id).or_default() += 1;
+                }
+            };
+            match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => count(b),
+                Some(gst::PadProbeData::BufferList(l)) => l.iter().for_each(count),
+                Some(gst::PadProbeData::Event(e)) => match SegmentEvent::parse(e) {
+                    Some(SegmentEvent::Commit { id }) => s.committed.push(id),
+                    Some(SegmentEvent::Cancel { id, .. }) => s.cancelled.push(id),
+                    _ => {}
+                },
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    seen
+}
+
+#[test]
+fn two_gates_into_one_batcher_keep_their_segments_apart() {
+    init();
+    let caps = "audio/x-raw,format=S16LE,layout=interleaved,rate=16000,channels=1";
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=a format=time caps={caps} ! specvadgate name=ga ! funnel name=f \
+         ! batcher name=b max-batch-size=1 timeout=0 max-queue=1000 ! fakesink sync=false \
+         appsrc name=b_src format=time caps={caps} ! specvadgate name=gb ! f."
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let by = |n: &str| pipeline.by_name(n).unwrap();
+    let gate_a = watch(&by("ga").static_pad("src").unwrap());
+    let gate_b = watch(&by("gb").static_pad("src").unwrap());
+    let out = watch(&by("b").static_pad("src").unwrap());
+    // Gate A: speech, then a click. Gate B: a click first, then speech.
+    let a = script(&[
+        (Sound::Quiet, 50),
+        (Sound::Voiced, 100),
+        (Sound::Quiet, 100),
+        (Sound::Click, 3),
+        (Sound::Quiet, 60),
+    ]);
+    let b = script(&[
+        (Sound::Quiet, 20),
+        (Sound::Click, 3),
+        (Sound::Quiet, 80),
+        (Sound::Voiced, 100),
+        (Sound::Quiet, 110),
+    ]);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let src = |n: &str| by(n).downcast::<gst_app::AppSrc>().unwrap();
+    let (src_a, src_b) = (src("a"), src("b_src"));
+    let (mut seed_a, mut seed_b) = (1, 2);
+    for n in 0..a.len().max(b.len()) {
+        if let Some(s) = a.get(n) {
+            src_a.push_buffer(frame(*s, n as u64, &mut seed_a)).unwrap();
+        }
+        if let Some(s) = b.get(n) {
+            src_b.push_buffer(frame(*s, n as u64, &mut seed_b)).unwrap();
+        }
+    }
+    src_a.end_of_stream().unwrap();
+    src_b.end_of_stream().unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .unwrap();
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    pipeline.set_state(gst::State::Null).unwrap();
+
+    let (a, b, out) = (
+        gate_a.lock().unwrap(),
+        gate_b.lock().unwrap(),
+        out.lock().unwrap(),
+    );
+    assert_eq!((a.committed.len(), a.cancelled.len()), (1, 1), "{a:?}");
+    assert_eq!((b.committed.len(), b.cancelled.len()), (1, 1), "{b:?}");
+    let ids: Vec<u64> = [&a.committed, &a.cancelled, &b.committed, &b.cancelled]
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 4, "ids collide across gates: {ids:?}");
+    for (gate, seen) in [("a", &a), ("b", &b)] {
+        let id = seen.committed[0];
+        assert_eq!(
+            out.buffers.get(&id),
+            seen.buffers.get(&id),
+            "gate {gate}: every buffer of its committed segment {id} passes the batcher"
+        );
+        assert!(seen.buffers[&id] >= 100, "{seen:?}");
+    }
+}
