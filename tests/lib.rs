@@ -21,6 +21,7 @@ pub const ELEMENT_NAMES: &[&str] = &[
     "rtav1pay",
     "rtav1depay",
     "rtencodebin",
+    "rtmpserversrc",
 ];
 
 /// Plugin files of the collection start with this prefix (`libgstrtai*.so`).
