@@ -141,7 +141,8 @@ fn seq_of(buffer: &gst::BufferRef) -> Option<u64> {
 /// Runs in a child process (ignored in a normal run). Kinds:
 /// - `src`: `grpcsrc listen=127.0.0.1:0 $RTAI_GRPC_PROPS ! fakesink`, prints `SEQ n` per buffer;
 /// - `sink`: 12 GRAY8 frames `! grpcsink mode=server listen=127.0.0.1:0`;
-/// - `pull`: `grpcsrc mode=client uri=$RTAI_GRPC_URI ! fakesink`, prints `SEQ n` per buffer.
+/// - `pull`: `grpcsrc mode=client uri=$RTAI_GRPC_URI ! fakesink`, prints `SEQ n` per buffer;
+/// - `send`: a live 50 fps `videotestsrc ! grpcsink uri=$RTAI_GRPC_URI` (runs until killed).
 ///
 /// Prints `PORT n` once listening and `EOS` at the end of the stream, then exits.
 #[test]
@@ -159,6 +160,11 @@ fn child() {
         "sink" => format!(
             "videotestsrc num-buffers=12 ! video/x-raw,format=GRAY8,width=16,height=8,framerate=10/1 \
              ! grpcsink name=bridge mode=server listen=127.0.0.1:0 {props}"
+        ),
+        "send" => format!(
+            "videotestsrc is-live=true pattern=ball ! video/x-raw,width=64,height=48,framerate=50/1 \
+             ! grpcsink name=bridge uri={} {props}",
+            std::env::var("RTAI_GRPC_URI").unwrap()
         ),
         "pull" => format!(
             "grpcsrc name=bridge mode=client uri={} {props} ! fakesink name=out sync=false",
@@ -181,7 +187,7 @@ fn child() {
             });
     }
     pipeline.set_state(gst::State::Playing).unwrap();
-    if kind != "pull" {
+    if kind != "pull" && kind != "send" {
         let port = pipeline
             .by_name("bridge")
             .unwrap()
@@ -537,4 +543,81 @@ fn keepalive_detects_a_stopped_receiver_and_the_stream_resumes() {
         "stopped receiver detected after {detected:?}, resumed in {:?}",
         before.elapsed()
     );
+}
+
+/// The other role: a sender process stopped with SIGSTOP. The receiver (server)
+/// notices through its own keepalive and drops the dead call; after SIGCONT the
+/// sender finds its call gone, reconnects, and buffers flow again.
+#[test]
+fn keepalive_lets_the_server_drop_a_stopped_sender_and_it_reconnects_after_sigcont() {
+    init();
+    let receiver = gst::parse::launch(
+        "grpcsrc name=src listen=127.0.0.1:0 keepalive-interval=200 keepalive-timeout=500 \
+         ! fakesink name=out sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = receiver.by_name("src").unwrap();
+    let buffers = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    {
+        let buffers = buffers.clone();
+        receiver
+            .by_name("out")
+            .unwrap()
+            .static_pad("sink")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                buffers.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                gst::PadProbeReturn::Ok
+            });
+    }
+    receiver.set_state(gst::State::Playing).unwrap();
+    let port = src.property::<u32>("bound-port");
+    let tx = Peer::spawn(
+        "send",
+        &[
+            ("RTAI_GRPC_URI", format!("http://127.0.0.1:{port}")),
+            (
+                "RTAI_GRPC_PROPS",
+                "keepalive-interval=200 keepalive-timeout=500".into(),
+            ),
+        ],
+    );
+    let stats = |field: &str| {
+        src.property::<gst::Structure>("stats")
+            .get::<bool>(field)
+            .unwrap()
+    };
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let count = || buffers.load(std::sync::atomic::Ordering::SeqCst);
+    wait("buffers arrive", &|| count() >= 10);
+    tx.signal("-STOP");
+    let stopped_at = Instant::now();
+    wait("the receiver drops the stopped sender's call", &|| {
+        !stats("connected")
+    });
+    let detected = stopped_at.elapsed();
+    tx.signal("-CONT");
+    let before = count();
+    wait("the sender reconnects and buffers flow again", &|| {
+        stats("connected") && count() >= before + 10
+    });
+    let connections = src
+        .property::<gst::Structure>("stats")
+        .get::<u64>("connections")
+        .unwrap();
+    receiver.set_state(gst::State::Null).unwrap();
+    assert!(
+        detected < Duration::from_secs(5),
+        "detected after {detected:?}"
+    );
+    assert!(connections >= 2, "a new call after SIGCONT: {connections}");
+    eprintln!("stopped sender dropped by the server after {detected:?}");
 }
