@@ -1,251 +1,369 @@
-//! grpcsink → grpcsrc versus tcpserversink+gdppay → tcpclientsrc+gdpdepay on
-//! loopback, in one run: throughput of 720p30 raw video and of H.264 (frames
-//! per second at the receiver, first to last frame), and the latency each adds
-//! per buffer (sender's sink pad to the receiver's fakesink, live 720p30).
+//! The gRPC bridge's transport cost, measured against named baselines in the
+//! same run. Every sender is an `appsrc` fed from buffers generated (and, for
+//! H.264, encoded) into memory before any clock starts, so neither
+//! `videotestsrc` nor the encoder shares the cores with what is measured.
+//!
+//! - throughput: 720p raw I420 and 720p H.264 as fast as they go, frames/s at
+//!   the receiver, first frame in to last frame out;
+//! - latency: H.264 paced as a live 30 fps stream, one way (appsrc push →
+//!   receiver's fakesink), P50/P95/P99;
+//! - 4 streams at once (4 sender/receiver pairs), aggregate frames/s.
+//!
+//! Baselines: `in-process` (the same appsrc → fakesink in one pipeline: no
+//! transport at all) and `gdp+tcp` (gdppay ! tcpclientsink → tcpserversrc !
+//! gdpdepay over loopback, the plain-TCP transport GStreamer ships).
 //!
 //! Run: `cargo bench -p rtai-benches --bench grpc`
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use rtai_benches::{figure, ratio};
 use rtai_core::stats::LatencyHistogram;
 
-const FRAMES: u32 = 300;
+const FRAMES: usize = 300;
+/// H.264 frames are small: ten times as many make a throughput run long enough to time.
+const H264_FRAMES: usize = 3000;
+const FPS: u64 = 30;
 
-struct Bridge {
-    name: &'static str,
-    sender_sink: &'static str,
-    receiver_src: &'static str,
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    InProcess,
+    GdpTcp,
+    Grpc,
 }
 
-const GRPC: Bridge = Bridge {
-    name: "grpcsink/grpcsrc",
-    sender_sink: "grpcsink name=bridge uri=http://127.0.0.1:PORT",
-    receiver_src: "grpcsrc name=bridge listen=127.0.0.1:0",
-};
-/// The same roles as the gRPC pair (the receiver listens, the sender dials):
-/// tcpclientsink/tcpserversrc. tcpserversink drops data until a client has
-/// connected, which makes a fair start hard to arrange; the transport is the same.
-const GDP: Bridge = Bridge {
-    name: "gdppay+tcpclientsink/tcpserversrc+gdpdepay",
-    sender_sink: "gdppay ! tcpclientsink name=bridge host=127.0.0.1 port=PORT sync=false",
-    receiver_src: "tcpserversrc name=bridge host=127.0.0.1 port=FREE ! gdpdepay",
-};
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::InProcess => "in-process appsrc ! fakesink",
+            Transport::GdpTcp => "gdp+tcp (tcpclientsink/tcpserversrc)",
+            Transport::Grpc => "grpcsink/grpcsrc",
+        }
+    }
+}
+
+/// Buffers in memory and their caps.
+struct Frames {
+    caps: gst::Caps,
+    buffers: Vec<gst::Buffer>,
+}
+
+/// Runs `desc ! appsink` to EOS and keeps every buffer.
+fn capture(desc: &str) -> Frames {
+    let pipeline = gst::parse::launch(&format!("{desc} ! appsink name=out sync=false"))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut buffers = Vec::new();
+    let mut caps = None;
+    while let Ok(sample) = sink.pull_sample() {
+        caps = sample.caps().map(|c| c.to_owned());
+        buffers.push(sample.buffer_owned().unwrap());
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    Frames {
+        caps: caps.expect("frames were captured"),
+        buffers,
+    }
+}
 
 struct Measured {
     fps: f64,
+    /// Payload megabits per second at the receiver.
+    mbps: f64,
     latency: LatencyHistogram,
     frames: usize,
 }
 
-/// Runs `source ! <bridge sender>` and `<bridge receiver> ! fakesink`, returns
-/// the receiver's frame rate and per-buffer latency (by PTS).
-fn run(bridge: &Bridge, source: &str) -> Measured {
-    let entered: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
-    // (sequence number of the buffer, when it arrived)
-    type Arrivals = Arc<Mutex<Vec<(Option<u64>, Instant)>>>;
-    let arrived: Arrivals = Arc::default();
-    let (sender, receiver);
-    // The receiver listens first; the sender dials its port.
-    // A free port for tcpserversrc (its current-port is not known until it accepts).
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    receiver = gst::parse::launch(&format!(
-        "{} ! fakesink name=out sync=false",
-        bridge.receiver_src.replace("FREE", &free.to_string())
-    ))
-    .unwrap();
-    receiver.set_state(gst::State::Playing).unwrap();
-    let listener = receiver
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .by_name("bridge")
-        .unwrap();
-    let port = if bridge.name.starts_with("grpc") {
-        listener.property::<u32>("bound-port") as i32
-    } else {
-        free as i32
+/// One sender/receiver pair, started and ready to be fed.
+struct Pair {
+    sender: gst::Pipeline,
+    receiver: Option<gst::Pipeline>,
+    appsrc: gst_app::AppSrc,
+    arrived: Arc<Mutex<Vec<(u64, Instant)>>>,
+    bytes: Arc<Mutex<u64>>,
+}
+
+fn pair(transport: Transport, caps: &gst::Caps) -> Pair {
+    let launch = |d: &str| {
+        gst::parse::launch(d)
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap()
     };
-    sender = gst::parse::launch(&format!(
-        "{source} ! {}",
-        bridge.sender_sink.replace("PORT", &port.to_string())
-    ))
-    .unwrap();
-    let bin = |p: &gst::Element, n: &str| p.downcast_ref::<gst::Bin>().unwrap().by_name(n).unwrap();
+    let appsrc_desc = "appsrc name=src format=time block=true max-bytes=8000000 stream-type=stream";
+    let (sender, receiver) = match transport {
+        Transport::InProcess => (
+            launch(&format!("{appsrc_desc} ! fakesink name=out sync=false")),
+            None,
+        ),
+        Transport::GdpTcp => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let receiver = launch(&format!(
+                "tcpserversrc host=127.0.0.1 port={port} ! gdpdepay ! fakesink name=out sync=false"
+            ));
+            receiver.set_state(gst::State::Playing).unwrap();
+            let sender = launch(&format!(
+                "{appsrc_desc} ! gdppay ! tcpclientsink host=127.0.0.1 port={port} sync=false"
+            ));
+            (sender, Some(receiver))
+        }
+        Transport::Grpc => {
+            let receiver =
+                launch("grpcsrc name=bridge listen=127.0.0.1:0 ! fakesink name=out sync=false");
+            receiver.set_state(gst::State::Playing).unwrap();
+            let port = receiver
+                .by_name("bridge")
+                .unwrap()
+                .property::<u32>("bound-port");
+            let sender = launch(&format!(
+                "{appsrc_desc} ! grpcsink uri=http://127.0.0.1:{port}"
+            ));
+            (sender, Some(receiver))
+        }
+    };
+    let appsrc = sender
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    appsrc.set_caps(Some(caps));
+    let arrived: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let bytes: Arc<Mutex<u64>> = Arc::default();
+    let out = receiver.as_ref().unwrap_or(&sender).by_name("out").unwrap();
     {
-        let entered = entered.clone();
-        let sender_pad = bin(&sender, "bridge").static_pad("sink").unwrap();
-        sender_pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(b) = info.buffer() {
-                let mut entered = entered.lock().unwrap();
-                // Buffers without PTS (H.264 from a file) count for throughput only.
-                let key = b
-                    .pts()
-                    .map_or(u64::MAX - entered.len() as u64, |p| p.nseconds());
-                entered.insert(key, Instant::now());
-            }
-            gst::PadProbeReturn::Ok
-        });
-    }
-    {
-        let arrived = arrived.clone();
-        bin(&receiver, "out").static_pad("sink").unwrap().add_probe(
-            gst::PadProbeType::BUFFER,
-            move |_, info| {
-                if info.buffer().is_some() {
-                    let pts = info.buffer().and_then(|b| b.pts()).map(|p| p.nseconds());
-                    arrived.lock().unwrap().push((pts, Instant::now()));
+        let (arrived, bytes) = (arrived.clone(), bytes.clone());
+        out.static_pad("sink")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(b) = info.buffer()
+                    && let Some(pts) = b.pts()
+                {
+                    *bytes.lock().unwrap() += b.size() as u64;
+                    arrived
+                        .lock()
+                        .unwrap()
+                        .push((pts.nseconds(), Instant::now()));
                 }
                 gst::PadProbeReturn::Ok
-            },
-        );
+            });
     }
     sender.set_state(gst::State::Playing).unwrap();
-    let started = Instant::now();
-    // The GDP sender keeps its socket open after EOS; closing it ends the receiver's stream.
-    sender.bus().unwrap().timed_pop_filtered(
-        gst::ClockTime::from_seconds(120),
-        &[gst::MessageType::Eos, gst::MessageType::Error],
-    );
-    sender.set_state(gst::State::Null).unwrap();
-    let done = receiver.bus().unwrap().timed_pop_filtered(
-        gst::ClockTime::from_seconds(20),
-        &[gst::MessageType::Eos, gst::MessageType::Error],
-    );
-    match done.as_ref().map(|m| m.view()) {
-        Some(gst::MessageView::Eos(_)) => {}
-        other => panic!(
-            "{}: the receiver did not finish after {:?}: {other:?} (sender: {:?})",
-            bridge.name,
-            started.elapsed(),
-            sender
-                .bus()
-                .unwrap()
-                .pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos])
-        ),
+    Pair {
+        sender,
+        receiver,
+        appsrc,
+        arrived,
+        bytes,
     }
-    sender.set_state(gst::State::Null).unwrap();
-    receiver.set_state(gst::State::Null).unwrap();
-    let arrived = arrived.lock().unwrap();
-    let entered = entered.lock().unwrap();
+}
+
+/// Feeds `frames` (cycled to `count` buffers) into the pair, paced at FPS when
+/// `paced`; returns when the receiver has everything. Push times by PTS.
+fn feed(p: &Pair, frames: &Frames, count: usize, paced: bool) -> HashMap<u64, Instant> {
+    let period = Duration::from_nanos(1_000_000_000 / FPS);
+    let mut pushed = HashMap::new();
+    let start = Instant::now();
+    for i in 0..count {
+        if paced {
+            // The feeder is the live source: it waits for each frame's time.
+            let due = start + period * i as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let mut buffer = frames.buffers[i % frames.buffers.len()].copy();
+        let pts = period.as_nanos() as u64 * i as u64;
+        {
+            let b = buffer.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::from_nseconds(pts));
+            b.set_dts(gst::ClockTime::NONE);
+            b.set_duration(gst::ClockTime::from_nseconds(period.as_nanos() as u64));
+        }
+        pushed.insert(pts, Instant::now());
+        p.appsrc.push_buffer(buffer).unwrap();
+    }
+    p.appsrc.end_of_stream().unwrap();
+    let wait = |pipeline: &gst::Pipeline, what: &str| {
+        let msg = pipeline.bus().unwrap().timed_pop_filtered(
+            gst::ClockTime::from_seconds(120),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
+        match msg.as_ref().map(|m| m.view()) {
+            Some(gst::MessageView::Eos(_)) => {}
+            other => panic!("{what} did not finish: {other:?}"),
+        }
+    };
+    wait(&p.sender, "the sender");
+    if let Some(r) = &p.receiver {
+        // tcpclientsink keeps its socket after EOS; closing it ends the receiver's stream.
+        p.sender.set_state(gst::State::Null).unwrap();
+        wait(r, "the receiver");
+    }
+    pushed
+}
+
+fn finish(p: Pair, pushed: &HashMap<u64, Instant>) -> Measured {
+    p.sender.set_state(gst::State::Null).unwrap();
+    if let Some(r) = &p.receiver {
+        r.set_state(gst::State::Null).unwrap();
+    }
+    let bytes = *p.bytes.lock().unwrap();
+    let arrived = p.arrived.lock().unwrap();
     let mut latency = LatencyHistogram::new();
     for (pts, at) in arrived.iter() {
-        if let Some(t) = pts.and_then(|pts| entered.get(&pts)) {
+        if let Some(t) = pushed.get(pts) {
             latency.record(at.saturating_duration_since(*t).as_nanos() as u64);
         }
     }
-    // From the first frame entering the sender to the last leaving the receiver.
-    let first_in = entered.values().min().copied();
+    let first_in = pushed.values().min().copied();
     let span = match (first_in, arrived.last()) {
         (Some(a), Some(b)) => b.1.duration_since(a).as_secs_f64(),
         _ => f64::NAN,
     };
     Measured {
         fps: arrived.len() as f64 / span,
+        mbps: bytes as f64 * 8.0 / 1e6 / span,
         latency,
         frames: arrived.len(),
     }
 }
 
-fn print_latency(grpc: &Measured, gdp: &Measured) {
-    for (name, m) in [(GRPC.name, grpc), (GDP.name, gdp)] {
-        println!(
-            "{name:<44} P50 {:>7.3} ms  P95 {:>7.3} ms  P99 {:>7.3} ms",
-            m.latency.quantile(0.5) as f64 / 1e6,
-            m.latency.quantile(0.95) as f64 / 1e6,
-            m.latency.quantile(0.99) as f64 / 1e6
-        );
-    }
+fn run(transport: Transport, frames: &Frames, count: usize, paced: bool) -> Measured {
+    let p = pair(transport, &frames.caps);
+    let pushed = feed(&p, frames, count, paced);
+    finish(p, &pushed)
+}
+
+/// `n` pairs at once, each fed from its own thread; aggregate frames/s.
+fn run_concurrent(transport: Transport, frames: &Frames, n: usize) -> f64 {
+    let pairs: Vec<Pair> = (0..n).map(|_| pair(transport, &frames.caps)).collect();
+    let started = Instant::now();
+    let frames_out: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = pairs
+            .into_iter()
+            .map(|p| {
+                s.spawn(move || {
+                    let pushed = feed(&p, frames, FRAMES, false);
+                    finish(p, &pushed).frames
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    frames_out as f64 / started.elapsed().as_secs_f64()
+}
+
+fn print_latency(name: &str, m: &Measured) {
+    println!(
+        "{name:<44} P50 {:>7.3} ms  P95 {:>7.3} ms  P99 {:>7.3} ms ({} frames)",
+        m.latency.quantile(0.5) as f64 / 1e6,
+        m.latency.quantile(0.95) as f64 / 1e6,
+        m.latency.quantile(0.99) as f64 / 1e6,
+        m.latency.count()
+    );
 }
 
 fn main() {
     gst::init().unwrap();
     gstrtaigrpc::plugin_register_static().unwrap();
-    let raw = format!(
-        "videotestsrc num-buffers={FRAMES} pattern=ball ! video/x-raw,format=I420,width=1280,height=720,framerate=30/1"
+    let all = [Transport::InProcess, Transport::GdpTcp, Transport::Grpc];
+
+    // Generated before any measurement: 30 distinct raw frames, 300 encoded ones (noise
+    // at 4 Mb/s: frames of a real stream's size; a moving ball compresses to a few
+    // hundred bytes a frame, which would measure the per-message cost only).
+    let raw = capture(
+        "videotestsrc num-buffers=30 pattern=ball ! video/x-raw,format=I420,width=1280,height=720,framerate=30/1",
+    );
+    let h264 = capture(&format!(
+        "videotestsrc num-buffers={FRAMES} pattern=snow ! video/x-raw,format=I420,width=1280,height=720,framerate=30/1 \
+         ! x264enc speed-preset=ultrafast tune=zerolatency bitrate=4000 vbv-buf-capacity=1000 key-int-max=60 ! h264parse \
+         ! video/x-h264,stream-format=byte-stream,alignment=au"
+    ));
+    let h264_bytes: usize = h264.buffers.iter().map(|b| b.size()).sum();
+    println!(
+        "inputs in memory: 30 raw 720p I420 frames ({} bytes each), {} H.264 frames ({} bytes)",
+        raw.buffers[0].size(),
+        h264.buffers.len(),
+        h264_bytes
     );
 
-    // H.264 once, into memory-backed file, so both bridges carry the same bytes and the encoder is not measured.
-    let h264_path = std::env::temp_dir().join(format!("rtai-bench-{}.h264", std::process::id()));
-    let encode = gst::parse::launch(&format!(
-        "{raw} ! x264enc speed-preset=ultrafast tune=zerolatency bitrate=4000 key-int-max=60 ! h264parse ! video/x-h264,stream-format=byte-stream ! filesink location={}",
-        h264_path.display()
-    ))
-    .unwrap();
-    encode.set_state(gst::State::Playing).unwrap();
-    encode.bus().unwrap().timed_pop_filtered(
-        gst::ClockTime::from_seconds(300),
-        &[gst::MessageType::Eos, gst::MessageType::Error],
-    );
-    encode.set_state(gst::State::Null).unwrap();
-    let h264 = format!("filesrc location={} ! h264parse", h264_path.display());
-
-    println!("== throughput at the receiver (frames/s, first to last frame), {FRAMES} frames");
-    for (what, source) in [
-        ("720p raw I420", raw.as_str()),
-        ("720p H.264", h264.as_str()),
+    println!("\n== throughput at the receiver (first in to last out), as fast as it goes");
+    for (what, frames, count) in [
+        ("720p raw I420", &raw, FRAMES),
+        ("720p H.264", &h264, H264_FRAMES),
     ] {
-        let g = run(&GRPC, source);
-        let t = run(&GDP, source);
-        println!(
-            "{what:<14} {:<44} {:>9.1} fps ({} frames)",
-            GRPC.name, g.fps, g.frames
-        );
-        println!(
-            "{what:<14} {:<44} {:>9.1} fps ({} frames)",
-            GDP.name, t.fps, t.frames
+        let m: Vec<Measured> = all.iter().map(|t| run(*t, frames, count, false)).collect();
+        for (t, m) in all.iter().zip(&m) {
+            println!(
+                "{what:<14} {:<40} {:>9.1} fps {:>8.1} Mbit/s ({} frames)",
+                t.name(),
+                m.fps,
+                m.mbps,
+                m.frames
+            );
+        }
+        ratio(
+            &format!("{what}: grpc / gdp+tcp throughput"),
+            m[2].fps,
+            m[1].fps,
+            "fps",
         );
         ratio(
-            &format!("{what}: grpc / gdp throughput (goal >= 0.9)"),
-            g.fps,
-            t.fps,
+            &format!("{what}: grpc / in-process throughput"),
+            m[2].fps,
+            m[0].fps,
             "fps",
         );
     }
 
-    println!(
-        "\n== added latency per buffer, live 720p30 raw, {} s",
-        FRAMES / 30
-    );
-    let live = format!(
-        "videotestsrc is-live=true num-buffers={FRAMES} pattern=ball ! video/x-raw,format=I420,width=1280,height=720,framerate=30/1"
-    );
-    let g = run(&GRPC, &live);
-    let t = run(&GDP, &live);
-    print_latency(&g, &t);
+    println!("\n== one-way latency, H.264 720p paced at {FPS} fps (live), {FRAMES} frames");
+    let m: Vec<Measured> = all.iter().map(|t| run(*t, &h264, FRAMES, true)).collect();
+    for (t, m) in all.iter().zip(&m) {
+        print_latency(t.name(), m);
+    }
     figure(
-        "grpc P95 latency, 720p raw (goal < 1 ms)",
-        g.latency.quantile(0.95) as f64 / 1e6,
+        "grpc P95 one-way latency, paced H.264",
+        m[2].latency.quantile(0.95) as f64 / 1e6,
         "ms",
     );
     ratio(
-        "grpc / gdp P95 latency, 720p raw",
-        g.latency.quantile(0.95) as f64,
-        t.latency.quantile(0.95) as f64,
+        "grpc / gdp+tcp P95 latency, paced H.264",
+        m[2].latency.quantile(0.95) as f64,
+        m[1].latency.quantile(0.95) as f64,
+        "ns",
+    );
+    ratio(
+        "grpc / gdp+tcp P99 latency, paced H.264",
+        m[2].latency.quantile(0.99) as f64,
+        m[1].latency.quantile(0.99) as f64,
         "ns",
     );
 
-    println!("\n== added latency per buffer, live 16 kHz audio in 10 ms buffers, 5 s");
-    let audio = "audiotestsrc is-live=true num-buffers=500 samplesperbuffer=160 ! audio/x-raw,format=S16LE,rate=16000,channels=1";
-    let g = run(&GRPC, audio);
-    let t = run(&GDP, audio);
-    print_latency(&g, &t);
-    figure(
-        "grpc P95 latency, small buffers (goal < 1 ms)",
-        g.latency.quantile(0.95) as f64 / 1e6,
-        "ms",
-    );
+    println!("\n== 4 streams at once, 720p raw, {FRAMES} frames each (aggregate frames/s)");
+    let single = run(Transport::Grpc, &raw, FRAMES, false).fps;
+    let grpc4 = run_concurrent(Transport::Grpc, &raw, 4);
+    let tcp4 = run_concurrent(Transport::GdpTcp, &raw, 4);
+    figure("grpc, 4 streams, aggregate", grpc4, "fps");
+    figure("gdp+tcp, 4 streams, aggregate", tcp4, "fps");
+    ratio("grpc / gdp+tcp, 4 streams", grpc4, tcp4, "fps");
     ratio(
-        "grpc / gdp P95 latency, small buffers",
-        g.latency.quantile(0.95) as f64,
-        t.latency.quantile(0.95) as f64,
-        "ns",
+        "grpc 4 streams / 1 stream (aggregate)",
+        grpc4,
+        single,
+        "fps",
     );
-    let _ = std::fs::remove_file(&h264_path);
 }
