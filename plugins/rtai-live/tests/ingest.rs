@@ -236,3 +236,27 @@ fn keep_alive_mode_sends_a_stop_event_and_continues_without_eos() {
     assert_eq!(seen.eos, 0);
     assert_monotonic(&seen.pts);
 }
+
+#[test]
+fn silent_publisher_ends_after_idle_timeout() {
+    let ingest = Ingest::start(&[("idle-timeout", &500u32)]);
+    let mut ff = ffmpeg_publish(&ingest.url("cam"), 30.0, "160x120");
+    assert!(ingest.wait(Duration::from_secs(10), |s| s.pts.len() >= 15));
+    let pid = ff.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let silent = Instant::now();
+    let ended = ingest.wait(Duration::from_millis(2500), |s| s.eos > 0);
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    let _ = ff.kill();
+    let _ = ff.wait();
+    assert!(ended, "no EOS within idle-timeout + 2 s");
+    eprintln!("silent publisher ended after {:?}", silent.elapsed());
+    let stop = ingest.messages("rtmp-publish-stop");
+    assert_eq!(stop[0].get::<String>("reason").unwrap(), "idle-timeout");
+}

@@ -1148,3 +1148,81 @@ async fn ask_hook(
         Err(_) => Err("auth-timeout".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rml_rtmp::chunk_io::ChunkSerializer;
+    use rml_rtmp::messages::MessagePayload;
+    use rml_rtmp::time::RtmpTimestamp;
+
+    fn session() -> ServerSession {
+        ServerSession::new(ServerSessionConfig::new()).unwrap().0
+    }
+
+    fn message(type_id: u8, data: &[u8]) -> Vec<u8> {
+        ChunkSerializer::new()
+            .serialize(
+                &MessagePayload {
+                    timestamp: RtmpTimestamp::new(0),
+                    type_id,
+                    message_stream_id: 0,
+                    data: Bytes::copy_from_slice(data),
+                },
+                true,
+                false,
+            )
+            .unwrap()
+            .bytes
+    }
+
+    #[test]
+    fn rml_rtmp_panics_become_errors() {
+        // `@setDataFrame` without arguments: rml_rtmp 0.8 indexes an empty Vec.
+        let input = message(18, &[&[0x02, 0x00, 0x0d][..], b"@setDataFrame"].concat());
+        let mut s = session();
+        let r = guarded("chunk stream", || s.handle_input(&input));
+        assert!(r.is_err());
+        // A command whose AMF string runs past the end.
+        let mut s = session();
+        assert!(
+            guarded("chunk stream", || s
+                .handle_input(&message(20, &[2, 0xff, 0xff, b'x'])))
+            .is_err()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn random_chunk_streams_end_in_results_or_errors(
+            data in proptest::collection::vec(any::<u8>(), 0..4096),
+            split in 1usize..512,
+        ) {
+            let mut s = session();
+            for piece in data.chunks(split) {
+                if guarded("chunk stream", || s.handle_input(piece)).is_err() {
+                    break;
+                }
+            }
+        }
+
+        #[test]
+        fn random_handshakes_end_in_results_or_errors(data in proptest::collection::vec(any::<u8>(), 0..8192)) {
+            let mut hs = Handshake::new(PeerType::Server);
+            let _ = guarded("handshake", || hs.process_bytes(&data));
+        }
+
+        #[test]
+        fn throttle_blocks_after_three_failures(failures in 0u32..8) {
+            let mut t = Throttle::default();
+            let ip: IpAddr = "10.0.0.1".parse().unwrap();
+            for _ in 0..failures {
+                t.fail(ip);
+            }
+            prop_assert_eq!(t.blocked(ip), failures >= FREE_FAILURES);
+            t.succeed(ip);
+            prop_assert!(!t.blocked(ip));
+        }
+    }
+}
