@@ -143,24 +143,10 @@ fn run(engine: &str, props: &[(&str, String)], c: &corpus::Corpus) -> Report {
     }
 }
 
-#[test]
-fn corpus_report_per_engine() {
-    gst::init().unwrap();
-    gstrtaivoice::plugin_register_static().unwrap();
-    let c = corpus::build(12).expect("espeak-ng and sox generate the corpus");
-    if let Ok(path) = std::env::var("RTAI_CORPUS_DUMP") {
-        // For offline analysis: raw S16LE 16 kHz mono, and the labels beside it.
-        let bytes: Vec<u8> = c.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-        std::fs::write(&path, bytes).expect("corpus dump written");
-        let labels: String = c
-            .labels
-            .iter()
-            .map(|l| format!("{}\t{}\t{}\n", l.start, l.end, l.what))
-            .collect();
-        std::fs::write(format!("{path}.labels"), labels).expect("corpus labels written");
-    }
+/// Runs every engine on `c` and prints the table.
+fn evaluate(name: &str, c: &corpus::Corpus) -> Vec<Report> {
     println!(
-        "\ncorpus: {} utterances, {} non-speech bursts, {:.1} s\n{:<8} {:>7} {:>10} {:>6} {:>12} {:>13} {:>16}",
+        "\n{name}: {} utterances, {} non-speech sounds, {:.1} s\n{:<8} {:>7} {:>10} {:>6} {:>12} {:>13} {:>16}",
         c.labels.iter().filter(|l| l.kind.is_speech()).count(),
         c.labels.iter().filter(|l| !l.kind.is_speech()).count(),
         c.samples.len() as f64 / corpus::RATE as f64,
@@ -179,7 +165,7 @@ fn corpus_report_per_engine() {
         ("silero", corpus::silero_properties()),
     ];
     for (engine, props) in &engines {
-        let r = run(engine, props, &c);
+        let r = run(engine, props, c);
         println!(
             "{:<8} {:>7.3} {:>10.3} {:>6} {:>9}/{:<2} {:>10}/{:<2} {:>16.1}",
             r.engine,
@@ -202,12 +188,49 @@ fn corpus_report_per_engine() {
         );
         reports.push(r);
     }
-    // Targets and regression bounds (docs/specvadgate.md has the figures).
-    // Acceptance is commits ÷ starts, so an engine that cancels a false start
-    // instead of committing it scores lower: false commits are bounded too.
-    // Onset delay: the first labelled speech sample leaves when the frame that
-    // triggers the gate is analysed, one 10 ms frame for energy/webrtc, one or
-    // two 32 ms Silero windows.
+    reports
+}
+
+#[test]
+fn corpus_report_per_engine() {
+    gst::init().unwrap();
+    gstrtaivoice::plugin_register_static().unwrap();
+    let c = corpus::build(12).expect("espeak-ng and sox generate the corpus");
+    if let Ok(path) = std::env::var("RTAI_CORPUS_DUMP") {
+        // For offline analysis: raw S16LE 16 kHz mono, and the labels beside it.
+        let bytes: Vec<u8> = c.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        std::fs::write(&path, bytes).expect("corpus dump written");
+        let labels: String = c
+            .labels
+            .iter()
+            .map(|l| format!("{}\t{}\t{}\n", l.start, l.end, l.what))
+            .collect();
+        std::fs::write(format!("{path}.labels"), labels).expect("corpus labels written");
+    }
+    let reports = evaluate("tuning corpus", &c);
+    // The held-out corpus (other voices, sentences, seed and noises: music, TV
+    // chatter, door slams, keyboard, breathing) was never used for tuning.
+    let held_out =
+        corpus::build_held_out(15).expect("espeak-ng and sox generate the held-out corpus");
+    let held_out_reports = evaluate("held-out corpus", &held_out);
+    for r in &held_out_reports {
+        if r.engine == "silero" {
+            assert!(
+                r.recall >= 0.98,
+                "held-out: silero recall {:.3} below 0.98",
+                r.recall
+            );
+            // The target is 0.95; measured 0.944 (17 of 18 starts: the music,
+            // TV-chatter and breathing sounds open segments, two commit). Not met: this
+            // bound only keeps it from getting worse (docs/specvadgate.md).
+            assert!(
+                r.acceptance >= 0.94,
+                "held-out: silero acceptance {:.3} below 0.94 ({:?})",
+                r.acceptance,
+                r.false_start_kinds
+            );
+        }
+    }
     for r in &reports {
         assert!(
             r.recall >= 0.98,
