@@ -283,6 +283,66 @@ pub fn parse_sequence_header(payload: &[u8]) -> Option<SequenceInfo> {
     })
 }
 
+/// The largest frame a sequence header allows (max_frame_width_minus_1 + 1,
+/// max_frame_height_minus_1 + 1; spec 5.5.1 through every operating point).
+/// `None` when the payload is too short.
+pub fn sequence_max_frame_size(payload: &[u8]) -> Option<(u32, u32)> {
+    let mut b = Bits::new(payload);
+    b.bits(3)?; // seq_profile
+    b.bit()?; // still_picture
+    let reduced = b.bit()? == 1;
+    if reduced {
+        b.bits(5)?; // seq_level_idx[0]
+    } else {
+        let mut decoder_model_info_present = false;
+        let mut buffer_delay_length = 0;
+        if b.bit()? == 1 {
+            // timing_info
+            b.bits(32)?;
+            b.bits(32)?;
+            if b.bit()? == 1 {
+                let mut zeros = 0;
+                while b.bit()? == 0 {
+                    zeros += 1;
+                    if zeros >= 32 {
+                        return None;
+                    }
+                }
+                b.bits(zeros)?;
+            }
+            decoder_model_info_present = b.bit()? == 1;
+            if decoder_model_info_present {
+                buffer_delay_length = b.bits(5)? + 1;
+                b.bits(32)?;
+                b.bits(5)?;
+                b.bits(5)?;
+            }
+        }
+        let initial_display_delay_present = b.bit()? == 1;
+        let operating_points = b.bits(5)? + 1;
+        for _ in 0..operating_points {
+            b.bits(12)?; // operating_point_idc
+            if b.bits(5)? > 7 {
+                b.bit()?; // seq_tier
+            }
+            if decoder_model_info_present && b.bit()? == 1 {
+                // operating_parameters_info: two delays and low_delay_mode_flag
+                b.bits(buffer_delay_length)?;
+                b.bits(buffer_delay_length)?;
+                b.bit()?;
+            }
+            if initial_display_delay_present && b.bit()? == 1 {
+                b.bits(4)?;
+            }
+        }
+    }
+    let width_bits = b.bits(4)? + 1;
+    let height_bits = b.bits(4)? + 1;
+    let width = b.bits(width_bits)? + 1;
+    let height = b.bits(height_bits)? + 1;
+    Some((width, height))
+}
+
 /// Whether a frame (or frame header) OBU's payload starts a key frame that is
 /// shown (spec 5.9.2). `None` when the payload is too short.
 pub fn is_key_frame(payload: &[u8], reduced_still_picture_header: bool) -> Option<bool> {

@@ -9,6 +9,7 @@ mod common;
 use common::*;
 use gst::prelude::*;
 use gst_check::Harness;
+use gst_video::prelude::*;
 
 /// Luma PSNR every decoded frame must reach against the source on the test clip.
 const MIN_FRAME_PSNR: f64 = 30.0;
@@ -367,4 +368,60 @@ fn reported_latency_is_the_real_output_delay() {
             "{props}: reported {latency}, measured {worst} frames ({expected})"
         );
     }
+}
+
+/// Frames the base class holds for rtav1dec (GstVideoDecoder's pending list).
+fn pending_frames(h: &Harness) -> usize {
+    h.element()
+        .unwrap()
+        .downcast::<gst_video::VideoDecoder>()
+        .unwrap()
+        .frames()
+        .len()
+}
+
+#[test]
+fn frames_without_a_picture_are_released() {
+    let (caps, units) = damaged_stream();
+    init();
+    let mut h = Harness::new("rtav1dec");
+    let dec = h.element().unwrap();
+    dec.set_property("max-frame-delay", 1u32);
+    dec.set_property("max-errors", -1i32);
+    h.set_src_caps(caps);
+    h.play();
+    for u in &units {
+        let _ = h.push(u.clone());
+    }
+    let out = std::iter::from_fn(|| h.try_pull()).count();
+    let stats = dec.property::<gst::Structure>("stats");
+    eprintln!("{out} frames out, {stats}");
+    assert!(stats.get::<u64>("decode-errors").unwrap() >= 1, "{stats}");
+    // One frame of delay: dav1d holds at most one; every other frame came out or was let go.
+    let pending = pending_frames(&h);
+    assert!(
+        pending <= 1,
+        "{pending} frames still pending after {} units",
+        units.len()
+    );
+    h.push_event(gst::event::Eos::new());
+    while h.try_pull().is_some() {}
+    assert_eq!(pending_frames(&h), 0, "nothing pending after the drain");
+}
+
+#[test]
+fn a_frame_larger_than_frame_size_limit_is_a_clear_error() {
+    let clip = clip(320, 240, 5, "I420", "ball");
+    let (caps, units) = encode(&clip, "rtav1enc");
+    // 320x240 = 76800 pixels: a limit of 200x200 refuses it before dav1d allocates.
+    let (out, _, error) = run_decoder("frame-size-limit=40000", &caps, &units);
+    let error = error.expect("a frame over frame-size-limit is an error");
+    assert!(error.contains("frame-size-limit"), "{error}");
+    assert!(out.is_empty(), "{} frames out", out.len());
+    let (out, _, error) = run_decoder("frame-size-limit=76800", &caps, &units);
+    assert_eq!(
+        (out.len(), error),
+        (5, None),
+        "a frame at the limit decodes"
+    );
 }

@@ -1,6 +1,12 @@
 //! rtav1dec: AV1 decoder on dav1d (the `dav1d` crate over Debian's libdav1d
 //! 1.0). Resolution, layout and bit-depth changes renegotiate; decode errors
 //! are counted and go through the base class's `max-errors` policy.
+//!
+//! Every input frame leaves the base class's pending list: with its picture,
+//! or released (as stock av1dec does) when a later picture comes out first,
+//! when dav1d holds more frames than its delay allows, or after a drain. A
+//! sequence header announcing frames over `frame-size-limit` is an error
+//! before dav1d allocates anything.
 
 use std::sync::{LazyLock, Mutex};
 
@@ -9,6 +15,8 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
+
+use crate::obu::{self, Obu};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -21,6 +29,8 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_N_THREADS: u32 = 0;
 const DEFAULT_MAX_FRAME_DELAY: u32 = 0;
 const DEFAULT_APPLY_GRAIN: bool = true;
+/// Largest picture (width × height) decoded by default: 8192×8192.
+const DEFAULT_FRAME_SIZE_LIMIT: u32 = 8192 * 8192;
 /// dav1d 1.0's own thread limit (DAV1D_MAX_THREADS).
 const DAV1D_MAX_THREADS: u32 = 256;
 
@@ -29,6 +39,7 @@ struct Settings {
     n_threads: u32,
     max_frame_delay: u32,
     apply_grain: bool,
+    frame_size_limit: u32,
 }
 
 impl Default for Settings {
@@ -37,6 +48,7 @@ impl Default for Settings {
             n_threads: DEFAULT_N_THREADS,
             max_frame_delay: DEFAULT_MAX_FRAME_DELAY,
             apply_grain: DEFAULT_APPLY_GRAIN,
+            frame_size_limit: DEFAULT_FRAME_SIZE_LIMIT,
         }
     }
 }
@@ -47,6 +59,7 @@ struct Stats {
     frames_out: u64,
     decode_errors: u64,
     renegotiations: u64,
+    released: u64,
 }
 
 type InputState = gst_video::VideoCodecState<'static, gst_video::video_codec_state::Readable>;
@@ -150,6 +163,7 @@ impl RtAv1Dec {
             .field("frames-out", s.frames_out)
             .field("decode-errors", s.decode_errors)
             .field("renegotiations", s.renegotiations)
+            .field("released-frames", s.released)
             .build()
     }
 
@@ -172,6 +186,7 @@ impl RtAv1Dec {
         ds.set_n_threads(s.n_threads);
         ds.set_max_frame_delay(max_frame_delay);
         ds.set_apply_grain(s.apply_grain);
+        ds.set_frame_size_limit(s.frame_size_limit);
         let decoder =
             dav1d::Decoder::with_settings(&ds).map_err(|e| format!("dav1d_open failed: {e}"))?;
         let frame_delay = dav1d_frame_delay(s.n_threads, max_frame_delay);
@@ -187,6 +202,66 @@ impl RtAv1Dec {
             output_info: None,
             frame_delay,
         })
+    }
+
+    /// Releases pending frames older than frame `number` (their pictures did
+    /// not come out: dav1d swallowed the unit or failed on it) and, when
+    /// `keep` is given, the oldest ones beyond the newest `keep`.
+    fn release_stale_frames(&self, number: Option<u32>, keep: Option<usize>) {
+        let obj = self.obj();
+        let mut frames = obj.frames();
+        frames.sort_by_key(|f| f.system_frame_number());
+        let total = frames.len();
+        let mut released = 0u64;
+        for (i, frame) in frames.into_iter().enumerate() {
+            let older =
+                number.is_some_and(|n| (n.wrapping_sub(frame.system_frame_number()) as i32) > 0);
+            let beyond = keep.is_some_and(|k| i + k < total);
+            if older || beyond {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "frame {} has no picture: released",
+                    frame.system_frame_number()
+                );
+                obj.release_frame(frame);
+                released += 1;
+            }
+        }
+        if released > 0 {
+            self.stats.lock().unwrap().released += released;
+        }
+    }
+
+    /// An error when the unit's sequence header announces frames larger than
+    /// `frame-size-limit` (checked before dav1d sees the unit).
+    fn check_frame_size(&self, data: &[u8]) -> Result<(), gst::FlowError> {
+        let limit = self.settings.lock().unwrap().frame_size_limit;
+        if limit == 0 {
+            return Ok(());
+        }
+        let Ok(obus) = Obu::parse_all(data) else {
+            return Ok(()); // dav1d reports corrupt data itself
+        };
+        for o in obus
+            .iter()
+            .filter(|o| o.obu_type == obu::OBU_SEQUENCE_HEADER)
+        {
+            if let Some((w, h)) = obu::sequence_max_frame_size(o.payload)
+                && w as u64 * h as u64 > limit as u64
+            {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Decode,
+                    ("AV1 frames of up to {w}x{h} are over frame-size-limit ({limit} pixels)"),
+                    [
+                        "the sequence header's max_frame_width/height; raise frame-size-limit to decode this stream"
+                    ]
+                );
+                return Err(gst::FlowError::Error);
+            }
+        }
+        Ok(())
     }
 
     fn update_latency(&self, frame_delay: u32) {
@@ -248,6 +323,13 @@ impl RtAv1Dec {
             |picture| self.output_picture(picture).map(|_| ()),
             |e| self.decode_error("get_picture", e).map(|_| ()),
         )?;
+        if drain {
+            // Drained: dav1d holds nothing, so what is pending has no picture coming.
+            self.release_stale_frames(None, Some(0));
+        } else if let Some(delay) = self.state.lock().unwrap().as_ref().map(|s| s.frame_delay) {
+            // dav1d holds at most its frame delay; one more for the frame in hand.
+            self.release_stale_frames(None, Some(delay as usize + 1));
+        }
         if drain && outcome == Pulled::ErrorBudgetSpent {
             gst::warning!(
                 CAT,
@@ -312,6 +394,9 @@ impl RtAv1Dec {
             .ok_or(gst::FlowError::NotNegotiated)?;
 
         let number = picture.offset();
+        if let Ok(n) = u32::try_from(number) {
+            self.release_stale_frames(Some(n), None);
+        }
         let frame = i32::try_from(number)
             .ok()
             .and_then(|n| obj.frame(n))
@@ -398,9 +483,15 @@ impl ObjectImpl for RtAv1Dec {
                     .default_value(DEFAULT_APPLY_GRAIN)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("frame-size-limit")
+                    .nick("Frame size limit")
+                    .blurb("Largest picture in pixels (width x height) a stream may announce; larger is an error before any allocation (untrusted streams); 0 is no limit")
+                    .default_value(DEFAULT_FRAME_SIZE_LIMIT)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Frames in and out, decode errors (corrupt or truncated OBUs), output renegotiations")
+                    .blurb("Frames in and out, decode errors (corrupt or truncated OBUs), output renegotiations, frames released without a picture")
                     .read_only()
                     .build(),
             ]
@@ -414,6 +505,7 @@ impl ObjectImpl for RtAv1Dec {
             "n-threads" => s.n_threads = value.get().expect("type checked upstream"),
             "max-frame-delay" => s.max_frame_delay = value.get().expect("type checked upstream"),
             "apply-grain" => s.apply_grain = value.get().expect("type checked upstream"),
+            "frame-size-limit" => s.frame_size_limit = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -424,6 +516,7 @@ impl ObjectImpl for RtAv1Dec {
             "n-threads" => s.n_threads.to_value(),
             "max-frame-delay" => s.max_frame_delay.to_value(),
             "apply-grain" => s.apply_grain.to_value(),
+            "frame-size-limit" => s.frame_size_limit.to_value(),
             "stats" => self.stats_structure().to_value(),
             other => unreachable!("unknown property {other}"),
         }
@@ -545,6 +638,7 @@ impl VideoDecoderImpl for RtAv1Dec {
             );
             return Err(gst::FlowError::Error);
         };
+        self.check_frame_size(&mapped)?;
         self.stats.lock().unwrap().frames_in += 1;
         let mut result = {
             let mut state = self.state.lock().unwrap();
