@@ -229,7 +229,11 @@ fn bitrate_controls_the_size() {
 #[test]
 fn changing_the_bitrate_while_playing_restarts_at_a_key_frame() {
     let clip = clip(160, 120, 40, "I420", "ball");
-    let mut h = harness("bitrate=100 max-key-frame-interval=1000", &clip);
+    // bitrate-change-interval=0: the change applies at the next frame (not coalesced).
+    let mut h = harness(
+        "bitrate=100 max-key-frame-interval=1000 bitrate-change-interval=0",
+        &clip,
+    );
     let buffers = buffers(&clip);
     for b in &buffers[..20] {
         h.push(b.clone()).unwrap();
@@ -592,6 +596,7 @@ fn live_and_ready_only_changes_together_restart_with_the_live_ones_only() {
         &[
             ("bitrate", 100u32.to_value()),
             ("max-key-frame-interval", 1000u64.to_value()),
+            ("bitrate-change-interval", 0u32.to_value()),
         ],
         &clip.caps(),
     );
@@ -699,4 +704,81 @@ fn a_failed_drain_before_new_caps_refuses_them_clearly() {
         "{}",
         e.error()
     );
+}
+
+/// The levels of the caps events the harness's sink saw, in order.
+fn caps_levels(h: &mut Harness) -> Vec<String> {
+    let mut levels = Vec::new();
+    while let Some(e) = h.try_pull_event() {
+        if let gst::EventView::Caps(c) = e.view() {
+            levels.push(
+                c.caps()
+                    .structure(0)
+                    .and_then(|s| s.get::<String>("level").ok())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    levels
+}
+
+/// A congestion controller changing the bitrate every 100 ms for 3 s, across
+/// a level boundary (320x240 at 30 fps: level 2.0 up to 1.5 Mbit/s, 2.1 above).
+fn bitrate_storm(props: &str) -> (Vec<usize>, Vec<String>) {
+    let clip = clip(320, 240, 90, "I420", "ball");
+    let buffers = buffers(&clip);
+    // Parsed with the element, so READY-only properties (max-bitrate) are set before it starts.
+    let mut h = harness(
+        &format!("bitrate=1000 max-key-frame-interval=1000 {props}"),
+        &clip,
+    );
+    let encoder = h
+        .element()
+        .unwrap()
+        .downcast::<gst::Bin>()
+        .unwrap()
+        .iterate_elements()
+        .into_iter()
+        .flatten()
+        .find(|e| e.factory().is_some_and(|f| f.name() == "rtav1enc"))
+        .unwrap();
+    for (i, b) in buffers.iter().enumerate() {
+        if i > 0 && i % 3 == 0 {
+            encoder.set_property("bitrate", if (i / 3) % 2 == 0 { 1000u32 } else { 2000u32 });
+        }
+        h.push(b.clone()).unwrap();
+    }
+    let out = pull_all(&mut h);
+    assert_eq!(out.len(), 90, "every frame once");
+    (key_frames(&out), caps_levels(&mut h))
+}
+
+#[test]
+fn bitrate_changes_are_coalesced_and_keep_the_level() {
+    let (keys, levels) = bitrate_storm("");
+    eprintln!("key frames {keys:?}, caps levels {levels:?}");
+    // At most one restart (a key frame) per bitrate-change-interval (1 s = 30 frames).
+    assert!(
+        keys.windows(2).all(|w| w[1] - w[0] >= 30),
+        "key frames closer than the 1 s interval: {keys:?}"
+    );
+    assert!(keys.len() <= 4, "{keys:?}");
+    assert!(!levels.is_empty());
+    assert!(
+        levels.iter().all(|l| *l == levels[0]),
+        "the level changed mid-session: {levels:?}"
+    );
+}
+
+#[test]
+fn max_bitrate_sets_the_level_and_the_interval_is_configurable() {
+    let (keys, levels) = bitrate_storm("max-bitrate=2000 bitrate-change-interval=500");
+    eprintln!("key frames {keys:?}, caps levels {levels:?}");
+    assert!(
+        keys.windows(2).all(|w| w[1] - w[0] >= 15),
+        "key frames closer than the 500 ms interval: {keys:?}"
+    );
+    assert!(keys.len() >= 3, "changes still apply: {keys:?}");
+    // 2 Mbit/s at 320x240 needs level 2.1 from the start.
+    assert!(levels.iter().all(|l| l == "2.1"), "{levels:?}");
 }

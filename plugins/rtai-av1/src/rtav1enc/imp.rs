@@ -7,6 +7,12 @@
 //! frame (which is then a key frame with a sequence header); the others
 //! (`mutable_ready`) are read when the element starts (READY → PAUSED), and a
 //! change while running waits for the next start, even across restarts.
+//!
+//! A congestion controller may change the bitrate every few hundred ms:
+//! restarts are coalesced to at most one per `bitrate-change-interval` of
+//! stream time (the latest values win), and the level in the caps stays the
+//! one chosen at start (from `max-bitrate`, else the starting bitrate), so a
+//! muxer downstream never sees it change.
 
 use std::sync::{LazyLock, Mutex};
 
@@ -49,6 +55,9 @@ const DEFAULT_RDO_LOOKAHEAD_FRAMES: i32 = 1;
 const DEFAULT_ERROR_RESILIENT: bool = false;
 const DEFAULT_TUNE: Tune = Tune::Psnr;
 const DEFAULT_SCENE_DETECTION: SceneDetection = SceneDetection::None;
+const DEFAULT_MAX_BITRATE: u32 = 0;
+const DEFAULT_BITRATE_CHANGE_INTERVAL: u32 = 1000;
+const DEFAULT_CDEF: bool = true;
 /// Frame rate assumed when the caps give none (variable rate), for rate control and latency.
 const FALLBACK_FPS: (i32, i32) = (30, 1);
 
@@ -69,6 +78,11 @@ struct Settings {
     error_resilient: bool,
     tune: Tune,
     scene_detection: SceneDetection,
+    /// kbit/s the level is chosen for (0: the bitrate at start).
+    max_bitrate: u32,
+    /// Milliseconds of stream time between two encoder restarts.
+    bitrate_change_interval: u32,
+    cdef: bool,
 }
 
 impl Default for Settings {
@@ -89,6 +103,9 @@ impl Default for Settings {
             error_resilient: DEFAULT_ERROR_RESILIENT,
             tune: DEFAULT_TUNE,
             scene_detection: DEFAULT_SCENE_DETECTION,
+            max_bitrate: DEFAULT_MAX_BITRATE,
+            bitrate_change_interval: DEFAULT_BITRATE_CHANGE_INTERVAL,
+            cdef: DEFAULT_CDEF,
         }
     }
 }
@@ -104,6 +121,15 @@ impl Settings {
             min_key_frame_interval: current.min_key_frame_interval,
             max_key_frame_interval: current.max_key_frame_interval,
             ..self.clone()
+        }
+    }
+
+    /// The bitrate the level is chosen for: `max-bitrate`, else the bitrate.
+    fn level_bitrate(&self) -> u32 {
+        if self.max_bitrate > 0 {
+            self.max_bitrate
+        } else {
+            self.bitrate
         }
     }
 
@@ -262,6 +288,11 @@ pub struct RtAv1Enc {
     state: Mutex<Option<State>>,
     /// The negotiated input, to restart the encoder from.
     input: Mutex<Option<InputState>>,
+    /// Stream time of the frame the running context started at (restarts
+    /// for live changes wait `bitrate-change-interval` from it).
+    context_start: Mutex<Option<gst::ClockTime>>,
+    /// The caps last negotiated and the input they were made for.
+    negotiated: Mutex<Option<(gst::Caps, gst_video::VideoInfo)>>,
 }
 
 /// What the encoder was built with, for caps and latency.
@@ -330,6 +361,7 @@ impl RtAv1Enc {
             SceneDetection::Fast => SceneDetectionSpeed::Fast,
             SceneDetection::Standard => SceneDetectionSpeed::Standard,
         };
+        enc.speed_settings.cdef = s.cdef;
         if s.speed_preset >= 10 {
             // Transform-domain rate estimation, which rav1e's preset 10 leaves off:
             // on the 720p bench clip at 2 Mbit/s it cuts the encode time by 25-30 %
@@ -352,7 +384,7 @@ impl RtAv1Enc {
             info.width() as u64,
             info.height() as u64,
             fps,
-            s.bitrate as u64,
+            s.level_bitrate() as u64,
         );
         enc.level_idx = Some(level_idx);
         let profile = match (chroma, depth) {
@@ -450,11 +482,19 @@ impl RtAv1Enc {
             built.delay_frames
         );
         let obj = self.obj();
-        let output = obj
-            .set_output_state(caps, Some(input))
-            .map_err(|_| gst::loggable_error!(CAT, "cannot set output state"))?;
-        obj.negotiate(output)
-            .map_err(|_| gst::loggable_error!(CAT, "downstream refused the AV1 caps"))?;
+        // A restart for a live change gives the same caps (the level is the
+        // session's): nothing to renegotiate.
+        let negotiated = (caps.clone(), info.clone());
+        let unchanged = self.negotiated.lock().unwrap().as_ref() == Some(&negotiated)
+            && obj.src_pad().current_caps().is_some();
+        if !unchanged {
+            let output = obj
+                .set_output_state(caps, Some(input))
+                .map_err(|_| gst::loggable_error!(CAT, "cannot set output state"))?;
+            obj.negotiate(output)
+                .map_err(|_| gst::loggable_error!(CAT, "downstream refused the AV1 caps"))?;
+            *self.negotiated.lock().unwrap() = Some(negotiated);
+        }
         let (fps_n, fps_d) = if info.fps().numer() > 0 {
             (info.fps().numer(), info.fps().denom())
         } else {
@@ -574,6 +614,20 @@ impl ObjectImpl for RtAv1Enc {
                     .default_value(DEFAULT_BITRATE)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt::builder("max-bitrate")
+                    .nick("Maximum bitrate")
+                    .blurb("Highest bitrate in kbit/s the session will use, which sets the level in the caps for the whole session (bitrate changes never change it); 0 takes the bitrate at start")
+                    .maximum(i32::MAX as u32 / 1000)
+                    .default_value(DEFAULT_MAX_BITRATE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("bitrate-change-interval")
+                    .nick("Bitrate change interval")
+                    .blurb("Milliseconds of stream time at least between two encoder restarts for live changes (bitrate, quantizers, key frame intervals); changes in between are coalesced, the latest wins; 0 applies each change at the next frame")
+                    .maximum(60_000)
+                    .default_value(DEFAULT_BITRATE_CHANGE_INTERVAL)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecUInt::builder("quantizer")
                     .nick("Quantizer")
                     .blurb("Constant quantizer (0 best, 255 worst) when bitrate is 0; unused in bitrate mode (changing it while playing restarts the encoder at a key frame)")
@@ -647,6 +701,12 @@ impl ObjectImpl for RtAv1Enc {
                     .blurb("Key frames on scene changes (fast, standard), or none: key frames only at max-key-frame-interval and on force-key-unit (predictable size and time per frame, the real-time choice)")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("cdef")
+                    .nick("CDEF")
+                    .blurb("Constrained directional enhancement filter: off saves encode time at a quality cost (benches/av1.rs measures both)")
+                    .default_value(DEFAULT_CDEF)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("error-resilient")
                     .nick("Error resilient")
                     .blurb("Encode inter frames in error-resilient mode (decodable without earlier frame context, for lossy transports)")
@@ -682,6 +742,11 @@ impl ObjectImpl for RtAv1Enc {
             "error-resilient" => s.error_resilient = value.get().expect("type checked upstream"),
             "tune" => s.tune = value.get().expect("type checked upstream"),
             "scene-detection" => s.scene_detection = value.get().expect("type checked upstream"),
+            "max-bitrate" => s.max_bitrate = value.get().expect("type checked upstream"),
+            "bitrate-change-interval" => {
+                s.bitrate_change_interval = value.get().expect("type checked upstream")
+            }
+            "cdef" => s.cdef = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
         drop(s);
@@ -717,6 +782,9 @@ impl ObjectImpl for RtAv1Enc {
             "error-resilient" => s.error_resilient.to_value(),
             "tune" => s.tune.to_value(),
             "scene-detection" => s.scene_detection.to_value(),
+            "max-bitrate" => s.max_bitrate.to_value(),
+            "bitrate-change-interval" => s.bitrate_change_interval.to_value(),
+            "cdef" => s.cdef.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -779,7 +847,12 @@ impl ElementImpl for RtAv1Enc {
 
 impl VideoEncoderImpl for RtAv1Enc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        *self.session.lock().unwrap() = Some(self.settings.lock().unwrap().clone());
+        let mut session = self.settings.lock().unwrap().clone();
+        // The level holds for the whole session: chosen now, for max-bitrate
+        // or else the bitrate at start.
+        session.max_bitrate = session.level_bitrate();
+        *self.session.lock().unwrap() = Some(session);
+        *self.context_start.lock().unwrap() = None;
         Ok(())
     }
 
@@ -787,6 +860,7 @@ impl VideoEncoderImpl for RtAv1Enc {
         *self.state.lock().unwrap() = None;
         *self.input.lock().unwrap() = None;
         *self.session.lock().unwrap() = None;
+        *self.negotiated.lock().unwrap() = None;
         Ok(())
     }
 
@@ -814,6 +888,8 @@ impl VideoEncoderImpl for RtAv1Enc {
         }
         let info = input.info().clone();
         *self.input.lock().unwrap() = Some(input.clone());
+        // The new context starts at the next frame.
+        *self.context_start.lock().unwrap() = None;
         self.start_encoder(&info, input)
     }
 
@@ -841,9 +917,37 @@ impl VideoEncoderImpl for RtAv1Enc {
         frame: gst_video::VideoCodecFrame,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let settings = self.wanted_settings();
+        let pts = frame.pts();
+        // A context made by set_format starts at the first frame it gets.
+        self.context_start
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| pts.unwrap_or_default());
         let restart = match self.state.lock().unwrap().as_ref() {
             None => true,
-            Some(state) => state.settings != settings,
+            Some(state) if state.settings == settings => false,
+            // Live changes: at most one restart per interval; until then the
+            // running context goes on and later changes replace this one.
+            Some(_) => {
+                let interval = gst::ClockTime::from_mseconds(
+                    self.settings.lock().unwrap().bitrate_change_interval as u64,
+                );
+                let started = *self.context_start.lock().unwrap();
+                let due = match (started, pts) {
+                    (Some(start), Some(now)) => now
+                        .checked_sub(start)
+                        .is_none_or(|elapsed| elapsed >= interval),
+                    _ => true,
+                };
+                if !due {
+                    gst::trace!(
+                        CAT,
+                        imp = self,
+                        "live change deferred (bitrate-change-interval)"
+                    );
+                }
+                due
+            }
         };
         if restart {
             // First frame after a flush, or live properties changed while
@@ -861,6 +965,7 @@ impl VideoEncoderImpl for RtAv1Enc {
             gst::debug!(CAT, imp = self, "starting a new encoder context");
             self.start_encoder(&info, &input)
                 .map_err(|_| gst::FlowError::NotNegotiated)?;
+            *self.context_start.lock().unwrap() = pts;
         }
         {
             let mut state_guard = self.state.lock().unwrap();
