@@ -143,8 +143,6 @@ pub fn packetize(obus: &[Obu<'_>], max_payload: usize, new_sequence: bool) -> Ve
 pub enum DepayError {
     /// An empty RTP payload.
     Empty,
-    /// The aggregation header's reserved bits are not zero.
-    Reserved,
     /// An OBU element length runs past the payload, or W promises more
     /// elements than the payload holds.
     BadElement(String),
@@ -158,7 +156,6 @@ impl fmt::Display for DepayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Empty => f.write_str("empty RTP payload"),
-            Self::Reserved => f.write_str("aggregation header reserved bits are set"),
             Self::BadElement(what) => write!(f, "malformed OBU element: {what}"),
             Self::BadObu(e) => write!(f, "malformed OBU: {e}"),
             Self::TooLarge => write!(f, "temporal unit larger than {MAX_TU_SIZE} bytes"),
@@ -178,14 +175,13 @@ pub struct Packet<'a> {
     pub elements: Vec<&'a [u8]>,
 }
 
-/// Parses one RTP payload into its aggregation header and elements.
+/// Parses one RTP payload into its aggregation header and elements. The
+/// header's three reserved bits are ignored, as the payload format says
+/// receivers must.
 pub fn parse_payload(payload: &[u8]) -> Result<Packet<'_>, DepayError> {
     let Some(&header) = payload.first() else {
         return Err(DepayError::Empty);
     };
-    if header & 0x07 != 0 {
-        return Err(DepayError::Reserved);
-    }
     let z = header & AGGR_Z != 0;
     let y = header & AGGR_Y != 0;
     let w = (header >> 4) & 0x03;
@@ -256,6 +252,8 @@ pub struct Depacketizer {
     /// The current unit has any data (or a loss).
     started: bool,
     new_sequence: bool,
+    /// A packet arrived since the start (or the last reset).
+    seen: bool,
 }
 
 impl Depacketizer {
@@ -335,7 +333,13 @@ impl Depacketizer {
         if discont && self.started {
             self.broken = true;
             self.fragment = None;
+        } else if discont && self.seen && out.is_empty() {
+            // Between two units: whole units went missing (one-packet delta
+            // frames at a low bitrate lose nothing else). The decoder must not
+            // see the next unit as if nothing happened.
+            out.push(Completed::Dropped);
         }
+        self.seen = true;
         self.started = true;
         self.timestamp = Some(timestamp);
         let mut error = None;
@@ -474,8 +478,9 @@ mod tests {
                     "no OBU element after the aggregation header".into(),
                 )),
             ),
-            (&[0x11, 0x30], Err(DepayError::Reserved)),
-            (&[0x14, 0x30], Err(DepayError::Reserved)),
+            // Reserved bits set: ignored.
+            (&[0x11, 0x30], Ok((false, false, 1, false, vec![&[0x30]]))),
+            (&[0x17, 0x30], Ok((false, false, 1, false, vec![&[0x30]]))),
             (
                 &[0x00, 0x05, 0x30],
                 Err(DepayError::BadElement(
@@ -560,6 +565,19 @@ mod tests {
         ));
         assert!(matches!(
             push_all(&mut d, 7000, None).as_slice(),
+            [Completed::Tu { .. }]
+        ));
+        // DISCONT on the first packet of a unit after a complete one: whole
+        // units were lost in between. That loss is reported, the unit itself
+        // is whole.
+        assert!(matches!(
+            push_all(&mut d, 10000, Some(0)).as_slice(),
+            [Completed::Dropped, Completed::Tu { .. }]
+        ));
+        // After a reset (flush) the first packet is a fresh start again.
+        d.reset();
+        assert!(matches!(
+            push_all(&mut d, 13000, Some(0)).as_slice(),
             [Completed::Tu { .. }]
         ));
     }
@@ -672,11 +690,9 @@ mod tests {
     #[test]
     fn bad_packets_drop_their_unit_only() {
         let mut d = Depacketizer::new();
-        let (c, e) = d.push(&[0x11, 0x30], 1, true, false);
-        assert_eq!(
-            (c, e),
-            (vec![Completed::Dropped], Some(DepayError::Reserved))
-        );
+        let (c, e) = d.push(&[0x10], 1, true, false);
+        assert_eq!(c, vec![Completed::Dropped]);
+        assert!(matches!(e, Some(DepayError::BadElement(_))));
         // An element whose OBU has its forbidden bit set.
         let (c, e) = d.push(&[0x10, 0xb0, 0x00], 2, true, false);
         assert_eq!(

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use gst::prelude::*;
+use gst_rtp::prelude::*;
 
 const MTU: u32 = 200;
 
@@ -548,6 +549,245 @@ fn webrtcbin_to_webrtcbin_carries_rtav1enc_to_rtav1dec() {
             psnr >= 30.0,
             "decoded frame {i} against source frame {}: {psnr:.1} dB",
             first + i
+        );
+    }
+}
+
+/// Whole temporal units lost (one-packet delta frames at a low bitrate, plain
+/// `udpsrc`, no jitter buffer): nothing marks the loss but the RTP sequence
+/// gap. The receiver must notice it, show no corrupt picture until the next
+/// key frame, and ask upstream for one.
+#[test]
+fn whole_lost_temporal_units_wait_for_a_key_frame_and_request_one() {
+    const LOST: [usize; 2] = [13, 14];
+    const KEY_INTERVAL: usize = 30;
+    let clip = clip(320, 240, 60, "I420", "ball");
+    let port = free_udp_port();
+    let receiver = gst::parse::launch(&format!(
+        "udpsrc address=127.0.0.1 port={port} caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=AV1,payload=96\" \
+         ! rtav1depay name=depay ! rtav1dec ! appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    // Key-unit requests the depayloader sends upstream (webrtcbin/rtpbin turn them into PLI).
+    let requests = Arc::new(Mutex::new(0usize));
+    let r = requests.clone();
+    receiver
+        .by_name("depay")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(e)) = &info.data
+                && gst_video::UpstreamForceKeyUnitEvent::parse(e).is_ok()
+            {
+                *r.lock().unwrap() += 1;
+            }
+            gst::PadProbeReturn::Ok
+        });
+    receiver.set_state(gst::State::Playing).unwrap();
+    let sender = gst::parse::launch(&format!(
+        "appsrc name=src format=time ! rtav1enc bitrate=150 max-key-frame-interval={KEY_INTERVAL} \
+         ! rtav1pay name=pay mtu=1400 ! udpsink host=127.0.0.1 port={port} sync=true"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    // Drop every packet of the chosen units, as a network losing whole frames would.
+    let dropped = Arc::new(Mutex::new((0usize, Vec::new())));
+    let d = dropped.clone();
+    sender
+        .by_name("pay")
+        .unwrap()
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER_LIST, move |_, info| {
+            let Some(gst::PadProbeData::BufferList(list)) = &info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let mut d = d.lock().unwrap();
+            let frame = d.0;
+            d.0 += 1;
+            if LOST.contains(&frame) {
+                d.1.push(list.len());
+                return gst::PadProbeReturn::Drop;
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let src = sender
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    src.set_caps(Some(&clip.caps()));
+    sender.set_state(gst::State::Playing).unwrap();
+    for b in buffers(&clip) {
+        src.push_buffer(b).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let msg = sender
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .unwrap();
+    assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
+    let sink = receiver
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    let decoded = pull_until_quiet(&sink, gst::ClockTime::from_seconds(3));
+    let stats = receiver
+        .by_name("depay")
+        .unwrap()
+        .property::<gst::Structure>("av1-stats");
+    receiver.set_state(gst::State::Null).unwrap();
+    sender.set_state(gst::State::Null).unwrap();
+    let lost_sizes = dropped.lock().unwrap().1.clone();
+    eprintln!(
+        "received {} frames; lost units of {lost_sizes:?} packets; {stats}",
+        decoded.len()
+    );
+    assert_eq!(
+        lost_sizes.len(),
+        LOST.len(),
+        "every chosen unit was dropped whole"
+    );
+    assert!(
+        lost_sizes.contains(&1),
+        "a lost delta unit was a single packet (nothing but the sequence gap shows it): {lost_sizes:?}"
+    );
+    // Frames before the loss, nothing until the next key frame, then the rest.
+    let expected: Vec<usize> = (0..LOST[0])
+        .chain(KEY_INTERVAL..clip.frames.len())
+        .collect();
+    assert_eq!(
+        decoded.len(),
+        expected.len(),
+        "no picture between the loss and the key frame: {stats}"
+    );
+    for (out, &source) in decoded.iter().zip(&expected) {
+        let psnr = psnr_y(out, &clip.frames[source], 320, 240);
+        assert!(psnr >= 30.0, "output for frame {source}: {psnr:.1} dB");
+    }
+    assert!(
+        *requests.lock().unwrap() >= 1,
+        "a key unit was requested upstream"
+    );
+    assert!(stats.get::<u64>("dropped-units").unwrap() >= 1, "{stats}");
+}
+
+#[test]
+fn packets_with_header_extensions_still_fit_the_mtu() {
+    init();
+    let clip = clip(320, 240, 10, "I420", "ball");
+    let (caps, units) = encode(&clip, "rtav1enc");
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time ! rtav1pay name=pay mtu={MTU} ! appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    // Transport-wide congestion control, as webrtcbin adds: a sequence number in every packet.
+    let ext = gst::ElementFactory::make("rtphdrexttwcc")
+        .build()
+        .unwrap()
+        .downcast::<gst_rtp::RTPHeaderExtension>()
+        .unwrap();
+    ext.set_id(1);
+    pipeline
+        .by_name("pay")
+        .unwrap()
+        .emit_by_name::<()>("add-extension", &[&ext]);
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    src.set_caps(Some(&caps));
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for u in units {
+        src.push_buffer(u).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let packets: Vec<gst::Buffer> = std::iter::from_fn(|| sink.pull_sample().ok())
+        .map(|s| s.buffer_owned().unwrap())
+        .collect();
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(packets.len() > 10);
+    let mut with_extension = 0;
+    for p in &packets {
+        let rtp = gst_rtp::RTPBuffer::from_buffer_readable(p).unwrap();
+        with_extension += rtp.is_extension() as usize;
+        assert!(p.size() as u32 <= MTU, "packet of {} bytes", p.size());
+    }
+    assert_eq!(
+        with_extension,
+        packets.len(),
+        "every packet carries the extension"
+    );
+}
+
+/// The units as one buffer per OBU (alignment=obu), each with its unit's timestamps.
+fn obu_aligned(units: &[gst::Buffer]) -> Vec<gst::Buffer> {
+    let mut out = Vec::new();
+    for u in units {
+        let map = u.map_readable().unwrap();
+        let mut rest: &[u8] = &map;
+        while !rest.is_empty() {
+            // OBU header (+ extension byte), then its LEB128 size.
+            let header = 1 + ((rest[0] >> 2) & 1) as usize;
+            let (mut size, mut shift, mut i) = (0usize, 0, header);
+            loop {
+                let b = rest[i];
+                size |= ((b & 0x7f) as usize) << shift;
+                shift += 7;
+                i += 1;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+            let (obu, tail) = rest.split_at(i + size);
+            let mut b = gst::Buffer::from_slice(obu.to_vec());
+            {
+                let b = b.get_mut().unwrap();
+                b.set_pts(u.pts());
+                b.set_duration(u.duration());
+                b.set_flags(u.flags() & gst::BufferFlags::DELTA_UNIT);
+            }
+            out.push(b);
+            rest = tail;
+        }
+    }
+    out
+}
+
+#[test]
+fn frame_and_obu_aligned_input_is_payloaded_like_temporal_units() {
+    let clip = clip(320, 240, 20, "I420", "ball");
+    let (caps, units) = encode(&clip, "rtav1enc max-key-frame-interval=10");
+    let (_, direct) = decode(&caps, &units, "rtav1dec");
+    for (alignment, input) in [("frame", units.clone()), ("obu", obu_aligned(&units))] {
+        let mut aligned = caps.clone();
+        aligned.make_mut().set("alignment", alignment);
+        let (_, through_rtp) = decode(
+            &aligned,
+            &input,
+            &format!("rtav1pay mtu={MTU} ! rtav1depay ! rtav1dec"),
+        );
+        assert_eq!(through_rtp.len(), direct.len(), "alignment={alignment}");
+        assert!(
+            through_rtp == direct,
+            "alignment={alignment}: RTP changed the pictures"
         );
     }
 }

@@ -60,6 +60,9 @@ struct State {
     /// When a key frame was last requested (requests repeat at most every
     /// [`KEYFRAME_REQUEST_INTERVAL`] until one arrives).
     last_request: Option<Instant>,
+    /// The sequence number of the last packet, to see gaps the buffer flags
+    /// do not show (whole temporal units lost without a jitter buffer).
+    last_seq: Option<u16>,
 }
 
 impl State {
@@ -70,6 +73,7 @@ impl State {
             waiting_for_keyframe: true,
             discont: true,
             last_request: None,
+            last_seq: None,
         }
     }
 }
@@ -265,6 +269,7 @@ impl RTPBaseDepayloadImpl for RtAv1Depay {
             state.depacketizer.reset();
             state.waiting_for_keyframe = true;
             state.discont = true;
+            state.last_seq = None;
         }
         self.parent_handle_event(event)
     }
@@ -283,8 +288,23 @@ impl RTPBaseDepayloadImpl for RtAv1Depay {
         let Ok(payload) = rtp.payload() else {
             return None;
         };
-        let discont = rtp.buffer().flags().contains(gst::BufferFlags::DISCONT);
+        let seq = rtp.seq();
         let mut state = self.state.lock().unwrap();
+        // A gap in the sequence numbers is a loss even when the unit before it
+        // completed on its marker: whole units may be missing.
+        let gap = state
+            .last_seq
+            .is_some_and(|last| seq != last.wrapping_add(1));
+        if gap {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "sequence gap: {} then {seq}",
+                state.last_seq.unwrap_or_default()
+            );
+        }
+        state.last_seq = Some(seq);
+        let discont = gap || rtp.buffer().flags().contains(gst::BufferFlags::DISCONT);
         let (completed, error) =
             state
                 .depacketizer

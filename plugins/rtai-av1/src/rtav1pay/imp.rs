@@ -1,6 +1,12 @@
 //! rtav1pay: payloads AV1 temporal units into RTP packets per the AV1 RTP
 //! payload format (aggregation header, OBU fragmentation, no temporal
 //! delimiters, the sequence header sent with every key frame).
+//!
+//! Input may be aligned on temporal units (`alignment=tu`), frames or single
+//! OBUs (as rtpav1pay takes). Frames and OBUs are gathered into the temporal
+//! unit they belong to, which ends at a buffer with the MARKER flag, at the
+//! next temporal delimiter or timestamp, or at EOS. Packets leave room for the
+//! RTP header extensions added to the payloader (`add-extension`).
 
 use std::sync::{LazyLock, Mutex};
 
@@ -30,17 +36,39 @@ struct Stats {
     malformed: u64,
 }
 
+/// How the input buffers are cut (the caps' `alignment`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Alignment {
+    #[default]
+    TemporalUnit,
+    Frame,
+    Obu,
+}
+
+/// A temporal unit being gathered from frame- or OBU-aligned input.
+struct Pending {
+    data: Vec<u8>,
+    pts: Option<gst::ClockTime>,
+    dts: Option<gst::ClockTime>,
+    duration: Option<gst::ClockTime>,
+}
+
 #[derive(Default)]
 struct State {
     /// The last sequence header OBU's payload, re-sent with key frames that lack one.
     sequence_header: Option<Vec<u8>>,
     sequence: Option<obu::SequenceInfo>,
+    alignment: Alignment,
+    pending: Option<Pending>,
 }
 
 #[derive(Default)]
 pub struct RtAv1Pay {
     state: Mutex<Option<State>>,
     stats: Mutex<Stats>,
+    /// Header extensions added with `add-extension` (GStreamer 1.22's base
+    /// class does not expose its list), to leave room for them.
+    extensions: Mutex<Vec<gst_rtp::RTPHeaderExtension>>,
 }
 
 impl RtAv1Pay {
@@ -64,6 +92,24 @@ impl ObjectSubclass for RtAv1Pay {
 }
 
 impl ObjectImpl for RtAv1Pay {
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        // After the base class's own handlers: the same list it writes from.
+        obj.connect("add-extension", true, |values| {
+            let pay = values[0].get::<super::RtAv1Pay>().ok()?;
+            if let Ok(ext) = values[1].get::<gst_rtp::RTPHeaderExtension>() {
+                pay.imp().extensions.lock().unwrap().push(ext);
+            }
+            None
+        });
+        obj.connect("clear-extensions", true, |values| {
+            let pay = values[0].get::<super::RtAv1Pay>().ok()?;
+            pay.imp().extensions.lock().unwrap().clear();
+            None
+        });
+    }
+
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             vec![glib::ParamSpecBoxed::builder::<gst::Structure>("av1-stats")
@@ -102,7 +148,7 @@ impl ElementImpl for RtAv1Pay {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let sink_caps = gst::Caps::builder("video/x-av1")
                 .field("stream-format", "obu-stream")
-                .field("alignment", "tu")
+                .field("alignment", gst::List::new(["tu", "frame", "obu"]))
                 .build();
             let src_caps = gst::Caps::builder("application/x-rtp")
                 .field("media", "video")
@@ -147,7 +193,24 @@ impl ElementImpl for RtAv1Pay {
 }
 
 impl RTPBasePayloadImpl for RtAv1Pay {
-    fn set_caps(&self, _caps: &gst::Caps) -> Result<(), gst::LoggableError> {
+    fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let alignment = match caps
+            .structure(0)
+            .and_then(|s| s.get::<&str>("alignment").ok())
+        {
+            Some("frame") => Alignment::Frame,
+            Some("obu") => Alignment::Obu,
+            _ => Alignment::TemporalUnit,
+        };
+        gst::debug!(CAT, imp = self, "input aligned on {alignment:?}");
+        // Whatever was gathered under the previous caps goes out first.
+        self.flush_pending()
+            .map_err(|e| gst::loggable_error!(CAT, "cannot send the pending unit: {e:?}"))?;
+        self.state
+            .lock()
+            .unwrap()
+            .get_or_insert_with(State::default)
+            .alignment = alignment;
         self.obj().set_options("video", true, "AV1", 90_000);
         self.obj()
             .set_outcaps(None)
@@ -163,7 +226,136 @@ impl RTPBasePayloadImpl for RtAv1Pay {
             );
             gst::FlowError::Error
         })?;
-        let obus = match Obu::parse_all(&map) {
+        let alignment = self
+            .state
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|s| s.alignment)
+            .unwrap_or_default();
+        if alignment == Alignment::TemporalUnit {
+            return self.push_tu(&map, buffer.pts(), buffer.dts(), buffer.duration());
+        }
+        // A temporal delimiter or a new timestamp starts the next unit.
+        let starts_unit = map
+            .first()
+            .is_some_and(|&h| (h >> 3) & 0x0f == obu::OBU_TEMPORAL_DELIMITER)
+            || self
+                .state
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(|s| s.pending.as_ref())
+                .is_some_and(|p| buffer.pts().is_some() && p.pts != buffer.pts());
+        if starts_unit {
+            self.flush_pending()?;
+        }
+        let oversized = {
+            let mut state = self.state.lock().unwrap();
+            let state = state.get_or_insert_with(State::default);
+            let pending = state.pending.get_or_insert_with(|| Pending {
+                data: Vec::new(),
+                pts: buffer.pts(),
+                dts: buffer.dts(),
+                duration: buffer.duration(),
+            });
+            let oversized = pending.data.len() + map.len() > rtp::MAX_TU_SIZE;
+            if oversized {
+                state.pending = None;
+            } else {
+                pending.data.extend_from_slice(&map);
+            }
+            oversized
+        };
+        {
+            if oversized {
+                self.stats.lock().unwrap().malformed += 1;
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Format,
+                    ("Dropped an oversized AV1 temporal unit"),
+                    [
+                        "more than {} bytes without a unit boundary",
+                        rtp::MAX_TU_SIZE
+                    ]
+                );
+                return Ok(gst::FlowSuccess::Ok);
+            }
+        }
+        // MARKER: the last buffer of its temporal unit.
+        if buffer.flags().contains(gst::BufferFlags::MARKER) {
+            self.flush_pending()?;
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        match event.view() {
+            gst::EventView::FlushStop(_) => {
+                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                    let alignment = state.alignment;
+                    *state = State {
+                        alignment,
+                        ..State::default()
+                    };
+                }
+            }
+            gst::EventView::Eos(_) => {
+                if let Err(e) = self.flush_pending() {
+                    gst::debug!(CAT, imp = self, "last unit before EOS not sent: {e:?}");
+                }
+            }
+            _ => {}
+        }
+        self.parent_sink_event(event)
+    }
+}
+
+impl RtAv1Pay {
+    /// Sends the temporal unit gathered from frame- or OBU-aligned input.
+    fn flush_pending(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let pending = self
+            .state
+            .lock()
+            .unwrap()
+            .as_mut()
+            .and_then(|s| s.pending.take());
+        match pending {
+            Some(p) if !p.data.is_empty() => self.push_tu(&p.data, p.pts, p.dts, p.duration),
+            _ => Ok(gst::FlowSuccess::Ok),
+        }
+    }
+
+    /// Bytes the RTP header extensions added to the payloader may take in a
+    /// packet (RFC 8285: a 4-byte header, one or two bytes per element, padding
+    /// to 32 bits).
+    fn extension_overhead(&self) -> u32 {
+        let extensions = self.extensions.lock().unwrap().clone();
+        let probe = gst::Buffer::new();
+        let mut data = 0usize;
+        let mut count = 0usize;
+        let mut two_byte = false;
+        for ext in extensions {
+            let size = ext.max_size(&probe);
+            two_byte |= size > 16 || ext.id() > 14;
+            data += size;
+            count += 1;
+        }
+        if count == 0 {
+            return 0;
+        }
+        let elements = data + count * if two_byte { 2 } else { 1 };
+        (4 + elements.div_ceil(4) * 4) as u32
+    }
+
+    fn push_tu(
+        &self,
+        map: &[u8],
+        pts: Option<gst::ClockTime>,
+        dts: Option<gst::ClockTime>,
+        duration: Option<gst::ClockTime>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let obus = match Obu::parse_all(map) {
             Ok(obus) => obus,
             Err(err) => {
                 self.stats.lock().unwrap().malformed += 1;
@@ -203,7 +395,8 @@ impl RTPBasePayloadImpl for RtAv1Pay {
         all.extend(obus);
         let new_sequence = info.key_frame && (info.sequence_header.is_some() || inserted);
 
-        let max_payload = gst_rtp::calc_payload_len(self.obj().mtu(), 0, 0) as usize;
+        let room = self.obj().mtu().saturating_sub(self.extension_overhead());
+        let max_payload = gst_rtp::calc_payload_len(room, 0, 0) as usize;
         let payloads = rtp::packetize(&all, max_payload, new_sequence);
         if payloads.is_empty() {
             return Ok(gst::FlowSuccess::Ok);
@@ -217,9 +410,9 @@ impl RTPBasePayloadImpl for RtAv1Pay {
                     .allocate_output_buffer(payload.data.len() as u32, 0, 0);
                 {
                     let out = out.get_mut().unwrap();
-                    out.set_pts(buffer.pts());
-                    out.set_dts(buffer.dts());
-                    out.set_duration(buffer.duration());
+                    out.set_pts(pts);
+                    out.set_dts(dts);
+                    out.set_duration(duration);
                     let mut rtp = gst_rtp::RTPBuffer::from_buffer_writable(out)
                         .map_err(|_| gst::FlowError::Error)?;
                     rtp.payload_mut()
@@ -244,16 +437,6 @@ impl RTPBasePayloadImpl for RtAv1Pay {
             map.len(),
             payloads.len()
         );
-        drop(map);
         self.obj().push_list(list)
-    }
-
-    fn sink_event(&self, event: gst::Event) -> bool {
-        if let gst::EventView::FlushStop(_) = event.view()
-            && let Some(state) = self.state.lock().unwrap().as_mut()
-        {
-            *state = State::default();
-        }
-        self.parent_sink_event(event)
     }
 }
