@@ -35,6 +35,9 @@ const DEFAULT_IS_LIVE: bool = false;
 const DEFAULT_LATENCY_MS: u32 = 0;
 const DEFAULT_RECONNECT: bool = true;
 const DEFAULT_MAX_QUEUE_BYTES: u64 = 64 * 1024 * 1024;
+/// How long stopping after EOS waits for the sender to end the call (it does once it
+/// has the confirmation of EOS).
+const EOS_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// What a queued item costs beside its payload: events and state count too.
 const ITEM_COST: u64 = 256;
 
@@ -239,6 +242,7 @@ impl Receiver {
         let mut core = self.lock();
         if core.conn.as_ref().is_some_and(|c| c.id == id) {
             core.conn = None;
+            self.changed.notify_all();
         }
     }
 
@@ -908,6 +912,22 @@ impl GrpcSrc {
     fn stop(&self) {
         {
             let mut core = self.receiver.lock();
+            // After EOS the last credit (the confirmation of EOS) may still be on its
+            // way: give the sender a moment to receive it and end the call, or it
+            // waits for it until its own timeout.
+            let deadline = std::time::Instant::now() + EOS_LINGER;
+            while core.eos_received && core.pushed_seq >= core.last_seq && core.conn.is_some() {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                core = self
+                    .receiver
+                    .changed
+                    .wait_timeout(core, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
             core.stopped = true;
             if let Some(conn) = core.conn.take() {
                 // Ends the sender's call now, so it reconnects (to our successor) at once.
