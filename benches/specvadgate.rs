@@ -9,9 +9,11 @@
 //!    (a buffer every 20 ms): real-time factor and P50/P95/P99 decision latency
 //!    (wall clock from the moment the audio a decision is about has arrived to
 //!    the moment the decision is posted).
-//! 3. Silero throughput on all cores: how many sessions run in real time.
+//! 3. Silero on all cores: paced sessions kept up (P99 < 250 ms), batched
+//!    through one shared model (silero-shared=true) against a session per gate.
 //!
 //! Run: `bash scripts/setup.sh && source scripts/env.sh && cargo bench -p rtai-benches --bench specvadgate`
+//! (`RTAI_BENCH_SECTIONS=3` runs only section 3: Silero batched vs unbatched.)
 //! (`RTAI_BENCH_SESSIONS`, `RTAI_BENCH_SECONDS` change the load.)
 
 #[path = "../plugins/rtai-voice/tests/corpus/mod.rs"]
@@ -222,68 +224,73 @@ fn main() {
         .collect::<Vec<_>>()
         .join(" ");
 
-    println!(
-        "== 1. added latency of the first speech sample (10 ms capture buffers, utterance after 1 s of room noise)"
-    );
-    let speech =
-        corpus::speak("Turn the lights on in the kitchen.", "en", 160).expect("espeak-ng speaks");
-    let mut audio: Vec<i16> = (0..corpus::RATE as usize)
-        .map(|i| (i * 7919 % 101) as i16 - 50)
-        .collect();
-    let onset =
-        gst::ClockTime::from_nseconds(audio.len() as u64 * 1_000_000_000 / corpus::RATE as u64);
-    audio.extend(&speech);
-    audio.extend(std::iter::repeat_n(0i16, corpus::RATE as usize));
-    let cases = [
-        (
-            "specvadgate engine=webrtc mode=speculative",
-            "speculative (webrtc)",
-        ),
-        (
-            "specvadgate engine=energy mode=speculative",
-            "speculative (energy)",
-        ),
-        (
-            &format!("specvadgate {silero} mode=speculative") as &str,
-            "speculative (silero)",
-        ),
-        (
-            "specvadgate engine=webrtc mode=confirmed",
-            "confirmed (webrtc, commit-time 250 ms)",
-        ),
-        (
-            "removesilence remove=true threshold=-45",
-            "stock removesilence",
-        ),
-    ];
-    let mut measured = Vec::new();
-    for (element, name) in cases {
-        let (latency, clipped) = first_sample_latency(element, &audio, onset);
+    // RTAI_BENCH_SECTIONS=3 runs section 3 only (comma-separated list).
+    let sections = std::env::var("RTAI_BENCH_SECTIONS").unwrap_or_else(|_| "1,2,3".into());
+    let run_section = |n: &str| sections.split(',').any(|s| s.trim() == n);
+    if run_section("1") {
         println!(
-            "{name:<40} first sample after {latency:>7.1} ms, onset clipped by {clipped:>6.1} ms"
+            "== 1. added latency of the first speech sample (10 ms capture buffers, utterance after 1 s of room noise)"
         );
-        measured.push(latency);
-    }
-    ratio(
-        "speculative(webrtc) / confirmed",
-        measured[0],
-        measured[3],
-        "ms",
-    );
-    ratio(
-        "speculative(webrtc) / removesilence",
-        measured[0],
-        measured[4],
-        "ms",
-    );
-    println!(
-        "target: speculative <= 32 ms (one analysis frame): {}",
-        if measured[0] <= 32.0 {
-            "met"
-        } else {
-            "NOT met"
+        let speech = corpus::speak("Turn the lights on in the kitchen.", "en", 160)
+            .expect("espeak-ng speaks");
+        let mut audio: Vec<i16> = (0..corpus::RATE as usize)
+            .map(|i| (i * 7919 % 101) as i16 - 50)
+            .collect();
+        let onset =
+            gst::ClockTime::from_nseconds(audio.len() as u64 * 1_000_000_000 / corpus::RATE as u64);
+        audio.extend(&speech);
+        audio.extend(std::iter::repeat_n(0i16, corpus::RATE as usize));
+        let cases = [
+            (
+                "specvadgate engine=webrtc mode=speculative",
+                "speculative (webrtc)",
+            ),
+            (
+                "specvadgate engine=energy mode=speculative",
+                "speculative (energy)",
+            ),
+            (
+                &format!("specvadgate {silero} mode=speculative") as &str,
+                "speculative (silero)",
+            ),
+            (
+                "specvadgate engine=webrtc mode=confirmed",
+                "confirmed (webrtc, commit-time 250 ms)",
+            ),
+            (
+                "removesilence remove=true threshold=-45",
+                "stock removesilence",
+            ),
+        ];
+        let mut measured = Vec::new();
+        for (element, name) in cases {
+            let (latency, clipped) = first_sample_latency(element, &audio, onset);
+            println!(
+                "{name:<40} first sample after {latency:>7.1} ms, onset clipped by {clipped:>6.1} ms"
+            );
+            measured.push(latency);
         }
-    );
+        ratio(
+            "speculative(webrtc) / confirmed",
+            measured[0],
+            measured[3],
+            "ms",
+        );
+        ratio(
+            "speculative(webrtc) / removesilence",
+            measured[0],
+            measured[4],
+            "ms",
+        );
+        println!(
+            "target: speculative <= 32 ms (one analysis frame): {}",
+            if measured[0] <= 32.0 {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+    }
 
     let sessions: usize = std::env::var("RTAI_BENCH_SESSIONS")
         .ok()
@@ -298,117 +305,136 @@ fn main() {
         .unwrap_or(1);
     let load = corpus::build(4).expect("corpus");
     let clip = &load.samples[..(seconds * corpus::RATE as usize).min(load.samples.len())];
-    println!(
-        "\n== 2. {sessions} concurrent 16 kHz sessions, {seconds} s each, paced in real time, {cores} cores"
-    );
-    for engine in ["energy", "webrtc"] {
-        let gate = format!("specvadgate engine={engine}");
-        let unpaced = run_sessions(sessions, &gate, clip, false);
-        let paced = run_sessions(sessions, &gate, clip, true);
-        let d = &paced.decisions;
+    if run_section("2") {
         println!(
-            "{engine:<8} throughput {:>7.1}x real time ({:.2}x per session); paced: decisions {} P50 {:.1} ms P95 {:.1} ms P99 {:.1} ms, late pushes {}",
-            unpaced.realtime_factor,
-            unpaced.realtime_factor / sessions as f64,
-            d.count(),
-            d.quantile(0.5) as f64 / 1e6,
-            d.quantile(0.95) as f64 / 1e6,
-            d.quantile(0.99) as f64 / 1e6,
-            paced.late_pushes
+            "\n== 2. {sessions} concurrent 16 kHz sessions, {seconds} s each, paced in real time, {cores} cores"
         );
+        for engine in ["energy", "webrtc"] {
+            let gate = format!("specvadgate engine={engine}");
+            let unpaced = run_sessions(sessions, &gate, clip, false);
+            let paced = run_sessions(sessions, &gate, clip, true);
+            let d = &paced.decisions;
+            println!(
+                "{engine:<8} throughput {:>7.1}x real time ({:.2}x per session); paced: decisions {} P50 {:.1} ms P95 {:.1} ms P99 {:.1} ms, late pushes {}",
+                unpaced.realtime_factor,
+                unpaced.realtime_factor / sessions as f64,
+                d.count(),
+                d.quantile(0.5) as f64 / 1e6,
+                d.quantile(0.95) as f64 / 1e6,
+                d.quantile(0.99) as f64 / 1e6,
+                paced.late_pushes
+            );
+            ratio(
+                &format!("{engine}: P99 decision latency / 250 ms target"),
+                d.quantile(0.99) as f64 / 1e6,
+                250.0,
+                "ms",
+            );
+            ratio(
+                &format!("{engine}: aggregate speed / {sessions} sessions"),
+                unpaced.realtime_factor,
+                sessions as f64,
+                "x rt",
+            );
+        }
+
+        // What tone rejection (one FFT per 10 ms frame) costs, against the same
+        // sessions with it off, alternated so machine load hits both alike.
+        let (mut with_tones, mut without_tones) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            without_tones.push(
+                run_sessions(
+                    sessions,
+                    "specvadgate engine=energy tone-threshold=0",
+                    clip,
+                    false,
+                )
+                .realtime_factor,
+            );
+            with_tones.push(
+                run_sessions(sessions, "specvadgate engine=energy", clip, false).realtime_factor,
+            );
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
         ratio(
-            &format!("{engine}: P99 decision latency / 250 ms target"),
-            d.quantile(0.99) as f64 / 1e6,
-            250.0,
-            "ms",
-        );
-        ratio(
-            &format!("{engine}: aggregate speed / {sessions} sessions"),
-            unpaced.realtime_factor,
-            sessions as f64,
+            "energy: speed with tone rejection / tone-threshold=0 (median of 3)",
+            median(&mut with_tones),
+            median(&mut without_tones),
             "x rt",
         );
     }
 
-    // What tone rejection (one FFT per 10 ms frame) costs, against the same
-    // sessions with it off, alternated so machine load hits both alike.
-    let (mut with_tones, mut without_tones) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        without_tones.push(
-            run_sessions(
-                sessions,
-                "specvadgate engine=energy tone-threshold=0",
-                clip,
-                false,
-            )
-            .realtime_factor,
-        );
-        with_tones
-            .push(run_sessions(sessions, "specvadgate engine=energy", clip, false).realtime_factor);
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    ratio(
-        "energy: speed with tone rejection / tone-threshold=0 (median of 3)",
-        median(&mut with_tones),
-        median(&mut without_tones),
-        "x rt",
-    );
-
-    println!("\n== 3. silero: sessions in real time on {cores} cores");
-    let gate = format!("specvadgate {silero}");
-    let one = run_sessions(1, &gate, clip, false);
-    let all = run_sessions(cores * 2, &gate, clip, false);
-    figure(
-        "silero one session speed (x real time)",
-        one.realtime_factor,
-        "x",
-    );
-    figure(
-        "silero aggregate speed, all cores (x real time)",
-        all.realtime_factor,
-        "x",
-    );
-    figure(
-        "silero sessions in real time (floor of aggregate)",
-        all.realtime_factor.floor(),
-        "sessions",
-    );
-    // The aggregate speed is an upper bound; the real figure is the largest number
-    // of paced sessions that keeps every push on time and P99 under 250 ms.
-    let keeps_up = |n: usize| {
-        let r = run_sessions(
-            n,
-            &gate,
-            &clip[..clip.len().min(5 * corpus::RATE as usize)],
-            true,
-        );
-        let p99 = r.decisions.quantile(0.99) as f64 / 1e6;
+    if run_section("3") {
         println!(
-            "silero: {n:>4} paced sessions: P99 decision latency {p99:>8.1} ms, late pushes {}",
-            r.late_pushes
+            "\n== 3. silero: sessions in real time on {cores} cores, batched (one shared model, silero-shared=true) vs unbatched (a session per gate)"
         );
-        // Pushes more than one buffer late on a loaded 2-core box happen from
-        // scheduling alone; more than 1 % of them means the sessions fall behind.
-        let pushes = n as u64 * (5 * 1000 / 20);
-        p99 < 250.0 && r.late_pushes * 100 < pushes
-    };
-    let (mut good, mut bad) = (
-        0usize,
-        (all.realtime_factor.floor() as usize).clamp(1, 400) + 1,
-    );
-    for _ in 0..5 {
-        if bad - good <= 1 {
-            break;
+        let mut kept = Vec::new();
+        for (label, shared) in [("unbatched", false), ("batched", true)] {
+            let gate = format!("specvadgate {silero} silero-shared={shared}");
+            let one = run_sessions(1, &gate, clip, false);
+            let all = run_sessions(cores * 2, &gate, clip, false);
+            figure(
+                &format!("silero {label}: one session speed (x real time)"),
+                one.realtime_factor,
+                "x",
+            );
+            figure(
+                &format!("silero {label}: aggregate, {} sessions (x rt)", cores * 2),
+                all.realtime_factor,
+                "x",
+            );
+            // The aggregate speed is an upper bound; the real figure is the largest number
+            // of paced sessions that keeps every push on time and P99 under 250 ms.
+            let keeps_up = |n: usize| {
+                let r = run_sessions(
+                    n,
+                    &gate,
+                    &clip[..clip.len().min(5 * corpus::RATE as usize)],
+                    true,
+                );
+                let p99 = r.decisions.quantile(0.99) as f64 / 1e6;
+                println!(
+                    "silero {label}: {n:>4} paced sessions: P99 decision latency {p99:>8.1} ms, late pushes {}",
+                    r.late_pushes
+                );
+                // Pushes more than one buffer late on a loaded 2-core box happen from
+                // scheduling alone; more than 1 % of them means the sessions fall behind.
+                let pushes = n as u64 * (5 * 1000 / 20);
+                p99 < 250.0 && r.late_pushes * 100 < pushes
+            };
+            let (mut good, mut bad) = (0usize, 401usize);
+            // 100 sessions is the target: try it first, then bisect.
+            if keeps_up(100) {
+                good = 100;
+            } else {
+                bad = 100;
+            }
+            for _ in 0..5 {
+                if bad - good <= 1 {
+                    break;
+                }
+                let mid = (good + bad) / 2;
+                if keeps_up(mid) { good = mid } else { bad = mid }
+            }
+            figure(
+                &format!("silero {label}: paced sessions kept up (P99 < 250 ms)"),
+                good as f64,
+                "sessions",
+            );
+            kept.push(good as f64);
         }
-        let mid = (good + bad) / 2;
-        if keeps_up(mid) { good = mid } else { bad = mid }
+        ratio(
+            "silero paced sessions: batched / unbatched",
+            kept[1],
+            kept[0],
+            "sessions",
+        );
+        println!(
+            "target: 100 paced silero sessions on 2 cores: {}",
+            if kept[1] >= 100.0 { "met" } else { "NOT met" }
+        );
     }
-    figure(
-        "silero sessions in real time (paced, P99 < 250 ms)",
-        good as f64,
-        "sessions",
-    );
 }
