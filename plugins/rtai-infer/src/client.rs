@@ -316,8 +316,12 @@ pub enum Reply {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallError {
-    /// 429, 5xx, timeouts, connection failures: worth retrying.
+    /// 5xx, timeouts, broken connections: worth retrying (the request may have been seen).
     Transient(String),
+    /// The request never reached the endpoint (connection refused, DNS): safe to send again.
+    NotSent(String),
+    /// 429 or 503 with `Retry-After`: the endpoint asks for this pause before a retry.
+    RetryAfter(String, Duration),
     /// 4xx: the request is wrong (URL, model, key); retrying will not help.
     Fatal(String),
     /// A reply that cannot be used (malformed JSON, wrong shapes, a failed job): this
@@ -329,10 +333,68 @@ pub enum CallError {
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Transient(m) | Self::Fatal(m) | Self::BadReply(m) => f.write_str(m),
+            Self::Transient(m)
+            | Self::NotSent(m)
+            | Self::RetryAfter(m, _)
+            | Self::Fatal(m)
+            | Self::BadReply(m) => f.write_str(m),
             Self::Cancelled => f.write_str("cancelled"),
         }
     }
+}
+
+impl CallError {
+    /// Worth retrying.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Transient(_) | Self::NotSent(_) | Self::RetryAfter(..)
+        )
+    }
+
+    /// The endpoint did no work for the request: it never arrived, or was turned away
+    /// with 429. Only these are safe to repeat where a repeat costs (a RunPod job).
+    pub fn never_reached(&self) -> bool {
+        match self {
+            Self::NotSent(_) => true,
+            Self::RetryAfter(m, _) | Self::Transient(m) => m.starts_with("HTTP 429"),
+            _ => false,
+        }
+    }
+
+    /// A wrong configuration (bad key, unknown model or route) rather than one request the
+    /// endpoint refused (400, 413, 422: too long, too large, content policy).
+    pub fn is_configuration(&self) -> bool {
+        let Self::Fatal(m) = self else {
+            return false;
+        };
+        const PER_REQUEST: [&str; 6] = [
+            "HTTP 400",
+            "HTTP 413",
+            "HTTP 422",
+            "gRPC InvalidArgument",
+            "gRPC OutOfRange",
+            "gRPC FailedPrecondition",
+        ];
+        !PER_REQUEST.iter().any(|p| m.starts_with(p))
+    }
+}
+
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// The pause before retry `attempt`: the backoff, or longer when the endpoint said so.
+pub fn retry_delay(err: &CallError, attempt: u32) -> Duration {
+    let asked = match err {
+        CallError::RetryAfter(_, d) => (*d).min(MAX_RETRY_AFTER),
+        _ => Duration::ZERO,
+    };
+    backoff(attempt, jitter()).max(asked)
+}
+
+/// A `Retry-After` value in seconds (the HTTP-date form is not used by inference servers).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 // ---- reply parsers -------------------------------------------------------
@@ -504,12 +566,19 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn check_status(status: reqwest::StatusCode, body: &[u8]) -> Result<(), CallError> {
+fn check_status(
+    status: reqwest::StatusCode,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> Result<(), CallError> {
     if status.is_success() {
         return Ok(());
     }
     let snippet: String = String::from_utf8_lossy(body).chars().take(200).collect();
     let message = format!("HTTP {status}: {snippet}");
+    if let (429 | 503, Some(d)) = (status.as_u16(), retry_after) {
+        return Err(CallError::RetryAfter(message, d));
+    }
     if status.as_u16() == 429 || status.is_server_error() || status.as_u16() == 408 {
         Err(CallError::Transient(message))
     } else {
@@ -527,6 +596,7 @@ fn transport(err: reqwest::Error) -> CallError {
         .url()
         .map(|u| format!(" to {}", rtai_core::secrets::redact(u.as_str())))
         .unwrap_or_default();
+    let never_sent = err.is_connect();
     let err = err.without_url();
     let mut message = err.to_string();
     // The causes say why (connection refused, DNS, TLS); reqwest's own message does not.
@@ -535,30 +605,35 @@ fn transport(err: reqwest::Error) -> CallError {
         message = format!("{message}: {c}");
         cause = c.source();
     }
-    CallError::Transient(format!("request{url} failed: {message}"))
+    let message = format!("request{url} failed: {message}");
+    if never_sent {
+        CallError::NotSent(message)
+    } else {
+        CallError::Transient(message)
+    }
 }
 
 async fn send(ep: &Endpoint, builder: reqwest::RequestBuilder) -> Result<Vec<u8>, CallError> {
-    send_with_header(ep, builder, "")
+    send_with_header(ep, builder, "", ep.timeout)
         .await
         .map(|(body, _)| body)
 }
+
+/// The largest reply read (a YOLOv5 output [1, 25200, 85] as JSON is about 25 MB).
+pub const MAX_REPLY_BYTES: usize = 128 << 20;
 
 /// Sends; returns the body and the reply header `header` (when named and present).
 async fn send_with_header(
     ep: &Endpoint,
     builder: reqwest::RequestBuilder,
     header: &str,
+    timeout: Duration,
 ) -> Result<(Vec<u8>, Option<String>), CallError> {
     let builder = match &ep.api_key {
         Some(key) => builder.bearer_auth(key),
         None => builder,
     };
-    let response = builder
-        .timeout(ep.timeout)
-        .send()
-        .await
-        .map_err(transport)?;
+    let response = builder.timeout(timeout).send().await.map_err(transport)?;
     let status = response.status();
     let value = (!header.is_empty())
         .then(|| {
@@ -569,9 +644,47 @@ async fn send_with_header(
                 .map(String::from)
         })
         .flatten();
-    let body = response.bytes().await.map_err(transport)?;
-    check_status(status, &body)?;
-    Ok((body.to_vec(), value))
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_REPLY_BYTES as u64)
+    {
+        return Err(CallError::BadReply(format!(
+            "reply of {} bytes (more than {MAX_REPLY_BYTES})",
+            response.content_length().unwrap_or_default()
+        )));
+    }
+    let mut response = response;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_REPLY_BYTES {
+            return Err(CallError::BadReply(format!(
+                "reply longer than {MAX_REPLY_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    check_status(status, &body, retry_after)?;
+    Ok((body, value))
+}
+
+/// The KServe REST body for one FP32 tensor, written straight from the samples: no
+/// `serde_json::Value` per element (a 640x640 frame has 1.2 million of them).
+pub fn tensor_json(name: &str, shape: &[usize], data: &[f32]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64 + name.len() + data.len() * 10);
+    body.extend_from_slice(br#"{"inputs":[{"name":"#);
+    serde_json::to_writer(&mut body, name).expect("a string serializes");
+    body.extend_from_slice(br#","shape":"#);
+    serde_json::to_writer(&mut body, shape).expect("numbers serialize");
+    body.extend_from_slice(br#","datatype":"FP32","data":"#);
+    // NaN and infinities (not JSON) are written as null, as serde_json does for floats.
+    serde_json::to_writer(&mut body, data).expect("floats serialize");
+    body.extend_from_slice(b"}]}");
+    body
 }
 
 /// The id of a RunPod job in flight, so a cancel can reach `/cancel/{id}`.
@@ -602,7 +715,8 @@ pub async fn call_once(
                     .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                     .body([header, raw].concat());
                 let (bytes, reply_header) =
-                    send_with_header(ep, builder, "inference-header-content-length").await?;
+                    send_with_header(ep, builder, "inference-header-content-length", ep.timeout)
+                        .await?;
                 return match reply_header.and_then(|h| h.parse::<usize>().ok()) {
                     Some(n) => parse_kserve_binary(&bytes, n),
                     None => parse_kserve(&bytes),
@@ -610,8 +724,12 @@ pub async fn call_once(
                 .map(Reply::Tensors)
                 .map_err(CallError::BadReply);
             }
-            let body = json!({ "inputs": [{ "name": name, "shape": shape, "datatype": "FP32", "data": data }] });
-            let bytes = send(ep, client.post(url).json(&body)).await?;
+            let body = tensor_json(name, shape, data);
+            let builder = client
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+            let bytes = send(ep, builder).await?;
             parse_kserve(&bytes)
                 .map(Reply::Tensors)
                 .map_err(CallError::BadReply)
@@ -650,75 +768,7 @@ pub async fn call_once(
                 .map(Reply::Tensors)
                 .map_err(CallError::BadReply)
         }
-        (Protocol::Runpod, req) => {
-            let input = match req {
-                Request::Images {
-                    jpegs,
-                    width,
-                    height,
-                    prompt,
-                    ..
-                } => json!({
-                    "image": b64(jpegs.last().map(Vec::as_slice).unwrap_or_default()),
-                    "width": width, "height": height, "prompt": prompt, "model": ep.model,
-                }),
-                Request::Audio { wav, prompt } => {
-                    json!({ "audio": b64(wav), "format": "wav", "prompt": prompt, "model": ep.model })
-                }
-                Request::Tensor { name, shape, data } => {
-                    json!({ "name": name, "shape": shape, "data": data })
-                }
-            };
-            let body = json!({ "input": input });
-            // /runsync first; an endpoint without it (404, 405) takes /run and is polled,
-            // and later requests go to /run straight away.
-            let synced = if ep.runsync_missing.load(Ordering::Relaxed) {
-                None
-            } else {
-                match send(ep, client.post(format!("{base}/runsync")).json(&body)).await {
-                    Err(CallError::Fatal(m))
-                        if m.starts_with("HTTP 404") || m.starts_with("HTTP 405") =>
-                    {
-                        ep.runsync_missing.store(true, Ordering::Relaxed);
-                        None
-                    }
-                    other => Some(other?),
-                }
-            };
-            let bytes = match synced {
-                Some(bytes) => bytes,
-                None => send(ep, client.post(format!("{base}/run")).json(&body)).await?,
-            };
-            let mut status = parse_runpod(&bytes).map_err(CallError::BadReply)?;
-            let started = Instant::now();
-            let mut wait = Duration::from_millis(50);
-            while let RunpodStatus::Pending(id) = &status {
-                *job.lock().unwrap() = Some(id.clone());
-                if started.elapsed() > ep.poll_limit {
-                    return Err(CallError::Transient(format!(
-                        "job {id} unfinished after {:?}",
-                        ep.poll_limit
-                    )));
-                }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(1));
-                // The hosted API answers GET; the SDK's local test API only POST.
-                let url = format!("{base}/status/{id}");
-                let bytes = match send(ep, client.get(&url)).await {
-                    Err(CallError::Fatal(m)) if m.starts_with("HTTP 405") => {
-                        send(ep, client.post(&url)).await?
-                    }
-                    other => other?,
-                };
-                status = parse_runpod(&bytes).map_err(CallError::BadReply)?;
-            }
-            *job.lock().unwrap() = None;
-            match status {
-                RunpodStatus::Completed(output) => Ok(Reply::Output(output)),
-                RunpodStatus::Failed(m) => Err(CallError::BadReply(m)),
-                RunpodStatus::Pending(_) => unreachable!(),
-            }
-        }
+        (Protocol::Runpod, _) => call_runpod(client, ep, req, job).await.0,
         (
             Protocol::OpenaiChat,
             Request::Images {
@@ -797,24 +847,155 @@ pub fn jitter() -> f64 {
     (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Calls with retries for transient failures; returns the reply and how many retries it took.
+/// Calls with retries for transient failures (after `Retry-After` when the endpoint
+/// says it); returns the reply and how many retries it took. RunPod retries inside
+/// (never a second job, see `call_runpod`).
 pub async fn call(
     client: &reqwest::Client,
     ep: &Endpoint,
     req: &Request,
     job: &JobId,
 ) -> (Result<Reply, CallError>, u32) {
+    if ep.protocol == Protocol::Runpod {
+        return call_runpod(client, ep, req, job).await;
+    }
     let mut retries = 0;
     loop {
         match call_once(client, ep, req, job).await {
-            Err(CallError::Transient(m)) if retries < ep.max_retries => {
+            Err(e) if e.is_transient() && retries < ep.max_retries => {
                 retries += 1;
-                let _ = m;
-                tokio::time::sleep(backoff(retries, jitter())).await;
+                tokio::time::sleep(retry_delay(&e, retries)).await;
             }
             other => return (other, retries),
         }
     }
+}
+
+/// The RunPod `input` of a request.
+fn runpod_input(ep: &Endpoint, req: &Request) -> Value {
+    match req {
+        Request::Images {
+            jpegs,
+            width,
+            height,
+            prompt,
+            ..
+        } => json!({
+            "image": b64(jpegs.last().map(Vec::as_slice).unwrap_or_default()),
+            "width": width, "height": height, "prompt": prompt, "model": ep.model,
+        }),
+        Request::Audio { wav, prompt } => {
+            json!({ "audio": b64(wav), "format": "wav", "prompt": prompt, "model": ep.model })
+        }
+        Request::Tensor { name, shape, data } => {
+            json!({ "name": name, "shape": shape, "data": data })
+        }
+    }
+}
+
+/// How long RunPod's `/runsync` may hold a job before it answers with the job's id
+/// (`?wait=`, 1 to 300 s): the request timeout, so a slow job is polled, not re-submitted.
+fn runsync_wait(ep: &Endpoint) -> Duration {
+    ep.timeout
+        .clamp(Duration::from_secs(1), Duration::from_secs(300))
+}
+
+/// Submits a job: `/runsync?wait=` (its HTTP timeout is the wait plus the request
+/// timeout), or `/run` on an endpoint without `/runsync` (404, 405; remembered).
+async fn runpod_submit(
+    client: &reqwest::Client,
+    ep: &Endpoint,
+    body: &Value,
+) -> Result<Vec<u8>, CallError> {
+    let base = ep.url.trim_end_matches('/');
+    if !ep.runsync_missing.load(Ordering::Relaxed) {
+        let wait = runsync_wait(ep);
+        let url = format!("{base}/runsync?wait={}", wait.as_millis());
+        match send_with_header(ep, client.post(url).json(body), "", wait + ep.timeout).await {
+            Err(CallError::Fatal(m)) if m.starts_with("HTTP 404") || m.starts_with("HTTP 405") => {
+                ep.runsync_missing.store(true, Ordering::Relaxed);
+            }
+            other => return other.map(|(body, _)| body),
+        }
+    }
+    send(ep, client.post(format!("{base}/run")).json(body)).await
+}
+
+/// One `/status/{id}` poll (GET as the hosted API; POST where GET is 405, as the SDK's local API).
+async fn runpod_status(
+    client: &reqwest::Client,
+    ep: &Endpoint,
+    id: &str,
+) -> Result<RunpodStatus, CallError> {
+    let url = format!("{}/status/{id}", ep.url.trim_end_matches('/'));
+    let bytes = match send(ep, client.get(&url)).await {
+        Err(CallError::Fatal(m)) if m.starts_with("HTTP 405") => {
+            send(ep, client.post(&url)).await?
+        }
+        other => other?,
+    };
+    parse_runpod(&bytes).map_err(CallError::BadReply)
+}
+
+/// A RunPod call: one job, however long it takes. The submit is retried only when it
+/// never reached the endpoint (connection refused) or was turned away (429): anything
+/// else may have queued a job, and a second submit would be a second paid job. Polls are
+/// retried. A job abandoned (unfinished after `poll_limit`, or its polls failing) gets
+/// `/cancel/{id}`. Returns the reply and the retries it took.
+async fn call_runpod(
+    client: &reqwest::Client,
+    ep: &Endpoint,
+    req: &Request,
+    job: &JobId,
+) -> (Result<Reply, CallError>, u32) {
+    let body = json!({ "input": runpod_input(ep, req) });
+    let mut retries = 0;
+    let submitted = loop {
+        match runpod_submit(client, ep, &body).await {
+            Err(e) if e.never_reached() && retries < ep.max_retries => {
+                retries += 1;
+                tokio::time::sleep(retry_delay(&e, retries)).await;
+            }
+            other => break other,
+        }
+    };
+    let mut status = match submitted.and_then(|b| parse_runpod(&b).map_err(CallError::BadReply)) {
+        Ok(status) => status,
+        Err(e) => return (Err(e), retries),
+    };
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(50);
+    while let RunpodStatus::Pending(id) = &status {
+        let id = id.clone();
+        *job.lock().unwrap() = Some(id.clone());
+        if started.elapsed() > ep.poll_limit {
+            let _ = cancel_runpod(client, ep, &id).await;
+            *job.lock().unwrap() = None;
+            let message = format!("job {id} unfinished after {:?}: cancelled", ep.poll_limit);
+            return (Err(CallError::Transient(message)), retries);
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(1));
+        match runpod_status(client, ep, &id).await {
+            Ok(s) => status = s,
+            Err(e) if e.is_transient() && retries < ep.max_retries => {
+                retries += 1;
+                tokio::time::sleep(retry_delay(&e, retries)).await;
+            }
+            Err(e) => {
+                let _ = cancel_runpod(client, ep, &id).await;
+                *job.lock().unwrap() = None;
+                return (Err(e), retries);
+            }
+        }
+    }
+    *job.lock().unwrap() = None;
+    let result = match status {
+        RunpodStatus::Completed(output) => Ok(Reply::Output(output)),
+        RunpodStatus::Failed(m) => Err(CallError::BadReply(m)),
+        RunpodStatus::Pending(_) => unreachable!("the loop ends on a finished job"),
+    };
+    (result, retries)
 }
 
 /// Asks RunPod to cancel job `id` (best effort).
@@ -936,8 +1117,8 @@ mod tests {
         let err = rtai_core::runtime::runtime()
             .block_on(reqwest::Client::new().get(url).send())
             .unwrap_err();
-        let CallError::Transient(message) = transport(err) else {
-            panic!("a refused connection is transient")
+        let CallError::NotSent(message) = transport(err) else {
+            panic!("a refused connection never reached the endpoint")
         };
         assert!(!message.contains("s3cret"), "{message}");
         // (reqwest moves the user info into an Authorization header before sending.)
@@ -1195,6 +1376,59 @@ mod tests {
                 .unwrap_err()
                 .contains("FP16")
         );
+    }
+
+    #[test]
+    fn the_tensor_body_is_the_json_serde_would_write() {
+        let data = [0.5f32, 1.0, 0.25, 114.0 / 255.0];
+        let body = tensor_json("images\"x", &[1, 1, 2, 2], &data);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let input = &v["inputs"][0];
+        assert_eq!(
+            (&input["name"], &input["shape"], &input["datatype"]),
+            (&json!("images\"x"), &json!([1, 1, 2, 2]), &json!("FP32"))
+        );
+        // Each sample in its shortest f32 form: it reads back exactly.
+        let back: Vec<f32> = input["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(back, data);
+        assert!(body.len() < 120, "{}", String::from_utf8_lossy(&body));
+    }
+
+    #[test]
+    fn retry_after_and_what_may_be_repeated() {
+        assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        let busy = check_status(
+            reqwest::StatusCode::TOO_MANY_REQUESTS,
+            b"",
+            Some(Duration::from_secs(3)),
+        )
+        .unwrap_err();
+        assert!(busy.is_transient() && busy.never_reached());
+        assert!(retry_delay(&busy, 1) >= Duration::from_secs(3));
+        let huge = CallError::RetryAfter("HTTP 429".into(), Duration::from_secs(3600));
+        assert_eq!(retry_delay(&huge, 1), MAX_RETRY_AFTER);
+        let unavailable =
+            check_status(reqwest::StatusCode::SERVICE_UNAVAILABLE, b"", None).unwrap_err();
+        assert!(unavailable.is_transient() && !unavailable.never_reached());
+        for (code, configuration) in [
+            (400, false),
+            (413, false),
+            (422, false),
+            (401, true),
+            (403, true),
+            (404, true),
+        ] {
+            let e =
+                check_status(reqwest::StatusCode::from_u16(code).unwrap(), b"x", None).unwrap_err();
+            assert!(!e.is_transient(), "{code}");
+            assert_eq!(e.is_configuration(), configuration, "{code}");
+        }
     }
 
     #[test]

@@ -1847,7 +1847,8 @@ fn runpod_run_fallback_status_polling_and_cancel() {
     let (a, b) = (&ids[0], &ids[1]);
     let p = "/v2/no-runsync";
     let expected: Vec<String> = [
-        format!("POST {p}/runsync"),
+        // /runsync asks RunPod to answer within the request timeout (then IN_PROGRESS).
+        format!("POST {p}/runsync?wait=10000"),
         format!("POST {p}/run"),
         format!("GET {p}/status/{a}"),
         format!("GET {p}/status/{a}"),
@@ -1879,7 +1880,7 @@ fn runpod_run_fallback_status_polling_and_cancel() {
     assert_eq!(
         &calls[calls.len() - 4..],
         [
-            "POST /v2/async/runsync".to_string(),
+            "POST /v2/async/runsync?wait=10000".to_string(),
             format!("GET /v2/async/status/{c}"),
             format!("GET /v2/async/status/{c}"),
             format!("POST /v2/async/status/{c}")
@@ -1955,12 +1956,12 @@ fn runpod_run_fallback_status_polling_and_cancel() {
 }
 
 #[test]
-fn audio_meta_mode_waits_one_budget_for_a_transcript_at_most() {
+fn audio_meta_mode_never_waits_for_a_bus_only_transcript() {
     let server = Peer::runpod();
     let caps: gst::Caps = AUDIO.parse().unwrap();
     let (pipeline, src, sink) = start_pipeline(
         &format!(
-            "protocol=runpod url={} model=slow latency-budget=200",
+            "protocol=runpod url={} model=slow latency-budget=2500",
             server.url()
         ),
         &caps,
@@ -1968,8 +1969,8 @@ fn audio_meta_mode_waits_one_budget_for_a_transcript_at_most() {
     for i in 0..20 {
         src.push_buffer(audio(i * 10, 9)).unwrap();
     }
-    // The segment's end sends its audio to a handler that takes 3 s; the audio after it
-    // must not wait for that.
+    // The segment's end sends its audio to a handler that takes 3 s; the transcript goes
+    // only to the bus, so the audio after it must not wait for it (not even the budget).
     src.send_event(SegmentEvent::End { id: 9 }.to_event());
     let ended = Instant::now();
     for i in 20..40 {
@@ -1984,7 +1985,7 @@ fn audio_meta_mode_waits_one_budget_for_a_transcript_at_most() {
         assert_eq!(b.pts(), Some(gst::ClockTime::from_mseconds(i * 10)));
     }
     assert!(
-        ended.elapsed() < Duration::from_millis(2000),
+        ended.elapsed() < Duration::from_millis(1000),
         "later audio waited {:?} for the 3 s transcript",
         ended.elapsed()
     );
@@ -1994,7 +1995,7 @@ fn audio_meta_mode_waits_one_budget_for_a_transcript_at_most() {
             &infer.property::<gst::Structure>("stats"),
             "dropped-by-budget"
         ),
-        1
+        0
     );
     // The transcript still reaches the bus when it comes.
     let msg = pipeline
@@ -2385,5 +2386,216 @@ fn separate_boxes_scores_and_bytes_labels_become_rois_and_bus_boxes() {
     assert_eq!(
         (b.get::<&str>("label").unwrap(), b.get::<f64>("x2").unwrap()),
         ("ball", 200.0)
+    );
+}
+
+#[test]
+fn a_slow_runpod_job_is_one_paid_job_and_an_abandoned_one_is_cancelled() {
+    // The gateway's "hosted" mode runs jobs as RunPod's hosted API does: /runsync holds a
+    // job at most ?wait= ms, then answers IN_PROGRESS with its id. The handler's "slow"
+    // model takes 3 s, longer than request-timeout: the job must be polled, never
+    // submitted again (each submit is a paid job), and counted server-side.
+    let sdk = Peer::runpod();
+    let gateway = Gateway::start(&sdk);
+    let (caps, frames) = ball_frames(2);
+    let mut h = harness(
+        &[
+            ("protocol", "runpod"),
+            ("url", &gateway.url("hosted")),
+            ("model", "slow"),
+            ("request-timeout", "1000"),
+            ("latency-budget", "30000"),
+            ("max-inflight", "1"),
+        ],
+        &caps,
+    );
+    for f in &frames {
+        h.push(f.clone()).unwrap();
+        let found = rois(&h.pull().unwrap());
+        assert_eq!(found.len(), 1, "the slow job's result comes back");
+    }
+    let s = stats(&h);
+    drop(h);
+    let (calls, ids) = gateway.calls();
+    assert_eq!(ids.len(), 2, "exactly one job per frame: {calls:?} ({s})");
+    assert!(!calls.iter().any(|c| c.contains("/cancel/")), "{calls:?}");
+
+    // Polled for longer than 6 x request-timeout (1.2 s; the job takes 3 s): given up and cancelled.
+    let mut h = harness(
+        &[
+            ("protocol", "runpod"),
+            ("url", &gateway.url("hosted")),
+            ("model", "slow"),
+            ("request-timeout", "200"),
+            ("latency-budget", "30000"),
+        ],
+        &caps,
+    );
+    h.push(frames[0].clone()).unwrap();
+    assert!(rois(&h.pull().unwrap()).is_empty());
+    drop(h);
+    let (calls, ids) = gateway.calls();
+    assert_eq!(ids.len(), 3, "one more job, not four: {calls:?}");
+    let job = ids.last().unwrap();
+    assert!(
+        calls.contains(&format!("POST /v2/hosted/cancel/{job}")),
+        "the abandoned job is cancelled: {calls:?}"
+    );
+}
+
+#[test]
+fn a_request_refused_mid_stream_is_a_counted_warning_and_the_stream_goes_on() {
+    // The second request gets HTTP 400 (input too long): that result is lost, the others come.
+    let server = fault_server();
+    let (caps, frames) = ball_frames(4);
+    let (out, warnings, s, _) = run_to_eos(
+        &format!(
+            "url={} model=rejects-second input-width=32 input-height=32 max-inflight=1 latency-budget=30000",
+            server.url()
+        ),
+        &caps,
+        &frames,
+        |_| {},
+    );
+    let found: Vec<usize> = out.iter().map(|b| rois(b).len()).collect();
+    assert_eq!(found, vec![1, 0, 1, 1], "{s}");
+    assert_eq!((count(&s, "rejected"), count(&s, "ok")), (1, 3), "{s}");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("HTTP 400"), "{warnings:?}");
+    // A refusal before any answer (a bad key) is still the configuration's error.
+    let (message, _) = run_expecting_error(
+        &format!(
+            "inferclient url={} model=forbidden input-width=32 input-height=32",
+            server.url()
+        ),
+        &caps,
+        &frames[..1],
+    );
+    assert!(message.contains("HTTP 403"), "{message}");
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    // 429 with Retry-After: 1 on every other call: the retry waits a second (backoff alone: ~0.1 s).
+    let server = fault_server();
+    let (caps, frames) = ball_frames(1);
+    let started = Instant::now();
+    let (out, _, s, _) = run_to_eos(
+        &format!(
+            "url={} model=retry-after input-width=32 input-height=32 latency-budget=30000",
+            server.url()
+        ),
+        &caps,
+        &frames,
+        |_| {},
+    );
+    assert_eq!(rois(&out[0]).len(), 1, "{s}");
+    assert_eq!(count(&s, "retried"), 1, "{s}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "retried after {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_cancelled_segment_is_never_sent_later() {
+    // Audio of segment 7 still arriving after its cancel (it was in flight upstream) and
+    // its end: nothing of it is sent, no transcript comes.
+    init();
+    let server = Peer::runpod();
+    let caps: gst::Caps = AUDIO.parse().unwrap();
+    let (pipeline, src, sink) = start_pipeline(
+        &format!("protocol=runpod url={} output=text", server.url()),
+        &caps,
+    );
+    for i in 0..10 {
+        src.push_buffer(audio(i * 10, 7)).unwrap();
+    }
+    assert!(
+        src.static_pad("src").unwrap().push_event(
+            SegmentEvent::Cancel {
+                id: 7,
+                reason: "barge-in".into()
+            }
+            .to_event()
+        )
+    );
+    for i in 10..20 {
+        src.push_buffer(audio(i * 10, 7)).unwrap();
+    }
+    src.send_event(SegmentEvent::End { id: 7 }.to_event());
+    // A later segment is sent as usual.
+    for i in 20..30 {
+        src.push_buffer(audio(i * 10, 8)).unwrap();
+    }
+    src.send_event(SegmentEvent::End { id: 8 }.to_event());
+    src.end_of_stream().unwrap();
+    let mut texts = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        let b = sample.buffer().unwrap();
+        texts.push((
+            SegmentIdMeta::get(b),
+            String::from_utf8(b.map_readable().unwrap().to_vec()).unwrap(),
+        ));
+    }
+    let infer = pipeline.by_name("infer").unwrap();
+    let s = infer.property::<gst::Structure>("stats");
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(
+        texts,
+        vec![(Some(8), "3200 bytes of audio".to_string())],
+        "{s}"
+    );
+    assert_eq!(count(&s, "sent"), 1, "{s}");
+}
+
+#[test]
+fn a_stop_aborts_requests_in_flight() {
+    // A 2 s request in flight when the element stops: nothing of it outlives the stop.
+    let server = Peer::mlserver();
+    let (caps, frames) = ball_frames(1);
+    let mut h = harness(
+        &[
+            ("url", server.url().as_str()),
+            ("model", "slow"),
+            ("input-width", "64"),
+            ("input-height", "64"),
+            ("latency-budget", "0"),
+        ],
+        &caps,
+    );
+    h.push(frames[0].clone()).unwrap();
+    let _ = h.pull().unwrap();
+    let element = h.element().unwrap();
+    assert_eq!(count(&stats(&h), "inflight"), 1);
+    element.set_state(gst::State::Null).unwrap();
+    let s: gst::Structure = element.property("stats");
+    assert_eq!(count(&s, "inflight"), 0, "{s}");
+    assert_eq!(count(&s, "aborted"), 1, "{s}");
+}
+
+#[test]
+fn text_output_latency_includes_the_retries() {
+    init();
+    let pipeline = gst::parse::launch(
+        "audiotestsrc is-live=true ! audio/x-raw,format=S16LE,rate=16000,channels=1 ! inferclient name=infer protocol=openai-transcriptions url=http://127.0.0.1:1 output=text request-timeout=1000 max-retries=3 ! fakesink",
+    )
+    .unwrap();
+    let infer = pipeline
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name("infer")
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let _ = pipeline.state(gst::ClockTime::from_seconds(5));
+    let mut q = gst::query::Latency::new();
+    assert!(infer.static_pad("src").unwrap().query(&mut q));
+    let (_, min, _) = q.result();
+    pipeline.set_state(gst::State::Null).unwrap();
+    // 4 attempts of 1 s and the longest backoffs before the 3 retries (150 + 300 + 600 ms).
+    assert!(
+        min >= gst::ClockTime::from_mseconds(4000 + 1050),
+        "latency {min}"
     );
 }

@@ -5,7 +5,7 @@
 //! The upstream thread never waits on the network.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,13 @@ struct State {
     audio_collected: AudioCollector,
     /// How to read the model's outputs (labels included).
     decoder: Arc<Decoder>,
+    /// Requests on the runtime: a cancel aborts its segment's, a stop all of them.
+    tasks: Mutex<Vec<(Arc<Job>, tokio::task::JoinHandle<()>)>>,
+    /// Segments cancelled lately: their later buffers are never sent.
+    cancelled: VecDeque<u64>,
+    /// Set by the first request the endpoint answered: a refusal after it is one
+    /// request's (counted), before it the configuration's (an error).
+    contacted: Arc<AtomicBool>,
 }
 
 pub struct InferClient {
@@ -63,6 +70,8 @@ pub struct InferClient {
     inflight: Arc<AtomicUsize>,
     /// One bus warning per run for unusable replies (they are counted, not repeated).
     warned_bad_reply: Arc<std::sync::atomic::AtomicBool>,
+    /// One bus warning per run for requests the endpoint refused (400, 413, 422).
+    warned_rejected: Arc<AtomicBool>,
     /// One bus warning per run for input frames that cannot be read (corrupt JPEG).
     warned_bad_input: std::sync::atomic::AtomicBool,
     stats: Arc<Mutex<Stats>>,
@@ -102,6 +111,7 @@ impl InferClient {
             .field("skipped-busy", s.skipped_busy)
             .field("skipped-breaker", s.skipped_breaker)
             .field("aborted", s.aborted)
+            .field("rejected", s.rejected)
             .field("inflight", self.inflight.load(Ordering::SeqCst) as u64)
             .field("queued", queued as u64)
             .field("queue-limit", limit as u64)
@@ -178,9 +188,13 @@ impl InferClient {
         let decoder = state.decoder.clone();
         let warned_bad_reply = self.warned_bad_reply.clone();
         let job_for_task = job.clone();
+        let contacted = state.contacted.clone();
+        let warned_rejected = self.warned_rejected.clone();
         inflight.fetch_add(1, Ordering::SeqCst);
+        // Dropped when the task ends or is aborted (a stop): the count never stays up.
+        let inflight = InflightGuard(inflight);
         stats.lock().unwrap().sent += 1;
-        rtai_core::runtime::runtime().spawn(async move {
+        let handle = rtai_core::runtime::runtime().spawn(async move {
             let job = job_for_task;
             let started = Instant::now();
             let runpod_job: JobId = Arc::default();
@@ -194,7 +208,7 @@ impl InferClient {
                 // so that no request is seen idle with its probe still held.
                 breaker.lock().unwrap().abandon(admission);
             }
-            inflight.fetch_sub(1, Ordering::SeqCst);
+            drop(inflight);
             let Some((result, retries)) = outcome else {
                 let id = runpod_job.lock().unwrap().clone();
                 if let Some(id) = id {
@@ -210,6 +224,7 @@ impl InferClient {
             });
             match parsed {
                 Ok(mut outcome) => {
+                    contacted.store(true, Ordering::SeqCst);
                     breaker.lock().unwrap().success();
                     stats.lock().unwrap().ok += 1;
                     round_trips.lock().unwrap().record(rtt.as_nanos() as u64);
@@ -223,13 +238,32 @@ impl InferClient {
                     breaker.lock().unwrap().failure(Instant::now());
                     stats.lock().unwrap().failed += 1;
                     match (&err, element.upgrade()) {
-                        // 4xx: the configuration is wrong, say so and stop.
-                        (CallError::Fatal(message), Some(element)) => gst::element_error!(
-                            element,
-                            gst::ResourceError::Failed,
-                            ("The inference endpoint refused the request: {}", message),
-                            ["protocol {:?}, model '{}'", endpoint.protocol, endpoint.model]
-                        ),
+                        // A bad key, an unknown model or route before any answer: the
+                        // configuration is wrong, say so and stop.
+                        (CallError::Fatal(message), Some(element))
+                            if err.is_configuration() && !contacted.load(Ordering::SeqCst) =>
+                        {
+                            gst::element_error!(
+                                element,
+                                gst::ResourceError::Failed,
+                                ("The inference endpoint refused the request: {}", message),
+                                ["protocol {:?}, model '{}'", endpoint.protocol, endpoint.model]
+                            )
+                        }
+                        // One request refused (too long, too large, content policy) or a refusal
+                        // mid-stream: this result is lost, counted; the stream goes on.
+                        (CallError::Fatal(message), Some(element)) => {
+                            stats.lock().unwrap().rejected += 1;
+                            if !warned_rejected.swap(true, Ordering::SeqCst) {
+                                gst::element_warning!(
+                                    element,
+                                    gst::ResourceError::Failed,
+                                    ("The inference endpoint refused a request: {}", message),
+                                    ["protocol {:?}, model '{}' (warned once; counted in stats as rejected)", endpoint.protocol, endpoint.model]
+                                );
+                            }
+                            gst::debug!(CAT, obj = element, "request refused: {message}");
+                        }
                         // An unusable reply loses this result; the stream goes on (the breaker counts it).
                         (CallError::BadReply(message), Some(element)) => {
                             if !warned_bad_reply.swap(true, Ordering::SeqCst) {
@@ -249,6 +283,9 @@ impl InferClient {
                 }
             }
         });
+        let mut tasks = state.tasks.lock().unwrap();
+        tasks.retain(|(_, h)| !h.is_finished());
+        tasks.push((job.clone(), handle));
         job
     }
 
@@ -277,7 +314,9 @@ impl InferClient {
         }
         state.frame += 1;
         let now = Instant::now();
-        let due = (state.frame - 1) % settings.interval.max(1) as u64 == 0
+        let cancelled = SegmentIdMeta::get(&buffer).is_some_and(|id| state.cancelled.contains(&id));
+        let due = !cancelled
+            && (state.frame - 1) % settings.interval.max(1) as u64 == 0
             && state.last_sent.is_none_or(|t| {
                 now.duration_since(t) >= Duration::from_millis(settings.min_interval_ms as u64)
             });
@@ -295,9 +334,16 @@ impl InferClient {
                     admission
                 };
             if let Some(admission) = admission {
-                match self.video_request(state, &settings, &buffer) {
+                let (video, jpeg) = (state.video.clone(), state.jpeg);
+                state.last_sent = Some(now);
+                drop(state_guard);
+                let prepared = prepare_frame(&settings, video.as_ref(), jpeg, &buffer);
+                state_guard = self.state.lock().unwrap();
+                let Some(state) = state_guard.as_mut() else {
+                    return Err(gst::FlowError::Flushing);
+                };
+                match prepared.map(|p| p.into_request(state, &settings)) {
                     Ok((request, letterbox)) => {
-                        state.last_sent = Some(now);
                         job = Some(self.spawn(
                             state,
                             admission,
@@ -307,7 +353,7 @@ impl InferClient {
                         ));
                     }
                     // A JPEG that does not decode is data, not a bug: the frame passes without inference.
-                    Err(err) if state.jpeg => {
+                    Err(err) if jpeg => {
                         state.breaker.lock().unwrap().abandon(admission);
                         if !self.warned_bad_input.swap(true, Ordering::SeqCst) {
                             gst::element_imp_warning!(
@@ -404,9 +450,12 @@ impl InferClient {
             let mut data = Vec::new();
             let mut shape = Vec::new();
             let mut letterbox = None;
+            let video = state.video.clone();
+            state.last_sent = Some(now);
+            drop(state_guard);
             for buffer in list.iter() {
-                match self.video_request(state, &settings, &buffer.to_owned()) {
-                    Ok((
+                match prepare_frame(&settings, video.as_ref(), false, buffer) {
+                    Ok(Prepared::Ready(
                         Request::Tensor {
                             data: d, shape: s, ..
                         },
@@ -429,7 +478,8 @@ impl InferClient {
                 }
             }
             shape[0] = list.len();
-            state.last_sent = Some(now);
+            state_guard = self.state.lock().unwrap();
+            let state = state_guard.as_mut().ok_or(gst::FlowError::Flushing)?;
             let request = Request::Tensor {
                 name: settings.input_name.clone(),
                 shape,
@@ -452,57 +502,6 @@ impl InferClient {
         Ok(gst::FlowSuccess::Ok)
     }
 
-    /// The request for a frame: raw video, or JPEG (decoded only when a tensor is needed).
-    fn video_request(
-        &self,
-        state: &mut State,
-        settings: &Settings,
-        buffer: &gst::Buffer,
-    ) -> Result<(Request, Letterbox), String> {
-        let tensor = match settings.protocol {
-            InferProtocol::KserveRest | InferProtocol::KserveGrpc => true,
-            InferProtocol::Runpod | InferProtocol::OpenaiChat => false,
-            InferProtocol::OpenaiTranscriptions => {
-                return Err("openai-transcriptions takes audio, not video".into());
-            }
-        };
-        if state.jpeg {
-            let map = buffer
-                .map_readable()
-                .map_err(|_| "cannot map the frame".to_string())?;
-            if tensor {
-                return Ok(tensor_request(settings, &preprocess::decode_jpeg(&map)?));
-            }
-            // Image endpoints take JPEG: sent as it came, no decode, no second encode.
-            let (width, height) = preprocess::jpeg_size(&map)?;
-            return Ok(images_request(
-                &mut state.context,
-                &state.previous_answer,
-                settings,
-                map.to_vec(),
-                width,
-                height,
-            ));
-        }
-        let info = state.video.as_ref().ok_or("no video caps")?;
-        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info)
-            .map_err(|_| "cannot map the frame".to_string())?;
-        let rgb = preprocess::to_rgb(&frame)
-            .ok_or_else(|| format!("unsupported format {:?}", info.format()))?;
-        if tensor {
-            return Ok(tensor_request(settings, &rgb));
-        }
-        let jpeg = preprocess::jpeg(&rgb, settings.jpeg_quality as u8)?;
-        Ok(images_request(
-            &mut state.context,
-            &state.previous_answer,
-            settings,
-            jpeg,
-            rgb.width,
-            rgb.height,
-        ))
-    }
-
     /// Audio: collect the chunk (or the speech segment) and send it when it is complete.
     fn audio_chain(
         &self,
@@ -512,7 +511,10 @@ impl InferClient {
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let state = state_guard.as_mut().unwrap();
         let segment = SegmentIdMeta::get(&buffer);
+        let cancelled = segment.is_some_and(|id| state.cancelled.contains(&id));
         let ready = match buffer.map_readable() {
+            // A cancelled segment's audio still arriving: never sent.
+            _ if cancelled => Vec::new(),
             Ok(map) => state.audio_collected.push(
                 segment,
                 buffer.pts(),
@@ -570,14 +572,21 @@ impl InferClient {
             segment,
         );
         let duration = pts.zip(end).map(|(p, e)| e.saturating_sub(p));
-        // Meta mode: the transcript goes to the bus; later audio waits for it one budget at most.
-        let deadline = (settings.output == InferOutput::Meta)
-            .then(|| now + Duration::from_millis(settings.latency_budget_ms as u64));
+        if settings.output == InferOutput::Meta {
+            // The transcript goes only to the bus, whenever it comes: the audio never waits for it.
+            let element = self.obj().downgrade();
+            job.on_late_result(Box::new(move |outcome| {
+                if let Some(element) = element.upgrade() {
+                    element.imp().post_result(outcome, pts, segment);
+                }
+            }));
+            return None;
+        }
         Some(Item::Text {
             job,
             pts,
             duration,
-            deadline,
+            deadline: None,
         })
     }
 
@@ -589,6 +598,18 @@ impl InferClient {
             let mut state = self.state.lock().unwrap();
             if let Some(state) = state.as_mut() {
                 state.audio_collected.cancel(id);
+                if !state.cancelled.contains(&id) {
+                    state.cancelled.push_back(id);
+                    if state.cancelled.len() > MAX_CANCELLED {
+                        state.cancelled.pop_front();
+                    }
+                }
+                // Requests past the queue (their frames left it on the budget) too.
+                for (job, _) in state.tasks.lock().unwrap().iter() {
+                    if job.segment == Some(id) {
+                        aborted += job.abort_if_pending(&self.stats, "cancelled") as u64;
+                    }
+                }
             }
         }
         {
@@ -1042,6 +1063,118 @@ impl InferClient {
     }
 }
 
+/// A frame made ready for its request without the state lock: a tensor, or a JPEG for
+/// image endpoints (which still needs the context frames kept in the state).
+enum Prepared {
+    Ready(Request, Letterbox),
+    Jpeg {
+        jpeg: Vec<u8>,
+        width: u32,
+        height: u32,
+    },
+}
+
+impl Prepared {
+    fn into_request(self, state: &mut State, settings: &Settings) -> (Request, Letterbox) {
+        match self {
+            Prepared::Ready(request, letterbox) => (request, letterbox),
+            Prepared::Jpeg {
+                jpeg,
+                width,
+                height,
+            } => images_request(
+                &mut state.context,
+                &state.previous_answer,
+                settings,
+                jpeg,
+                width,
+                height,
+            ),
+        }
+    }
+}
+
+/// The request for a frame: raw video (`video`), or JPEG (`jpeg`; decoded only when a
+/// tensor is needed). Decoding, colour conversion, letterbox and JPEG encoding happen
+/// here, on the streaming thread, without the state lock.
+fn prepare_frame(
+    settings: &Settings,
+    video: Option<&gst_video::VideoInfo>,
+    jpeg: bool,
+    buffer: &gst::BufferRef,
+) -> Result<Prepared, String> {
+    let tensor = match settings.protocol {
+        InferProtocol::KserveRest | InferProtocol::KserveGrpc => true,
+        InferProtocol::Runpod | InferProtocol::OpenaiChat => false,
+        InferProtocol::OpenaiTranscriptions => {
+            return Err("openai-transcriptions takes audio, not video".into());
+        }
+    };
+    if jpeg {
+        let map = buffer
+            .map_readable()
+            .map_err(|_| "cannot map the frame".to_string())?;
+        if tensor {
+            let (request, letterbox) = tensor_request(settings, &preprocess::decode_jpeg(&map)?);
+            return Ok(Prepared::Ready(request, letterbox));
+        }
+        // Image endpoints take JPEG: sent as it came, no decode, no second encode.
+        let (width, height) = preprocess::jpeg_size(&map)?;
+        return Ok(Prepared::Jpeg {
+            jpeg: map.to_vec(),
+            width,
+            height,
+        });
+    }
+    let info = video.ok_or("no video caps")?;
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info)
+        .map_err(|_| "cannot map the frame".to_string())?;
+    let rgb = preprocess::to_rgb(&frame)
+        .ok_or_else(|| format!("unsupported format {:?}", info.format()))?;
+    if tensor {
+        let (request, letterbox) = tensor_request(settings, &rgb);
+        return Ok(Prepared::Ready(request, letterbox));
+    }
+    Ok(Prepared::Jpeg {
+        jpeg: preprocess::jpeg(&rgb, settings.jpeg_quality as u8)?,
+        width: rgb.width,
+        height: rgb.height,
+    })
+}
+
+/// Waits for every task (aborted ones end with a cancelled result).
+async fn join_tasks(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for handle in handles {
+        let _ = handle.await;
+    }
+}
+
+/// Cancelled segment ids remembered (ids only grow: old ones do not come back).
+const MAX_CANCELLED: usize = 256;
+
+/// Decrements the in-flight count when dropped (a request ends or is aborted).
+struct InflightGuard(Arc<AtomicUsize>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The longest a request can take, retries and their backoff included (RunPod: the
+/// `/runsync` wait and the polling too).
+fn longest_request(s: &Settings) -> Duration {
+    let timeout = Duration::from_millis(s.request_timeout_ms as u64);
+    let backoffs: Duration = (1..=s.max_retries).map(|a| client::backoff(a, 1.0)).sum();
+    match s.protocol {
+        InferProtocol::Runpod => {
+            let wait = timeout.clamp(Duration::from_secs(1), Duration::from_secs(300));
+            wait + timeout + timeout * 6 + backoffs
+        }
+        _ => timeout * (s.max_retries + 1) + backoffs,
+    }
+}
+
 /// A classification as a `classification` structure: the best class as `label`,
 /// `label_id` and `confidence`, and the top-k in `labels`, `label_ids` and `scores`.
 fn classification_param(classes: &[Class], model: &str) -> gst::Structure {
@@ -1151,11 +1284,12 @@ impl ObjectSubclass for InferClient {
                             }
                             let (live, min, max) = upstream.result();
                             let s = this.settings.lock().unwrap().clone();
-                            // Media waits for its result at most the budget; text waits for the request.
+                            // Media waits for its result at most the budget; text waits for the
+                            // request, its retries included.
                             let added = if s.output == InferOutput::Meta {
                                 gst::ClockTime::from_mseconds(s.latency_budget_ms as u64)
                             } else {
-                                gst::ClockTime::from_mseconds(s.request_timeout_ms as u64)
+                                gst::ClockTime::from_nseconds(longest_request(&s).as_nanos() as u64)
                             };
                             q.set(live, min + added, max.map(|m| m + added));
                             return true;
@@ -1180,6 +1314,7 @@ impl ObjectSubclass for InferClient {
             shared: Arc::default(),
             inflight: Arc::default(),
             warned_bad_reply: Arc::default(),
+            warned_rejected: Arc::default(),
             warned_bad_input: Default::default(),
             stats: Arc::default(),
             round_trips: Arc::new(Mutex::new(LatencyHistogram::new())),
@@ -1439,7 +1574,7 @@ impl ObjectImpl for InferClient {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("sent, ok, failed, retried, dropped-by-budget, skipped-busy, skipped-breaker, aborted, inflight, queued, queue-limit, breaker-state, round-trip P50/P95/P99 (ns)")
+                    .blurb("sent, ok, failed, retried, dropped-by-budget, skipped-busy, skipped-breaker, aborted, rejected (400/413/422 refusals), inflight, queued, queue-limit, breaker-state, round-trip P50/P95/P99 (ns)")
                     .read_only()
                     .build(),
             ]
@@ -1681,9 +1816,13 @@ impl ElementImpl for InferClient {
                     previous_answer: Arc::default(),
                     audio_collected: AudioCollector::default(),
                     decoder: Arc::new(s.decoder(labels)),
+                    tasks: Mutex::default(),
+                    cancelled: VecDeque::new(),
+                    contacted: Arc::default(),
                 });
                 *self.stats.lock().unwrap() = Stats::default();
                 self.warned_bad_reply.store(false, Ordering::SeqCst);
+                self.warned_rejected.store(false, Ordering::SeqCst);
                 self.warned_bad_input.store(false, Ordering::SeqCst);
                 self.round_trips.lock().unwrap().reset();
                 self.set_flushing(false);
@@ -1692,6 +1831,27 @@ impl ElementImpl for InferClient {
             gst::StateChange::PausedToReady => {
                 self.set_flushing(true);
                 let _ = self.srcpad.stop_task();
+                // Nothing outlives the stop: every request still running is aborted, and
+                // waited for (briefly: an aborted task ends at its next await).
+                let tasks: Vec<_> = self
+                    .state
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .map(|state| state.tasks.lock().unwrap().drain(..).collect())
+                    .unwrap_or_default();
+                let mut handles = Vec::new();
+                for (job, handle) in tasks {
+                    job.abort_if_pending(&self.stats, "stopped");
+                    handle.abort();
+                    handles.push(handle);
+                }
+                if tokio::runtime::Handle::try_current().is_err() {
+                    rtai_core::runtime::runtime().block_on(async {
+                        let all = join_tasks(handles);
+                        let _ = tokio::time::timeout(Duration::from_secs(1), all).await;
+                    });
+                }
             }
             _ => {}
         }

@@ -177,6 +177,8 @@ pub(super) struct Stats {
     pub(super) skipped_busy: u64,
     pub(super) skipped_breaker: u64,
     pub(super) aborted: u64,
+    /// Requests the endpoint refused (400, 413, 422, or any 4xx after it first answered).
+    pub(super) rejected: u64,
 }
 
 #[cfg(test)]

@@ -5,7 +5,10 @@ checks the raw input against its JSON header and answers with a raw output),
 empty (no boxes), classes (boxes of class 2 and 7), ratelimited (429 then 200,
 alternating), stalling (odd calls answer after 3 s, even ones at once: for
 request timeouts), recovering (HTTP 500 twice, then valid boxes), probe-hangs
-(HTTP 500 once, then a call that answers only after 30 s, then valid boxes).
+(HTTP 500 once, then a call that answers only after 30 s, then valid boxes),
+rejects-second (its second call is refused with HTTP 400, as a server refuses one
+request's payload; the others answer valid boxes), retry-after (429 with
+Retry-After: 1 then 200, alternating), forbidden (HTTP 403 always).
 named (the three-tensor layout torchvision exports and TF OD API servers and Triton
 ensembles answer: boxes FP32 [N, 4], scores FP32 [N], labels BYTES [N]).
 The faults real servers show; MLServer cannot be made to produce them.
@@ -102,6 +105,20 @@ class Handler(BaseHTTPRequestHandler):
             if n == 2:
                 time.sleep(30)
             return self.send(200, {"model_name": model, "outputs": [BOX]})
+        if model == "rejects-second":
+            if count(model) == 2:
+                return self.send(400, {"error": "input too long for this model"})
+            return self.send(200, {"model_name": model, "outputs": [BOX]})
+        if model == "retry-after":
+            if count(model) % 2 == 1:
+                self.send_response(429)
+                self.send_header("Retry-After", "1")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            return self.send(200, {"model_name": model, "outputs": [BOX]})
+        if model == "forbidden":
+            return self.send(403, {"error": "bad key"})
         if model == "named":
             return self.send(200, {"model_name": model, "outputs": [
                 {"name": "boxes", "shape": [2, 4], "datatype": "FP32", "data": [4, 4, 20, 20, 22, 2, 30, 10]},

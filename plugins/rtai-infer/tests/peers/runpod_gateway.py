@@ -11,7 +11,12 @@ plays the parts of RunPod's hosted API the SDK does not have, under
   queued job); later polls go to the SDK as they came (it answers GET with
   405 and runs the job on POST);
 - /cancel/{id}: the SDK has no such route; answered here with the hosted
-  API's reply {"id", "status": "CANCELLED"}.
+  API's reply {"id", "status": "CANCELLED"};
+- mode "hosted": jobs as the hosted API runs them: /run and /runsync start a
+  job (the SDK's /run, then its POST /status runs it in a thread here);
+  /runsync waits for it at most ?wait= milliseconds (default 90000) and
+  answers COMPLETED or {"id", "status": "IN_PROGRESS"}; /status/{id} answers
+  the job's state at once, GET or POST. Every job is counted in "ids".
 
 GET /calls lists every "METHOD path" received and the job ids /run gave out.
 
@@ -29,6 +34,34 @@ lock = threading.Lock()
 calls = []
 ids = []
 polled = set()
+# mode "hosted": job id -> (threading.Event, [reply bytes])
+jobs = {}
+
+
+def start_job(handler, body):
+    """Starts a job on the SDK; returns its id (or None and the SDK's error reply)."""
+    code, reply = handler.forward("POST", "/run", body)
+    if code != 200:
+        return None, (code, reply)
+    job = json.loads(reply)["id"]
+    done, result = threading.Event(), []
+
+    def run():
+        result.append(handler.forward("POST", f"/status/{job}", b"{}")[1])
+        done.set()
+
+    with lock:
+        ids.append(job)
+        jobs[job] = (done, result)
+    threading.Thread(target=run, daemon=True).start()
+    return job, None
+
+
+def job_state(job):
+    done, result = jobs[job]
+    if done.is_set():
+        return result[0]
+    return json.dumps({"id": job, "status": "IN_PROGRESS"}).encode()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -64,8 +97,23 @@ class Handler(BaseHTTPRequestHandler):
         # ["", "v2", mode, route, (id)]
         if len(parts) < 4 or parts[1] != "v2":
             return self.send(404, {"error": "not found"})
-        mode, route = parts[2], parts[3]
+        mode, (route, _, query) = parts[2], parts[3].partition("?")
         job = parts[4] if len(parts) > 4 else ""
+        if mode == "hosted" and route in ("run", "runsync"):
+            job, error = start_job(self, body)
+            if job is None:
+                return self.send(*error)
+            if route == "runsync":
+                wait = 90000
+                if query.startswith("wait="):
+                    wait = int(query[len("wait="):])
+                jobs[job][0].wait(wait / 1000)
+                return self.send(200, job_state(job))
+            return self.send(200, {"id": job, "status": "IN_QUEUE"})
+        if mode == "hosted" and route == "status":
+            if job not in jobs:
+                return self.send(404, {"error": f"no job {job}"})
+            return self.send(200, job_state(job))
         if route == "runsync" and mode == "no-runsync":
             return self.send(404, {"error": "not found"})
         if route in ("run", "runsync"):
