@@ -94,7 +94,7 @@ fn tracer_measures_each_element_and_shares_the_analytics_registry() {
 
     // 1. The tracer's own endpoint (no analyticssink in the process's pipelines).
     let pipeline = run_to_eos(&format!(
-        "videotestsrc num-buffers={FRAMES} ! video/x-raw,width=320,height=240 ! videoconvert name=convert \
+        "videotestsrc num-buffers={FRAMES} ! video/x-raw,format=I420,width=320,height=240 ! videoconvert name=convert \
          ! identity name=slow sleep-time={SLEEP_US} ! queue name=q ! fakesink sync=false"
     ));
     let metrics = get(&tracer_addr, "/metrics");
@@ -133,6 +133,24 @@ fn tracer_measures_each_element_and_shares_the_analytics_registry() {
     assert!(
         sample(&metrics, "rtai_queue_level_buffers", &[("element", "q")]).is_some(),
         "queue level of q:\n{metrics}"
+    );
+    // Per-pad counts and rates: 60 frames of 320x240 I420 (115,200 bytes)
+    // out of `slow`, which sleeps 4 ms per frame.
+    let pad = |family: &str| {
+        sample(&metrics, family, &[("element", "slow"), ("pad", "src")])
+            .unwrap_or_else(|| panic!("no {family} for slow:src in:\n{metrics}"))
+    };
+    assert_eq!(pad("rtai_pad_buffers_total"), FRAMES as f64);
+    assert_eq!(pad("rtai_pad_bytes_total"), (FRAMES * 115_200) as f64);
+    let fps = pad("rtai_pad_fps");
+    assert!(
+        fps > 1.0 && fps <= 1e6 / SLEEP_US as f64 * 1.05,
+        "at most one frame per {SLEEP_US} µs: {fps} fps"
+    );
+    let bitrate = pad("rtai_pad_bitrate_bits_per_second");
+    assert!(
+        (bitrate / (fps * 115_200.0 * 8.0) - 1.0).abs() < 0.01,
+        "{bitrate} bit/s at {fps} fps"
     );
     pipeline.set_state(gst::State::Null).unwrap();
 
@@ -173,4 +191,83 @@ fn tracer_measures_each_element_and_shares_the_analytics_registry() {
         "{latency}"
     );
     pipeline.set_state(gst::State::Null).unwrap();
+
+    // 3. Elements that come and go are forgotten when destroyed: 10,000
+    // identities, each fed one buffer, leave the tracer's state bounded, and
+    // an element at a reused address reports under its own name.
+    let tracked = |metrics: &str, kind: &str| {
+        sample(metrics, "rtai_latencymetrics_tracked_objects", &[("kind", kind)])
+            .unwrap_or_else(|| panic!("no tracked {kind}s in:\n{metrics}"))
+    };
+    let feed = |name: &str| {
+        let identity = gst::ElementFactory::make("identity")
+            .name(name)
+            .build()
+            .unwrap();
+        let src = gst::Pad::builder(gst::PadDirection::Src)
+            .name("feeder")
+            .build();
+        src.link(&identity.static_pad("sink").unwrap()).unwrap();
+        identity.set_state(gst::State::Playing).unwrap();
+        src.set_active(true).unwrap();
+        assert!(src.push_event(gst::event::StreamStart::new(name)));
+        assert!(src.push_event(gst::event::Segment::new(
+            &gst::FormattedSegment::<gst::ClockTime>::new()
+        )));
+        // identity's src pad is not linked: the push out of it is measured all the same.
+        let _ = src.push(gst::Buffer::with_size(16).unwrap());
+        identity.set_state(gst::State::Null).unwrap();
+        src.set_active(false).unwrap();
+    };
+    let before = get(&tracer_addr, "/metrics");
+    let (elements0, pads0) = (tracked(&before, "element"), tracked(&before, "pad"));
+    for i in 0..10_000 {
+        feed(&format!("gone-{i}"));
+    }
+    feed("fresh");
+    let after = get(&tracer_addr, "/metrics");
+    let (elements1, pads1) = (tracked(&after, "element"), tracked(&after, "pad"));
+    assert!(
+        elements1 <= elements0 + 1.0 && pads1 <= pads0 + 1.0,
+        "tracked before: {elements0} elements, {pads0} pads; after 10,000 gone: {elements1}, {pads1}"
+    );
+    assert!(
+        !after.contains("element=\"gone-"),
+        "destroyed elements are not reported:\n{after}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "rtai_pad_buffers_total",
+            &[("element", "fresh"), ("pad", "src")]
+        ),
+        None,
+        "fresh is destroyed too"
+    );
+    // One that stays: counted under its own name.
+    let identity = gst::ElementFactory::make("identity")
+        .name("kept")
+        .build()
+        .unwrap();
+    let src = gst::Pad::builder(gst::PadDirection::Src).build();
+    src.link(&identity.static_pad("sink").unwrap()).unwrap();
+    identity.set_state(gst::State::Playing).unwrap();
+    src.set_active(true).unwrap();
+    assert!(src.push_event(gst::event::StreamStart::new("kept")));
+    assert!(src.push_event(gst::event::Segment::new(
+        &gst::FormattedSegment::<gst::ClockTime>::new()
+    )));
+    let _ = src.push(gst::Buffer::with_size(16).unwrap());
+    let kept = get(&tracer_addr, "/metrics");
+    assert_eq!(
+        sample(
+            &kept,
+            "rtai_pad_buffers_total",
+            &[("element", "kept"), ("pad", "src")]
+        ),
+        Some(1.0),
+        "{kept}"
+    );
+    assert!(!kept.contains("element=\"gone-"), "{kept}");
+    identity.set_state(gst::State::Null).unwrap();
 }

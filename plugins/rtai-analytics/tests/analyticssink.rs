@@ -668,7 +668,7 @@ fn metrics_parse_with_prometheus_client() {
     assert_eq!(
         sample(
             "rtai_vad_segment_events",
-            serde_json::json!({"element": element, "kind": "start"})
+            serde_json::json!({"element": element, "kind": "start", "stream": "sink_1"})
         ),
         Some(1.0)
     );
