@@ -4,6 +4,12 @@
 //! GStreamer initialises, so each variant is its own process. Reports the median
 //! throughput (frames/s) of each and the ratio (goal: ≥ 0.95, i.e. <5 % cost).
 //!
+//! The tracer's locks: tiny frames (64x48 GRAY8, ~10^5 frames/s) through 4
+//! queues and 4 identity stages (5 streaming threads pushing at once), run
+//! without the tracer, with it on one lock (`latencymetrics(shards=1)`, the
+//! global mutex it had) and with its default sharded state; the throughput of
+//! sharded over one lock is what the global mutex cost.
+//!
 //! Run: `cargo bench -p rtai-benches --bench latencymetrics`
 
 use std::process::Command;
@@ -14,6 +20,11 @@ use rtai_benches::{figure, ratio};
 const REPEATS: usize = 7;
 
 fn frames_per_second(pipeline: &str, frames: u32, tracer: bool) -> f64 {
+    frames_per_second_with(pipeline, frames, tracer.then_some("latencymetrics"))
+}
+
+/// `tracer`: the `GST_TRACERS` value, none: no tracer.
+fn frames_per_second_with(pipeline: &str, frames: u32, tracer: Option<&str>) -> f64 {
     let mut cmd = Command::new("gst-launch-1.0");
     cmd.arg("-q").args(
         pipeline
@@ -21,11 +32,10 @@ fn frames_per_second(pipeline: &str, frames: u32, tracer: bool) -> f64 {
             .split_whitespace(),
     );
     cmd.env("GST_PLUGIN_PATH", rtai_integration_tests::plugin_dir());
-    if tracer {
-        cmd.env("GST_TRACERS", "latencymetrics");
-    } else {
-        cmd.env_remove("GST_TRACERS");
-    }
+    match tracer {
+        Some(t) => cmd.env("GST_TRACERS", t),
+        None => cmd.env_remove("GST_TRACERS"),
+    };
     let start = Instant::now();
     let status = cmd.status().expect("gst-launch-1.0 runs");
     let elapsed = start.elapsed().as_secs_f64();
@@ -74,4 +84,36 @@ fn main() {
             "frames/s",
         );
     }
+    let (name, pipeline, frames) = (
+        "64x48 GRAY8, 4 queues + 4 identity stages (5 threads)",
+        "videotestsrc num-buffers=FRAMES ! video/x-raw,format=GRAY8,width=64,height=48 ! queue ! identity ! queue ! identity ! queue ! identity ! queue ! fakesink",
+        100_000,
+    );
+    let (mut without, mut global, mut sharded) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..REPEATS {
+        without.push(frames_per_second_with(pipeline, frames, None));
+        global.push(frames_per_second_with(
+            pipeline,
+            frames,
+            Some("latencymetrics(shards=1)"),
+        ));
+        sharded.push(frames_per_second_with(
+            pipeline,
+            frames,
+            Some("latencymetrics"),
+        ));
+    }
+    let (without, global, sharded) = (median(without), median(global), median(sharded));
+    println!("{name} ({frames} frames, median of {REPEATS} processes each)");
+    figure("  without tracer", without, "frames/s");
+    figure("  with latencymetrics, one lock", global, "frames/s");
+    figure("  with latencymetrics, sharded", sharded, "frames/s");
+    ratio("  one lock / without tracer", global, without, "frames/s");
+    ratio("  sharded / without tracer", sharded, without, "frames/s");
+    ratio(
+        "  sharded / one lock (what the global mutex cost)",
+        sharded,
+        global,
+        "frames/s",
+    );
 }
