@@ -300,7 +300,8 @@ impl ObjectImpl for RtmpServerSrc {
                     .build(),
                 glib::ParamSpecString::builder("stream-key-file")
                     .nick("Stream key file")
-                    .blurb("File with one 'name key' per line (key may be sha256:<hex>), re-read when it changes")
+                    .blurb("File with one 'name key' per line (key may be sha256:<hex>), re-read when it changes (write-only like every key setting)")
+                    .write_only()
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("auth-url")
@@ -399,7 +400,6 @@ impl ObjectImpl for RtmpServerSrc {
             "listen" => s.listen.to_value(),
             "app" => s.app.to_value(),
             "stream-name" => s.stream_name.to_value(),
-            "stream-key-file" => s.stream_key_file.to_value(),
             "auth-url" => s
                 .auth_url
                 .as_deref()
