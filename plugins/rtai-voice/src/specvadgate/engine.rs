@@ -485,9 +485,9 @@ impl SileroEngine {
         })
     }
 
-    /// Batches run and windows inferred by this session's model (all its sessions).
-    pub fn counters(&self) -> (u64, u64) {
-        self.model.counters()
+    /// The model this session runs on (shared or its own).
+    pub fn model(&self) -> std::sync::Arc<SileroModel> {
+        self.model.clone()
     }
 
     fn infer(&mut self, chunk: &[f32]) -> Result<f32, String> {

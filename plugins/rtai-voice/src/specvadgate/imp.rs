@@ -23,7 +23,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use rtai_core::{SegmentEvent, SegmentIdMeta};
 
-use super::engine::{EnergyEngine, SileroEngine, ToneDetector, WebRtcEngine};
+use super::engine::{EnergyEngine, SileroEngine, SileroModel, ToneDetector, WebRtcEngine};
 use super::{Engine, IdleOutput, Mode};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -719,6 +719,8 @@ pub struct SpecVadGate {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     stats: Mutex<Stats>,
+    /// The Silero model in use, for `stats` without taking the state lock (held during inference).
+    silero_model: Mutex<Option<std::sync::Arc<SileroModel>>>,
 }
 
 impl SpecVadGate {
@@ -1169,6 +1171,10 @@ impl SpecVadGate {
                         return false;
                     }
                 };
+                *self.silero_model.lock().unwrap() = match &engine {
+                    VadEngine::Silero(e) => Some(e.model()),
+                    _ => None,
+                };
                 // Audio of the old format leaves under the old caps.
                 let outputs = self.close_segment(true, false);
                 let _ = self.emit(outputs);
@@ -1242,10 +1248,12 @@ impl SpecVadGate {
     }
 
     fn stats_structure(&self) -> gst::Structure {
-        let (batches, windows) = match self.state.lock().unwrap().as_ref().map(|s| &s.engine) {
-            Some(VadEngine::Silero(e)) => e.counters(),
-            _ => (0, 0),
-        };
+        let (batches, windows) = self
+            .silero_model
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map_or((0, 0), |m| m.counters());
         let s = self.stats.lock().unwrap().clone();
         let acceptance = if s.starts > 0 {
             s.commits as f64 / s.starts as f64
@@ -1311,6 +1319,7 @@ impl ObjectSubclass for SpecVadGate {
             settings: Mutex::new(Settings::default()),
             state: Mutex::new(None),
             stats: Mutex::new(Stats::default()),
+            silero_model: Mutex::new(None),
         }
     }
 }
@@ -1599,6 +1608,7 @@ impl ElementImpl for SpecVadGate {
         let ret = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToReady {
             *self.state.lock().unwrap() = None;
+            *self.silero_model.lock().unwrap() = None;
         }
         Ok(ret)
     }
