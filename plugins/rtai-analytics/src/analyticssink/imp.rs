@@ -964,7 +964,7 @@ impl ObjectImpl for AnalyticsSink {
                     .build(),
                 glib::ParamSpecString::builder("auth-token")
                     .nick("Bearer token")
-                    .blurb("When set, every HTTP request but /metrics needs 'Authorization: Bearer TOKEN' (or ?access_token=); write-only")
+                    .blurb("When set, every HTTP request but /metrics and /healthz needs 'Authorization: Bearer TOKEN' (or ?access_token=); when not, only requests whose Host is 127.0.0.1, localhost, [::1] or the bound address with its port are served, and a listen address beyond loopback is warned about; write-only")
                     .write_only()
                     .mutable_ready()
                     .build(),
