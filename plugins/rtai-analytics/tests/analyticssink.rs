@@ -1411,3 +1411,42 @@ fn a_schema_1_database_is_migrated_and_served_valid() {
     rig.stop();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A `timestamp/x-unix` reference timestamp on the buffers (capture time, as
+/// RTSP sources attach from RTCP sender reports) gives the event time; the
+/// pipeline clock does not replace it afterwards.
+#[test]
+fn reference_timestamps_give_the_event_time() {
+    let rig = Rig::new(&[], &[VIDEO]);
+    // 2026-12-02T06:50:00.000Z at running time 1 s.
+    let capture_ns: u64 = 1_796_194_200_000 * 1_000_000;
+    let mut frame = video_frame(S, &[Det("car", Some(1), 0.9)]);
+    gst::ReferenceTimestampMeta::add(
+        frame.get_mut().unwrap(),
+        &gst::Caps::new_empty_simple("timestamp/x-unix"),
+        gst::ClockTime::from_nseconds(capture_ns),
+        gst::ClockTime::NONE,
+    );
+    rig.push(0, frame);
+    // A later frame without one: its events still map through the reference.
+    rig.push(0, video_frame(S + 250 * MS, &[Det("bus", Some(2), 0.9)]));
+    let events = rig.events();
+    let appear = of_type(&events, "object_appear");
+    assert_eq!(appear.len(), 2, "{events:#?}");
+    assert_eq!(
+        (
+            appear[0]["event_time"].as_str(),
+            appear[0]["time_source"].as_str()
+        ),
+        (Some("2026-12-02T06:50:00.000Z"), Some("reference"))
+    );
+    assert_eq!(
+        (
+            appear[1]["event_time"].as_str(),
+            appear[1]["time_source"].as_str()
+        ),
+        (Some("2026-12-02T06:50:00.250Z"), Some("reference"))
+    );
+    rig.eos();
+    rig.stop();
+}
