@@ -216,3 +216,106 @@ fn bad_input_closes_only_that_connection() {
         "{stats}"
     );
 }
+
+/// A publisher (rml_rtmp's client session) that connected and is publishing `name`.
+fn rtmp_publisher(port: u16, name: &str) -> (TcpStream, rml_rtmp::sessions::ClientSession) {
+    use rml_rtmp::sessions::{
+        ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
+        PublishRequestType,
+    };
+    let mut s = connect(port);
+    let mut hs = Handshake::new(PeerType::Client);
+    s.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut input = loop {
+        assert!(Instant::now() < deadline);
+        let Ok(n) = s.read(&mut buf) else { continue };
+        match hs.process_bytes(&buf[..n]).unwrap() {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                s.write_all(&response_bytes).unwrap()
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                s.write_all(&response_bytes).unwrap();
+                break remaining_bytes;
+            }
+        }
+    };
+    let (mut session, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+    let send = |s: &mut TcpStream, r: ClientSessionResult| {
+        if let ClientSessionResult::OutboundResponse(p) = r {
+            s.write_all(&p.bytes).unwrap();
+        }
+    };
+    send(&mut s, session.request_connection("live".into()).unwrap());
+    loop {
+        assert!(Instant::now() < deadline, "publish accepted");
+        let mut connected = false;
+        for r in session.handle_input(&input).unwrap() {
+            match r {
+                ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestAccepted) => {
+                    connected = true
+                }
+                ClientSessionResult::RaisedEvent(ClientSessionEvent::PublishRequestAccepted) => {
+                    return (s, session);
+                }
+                other => send(&mut s, other),
+            }
+        }
+        if connected {
+            send(
+                &mut s,
+                session
+                    .request_publishing(name.into(), PublishRequestType::Live)
+                    .unwrap(),
+            );
+        }
+        input.clear();
+        if let Ok(n) = s.read(&mut buf) {
+            input.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+#[test]
+fn enhanced_rtmp_is_refused_with_a_reason() {
+    let ingest = Ingest::start(&[]);
+    let (mut s, mut session) = rtmp_publisher(ingest.port(), "cam");
+    // Enhanced RTMP: IsExHeader | key frame, PacketTypeSequenceStart, FourCC hvc1.
+    let body = Bytes::from([&[0x90u8][..], b"hvc1", &[1, 2, 3, 4]].concat());
+    if let rml_rtmp::sessions::ClientSessionResult::OutboundResponse(p) = session
+        .publish_video_data(body, RtmpTimestamp::new(0), false)
+        .unwrap()
+    {
+        s.write_all(&p.bytes).unwrap();
+    }
+    assert!(
+        closed_within(&mut s, Duration::from_secs(2)),
+        "the publisher is disconnected"
+    );
+    assert!(ingest.wait(Duration::from_secs(2), |s| s.eos > 0
+        || !s.messages.is_empty()));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let stop = loop {
+        if let Some(m) = ingest.messages("rtmp-publish-stop").pop() {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "rtmp-publish-stop posted");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let reason = stop.get::<String>("reason").unwrap();
+    assert!(
+        reason.starts_with("unsupported-codec: Enhanced RTMP video (FourCC hvc1)"),
+        "{reason}"
+    );
+    assert_eq!(ingest.frames(), 0);
+    assert_eq!(
+        ingest.seen.lock().unwrap().eos,
+        0,
+        "no media, no stream to end"
+    );
+}

@@ -187,6 +187,17 @@ impl RtmpServerSrc {
 
     fn on_stop(&self, st: &mut Stream, reason: &str) {
         st.publisher = None;
+        if st.need_header {
+            // It sent no media: there is no stream to end (and flvdemux errors on an
+            // EOS before any data).
+            gst::debug!(
+                CAT,
+                imp = self,
+                "publisher of {:?} left without media ({reason})",
+                st.stream
+            );
+            return;
+        }
         let eos = self.settings.lock().unwrap().eos_on_disconnect;
         let pad = self.obj().static_pad("src").expect("src pad");
         if eos {
@@ -573,10 +584,6 @@ impl PushSrcImpl for RtmpServerSrc {
                         imp = self,
                         "publisher {publisher} of {stream:?} from {client}"
                     );
-                    if st.eos_sent {
-                        st.eos_sent = false;
-                        self.restart_after_eos();
-                    }
                     st.publisher = Some(publisher);
                     st.stream = stream;
                     st.need_header = true;
@@ -593,6 +600,10 @@ impl PushSrcImpl for RtmpServerSrc {
                     let first_out = match st.first_out {
                         Some(f) => f,
                         None => {
+                            if st.eos_sent {
+                                st.eos_sent = false;
+                                self.restart_after_eos();
+                            }
                             // Continue after what the previous publisher sent.
                             st.offset = match st.last_out {
                                 Some(last) if ts <= last => last as i64 + 1 - ts as i64,
