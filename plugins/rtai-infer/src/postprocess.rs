@@ -19,10 +19,13 @@ pub struct Detection {
     pub label: String,
 }
 
-/// How the model's input relates to the frame: input = frame × scale + pad.
+/// How the model's input relates to the frame: input x = frame x × scale + pad_x,
+/// input y = frame y × scale_y + pad_y (the same scale but for `stretch`; negative pads
+/// for `center-crop`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Letterbox {
     pub scale: f64,
+    pub scale_y: f64,
     pub pad_x: f64,
     pub pad_y: f64,
     pub frame_width: u32,
@@ -38,8 +41,45 @@ impl Letterbox {
         let pad_y = (input_height as f64 - frame_height as f64 * scale) / 2.0;
         Self {
             scale,
+            scale_y: scale,
             pad_x,
             pad_y,
+            frame_width,
+            frame_height,
+        }
+    }
+
+    /// Scales the frame to fill the input exactly (aspect ratio not kept).
+    pub fn stretch(
+        frame_width: u32,
+        frame_height: u32,
+        input_width: u32,
+        input_height: u32,
+    ) -> Self {
+        Self {
+            scale: input_width as f64 / frame_width as f64,
+            scale_y: input_height as f64 / frame_height as f64,
+            pad_x: 0.0,
+            pad_y: 0.0,
+            frame_width,
+            frame_height,
+        }
+    }
+
+    /// Scales the frame to cover the input and crops the centre (what is outside is lost).
+    pub fn center_crop(
+        frame_width: u32,
+        frame_height: u32,
+        input_width: u32,
+        input_height: u32,
+    ) -> Self {
+        let scale = (input_width as f64 / frame_width as f64)
+            .max(input_height as f64 / frame_height as f64);
+        Self {
+            scale,
+            scale_y: scale,
+            pad_x: (input_width as f64 - frame_width as f64 * scale) / 2.0,
+            pad_y: (input_height as f64 - frame_height as f64 * scale) / 2.0,
             frame_width,
             frame_height,
         }
@@ -49,6 +89,7 @@ impl Letterbox {
     pub fn identity(frame_width: u32, frame_height: u32) -> Self {
         Self {
             scale: 1.0,
+            scale_y: 1.0,
             pad_x: 0.0,
             pad_y: 0.0,
             frame_width,
@@ -59,14 +100,14 @@ impl Letterbox {
     /// Maps a box from input to frame coordinates, clipped to the frame; `None` when empty.
     pub fn to_frame(&self, x1: f64, y1: f64, x2: f64, y2: f64) -> Option<(f64, f64, f64, f64)> {
         let (w, h) = (self.frame_width as f64, self.frame_height as f64);
-        let map = |v: f64, pad: f64, max: f64| ((v - pad) / self.scale).clamp(0.0, max);
+        let map = |v: f64, pad: f64, scale: f64, max: f64| ((v - pad) / scale).clamp(0.0, max);
         let (a, b) = (
-            map(x1.min(x2), self.pad_x, w),
-            map(y1.min(y2), self.pad_y, h),
+            map(x1.min(x2), self.pad_x, self.scale, w),
+            map(y1.min(y2), self.pad_y, self.scale_y, h),
         );
         let (c, d) = (
-            map(x1.max(x2), self.pad_x, w),
-            map(y1.max(y2), self.pad_y, h),
+            map(x1.max(x2), self.pad_x, self.scale, w),
+            map(y1.max(y2), self.pad_y, self.scale_y, h),
         );
         (c - a >= 1.0 && d - b >= 1.0).then_some((a, b, c, d))
     }
@@ -838,6 +879,7 @@ mod tests {
 
     const ID: Letterbox = Letterbox {
         scale: 1.0,
+        scale_y: 1.0,
         pad_x: 0.0,
         pad_y: 0.0,
         frame_width: 100,
@@ -859,6 +901,18 @@ mod tests {
             Some((0.0, 0.0, 40.0, 10.0))
         );
         assert_eq!(lb.to_frame(0.0, 0.0, 50.0, 60.0), None);
+        // Stretch: each axis its own scale; centre crop: the sides cut off.
+        let lb = Letterbox::stretch(640, 360, 320, 320);
+        assert_eq!(
+            lb.to_frame(160.0, 160.0, 320.0, 320.0),
+            Some((320.0, 180.0, 640.0, 360.0))
+        );
+        let lb = Letterbox::center_crop(640, 360, 360, 360);
+        assert_eq!((lb.scale, lb.pad_x, lb.pad_y), (1.0, -140.0, 0.0));
+        assert_eq!(
+            lb.to_frame(0.0, 0.0, 360.0, 360.0),
+            Some((140.0, 0.0, 500.0, 360.0))
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Frames to model inputs: RGB samples from RGB/RGBA/BGR/NV12/I420 frames or
-//! JPEG images, letterboxed (nearest neighbour) into the model's input size as
-//! a tensor, or the whole frame as JPEG for endpoints that take images.
+//! JPEG images, fitted (letterbox, stretch or centre crop; bilinear) into the model's
+//! input size as a tensor (RGB or BGR, per-channel mean and std), or the whole frame
+//! as JPEG for endpoints that take images.
 
 use gst_video::VideoFormat;
 use gst_video::prelude::*;
@@ -101,6 +102,48 @@ pub fn to_rgb(frame: &gst_video::VideoFrameRef<&gst::BufferRef>) -> Option<Rgb> 
     })
 }
 
+/// How a frame is fitted into the model's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resize {
+    /// Aspect ratio kept, centred, grey (114) bars.
+    Letterbox,
+    /// Scaled to fill the input exactly.
+    Stretch,
+    /// Scaled to cover the input, the centre kept.
+    CenterCrop,
+}
+
+/// Everything that says how a frame becomes the model's input tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSpec {
+    pub width: u32,
+    pub height: u32,
+    pub layout: Layout,
+    pub resize: Resize,
+    /// Channels in B, G, R order instead of R, G, B.
+    pub bgr: bool,
+    /// Pixel values scaled to 0..1 (else 0..255) before `mean` and `std`.
+    pub normalize: bool,
+    /// Per channel, in the tensor's channel order: value = (pixel - mean) / std.
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl TensorSpec {
+    pub fn new(width: u32, height: u32, layout: Layout, normalize: bool) -> Self {
+        Self {
+            width,
+            height,
+            layout,
+            resize: Resize::Letterbox,
+            bgr: false,
+            normalize,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        }
+    }
+}
+
 /// The letterboxed input tensor, values in 0..255 (or 0..1 with `normalize`),
 /// padding grey (114, as YOLO models are trained with).
 pub fn tensor(
@@ -110,30 +153,55 @@ pub fn tensor(
     layout: Layout,
     normalize: bool,
 ) -> (Vec<f32>, Letterbox) {
-    let lb = Letterbox::fit(rgb.width, rgb.height, input_width, input_height);
-    let (iw, ih) = (input_width as usize, input_height as usize);
-    let mut out = vec![114.0f32; iw * ih * 3];
-    let scale = if normalize { 1.0 / 255.0 } else { 1.0 };
-    if normalize {
-        out.iter_mut().for_each(|v| *v *= scale);
-    }
+    tensor_with(
+        rgb,
+        &TensorSpec::new(input_width, input_height, layout, normalize),
+    )
+}
+
+/// The input tensor as `spec` says, sampled bilinearly (pixel centres aligned).
+pub fn tensor_with(rgb: &Rgb, spec: &TensorSpec) -> (Vec<f32>, Letterbox) {
+    let (fw, fh) = (rgb.width, rgb.height);
+    let lb = match spec.resize {
+        Resize::Letterbox => Letterbox::fit(fw, fh, spec.width, spec.height),
+        Resize::Stretch => Letterbox::stretch(fw, fh, spec.width, spec.height),
+        Resize::CenterCrop => Letterbox::center_crop(fw, fh, spec.width, spec.height),
+    };
+    let (iw, ih) = (spec.width as usize, spec.height as usize);
+    let scale = if spec.normalize { 1.0 / 255.0 } else { 1.0 };
+    let value = |c: usize, v: f32| (v * scale - spec.mean[c]) / spec.std[c];
+    let index = |c: usize, x: usize, y: usize| match spec.layout {
+        Layout::Nchw => c * iw * ih + y * iw + x,
+        Layout::Nhwc => (y * iw + x) * 3 + c,
+    };
+    let mut out = vec![0.0f32; iw * ih * 3];
+    let (w, h) = (fw as usize, fh as usize);
+    let pixel = |x: usize, y: usize| &rgb.data[(y * w + x) * 3..][..3];
     for y in 0..ih {
-        let fy = (y as f64 + 0.5 - lb.pad_y) / lb.scale;
-        if fy < 0.0 || fy >= rgb.height as f64 {
-            continue;
-        }
+        // The source position of this input pixel's centre.
+        let sy = (y as f64 + 0.5 - lb.pad_y) / lb.scale_y - 0.5;
+        let inside_y = sy >= -0.5 && sy < h as f64 - 0.5;
+        let sy = sy.clamp(0.0, (h - 1) as f64);
+        let (y0, fy) = (sy.floor() as usize, (sy - sy.floor()) as f32);
+        let y1 = (y0 + 1).min(h - 1);
         for x in 0..iw {
-            let fx = (x as f64 + 0.5 - lb.pad_x) / lb.scale;
-            if fx < 0.0 || fx >= rgb.width as f64 {
-                continue;
+            let sx = (x as f64 + 0.5 - lb.pad_x) / lb.scale - 0.5;
+            let inside = inside_y && sx >= -0.5 && sx < w as f64 - 0.5;
+            let mut rgb_value = [114.0f32; 3];
+            if inside {
+                let sx = sx.clamp(0.0, (w - 1) as f64);
+                let (x0, fx) = (sx.floor() as usize, (sx - sx.floor()) as f32);
+                let x1 = (x0 + 1).min(w - 1);
+                let (a, b, c, d) = (pixel(x0, y0), pixel(x1, y0), pixel(x0, y1), pixel(x1, y1));
+                for ch in 0..3 {
+                    let top = a[ch] as f32 * (1.0 - fx) + b[ch] as f32 * fx;
+                    let bottom = c[ch] as f32 * (1.0 - fx) + d[ch] as f32 * fx;
+                    rgb_value[ch] = top * (1.0 - fy) + bottom * fy;
+                }
             }
-            let s = &rgb.data[(fy as usize * rgb.width as usize + fx as usize) * 3..][..3];
-            for (c, &value) in s.iter().enumerate() {
-                let i = match layout {
-                    Layout::Nchw => c * iw * ih + y * iw + x,
-                    Layout::Nhwc => (y * iw + x) * 3 + c,
-                };
-                out[i] = value as f32 * scale;
+            for c in 0..3 {
+                let source = if spec.bgr { 2 - c } else { c };
+                out[index(c, x, y)] = value(c, rgb_value[source]);
             }
         }
     }
@@ -247,6 +315,58 @@ mod tests {
         assert_eq!(t[32 + 4 + 3], 255.0, "B of (3, 1)");
         let (t, _) = tensor(&rgb, 4, 4, Layout::Nhwc, true);
         assert_eq!(&t[12..15], &[1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn bilinear_resize_modes_channel_order_and_mean_std() {
+        // 2x1 frame: black, white. Stretched to 4x1: pixel centres at -0.25, 0.25, 0.75, 1.25.
+        let rgb = Rgb {
+            width: 2,
+            height: 1,
+            data: vec![0, 0, 0, 255, 255, 255],
+        };
+        let mut spec = TensorSpec::new(4, 1, Layout::Nhwc, false);
+        spec.resize = Resize::Stretch;
+        let (t, _) = tensor_with(&rgb, &spec);
+        let reds: Vec<f32> = t.chunks(3).map(|p| p[0]).collect();
+        assert_eq!(
+            reds,
+            vec![0.0, 63.75, 191.25, 255.0],
+            "bilinear, edges clamped"
+        );
+        // Centre crop of a 4x2 frame into 2x2: the middle two columns.
+        let rgb = Rgb {
+            width: 4,
+            height: 2,
+            data: [[10u8, 0, 0], [20, 0, 0], [30, 0, 0], [40, 0, 0]]
+                .repeat(2)
+                .concat(),
+        };
+        let mut spec = TensorSpec::new(2, 2, Layout::Nhwc, false);
+        spec.resize = Resize::CenterCrop;
+        let (t, lb) = tensor_with(&rgb, &spec);
+        assert_eq!((t[0], t[3]), (20.0, 30.0));
+        assert_eq!(lb.pad_x, -1.0);
+        // BGR order, 0..1 and ImageNet-style mean/std per channel of the tensor.
+        let rgb = Rgb {
+            width: 1,
+            height: 1,
+            data: vec![255, 0, 51],
+        };
+        let mut spec = TensorSpec::new(1, 1, Layout::Nchw, true);
+        spec.bgr = true;
+        spec.mean = [0.5, 0.5, 0.5];
+        spec.std = [0.5, 0.5, 0.5];
+        let (t, _) = tensor_with(&rgb, &spec);
+        for (got, want) in t.iter().zip([-0.6, -1.0, 1.0]) {
+            assert!((got - want).abs() < 1e-6, "{t:?}");
+        }
+        // Padding is grey 114 through the same mean and std.
+        let mut spec = TensorSpec::new(1, 3, Layout::Nchw, true);
+        spec.mean = [0.5; 3];
+        spec.std = [0.5; 3];
+        let (t, _) = tensor_with(&rgb, &spec);
+        assert!((t[0] - (114.0 / 255.0 - 0.5) / 0.5).abs() < 1e-6, "{t:?}");
     }
 
     #[test]

@@ -2268,6 +2268,10 @@ fn a_real_classifier_served_raw_matches_a_numpy_decode_of_its_outputs() {
                 ("input-width", "192"),
                 ("input-height", "48"),
                 ("labels", "0,180"),
+                // As PP-OCR prepares its classifier's input: BGR, (x / 255 - 0.5) / 0.5.
+                ("channel-order", "bgr"),
+                ("mean", "0.5"),
+                ("std", "0.5"),
                 ("top-k", "2"),
                 ("confidence-threshold", "0"),
                 ("attach-tensors", "true"),

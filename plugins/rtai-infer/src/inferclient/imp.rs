@@ -1470,6 +1470,28 @@ impl ObjectImpl for InferClient {
                     .default_value(Some(DEFAULT_LABELS))
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("resize", DEFAULT_RESIZE)
+                    .nick("Resize")
+                    .blurb("How a frame is fitted into input-width x input-height (bilinear): letterbox, stretch or center-crop")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("channel-order", DEFAULT_CHANNEL_ORDER)
+                    .nick("Channel order")
+                    .blurb("Order of the tensor's colour channels")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("mean")
+                    .nick("Mean")
+                    .blurb("Per-channel mean subtracted (after normalize), 1 or 3 comma-separated numbers in the tensor's channel order")
+                    .default_value(Some(DEFAULT_MEAN))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("std")
+                    .nick("Std")
+                    .blurb("Per-channel standard deviation divided by (after mean), 1 or 3 comma-separated numbers")
+                    .default_value(Some(DEFAULT_STD))
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("labels-file")
                     .nick("Labels file")
                     .blurb("File with one class name per line (line N: class N); replaces labels when set")
@@ -1618,6 +1640,10 @@ impl ObjectImpl for InferClient {
             "nms-iou" => s.nms_iou = value.get().expect("type checked upstream"),
             "labels" => s.labels = string(value),
             "labels-file" => s.labels_file = string(value),
+            "resize" => s.resize = value.get().expect("type checked upstream"),
+            "channel-order" => s.channel_order = value.get().expect("type checked upstream"),
+            "mean" => s.mean = string(value),
+            "std" => s.std = string(value),
             "box-coordinates" => s.box_coordinates = value.get().expect("type checked upstream"),
             "boxes-output" => s.boxes_output = string(value),
             "scores-output" => s.scores_output = string(value),
@@ -1664,6 +1690,10 @@ impl ObjectImpl for InferClient {
             "nms-iou" => s.nms_iou.to_value(),
             "labels" => s.labels.to_value(),
             "labels-file" => s.labels_file.to_value(),
+            "resize" => s.resize.to_value(),
+            "channel-order" => s.channel_order.to_value(),
+            "mean" => s.mean.to_value(),
+            "std" => s.std.to_value(),
             "box-coordinates" => s.box_coordinates.to_value(),
             "boxes-output" => s.boxes_output.to_value(),
             "scores-output" => s.scores_output.to_value(),
@@ -1760,6 +1790,10 @@ impl ElementImpl for InferClient {
         match transition {
             gst::StateChange::ReadyToPaused => {
                 let s = self.settings.lock().unwrap().clone();
+                if let Err(e) = s.tensor_spec() {
+                    gst::element_imp_error!(self, gst::ResourceError::Settings, ("{}", e));
+                    return Err(gst::StateChangeError);
+                }
                 let labels = s.read_labels().map_err(|e| {
                     gst::element_imp_error!(self, gst::ResourceError::OpenRead, ("{}", e));
                     gst::StateChangeError

@@ -153,6 +153,34 @@ pub enum InferBoxCoordinates {
     YxyxNormalized = 8,
 }
 
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstRtaiInferResize")]
+pub enum InferResize {
+    #[enum_value(
+        name = "Aspect ratio kept, centred, grey (114) bars",
+        nick = "letterbox"
+    )]
+    Letterbox = 0,
+    #[enum_value(name = "Scaled to fill the input exactly", nick = "stretch")]
+    Stretch = 1,
+    #[enum_value(
+        name = "Scaled to cover the input, the centre kept",
+        nick = "center-crop"
+    )]
+    CenterCrop = 2,
+}
+
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstRtaiInferChannelOrder")]
+pub enum InferChannelOrder {
+    #[enum_value(name = "Red, green, blue", nick = "rgb")]
+    Rgb = 0,
+    #[enum_value(name = "Blue, green, red (OpenCV-trained models)", nick = "bgr")]
+    Bgr = 1,
+}
+
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     gst::Element::register(
         Some(plugin),

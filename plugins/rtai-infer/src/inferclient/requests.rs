@@ -10,18 +10,20 @@ use crate::preprocess::{self, Layout};
 
 /// A KServe tensor of `rgb`, letterboxed into the model's input.
 pub(super) fn tensor_request(settings: &Settings, rgb: &preprocess::Rgb) -> (Request, Letterbox) {
-    let layout = if settings.nchw {
-        Layout::Nchw
-    } else {
-        Layout::Nhwc
-    };
-    let (data, letterbox) = preprocess::tensor(
-        rgb,
-        settings.input_width,
-        settings.input_height,
-        layout,
-        settings.normalize,
-    );
+    // Checked when the element starts: a bad mean or std never gets here.
+    let spec = settings.tensor_spec().unwrap_or_else(|_| {
+        preprocess::TensorSpec::new(
+            settings.input_width,
+            settings.input_height,
+            if settings.nchw {
+                Layout::Nchw
+            } else {
+                Layout::Nhwc
+            },
+            settings.normalize,
+        )
+    });
+    let (data, letterbox) = preprocess::tensor_with(rgb, &spec);
     let (w, h) = (
         settings.input_width as usize,
         settings.input_height as usize,

@@ -2,7 +2,10 @@
 
 use crate::postprocess::{self, BoxFormat, Coordinates, Decoder, OutputNames};
 
-use super::{InferBoxCoordinates, InferBoxFormat, InferOutput, InferProtocol};
+use super::{
+    InferBoxCoordinates, InferBoxFormat, InferChannelOrder, InferOutput, InferProtocol, InferResize,
+};
+use crate::preprocess::{Layout, Resize, TensorSpec};
 
 pub(super) const DEFAULT_PROTOCOL: InferProtocol = InferProtocol::KserveRest;
 pub(super) const DEFAULT_URL: &str = "http://127.0.0.1:8080";
@@ -25,6 +28,10 @@ pub(super) const DEFAULT_CONFIDENCE_THRESHOLD: f64 = 0.25;
 pub(super) const DEFAULT_NMS_IOU: f64 = 0.45;
 pub(super) const DEFAULT_LABELS: &str = "";
 pub(super) const DEFAULT_LABELS_FILE: &str = "";
+pub(super) const DEFAULT_RESIZE: InferResize = InferResize::Letterbox;
+pub(super) const DEFAULT_CHANNEL_ORDER: InferChannelOrder = InferChannelOrder::Rgb;
+pub(super) const DEFAULT_MEAN: &str = "0,0,0";
+pub(super) const DEFAULT_STD: &str = "1,1,1";
 pub(super) const DEFAULT_BOX_COORDINATES: InferBoxCoordinates = InferBoxCoordinates::Auto;
 pub(super) const DEFAULT_OUTPUT_NAME: &str = "";
 pub(super) const DEFAULT_TOP_K: u32 = 1;
@@ -62,6 +69,10 @@ pub(super) struct Settings {
     pub(super) nms_iou: f64,
     pub(super) labels: String,
     pub(super) labels_file: String,
+    pub(super) resize: InferResize,
+    pub(super) channel_order: InferChannelOrder,
+    pub(super) mean: String,
+    pub(super) std: String,
     pub(super) box_coordinates: InferBoxCoordinates,
     pub(super) boxes_output: String,
     pub(super) scores_output: String,
@@ -105,6 +116,10 @@ impl std::fmt::Debug for Settings {
             .field("nms_iou", &self.nms_iou)
             .field("labels", &self.labels)
             .field("labels_file", &self.labels_file)
+            .field("resize", &self.resize)
+            .field("channel_order", &self.channel_order)
+            .field("mean", &self.mean)
+            .field("std", &self.std)
             .field("box_coordinates", &self.box_coordinates)
             .field("boxes_output", &self.boxes_output)
             .field("scores_output", &self.scores_output)
@@ -149,6 +164,10 @@ impl Default for Settings {
             nms_iou: DEFAULT_NMS_IOU,
             labels: DEFAULT_LABELS.into(),
             labels_file: DEFAULT_LABELS_FILE.into(),
+            resize: DEFAULT_RESIZE,
+            channel_order: DEFAULT_CHANNEL_ORDER,
+            mean: DEFAULT_MEAN.into(),
+            std: DEFAULT_STD.into(),
             box_coordinates: DEFAULT_BOX_COORDINATES,
             boxes_output: DEFAULT_OUTPUT_NAME.into(),
             scores_output: DEFAULT_OUTPUT_NAME.into(),
@@ -214,6 +233,44 @@ impl Settings {
         }
     }
 
+    /// How frames become the input tensor; an error names a bad `mean` or `std`.
+    pub(super) fn tensor_spec(&self) -> Result<TensorSpec, String> {
+        let three = |name: &str, text: &str| -> Result<[f32; 3], String> {
+            let values: Vec<f32> = text
+                .split(',')
+                .map(|v| v.trim().parse::<f32>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| format!("{name} must be 1 or 3 numbers, got '{text}'"))?;
+            match values[..] {
+                [v] => Ok([v; 3]),
+                [a, b, c] => Ok([a, b, c]),
+                _ => Err(format!("{name} must be 1 or 3 numbers, got '{text}'")),
+            }
+        };
+        let std = three("std", &self.std)?;
+        if std.iter().any(|v| *v == 0.0 || !v.is_finite()) {
+            return Err(format!("std must be finite and not 0, got '{}'", self.std));
+        }
+        Ok(TensorSpec {
+            width: self.input_width,
+            height: self.input_height,
+            layout: if self.nchw {
+                Layout::Nchw
+            } else {
+                Layout::Nhwc
+            },
+            resize: match self.resize {
+                InferResize::Letterbox => Resize::Letterbox,
+                InferResize::Stretch => Resize::Stretch,
+                InferResize::CenterCrop => Resize::CenterCrop,
+            },
+            bgr: self.channel_order == InferChannelOrder::Bgr,
+            normalize: self.normalize,
+            mean: three("mean", &self.mean)?,
+            std,
+        })
+    }
+
     /// The class names: `labels-file` (one per line) when set, else `labels`.
     pub(super) fn read_labels(&self) -> Result<Vec<String>, String> {
         if !self.labels_file.is_empty() {
@@ -247,5 +304,22 @@ mod tests {
             "{text}"
         );
         assert!(format!("{:?}", Settings::default()).contains("api_key: None"));
+    }
+
+    #[test]
+    fn mean_and_std_are_one_or_three_numbers() {
+        let mut s = Settings {
+            mean: "0.485, 0.456,0.406".into(),
+            std: "0.5".into(),
+            channel_order: InferChannelOrder::Bgr,
+            ..Default::default()
+        };
+        let spec = s.tensor_spec().unwrap();
+        assert_eq!((spec.mean[1], spec.std, spec.bgr), (0.456, [0.5; 3], true));
+        for (mean, std, part) in [("1,2", "1", "mean"), ("x", "1", "mean"), ("0", "0", "std")] {
+            s.mean = mean.into();
+            s.std = std.into();
+            assert!(s.tensor_spec().unwrap_err().contains(part));
+        }
     }
 }
