@@ -260,3 +260,33 @@ fn silent_publisher_ends_after_idle_timeout() {
     let stop = ingest.messages("rtmp-publish-stop");
     assert_eq!(stop[0].get::<String>("reason").unwrap(), "idle-timeout");
 }
+
+#[test]
+fn reconnect_after_eos_with_async_sinks() {
+    init();
+    // Default sinks (async=true): the flush before the second publisher makes them
+    // re-preroll; the live pipeline must get back to PLAYING and keep decoding.
+    let pipeline = gst::parse::launch(
+        "rtmpserversrc name=src listen=127.0.0.1:0 ! flvdemux name=d \
+         d.video ! queue name=vq ! h264parse ! avdec_h264 ! appsink name=v sync=false \
+         d.audio ! queue ! fakesink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline.by_name("src").unwrap();
+    let ingest = Ingest::with_pipeline(pipeline, src);
+    for round in 1..=2 {
+        let mut ff = ffmpeg_publish(&ingest.url("cam"), 1.0, "160x120");
+        assert!(wait_exit(&mut ff, Duration::from_secs(20)).success());
+        assert!(
+            ingest.wait(Duration::from_secs(5), |s| s.pts.len() == 30 * round
+                && s.eos == round),
+            "round {round}: {} frames, {} EOS",
+            ingest.frames(),
+            ingest.seen.lock().unwrap().eos
+        );
+    }
+    let (_, state, _) = ingest.pipeline.state(gst::ClockTime::from_seconds(2));
+    assert_eq!(state, gst::State::Playing);
+}
