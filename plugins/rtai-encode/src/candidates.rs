@@ -1,7 +1,7 @@
 //! Which encoders rtencodebin tries, in order, and how its uniform settings
 //! map onto each one's own properties and units.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
     H264,
     Vp8,

@@ -3,8 +3,18 @@
 //! `prefer-hardware=false`): a candidate is used only if its factory exists
 //! and a fresh instance encodes a test frame in a throwaway pipeline, which is
 //! what catches a VA-API plugin without a device or an NVENC without a GPU.
+//!
+//! Trials run in their own thread and are abandoned after `trial-timeout`
+//! (a stuck driver may never return, not even from `set_state(Null)`); each
+//! candidate is tried once per process and the result cached. An encoder
+//! that fails later (at the real resolution, or mid-stream) is replaced by
+//! the next working candidate while streaming: the failed buffer goes to the
+//! new encoder, which starts with a key frame, and the application gets a
+//! warning and an `rtencodebin-fallback` element message instead of an error.
 
-use std::sync::{LazyLock, Mutex};
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex, mpsc};
+use std::time::Duration;
 
 use gst::glib;
 use gst::prelude::*;
@@ -25,8 +35,13 @@ const DEFAULT_CODEC: EncodeCodec = EncodeCodec::H264;
 const DEFAULT_PREFER_HARDWARE: bool = true;
 const DEFAULT_BITRATE: u32 = 2000;
 const DEFAULT_KEY_FRAME_INTERVAL: u32 = 60;
-/// How long a candidate may take to encode its test frame.
-const TRIAL_TIMEOUT: gst::ClockTime = gst::ClockTime::from_seconds(10);
+/// Milliseconds a candidate may take to start, encode its test frames and stop.
+const DEFAULT_TRIAL_TIMEOUT: u32 = 3000;
+
+/// Trial outcomes of this process per (codec, factory): a device that worked
+/// (or hung) a moment ago is not tried again at every start.
+type TrialResults = HashMap<(Codec, &'static str), Result<(), String>>;
+static TRIALS: LazyLock<Mutex<TrialResults>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -34,6 +49,7 @@ struct Settings {
     prefer_hardware: bool,
     bitrate: u32,
     key_frame_interval: u32,
+    trial_timeout: u32,
 }
 
 impl Default for Settings {
@@ -43,6 +59,7 @@ impl Default for Settings {
             prefer_hardware: DEFAULT_PREFER_HARDWARE,
             bitrate: DEFAULT_BITRATE,
             key_frame_interval: DEFAULT_KEY_FRAME_INTERVAL,
+            trial_timeout: DEFAULT_TRIAL_TIMEOUT,
         }
     }
 }
@@ -52,6 +69,11 @@ struct State {
     candidate: Candidate,
     convert: gst::Element,
     encoder: gst::Element,
+    /// The candidates after this one, for a fallback while streaming.
+    remaining: Vec<Candidate>,
+    /// The encoder posted an error that a fallback may still absorb (held
+    /// back from the application until no candidate is left).
+    failure: Option<gst::Message>,
 }
 
 pub struct RtEncodeBin {
@@ -77,6 +99,40 @@ fn always_pads(encoder: &gst::Element) -> Result<(gst::Pad, gst::Pad), String> {
             "has no always sink and src pads (request or sometimes pads are not supported)".into(),
         ),
     }
+}
+
+/// [`trial`] in its own thread, abandoned (left to finish or hang on its own)
+/// after `trial-timeout`; the outcome is cached for the process.
+fn trial_bounded(c: &Candidate, codec: Codec, settings: &Settings) -> Result<(), String> {
+    if gst::ElementFactory::find(c.factory).is_none() {
+        return Err("not installed".into());
+    }
+    if let Some(known) = TRIALS.lock().unwrap().get(&(codec, c.factory)) {
+        gst::debug!(CAT, "{}: trial result cached: {known:?}", c.factory);
+        return known.clone();
+    }
+    let timeout = Duration::from_millis(settings.trial_timeout as u64);
+    let (tx, rx) = mpsc::channel();
+    let (candidate, s) = (*c, settings.clone());
+    let spawned = std::thread::Builder::new()
+        .name(format!("rtencodebin-trial-{}", c.factory))
+        .spawn(move || {
+            let _ = tx.send(trial(&candidate, codec, &s));
+        });
+    let result = match spawned {
+        Err(e) => Err(format!("cannot start a trial thread: {e}")),
+        Ok(_) => rx.recv_timeout(timeout).unwrap_or_else(|_| {
+            Err(format!(
+                "trial overran {} ms (stuck driver?): abandoned",
+                timeout.as_millis()
+            ))
+        }),
+    };
+    TRIALS
+        .lock()
+        .unwrap()
+        .insert((codec, c.factory), result.clone());
+    result
 }
 
 /// Whether a fresh instance of `c` encodes one frame; the reason when not.
@@ -127,11 +183,9 @@ fn trial(c: &Candidate, codec: Codec, settings: &Settings) -> Result<(), String>
             .set_state(gst::State::Playing)
             .map_err(|_| "cannot start (no device?)".to_string())?;
         let bus = pipeline.bus().unwrap();
-        match bus.timed_pop_filtered(
-            TRIAL_TIMEOUT,
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        ) {
-            None => Err(format!("no output within {TRIAL_TIMEOUT}")),
+        let timeout = gst::ClockTime::from_mseconds(settings.trial_timeout as u64);
+        match bus.timed_pop_filtered(timeout, &[gst::MessageType::Eos, gst::MessageType::Error]) {
+            None => Err(format!("no output within {timeout}")),
             Some(msg) => match msg.view() {
                 gst::MessageView::Error(e) => Err(format!("{}", e.error())),
                 _ => {
@@ -160,28 +214,17 @@ impl RtEncodeBin {
         }
         let mut tried = Vec::new();
         let mut chosen = None;
-        for c in order {
-            // The instance used is a new one: the trial's went away with its pipeline.
-            let usable = trial(&c, codec, &settings).and_then(|()| {
-                let encoder = gst::ElementFactory::make(c.factory)
-                    .build()
-                    .map_err(|_| "vanished after its trial".to_string())?;
-                let (_, src) = always_pads(&encoder)?;
-                Ok((encoder, src))
-            });
-            match usable {
+        let mut order = order.into_iter();
+        for c in order.by_ref() {
+            match self.usable(&c, codec, &settings) {
                 Ok(found) => {
                     chosen = Some((c, found));
                     break;
                 }
-                Err(reason) => {
-                    if reason != "not installed" {
-                        gst::warning!(CAT, imp = self, "{} cannot be used: {reason}", c.factory);
-                    }
-                    tried.push(format!("{}: {reason}", c.factory));
-                }
+                Err(reason) => tried.push(format!("{}: {reason}", c.factory)),
             }
         }
+        let remaining: Vec<Candidate> = order.collect();
         let Some((c, (encoder, encoder_src))) = chosen else {
             return Err(gst::error_msg!(
                 gst::CoreError::MissingPlugin,
@@ -189,7 +232,6 @@ impl RtEncodeBin {
                 ["tried {}", tried.join("; ")]
             ));
         };
-        candidates::configure(&encoder, &c, settings.bitrate, settings.key_frame_interval);
         let convert = gst::ElementFactory::make("videoconvert")
             .build()
             .map_err(|_| {
@@ -241,9 +283,162 @@ impl RtEncodeBin {
             candidate: c,
             convert,
             encoder,
+            remaining,
+            failure: None,
         });
         let _ = obj.post_message(message);
         Ok(())
+    }
+
+    /// A fresh, configured instance of `c` if its (cached, bounded) trial
+    /// passes, with its src pad; the reason when not.
+    fn usable(
+        &self,
+        c: &Candidate,
+        codec: Codec,
+        settings: &Settings,
+    ) -> Result<(gst::Element, gst::Pad), String> {
+        // The instance used is a new one: the trial's went away with its pipeline.
+        let usable = trial_bounded(c, codec, settings).and_then(|()| {
+            let encoder = gst::ElementFactory::make(c.factory)
+                .build()
+                .map_err(|_| "vanished after its trial".to_string())?;
+            let (_, src) = always_pads(&encoder)?;
+            Ok((encoder, src))
+        });
+        match &usable {
+            Ok((encoder, _)) => {
+                candidates::configure(encoder, c, settings.bitrate, settings.key_frame_interval);
+            }
+            Err(reason) if reason != "not installed" => {
+                gst::warning!(CAT, imp = self, "{} cannot be used: {reason}", c.factory);
+            }
+            Err(_) => {}
+        }
+        usable
+    }
+
+    /// The sink pad's chain: on to videoconvert and the encoder; when the
+    /// encoder failed on this buffer, the next candidate takes over and gets
+    /// the buffer again.
+    fn sink_chain(
+        &self,
+        pad: &gst::GhostPad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        loop {
+            let result = gst::ProxyPad::chain_default(pad, Some(&*self.obj()), buffer.clone());
+            let failed = self
+                .state
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|s| s.failure.is_some());
+            if result.is_ok() || !failed {
+                return result;
+            }
+            if !self.fall_back() {
+                return result;
+            }
+        }
+    }
+
+    /// Replaces the failed encoder with the next working candidate. False
+    /// when none is left: the held-back error goes to the application.
+    fn fall_back(&self) -> bool {
+        let settings = self.settings.lock().unwrap().clone();
+        let codec = codec_of(settings.codec);
+        let Some((old, old_candidate, convert, mut remaining, failure)) =
+            self.state.lock().unwrap().as_mut().map(|s| {
+                (
+                    s.encoder.clone(),
+                    s.candidate,
+                    s.convert.clone(),
+                    std::mem::take(&mut s.remaining),
+                    s.failure.take(),
+                )
+            })
+        else {
+            return false;
+        };
+        let reason = failure
+            .as_ref()
+            .and_then(|m| match m.view() {
+                gst::MessageView::Error(e) => Some(e.error().to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "failed".into());
+        let obj = self.obj();
+        // The failed encoder leaves the bin; stopping it may hang on a stuck
+        // driver, so that happens in a thread nobody waits for.
+        convert.unlink(&old);
+        let _ = self.srcpad.set_target(None::<&gst::Pad>);
+        let _ = obj.remove(&old);
+        let stopping = old.clone();
+        let _ = std::thread::Builder::new()
+            .name("rtencodebin-stop-failed".into())
+            .spawn(move || {
+                let _ = stopping.set_state(gst::State::Null);
+            });
+        while !remaining.is_empty() {
+            let c = remaining.remove(0);
+            let Ok((encoder, src)) = self.usable(&c, codec, &settings) else {
+                continue;
+            };
+            let wired = obj.add(&encoder).is_ok()
+                && convert.link(&encoder).is_ok()
+                && self.srcpad.set_target(Some(&src)).is_ok()
+                && encoder.sync_state_with_parent().is_ok();
+            if !wired {
+                let _ = encoder.set_state(gst::State::Null);
+                let _ = obj.remove(&encoder);
+                continue;
+            }
+            // videoconvert negotiates again with the new encoder's caps.
+            if let Some(sink) = encoder.static_pad("sink") {
+                sink.send_event(gst::event::Reconfigure::new());
+            }
+            gst::warning!(
+                CAT,
+                imp = self,
+                "{} failed ({reason}): continuing with {}",
+                old_candidate.factory,
+                c.factory
+            );
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Encode,
+                (
+                    "Encoder {} failed; continuing with {}",
+                    old_candidate.factory,
+                    c.factory
+                ),
+                ["{reason}"]
+            );
+            let _ = obj.post_message(
+                gst::message::Element::builder(
+                    gst::Structure::builder("rtencodebin-fallback")
+                        .field("failed", old_candidate.factory)
+                        .field("reason", &reason)
+                        .field("encoder", c.factory)
+                        .field("hardware", c.hardware)
+                        .build(),
+                )
+                .src(&*obj)
+                .build(),
+            );
+            if let Some(state) = self.state.lock().unwrap().as_mut() {
+                state.candidate = c;
+                state.encoder = encoder;
+                state.remaining = remaining;
+                state.failure = None;
+            }
+            return true;
+        }
+        if let Some(failure) = failure {
+            let _ = obj.post_message(failure);
+        }
+        false
     }
 
     fn teardown(&self) {
@@ -271,8 +466,27 @@ impl ObjectSubclass for RtEncodeBin {
     type ParentType = gst::Bin;
 
     fn with_class(klass: &Self::Class) -> Self {
-        let sinkpad =
-            gst::GhostPad::builder_from_template(&klass.pad_template("sink").unwrap()).build();
+        let sinkpad = gst::GhostPad::builder_from_template(&klass.pad_template("sink").unwrap())
+            .chain_function(|pad, parent, buffer| {
+                RtEncodeBin::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.sink_chain(pad, buffer),
+                )
+            })
+            .chain_list_function(|pad, parent, list| {
+                RtEncodeBin::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| {
+                        for buffer in list.iter_owned() {
+                            imp.sink_chain(pad, buffer)?;
+                        }
+                        Ok(gst::FlowSuccess::Ok)
+                    },
+                )
+            })
+            .build();
         let srcpad =
             gst::GhostPad::builder_from_template(&klass.pad_template("src").unwrap()).build();
         Self {
@@ -315,6 +529,14 @@ impl ObjectImpl for RtEncodeBin {
                     .default_value(DEFAULT_KEY_FRAME_INTERVAL)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("trial-timeout")
+                    .nick("Trial timeout")
+                    .blurb("Milliseconds a candidate may take to start, encode two test frames and stop; one that overruns is abandoned in its thread (a stuck driver never hangs the bin) and skipped. Trial results are cached per process")
+                    .minimum(10)
+                    .maximum(60_000)
+                    .default_value(DEFAULT_TRIAL_TIMEOUT)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("active-encoder")
                     .nick("Active encoder")
                     .blurb("Factory name of the encoder in use (empty before READY)")
@@ -349,6 +571,7 @@ impl ObjectImpl for RtEncodeBin {
             "key-frame-interval" => {
                 s.key_frame_interval = value.get().expect("type checked upstream")
             }
+            "trial-timeout" => s.trial_timeout = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -370,6 +593,7 @@ impl ObjectImpl for RtEncodeBin {
                     "prefer-hardware" => s.prefer_hardware.to_value(),
                     "bitrate" => s.bitrate.to_value(),
                     "key-frame-interval" => s.key_frame_interval.to_value(),
+                    "trial-timeout" => s.trial_timeout.to_value(),
                     other => unreachable!("unknown property {other}"),
                 }
             }
@@ -447,4 +671,24 @@ impl ElementImpl for RtEncodeBin {
     }
 }
 
-impl BinImpl for RtEncodeBin {}
+impl BinImpl for RtEncodeBin {
+    fn handle_message(&self, message: gst::Message) {
+        // An error from the encoder while another candidate is left is held
+        // back: the chain function falls back and posts it only if none works.
+        if let gst::MessageView::Error(_) = message.view() {
+            let mut state = self.state.lock().unwrap();
+            if let Some(state) = state.as_mut()
+                && !state.remaining.is_empty()
+                && message.src().is_some_and(|src| {
+                    src == state.encoder.upcast_ref::<gst::Object>()
+                        || src.has_as_ancestor(&state.encoder)
+                })
+            {
+                gst::debug!(CAT, imp = self, "encoder error held back for a fallback");
+                state.failure.get_or_insert(message);
+                return;
+            }
+        }
+        self.parent_handle_message(message)
+    }
+}

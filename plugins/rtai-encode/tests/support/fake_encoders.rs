@@ -1,5 +1,7 @@
 //! Fake "hardware" encoders for the rtencodebin tests: one that cannot open a
-//! device, one that works (x264enc inside), one with request pads only.
+//! device, one that works (x264enc inside), one with request pads only, one
+//! that hangs like a stuck driver, one that fails at the real resolution and
+//! one that fails mid-stream.
 #![allow(dead_code)] // each test binary registers the ones it needs
 
 use std::str::FromStr;
@@ -173,6 +175,175 @@ impl ElementImpl for RequestPads {
     }
 }
 glib::wrapper! { pub struct RequestPadsEnc(ObjectSubclass<RequestPads>) @extends gst::Element, gst::Object; }
+
+/// Instances of [`Hang`] made so far (a cached trial makes none).
+pub static HANG_INSTANCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Like a stuck driver: the first buffer never returns, so neither does
+/// stopping the element (pad deactivation waits for the streaming thread).
+#[derive(Default)]
+pub struct Hang;
+
+#[glib::object_subclass]
+impl ObjectSubclass for Hang {
+    const NAME: &'static str = "RtaiTestHangEnc";
+    type Type = HangEnc;
+    type ParentType = gst::Element;
+}
+impl ObjectImpl for Hang {
+    fn constructed(&self) {
+        self.parent_constructed();
+        HANG_INSTANCES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let obj = self.obj();
+        let sink = gst::Pad::builder_from_template(&obj.pad_template("sink").unwrap())
+            .chain_function(|_, _, _| {
+                loop {
+                    // A driver call that never comes back.
+                    std::thread::park();
+                }
+            })
+            .build();
+        obj.add_pad(&sink).unwrap();
+        obj.add_pad(&gst::Pad::from_template(&obj.pad_template("src").unwrap()))
+            .unwrap();
+    }
+}
+impl GstObjectImpl for Hang {}
+impl ElementImpl for Hang {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static M: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "fake stuck encoder",
+                "Codec/Encoder/Video/Hardware",
+                "never returns from its first buffer",
+                "test",
+            )
+        });
+        Some(&*M)
+    }
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        NoDevice::pad_templates()
+    }
+}
+glib::wrapper! { pub struct HangEnc(ObjectSubclass<Hang>) @extends gst::Element, gst::Object; }
+
+/// A working encoder (x264enc, or vp8enc when registered under a VP8 name)
+/// that fails as `fails(width, frame index)` says: an element error and
+/// FlowError::Error, as a hardware encoder does when its device gives up.
+fn flaky_encoder(bin: &gst::Bin, fails: fn(i32, usize) -> bool) {
+    let factory = bin
+        .factory()
+        .map(|f| f.name().to_string())
+        .unwrap_or_default();
+    let inner = if factory.contains("vp8") {
+        gst::ElementFactory::make("vp8enc")
+            .property("deadline", 1i64)
+            .property("lag-in-frames", 0i32)
+            .build()
+            .unwrap()
+    } else {
+        gst::ElementFactory::make("x264enc")
+            .property_from_str("tune", "zerolatency")
+            .build()
+            .unwrap()
+    };
+    bin.add(&inner).unwrap();
+    let sink = inner.static_pad("sink").unwrap();
+    let weak = bin.downgrade();
+    let frame = std::sync::atomic::AtomicUsize::new(0);
+    sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let width = pad
+            .current_caps()
+            .and_then(|c| c.structure(0).and_then(|s| s.get::<i32>("width").ok()))
+            .unwrap_or(0);
+        let index = frame.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if !fails(width, index) {
+            return gst::PadProbeReturn::Ok;
+        }
+        if let Some(bin) = weak.upgrade() {
+            gst::element_error!(
+                bin,
+                gst::StreamError::Encode,
+                ("Fake hardware encoder failed at frame {index} ({width} wide)")
+            );
+        }
+        info.flow_res = Err(gst::FlowError::Error);
+        gst::PadProbeReturn::Handled
+    });
+    bin.add_pad(&gst::GhostPad::with_target(&sink).unwrap())
+        .unwrap();
+    bin.add_pad(&gst::GhostPad::with_target(&inner.static_pad("src").unwrap()).unwrap())
+        .unwrap();
+}
+
+/// Passes the 320x240 trial, fails on the first frame wider than that.
+#[derive(Default)]
+pub struct FailsAtRealSize;
+
+#[glib::object_subclass]
+impl ObjectSubclass for FailsAtRealSize {
+    const NAME: &'static str = "RtaiTestFailsAtRealSizeEnc";
+    type Type = FailsAtRealSizeEnc;
+    type ParentType = gst::Bin;
+}
+impl ObjectImpl for FailsAtRealSize {
+    fn constructed(&self) {
+        self.parent_constructed();
+        flaky_encoder(self.obj().upcast_ref(), |width, _| width > 320);
+    }
+}
+impl GstObjectImpl for FailsAtRealSize {}
+impl ElementImpl for FailsAtRealSize {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static M: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "fake encoder failing above 320x240",
+                "Codec/Encoder/Video/Hardware",
+                "fails at the real resolution",
+                "test",
+            )
+        });
+        Some(&*M)
+    }
+}
+impl BinImpl for FailsAtRealSize {}
+glib::wrapper! { pub struct FailsAtRealSizeEnc(ObjectSubclass<FailsAtRealSize>) @extends gst::Bin, gst::Element, gst::Object; }
+
+/// Frame index at which [`FailsMidStream`] gives up (the trial's two frames pass).
+pub const FAILS_AT_FRAME: usize = 10;
+
+/// Works for [`FAILS_AT_FRAME`] frames, then fails.
+#[derive(Default)]
+pub struct FailsMidStream;
+
+#[glib::object_subclass]
+impl ObjectSubclass for FailsMidStream {
+    const NAME: &'static str = "RtaiTestFailsMidStreamEnc";
+    type Type = FailsMidStreamEnc;
+    type ParentType = gst::Bin;
+}
+impl ObjectImpl for FailsMidStream {
+    fn constructed(&self) {
+        self.parent_constructed();
+        flaky_encoder(self.obj().upcast_ref(), |_, index| index >= FAILS_AT_FRAME);
+    }
+}
+impl GstObjectImpl for FailsMidStream {}
+impl ElementImpl for FailsMidStream {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static M: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "fake encoder failing mid-stream",
+                "Codec/Encoder/Video/Hardware",
+                "fails after some frames",
+                "test",
+            )
+        });
+        Some(&*M)
+    }
+}
+impl BinImpl for FailsMidStream {}
+glib::wrapper! { pub struct FailsMidStreamEnc(ObjectSubclass<FailsMidStream>) @extends gst::Bin, gst::Element, gst::Object; }
 
 /// Registers the encoder `element_type` under `factory`, ranked like hardware.
 pub fn register(factory: &str, element_type: glib::Type) {
