@@ -16,9 +16,9 @@ def describe(ev):
     if ev.get("track_id") is not None:
         what += f" #{ev['track_id']}"
     if ev["type"] == "clip":
-        what = f"clip {ev['start'] / 1e9:.2f}-{(ev.get('end') or ev['start']) / 1e9:.2f} s ({(ev.get('data') or {}).get('reason', '')})"
+        what = f"clip {ev['start_ns'] / 1e9:.2f}-{(ev.get('end_ns') or ev['start_ns']) / 1e9:.2f} s ({(ev.get('data') or {}).get('reason', '')})"
     conf = "" if ev.get("confidence") is None else f" conf {ev['confidence']:.2f}"
-    return f"{ev['start'] / 1e9:7.2f} s  {ev['type']:<14} {ev['stream']:<7} score {ev.get('clip_worthy_score', 0):.2f}{conf}  {what}"
+    return f"{ev['start_ns'] / 1e9:7.2f} s  {ev['type']:<14} {ev['stream']:<7} score {ev.get('clip_worthy_score', 0):.2f}{conf}  {what}"
 
 
 def follow(url):
