@@ -1,14 +1,17 @@
 #![allow(clippy::non_send_fields_in_send_ty)]
-//! rtai WebRTC plugin: `ffmpegsrc` (docs/ffmpegsrc.md).
+//! rtai WebRTC plugin: `webrtcserve` (docs/webrtcserve.md) and `ffmpegsrc`
+//! (docs/ffmpegsrc.md).
 
 use gst::glib;
 
 pub mod cmdline;
 mod ffmpegsrc;
 pub mod h264scan;
+pub mod webrtcserve;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    ffmpegsrc::register(plugin)
+    ffmpegsrc::register(plugin)?;
+    webrtcserve::register(plugin)
 }
 
 gst::plugin_define!(

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-
 /// Loads the collection's plugins from `$RTAI_PLUGIN_DIR` or `target/release`
 /// (this crate's and `rtencodebin`) in a fresh registry.
 pub fn init() {

@@ -1,0 +1,453 @@
+//! One viewer's branch: `tee` request pad → `queue leaky=downstream` →
+//! (payload-type rewrite probe) → `webrtcbin` with one send-only video
+//! transceiver (NACK/RTX on). Offer/answer run through promises awaited on the
+//! tokio runtime; counters come from pad probes on the queue.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use gst::glib;
+use gst::prelude::*;
+use gst_webrtc::gst_sdp;
+
+/// Per-viewer counters (RTP packets and bytes through the queue).
+#[derive(Default)]
+pub struct Counters {
+    pub packets_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Payload type the viewer negotiated (0: as the payloader sends).
+    pub payload_type: AtomicU32,
+}
+
+impl Counters {
+    pub fn dropped(&self, queued: u64) -> u64 {
+        self.packets_in
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.packets_out.load(Ordering::Relaxed))
+            .saturating_sub(queued)
+    }
+}
+
+pub struct Viewer {
+    pub id: String,
+    pub queue: gst::Element,
+    pub webrtcbin: gst::Element,
+    pub tee_pad: gst::Pad,
+    pub counters: Arc<Counters>,
+}
+
+pub struct ViewerConfig<'a> {
+    pub stun_server: Option<&'a str>,
+    pub turn_server: Option<&'a str>,
+    pub queue_packets: u32,
+    /// The payloader's caps (what the transceiver offers/answers).
+    pub rtp_caps: &'a gst::Caps,
+}
+
+fn make(factory: &str, name: &str) -> Result<gst::Element, String> {
+    gst::ElementFactory::make(factory)
+        .name(name)
+        .build()
+        .map_err(|_| format!("the `{factory}` element is missing"))
+}
+
+/// The codec preferences: the payloader's caps without the fields a browser's
+/// offer decides (payload type, SSRC, sequence and timestamp offsets).
+pub fn codec_preferences(rtp_caps: &gst::Caps, payload: Option<u32>) -> gst::Caps {
+    let mut caps = rtp_caps.copy();
+    for s in caps.make_mut().iter_mut() {
+        for f in [
+            "ssrc",
+            "timestamp-offset",
+            "seqnum-offset",
+            "sprop-parameter-sets",
+            "a-framerate",
+        ] {
+            s.remove_field(f);
+        }
+        if s.get::<&str>("encoding-name").ok() == Some("H264") {
+            s.set("packetization-mode", "1");
+            s.set("profile-level-id", "42e01f");
+            s.set("level-asymmetry-allowed", "1");
+        }
+        match payload {
+            Some(pt) => s.set("payload", pt as i32),
+            None => s.remove_field("payload"),
+        }
+    }
+    caps
+}
+
+impl Viewer {
+    /// Adds the branch to `bin` (PLAYING with it) fed from `tee`.
+    pub fn add(
+        bin: &gst::Bin,
+        tee: &gst::Element,
+        id: &str,
+        config: &ViewerConfig<'_>,
+    ) -> Result<Self, String> {
+        let queue = make("queue", &format!("queue-{id}"))?;
+        queue.set_property_from_str("leaky", "downstream");
+        queue.set_property("max-size-buffers", config.queue_packets);
+        queue.set_property("max-size-bytes", 0u32);
+        queue.set_property("max-size-time", 0u64);
+        let webrtcbin = make("webrtcbin", &format!("webrtc-{id}"))?;
+        webrtcbin.set_property_from_str("bundle-policy", "max-bundle");
+        if let Some(stun) = config.stun_server {
+            webrtcbin.set_property("stun-server", stun);
+        }
+        if let Some(turn) = config.turn_server {
+            webrtcbin.set_property("turn-server", turn);
+        }
+        bin.add_many([&queue, &webrtcbin])
+            .map_err(|e| format!("cannot add the viewer's elements: {e}"))?;
+        let sinkpad = webrtcbin
+            .request_pad_simple("sink_%u")
+            .ok_or("webrtcbin gave no sink pad")?;
+        let transceiver = sinkpad.property::<gst_webrtc::WebRTCRTPTransceiver>("transceiver");
+        transceiver.set_property(
+            "direction",
+            gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
+        );
+        transceiver.set_property("do-nack", true);
+        transceiver.set_property(
+            "codec-preferences",
+            codec_preferences(config.rtp_caps, Some(payload_of(config.rtp_caps))),
+        );
+        let counters = Arc::new(Counters::default());
+        let qsink = queue.static_pad("sink").unwrap();
+        let c = counters.clone();
+        qsink.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            c.packets_in.fetch_add(1, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+        let qsrc = queue.static_pad("src").unwrap();
+        let c = counters.clone();
+        qsrc.add_probe(
+            gst::PadProbeType::BUFFER
+                | gst::PadProbeType::EVENT_DOWNSTREAM
+                | gst::PadProbeType::QUERY_DOWNSTREAM,
+            move |_, info| {
+                let pt = c.payload_type.load(Ordering::Relaxed);
+                match &mut info.data {
+                    // The shared stream's caps are rewritten here (payload type,
+                    // profile-level-id) before webrtcbin sees them: answer the
+                    // caps queries for webrtcbin, or its codec preferences would
+                    // refuse the payloader's own caps.
+                    Some(gst::PadProbeData::Query(query)) => match query.view_mut() {
+                        gst::QueryViewMut::AcceptCaps(q) => {
+                            q.set_result(true);
+                            return gst::PadProbeReturn::Handled;
+                        }
+                        gst::QueryViewMut::Caps(q) => {
+                            let caps = q.filter_owned().unwrap_or_else(|| {
+                                gst::Caps::new_empty_simple("application/x-rtp")
+                            });
+                            q.set_result(&caps);
+                            return gst::PadProbeReturn::Handled;
+                        }
+                        _ => {}
+                    },
+                    Some(gst::PadProbeData::Buffer(buffer)) => {
+                        c.packets_out.fetch_add(1, Ordering::Relaxed);
+                        c.bytes_out
+                            .fetch_add(buffer.size() as u64, Ordering::Relaxed);
+                        rewrite_rtp(buffer, pt, &c);
+                    }
+                    Some(gst::PadProbeData::Event(event)) => {
+                        if let gst::EventView::Caps(caps) = event.view() {
+                            let mut caps = caps.caps().copy();
+                            for s in caps.make_mut().iter_mut() {
+                                if pt != 0 {
+                                    s.set("payload", pt as i32);
+                                }
+                                // What the transceiver offered/answered (the
+                                // stream is constrained baseline; the level is
+                                // not a decoder limit in browsers).
+                                if s.get::<&str>("encoding-name").ok() == Some("H264") {
+                                    s.set("profile-level-id", "42e01f");
+                                    s.set("level-asymmetry-allowed", "1");
+                                }
+                            }
+                            *event = gst::event::Caps::new(&caps);
+                        }
+                    }
+                    _ => {}
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+        qsrc.link(&sinkpad)
+            .map_err(|e| format!("cannot link the queue to webrtcbin: {e}"))?;
+        let tee_pad = tee
+            .request_pad_simple("src_%u")
+            .ok_or("the tee gave no pad")?;
+        queue.sync_state_with_parent().map_err(|e| e.to_string())?;
+        webrtcbin
+            .sync_state_with_parent()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            id: id.to_string(),
+            queue,
+            webrtcbin,
+            tee_pad,
+            counters,
+        })
+    }
+
+    /// Starts the flow into this viewer, once offer and answer settled the
+    /// payload type (the first caps webrtcbin sees are then the negotiated ones).
+    pub fn start_flow(&self) -> Result<(), String> {
+        let qsink = self.queue.static_pad("sink").unwrap();
+        if self.tee_pad.is_linked() {
+            return Ok(());
+        }
+        self.tee_pad
+            .link(&qsink)
+            .map_err(|e| format!("cannot link the tee to the viewer: {e}"))?;
+        self.request_key_frame();
+        Ok(())
+    }
+
+    /// Asks upstream for a key frame (new viewer, PLI/FIR are forwarded by webrtcbin itself).
+    pub fn request_key_frame(&self) {
+        let event = gst_video_force_key_unit();
+        let _ = self.queue.static_pad("sink").unwrap().push_event(event);
+    }
+
+    pub async fn create_offer(&self) -> Result<String, String> {
+        let reply = promise(|p| {
+            self.webrtcbin
+                .emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, p])
+        })
+        .await?;
+        let offer = reply
+            .value("offer")
+            .map_err(|_| "webrtcbin made no offer".to_string())?
+            .get::<gst_webrtc::WebRTCSessionDescription>()
+            .map_err(|_| "webrtcbin made no offer".to_string())?;
+        promise(|p| {
+            self.webrtcbin
+                .emit_by_name::<()>("set-local-description", &[&offer, p])
+        })
+        .await?;
+        offer.sdp().as_text().map_err(|e| e.to_string())
+    }
+
+    pub async fn set_remote(
+        &self,
+        kind: gst_webrtc::WebRTCSDPType,
+        sdp: gst_sdp::SDPMessage,
+    ) -> Result<(), String> {
+        // The viewer's payload type for our codec: the probe rewrites to it.
+        if kind == gst_webrtc::WebRTCSDPType::Offer
+            && let Some(pt) = offered_payload(&sdp, &self.encoding_name())
+        {
+            self.counters.payload_type.store(pt, Ordering::Relaxed);
+            let transceiver = self.transceiver();
+            let prefs = transceiver.property::<gst::Caps>("codec-preferences");
+            transceiver.set_property("codec-preferences", codec_preferences(&prefs, Some(pt)));
+        }
+        let desc = gst_webrtc::WebRTCSessionDescription::new(kind, sdp);
+        let reply = promise(|p| {
+            self.webrtcbin
+                .emit_by_name::<()>("set-remote-description", &[&desc, p])
+        })
+        .await?;
+        if let Ok(err) = reply.get::<glib::Error>("error") {
+            return Err(err.to_string());
+        }
+        Ok(())
+    }
+
+    /// Answers a remote offer already set; waits for ICE gathering when `gather`.
+    pub async fn create_answer(&self, gather: bool) -> Result<String, String> {
+        let reply = promise(|p| {
+            self.webrtcbin
+                .emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, p])
+        })
+        .await?;
+        let answer = reply
+            .value("answer")
+            .ok()
+            .and_then(|v| v.get::<gst_webrtc::WebRTCSessionDescription>().ok())
+            .ok_or_else(|| {
+                reply
+                    .get::<glib::Error>("error")
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|_| "webrtcbin cannot answer this offer".into())
+            })?;
+        if !answer
+            .sdp()
+            .medias()
+            .any(|m| m.port() != 0 && m.media() == Some("video"))
+        {
+            return Err(
+                "no video codec of the offer can be sent (H.264 packetization-mode=1 is needed)"
+                    .into(),
+            );
+        }
+        promise(|p| {
+            self.webrtcbin
+                .emit_by_name::<()>("set-local-description", &[&answer, p])
+        })
+        .await?;
+        if gather {
+            self.gathered(Duration::from_secs(5)).await;
+            if let Some(local) = self
+                .webrtcbin
+                .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
+            {
+                return local.sdp().as_text().map_err(|e| e.to_string());
+            }
+        }
+        answer.sdp().as_text().map_err(|e| e.to_string())
+    }
+
+    /// Waits until ICE gathering completes (or the timeout).
+    async fn gathered(&self, timeout: Duration) {
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let done = |w: &gst::Element| {
+            w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
+                == gst_webrtc::WebRTCICEGatheringState::Complete
+        };
+        let id = self
+            .webrtcbin
+            .connect_notify(Some("ice-gathering-state"), move |w, _| {
+                if done(w) {
+                    let _ = tx.send(true);
+                }
+            });
+        if !done(&self.webrtcbin) {
+            let _ = tokio::time::timeout(timeout, rx.wait_for(|d| *d)).await;
+        }
+        self.webrtcbin.disconnect(id);
+    }
+
+    pub fn add_ice_candidate(&self, mline: u32, candidate: &str) {
+        self.webrtcbin
+            .emit_by_name::<()>("add-ice-candidate", &[&mline, &candidate]);
+    }
+
+    fn transceiver(&self) -> gst_webrtc::WebRTCRTPTransceiver {
+        self.webrtcbin
+            .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>("get-transceiver", &[&0i32])
+            .expect("the viewer's transceiver exists")
+    }
+
+    fn encoding_name(&self) -> String {
+        self.transceiver()
+            .property::<Option<gst::Caps>>("codec-preferences")
+            .and_then(|c| {
+                c.structure(0)
+                    .and_then(|s| s.get::<String>("encoding-name").ok())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Unlinks and removes the branch (the tee keeps feeding the others).
+    pub fn remove(&self, bin: &gst::Bin, tee: &gst::Element) {
+        if self.tee_pad.is_linked() {
+            let _ = self.tee_pad.unlink(&self.queue.static_pad("sink").unwrap());
+        }
+        tee.release_request_pad(&self.tee_pad);
+        let _ = self.webrtcbin.set_state(gst::State::Null);
+        let _ = self.queue.set_state(gst::State::Null);
+        let _ = bin.remove_many([&self.queue, &self.webrtcbin]);
+    }
+
+    /// Current queue level in packets.
+    pub fn queued(&self) -> u64 {
+        self.queue.property::<u32>("current-level-buffers") as u64
+    }
+}
+
+fn payload_of(caps: &gst::Caps) -> u32 {
+    caps.structure(0)
+        .and_then(|s| s.get::<i32>("payload").ok())
+        .unwrap_or(96) as u32
+}
+
+/// The payload type the offer uses for `encoding` (H.264: packetization-mode=1 only).
+pub fn offered_payload(sdp: &gst_sdp::SDPMessageRef, encoding: &str) -> Option<u32> {
+    let mut fallback = None;
+    for media in sdp.medias().filter(|m| m.media() == Some("video")) {
+        for i in 0..media.formats_len() {
+            let Some(pt) = media.format(i).and_then(|f| f.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Some(caps) = media.caps_from_media(pt as i32) else {
+                continue;
+            };
+            let Some(s) = caps.structure(0) else { continue };
+            if !s
+                .get::<&str>("encoding-name")
+                .is_ok_and(|e| e.eq_ignore_ascii_case(encoding))
+            {
+                continue;
+            }
+            if encoding.eq_ignore_ascii_case("H264") {
+                if s.get::<&str>("packetization-mode").ok() != Some("1") {
+                    continue;
+                }
+                // Constrained baseline first (what is sent), any other profile after.
+                let profile = s.get::<&str>("profile-level-id").unwrap_or("");
+                if !profile.to_ascii_lowercase().starts_with("42e0") {
+                    fallback.get_or_insert(pt);
+                    continue;
+                }
+            }
+            return Some(pt);
+        }
+    }
+    fallback
+}
+
+/// Sets the RTP payload type of a packet shared with other viewers (copies it first).
+fn rewrite_rtp(buffer: &mut gst::Buffer, pt: u32, c: &Counters) {
+    let Ok(map) = buffer.map_readable() else {
+        return;
+    };
+    if map.len() < 12 {
+        return;
+    }
+    if map[1] & 0x80 != 0 {
+        c.frames_out.fetch_add(1, Ordering::Relaxed);
+    }
+    let current = (map[1] & 0x7f) as u32;
+    drop(map);
+    if pt == 0 || pt == current || pt > 127 {
+        return;
+    }
+    let b = buffer.make_mut();
+    if let Ok(mut map) = b.map_writable() {
+        map[1] = (map[1] & 0x80) | pt as u8;
+    }
+}
+
+fn gst_video_force_key_unit() -> gst::Event {
+    gst_video::UpstreamForceKeyUnitEvent::builder()
+        .all_headers(true)
+        .build()
+}
+
+/// Runs `emit` with a promise and awaits its reply on the tokio runtime.
+pub async fn promise(emit: impl FnOnce(&gst::Promise)) -> Result<gst::Structure, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let promise = gst::Promise::with_change_func(move |reply| {
+        let _ = tx.send(match reply {
+            Ok(Some(s)) => Ok(s.to_owned()),
+            Ok(None) => Ok(gst::Structure::new_empty("empty")),
+            Err(e) => Err(format!("webrtcbin did not reply: {e:?}")),
+        });
+    });
+    emit(&promise);
+    match tokio::time::timeout(Duration::from_secs(10), rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err("webrtcbin dropped the request".into()),
+        Err(_) => Err("webrtcbin did not reply within 10 s".into()),
+    }
+}

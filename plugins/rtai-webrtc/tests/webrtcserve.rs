@@ -1,0 +1,575 @@
+//! webrtcserve with real WebRTC peers in the test process: receive-only
+//! `webrtcbin`s that join over WHEP (HTTP on loopback) or the JSON WebSocket
+//! protocol, depayload and decode what they get. Proves one encoder for all
+//! viewers, leave/join, a stalled viewer not stalling the others, and that
+//! bad signalling input gets an `error` to that client only.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use gst::prelude::*;
+use tokio_tungstenite::tungstenite::Message;
+
+const T: Duration = Duration::from_secs(15);
+
+/// `videotestsrc ! 320x240@30 ! x264enc ! webrtcserve` on an ephemeral loopback port.
+struct Serve {
+    pipeline: gst::Pipeline,
+    serve: gst::Element,
+    bus: gst::Bus,
+    addr: String,
+}
+
+impl Serve {
+    fn start(props: &str) -> Self {
+        init();
+        let pipeline = gst::parse::launch(&format!(
+            "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
+             ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bframes=0 \
+             ! video/x-h264,profile=constrained-baseline ! webrtcserve name=serve listen=127.0.0.1:0 {props}"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let serve = pipeline.by_name("serve").unwrap();
+        let bus = pipeline.bus().unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        wait_for(&bus, T, "track_active", |m| {
+            element_message(m, "track_active").is_some()
+        });
+        let addr = serve
+            .property::<gst::Structure>("stats")
+            .get::<String>("address")
+            .unwrap();
+        assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+        Self {
+            pipeline,
+            serve,
+            bus,
+            addr,
+        }
+    }
+
+    /// Leaf encoders anywhere in the pipeline (bins such as rtencodebin do not count, their encoder does).
+    fn encoders(&self) -> usize {
+        self.pipeline
+            .iterate_recurse()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| !e.is::<gst::Bin>())
+            .filter(|e| {
+                e.factory()
+                    .and_then(|f| {
+                        f.metadata(gst::ELEMENT_METADATA_KLASS)
+                            .map(|k| k.contains("Encoder") && k.contains("Video"))
+                    })
+                    .unwrap_or(false)
+            })
+            .count()
+    }
+
+    fn wait_message(&self, name: &str) -> gst::Structure {
+        let msg = wait_for(&self.bus, T, name, |m| element_message(m, name).is_some());
+        element_message(&msg, name).unwrap()
+    }
+
+    fn viewer_stats(&self, id: &str) -> gst::Structure {
+        let stats = self.serve.property::<gst::Structure>("stats");
+        let list = stats.get::<gst::Array>("viewer-stats").unwrap();
+        list.iter()
+            .map(|v| v.get::<gst::Structure>().unwrap())
+            .find(|s| s.get::<String>("viewer").unwrap() == id)
+            .unwrap_or_else(|| panic!("no viewer {id} in {stats}"))
+    }
+
+    fn stop(&self) {
+        self.pipeline.set_state(gst::State::Null).unwrap();
+    }
+}
+
+/// A receive-only webrtcbin peer that decodes H.264 and counts frames.
+struct Peer {
+    pipeline: gst::Pipeline,
+    webrtc: gst::Element,
+    frames: Arc<AtomicU64>,
+}
+
+impl Peer {
+    /// `payload`: the payload type this peer offers (webrtcserve must follow it).
+    fn new(payload: i32) -> Self {
+        init();
+        let pipeline = gst::Pipeline::new();
+        let webrtc = gst::ElementFactory::make("webrtcbin")
+            .property_from_str("bundle-policy", "max-bundle")
+            .build()
+            .unwrap();
+        pipeline.add(&webrtc).unwrap();
+        let caps = gst::Caps::builder("application/x-rtp")
+            .field("media", "video")
+            .field("encoding-name", "H264")
+            .field("payload", payload)
+            .field("clock-rate", 90000i32)
+            .field("packetization-mode", "1")
+            .field("profile-level-id", "42e01f")
+            .build();
+        webrtc.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
+            "add-transceiver",
+            &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, &caps],
+        );
+        let frames = Arc::new(AtomicU64::new(0));
+        let counter = frames.clone();
+        let pipe = pipeline.downgrade();
+        webrtc.connect_pad_added(move |_, pad| {
+            if pad.direction() != gst::PadDirection::Src {
+                return;
+            }
+            let Some(pipeline) = pipe.upgrade() else {
+                return;
+            };
+            let depay = gst::ElementFactory::make("rtph264depay").build().unwrap();
+            let parse = gst::ElementFactory::make("h264parse").build().unwrap();
+            let dec = gst::ElementFactory::make("avdec_h264").build().unwrap();
+            let sink = gst_app::AppSink::builder().sync(false).build();
+            let counter = counter.clone();
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |s| {
+                        let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+                        assert_eq!((info.width(), info.height()), (320, 240));
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+            pipeline
+                .add_many([&depay, &parse, &dec, sink.upcast_ref()])
+                .unwrap();
+            gst::Element::link_many([&depay, &parse, &dec, sink.upcast_ref()]).unwrap();
+            for e in [&depay, &parse, &dec, sink.upcast_ref()] {
+                e.sync_state_with_parent().unwrap();
+            }
+            pad.link(&depay.static_pad("sink").unwrap()).unwrap();
+        });
+        pipeline.set_state(gst::State::Playing).unwrap();
+        Self {
+            pipeline,
+            webrtc,
+            frames,
+        }
+    }
+
+    fn frames(&self) -> u64 {
+        self.frames.load(Ordering::SeqCst)
+    }
+
+    fn wait_frames(&self, at_least: u64) {
+        wait_until(T, &format!("{at_least} decoded frames"), || {
+            self.frames() >= at_least
+        });
+    }
+
+    fn offer(&self) -> String {
+        let promise = gst::Promise::new();
+        self.webrtc
+            .emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
+        promise.wait();
+        let offer = promise
+            .get_reply()
+            .unwrap()
+            .get::<gst_webrtc::WebRTCSessionDescription>("offer")
+            .unwrap();
+        self.webrtc
+            .emit_by_name::<()>("set-local-description", &[&offer, &None::<gst::Promise>]);
+        offer.sdp().as_text().unwrap()
+    }
+
+    /// The local description once ICE gathering completed (candidates inside, for WHEP).
+    fn gathered_offer(&self) -> String {
+        self.offer();
+        wait_until(T, "ICE gathering", || {
+            self.webrtc
+                .property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
+                == gst_webrtc::WebRTCICEGatheringState::Complete
+        });
+        self.webrtc
+            .property::<gst_webrtc::WebRTCSessionDescription>("local-description")
+            .sdp()
+            .as_text()
+            .unwrap()
+    }
+
+    fn set_remote(&self, kind: gst_webrtc::WebRTCSDPType, sdp: &str) {
+        let sdp = gst_webrtc::gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
+        let desc = gst_webrtc::WebRTCSessionDescription::new(kind, sdp);
+        let promise = gst::Promise::new();
+        self.webrtc
+            .emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
+        promise.wait();
+    }
+
+    fn answer(&self) -> String {
+        let promise = gst::Promise::new();
+        self.webrtc
+            .emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
+        promise.wait();
+        let answer = promise
+            .get_reply()
+            .unwrap()
+            .get::<gst_webrtc::WebRTCSessionDescription>("answer")
+            .unwrap();
+        self.webrtc
+            .emit_by_name::<()>("set-local-description", &[&answer, &None::<gst::Promise>]);
+        answer.sdp().as_text().unwrap()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// One HTTP/1.1 request on loopback; returns status, headers (lower-case names) and body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+/// Joins `serve` over WHEP; returns the peer and its session path (Location).
+fn whep_join(serve: &Serve, payload: i32) -> (Peer, String) {
+    let peer = Peer::new(payload);
+    let offer = peer.gathered_offer();
+    let (status, headers, answer) = http(
+        &serve.addr,
+        "POST",
+        "/whep",
+        &[("Content-Type", "application/sdp")],
+        &offer,
+    );
+    assert_eq!(status, 201, "{answer}");
+    let location = headers
+        .iter()
+        .find(|(k, _)| k == "location")
+        .map(|(_, v)| v.clone())
+        .expect("a Location header");
+    assert!(answer.contains("m=video"), "{answer}");
+    assert!(answer.contains("packetization-mode=1"), "{answer}");
+    peer.set_remote(gst_webrtc::WebRTCSDPType::Answer, &answer);
+    (peer, location)
+}
+
+#[test]
+fn whep_viewers_share_one_encoder_and_leave_and_join() {
+    let serve = Serve::start("");
+    // Different payload types: the shared payloader's packets are rewritten per viewer.
+    let (a, a_path) = whep_join(&serve, 102);
+    let (b, _b_path) = whep_join(&serve, 96);
+    a.wait_frames(30);
+    b.wait_frames(30);
+    assert_eq!(serve.encoders(), 1, "one encode for all viewers");
+    // Leave: DELETE ends A's session only.
+    let (status, _, _) = http(&serve.addr, "DELETE", &a_path, &[], "");
+    assert_eq!(status, 200);
+    let gone = serve.wait_message("peer_disconnected");
+    assert_eq!(gone.get::<String>("reason").unwrap(), "leave");
+    assert_eq!(
+        format!("/whep/{}", gone.get::<String>("viewer").unwrap()),
+        a_path
+    );
+    assert!(gone.get::<u64>("frames-sent").unwrap() >= 30, "{gone}");
+    assert!(gone.get::<u64>("bytes-sent").unwrap() > 0);
+    let (status, _, _) = http(&serve.addr, "DELETE", &a_path, &[], "");
+    assert_eq!(status, 404, "a session ends once");
+    let before = b.frames();
+    b.wait_frames(before + 30);
+    // Join again.
+    let (c, _) = whep_join(&serve, 102);
+    c.wait_frames(30);
+    assert_eq!(serve.encoders(), 1);
+    assert_eq!(
+        serve
+            .serve
+            .property::<gst::Structure>("stats")
+            .get::<u32>("viewers")
+            .unwrap(),
+        2
+    );
+    drop((a, b, c));
+    serve.stop();
+}
+
+#[test]
+fn a_stalled_viewer_does_not_stall_the_other() {
+    let serve = Serve::start("queue-packets=50");
+    let (a, a_path) = whep_join(&serve, 96);
+    let (b, _) = whep_join(&serve, 96);
+    a.wait_frames(10);
+    b.wait_frames(10);
+    // A's branch stops reading (as a send that never returns would).
+    let a_id = a_path.trim_start_matches("/whep/").to_string();
+    let webrtc_a = serve
+        .serve
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name(&format!("webrtc-{a_id}"))
+        .unwrap();
+    let blocked = webrtc_a
+        .static_pad("sink_0")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BLOCK_DOWNSTREAM, |_, _| {
+            gst::PadProbeReturn::Ok
+        })
+        .unwrap();
+    let before = b.frames();
+    b.wait_frames(before + 60);
+    wait_until(T, "A's queue dropping", || {
+        serve.viewer_stats(&a_id).get::<u64>("dropped").unwrap() > 0
+    });
+    webrtc_a.static_pad("sink_0").unwrap().remove_probe(blocked);
+    drop((a, b));
+    serve.stop();
+}
+
+#[test]
+fn whep_refuses_bad_offers_with_a_clear_status() {
+    let serve = Serve::start("max-viewers=1");
+    let post =
+        |body: &str, ct: &str| http(&serve.addr, "POST", "/whep", &[("Content-Type", ct)], body);
+    let (s, _, body) = post("garbage", "application/sdp");
+    assert_eq!(s, 400, "{body}");
+    let audio_only = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
+    let (s, _, body) = post(audio_only, "application/sdp");
+    assert_eq!(s, 400);
+    assert!(body.contains("no video"), "{body}");
+    let (s, _, _) = post("v=0", "text/plain");
+    assert_eq!(s, 415);
+    let (s, _, _) = http(&serve.addr, "DELETE", "/whep/whep-999", &[], "");
+    assert_eq!(s, 404);
+    let (_a, _) = whep_join(&serve, 96);
+    let extra = Peer::new(96);
+    let (s, _, body) = post(&extra.gathered_offer(), "application/sdp");
+    assert_eq!(s, 503, "max-viewers=1: {body}");
+    serve.stop();
+}
+
+#[test]
+fn auth_token_is_required_when_set() {
+    let serve = Serve::start("auth-token=s3cret");
+    let (s, _, _) = http(&serve.addr, "GET", "/", &[], "");
+    assert_eq!(s, 401);
+    let (s, _, page) = http(&serve.addr, "GET", "/?token=s3cret", &[], "");
+    assert_eq!(s, 200);
+    assert!(page.contains("ffmpeg-bot"));
+    let (s, _, _) = http(
+        &serve.addr,
+        "POST",
+        "/whep",
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", "Bearer nope"),
+        ],
+        "v=0",
+    );
+    assert_eq!(s, 401);
+    let stats = serve.serve.property::<gst::Structure>("stats").to_string();
+    assert!(!stats.contains("s3cret"));
+    serve.stop();
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_connect(addr: &str) -> Ws {
+    tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap()
+        .0
+}
+
+async fn ws_send(ws: &mut Ws, text: &str) {
+    ws.send(Message::Text(text.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// The next JSON text message (with a deadline).
+async fn ws_next(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        let msg = tokio::time::timeout(T, ws.next())
+            .await
+            .expect("a signalling message in time")
+            .expect("the socket is open")
+            .unwrap();
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+/// Joins over the WebSocket protocol: join → offer → answer, candidates both ways.
+async fn ws_join(serve: &Serve) -> (Ws, Peer) {
+    let mut ws = ws_connect(&serve.addr).await;
+    ws_send(&mut ws, r#"{"type":"join","peer_id":"ffmpeg-bot"}"#).await;
+    let offer = loop {
+        let m = ws_next(&mut ws).await;
+        if m["type"] == "offer" {
+            break m;
+        }
+        assert_eq!(m["type"], "ice_candidate", "{m}");
+    };
+    assert_eq!(offer["peer_id"], "ffmpeg-bot");
+    let sdp = offer["sdp"].as_str().unwrap();
+    assert!(sdp.contains("packetization-mode=1"), "{sdp}");
+    assert!(sdp.contains("rtx/90000"), "RTX is offered: {sdp}");
+    let peer = Peer::new(96);
+    // Our candidates go to the server as they are found.
+    let (cand_tx, mut cand_rx) = tokio::sync::mpsc::unbounded_channel::<(u32, String)>();
+    peer.webrtc.connect("on-ice-candidate", false, move |v| {
+        let _ = cand_tx.send((v[1].get::<u32>().unwrap(), v[2].get::<String>().unwrap()));
+        None
+    });
+    peer.set_remote(gst_webrtc::WebRTCSDPType::Offer, sdp);
+    let answer = peer.answer();
+    ws_send(
+        &mut ws,
+        &serde_json::json!({"type": "answer", "sdp": answer}).to_string(),
+    )
+    .await;
+    // Relay candidates both ways until frames arrive.
+    let deadline = tokio::time::Instant::now() + T;
+    while peer.frames() < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no frames over the WebSocket join: {}",
+            serve.serve.property::<gst::Structure>("stats")
+        );
+        tokio::select! {
+            Some((mline, c)) = cand_rx.recv() => {
+                ws_send(&mut ws, &serde_json::json!({"type": "ice_candidate", "candidate": c, "sdpMLineIndex": mline, "peer_id": "ffmpeg-bot"}).to_string()).await;
+            }
+            m = tokio::time::timeout(Duration::from_millis(50), ws.next()) => {
+                if let Ok(Some(Ok(Message::Text(t)))) = m {
+                    let m: serde_json::Value = serde_json::from_str(&t).unwrap();
+                    assert_eq!(m["type"], "ice_candidate", "{m}");
+                    peer.webrtc.emit_by_name::<()>("add-ice-candidate", &[&(m["sdpMLineIndex"].as_u64().unwrap() as u32), &m["candidate"].as_str().unwrap()]);
+                }
+            }
+        }
+    }
+    (ws, peer)
+}
+
+#[test]
+fn websocket_join_receives_frames_and_bad_input_gets_errors_to_that_client_only() {
+    let serve = Serve::start("");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (mut a, peer_a) = ws_join(&serve).await;
+        let mut b = ws_connect(&serve.addr).await;
+        let deep = format!(r#"{{"type":"join","x":{}{}}}"#, "[".repeat(64), "]".repeat(64));
+        let no_video_offer = serde_json::json!({"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"}).to_string();
+        let table: Vec<(&str, String, &str)> = vec![
+            ("malformed JSON", "{not json".into(), "malformed"),
+            ("unknown type", r#"{"type":"dance"}"#.into(), "unknown message type"),
+            ("too deep", deep, "nested deeper"),
+            ("SDP garbage", r#"{"type":"offer","sdp":"garbage"}"#.into(), "does not parse"),
+            ("offer without video", no_video_offer, "no video"),
+            ("answer before join", r#"{"type":"answer","sdp":"v=0"}"#.into(), "join first"),
+            (
+                "candidate for an unknown peer",
+                r#"{"type":"ice_candidate","candidate":"candidate:1 1 UDP 1 127.0.0.1 9 typ host","sdpMLineIndex":0,"peer_id":"someone-else"}"#.into(),
+                "unknown peer",
+            ),
+            (
+                "candidate without a session",
+                r#"{"type":"ice_candidate","candidate":"candidate:1 1 UDP 1 127.0.0.1 9 typ host","sdpMLineIndex":0}"#.into(),
+                "unknown session",
+            ),
+            ("join another peer", r#"{"type":"join","peer_id":"nobody"}"#.into(), "unknown peer"),
+            ("leave before join", r#"{"type":"leave"}"#.into(), "not joined"),
+        ];
+        for (what, text, expect) in &table {
+            ws_send(&mut b, text).await;
+            let m = ws_next(&mut b).await;
+            assert_eq!(m["type"], "error", "{what}: {m}");
+            assert!(
+                m["message"].as_str().unwrap().contains(expect),
+                "{what}: {m}"
+            );
+        }
+        // A flood: the excess gets one error, then is ignored.
+        for _ in 0..200 {
+            ws_send(&mut b, r#"{"type":"leave"}"#).await;
+        }
+        let mut flood_error = false;
+        for _ in 0..200 {
+            let m = ws_next(&mut b).await;
+            assert_eq!(m["type"], "error");
+            if m["message"].as_str().unwrap().contains("too many messages") {
+                flood_error = true;
+                break;
+            }
+        }
+        assert!(flood_error, "a flood is answered with an error");
+        // A got nothing of this and still receives frames.
+        let before = peer_a.frames();
+        let deadline = tokio::time::Instant::now() + T;
+        while peer_a.frames() < before + 30 {
+            assert!(tokio::time::Instant::now() < deadline, "A stalled");
+            if let Ok(Some(Ok(Message::Text(t)))) =
+                tokio::time::timeout(Duration::from_millis(50), a.next()).await
+            {
+                let m: serde_json::Value = serde_json::from_str(&t).unwrap();
+                assert_ne!(m["type"], "error", "A got someone else's error: {m}");
+            }
+        }
+        // Leave over the socket ends A's viewer.
+        ws_send(&mut a, r#"{"type":"leave"}"#).await;
+    });
+    let gone = serve.wait_message("peer_disconnected");
+    assert_eq!(gone.get::<String>("reason").unwrap(), "leave");
+    serve.stop();
+}
