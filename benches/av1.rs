@@ -8,7 +8,19 @@
 //!   (and avdec_h264, vp8dec) as context.
 //! - Every encoder gets the same bitrate target (BITRATE_KBPS) in its own unit;
 //!   the run prints the bitrate each really produced and the luma PSNR of its
-//!   stream decoded back, so speed is compared at like size and quality.
+//!   stream decoded back, so speed is compared at like size and quality. The
+//!   clip's timestamps are restamped to exact frame times: the compositor's
+//!   rounded ones made av1enc (libaom) see uneven frame durations and produce
+//!   3.8 Mbit/s for a 2 Mbit/s target.
+//! - rtav1enc with `cdef=false` beside the default: encode time saved against
+//!   the PSNR it costs, same run, same target.
+//! - Context rows from ffmpeg, when Debian's ffmpeg has them: SVT-AV1
+//!   (`libsvtav1`, real-time preset 12) and libaom (`libaom-av1`, realtime,
+//!   cpu-used 8), at the same target. Their frames/s include ffmpeg's start and
+//!   reading the clip from a Y4M file (a whole process per run), so they are
+//!   a little pessimistic.
+//! - GStreamer 1.22's `av1dec` (libaom) decodes on one thread (it sets no
+//!   thread count), so the decoder ratio is dav1d's threads against one.
 //! - Per-frame latency: frames pushed at 30 fps in real time; time from a
 //!   frame's push to its output (P50/P95/max). For an encoder this includes the
 //!   frames it holds back by design (rav1e: 4 frames, see docs/av1.md), so the
@@ -19,6 +31,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use std::process::Command;
 
 use gst::prelude::*;
 use gst_video::prelude::*;
@@ -205,6 +219,16 @@ fn main() {
             frames.push(s.buffer_owned().unwrap());
         }
         pipeline.set_state(gst::State::Null).unwrap();
+        // Exact frame times: the compositor rounds them (33 333 333 ns, then
+        // 66 666 666 …), which av1enc turns into uneven durations in its 1/30 s
+        // time base and overshoots the target. Rounded up, each maps to its frame.
+        let at = |i: usize| gst::ClockTime::SECOND.mul_div_ceil(i as u64, 30).unwrap();
+        for (i, f) in frames.iter_mut().enumerate() {
+            let f = f.make_mut();
+            f.set_pts(at(i));
+            f.set_dts(gst::ClockTime::NONE);
+            f.set_duration(at(i + 1) - at(i));
+        }
         (caps.unwrap(), frames)
     };
     println!(
@@ -218,6 +242,11 @@ fn main() {
         (
             "rtav1enc (rav1e, speed-preset 10, low-latency)",
             format!("rtav1enc bitrate={BITRATE_KBPS}"),
+            "rtav1dec",
+        ),
+        (
+            "rtav1enc cdef=false (no CDEF filter)",
+            format!("rtav1enc bitrate={BITRATE_KBPS} cdef=false"),
             "rtav1dec",
         ),
         (
@@ -267,21 +296,34 @@ fn main() {
             mean_psnr_y(&decoded.caps, &decoded.buffers, &raw_caps, &raw),
             "dB",
         );
-        enc_fps.insert(
-            desc.split_whitespace().next().unwrap().to_string(),
-            throughput.fps,
-        );
-        encoded.insert(
-            desc.split_whitespace().next().unwrap().to_string(),
-            (throughput.caps, throughput.buffers),
-        );
+        let psnr = mean_psnr_y(&decoded.caps, &decoded.buffers, &raw_caps, &raw);
+        figure("  luma PSNR of the stream decoded", psnr, "dB");
+        let key = if desc.contains("cdef=false") {
+            "rtav1enc-nocdef".to_string()
+        } else {
+            desc.split_whitespace().next().unwrap().to_string()
+        };
+        enc_fps.insert(key.clone(), (throughput.fps, psnr));
+        encoded.insert(key, (throughput.caps, throughput.buffers));
     }
     ratio(
         "rtav1enc vs av1enc encode throughput",
-        enc_fps["rtav1enc"],
-        enc_fps["av1enc"],
+        enc_fps["rtav1enc"].0,
+        enc_fps["av1enc"].0,
         "frames/s",
     );
+    ratio(
+        "rtav1enc cdef=false vs cdef=true encode time per frame",
+        1.0 / enc_fps["rtav1enc-nocdef"].0,
+        1.0 / enc_fps["rtav1enc"].0,
+        "s/frame",
+    );
+    figure(
+        "rtav1enc cdef=false PSNR cost (cdef=true minus cdef=false)",
+        enc_fps["rtav1enc"].1 - enc_fps["rtav1enc-nocdef"].1,
+        "dB",
+    );
+    ffmpeg_context_rows(&raw_caps, &raw);
 
     // Decoders on the same AV1 stream (rtav1enc's), and the context codecs on theirs.
     let (av1_caps, av1) = encoded["rtav1enc"].clone();
@@ -319,4 +361,162 @@ fn main() {
         dec_fps["av1dec"],
         "frames/s",
     );
+    println!(
+        "note: GStreamer 1.22's av1dec decodes on one thread; rtav1dec uses dav1d's (one per CPU, {} here)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+}
+
+/// The AV1 encoders Debian's ffmpeg was built with (`ffmpeg -encoders`).
+fn ffmpeg_av1_encoders() -> Vec<String> {
+    let Ok(out) = Command::new("ffmpeg")
+        .args(["-hide_banner", "-encoders"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.to_lowercase().contains("av1"))
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect()
+}
+
+/// SVT-AV1 and libaom through ffmpeg at the same target, as context: frames/s
+/// (whole ffmpeg process), bitrate produced, luma PSNR (decoded by rtav1dec).
+fn ffmpeg_context_rows(raw_caps: &gst::Caps, raw: &[gst::Buffer]) {
+    let available = ffmpeg_av1_encoders();
+    println!("ffmpeg AV1 encoders here: {available:?}");
+    let rows: [(&str, &str, Vec<String>); 2] = [
+        (
+            "ffmpeg libsvtav1 (SVT-AV1, preset 12, low delay)",
+            "libsvtav1",
+            vec![
+                "-preset".into(),
+                "12".into(),
+                "-svtav1-params".into(),
+                format!("pred-struct=1:rc=2:tbr={BITRATE_KBPS}"),
+            ],
+        ),
+        (
+            "ffmpeg libaom-av1 (realtime, cpu-used 8, lag 0)",
+            "libaom-av1",
+            vec![
+                "-usage".into(),
+                "realtime".into(),
+                "-cpu-used".into(),
+                "8".into(),
+                "-lag-in-frames".into(),
+                "0".into(),
+                "-b:v".into(),
+                format!("{BITRATE_KBPS}k"),
+            ],
+        ),
+    ];
+    let dir = std::env::temp_dir().join(format!("rtai-bench-av1-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let y4m = dir.join("clip.y4m");
+    {
+        let info = gst_video::VideoInfo::from_caps(raw_caps).unwrap();
+        let mut out = format!("YUV4MPEG2 W{WIDTH} H{HEIGHT} F30:1 Ip A1:1 C420jpeg\n").into_bytes();
+        for b in raw {
+            let f = gst_video::VideoFrameRef::from_buffer_ref_readable(b.as_ref(), &info).unwrap();
+            out.extend_from_slice(b"FRAME\n");
+            for p in 0..3u32 {
+                let (w, h) = (
+                    info.comp_width(p as u8) as usize,
+                    info.comp_height(p as u8) as usize,
+                );
+                let stride = f.plane_stride()[p as usize] as usize;
+                let data = f.plane_data(p).unwrap();
+                for row in 0..h {
+                    out.extend_from_slice(&data[row * stride..row * stride + w]);
+                }
+            }
+        }
+        std::fs::write(&y4m, out).unwrap();
+    }
+    for (name, encoder, args) in rows {
+        if !available.iter().any(|e| e == encoder) {
+            println!("{name}: not in this ffmpeg (skipped)");
+            continue;
+        }
+        let ivf = dir.join(format!("{encoder}.ivf"));
+        let started = Instant::now();
+        let status = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-v", "error", "-y", "-i"])
+            .arg(&y4m)
+            .args(["-c:v", encoder])
+            .args(&args)
+            .arg(&ivf)
+            .status();
+        let elapsed = started.elapsed();
+        if !status.is_ok_and(|s| s.success()) {
+            println!("{name}: ffmpeg failed (skipped)");
+            continue;
+        }
+        println!("encode: {name}");
+        figure(
+            "  throughput (whole ffmpeg process)",
+            raw.len() as f64 / elapsed.as_secs_f64(),
+            "frames/s",
+        );
+        let size = std::fs::metadata(&ivf).map(|m| m.len()).unwrap_or(0);
+        figure(
+            "  bitrate produced (IVF, 32 + 12 bytes a frame of framing)",
+            size as f64 * 8.0 / 1000.0 / (raw.len() as f64 / 30.0),
+            "kbit/s",
+        );
+        let decoded = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+            .arg(&ivf)
+            .args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
+            .output();
+        let Ok(decoded) = decoded else { continue };
+        let frame_size = (WIDTH * HEIGHT * 3 / 2) as usize;
+        let info = gst_video::VideoInfo::from_caps(raw_caps).unwrap();
+        let frames: Vec<gst::Buffer> = decoded
+            .stdout
+            .chunks(frame_size)
+            .filter(|c| c.len() == frame_size)
+            .map(|c| {
+                // Tightly packed I420 into a buffer of the clip's layout.
+                let mut b = gst::Buffer::with_size(info.size()).unwrap();
+                {
+                    let bm = b.get_mut().unwrap();
+                    let mut vf =
+                        gst_video::VideoFrameRef::from_buffer_ref_writable(bm, &info).unwrap();
+                    let mut offset = 0;
+                    for p in 0..3u32 {
+                        let (w, h) = (
+                            info.comp_width(p as u8) as usize,
+                            info.comp_height(p as u8) as usize,
+                        );
+                        let stride = vf.plane_stride()[p as usize] as usize;
+                        let data = vf.plane_data_mut(p).unwrap();
+                        for row in 0..h {
+                            data[row * stride..row * stride + w]
+                                .copy_from_slice(&c[offset..offset + w]);
+                            offset += w;
+                        }
+                    }
+                }
+                b
+            })
+            .collect();
+        if frames.len() == raw.len() {
+            figure(
+                "  luma PSNR of the stream decoded",
+                mean_psnr_y(raw_caps, &frames, raw_caps, raw),
+                "dB",
+            );
+        } else {
+            println!(
+                "  decoded {} of {} frames: no PSNR",
+                frames.len(),
+                raw.len()
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
