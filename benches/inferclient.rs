@@ -5,6 +5,11 @@
 //! 2. A live 30 fps stream with `latency-budget` 100 ms (below the endpoint's 200 ms: no
 //!    result makes it, frames keep 30 fps) and 300 ms (results arrive, 30 fps held).
 //!
+//! 0. Pre-processing plus request build per 1280x720 frame into a 640x640 FP32 tensor
+//!    as KServe REST JSON, the current path (bilinear letterbox, `client::tensor_json`)
+//!    against the old one kept below as the baseline (nearest-neighbour letterbox, the
+//!    body built as a `serde_json::Value` per sample).
+//!
 //! Run: `cargo bench -p rtai-benches --bench inferclient`
 
 use std::net::TcpListener;
@@ -13,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
+use gstrtaiinfer::{client, preprocess};
 use rtai_benches::{figure, ratio};
 use rtai_core::stats::LatencyHistogram;
 
@@ -105,8 +111,80 @@ fn run(url: &str, props: &str) -> Run {
     }
 }
 
+/// The old letterbox (nearest neighbour, before issue 21), kept as the baseline.
+fn old_tensor(rgb: &preprocess::Rgb, iw: usize, ih: usize) -> Vec<f32> {
+    let scale = (iw as f64 / rgb.width as f64).min(ih as f64 / rgb.height as f64);
+    let pad_x = (iw as f64 - rgb.width as f64 * scale) / 2.0;
+    let pad_y = (ih as f64 - rgb.height as f64 * scale) / 2.0;
+    let mut out = vec![114.0f32 / 255.0; iw * ih * 3];
+    for y in 0..ih {
+        let fy = (y as f64 + 0.5 - pad_y) / scale;
+        if fy < 0.0 || fy >= rgb.height as f64 {
+            continue;
+        }
+        for x in 0..iw {
+            let fx = (x as f64 + 0.5 - pad_x) / scale;
+            if fx < 0.0 || fx >= rgb.width as f64 {
+                continue;
+            }
+            let s = &rgb.data[(fy as usize * rgb.width as usize + fx as usize) * 3..][..3];
+            for (c, &v) in s.iter().enumerate() {
+                out[c * iw * ih + y * iw + x] = v as f32 / 255.0;
+            }
+        }
+    }
+    out
+}
+
+/// Pre-processing plus request body per frame: new against old, in the same run.
+fn preprocessing() {
+    const N: u32 = 10;
+    let (w, h) = (1280u32, 720u32);
+    let rgb = preprocess::Rgb {
+        width: w,
+        height: h,
+        data: (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect(),
+    };
+    let time = |f: &dyn Fn() -> usize| {
+        let start = Instant::now();
+        let mut bytes = 0;
+        for _ in 0..N {
+            bytes = f();
+        }
+        (start.elapsed().as_secs_f64() * 1000.0 / N as f64, bytes)
+    };
+    let (old_ms, old_bytes) = time(&|| {
+        let data = old_tensor(&rgb, 640, 640);
+        let body = serde_json::json!({ "inputs": [{ "name": "images", "shape": [1, 3, 640, 640], "datatype": "FP32", "data": data }] });
+        serde_json::to_vec(&body).unwrap().len()
+    });
+    let (new_ms, new_bytes) = time(&|| {
+        let (data, _) = preprocess::tensor(&rgb, 640, 640, preprocess::Layout::Nchw, true);
+        client::tensor_json("images", &[1, 3, 640, 640], &data).len()
+    });
+    figure(
+        "old: nearest letterbox + JSON Value body",
+        old_ms,
+        "ms/frame",
+    );
+    figure(
+        "new: bilinear letterbox + direct JSON body",
+        new_ms,
+        "ms/frame",
+    );
+    figure("old body", old_bytes as f64 / 1e6, "MB");
+    figure("new body", new_bytes as f64 / 1e6, "MB");
+    ratio(
+        "new vs old pre-processing + request build",
+        new_ms,
+        old_ms,
+        "ms",
+    );
+}
+
 fn main() {
     rtai_benches::init();
+    preprocessing();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
