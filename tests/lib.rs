@@ -22,6 +22,8 @@ pub const ELEMENT_NAMES: &[&str] = &[
     "rtav1depay",
     "rtencodebin",
     "rtmpserversrc",
+    "webrtcserve",
+    "ffmpegsrc",
 ];
 
 /// Plugin files of the collection start with this prefix (`libgstrtai*.so`).
