@@ -171,7 +171,9 @@ fn killed_publisher_ends_within_2s_and_a_reconnect_continues() {
     let ended = killed.elapsed();
     let before = ingest.frames();
     let last_pts = *ingest.seen.lock().unwrap().pts.last().unwrap();
+    // Posted before the element pushes EOS.
     let stop = ingest.messages("rtmp-publish-stop");
+    assert_eq!(stop.len(), 1);
     assert_eq!(stop[0].get::<String>("reason").unwrap(), "disconnected");
 
     // Same key again: the same pipeline continues.

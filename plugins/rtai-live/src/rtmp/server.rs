@@ -947,7 +947,6 @@ impl Connection {
     }
 
     async fn stopped(&mut self, p: Publish, reason: &str) {
-        p.mount.detach(p.id, reason).await;
         let s = gst::Structure::builder("rtmp-publish-stop")
             .field("stream", p.stream.as_str())
             .field("app", p.app.as_str())
@@ -959,7 +958,9 @@ impl Connection {
                 gst::ClockTime::from_nseconds(p.started.elapsed().as_nanos() as u64),
             )
             .build();
+        // Posted before the element hears of the end, so the message precedes its EOS.
         p.mount.post(s);
+        p.mount.detach(p.id, reason).await;
     }
 
     async fn finish(&mut self, reason: &str) {
