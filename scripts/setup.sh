@@ -10,7 +10,7 @@ APT_PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice
   espeak-ng sox python3 python3-venv python3-pip
-  postgresql redis-server chromium libdav1d-dev ffmpeg
+  postgresql redis-server chromium libdav1d-dev ffmpeg xvfb
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

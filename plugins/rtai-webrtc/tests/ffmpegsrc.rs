@@ -245,3 +245,54 @@ fn an_unsplittable_command_fails_the_state_change() {
     );
     pipeline.set_state(gst::State::Null).unwrap();
 }
+
+/// Xvfb on a free display number, killed and reaped on drop.
+struct Xvfb {
+    child: std::process::Child,
+    display: String,
+}
+
+impl Xvfb {
+    fn start(size: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("Xvfb")
+            .args(["-displayfd", "1", "-nolisten", "tcp", "-screen", "0", size])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("Xvfb runs (scripts/setup.sh installs xvfb)");
+        // Xvfb writes the display number once it accepts clients.
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let n: u32 = line.trim().parse().expect("Xvfb reports its display");
+        Self {
+            child,
+            display: format!(":{n}"),
+        }
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_default_command_captures_an_xvfb_desktop() {
+    init();
+    let xvfb = Xvfb::start("160x120x24");
+    // The default arguments with the display of this test's Xvfb.
+    let default = gst::ElementFactory::make("ffmpegsrc")
+        .build()
+        .unwrap()
+        .property::<String>("command");
+    assert!(default.contains("x11grab") && default.contains("$DISPLAY"));
+    let rig = Rig::start(&default.replace("$DISPLAY", &xvfb.display), 0, 100);
+    rig.wait_message("first_frame_ingested", Duration::from_secs(10));
+    rig.wait_decoded(15, Duration::from_secs(10));
+    rig.stop();
+}
