@@ -1,5 +1,9 @@
 //! Every file in pipelines/ is a gst-launch description that parses and runs
 //! to EOS; every script in gst-launch-examples/ runs in its short mode.
+//!
+//! A pipeline that ingests RTMP listens on `${RTAI_RTMP_LISTEN}` (a free loopback
+//! port here) and names the path to publish in a `# rtai-publish: app/stream?key=…`
+//! comment: the test then publishes 2 s of ffmpeg's test source to it.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -30,6 +34,49 @@ fn description(path: &std::path::Path) -> String {
         .replace("\\ ", " ")
         .replace("${RTAI_SPEECH}", &speech_wav().to_string_lossy())
         .replace("${RTAI_VIDEO}", &video_clip().to_string_lossy())
+        .replace("${RTAI_RTMP_LISTEN}", "127.0.0.1:0")
+}
+
+/// The `# rtai-publish: PATH` comment of a pipeline file, if any.
+fn publish_path(path: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
+        l.trim_start()
+            .strip_prefix("# rtai-publish:")
+            .map(|p| p.trim().to_string())
+    })
+}
+
+/// Publishes 2 s of H.264 + AAC test source with ffmpeg to the pipeline's
+/// rtmpserversrc, on the port it bound.
+fn start_publisher(pipeline: &gst::Element, publish: &str) -> std::process::Child {
+    let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
+    let server = bin
+        .iterate_recurse()
+        .into_iter()
+        .flatten()
+        .find(|e| e.factory().is_some_and(|f| f.name() == "rtmpserversrc"))
+        .expect("a pipeline with rtai-publish has an rtmpserversrc");
+    let port: u32 = server.property("bound-port");
+    assert_ne!(port, 0, "rtmpserversrc listens once started");
+    std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440", "-t", "2"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args([
+            "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv",
+        ])
+        .arg(format!("rtmp://127.0.0.1:{port}/{publish}"))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("ffmpeg runs (scripts/setup.sh installs it)")
 }
 
 /// `${RTAI_VIDEO}` in a pipeline file: 20 frames of videotestsrc's ball in WebM, made once.
@@ -143,12 +190,17 @@ fn every_pipeline_file_runs_to_eos() {
         pipeline
             .set_state(gst::State::Playing)
             .unwrap_or_else(|e| panic!("{}: cannot play: {e}", path.display()));
+        let publisher = publish_path(&path).map(|p| start_publisher(&pipeline, &p));
         let started = Instant::now();
         let outcome = bus.timed_pop_filtered(
             gst::ClockTime::from_seconds(PIPELINE_TIMEOUT.as_secs()),
             &[gst::MessageType::Eos, gst::MessageType::Error],
         );
         pipeline.set_state(gst::State::Null).unwrap();
+        if let Some(mut publisher) = publisher {
+            let _ = publisher.kill();
+            let _ = publisher.wait();
+        }
         match outcome.as_ref().map(|m| m.view()) {
             Some(gst::MessageView::Eos(_)) => {
                 eprintln!("{}: EOS after {:?}", path.display(), started.elapsed());
