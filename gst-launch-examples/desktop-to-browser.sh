@@ -26,10 +26,36 @@ if [ -z "${DISPLAY:-}" ]; then
   fi
 fi
 
-echo "open http://$LISTEN/  (WHEP: POST http://$LISTEN/whep)"
-if [ "${1:-ffmpeg}" = ximage ]; then
-  gst-launch-1.0 -e ximagesrc use-damage=false ! video/x-raw,framerate=30/1 ! videoconvert \
-    ! webrtcserve listen="$LISTEN"
-else
-  gst-launch-1.0 -e ffmpegsrc ! webrtcserve listen="$LISTEN"
+serve() {
+  if [ "${1:-ffmpeg}" = ximage ]; then
+    exec gst-launch-1.0 -e -m ximagesrc use-damage=false ! video/x-raw,framerate=30/1 ! videoconvert \
+      ! webrtcserve listen="$LISTEN"
+  else
+    exec gst-launch-1.0 -e -m ffmpegsrc ! webrtcserve listen="$LISTEN"
+  fi
+}
+
+if [ "${RTAI_EXAMPLE_SHORT:-0}" != 1 ]; then
+  echo "open http://$LISTEN/  (WHEP: POST http://$LISTEN/whep)"
+  serve "${1:-ffmpeg}"
+  exit
 fi
+
+# Short mode (the test suite): on a free port, wait until the desktop's first frame is
+# ingested and the player page is served, then stop.
+LISTEN="127.0.0.1:$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+log="$(mktemp)"
+serve "${1:-ffmpeg}" >"$log" 2>&1 & children+=($!)
+for _ in $(seq 200); do
+  if grep -q first_frame_ingested "$log" && python3 -c 'import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=1).read()' "http://$LISTEN/" 2>/dev/null; then
+    echo "desktop-to-browser: first frame ingested, player page served at http://$LISTEN/"
+    rm -f "$log"
+    exit 0
+  fi
+  sleep 0.1
+done
+echo "desktop-to-browser: no frame or no page within 20 s" >&2
+cat "$log" >&2
+rm -f "$log"
+exit 1
