@@ -196,8 +196,12 @@ fn tracer_measures_each_element_and_shares_the_analytics_registry() {
     // identities, each fed one buffer, leave the tracer's state bounded, and
     // an element at a reused address reports under its own name.
     let tracked = |metrics: &str, kind: &str| {
-        sample(metrics, "rtai_latencymetrics_tracked_objects", &[("kind", kind)])
-            .unwrap_or_else(|| panic!("no tracked {kind}s in:\n{metrics}"))
+        sample(
+            metrics,
+            "rtai_latencymetrics_tracked_objects",
+            &[("kind", kind)],
+        )
+        .unwrap_or_else(|| panic!("no tracked {kind}s in:\n{metrics}"))
     };
     let feed = |name: &str| {
         let identity = gst::ElementFactory::make("identity")
@@ -211,9 +215,11 @@ fn tracer_measures_each_element_and_shares_the_analytics_registry() {
         identity.set_state(gst::State::Playing).unwrap();
         src.set_active(true).unwrap();
         assert!(src.push_event(gst::event::StreamStart::new(name)));
-        assert!(src.push_event(gst::event::Segment::new(
-            &gst::FormattedSegment::<gst::ClockTime>::new()
-        )));
+        assert!(
+            src.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+                gst::ClockTime,
+            >::new()))
+        );
         // identity's src pad is not linked: the push out of it is measured all the same.
         let _ = src.push(gst::Buffer::with_size(16).unwrap());
         identity.set_state(gst::State::Null).unwrap();
@@ -254,9 +260,11 @@ fn tracer_measures_each_element_and_shares_the_analytics_registry() {
     identity.set_state(gst::State::Playing).unwrap();
     src.set_active(true).unwrap();
     assert!(src.push_event(gst::event::StreamStart::new("kept")));
-    assert!(src.push_event(gst::event::Segment::new(
-        &gst::FormattedSegment::<gst::ClockTime>::new()
-    )));
+    assert!(
+        src.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
     let _ = src.push(gst::Buffer::with_size(16).unwrap());
     let kept = get(&tracer_addr, "/metrics");
     assert_eq!(
