@@ -291,11 +291,6 @@ fn main() {
             &throughput.buffers,
             false,
         );
-        figure(
-            "  luma PSNR of the stream decoded",
-            mean_psnr_y(&decoded.caps, &decoded.buffers, &raw_caps, &raw),
-            "dB",
-        );
         let psnr = mean_psnr_y(&decoded.caps, &decoded.buffers, &raw_caps, &raw);
         figure("  luma PSNR of the stream decoded", psnr, "dB");
         let key = if desc.contains("cdef=false") {
