@@ -9,47 +9,8 @@ use gst::prelude::*;
 use gst_check::Harness;
 use rtai_core::{SegmentEvent, SegmentIdMeta};
 
-const RATE: u64 = 16_000;
-const FRAME: u64 = 160;
-const CAPS: &str = "audio/x-raw,format=S16LE,layout=interleaved,rate=16000,channels=1";
-
-fn init() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstrtaivoice::plugin_register_static().unwrap();
-    });
-}
-
-#[derive(Clone, Copy)]
-enum Sound {
-    Quiet,
-    Voiced,
-}
-
-fn frame(sound: Sound, n: u64, seed: &mut u32) -> gst::Buffer {
-    let mut bytes = Vec::with_capacity(FRAME as usize * 2);
-    for i in 0..FRAME {
-        let t = (n * FRAME + i) as f64 / RATE as f64;
-        *seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        let noise = (*seed >> 8) as f64 / (1u32 << 24) as f64 * 2.0 - 1.0;
-        let v = match sound {
-            Sound::Quiet => 0.001 * noise,
-            Sound::Voiced => {
-                (1..=6)
-                    .map(|h| (2.0 * std::f64::consts::PI * 150.0 * h as f64 * t).sin() / h as f64)
-                    .sum::<f64>()
-                    * 0.2
-            }
-        };
-        bytes.extend_from_slice(&((v * 32767.0) as i16).to_le_bytes());
-    }
-    let mut buffer = gst::Buffer::from_mut_slice(bytes);
-    let b = buffer.get_mut().unwrap();
-    b.set_pts(gst::ClockTime::from_mseconds(10 * n));
-    b.set_duration(gst::ClockTime::from_mseconds(10));
-    buffer
-}
+mod synth;
+use synth::*;
 
 /// 0.5 s quiet, `voiced_ms` voiced, 1 s quiet.
 fn script(voiced_ms: u64) -> Vec<Sound> {

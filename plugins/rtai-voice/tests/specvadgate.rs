@@ -5,61 +5,8 @@ use gst::prelude::*;
 use gst_check::Harness;
 use rtai_core::{SegmentEvent, SegmentIdMeta};
 
-const RATE: u64 = 16_000;
-const FRAME: u64 = 160; // 10 ms
-
-fn init() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstrtaivoice::plugin_register_static().unwrap();
-    });
-}
-
-#[derive(Clone, Copy)]
-enum Sound {
-    Quiet,
-    Voiced,
-    Click,
-    /// A held C major chord, like a synth pad or a hold-music note.
-    Chord,
-}
-
-/// One 10 ms S16LE mono buffer of `sound`, frame number `n` (sets PTS).
-fn frame(sound: Sound, n: u64, seed: &mut u32) -> gst::Buffer {
-    let mut samples = Vec::with_capacity(FRAME as usize * 2);
-    for i in 0..FRAME {
-        let t = (n * FRAME + i) as f64 / RATE as f64;
-        *seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        let noise = (*seed >> 8) as f64 / (1u32 << 24) as f64 * 2.0 - 1.0;
-        let v = match sound {
-            Sound::Quiet => 0.001 * noise,
-            Sound::Click => 0.7 * noise,
-            // A 150 Hz voice-like harmonic series.
-            Sound::Voiced => {
-                (1..=6)
-                    .map(|h| (2.0 * std::f64::consts::PI * 150.0 * h as f64 * t).sin() / h as f64)
-                    .sum::<f64>()
-                    * 0.2
-            }
-            Sound::Chord => {
-                [261.6, 329.6, 392.0]
-                    .iter()
-                    .map(|f| (2.0 * std::f64::consts::PI * f * t).sin())
-                    .sum::<f64>()
-                    * 0.15
-            }
-        };
-        samples.extend_from_slice(&((v * 32767.0) as i16).to_le_bytes());
-    }
-    let mut buffer = gst::Buffer::from_mut_slice(samples);
-    let b = buffer.get_mut().unwrap();
-    b.set_pts(gst::ClockTime::from_nseconds(
-        n * FRAME * 1_000_000_000 / RATE,
-    ));
-    b.set_duration(gst::ClockTime::from_mseconds(10));
-    buffer
-}
+mod synth;
+use synth::*;
 
 /// The script: 0.5 s quiet, 1 s voiced, 1 s quiet, a 30 ms click, 1 s quiet.
 fn script() -> Vec<(Sound, u64)> {
