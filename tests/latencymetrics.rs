@@ -134,6 +134,32 @@ fn tracer_measures_each_element_and_shares_the_analytics_registry() {
         sample(&metrics, "rtai_queue_level_buffers", &[("element", "q")]).is_some(),
         "queue level of q:\n{metrics}"
     );
+    // Every tracer series names the element's pipeline.
+    let pipeline_name = pipeline.name();
+    for family in [
+        "rtai_element_latency_seconds_count",
+        "rtai_pad_buffers_total",
+        "rtai_element_buffers_in_flight",
+    ] {
+        assert!(
+            sample(
+                &metrics,
+                family,
+                &[("pipeline", pipeline_name.as_str()), ("element", "slow")]
+            )
+            .is_some(),
+            "{family} of slow labelled pipeline={pipeline_name}:\n{metrics}"
+        );
+    }
+    assert!(
+        sample(
+            &metrics,
+            "rtai_queue_level_buffers",
+            &[("pipeline", pipeline_name.as_str()), ("element", "q")]
+        )
+        .is_some(),
+        "queue level of q labelled pipeline={pipeline_name}:\n{metrics}"
+    );
     // Per-pad counts and rates: 60 frames of 320x240 I420 (115,200 bytes)
     // out of `slow`, which sleeps 4 ms per frame.
     let pad = |family: &str| {

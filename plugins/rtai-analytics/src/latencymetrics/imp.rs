@@ -44,6 +44,8 @@ const BUCKETS_S: [f64; 14] = [
 struct ElementTrack {
     weak: glib::WeakRef<gst::Element>,
     name: String,
+    /// The name of its top-level bin (the `pipeline` label).
+    pipeline: String,
     is_queue: bool,
     /// Whether it had a src pad when last asked (then buffers entering it are remembered).
     has_src: bool,
@@ -55,6 +57,7 @@ struct ElementTrack {
 const RATE_WINDOW_NS: u64 = 1_000_000_000;
 
 struct PadHist {
+    pipeline: String,
     element: String,
     pad: String,
     hist: LatencyHistogram,
@@ -70,8 +73,9 @@ struct PadHist {
 }
 
 impl PadHist {
-    fn new(element: String, pad: String, ts: u64) -> Self {
+    fn new(pipeline: String, element: String, pad: String, ts: u64) -> Self {
         Self {
+            pipeline,
             element,
             pad,
             hist: LatencyHistogram::new(),
@@ -176,6 +180,7 @@ fn each_shard(mut f: impl FnMut(&Store)) {
 /// Latency of one element's src pad, in seconds.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PadLatency {
+    pub pipeline: String,
     pub element: String,
     pub pad: String,
     pub count: u64,
@@ -216,6 +221,7 @@ fn latencies(store: &Store) -> Vec<PadLatency> {
                 .collect();
             buckets.push((f64::INFINITY, p.hist.count().saturating_sub(prev)));
             PadLatency {
+                pipeline: p.pipeline.clone(),
                 element: p.element.clone(),
                 pad: p.pad.clone(),
                 count: p.hist.count(),
@@ -266,13 +272,17 @@ fn level(element: &gst::Element, name: &str) -> Option<u64> {
 }
 
 struct QueueLevel {
+    pipeline: String,
     element: String,
     buffers: u64,
     bytes: u64,
     seconds: f64,
 }
 
-fn queue_levels() -> (Vec<QueueLevel>, Vec<(String, usize)>) {
+/// In-flight buffers of one element: (pipeline, element, buffers).
+type InFlight = (String, String, usize);
+
+fn queue_levels() -> (Vec<QueueLevel>, Vec<InFlight>) {
     let (mut queues, mut in_flight) = (Vec::new(), Vec::new());
     each_shard(|store| {
         queues.extend(
@@ -286,7 +296,7 @@ fn queue_levels() -> (Vec<QueueLevel>, Vec<(String, usize)>) {
             store
                 .elements
                 .values()
-                .map(|e| (e.name.clone(), e.pending.len())),
+                .map(|e| (e.pipeline.clone(), e.name.clone(), e.pending.len())),
         );
     });
     // Properties are read outside the lock: a queue takes its own lock to answer.
@@ -295,6 +305,7 @@ fn queue_levels() -> (Vec<QueueLevel>, Vec<(String, usize)>) {
         .filter_map(|w| w.upgrade())
         .filter_map(|q| {
             Some(QueueLevel {
+                pipeline: pipeline_of(&q),
                 element: q.name().to_string(),
                 buffers: level(&q, LEVEL_BUFFERS)?,
                 bytes: level(&q, LEVEL_BYTES)?,
@@ -302,7 +313,7 @@ fn queue_levels() -> (Vec<QueueLevel>, Vec<(String, usize)>) {
             })
         })
         .collect();
-    let mut in_flight: Vec<(String, usize)> = in_flight;
+    let mut in_flight: Vec<InFlight> = in_flight;
     in_flight.sort();
     (levels, in_flight)
 }
@@ -310,6 +321,7 @@ fn queue_levels() -> (Vec<QueueLevel>, Vec<(String, usize)>) {
 /// Buffers, bytes and rates of one src pad.
 #[derive(Debug, Clone)]
 pub struct PadRate {
+    pub pipeline: String,
     pub element: String,
     pub pad: String,
     pub buffers: u64,
@@ -325,6 +337,7 @@ pub fn rates() -> Vec<PadRate> {
         out.extend(store.pads.values().map(|p| {
             let (fps, bits_per_second) = p.rate();
             PadRate {
+                pipeline: p.pipeline.clone(),
                 element: p.element.clone(),
                 pad: p.pad.clone(),
                 buffers: p.buffers,
@@ -379,7 +392,11 @@ impl prometheus_client::collector::Collector for Collector {
                 MetricType::Histogram,
             )?;
             for p in &pads {
-                let labels = vec![("element", p.element.clone()), ("pad", p.pad.clone())];
+                let labels = vec![
+                    ("pipeline", p.pipeline.clone()),
+                    ("element", p.element.clone()),
+                    ("pad", p.pad.clone()),
+                ];
                 m.encode_family(&labels)?
                     .encode_histogram::<NoLabelSet>(p.sum, p.count, &p.buckets, None)?;
             }
@@ -392,6 +409,7 @@ impl prometheus_client::collector::Collector for Collector {
             for p in &pads {
                 for (q, v) in [("0.5", p.p50), ("0.95", p.p95), ("0.99", p.p99)] {
                     let labels = vec![
+                        ("pipeline", p.pipeline.clone()),
                         ("element", p.element.clone()),
                         ("pad", p.pad.clone()),
                         ("quantile", q.to_string()),
@@ -426,7 +444,11 @@ impl prometheus_client::collector::Collector for Collector {
             ] {
                 let mut m = encoder.encode_descriptor(name, help, None, kind)?;
                 for r in &rates {
-                    let labels = vec![("element", r.element.clone()), ("pad", r.pad.clone())];
+                    let labels = vec![
+                        ("pipeline", r.pipeline.clone()),
+                        ("element", r.element.clone()),
+                        ("pad", r.pad.clone()),
+                    ];
                     let mut f = m.encode_family(&labels)?;
                     match name {
                         "pad_buffers" => {
@@ -458,9 +480,9 @@ impl prometheus_client::collector::Collector for Collector {
                 None,
                 MetricType::Gauge,
             )?;
-            for (element, n) in &in_flight {
-                m.encode_family(&vec![("element", element.clone())])?
-                    .encode_gauge(&(*n as i64))?;
+            for (pipeline, element, n) in &in_flight {
+                let labels = vec![("pipeline", pipeline.clone()), ("element", element.clone())];
+                m.encode_family(&labels)?.encode_gauge(&(*n as i64))?;
             }
         }
         if !levels.is_empty() {
@@ -474,7 +496,10 @@ impl prometheus_client::collector::Collector for Collector {
             ] {
                 let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
                 for l in &levels {
-                    let labels = vec![("element", l.element.clone())];
+                    let labels = vec![
+                        ("pipeline", l.pipeline.clone()),
+                        ("element", l.element.clone()),
+                    ];
                     let mut f = m.encode_family(&labels)?;
                     match name {
                         "queue_level_buffers" => f.encode_gauge(&(l.buffers as i64))?,
@@ -490,6 +515,16 @@ impl prometheus_client::collector::Collector for Collector {
 
 fn pts_of(buffer: &gst::BufferRef) -> Option<u64> {
     buffer.pts().map(|t| t.nseconds())
+}
+
+/// The name of the element's top-level bin: the `pipeline` label of its series
+/// (the element's own name when it has no parent).
+fn pipeline_of(element: &gst::Element) -> String {
+    let mut top: gst::Object = element.clone().upcast();
+    while let Some(parent) = top.parent() {
+        top = parent;
+    }
+    top.name().to_string()
 }
 
 /// A plain element (not a bin, whose ghost pads would count twice).
@@ -529,10 +564,14 @@ fn on_push(ts: u64, pad: &gst::Pad, pts: Option<u64>, buffers: u64, bytes: u64) 
         });
         let pad_key = pad.as_ptr() as usize;
         let mut store = shard(pad_key);
-        let hist = store
-            .pads
-            .entry(pad_key)
-            .or_insert_with(|| PadHist::new(up.name().to_string(), pad.name().to_string(), ts));
+        let hist = store.pads.entry(pad_key).or_insert_with(|| {
+            PadHist::new(
+                pipeline_of(up),
+                up.name().to_string(),
+                pad.name().to_string(),
+                ts,
+            )
+        });
         hist.count(ts, buffers, bytes);
         if let Some(arrived) = arrived {
             let latency = ts.saturating_sub(arrived);
@@ -547,6 +586,7 @@ fn on_push(ts: u64, pad: &gst::Pad, pts: Option<u64>, buffers: u64, bytes: u64) 
         let track = store.elements.entry(key).or_insert_with(|| ElementTrack {
             weak: down.downgrade(),
             name: down.name().to_string(),
+            pipeline: pipeline_of(&down),
             is_queue: [LEVEL_BUFFERS, LEVEL_BYTES, LEVEL_TIME]
                 .iter()
                 .all(|n| has_level(&down, n)),
@@ -755,7 +795,8 @@ mod tests {
         }
         let (levels, in_flight) = queue_levels();
         assert!(
-            in_flight.contains(&("odd-levels".into(), 1)),
+            // No parent: the element is its own top-level bin.
+            in_flight.contains(&("odd-levels".into(), "odd-levels".into(), 1)),
             "{in_flight:?}"
         );
         assert!(
