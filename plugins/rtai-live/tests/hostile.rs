@@ -142,8 +142,10 @@ fn bad_input_closes_only_that_connection() {
     );
     assert!(t.elapsed() >= Duration::from_millis(800));
 
-    // An absurd chunk size, then a message announcing 16 MiB that never comes.
+    // An absurd chunk size, then a message announcing 16 MiB that never comes:
+    // max-chunk-size closes the connection at once, long before handshake-timeout.
     let mut s = connect(port);
+    let t = Instant::now();
     client_handshake(&mut s);
     let mut ser = ChunkSerializer::new();
     let _ = s.write_all(
@@ -156,6 +158,11 @@ fn bad_input_closes_only_that_connection() {
     assert!(
         closed_within(&mut s, Duration::from_secs(3)),
         "absurd chunk size"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "an absurd chunk size is refused when announced, not after {:?}",
+        t.elapsed()
     );
 
     // AMF garbage as a command, and the @setDataFrame message rml_rtmp panics on.

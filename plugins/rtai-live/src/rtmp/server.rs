@@ -18,7 +18,9 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use rml_rtmp::chunk_io::ChunkDeserializer;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::messages::RtmpMessage;
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult, StreamMetadata,
 };
@@ -52,6 +54,7 @@ pub struct Limits {
     pub max_connections: u32,
     pub handshake_timeout: Duration,
     pub max_message_size: u32,
+    pub max_chunk_size: u32,
 }
 
 /// What an element asks of the server.
@@ -561,6 +564,54 @@ fn audio_codec_name(id: u32) -> &'static str {
 
 /// Runs `f` on the session; a panic inside rml_rtmp (it indexes some AMF values
 /// without checking) becomes an error that closes this connection only.
+/// Follows a connection's chunk stream to refuse a chunk size over the limit before the
+/// session sees it: rml_rtmp 0.8 applies a peer's SetChunkSize inside `ServerSession` and
+/// reports nothing (its `ClientChunkSizeChanged` event is never raised). A second
+/// deserializer of the same crate, given the same bytes and the same chunk sizes, splits
+/// the stream exactly as the session does.
+struct ChunkSizeGuard {
+    max: u32,
+    chunks: ChunkDeserializer,
+}
+
+impl ChunkSizeGuard {
+    fn new(max: u32) -> Self {
+        Self {
+            max,
+            chunks: ChunkDeserializer::new(),
+        }
+    }
+
+    /// Err(reason) when `bytes` complete a SetChunkSize over the limit, or do not parse.
+    fn check(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let mut next = bytes;
+        while let Some(payload) = guarded("chunk stream", || self.chunks.get_next_message(next))? {
+            next = &[];
+            // Only control messages of type 1 are decoded; media passes untouched.
+            if payload.type_id != SET_CHUNK_SIZE {
+                continue;
+            }
+            if let RtmpMessage::SetChunkSize { size } =
+                guarded("SetChunkSize", || payload.to_rtmp_message())?
+            {
+                if size > self.max {
+                    return Err(format!(
+                        "chunk-size-too-large: {size} bytes (max-chunk-size {})",
+                        self.max
+                    ));
+                }
+                guarded("SetChunkSize", || {
+                    self.chunks.set_max_chunk_size(size as usize)
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// RTMP's message type of SetChunkSize.
+const SET_CHUNK_SIZE: u8 = 1;
+
 fn guarded<T, E: std::fmt::Display>(
     what: &str,
     f: impl FnOnce() -> Result<T, E>,
@@ -639,9 +690,11 @@ impl Connection {
         if let Next::Close(r) = self.handle(&mut socket, &mut session, results).await? {
             return Ok(r);
         }
+        let mut chunk_sizes = ChunkSizeGuard::new(limits.max_chunk_size);
         let mut input = leftover;
         loop {
             if !input.is_empty() {
+                chunk_sizes.check(&input)?;
                 let results = guarded("chunk stream", || session.handle_input(&input))?;
                 if let Next::Close(r) = self.handle(&mut socket, &mut session, results).await? {
                     return Ok(r);
@@ -1176,6 +1229,46 @@ mod tests {
             )
             .unwrap()
             .bytes
+    }
+
+    #[test]
+    fn chunk_size_guard_follows_the_stream_and_refuses_large_sizes() {
+        let mut ser = ChunkSerializer::new();
+        // 4096 is allowed; a 10 KB message chunked at 4096 must then parse in step.
+        let mut allowed = ser
+            .set_max_chunk_size(4096, RtmpTimestamp::new(0))
+            .unwrap()
+            .bytes;
+        let media = MessagePayload {
+            timestamp: RtmpTimestamp::new(0),
+            type_id: 9,
+            message_stream_id: 1,
+            data: Bytes::from(vec![0x17; 10_000]),
+        };
+        allowed.extend(ser.serialize(&media, false, false).unwrap().bytes);
+        let too_large = ser
+            .set_max_chunk_size(65_536, RtmpTimestamp::new(0))
+            .unwrap()
+            .bytes;
+
+        // Fed whole and fed a byte at a time: the same verdicts.
+        let mut whole = ChunkSizeGuard::new(4096);
+        assert_eq!(whole.check(&allowed), Ok(()));
+        let refused = whole.check(&too_large).unwrap_err();
+        assert!(
+            refused.starts_with("chunk-size-too-large: 65536"),
+            "{refused}"
+        );
+        let mut bytewise = ChunkSizeGuard::new(4096);
+        for b in &allowed {
+            assert_eq!(bytewise.check(std::slice::from_ref(b)), Ok(()));
+        }
+        let verdicts: Vec<_> = too_large
+            .iter()
+            .map(|b| bytewise.check(std::slice::from_ref(b)))
+            .collect();
+        assert!(verdicts[..verdicts.len() - 1].iter().all(|v| v.is_ok()));
+        assert!(verdicts.last().unwrap().is_err());
     }
 
     #[test]

@@ -38,6 +38,10 @@ const DEFAULT_EOS_ON_DISCONNECT: bool = true;
 const DEFAULT_MAX_CONNECTIONS: u32 = 64;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS: u32 = 5000;
 const DEFAULT_MAX_MESSAGE_SIZE: u32 = 8 * 1024 * 1024;
+/// ffmpeg and OBS announce 4096; 64 KiB leaves room for encoders that send larger chunks.
+const DEFAULT_MAX_CHUNK_SIZE: u32 = 64 * 1024;
+/// RTMP's largest useful chunk size (a message's length is 24 bits).
+const MAX_CHUNK_SIZE: u32 = 0xFF_FFFF;
 /// Media messages queued between a publisher's connection and the streaming
 /// thread; when full, the connection stops reading (TCP pushes back).
 const QUEUE_LEN: usize = 512;
@@ -56,6 +60,7 @@ struct Settings {
     max_connections: u32,
     handshake_timeout_ms: u32,
     max_message_size: u32,
+    max_chunk_size: u32,
 }
 
 impl Default for Settings {
@@ -73,6 +78,7 @@ impl Default for Settings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_chunk_size: DEFAULT_MAX_CHUNK_SIZE,
         }
     }
 }
@@ -98,6 +104,7 @@ impl std::fmt::Debug for Settings {
             .field("max_connections", &self.max_connections)
             .field("handshake_timeout_ms", &self.handshake_timeout_ms)
             .field("max_message_size", &self.max_message_size)
+            .field("max_chunk_size", &self.max_chunk_size)
             .finish()
     }
 }
@@ -366,6 +373,14 @@ impl ObjectImpl for RtmpServerSrc {
                     .default_value(DEFAULT_MAX_MESSAGE_SIZE)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("max-chunk-size")
+                    .nick("Max chunk size")
+                    .blurb("Largest chunk size in bytes a publisher may announce (SetChunkSize); a larger one closes the connection; set by the first element on an address")
+                    .minimum(128)
+                    .maximum(MAX_CHUNK_SIZE)
+                    .default_value(DEFAULT_MAX_CHUNK_SIZE)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("connections (listener, now), connections-total, connections-rejected, publishers (0/1), publishes, bytes, refused, tags")
@@ -401,6 +416,7 @@ impl ObjectImpl for RtmpServerSrc {
                 s.handshake_timeout_ms = value.get().expect("type checked upstream")
             }
             "max-message-size" => s.max_message_size = value.get().expect("type checked upstream"),
+            "max-chunk-size" => s.max_chunk_size = value.get().expect("type checked upstream"),
             other => unreachable!("no writable property {other}"),
         }
     }
@@ -422,6 +438,7 @@ impl ObjectImpl for RtmpServerSrc {
             "max-connections" => s.max_connections.to_value(),
             "handshake-timeout" => s.handshake_timeout_ms.to_value(),
             "max-message-size" => s.max_message_size.to_value(),
+            "max-chunk-size" => s.max_chunk_size.to_value(),
             "bound-port" => self.bound_port.lock().unwrap().to_value(),
             "stats" => {
                 drop(s);
@@ -499,6 +516,7 @@ impl BaseSrcImpl for RtmpServerSrc {
             max_connections: s.max_connections,
             handshake_timeout: ms(s.handshake_timeout_ms),
             max_message_size: s.max_message_size,
+            max_chunk_size: s.max_chunk_size,
         };
         let (tx, rx) = mpsc::channel(QUEUE_LEN);
         let weak = self.obj().downgrade();
