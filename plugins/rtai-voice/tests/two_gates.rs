@@ -62,23 +62,9 @@ fn watch(pad: &gst::Pad) -> Arc<Mutex<Seen>> {
     seen
 }
 
-#[test]
-fn two_gates_into_one_batcher_keep_their_segments_apart() {
-    init();
-    let caps = "audio/x-raw,format=S16LE,layout=interleaved,rate=16000,channels=1";
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=a format=time caps={caps} ! specvadgate name=ga ! funnel name=f \
-         ! batcher name=b max-batch-size=1 timeout=0 max-queue=1000 ! fakesink sync=false \
-         appsrc name=b_src format=time caps={caps} ! specvadgate name=gb ! f."
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let by = |n: &str| pipeline.by_name(n).unwrap();
-    let gate_a = watch(&by("ga").static_pad("src").unwrap());
-    let gate_b = watch(&by("gb").static_pad("src").unwrap());
-    let out = watch(&by("b").static_pad("src").unwrap());
-    // Gate A: speech, then a click. Gate B: a click first, then speech.
+/// Pushes the two gates' scripts into appsrcs `a` and `b_src`, frame by frame in
+/// turn, then ends both: gate A speech then a click, gate B a click then speech.
+fn feed_both_gates(pipeline: &gst::Pipeline) {
     let a = script(&[
         (Sound::Quiet, 50),
         (Sound::Voiced, 100),
@@ -93,8 +79,13 @@ fn two_gates_into_one_batcher_keep_their_segments_apart() {
         (Sound::Voiced, 100),
         (Sound::Quiet, 110),
     ]);
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let src = |n: &str| by(n).downcast::<gst_app::AppSrc>().unwrap();
+    let src = |n: &str| {
+        pipeline
+            .by_name(n)
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap()
+    };
     let (src_a, src_b) = (src("a"), src("b_src"));
     let (mut seed_a, mut seed_b) = (1, 2);
     for n in 0..a.len().max(b.len()) {
@@ -107,6 +98,26 @@ fn two_gates_into_one_batcher_keep_their_segments_apart() {
     }
     src_a.end_of_stream().unwrap();
     src_b.end_of_stream().unwrap();
+}
+
+#[test]
+fn two_gates_into_one_batcher_keep_their_segments_apart() {
+    init();
+    let caps = CAPS;
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=a format=time caps={caps} ! specvadgate name=ga ! funnel name=f \
+         ! batcher name=b max-batch-size=1 timeout=0 max-queue=1000 ! fakesink sync=false \
+         appsrc name=b_src format=time caps={caps} ! specvadgate name=gb ! f."
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let by = |n: &str| pipeline.by_name(n).unwrap();
+    let gate_a = watch(&by("ga").static_pad("src").unwrap());
+    let gate_b = watch(&by("gb").static_pad("src").unwrap());
+    let out = watch(&by("b").static_pad("src").unwrap());
+    pipeline.set_state(gst::State::Playing).unwrap();
+    feed_both_gates(&pipeline);
     let msg = pipeline
         .bus()
         .unwrap()
@@ -164,7 +175,7 @@ fn two_gates_across_grpcsink_and_grpcsrc_keep_their_segments_apart() {
             so.display()
         )
     });
-    let caps = "audio/x-raw,format=S16LE,layout=interleaved,rate=16000,channels=1";
+    let caps = CAPS;
     let rx = gst::parse::launch(
         "grpcsrc name=src listen=127.0.0.1:0 ! batcher name=b max-batch-size=1 timeout=0 \
          max-queue=1000 ! fakesink sync=false",
@@ -198,34 +209,8 @@ fn two_gates_across_grpcsink_and_grpcsrc_keep_their_segments_apart() {
     let by = |n: &str| tx.by_name(n).unwrap();
     let gate_a = watch(&by("ga").static_pad("src").unwrap());
     let gate_b = watch(&by("gb").static_pad("src").unwrap());
-    let a = script(&[
-        (Sound::Quiet, 50),
-        (Sound::Voiced, 100),
-        (Sound::Quiet, 100),
-        (Sound::Click, 3),
-        (Sound::Quiet, 60),
-    ]);
-    let b = script(&[
-        (Sound::Quiet, 20),
-        (Sound::Click, 3),
-        (Sound::Quiet, 80),
-        (Sound::Voiced, 100),
-        (Sound::Quiet, 110),
-    ]);
     tx.set_state(gst::State::Playing).unwrap();
-    let src = |n: &str| by(n).downcast::<gst_app::AppSrc>().unwrap();
-    let (src_a, src_b) = (src("a"), src("b_src"));
-    let (mut seed_a, mut seed_b) = (1, 2);
-    for n in 0..a.len().max(b.len()) {
-        if let Some(s) = a.get(n) {
-            src_a.push_buffer(frame(*s, n as u64, &mut seed_a)).unwrap();
-        }
-        if let Some(s) = b.get(n) {
-            src_b.push_buffer(frame(*s, n as u64, &mut seed_b)).unwrap();
-        }
-    }
-    src_a.end_of_stream().unwrap();
-    src_b.end_of_stream().unwrap();
+    feed_both_gates(&tx);
     for (name, p) in [("sender", &tx), ("receiver", &rx)] {
         let msg = p
             .bus()
