@@ -3,6 +3,7 @@
 //! - [`protocol`]: the speculation / control protocol (segment-id meta, segment
 //!   start/commit/end/cancel events and the `cancel-ack` bus message) that
 //!   specvadgate, batcher, inferclient, analyticssink and the gRPC bridge agree on.
+//! - [`prosody`]: a speech segment's pitch, level and rate (`rtai-prosody` event).
 //! - [`runtime`]: the shared tokio runtime for network work.
 //! - [`inference`]: how inference results travel on buffers (ROI params, result meta).
 //! - [`secrets`]: redaction of credentials in URLs for logs, errors and readable properties.
@@ -12,6 +13,7 @@
 mod custom_meta;
 pub mod inference;
 pub mod inferred;
+pub mod prosody;
 pub mod protocol;
 pub mod runtime;
 pub mod secrets;
