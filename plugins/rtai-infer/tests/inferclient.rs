@@ -92,7 +92,11 @@ impl Peer {
         let child = Command::new(venv.join("mlserver"))
             .arg("start")
             .arg(peers().join("mlserver"))
-            .env("PYTHONPATH", peers().join("mlserver"))
+            // The NudeNet detector's runtime is the one the demo serves (scripts/peers/nudenet).
+            .env(
+                "PYTHONPATH",
+                std::env::join_paths([peers().join("mlserver"), nudenet_fixture()]).unwrap(),
+            )
             .env("MLSERVER_HOST", "127.0.0.1")
             .env("MLSERVER_HTTP_PORT", port.to_string())
             .env("MLSERVER_GRPC_PORT", grpc_port.to_string())
@@ -109,7 +113,7 @@ impl Peer {
             grpc_port,
         }
         .wait_ready("MLServer", |p| {
-            ["ball", "slow", "broken", "text", "cls", "detraw"]
+            ["ball", "slow", "broken", "text", "cls", "detraw", "faces"]
                 .iter()
                 .all(|m| http(p, "GET", &format!("/v2/models/{m}/ready")) == Some(200))
         })
@@ -2602,4 +2606,168 @@ fn text_output_latency_includes_the_retries() {
         min >= gst::ClockTime::from_mseconds(4000 + 1050),
         "latency {min}"
     );
+}
+
+/// The MLServer fixture that serves NudeNet's YOLOv8n detector raw (scripts/peers/nudenet).
+fn nudenet_fixture() -> PathBuf {
+    workspace().join("scripts/peers/nudenet")
+}
+
+/// A file that a package installed into the workspace's .venv ships (`rel` under site-packages).
+fn venv_file(rel: &str) -> PathBuf {
+    let lib = workspace().join(".venv/lib");
+    std::fs::read_dir(&lib)
+        .unwrap_or_else(|e| panic!("{}: {e}: scripts/setup.sh makes .venv", lib.display()))
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages").join(rel))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{rel} is missing: scripts/setup.sh installs it into .venv"))
+}
+
+/// scikit-image's astronaut photo (512x512, one face: FACE_FEMALE at about x 173-274,
+/// y 83-180) as one RGB frame.
+fn astronaut_frame() -> (gst::Caps, gst::Buffer) {
+    let png = venv_file("skimage/data/astronaut.png");
+    let (caps, frames) = frames_from(&format!(
+        "filesrc location={} ! pngdec ! videoconvert ! video/x-raw,format=RGB ! imagefreeze num-buffers=1 ! video/x-raw,framerate=10/1 ! appsink name=sink sync=false",
+        png.display()
+    ));
+    (caps, frames[0].clone())
+}
+
+/// A numpy reference decode of YOLOv8 output `data` ([1, 4 + C, A] FP32): per-class greedy
+/// NMS, boxes mapped back by `scale` and `pad` (x, y), best first: (class, score, x1, y1, x2, y2).
+fn numpy_yolov8(
+    data: &[u8],
+    dims: &[u64],
+    threshold: f64,
+    iou: f64,
+    scale: f64,
+    pad: (f64, f64),
+) -> Vec<(usize, f64, [f64; 4])> {
+    let mut child = Command::new(workspace().join(".venv-mlserver/bin/python"))
+        .args([
+            "-c",
+            "import sys, numpy as np\n\
+             rows, anchors, thr, iou, scale, px, py = sys.argv[1:]\n\
+             p = np.frombuffer(sys.stdin.buffer.read(), '<f4').astype(np.float64)\n\
+             p = p.reshape(int(rows), int(anchors)).T\n\
+             cls = p[:, 4:].argmax(1); score = p[:, 4:].max(1)\n\
+             keep = score >= float(thr)\n\
+             p, cls, score = p[keep], cls[keep], score[keep]\n\
+             xy = np.stack([p[:, 0] - p[:, 2] / 2, p[:, 1] - p[:, 3] / 2, p[:, 0] + p[:, 2] / 2, p[:, 1] + p[:, 3] / 2], 1)\n\
+             xy = (xy - [float(px), float(py), float(px), float(py)]) / float(scale)\n\
+             order = np.argsort(-score, kind='stable'); kept = []\n\
+             def iou_of(a, b):\n\
+             \x20   w = max(0.0, min(a[2], b[2]) - max(a[0], b[0])); h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))\n\
+             \x20   i = w * h\n\
+             \x20   return i / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - i)\n\
+             for i in order:\n\
+             \x20   if all(cls[k] != cls[i] or iou_of(xy[k], xy[i]) <= float(iou) for k in kept): kept.append(i)\n\
+             for k in kept: print(cls[k], score[k], *xy[k])",
+            &dims[1].to_string(),
+            &dims[2].to_string(),
+            &threshold.to_string(),
+            &iou.to_string(),
+            &scale.to_string(),
+            &pad.0.to_string(),
+            &pad.1.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the numpy reference ran");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Vec<f64> = l.split(' ').map(|v| v.parse().unwrap()).collect();
+            (v[0] as usize, v[1], [v[2], v[3], v[4], v[5]])
+        })
+        .collect()
+}
+
+/// NudeNet's labels, line N for class N (the fixture's labels.txt).
+fn nudenet_labels() -> Vec<String> {
+    std::fs::read_to_string(nudenet_fixture().join("labels.txt"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The face in the astronaut photo, from NudeNet's own decode of a plain resize (checked
+/// by hand: forehead to chin, ear to ear).
+const ASTRONAUT_FACE: (f64, f64, f64, f64) = (173.0, 83.0, 274.0, 180.0);
+
+#[test]
+fn a_real_yolov8_detector_finds_the_face_and_matches_a_numpy_decode() {
+    // NudeNet's YOLOv8n (PyPI nudenet 3.4.2, nudenet/320n.onnx) served raw by MLServer through
+    // scripts/peers/nudenet: output0 [1, 22, 2100], decoded only by the element.
+    let server = Peer::mlserver();
+    let (caps, frame) = astronaut_frame();
+    let labels = nudenet_fixture().join("labels.txt");
+    let mut h = harness(
+        &[
+            ("url", server.url().as_str()),
+            ("model", "faces"),
+            ("input-name", "images"),
+            ("input-width", "320"),
+            ("input-height", "320"),
+            ("box-format", "yolov8"),
+            ("labels-file", labels.to_str().unwrap()),
+            ("attach-tensors", "true"),
+            ("latency-budget", "30000"),
+        ],
+        &caps,
+    );
+    h.push(frame).unwrap();
+    let out = h.pull().unwrap();
+    let found = rois(&out);
+    let faces: Vec<&Roi> = found
+        .iter()
+        .filter(|r| r.label.starts_with("FACE_"))
+        .collect();
+    assert_eq!(
+        faces.len(),
+        1,
+        "one face: {:?}",
+        found.iter().map(|r| (&r.label, r.rect)).collect::<Vec<_>>()
+    );
+    let face = faces[0];
+    assert_eq!(
+        (face.label.as_str(), face.label_id, face.model.as_str()),
+        ("FACE_FEMALE", 1, "faces")
+    );
+    assert!(face.confidence > 0.5, "{}", face.confidence);
+    assert!(
+        iou(face.rect, ASTRONAUT_FACE) > 0.8,
+        "the box is on the face: {:?}",
+        face.rect
+    );
+    // Every box the element made is the numpy decode of the same output (512 -> 320: scale
+    // 0.625, no bars); ROI rects are whole pixels.
+    let tensors = rtai_core::tensor::TensorMeta::get(&out);
+    assert_eq!(tensors.len(), 1);
+    let t = &tensors[0];
+    assert_eq!(
+        (t.name.as_str(), t.dims.as_slice()),
+        ("output0", &[1, 22, 2100][..])
+    );
+    let reference = numpy_yolov8(&t.data, &t.dims, 0.25, 0.45, 0.625, (0.0, 0.0));
+    assert!(!reference.is_empty());
+    assert_eq!(found.len(), reference.len(), "as many boxes as numpy finds");
+    let names = nudenet_labels();
+    for (class, score, b) in &reference {
+        let r = found
+            .iter()
+            .find(|r| r.label == names[*class] && (r.confidence - score).abs() < 1e-5)
+            .unwrap_or_else(|| panic!("numpy's {} {score} {b:?} is among the ROIs", names[*class]));
+        for (a, e) in [r.rect.0, r.rect.1, r.rect.2, r.rect.3].iter().zip(b) {
+            assert!((a - e).abs() <= 1.0, "{:?} vs numpy {b:?}", r.rect);
+        }
+    }
 }
