@@ -271,3 +271,78 @@ fn overflow_block_ends_when_downstream_returns_eos_or_an_error() {
         );
     }
 }
+
+/// A chain blocked for room (`overflow=block`) with its first batch held in the push.
+fn blocked_chain() -> (
+    Fixture,
+    gst::Pad,
+    gst::PadProbeId,
+    mpsc::Receiver<Result<gst::FlowSuccess, gst::FlowError>>,
+) {
+    let f = fixture(&[
+        ("max-batch-size", "1"),
+        ("max-queue", "1"),
+        ("timeout", "0"),
+        ("overflow", "block"),
+    ]);
+    let (pad, probe, held) = hold(&f);
+    let mut h = f.h;
+    assert_eq!(h.push(buffer(0, None)), Ok(gst::FlowSuccess::Ok));
+    held.recv_timeout(WAIT).unwrap();
+    assert_eq!(h.push(buffer(10, None)), Ok(gst::FlowSuccess::Ok));
+    let f = Fixture {
+        h,
+        bus: f.bus,
+        out: f.out,
+    };
+    let blocked = push_in_thread(&f, buffer(20, None));
+    wait_until_blocked(&f);
+    (f, pad, probe, blocked)
+}
+
+#[test]
+fn overflow_block_ends_when_downstream_or_the_pad_flushes() {
+    // Downstream returns FLUSHING (a seek or a stop downstream): upstream is released with it.
+    let (f, pad, probe, blocked) = blocked_chain();
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        |_, info| {
+            drop(info.take_buffer());
+            drop(info.take_buffer_list());
+            info.flow_res = Err(gst::FlowError::Flushing);
+            gst::PadProbeReturn::Handled
+        },
+    );
+    pad.remove_probe(probe);
+    assert_eq!(
+        blocked.recv_timeout(WAIT).expect("upstream is released"),
+        Err(gst::FlowError::Flushing)
+    );
+    drop(f);
+
+    // A FLUSH_START from upstream while the chain waits: the chain returns FLUSHING at once,
+    // and after FLUSH_STOP the batcher takes buffers again.
+    let (f, pad, probe, blocked) = blocked_chain();
+    let mut h = f.h;
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert_eq!(
+        blocked.recv_timeout(WAIT).expect("upstream is released"),
+        Err(gst::FlowError::Flushing)
+    );
+    pad.remove_probe(probe);
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::ClockTime,
+    >::new()));
+    assert_eq!(h.push(buffer(30, None)), Ok(gst::FlowSuccess::Ok));
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let batch = f
+            .out
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("a buffer after the flush leaves");
+        if batch.contains(&30) {
+            break;
+        }
+    }
+}
