@@ -4,12 +4,15 @@
 //!   start/commit/end/cancel events and the `cancel-ack` bus message) that
 //!   specvadgate, batcher, inferclient, analyticssink and the gRPC bridge agree on.
 //! - [`prosody`]: a speech segment's pitch, level and rate (`rtai-prosody` event).
+//! - [`control`]: control messages across transports (JSON wire form, acks,
+//!   retries, dedupe, rate limit), mapped to and from the protocol's events.
 //! - [`runtime`]: the shared tokio runtime for network work.
 //! - [`inference`]: how inference results travel on buffers (ROI params, result meta).
 //! - [`secrets`]: redaction of credentials in URLs for logs, errors and readable properties.
 //! - [`stats`]: latency histograms with P50/P95/P99 for `stats` properties and metrics.
 //! - [`tensor`]: raw model output tensors on buffers (`RtaiTensorMeta`).
 
+pub mod control;
 mod custom_meta;
 pub mod inference;
 pub mod inferred;
