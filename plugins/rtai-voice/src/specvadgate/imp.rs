@@ -163,21 +163,33 @@ fn venv_candidates(rel: &str) -> Vec<std::path::PathBuf> {
 }
 
 /// The Silero model: `model-path`, else `$RTAI_SILERO_MODEL`, else the silero-vad wheel in a
-/// `.venv` of the working directory or a parent.
+/// `.venv` of the working directory or a parent. The error names every place it looked.
 fn silero_model(settings: &Settings) -> Result<String, String> {
     if let Some(path) = settings.model_path.clone().filter(|p| !p.is_empty()) {
         return Ok(path);
     }
     let env = std::env::var_os("RTAI_SILERO_MODEL").map(std::path::PathBuf::from);
-    first_file(
-        env.into_iter()
-            .chain(venv_candidates("silero_vad/data/silero_vad.onnx")),
-    )
-    .ok_or_else(|| {
-        "engine=silero found no silero_vad.onnx: set model-path or $RTAI_SILERO_MODEL to the \
-         file in the PyPI silero-vad wheel (pip install --no-deps silero-vad; it is in \
-         site-packages/silero_vad/data/)"
-            .into()
+    let wheels = venv_candidates("silero_vad/data/silero_vad.onnx");
+    first_file(env.iter().cloned().chain(wheels.iter().cloned())).ok_or_else(|| {
+        let mut looked = vec![match &env {
+            Some(p) => format!("$RTAI_SILERO_MODEL={} (not a file)", p.display()),
+            None => "$RTAI_SILERO_MODEL (unset)".to_string(),
+        }];
+        looked.extend(wheels.iter().map(|p| p.display().to_string()));
+        if wheels.is_empty() {
+            let cwd = std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| "the working directory".into());
+            looked.push(format!(
+                "no .venv/lib/python3*/site-packages in {cwd} or its parents"
+            ));
+        }
+        format!(
+            "engine=silero found no silero_vad.onnx (looked at: {}): set model-path or \
+             $RTAI_SILERO_MODEL to the file in the PyPI silero-vad wheel (pip install --no-deps \
+             silero-vad; it is in site-packages/silero_vad/data/), or run scripts/setup.sh",
+            looked.join("; ")
+        )
     })
 }
 
