@@ -10,25 +10,33 @@
 //! lost, busy, timeout) is retried with backoff while the bounded queue in
 //! front of the writer takes new events or drops and counts them.
 //!
-//! Depends on the event data ([`crate::event`]), the metrics and the
-//! [`Reporter`] interface only, not on the element.
+//! The connection layer (SQLite or PostgreSQL, migrations, error classes) is
+//! the shared `rtai_core::store`; this module holds the events' schema, their
+//! SQL and the writer. Depends on the event data ([`crate::event`]), the
+//! metrics and the [`Reporter`] interface only, not on the element.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use rtai_core::store::WriteError;
+use rtai_core::store::{Backend, Db, Migration, Pg, Schema, SqlValue, pg_error, sqlite_error};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::event::{Event, EventKind, now_ms, rfc3339_ms};
+use crate::event::{Event, EventKind, rfc3339_ms};
 use crate::metrics::{Labels, METRICS, with_label};
 use crate::report::Reporter;
 
-/// Schema migrations, applied in order once each: (version, SQLite, PostgreSQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "CREATE TABLE rtai_events (
+/// The events' tables: migrations applied in order once each, recorded in
+/// `rtai_schema_migrations` (the table's name from before the store was shared).
+const SCHEMA: Schema = Schema {
+    migrations_table: "rtai_schema_migrations",
+    lock_key: 74657261,
+    migrations: &[
+        Migration {
+            version: 1,
+            sqlite: "CREATE TABLE rtai_events (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         event_key TEXT NOT NULL UNIQUE,
         element TEXT NOT NULL,
@@ -46,7 +54,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     );
     CREATE INDEX rtai_events_type_wall ON rtai_events (type, wall_ms);
     CREATE INDEX rtai_events_stream_wall ON rtai_events (stream, wall_ms);",
-        "CREATE TABLE rtai_events (
+            postgres: "CREATE TABLE rtai_events (
         id BIGSERIAL PRIMARY KEY,
         event_key TEXT NOT NULL UNIQUE,
         element TEXT NOT NULL,
@@ -64,20 +72,21 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     );
     CREATE INDEX rtai_events_type_wall ON rtai_events (type, wall_ms);
     CREATE INDEX rtai_events_stream_wall ON rtai_events (stream, wall_ms);",
-    ),
-    // Event schema 2 (docs/event-schema.json): schema version, source id,
-    // pipeline, the UTC event time and where it came from; snake_case types;
-    // `data` as JSONB in PostgreSQL. `event_key` holds the event's UUID.
-    (
-        2,
-        "ALTER TABLE rtai_events ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 1;
+        },
+        // Event schema 2 (docs/event-schema.json): schema version, source id,
+        // pipeline, the UTC event time and where it came from; snake_case types;
+        // `data` as JSONB in PostgreSQL. `event_key` holds the event's UUID.
+        Migration {
+            version: 2,
+            sqlite: "ALTER TABLE rtai_events ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE rtai_events ADD COLUMN source_id TEXT;
     ALTER TABLE rtai_events ADD COLUMN pipeline TEXT;
     ALTER TABLE rtai_events ADD COLUMN event_time_ms BIGINT;
     ALTER TABLE rtai_events ADD COLUMN time_source TEXT;
     UPDATE rtai_events SET type = replace(type, '-', '_');
     CREATE INDEX rtai_events_source_time ON rtai_events (source_id, event_time_ms);",
-        "ALTER TABLE rtai_events ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 1;
+            postgres:
+                "ALTER TABLE rtai_events ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE rtai_events ADD COLUMN source_id TEXT;
     ALTER TABLE rtai_events ADD COLUMN pipeline TEXT;
     ALTER TABLE rtai_events ADD COLUMN event_time_ms BIGINT;
@@ -85,8 +94,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     UPDATE rtai_events SET type = replace(type, '-', '_');
     ALTER TABLE rtai_events ALTER COLUMN data TYPE JSONB USING data::jsonb;
     CREATE INDEX rtai_events_source_time ON rtai_events (source_id, event_time_ms);",
-    ),
-];
+        },
+    ],
+};
 
 /// What a query reads, in [`row_json`]'s order (`data` is cast to text in PostgreSQL).
 const COLUMNS: &str = "event_key, element, stream, type, start_ns, end_ns, wall_ms, confidence, clip_worthy_score, label, track_id, text, schema_version, source_id, pipeline, event_time_ms, time_source";
@@ -117,26 +127,8 @@ pub struct EventsPage {
     pub next_offset: Option<u64>,
 }
 
-// One instance behind an Arc per store: the variants' size difference costs nothing.
-#[allow(clippy::large_enum_variant)]
-enum Backend {
-    Sqlite(Arc<std::sync::Mutex<rusqlite::Connection>>),
-    Postgres {
-        url: String,
-        client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
-    },
-}
-
 #[derive(Clone)]
-pub struct Store(Arc<Backend>);
-
-/// PostgreSQL for its URLs and for libpq `key=value` strings (which tokio-postgres
-/// takes as they are); a SQLite path otherwise.
-fn is_postgres(database: &str) -> bool {
-    database.starts_with("postgres://")
-        || database.starts_with("postgresql://")
-        || rtai_core::secrets::is_pg_conninfo(database)
-}
+pub struct Store(Db);
 
 /// The filter as SQL conditions with numbered placeholders (`?1` / `$1`) and their values.
 fn conditions(f: &EventFilter, pg: bool) -> (String, Vec<SqlValue>) {
@@ -168,37 +160,6 @@ fn conditions(f: &EventFilter, pg: bool) -> (String, Vec<SqlValue>) {
         format!(" WHERE {}", clauses.join(" AND "))
     };
     (sql, values)
-}
-
-/// `err` and its causes: tokio-postgres' own text ("error connecting to server",
-/// "invalid connection string") leaves out why. The causes name options, never
-/// their values.
-fn with_causes(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let c_text = c.to_string();
-        if !text.contains(&c_text) {
-            text = format!("{text}: {c_text}");
-        }
-        cause = c.source();
-    }
-    text
-}
-
-#[derive(Debug, Clone)]
-enum SqlValue {
-    Text(String),
-    Int(i64),
-}
-
-impl rusqlite::ToSql for SqlValue {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        match self {
-            SqlValue::Text(s) => s.to_sql(),
-            SqlValue::Int(i) => i.to_sql(),
-        }
-    }
 }
 
 /// One stored row, read in [`COLUMNS`]' order plus `data` (as text).
@@ -251,167 +212,20 @@ fn row_json(r: Row) -> serde_json::Value {
     })
 }
 
-/// Why a write failed, and so what the writer does about it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WriteError {
-    /// The database refused the data (retrying cannot help): drop the event.
-    Permanent(String),
-    /// The database could not be reached or was busy: retry.
-    Transient(String),
-}
-
-impl std::fmt::Display for WriteError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Permanent(m) | Self::Transient(m) => f.write_str(m),
-        }
-    }
-}
-
-/// SQLSTATE classes of errors in the data itself: 22 data exception (NUL in
-/// text, invalid JSON, out of range), 23 integrity constraint, 42 syntax
-/// error or access rule violation.
-pub fn is_permanent_sqlstate(code: &str) -> bool {
-    matches!(code.get(..2), Some("22" | "23" | "42"))
-}
-
-fn pg_error(e: &tokio_postgres::Error) -> WriteError {
-    match (e.code(), e.as_db_error()) {
-        (Some(code), Some(db)) if is_permanent_sqlstate(code.code()) => {
-            WriteError::Permanent(format!("SQLSTATE {}: {}", code.code(), db.message()))
-        }
-        _ => WriteError::Transient(format!("PostgreSQL write failed: {}", with_causes(e))),
-    }
-}
-
-fn sqlite_error(e: rusqlite::Error) -> WriteError {
-    use rusqlite::ErrorCode;
-    let permanent = match &e {
-        rusqlite::Error::SqliteFailure(f, _) => matches!(
-            f.code,
-            ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch
-        ),
-        rusqlite::Error::ToSqlConversionFailure(_) => true,
-        _ => false,
-    };
-    if permanent {
-        WriteError::Permanent(format!("SQLite: {e}"))
-    } else {
-        WriteError::Transient(format!("SQLite write failed: {e}"))
-    }
-}
-
 impl Store {
     /// Opens (and migrates) `database`: empty for in-memory SQLite, a path for
     /// a SQLite file, or a `postgres://` URL.
     pub async fn open(database: &str) -> Result<Self, String> {
-        if is_postgres(database) {
-            let store = Store(Arc::new(Backend::Postgres {
-                url: database.to_string(),
-                client: tokio::sync::Mutex::new(None),
-            }));
-            store.migrate_pg().await?;
-            return Ok(store);
-        }
-        let path = database.to_string();
-        let conn = tokio::task::spawn_blocking(move || -> Result<rusqlite::Connection, String> {
-            let mut conn = if path.is_empty() { rusqlite::Connection::open_in_memory() } else { rusqlite::Connection::open(&path) }
-                .map_err(|e| format!("cannot open SQLite database '{}': {e}", rtai_core::secrets::redact(&path)))?;
-            conn.busy_timeout(Duration::from_secs(2)).map_err(|e| e.to_string())?;
-            if !path.is_empty() {
-                // WAL lets readers (the API, other processes) read while the writer writes.
-                let _ = conn.pragma_update(None, "journal_mode", "WAL");
-            }
-            let tx = conn.transaction().map_err(|e| e.to_string())?;
-            tx.execute_batch("CREATE TABLE IF NOT EXISTS rtai_schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)")
-                .map_err(|e| e.to_string())?;
-            for (version, sqlite, _) in MIGRATIONS {
-                let done: bool = tx
-                    .query_row("SELECT EXISTS(SELECT 1 FROM rtai_schema_migrations WHERE version = ?1)", [version], |r| r.get(0))
-                    .map_err(|e| e.to_string())?;
-                if !done {
-                    tx.execute_batch(sqlite).map_err(|e| format!("migration {version}: {e}"))?;
-                    tx.execute("INSERT INTO rtai_schema_migrations (version, applied_ms) VALUES (?1, ?2)", (version, now_ms()))
-                        .map_err(|e| e.to_string())?;
-                }
-            }
-            tx.commit().map_err(|e| e.to_string())?;
-            Ok(conn)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        Ok(Store(Arc::new(Backend::Sqlite(Arc::new(
-            std::sync::Mutex::new(conn),
-        )))))
+        Ok(Store(Db::open_with(database, &SCHEMA).await?))
     }
 
     pub fn backend_name(&self) -> &'static str {
-        match &*self.0 {
-            Backend::Sqlite(_) => "sqlite",
-            Backend::Postgres { .. } => "postgresql",
-        }
-    }
-
-    /// The PostgreSQL client, (re)connecting when there is none or it closed.
-    async fn pg<'a>(
-        url: &str,
-        slot: &'a tokio::sync::Mutex<Option<tokio_postgres::Client>>,
-    ) -> Result<tokio::sync::MutexGuard<'a, Option<tokio_postgres::Client>>, String> {
-        let mut guard = slot.lock().await;
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            let (client, connection) = tokio::time::timeout(
-                Duration::from_secs(5),
-                tokio_postgres::connect(url, tokio_postgres::NoTls),
-            )
-            .await
-            .map_err(|_| "connecting to PostgreSQL timed out".to_string())?
-            .map_err(|e| format!("cannot connect to PostgreSQL: {}", with_causes(&e)))?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            *guard = Some(client);
-        }
-        Ok(guard)
-    }
-
-    async fn migrate_pg(&self) -> Result<(), String> {
-        let Backend::Postgres { url, client } = &*self.0 else {
-            unreachable!()
-        };
-        let mut guard = Self::pg(url, client).await?;
-        let client = guard.as_mut().expect("connected");
-        let tx = client.transaction().await.map_err(|e| e.to_string())?;
-        // One migrator at a time, even across processes.
-        tx.batch_execute("SELECT pg_advisory_xact_lock(74657261); CREATE TABLE IF NOT EXISTS rtai_schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)")
-            .await
-            .map_err(|e| e.to_string())?;
-        for (version, _, pg) in MIGRATIONS {
-            let done: bool = tx
-                .query_one(
-                    "SELECT EXISTS(SELECT 1 FROM rtai_schema_migrations WHERE version = $1)",
-                    &[version],
-                )
-                .await
-                .map_err(|e| e.to_string())?
-                .get(0);
-            if !done {
-                tx.batch_execute(pg)
-                    .await
-                    .map_err(|e| format!("migration {version}: {e}"))?;
-                tx.execute(
-                    "INSERT INTO rtai_schema_migrations (version, applied_ms) VALUES ($1, $2)",
-                    &[version, &now_ms()],
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            }
-        }
-        tx.commit().await.map_err(|e| e.to_string())
+        self.0.backend_name()
     }
 
     /// Writes `events` in one transaction; events already stored (same id) are skipped.
     pub async fn insert(&self, events: &[Event]) -> Result<u64, WriteError> {
-        match &*self.0 {
+        match self.0.backend() {
             Backend::Sqlite(conn) => {
                 let conn = conn.clone();
                 let events = events.to_vec();
@@ -458,8 +272,8 @@ impl Store {
                 .await
                 .map_err(|e| WriteError::Transient(e.to_string()))?
             }
-            Backend::Postgres { url, client } => {
-                let mut guard = Self::pg(url, client).await.map_err(WriteError::Transient)?;
+            Backend::Postgres(pg) => {
+                let mut guard = pg.client().await.map_err(WriteError::Transient)?;
                 let result = async {
                     let client = guard.as_mut().expect("connected");
                     let tx = client.transaction().await?;
@@ -507,9 +321,7 @@ impl Store {
                 .await;
                 result.map_err(|e| {
                     // A broken connection is replaced on the next attempt.
-                    if guard.as_ref().is_some_and(|c| c.is_closed()) {
-                        *guard = None;
-                    }
+                    Pg::forget_if_closed(&mut guard);
                     pg_error(&e)
                 })
             }
@@ -519,7 +331,7 @@ impl Store {
     /// One page of stored events.
     pub async fn query(&self, f: &EventFilter) -> Result<EventsPage, String> {
         let order = if f.descending { "DESC" } else { "ASC" };
-        let (events, total) = match &*self.0 {
+        let (events, total) = match self.0.backend() {
             Backend::Sqlite(conn) => {
                 let conn = conn.clone();
                 let f = f.clone();
@@ -563,21 +375,12 @@ impl Store {
                 .await
                 .map_err(|e| e.to_string())??
             }
-            Backend::Postgres { url, client } => {
-                let guard = Self::pg(url, client).await?;
+            Backend::Postgres(pg) => {
+                let guard = pg.client().await?;
                 let client = guard.as_ref().expect("connected");
                 let (cond, values) = conditions(f, true);
-                let params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = values
-                    .into_iter()
-                    .map(|v| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
-                        match v {
-                            SqlValue::Text(s) => Box::new(s),
-                            SqlValue::Int(i) => Box::new(i),
-                        }
-                    })
-                    .collect();
                 let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    params.iter().map(|b| b.as_ref() as _).collect();
+                    values.iter().map(|v| v as _).collect();
                 let total: i64 = client
                     .query_one(&format!("SELECT COUNT(*) FROM rtai_events{cond}"), &refs)
                     .await
@@ -768,33 +571,5 @@ mod tests {
             " WHERE type = $1 AND stream = $2 AND COALESCE(event_time_ms, wall_ms) >= $3"
         );
         assert_eq!(conditions(&EventFilter::default(), true).0, "");
-    }
-
-    #[test]
-    fn urls_pick_the_backend() {
-        assert!(is_postgres("postgres://u@localhost/db"));
-        assert!(is_postgres("postgresql://localhost"));
-        assert!(is_postgres("host=localhost dbname=events password=x"));
-        assert!(!is_postgres("/tmp/x.sqlite"));
-        assert!(!is_postgres(""));
-    }
-
-    #[test]
-    fn sqlstate_classes_split_permanent_from_transient() {
-        for (code, permanent) in [
-            ("22021", true),  // NUL in text ("invalid byte sequence")
-            ("22P02", true),  // invalid text representation
-            ("22P05", true),  // \u0000 in JSONB
-            ("23505", true),  // unique violation
-            ("42P01", true),  // undefined table
-            ("08006", false), // connection failure
-            ("57P01", false), // admin shutdown
-            ("53300", false), // too many connections
-            ("40001", false), // serialization failure
-            ("", false),
-            ("2", false),
-        ] {
-            assert_eq!(is_permanent_sqlstate(code), permanent, "{code}");
-        }
     }
 }

@@ -9,6 +9,8 @@
 //! - [`runtime`]: the shared tokio runtime for network work.
 //! - [`inference`]: how inference results travel on buffers (ROI params, result meta).
 //! - [`secrets`]: redaction of credentials in URLs for logs, errors and readable properties.
+//! - `store` (feature `store`): the SQL store (SQLite or PostgreSQL) with
+//!   per-schema migrations, shared by analyticssink and live delivery.
 //! - [`stats`]: latency histograms with P50/P95/P99 for `stats` properties and metrics.
 //! - [`tensor`]: raw model output tensors on buffers (`RtaiTensorMeta`).
 
@@ -21,6 +23,8 @@ pub mod protocol;
 pub mod runtime;
 pub mod secrets;
 pub mod stats;
+#[cfg(feature = "store")]
+pub mod store;
 pub mod tensor;
 
 pub use inference::InferenceResult;
