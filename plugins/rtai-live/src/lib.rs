@@ -7,6 +7,7 @@
 
 use gst::glib;
 
+pub mod delivery;
 pub mod rtmp;
 mod rtmpserversrc;
 
