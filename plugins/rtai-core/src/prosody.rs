@@ -39,7 +39,7 @@ pub struct Prosody {
     pub level_db: f64,
     /// Syllable nuclei found (voiced intensity peaks).
     pub syllables: u32,
-    /// Syllable nuclei per second of the segment.
+    /// Syllable nuclei per second of the sounding span (first to last loud frame).
     pub rate: f64,
     /// Share of the frames with a pitch.
     pub voiced_ratio: f64,

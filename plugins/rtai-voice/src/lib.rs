@@ -1,13 +1,15 @@
 #![allow(clippy::non_send_fields_in_send_ty)]
-//! rtai voice plugin: `specvadgate`.
+//! rtai voice plugin: `specvadgate`, `prosodymeter`.
 
 use gst::glib;
 
+mod prosodymeter;
 mod specvadgate;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     rtai_core::SegmentIdMeta::register();
-    specvadgate::register(plugin)
+    specvadgate::register(plugin)?;
+    prosodymeter::register(plugin)
 }
 
 gst::plugin_define!(
