@@ -14,7 +14,7 @@
 //! rebinding) sends its own name and gets 403.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -26,7 +26,6 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
-use subtle::ConstantTimeEq;
 use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -62,10 +61,7 @@ static DASHBOARD_PAGE: LazyLock<String> = LazyLock::new(|| {
 /// Largest page `/api/events` returns.
 pub const MAX_PAGE: u32 = 1000;
 const DEFAULT_PAGE: u32 = 100;
-/// Longest query string parsed (for parameters or a token); longer is refused.
-pub const MAX_QUERY_LEN: usize = 4096;
-/// Longest bearer token looked at; longer ones are never equal to a set token.
-pub const MAX_TOKEN_LEN: usize = 1024;
+pub use rtai_core::http_auth::MAX_QUERY_LEN;
 /// Longest filter value (`stream`, `source`).
 pub const MAX_FILTER_LEN: usize = 256;
 
@@ -133,64 +129,7 @@ impl AppState {
     }
 }
 
-/// Whether a server on `addr` without a token is reachable beyond this host.
-pub fn exposed(addr: &SocketAddr, has_token: bool) -> bool {
-    !has_token && !addr.ip().is_loopback()
-}
-
-/// `host[:port]` of a Host header; `None` when it is not one (userinfo,
-/// a path, an unbracketed IPv6 address, a port that is not a number).
-fn split_host_port(host: &str) -> Option<(&str, Option<u16>)> {
-    let (name, port) = if host.starts_with('[') {
-        let end = host.find(']')?;
-        let rest = &host[end + 1..];
-        let port = if rest.is_empty() {
-            None
-        } else {
-            Some(rest.strip_prefix(':')?)
-        };
-        (&host[..=end], port)
-    } else {
-        match host.split_once(':') {
-            Some((name, port)) => (name, Some(port)),
-            None => (host, None),
-        }
-    };
-    let port = match port {
-        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
-            Some(p.parse().ok()?)
-        }
-        Some(_) => return None,
-        None => None,
-    };
-    Some((name, port))
-}
-
-/// Whether `host` (a Host header) names a server bound to `bound` the way a
-/// client on this machine does: `localhost`, a loopback address or the bound
-/// address (any address literal when bound to all interfaces), with the bound
-/// port (no port only when that is 80). Names other than `localhost` are
-/// refused: under DNS rebinding the attacker's name is what arrives.
-pub fn host_allowed(host: &str, bound: SocketAddr) -> bool {
-    let Some((name, port)) = split_host_port(host) else {
-        return false;
-    };
-    if port.unwrap_or(80) != bound.port() {
-        return false;
-    }
-    if name.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    let literal = name
-        .strip_prefix('[')
-        .and_then(|n| n.strip_suffix(']'))
-        .map(|v6| v6.parse::<std::net::Ipv6Addr>().map(IpAddr::V6))
-        .unwrap_or_else(|| name.parse::<std::net::Ipv4Addr>().map(IpAddr::V4));
-    match literal {
-        Ok(ip) => ip.is_loopback() || ip == bound.ip() || bound.ip().is_unspecified(),
-        Err(_) => false,
-    }
-}
+pub use rtai_core::http_auth::{exposed, host_allowed};
 
 /// A running server; stopped when dropped.
 pub struct Server {
@@ -331,33 +270,18 @@ async fn check_host(State(state): State<AppState>, request: Request, next: Next)
     next.run(request).await
 }
 
-/// The bearer token from `Authorization: Bearer …` or, for the browser's
-/// EventSource which cannot set headers, the `access_token` query parameter (RFC 6750).
-/// The scheme name is case-insensitive (RFC 9110); values longer than
-/// [`MAX_TOKEN_LEN`] and queries longer than [`MAX_QUERY_LEN`] are not looked at.
+/// The bearer token of a request (`rtai_core::http_auth::presented_token`).
 pub fn presented_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(v) = headers
+    let authorization = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() <= MAX_TOKEN_LEN + 16)
-        && let Some((scheme, t)) = v.split_once(' ')
-        && scheme.eq_ignore_ascii_case("bearer")
-    {
-        let t = t.trim();
-        return (t.len() <= MAX_TOKEN_LEN).then(|| t.to_string());
-    }
-    query.filter(|q| q.len() <= MAX_QUERY_LEN).and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "access_token")
-            .map(|(_, v)| v.into_owned())
-            .filter(|v| v.len() <= MAX_TOKEN_LEN)
-    })
+        .and_then(|v| v.to_str().ok());
+    rtai_core::http_auth::presented_token(authorization, query)
 }
 
 async fn auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(token) = &state.token {
         let presented = presented_token(request.headers(), request.uri().query());
-        if !presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.as_bytes()))) {
+        if !rtai_core::http_auth::token_matches(token, presented.as_deref()) {
             let mut resp = (
                 StatusCode::UNAUTHORIZED,
                 "a bearer token is required (Authorization: Bearer …)\n",
@@ -734,6 +658,7 @@ mod tests {
     mod props {
         use super::*;
         use proptest::prelude::*;
+        use rtai_core::http_auth::{MAX_TOKEN_LEN, split_host_port};
 
         /// A value as a client may spell it: digits, signs, huge numbers,
         /// percent escapes (valid, invalid, of NUL and of non-UTF-8 bytes), long runs.

@@ -7,6 +7,7 @@
 //! - [`control`]: control messages across transports (JSON wire form, acks,
 //!   retries, dedupe, rate limit), mapped to and from the protocol's events.
 //! - [`runtime`]: the shared tokio runtime for network work.
+//! - [`http_auth`]: bearer tokens and the Host check of the embedded HTTP servers.
 //! - [`inference`]: how inference results travel on buffers (ROI params, result meta).
 //! - [`secrets`]: redaction of credentials in URLs for logs, errors and readable properties.
 //! - `store` (feature `store`): the SQL store (SQLite or PostgreSQL) with
@@ -16,6 +17,7 @@
 
 pub mod control;
 mod custom_meta;
+pub mod http_auth;
 pub mod inference;
 pub mod inferred;
 pub mod prosody;
