@@ -261,3 +261,118 @@ fn unsupported_input_is_a_clear_error() {
     );
     pipeline.set_state(gst::State::Null).unwrap();
 }
+
+/// (frame index, key frame?) per encoded buffer, and the level of each caps event.
+type Seen = (Vec<(u64, bool)>, Vec<String>);
+
+#[test]
+fn a_bitrate_storm_while_playing_is_coalesced_without_a_key_frame_storm_or_level_flip() {
+    // A congestion controller setting rtencodebin's bitrate 10 times a second for 3 s,
+    // across a level boundary (320x240 at 30 fps: AV1 level 2.0 up to 1.5 Mbit/s, 2.1
+    // above). rtencodebin hands each change to rtav1enc, whose bitrate-change-interval
+    // (1 s) allows one restart (one key frame) per second; the level stays the session's.
+    init();
+    let pipeline = gst::parse::launch(
+        "videotestsrc is-live=true pattern=ball num-buffers=120 \
+         ! video/x-raw,width=320,height=240,framerate=30/1 \
+         ! rtencodebin name=enc codec=av1 prefer-hardware=false bitrate=1000 key-frame-interval=1000 \
+         ! fakesink name=sink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let bin = pipeline.by_name("enc").unwrap();
+    let seen: std::sync::Arc<std::sync::Mutex<Seen>> = Default::default();
+    let s = seen.clone();
+    bin.static_pad("src").unwrap().add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            let mut s = s.lock().unwrap();
+            match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => {
+                    let frame = b.pts().map_or(0, |p| p.nseconds() * 30 / 1_000_000_000);
+                    s.0.push((frame, !b.flags().contains(gst::BufferFlags::DELTA_UNIT)));
+                }
+                Some(gst::PadProbeData::Event(e)) => {
+                    if let gst::EventView::Caps(c) = e.view() {
+                        s.1.push(
+                            c.caps()
+                                .structure(0)
+                                .and_then(|st| st.get::<String>("level").ok())
+                                .unwrap_or_default(),
+                        );
+                    }
+                }
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let mut changes = 0u32;
+    let started = std::time::Instant::now();
+    let mut next_change = started;
+    let end = loop {
+        // A change every 100 ms of wall clock while the live source plays.
+        if std::time::Instant::now() >= next_change && changes < 40 {
+            changes += 1;
+            bin.set_property(
+                "bitrate",
+                if changes.is_multiple_of(2) {
+                    1000u32
+                } else {
+                    2000u32
+                },
+            );
+            next_change += std::time::Duration::from_millis(100);
+        }
+        if let Some(msg) = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(10),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        ) {
+            break msg;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no EOS"
+        );
+    };
+    assert!(matches!(end.view(), gst::MessageView::Eos(_)), "{end:?}");
+    let encoder = child(&bin, "rtav1enc");
+    let final_bitrate = encoder.property::<u32>("bitrate");
+    pipeline.set_state(gst::State::Null).unwrap();
+    let (buffers, levels) = seen.lock().unwrap().clone();
+    let keys: Vec<u64> = buffers.iter().filter(|b| b.1).map(|b| b.0).collect();
+    eprintln!(
+        "{changes} bitrate changes in {:?}; {} frames; key frames at {keys:?}; caps levels {levels:?}",
+        started.elapsed(),
+        buffers.len()
+    );
+    assert!(changes >= 30, "the storm lasted: {changes} changes");
+    assert_eq!(
+        final_bitrate,
+        if changes.is_multiple_of(2) {
+            1000
+        } else {
+            2000
+        },
+        "every change reached the encoder"
+    );
+    assert_eq!(buffers.len(), 120, "every frame encoded once");
+    assert!(
+        keys.windows(2).all(|w| w[1] - w[0] >= 30),
+        "key frames closer than the 1 s bitrate-change-interval: {keys:?}"
+    );
+    // 120 frames = 4 s: the first key frame and at most one restart per second.
+    assert!(keys.len() <= 4, "{keys:?}");
+    assert!(
+        keys.len() >= 2,
+        "the changes were applied (a restart is a key frame): {keys:?}"
+    );
+    assert!(!levels.is_empty());
+    assert!(
+        levels.iter().all(|l| *l == levels[0]),
+        "the level changed mid-session: {levels:?}"
+    );
+}
