@@ -52,8 +52,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   printf '%s' "$wanted" > "$stamp"
 fi
 
-# Real inference peers for inferclient's tests, each in its own venv (their pins conflict).
-for peer in mlserver runpod; do
+# Real inference peers for inferclient's tests, and moto's S3 server for cliprecorder's,
+# each in its own venv (their pins conflict).
+for peer in mlserver runpod moto; do
   wanted="$(cat "scripts/peers-$peer.txt")"
   stamp=".venv-$peer/.requirements-installed"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then

@@ -24,6 +24,7 @@ pub const ELEMENT_NAMES: &[&str] = &[
     "rtmpserversrc",
     "webrtcserve",
     "ffmpegsrc",
+    "cliprecorder",
 ];
 
 /// Plugin files of the collection start with this prefix (`libgstrtai*.so`).
