@@ -301,6 +301,73 @@ fn speech_segments_get_their_transcripts_and_scores() {
     assert_eq!(of_type(&events, "clip").len(), 1);
 }
 
+/// The demo's shape: inferclient (output=text) forwards specvadgate's segment
+/// events and prosodymeter's `rtai-prosody` events on the transcript pad. The
+/// second segment is an octave higher, 10 dB louder and twice as fast as the
+/// speaker's first: every prosody signal is 1 and it makes a clip; a malformed
+/// prosody event is counted and ignored.
+#[test]
+fn prosody_against_the_speakers_baseline_raises_the_score() {
+    let rig = Rig::new(&[("transcript-wait", 5000u32.to_value())], &[TEXT]);
+    let prosody = |id: u64, f0: f64, level: f64, rate: f64| {
+        rtai_core::prosody::Prosody {
+            segment_id: id,
+            duration: 2 * S,
+            f0_mean: f0,
+            f0_min: 0.9 * f0,
+            f0_max: 1.1 * f0,
+            level_db: level,
+            syllables: (2.0 * rate) as u32,
+            rate,
+            voiced_ratio: 0.6,
+        }
+        .to_event()
+    };
+    for (id, f0, level, rate) in [(1u64, 110.0, -30.0, 3.0), (2, 220.0, -20.0, 6.0)] {
+        let start = id * 10 * S;
+        rig.event(
+            0,
+            SegmentEvent::Start {
+                id,
+                running_time: gst::ClockTime::from_nseconds(start),
+                lookback: gst::ClockTime::ZERO,
+            }
+            .to_event(),
+        );
+        rig.event(0, SegmentEvent::Commit { id }.to_event());
+        rig.event(0, prosody(id, f0, level, rate));
+        rig.push(0, text_buffer(start, "the weather is fine", Some(id)));
+        rig.event(0, SegmentEvent::End { id }.to_event());
+    }
+    let bad = gst::Structure::builder("rtai-prosody")
+        .field("segment-id", 2u64)
+        .build();
+    rig.event(0, gst::event::CustomDownstream::new(bad));
+    let events = rig.events();
+    let malformed = rig
+        .sink
+        .property::<gst::Structure>("stats")
+        .get::<u64>("malformed")
+        .unwrap();
+    rig.eos();
+    rig.stop();
+    let speech = of_type(&events, "speech");
+    assert_eq!(speech.len(), 2, "{events:#?}");
+    assert_eq!(speech[0]["clip_worthy_score"], 0.0, "the baseline itself");
+    let excited = speech[1];
+    assert_eq!(
+        excited["data"]["signals"],
+        serde_json::json!({"keyword": [], "energy": 1.0, "rate": 1.0, "pitch": 1.0})
+    );
+    assert_eq!(excited["data"]["prosody"]["f0_mean_hz"], 220.0);
+    assert_eq!(excited["data"]["prosody"]["syllables_per_second"], 6.0);
+    assert_eq!(excited["clip_worthy_score"], 0.784);
+    let clips = of_type(&events, "clip");
+    assert_eq!(clips.len(), 1);
+    assert_eq!(clips[0]["data"]["source"], excited["event_id"]);
+    assert_eq!(malformed, 1);
+}
+
 #[test]
 fn a_segment_without_transcript_is_emitted_after_the_wait() {
     let rig = Rig::new(&[("transcript-wait", 100u32.to_value())], &[AUDIO]);

@@ -12,14 +12,17 @@
 //! | object_appear | `count_spike`: objects in the frame above their moving average, (n − avg)/max(avg, 1) | 0.5 |
 //! | object_appear | × (0.5 + 0.5·confidence) | |
 //! | speech | `keyword`: a `keywords` entry in the transcript | 0.8 |
-//! | speech | `energy`: segment level above the stream's speech average, dB/10 | 0.4 |
-//! | speech | `rate`: (words/s − 2.5)/2 (fast, excited speech) | 0.4 |
+//! | speech | `energy`: segment level above the speaker's running average, dB/10 | 0.4 |
+//! | speech | `rate`: with prosody, syllables/s above the speaker's running average, (r/avg − 1)/0.5; without, (words/s − 2.5)/2 | 0.4 |
+//! | speech | `pitch`: F0 mean above the speaker's running average, semitones/4 | 0.4 |
 //! | scene | `keyword` in the caption | 0.8 |
 //! | scene | `novelty`: 1 − word overlap (Jaccard) with the previous caption | 0.5 |
 //! | object_leave | none (0) | |
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
+
+use rtai_core::prosody::Prosody;
 
 pub use crate::event::{Event, EventKind, TimeSource};
 use crate::event::{SCHEMA_VERSION, new_event_id, now_ms, rfc3339_ms};
@@ -97,6 +100,8 @@ struct Speech {
     level_sum_db: f64,
     level_frames: u64,
     transcript: Option<(String, Option<f64>, Option<String>)>,
+    /// What prosodymeter measured (its `rtai-prosody` event).
+    prosody: Option<Prosody>,
 }
 
 #[derive(Debug, Default)]
@@ -107,6 +112,9 @@ struct StreamAgg {
     speech: HashMap<u64, Speech>,
     /// Running average of committed segments' levels (dBFS).
     speech_db_avg: Option<f64>,
+    /// Running averages of the speaker's F0 mean (Hz) and syllable rate (1/s).
+    pitch_avg: Option<f64>,
+    syllable_rate_avg: Option<f64>,
     last_caption: Option<String>,
     last_clip_end: Option<u64>,
     /// Set by [`Aggregator::set_source_id`]; `<pipeline>/<stream>` until then.
@@ -368,6 +376,7 @@ impl Aggregator {
                 level_sum_db: 0.0,
                 level_frames: 0,
                 transcript: None,
+                prosody: None,
             },
         );
     }
@@ -418,6 +427,29 @@ impl Aggregator {
                     s.level_frames += 1;
                 }
             }
+        }
+    }
+
+    /// The prosody of a segment (prosodymeter's `rtai-prosody` event), on this
+    /// stream or, for a segment that started on another pad, on that one.
+    pub fn prosody(&mut self, stream: &str, p: Prosody) {
+        let owner = if self
+            .streams
+            .get(stream)
+            .is_some_and(|a| a.speech.contains_key(&p.segment_id))
+        {
+            Some(stream.to_string())
+        } else {
+            self.streams
+                .iter()
+                .find(|(_, a)| a.speech.contains_key(&p.segment_id))
+                .map(|(k, _)| k.clone())
+        };
+        if let Some(s) = owner
+            .and_then(|o| self.streams.get_mut(&o))
+            .and_then(|a| a.speech.get_mut(&p.segment_id))
+        {
+            s.prosody = Some(p);
         }
     }
 
@@ -484,6 +516,7 @@ impl Aggregator {
                 level_sum_db: 0.0,
                 level_frames: 0,
                 transcript: Some((text.to_string(), confidence, model)),
+                prosody: None,
             },
         );
         let mut out = self.finish_speech(stream, id);
@@ -506,7 +539,11 @@ impl Aggregator {
             Some((t, c, m)) => (Some(t), c, m),
             None => (None, None, None),
         };
-        let level = (s.level_frames > 0).then(|| s.level_sum_db / s.level_frames as f64);
+        let prosody = s.prosody.clone();
+        let level = match &prosody {
+            Some(p) => Some(p.level_db),
+            None => (s.level_frames > 0).then(|| s.level_sum_db / s.level_frames as f64),
+        };
         let energy = match (level, agg.speech_db_avg) {
             (Some(l), Some(avg)) => ((l - avg) / 10.0).clamp(0.0, 1.0),
             _ => 0.0,
@@ -527,10 +564,34 @@ impl Aggregator {
         } else {
             0.0
         };
-        let rate = if seconds > 0.0 {
-            ((rate_wps - 2.5) / 2.0).clamp(0.0, 1.0)
-        } else {
-            0.0
+        // Against the speaker's own running baselines (prosody), each updated after scoring.
+        let mut pitch = 0.0;
+        let mut prosody_rate = None;
+        if let Some(p) = &prosody {
+            if p.f0_mean > 0.0 {
+                if let Some(avg) = agg.pitch_avg {
+                    pitch = (12.0 * (p.f0_mean / avg).log2() / 4.0).clamp(0.0, 1.0);
+                }
+                agg.pitch_avg = Some(match agg.pitch_avg {
+                    Some(a) => 0.8 * a + 0.2 * p.f0_mean,
+                    None => p.f0_mean,
+                });
+            }
+            if p.syllables > 0 && p.rate > 0.0 {
+                prosody_rate = Some(match agg.syllable_rate_avg {
+                    Some(avg) => ((p.rate / avg - 1.0) / 0.5).clamp(0.0, 1.0),
+                    None => 0.0,
+                });
+                agg.syllable_rate_avg = Some(match agg.syllable_rate_avg {
+                    Some(a) => 0.8 * a + 0.2 * p.rate,
+                    None => p.rate,
+                });
+            }
+        }
+        let rate = match prosody_rate {
+            Some(r) => r,
+            None if seconds > 0.0 => ((rate_wps - 2.5) / 2.0).clamp(0.0, 1.0),
+            None => 0.0,
         };
         let hits: Vec<&String> = self
             .cfg
@@ -544,12 +605,20 @@ impl Aggregator {
             })
             .collect();
         let keyword = if hits.is_empty() { 0.0 } else { 1.0 };
-        let score = noisy_or(&[(0.8, keyword), (0.4, energy), (0.4, rate)]);
-        let data = serde_json::json!({
+        let score = noisy_or(&[(0.8, keyword), (0.4, energy), (0.4, rate), (0.4, pitch)]);
+        let mut data = serde_json::json!({
             "segment_id": id,
-            "signals": { "keyword": hits, "energy": energy, "rate": rate },
+            "signals": { "keyword": hits, "energy": energy, "rate": rate, "pitch": pitch },
             "level_dbfs": level, "words_per_second": rate_wps, "model": model,
         });
+        if let Some(p) = &prosody {
+            data["prosody"] = serde_json::json!({
+                "f0_mean_hz": p.f0_mean, "f0_min_hz": p.f0_min, "f0_max_hz": p.f0_max,
+                "f0_range_semitones": p.f0_range_semitones(), "level_dbfs": p.level_db,
+                "syllables": p.syllables, "syllables_per_second": p.rate,
+                "voiced_ratio": p.voiced_ratio,
+            });
+        }
         let ev = self.make(
             stream,
             EventKind::Speech,
@@ -865,6 +934,77 @@ mod tests {
         assert_eq!(by_id(1).data["signals"]["energy"], 0.0);
         assert_eq!(by_id(2).data["signals"]["energy"], 1.0);
         assert!((by_id(2).clip_worthy_score - 0.4).abs() < 1e-9);
+    }
+
+    fn prosody(id: u64, f0: f64, db: f64, rate: f64) -> Prosody {
+        Prosody {
+            segment_id: id,
+            duration: 2 * S,
+            f0_mean: f0,
+            f0_min: f0 * 0.8,
+            f0_max: f0 * 1.2,
+            level_db: db,
+            syllables: (rate * 2.0) as u32,
+            rate,
+            voiced_ratio: 0.5,
+        }
+    }
+
+    /// Speech loud, fast or high against the speaker's running baseline (the
+    /// segments before it on the stream) scores; the same speech as the
+    /// baseline does not. A prosody event for the audio pad's segment may come
+    /// on another pad.
+    #[test]
+    fn loud_fast_high_pitched_speech_against_the_baseline_is_clip_worthy() {
+        let mut a = agg();
+        let speak = |a: &mut Aggregator, id: u64, p: Prosody| -> Vec<Event> {
+            a.segment_start("a", id, id * 10 * S);
+            a.segment_commit("a", id);
+            a.prosody("t", p);
+            a.segment_end("a", id, id * 10 * S + 2 * S);
+            a.transcript("t", Some(id), "it is a calm day", 0, None, None, None)
+        };
+        // Baseline: 120 Hz, -30 dBFS, 3 syllables/s.
+        let first = speak(&mut a, 1, prosody(1, 120.0, -30.0, 3.0));
+        assert_eq!(first[0].clip_worthy_score, 0.0, "no baseline yet");
+        let calm = speak(&mut a, 2, prosody(2, 120.0, -30.0, 3.0));
+        assert_eq!(calm[0].clip_worthy_score, 0.0);
+        assert_eq!(calm[0].data["prosody"]["f0_mean_hz"], 120.0);
+        // One octave up (12 st → 1), 10 dB louder (1), twice as fast (1).
+        let excited = speak(&mut a, 3, prosody(3, 240.0, -20.0, 6.0));
+        let sig = &excited[0].data["signals"];
+        assert_eq!(
+            (
+                sig["pitch"].as_f64(),
+                sig["energy"].as_f64(),
+                sig["rate"].as_f64()
+            ),
+            (Some(1.0), Some(1.0), Some(1.0))
+        );
+        // 1 − 0.6³
+        assert!(
+            (excited[0].clip_worthy_score - 0.784).abs() < 1e-9,
+            "{}",
+            excited[0].clip_worthy_score
+        );
+        assert_eq!(excited.last().unwrap().kind, EventKind::Clip);
+        assert_eq!(excited[0].data["level_dbfs"], -20.0);
+        // Pitch alone, two semitones up from the running average: 0.5 · 0.4.
+        let mut b = agg();
+        speak(&mut b, 1, prosody(1, 200.0, -30.0, 3.0));
+        let up = speak(
+            &mut b,
+            2,
+            prosody(2, 200.0 * 2f64.powf(2.0 / 12.0), -30.0, 3.0),
+        );
+        assert!(
+            (up[0].clip_worthy_score - 0.2).abs() < 1e-6,
+            "{}",
+            up[0].clip_worthy_score
+        );
+        // Lower, quieter, slower: nothing.
+        let down = speak(&mut b, 3, prosody(3, 150.0, -40.0, 2.0));
+        assert_eq!(down[0].clip_worthy_score, 0.0);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
+use rtai_core::prosody::Prosody;
 use rtai_core::{InferenceResult, SegmentEvent, SegmentIdMeta};
 use tokio::sync::{broadcast, mpsc};
 
@@ -526,6 +527,15 @@ impl AnalyticsSink {
             gst::EventView::CustomDownstream(_) | gst::EventView::CustomDownstreamOob(_) => {
                 if let Some(seg) = SegmentEvent::parse(&event) {
                     self.segment_event(pad, seg);
+                } else if let Some(p) = Prosody::parse(&event) {
+                    gst::debug!(CAT, obj = pad, "{p:?}");
+                    if let Some(state) = self.state.lock().unwrap().as_mut() {
+                        state.agg.prosody(&stream, p);
+                    }
+                } else if let Some(s) = event.structure()
+                    && s.name() == rtai_core::prosody::EVENT_PROSODY
+                {
+                    self.malformed(pad, &format!("prosody event {s}"));
                 } else if let Some(s) = event.structure()
                     && s.name().starts_with("rtai-segment-")
                 {
