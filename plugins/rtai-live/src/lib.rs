@@ -2,17 +2,22 @@
 //! rtai live plugin: `rtmpserversrc`, a listening RTMP server source for OBS,
 //! ffmpeg and `rtmp2sink` publishers with stream keys (docs/rtmpserversrc.md).
 //!
+//! `abrsink`: an ABR ladder packaged as CMAF and served as HLS (LL-HLS optional)
+//! and DASH (docs/abrsink.md).
+//!
 //! The RTMP server itself (listeners shared per address, sessions, stream-key
 //! checks) lives in [`rtmp`], so the delivery elements of this plugin can use it too.
 
 use gst::glib;
 
+pub mod abrsink;
 pub mod delivery;
 pub mod rtmp;
 mod rtmpserversrc;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    rtmpserversrc::register(plugin)
+    rtmpserversrc::register(plugin)?;
+    abrsink::register(plugin)
 }
 
 gst::plugin_define!(

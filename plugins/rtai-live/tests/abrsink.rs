@@ -1,0 +1,550 @@
+//! abrsink end to end: a 720p test source → a 3-rung ladder → CMAF → HLS and
+//! DASH served over HTTP. ffprobe checks every rendition (resolution, codec,
+//! key frames at the same PTS in every rendition, segment durations); the
+//! playlists, the MPD (parsed as XML), EOS (ENDLIST, static MPD), LL-HLS parts
+//! with blocking reload, hostile requests, and two elements sharing one server.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+fn init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstrtailive::plugin_register_static().unwrap();
+        gstrtaiencode::plugin_register_static().unwrap();
+    });
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// A raw HTTP/1.1 GET (the path is sent exactly as given, `..` included).
+fn get(port: u16, path: &str) -> Reply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    Reply {
+        status,
+        headers: head,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+struct Rig {
+    pipeline: gst::Pipeline,
+    sink: gst::Element,
+}
+
+impl Rig {
+    fn start(description: &str) -> Rig {
+        init();
+        let pipeline = gst::parse::launch(description)
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        let sink = pipeline.by_name("abr").unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        Rig { pipeline, sink }
+    }
+
+    fn port(&self) -> u16 {
+        self.sink.property::<u32>("bound-port") as u16
+    }
+
+    /// Waits for EOS (or fails on an error) within `timeout`.
+    fn wait_eos(&self, timeout: Duration) {
+        let bus = self.pipeline.bus().unwrap();
+        let msg = bus
+            .timed_pop_filtered(
+                gst::ClockTime::from_nseconds(timeout.as_nanos() as u64),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            )
+            .expect("EOS in time");
+        if let gst::MessageView::Error(e) = msg.view() {
+            panic!("pipeline error: {} ({:?})", e.error(), e.debug());
+        }
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn extinf(playlist: &str) -> Vec<(f64, String)> {
+    let lines: Vec<&str> = playlist.lines().collect();
+    lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let d = l.strip_prefix("#EXTINF:")?.trim_end_matches(',');
+            Some((d.parse().unwrap(), lines[i + 1].to_string()))
+        })
+        .collect()
+}
+
+fn attr<'a>(line: &'a str, name: &str) -> &'a str {
+    let start = line
+        .find(&format!("{name}="))
+        .unwrap_or_else(|| panic!("{name} in {line}"))
+        + name.len()
+        + 1;
+    let rest = &line[start..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        &quoted[..quoted.find('"').unwrap()]
+    } else {
+        rest.split(',').next().unwrap()
+    }
+}
+
+struct Probe {
+    width: u64,
+    height: u64,
+    codec: String,
+    keyframes: Vec<f64>,
+}
+
+fn ffprobe(file: &Path) -> Probe {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .arg("stream=width,height,codec_name:packet=pts_time,flags")
+        .args(["-of", "json"])
+        .arg(file)
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stream = &v["streams"][0];
+    let keyframes = v["packets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["flags"].as_str().unwrap_or("").starts_with('K'))
+        .map(|p| p["pts_time"].as_str().unwrap().parse::<f64>().unwrap())
+        .collect();
+    Probe {
+        width: stream["width"].as_u64().unwrap(),
+        height: stream["height"].as_u64().unwrap(),
+        codec: stream["codec_name"].as_str().unwrap().to_string(),
+        keyframes,
+    }
+}
+
+/// 720p30 for 5 s into the default-style ladder with a 360p rung: 1080p is
+/// skipped, 720p/480p/360p built; everything checked after EOS (the server
+/// keeps serving until the element stops).
+#[test]
+fn ladder_is_aligned_served_and_ended() {
+    let rig = Rig::start(
+        "videotestsrc num-buffers=150 pattern=ball ! video/x-raw,width=1280,height=720,framerate=30/1 \
+         ! abrsink name=abr ladder=1080p:5000,720p:2800,480p:1400,360p:800 listen=127.0.0.1:0 \
+           stream=cam1 playlist-length=10 prefer-hardware=false \
+         audiotestsrc num-buffers=235 samplesperbuffer=1024 ! audio/x-raw,rate=48000 ! abr.audio",
+    );
+    let port = rig.port();
+    assert_ne!(port, 0);
+    rig.wait_eos(Duration::from_secs(60));
+    assert_eq!(
+        rig.sink.property::<String>("renditions"),
+        "720p:1280x720:2800,480p:854x480:1400,360p:640x360:800,audio:aac:128"
+    );
+
+    // Master playlist.
+    let master = get(port, "/hls/cam1/master.m3u8");
+    assert_eq!(master.status, 200);
+    assert_eq!(
+        master.header("content-type").as_deref(),
+        Some("application/vnd.apple.mpegurl")
+    );
+    assert_eq!(master.header("cache-control").as_deref(), Some("no-cache"));
+    assert_eq!(
+        master.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    let text = master.text();
+    let inf: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-STREAM-INF:"))
+        .collect();
+    assert_eq!(inf.len(), 3, "{text}");
+    let mut expected = vec![(1280, 720), (854, 480), (640, 360)].into_iter();
+    for line in &inf {
+        let (w, h) = expected.next().unwrap();
+        assert_eq!(attr(line, "RESOLUTION"), format!("{w}x{h}"));
+        let bw: u64 = attr(line, "BANDWIDTH").parse().unwrap();
+        let avg: u64 = attr(line, "AVERAGE-BANDWIDTH").parse().unwrap();
+        assert!(avg > 0 && avg <= bw, "{line}");
+        let codecs = attr(line, "CODECS");
+        assert!(
+            codecs.starts_with("avc1.") && codecs.ends_with(",mp4a.40.2"),
+            "{line}"
+        );
+        // 4:2:0 profiles only (baseline 42, main 4D, high 64): what every browser decodes.
+        assert!(
+            ["avc1.42", "avc1.4D", "avc1.64"]
+                .iter()
+                .any(|p| codecs.starts_with(p)),
+            "{line}"
+        );
+        assert_eq!(attr(line, "FRAME-RATE"), "30.000");
+        assert_eq!(attr(line, "AUDIO"), "aac");
+    }
+    assert!(
+        text.contains("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aac\""),
+        "{text}"
+    );
+    // A session id is handed out on every rendition URI.
+    let session = text
+        .lines()
+        .find(|l| l.starts_with("720p/index.m3u8"))
+        .and_then(|l| l.split_once("?session="))
+        .map(|(_, s)| s.to_string());
+
+    let dir = tempdir();
+    let mut keyframes = Vec::new();
+    for (name, w, h) in [("720p", 1280, 720), ("480p", 854, 480), ("360p", 640, 360)] {
+        let q = session
+            .as_ref()
+            .map(|s| format!("?session={s}"))
+            .unwrap_or_default();
+        let playlist = get(port, &format!("/hls/cam1/{name}/index.m3u8{q}"));
+        assert_eq!(playlist.status, 200);
+        let p = playlist.text();
+        assert!(p.ends_with("#EXT-X-ENDLIST\n"), "{p}");
+        assert!(p.contains("#EXT-X-MAP:URI=\"init.mp4"), "{p}");
+        let segs = extinf(&p);
+        assert!(segs.len() >= 4, "{p}");
+        // Every segment but the last (cut by EOS) within ±10 % of 1 s.
+        for (d, uri) in &segs[..segs.len() - 1] {
+            assert!((0.9..=1.1).contains(d), "{name} {uri}: {d} s\n{p}");
+        }
+        let init = get(port, &format!("/hls/cam1/{name}/init.mp4"));
+        assert_eq!(init.status, 200);
+        assert_eq!(init.header("content-type").as_deref(), Some("video/mp4"));
+        let mut file = init.body.clone();
+        for (_, uri) in &segs {
+            let seg = get(port, &format!("/hls/cam1/{name}/{uri}"));
+            assert_eq!(seg.status, 200, "{uri}");
+            assert!(seg.header("cache-control").unwrap().contains("max-age"));
+            file.extend_from_slice(&seg.body);
+        }
+        let path = dir.join(format!("{name}.mp4"));
+        std::fs::write(&path, &file).unwrap();
+        let probe = ffprobe(&path);
+        assert_eq!((probe.width, probe.height), (w, h), "{name}");
+        assert_eq!(probe.codec, "h264");
+        assert!(
+            probe.keyframes.len() >= segs.len(),
+            "{name}: {:?}",
+            probe.keyframes
+        );
+        keyframes.push((name, probe.keyframes));
+    }
+    // The same key frame times in every rendition (to the millisecond).
+    let as_ms = |k: &Vec<f64>| {
+        k.iter()
+            .map(|t| (t * 1000.0).round() as i64)
+            .collect::<BTreeSet<_>>()
+    };
+    let reference = as_ms(&keyframes[0].1);
+    for (name, k) in &keyframes[1..] {
+        assert_eq!(as_ms(k), reference, "{name} key frames differ from 720p");
+    }
+    println!("key frames (s) in all renditions: {:?}", keyframes[0].1);
+
+    // Audio rendition.
+    let audio = get(port, "/hls/cam1/audio/index.m3u8").text();
+    assert!(
+        audio.ends_with("#EXT-X-ENDLIST\n") && extinf(&audio).len() >= 4,
+        "{audio}"
+    );
+    let a_init = get(port, "/hls/cam1/audio/init.mp4");
+    assert_eq!(a_init.header("content-type").as_deref(), Some("audio/mp4"));
+
+    // The MPD after EOS: static, parses, names what dash.js needs.
+    let mpd = get(port, "/dash/cam1/manifest.mpd");
+    assert_eq!(mpd.status, 200);
+    assert_eq!(
+        mpd.header("content-type").as_deref(),
+        Some("application/dash+xml")
+    );
+    let xml = mpd.text();
+    let doc = roxmltree::Document::parse(&xml).expect("the MPD is XML");
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "MPD");
+    assert_eq!(root.attribute("type"), Some("static"), "{xml}");
+    assert!(root.attribute("mediaPresentationDuration").is_some());
+    assert!(root.attribute("profiles").unwrap().contains("isoff-live"));
+    let reps: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("Representation"))
+        .collect();
+    assert_eq!(reps.len(), 4, "{xml}");
+    for rep in &reps {
+        for a in ["id", "bandwidth", "codecs"] {
+            assert!(rep.attribute(a).is_some(), "{a} on {rep:?}");
+        }
+        let template = rep
+            .children()
+            .find(|n| n.has_tag_name("SegmentTemplate"))
+            .expect("a SegmentTemplate per Representation");
+        for a in ["timescale", "initialization", "media", "startNumber"] {
+            assert!(template.attribute(a).is_some(), "{a}");
+        }
+        let timeline: Vec<_> = template
+            .descendants()
+            .filter(|n| n.has_tag_name("S"))
+            .collect();
+        assert!(timeline.len() >= 4);
+        // The DASH URLs resolve to the same segments as HLS.
+        let id = rep.attribute("id").unwrap();
+        let start: u64 = template.attribute("startNumber").unwrap().parse().unwrap();
+        let media = template
+            .attribute("media")
+            .unwrap()
+            .replace("$Number$", &start.to_string());
+        let d = get(port, &format!("/dash/cam1/{media}"));
+        let h = get(port, &format!("/hls/cam1/{id}/seg{start}.m4s"));
+        assert_eq!(d.status, 200);
+        assert_eq!(d.body, h.body);
+    }
+    for rep in reps.iter().filter(|r| r.attribute("width").is_some()) {
+        assert!(rep.attribute("height").is_some() && rep.attribute("frameRate").is_some());
+    }
+}
+
+/// Hostile and wrong requests get a 4xx and never a file from outside the stream.
+#[test]
+fn bad_requests_get_4xx() {
+    let rig = Rig::start(
+        "videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=30/1 \
+         ! abrsink name=abr ladder=240p:300 listen=127.0.0.1:0 stream=s1 prefer-hardware=false",
+    );
+    let port = rig.port();
+    // Served at all (waits for the first segment).
+    assert_eq!(get(port, "/hls/s1/master.m3u8").status, 200);
+    let huge = format!("/hls/s1/master.m3u8?session={}", "a".repeat(10_000));
+    let cases = [
+        "/hls/../../etc/passwd",
+        "/hls/s1/../../../etc/passwd",
+        "/hls/%2e%2e/%2e%2e/etc/passwd",
+        "/hls/s1/%2e%2e/%2e%2e%2fetc%2fpasswd",
+        "/hls/s1/240p/..%2f..%2f..%2fetc%2fpasswd",
+        "/hls/s1/240p/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/hls/s1/..%5c..%5cetc%5cpasswd/index.m3u8",
+        "/dash/s1/240p/..%2fmanifest.mpd",
+        "/hls/nope/master.m3u8",
+        "/dash/nope/manifest.mpd",
+        "/watch/nope",
+        "/hls/s1/1080p/index.m3u8",
+        "/hls/s1/240p/seg999999.m4s",
+        "/hls/s1/240p/seg-1.m4s",
+        "/hls/s1/240p/index.m3u8?_HLS_msn=abc",
+        "/static/..%2f..%2fCargo.toml",
+        "/static/passwd",
+        huge.as_str(),
+    ];
+    for path in cases {
+        let r = get(port, path);
+        assert!(
+            (400..500).contains(&r.status),
+            "{path}: status {} {}",
+            r.status,
+            r.text()
+        );
+        assert!(!r.text().contains("root:"), "{path} leaked a file");
+    }
+    assert_eq!(get(port, &huge).status, 414);
+    // CORS preflight.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "OPTIONS /hls/s1/master.m3u8 HTTP/1.1\r\nHost: x\r\nOrigin: http://a\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 204"), "{raw}");
+    assert!(
+        raw.to_lowercase()
+            .contains("access-control-allow-origin: *"),
+        "{raw}"
+    );
+}
+
+/// LL-HLS: parts, a preload hint, and a blocking reload that returns once the
+/// asked-for part exists; a request too far ahead is refused.
+#[test]
+fn low_latency_parts_and_blocking_reload() {
+    let rig = Rig::start(
+        "videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=30/1 \
+         ! abrsink name=abr ladder=240p:300 listen=127.0.0.1:0 stream=ll low-latency=true \
+           part-duration=200 prefer-hardware=false",
+    );
+    let port = rig.port();
+    let p = get(port, "/hls/ll/240p/index.m3u8").text();
+    assert!(
+        p.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES"),
+        "{p}"
+    );
+    assert!(p.contains("#EXT-X-PART-INF:PART-TARGET=0.200"), "{p}");
+    assert!(p.contains("#EXT-X-PART:DURATION="), "{p}");
+    let hint = p
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+        .expect("a preload hint")
+        .trim_end_matches('"')
+        .to_string();
+    // part<msn>.<i>.m4s
+    let (msn, part) = hint
+        .strip_prefix("part")
+        .and_then(|s| s.strip_suffix(".m4s"))
+        .and_then(|s| s.split_once('.'))
+        .unwrap();
+    let t = Instant::now();
+    let blocked = get(
+        port,
+        &format!("/hls/ll/240p/index.m3u8?_HLS_msn={msn}&_HLS_part={part}"),
+    );
+    let waited = t.elapsed();
+    assert_eq!(blocked.status, 200);
+    assert!(
+        blocked
+            .text()
+            .contains(&format!("URI=\"part{msn}.{part}.m4s\"")),
+        "the blocking reload returned without the part: {}",
+        blocked.text()
+    );
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    // The preload-hinted part itself is served (blocking until it exists).
+    let next_part: usize = part.parse::<usize>().unwrap() + 1;
+    let r = get(port, &format!("/hls/ll/240p/part{msn}.{next_part}.m4s"));
+    assert!(r.status == 200 || r.status == 404, "{}", r.status);
+    let far: u64 = msn.parse::<u64>().unwrap() + 50;
+    assert_eq!(
+        get(port, &format!("/hls/ll/240p/index.m3u8?_HLS_msn={far}")).status,
+        400
+    );
+    // Parts of a segment concatenate to it: check the whole segment of the first complete msn.
+    let p = get(port, "/hls/ll/240p/index.m3u8").text();
+    let (_, first_seg) = extinf(&p)[0].clone();
+    let seq: u64 = first_seg
+        .trim_start_matches("seg")
+        .trim_end_matches(".m4s")
+        .parse()
+        .unwrap();
+    let seg = get(port, &format!("/hls/ll/240p/seg{seq}.m4s")).body;
+    let mut joined = Vec::new();
+    for i in 0.. {
+        let r = get(port, &format!("/hls/ll/240p/part{seq}.{i}.m4s"));
+        if r.status != 200 {
+            break;
+        }
+        joined.extend_from_slice(&r.body);
+    }
+    assert_eq!(joined, seg, "parts of seg{seq} do not add up to it");
+}
+
+/// Two elements with the same `listen` share one server; the second name is
+/// served next to the first; a duplicate name is refused at start.
+#[test]
+fn elements_share_one_server() {
+    let a = Rig::start(
+        "videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=30/1 \
+         ! abrsink name=abr ladder=240p:300 listen=127.0.0.1:0 stream=one prefer-hardware=false",
+    );
+    let port = a.port();
+    let b = Rig::start(&format!(
+        "videotestsrc is-live=true pattern=snow ! video/x-raw,width=320,height=240,framerate=30/1 \
+         ! abrsink name=abr ladder=240p:300 listen=127.0.0.1:{port} stream=two prefer-hardware=false"
+    ));
+    assert_eq!(b.port(), port);
+    assert_eq!(get(port, "/hls/one/master.m3u8").status, 200);
+    assert_eq!(get(port, "/hls/two/master.m3u8").status, 200);
+    let page = get(port, "/watch/two");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("/hls/\" + stream") || page.text().contains("\"two\""));
+    // Same name on the same server: the state change fails with a clear error.
+    init();
+    let dup = gst::parse::launch(&format!(
+        "videotestsrc ! abrsink name=abr listen=127.0.0.1:{port} stream=one"
+    ))
+    .unwrap();
+    assert!(dup.set_state(gst::State::Playing).is_err());
+    let msg = dup
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+        .unwrap();
+    if let gst::MessageView::Error(e) = msg.view() {
+        assert!(
+            e.error().to_string().contains("already served"),
+            "{}",
+            e.error()
+        );
+    }
+    let _ = dup.set_state(gst::State::Null);
+    // A bad ladder is refused with a clear error.
+    let bad = gst::parse::launch("videotestsrc ! abrsink ladder=720p listen=127.0.0.1:0").unwrap();
+    assert!(bad.set_state(gst::State::Playing).is_err());
+    let msg = bad
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+        .unwrap();
+    if let gst::MessageView::Error(e) = msg.view() {
+        assert!(
+            e.error().to_string().contains("invalid ladder"),
+            "{}",
+            e.error()
+        );
+    }
+    let _ = bad.set_state(gst::State::Null);
+    drop(a);
+    drop(b);
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("abrsink-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
