@@ -22,6 +22,7 @@ pub const ELEMENT_NAMES: &[&str] = &[
     "rtav1depay",
     "rtencodebin",
     "rtmpserversrc",
+    "abrsink",
     "webrtcserve",
     "ffmpegsrc",
     "cliprecorder",
