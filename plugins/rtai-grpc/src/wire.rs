@@ -745,6 +745,7 @@ mod tests {
                             proportion,
                             diff,
                             reset_time,
+                            control_id: String::new(),
                         }
                     },
                 )

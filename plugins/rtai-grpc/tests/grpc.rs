@@ -628,6 +628,7 @@ fn garbage_wrong_version_and_oversized_messages_are_refused_and_the_server_serve
                 stream_id: "t".into(),
                 last_seq: 0,
                 acked_seq: 0,
+                control_acks: false,
             })),
         };
         // 2. A wrong protocol version.
@@ -715,6 +716,7 @@ fn malformed_caps_from_a_client_end_its_call_with_invalid_argument() {
                     stream_id: "bad".into(),
                     last_seq: 0,
                     acked_seq: 0,
+                    control_acks: false,
                 })),
             },
             proto::Downstream {
@@ -1188,6 +1190,7 @@ fn hello(stream_id: &str, last_seq: u64, acked_seq: u64) -> proto::Hello {
         stream_id: stream_id.into(),
         last_seq,
         acked_seq,
+        control_acks: false,
     }
 }
 

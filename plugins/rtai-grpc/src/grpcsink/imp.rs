@@ -8,6 +8,12 @@
 //! are unconfirmed, so a slow receiver slows the sender instead of growing
 //! memory. Data messages are numbered; after a reconnect nothing is resent
 //! (no duplicates) and the receiver reports the gap.
+//!
+//! Control events (segment start/commit/end/cancel, `rtai-control`) carry a
+//! control id when the receiver acks them (its Hello says so): each waits in a
+//! `rtai_core::control::RetryTracker`, is resent after 50 ms without an ack (at
+//! most 3 times, then a `control-undelivered` warning), and its ack posts a
+//! `control-ack` message with the round trip.
 
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
@@ -17,6 +23,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
+use rtai_core::control::{ControlMessage, RetryAction, RetryTracker};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -86,6 +93,17 @@ struct Stats {
     connections: u64,
     disconnects: u64,
     credit_waits: u64,
+    control_acked: u64,
+    control_retries: u64,
+    control_undelivered: u64,
+}
+
+/// A control event waiting for its ack: resent as it was (same seq, same id).
+#[derive(Clone)]
+struct ControlPending {
+    seq: u64,
+    body: proto::downstream::Body,
+    msg: ControlMessage,
 }
 
 #[derive(Default)]
@@ -109,6 +127,10 @@ struct Core {
     /// EOS was confirmed by the receiver: the call is over, no reconnect.
     finished: bool,
     failure: Option<String>,
+    /// Control events sent and not yet acked.
+    control: RetryTracker<ControlPending>,
+    /// The receiver's Hello said it acks control events.
+    peer_acks: bool,
     stats: Stats,
 }
 
@@ -117,6 +139,8 @@ struct Core {
 pub struct Sender {
     core: Mutex<Core>,
     changed: Condvar,
+    /// Wakes the retry task (a control event was sent, a call became ready).
+    control_wake: tokio::sync::Notify,
 }
 
 impl Sender {
@@ -148,6 +172,7 @@ impl Sender {
             stream_id: core.stream_id.clone(),
             last_seq: core.last_seq,
             acked_seq: core.acked_seq,
+            control_acks: false,
         };
         let _ = tx.send(message(0, proto::downstream::Body::Hello(hello)));
         for body in [&core.stream_start, &core.caps, &core.segment, &core.latency]
@@ -172,7 +197,7 @@ impl Sender {
     /// then let new data flow. Nothing it already has is sent again. Once per call:
     /// a second Hello would resend the window twice (and the receiver, dropping the
     /// copies, would never credit them: the sender would stall).
-    fn resume(&self, id: u64, receiver_last_seq: u64) {
+    fn resume(&self, id: u64, receiver_last_seq: u64, control_acks: bool) {
         let mut core = self.lock();
         if core.conn.as_ref().is_some_and(|c| c.id == id && c.ready) {
             return;
@@ -191,8 +216,24 @@ impl Sender {
             conn.sent_bytes += size;
             let _ = conn.tx.send(message(seq, body));
         }
+        // Control events not acked: out-of-band ones go again (a cancel sent while
+        // no receiver was connected included), serialized ones the receiver already
+        // has go again so that it acks them (copies are not pushed twice).
+        let tx = conn.tx.clone();
         conn.ready = true;
+        core.peer_acks = control_acks;
+        let pending = core.control.resend_all(std::time::Instant::now());
+        for (_, p) in &pending {
+            if p.seq == 0 || p.seq <= from {
+                let _ = tx.send(message(p.seq, p.body.clone()));
+            }
+        }
+        if !control_acks {
+            // This receiver never acks: nothing to wait for.
+            core.control.drain();
+        }
         self.changed.notify_all();
+        self.control_wake.notify_one();
     }
 
     /// Ends call `id` (if it is still the current one) with `status`.
@@ -244,7 +285,41 @@ impl Sender {
                     // would resend everything unconfirmed twice.
                     gst::debug!(CAT, obj = element, "ignoring a second Hello on one call");
                 } else {
-                    self.resume(id, hello.last_seq);
+                    self.resume(id, hello.last_seq, hello.control_acks);
+                }
+            }
+            Some(proto::upstream::Body::ControlAck(ack)) => {
+                let acked = {
+                    let mut core = self.lock();
+                    let acked = core.control.ack(&ack.id, std::time::Instant::now());
+                    if acked.is_some() {
+                        core.stats.control_acked += 1;
+                    }
+                    acked
+                };
+                match acked {
+                    Some(a) => {
+                        gst::debug!(
+                            CAT,
+                            obj = element,
+                            "control {} acked after {:?} ({} retries)",
+                            a.id,
+                            a.round_trip,
+                            a.retries
+                        );
+                        let _ = element.post_message(a.item.msg.ack_message(
+                            element,
+                            "grpc",
+                            a.round_trip,
+                            a.retries,
+                        ));
+                    }
+                    None => gst::debug!(
+                        CAT,
+                        obj = element,
+                        "ignoring an ack for {:?}: not pending (a copy's ack)",
+                        ack.id
+                    ),
                 }
             }
             Some(proto::upstream::Body::Credit(credit)) => {
@@ -298,9 +373,10 @@ impl Sender {
     /// Sends a data message, waiting for a connection and (for buffers) for credit.
     fn send_data(
         &self,
-        body: proto::downstream::Body,
+        mut body: proto::downstream::Body,
         size: u64,
         max_inflight: Option<u64>,
+        control: Option<ControlMessage>,
     ) -> Result<u64, gst::FlowError> {
         let mut core = self.lock();
         let mut waited = false;
@@ -327,6 +403,10 @@ impl Sender {
         }
         core.last_seq += 1;
         let seq = core.last_seq;
+        if let Some(msg) = control {
+            // Registered before it goes out: the ack may come back at once.
+            self.track_control(&mut core, seq, &mut body, msg);
+        }
         core.unacked.push_back((seq, body.clone(), size));
         let conn = core.conn.as_mut().expect("checked above");
         conn.sent_bytes += size;
@@ -351,13 +431,98 @@ impl Sender {
         }
     }
 
-    /// Out-of-band: goes out at once, ahead of anything waiting for credit.
-    fn send_oob(&self, body: proto::downstream::Body) -> bool {
-        let core = self.lock();
+    /// Out-of-band: goes out at once, ahead of anything waiting for credit. A
+    /// control event also waits for its ack (and goes out with the next call if
+    /// no receiver is connected now).
+    fn send_oob(&self, mut body: proto::downstream::Body, control: Option<ControlMessage>) -> bool {
+        let mut core = self.lock();
+        if let Some(msg) = control {
+            self.track_control(&mut core, 0, &mut body, msg);
+            // Before the receiver's Hello, resume() sends it (once) with what is pending.
+            return match core.conn.as_ref().filter(|c| c.ready) {
+                Some(conn) => conn.tx.send(message(0, body)).is_ok(),
+                None => false,
+            };
+        }
         match &core.conn {
             Some(conn) => conn.tx.send(message(0, body)).is_ok(),
             None => false,
         }
+    }
+
+    /// Stamps `body` with the message's id and keeps it until its ack.
+    fn track_control(
+        &self,
+        core: &mut Core,
+        seq: u64,
+        body: &mut proto::downstream::Body,
+        msg: ControlMessage,
+    ) {
+        if let proto::downstream::Body::Event(ev) = body {
+            ev.control_id = msg.id.clone();
+        }
+        let id = msg.id.clone();
+        let pending = ControlPending {
+            seq,
+            body: body.clone(),
+            msg,
+        };
+        if let Some(RetryAction::Undelivered { id, .. }) =
+            core.control.sent(&id, pending, std::time::Instant::now())
+        {
+            gst::warning!(
+                CAT,
+                "control {id} dropped: too many pending control messages"
+            );
+            core.stats.control_undelivered += 1;
+        }
+        self.control_wake.notify_one();
+    }
+
+    /// When the next control retry is due (while a call is ready and acks).
+    fn next_control_deadline(&self) -> Option<std::time::Instant> {
+        let core = self.lock();
+        // A call that ended (its stream dropped) counts no retries: the next call resends.
+        let ready = core
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.ready && !c.tx.is_closed())
+            && core.peer_acks;
+        if ready {
+            core.control.next_deadline()
+        } else {
+            None
+        }
+    }
+
+    /// Resends what is due; returns what ran out of retries.
+    fn control_due(&self) -> Vec<(ControlMessage, u32)> {
+        let mut core = self.lock();
+        let Some(tx) = core
+            .conn
+            .as_ref()
+            .filter(|c| c.ready && !c.tx.is_closed())
+            .map(|c| c.tx.clone())
+        else {
+            return Vec::new();
+        };
+        if !core.peer_acks {
+            return Vec::new();
+        }
+        let mut undelivered = Vec::new();
+        for action in core.control.due(std::time::Instant::now()) {
+            match action {
+                RetryAction::Resend { item, .. } => {
+                    core.stats.control_retries += 1;
+                    let _ = tx.send(message(item.seq, item.body));
+                }
+                RetryAction::Undelivered { item, attempts, .. } => {
+                    core.stats.control_undelivered += 1;
+                    undelivered.push((item.msg, attempts));
+                }
+            }
+        }
+        undelivered
     }
 
     /// Waits until the receiver confirmed `seq`, the connection is gone, or flushing.
@@ -381,6 +546,40 @@ impl Sender {
                 .wait_timeout(core, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+        }
+    }
+}
+
+/// Resends control events without an ack in time; posts `control-undelivered`
+/// for those whose retries ran out. Runs from start to stop.
+async fn retry_control(sender: Arc<Sender>, element: glib::WeakRef<super::GrpcSink>) {
+    loop {
+        let wake = sender.control_wake.notified();
+        match sender.next_control_deadline() {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                    _ = wake => continue,
+                }
+            }
+            None => {
+                wake.await;
+                continue;
+            }
+        }
+        let undelivered = sender.control_due();
+        if undelivered.is_empty() {
+            continue;
+        }
+        let Some(el) = element.upgrade() else { return };
+        for (msg, attempts) in undelivered {
+            gst::warning!(
+                CAT,
+                obj = el,
+                "control {} undelivered after {attempts} attempts",
+                msg.id
+            );
+            msg.post_undelivered(el.upcast_ref(), "grpc", attempts);
         }
     }
 }
@@ -450,7 +649,7 @@ impl proto::stream_bridge_server::StreamBridge for SinkService {
                 ]
             );
         }
-        self.sender.resume(id, hello.last_seq);
+        self.sender.resume(id, hello.last_seq, hello.control_acks);
         let (sender, element) = (self.sender.clone(), self.element.clone());
         rtai_core::runtime::runtime().spawn(async move {
             while let Ok(Some(msg)) = incoming.message().await {
@@ -549,10 +748,18 @@ pub struct GrpcSink {
     settings: Mutex<Settings>,
     sender: Arc<Sender>,
     running: Mutex<Option<transport::Running>>,
+    /// The control retry task (start to stop).
+    retry_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     bound_port: Mutex<u32>,
 }
 
 impl GrpcSink {
+    /// The control message a protocol event stands for, if it is one.
+    fn control_message(&self, event: &gst::Event) -> Option<ControlMessage> {
+        let stream_id = self.settings.lock().unwrap().stream_id.clone();
+        ControlMessage::from_event(event, Some(&stream_id))
+    }
+
     fn max_inflight(&self) -> u64 {
         self.settings.lock().unwrap().max_inflight_bytes
     }
@@ -573,6 +780,10 @@ impl GrpcSink {
                 "receiver-latency",
                 core.receiver_latency.unwrap_or(wire::NONE),
             )
+            .field("control-pending", core.control.len() as u64)
+            .field("control-acked", st.control_acked)
+            .field("control-retries", st.control_retries)
+            .field("control-undelivered", st.control_undelivered)
             .build()
     }
 }
@@ -614,7 +825,7 @@ impl ObjectImpl for GrpcSink {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("buffers, bytes, connections, disconnects, credit-waits, connected, last-seq, acked-seq, receiver-latency (ns, u64::MAX = unknown)")
+                    .blurb("buffers, bytes, connections, disconnects, credit-waits, connected, last-seq, acked-seq, receiver-latency (ns, u64::MAX = unknown), control-pending, control-acked, control-retries, control-undelivered")
                     .read_only()
                     .build(),
             ];
@@ -710,6 +921,10 @@ impl BaseSinkImpl for GrpcSink {
             settings.net
         );
         self.sender.reset(&settings.stream_id);
+        *self.retry_task.lock().unwrap() = Some(
+            rtai_core::runtime::runtime()
+                .spawn(retry_control(self.sender.clone(), self.obj().downgrade())),
+        );
         let running = match settings.role {
             Role::Server => {
                 let service = SinkService {
@@ -754,6 +969,9 @@ impl BaseSinkImpl for GrpcSink {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         self.sender.fail("stopped".into());
         *self.running.lock().unwrap() = None;
+        if let Some(task) = self.retry_task.lock().unwrap().take() {
+            task.abort();
+        }
         Ok(())
     }
 
@@ -803,6 +1021,7 @@ impl BaseSinkImpl for GrpcSink {
                 proto::downstream::Body::Buffer(wire),
                 size,
                 Some(max_inflight),
+                None,
             )
             .inspect_err(|err| {
                 if *err == gst::FlowError::Error {
@@ -839,7 +1058,7 @@ impl BaseSinkImpl for GrpcSink {
                 let w = wire::event_to_wire(&event).expect("EOS is carried");
                 match self
                     .sender
-                    .send_data(proto::downstream::Body::Event(w), 0, None)
+                    .send_data(proto::downstream::Body::Event(w), 0, None, None)
                 {
                     Ok(seq) => {
                         if self.sender.wait_acked(seq) {
@@ -860,19 +1079,23 @@ impl BaseSinkImpl for GrpcSink {
             EventView::FlushStart(_)
             | EventView::FlushStop(_)
             | EventView::CustomDownstreamOob(_) => {
+                let control = self.control_message(&event);
                 if let Some(w) = wire::event_to_wire(&event)
-                    && !self.sender.send_oob(proto::downstream::Body::Event(w))
+                    && !self
+                        .sender
+                        .send_oob(proto::downstream::Body::Event(w), control)
                 {
-                    gst::debug!(CAT, imp = self, "not connected: {event:?} not sent");
+                    gst::debug!(CAT, imp = self, "not connected: {event:?} not sent now");
                 }
             }
             EventView::Caps(_) => {}
             _ => {
+                let control = self.control_message(&event);
                 if event.is_serialized()
                     && let Some(w) = wire::event_to_wire(&event)
                     && let Err(err) =
                         self.sender
-                            .send_data(proto::downstream::Body::Event(w), 0, None)
+                            .send_data(proto::downstream::Body::Event(w), 0, None, control)
                 {
                     gst::debug!(CAT, imp = self, "{event:?} not sent: {err:?}");
                 }

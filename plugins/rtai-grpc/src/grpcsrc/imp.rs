@@ -7,14 +7,20 @@
 //! messages are numbered: duplicates are dropped, and a gap (messages lost in
 //! a reconnect) marks the next buffer DISCONT, is filled with a GAP event and
 //! reported with a warning on the bus.
+//!
+//! Control events (segment start/commit/end/cancel, `rtai-control`) carry a
+//! control id: once pushed downstream the receiver acks it back upstream
+//! (`Upstream.control_ack`), and a copy the sender resent is acked again but
+//! not pushed again (`rtai_core::control::Deduper`).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
+use rtai_core::control::{ControlMessage, Deduper};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -40,6 +46,7 @@ const DEFAULT_MAX_QUEUE_BYTES: u64 = 64 * 1024 * 1024;
 const EOS_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// What a queued item costs beside its payload: events and state count too.
 const ITEM_COST: u64 = 256;
+const DEFAULT_DROP_CONTROL_ACKS: u32 = 0;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -49,6 +56,7 @@ struct Settings {
     latency_ms: u32,
     reconnect: bool,
     max_queue_bytes: u64,
+    drop_control_acks: u32,
 }
 
 impl Default for Settings {
@@ -60,6 +68,7 @@ impl Default for Settings {
             latency_ms: DEFAULT_LATENCY_MS,
             reconnect: DEFAULT_RECONNECT,
             max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
+            drop_control_acks: DEFAULT_DROP_CONTROL_ACKS,
         }
     }
 }
@@ -77,6 +86,8 @@ struct Queued {
     seq: u64,
     bytes: u64,
     conn: u64,
+    /// A control event: acked once pushed.
+    control_id: Option<String>,
 }
 
 type UpstreamTx = mpsc::UnboundedSender<Result<proto::Upstream, Status>>;
@@ -97,6 +108,9 @@ struct Stats {
     gaps: u64,
     lost_messages: u64,
     rejected: u64,
+    control_acks: u64,
+    control_duplicates: u64,
+    control_acks_dropped: u64,
 }
 
 #[derive(Default)]
@@ -124,6 +138,11 @@ struct Core {
     sender_latency: Option<u64>,
     /// The pipeline latency downstream of us (the LATENCY event), ns: sent upstream.
     downstream_latency: Option<u64>,
+    /// Control ids pushed or queued: copies are acked, not pushed again.
+    control_seen: Deduper,
+    /// Fault injection (`drop-control-acks`): acks to drop per id, and those dropped.
+    drop_control_acks: u32,
+    acks_dropped: HashMap<String, u32>,
     stats: Stats,
 }
 
@@ -203,6 +222,7 @@ impl Receiver {
             stream_id: hello.stream_id.clone(),
             last_seq: core.last_seq,
             acked_seq: 0,
+            control_acks: true,
         };
         if send_hello {
             let _ = tx.send(Ok(proto::Upstream {
@@ -253,6 +273,7 @@ impl Receiver {
             seq,
             bytes,
             conn,
+            control_id: None,
         });
         self.changed.notify_all();
     }
@@ -274,6 +295,34 @@ impl Receiver {
             return Err(Status::aborted(
                 "this call was replaced by a newer one for the same stream",
             ));
+        }
+        let control_id = match &body {
+            proto::downstream::Body::Event(ev) if !ev.control_id.is_empty() => {
+                if ev.control_id.len() > rtai_core::control::MAX_ID_BYTES {
+                    return Err(Status::invalid_argument(format!(
+                        "control id of {} bytes; at most {} are accepted",
+                        ev.control_id.len(),
+                        rtai_core::control::MAX_ID_BYTES
+                    )));
+                }
+                Some(ev.control_id.clone())
+            }
+            _ => None,
+        };
+        if let Some(cid) = &control_id
+            && ((msg.seq > 0 && msg.seq <= core.last_seq) || core.control_seen.contains(cid))
+        {
+            // A copy the sender resent (its ack was lost or late): pushed (or
+            // queued) already. Ack it again once it is out of the queue.
+            core.stats.control_duplicates += 1;
+            if !core
+                .queue
+                .iter()
+                .any(|q| q.control_id.as_deref() == Some(cid))
+            {
+                send_control_ack(&mut core, cid);
+            }
+            return Ok(());
         }
         if msg.seq > 0 {
             if msg.seq <= core.last_seq {
@@ -330,6 +379,17 @@ impl Receiver {
             }
             proto::downstream::Body::Event(ev) => {
                 let event = wire::event_from_wire(&ev).map_err(bad)?;
+                if let Some(cid) = &control_id {
+                    core.control_seen.first_time(cid);
+                    let mut m = ControlMessage::from_event(&event, core.stream_id.as_deref());
+                    if let Some(mut m) = m.take() {
+                        m.id = cid.clone();
+                        // Not under the receiver's lock: a bus sync handler may read stats.
+                        element.call_async(move |el| {
+                            let _ = el.post_message(m.received_message(el, "grpc"));
+                        });
+                    }
+                }
                 match event.type_() {
                     gst::EventType::StreamStart => {
                         self.enqueue(&mut core, Item::StreamStart(event), msg.seq, 0, id)
@@ -356,10 +416,16 @@ impl Receiver {
                     gst::EventType::CustomDownstreamOob => {
                         drop(core);
                         element.imp().srcpad.push_event(event);
+                        if let Some(cid) = &control_id {
+                            send_control_ack(&mut self.lock(), cid);
+                        }
                     }
                     _ => {
                         core.eos_received |= event.type_() == gst::EventType::Eos;
-                        self.enqueue(&mut core, Item::Event(event), msg.seq, 0, id)
+                        self.enqueue(&mut core, Item::Event(event), msg.seq, 0, id);
+                        if let Some(q) = core.queue.back_mut() {
+                            q.control_id = control_id;
+                        }
                     }
                 }
             }
@@ -371,6 +437,9 @@ impl Receiver {
     /// Bytes count on the call that brought them; the ack goes to the current call.
     fn consumed(&self, queued: &Queued) {
         let mut core = self.lock();
+        if let Some(cid) = &queued.control_id {
+            send_control_ack(&mut core, cid);
+        }
         core.pushed_seq = core.pushed_seq.max(queued.seq);
         let acked_seq = core.pushed_seq;
         if let Some(conn) = core.conn.as_mut() {
@@ -423,6 +492,29 @@ impl Receiver {
             }))
             .is_ok()
         })
+    }
+}
+
+/// Acks control message `id` to the sender (unless `drop-control-acks` says to drop it).
+fn send_control_ack(core: &mut Core, id: &str) {
+    if core.drop_control_acks > 0 {
+        if core.acks_dropped.len() >= rtai_core::control::DEDUPE_WINDOW {
+            core.acks_dropped.clear();
+        }
+        let dropped = core.acks_dropped.entry(id.to_string()).or_insert(0);
+        if *dropped < core.drop_control_acks {
+            *dropped += 1;
+            core.stats.control_acks_dropped += 1;
+            return;
+        }
+    }
+    core.stats.control_acks += 1;
+    if let Some(conn) = &core.conn {
+        let _ = conn.tx.send(Ok(proto::Upstream {
+            body: Some(proto::upstream::Body::ControlAck(proto::ControlAck {
+                id: id.to_string(),
+            })),
+        }));
     }
 }
 
@@ -566,6 +658,7 @@ async fn run_client(
                 stream_id: String::new(),
                 last_seq,
                 acked_seq: 0,
+                control_acks: true,
             };
             let _ = tx.send(Ok(proto::Upstream {
                 body: Some(proto::upstream::Body::Hello(hello)),
@@ -856,6 +949,9 @@ impl GrpcSrc {
             .field("connected", core.conn.is_some())
             .field("queued", core.queue.len() as u32)
             .field("queued-bytes", core.queued_bytes)
+            .field("control-acks", st.control_acks)
+            .field("control-duplicates", st.control_duplicates)
+            .field("control-acks-dropped", st.control_acks_dropped)
             .build()
     }
 
@@ -870,6 +966,7 @@ impl GrpcSrc {
         );
         *self.receiver.lock() = Core {
             max_queue_bytes: settings.max_queue_bytes,
+            drop_control_acks: settings.drop_control_acks,
             ..Core::default()
         };
         *self.push_state.lock().unwrap() = PushState::default();
@@ -1077,9 +1174,15 @@ impl ObjectImpl for GrpcSrc {
                     .default_value(DEFAULT_MAX_QUEUE_BYTES)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("drop-control-acks")
+                    .nick("Drop control acks")
+                    .blurb("Fault injection for tests: drop the first N acks of every control message (the sender retries; 0 = off)")
+                    .default_value(DEFAULT_DROP_CONTROL_ACKS)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("buffers, bytes, connections, duplicates, gaps, lost-messages, rejected, connected, queued, queued-bytes")
+                    .blurb("buffers, bytes, connections, duplicates, gaps, lost-messages, rejected, connected, queued, queued-bytes, control-acks, control-duplicates, control-acks-dropped")
                     .read_only()
                     .build(),
             ];
@@ -1099,6 +1202,10 @@ impl ObjectImpl for GrpcSrc {
             "max-queue-bytes" => {
                 settings.max_queue_bytes = value.get().expect("type checked upstream")
             }
+            "drop-control-acks" => {
+                settings.drop_control_acks = value.get().expect("type checked upstream");
+                self.receiver.lock().drop_control_acks = settings.drop_control_acks;
+            }
             name => crate::set_net_property(&mut settings.net, name, value),
         }
     }
@@ -1111,6 +1218,7 @@ impl ObjectImpl for GrpcSrc {
             "latency" => settings.latency_ms.to_value(),
             "reconnect" => settings.reconnect.to_value(),
             "max-queue-bytes" => settings.max_queue_bytes.to_value(),
+            "drop-control-acks" => settings.drop_control_acks.to_value(),
             "stats" => {
                 drop(settings);
                 self.stats().to_value()
