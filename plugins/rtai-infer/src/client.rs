@@ -247,13 +247,53 @@ fn grpc_error(status: tonic::Status) -> CallError {
     }
 }
 
+/// The datatype a numeric input tensor travels as (its samples are prepared as f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputDatatype {
+    Fp32,
+    /// IEEE half precision, rounded to nearest.
+    Fp16,
+    /// Samples rounded and clamped to 0..255.
+    Uint8,
+}
+
+impl InputDatatype {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputDatatype::Fp32 => "FP32",
+            InputDatatype::Fp16 => "FP16",
+            InputDatatype::Uint8 => "UINT8",
+        }
+    }
+
+    /// The samples as little-endian raw bytes of this datatype.
+    pub fn raw(self, data: &[f32]) -> Vec<u8> {
+        match self {
+            InputDatatype::Fp32 => data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            InputDatatype::Fp16 => data
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+            InputDatatype::Uint8 => data.iter().map(|v| to_u8(*v)).collect(),
+        }
+    }
+}
+
+fn to_u8(v: f32) -> u8 {
+    // NaN becomes 0 (`as` saturates).
+    v.round().clamp(0.0, 255.0) as u8
+}
+
 pub enum Request {
-    /// A KServe v2 FP32 tensor.
+    /// A KServe v2 numeric tensor.
     Tensor {
         name: String,
         shape: Vec<usize>,
+        datatype: InputDatatype,
         data: Vec<f32>,
     },
+    /// A KServe v2 BYTES tensor [N]: encoded images (JPEG) a server decodes itself.
+    Bytes { name: String, items: Vec<Vec<u8>> },
     /// Frames as JPEG (the last one current, the others context) with a prompt.
     Images {
         jpegs: Vec<Vec<u8>>,
@@ -672,19 +712,183 @@ async fn send_with_header(
     Ok((body, value))
 }
 
-/// The KServe REST body for one FP32 tensor, written straight from the samples: no
+/// The KServe REST body for one numeric tensor, written straight from the samples: no
 /// `serde_json::Value` per element (a 640x640 frame has 1.2 million of them).
-pub fn tensor_json(name: &str, shape: &[usize], data: &[f32]) -> Vec<u8> {
+pub fn tensor_json(name: &str, shape: &[usize], datatype: InputDatatype, data: &[f32]) -> Vec<u8> {
     let mut body = Vec::with_capacity(64 + name.len() + data.len() * 10);
     body.extend_from_slice(br#"{"inputs":[{"name":"#);
     serde_json::to_writer(&mut body, name).expect("a string serializes");
     body.extend_from_slice(br#","shape":"#);
     serde_json::to_writer(&mut body, shape).expect("numbers serialize");
-    body.extend_from_slice(br#","datatype":"FP32","data":"#);
+    body.extend_from_slice(br#","datatype":""#);
+    body.extend_from_slice(datatype.as_str().as_bytes());
+    body.extend_from_slice(br#"","data":"#);
     // NaN and infinities (not JSON) are written as null, as serde_json does for floats.
-    serde_json::to_writer(&mut body, data).expect("floats serialize");
+    match datatype {
+        InputDatatype::Fp32 => serde_json::to_writer(&mut body, data),
+        InputDatatype::Fp16 => {
+            let halves: Vec<f32> = data
+                .iter()
+                .map(|v| half::f16::from_f32(*v).to_f32())
+                .collect();
+            serde_json::to_writer(&mut body, &halves)
+        }
+        InputDatatype::Uint8 => {
+            let bytes: Vec<u8> = data.iter().map(|v| to_u8(*v)).collect();
+            serde_json::to_writer(&mut body, &bytes)
+        }
+    }
+    .expect("numbers serialize");
     body.extend_from_slice(b"}]}");
     body
+}
+
+/// The KServe REST body for a BYTES tensor of encoded images: base64 strings, marked with
+/// MLServer's `content_type` "base64" (JSON strings cannot carry raw bytes; Triton takes
+/// them with `binary-data`).
+pub fn bytes_json(name: &str, items: &[Vec<u8>]) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "inputs": [{
+            "name": name,
+            "shape": [items.len()],
+            "datatype": "BYTES",
+            "parameters": { "content_type": "base64" },
+            "data": items.iter().map(|i| b64(i)).collect::<Vec<_>>(),
+        }]
+    }))
+    .expect("JSON")
+}
+
+/// BYTES elements in the binary tensor extension's layout: each after a 4-byte length.
+pub fn bytes_raw(items: &[Vec<u8>]) -> Vec<u8> {
+    items
+        .iter()
+        .flat_map(|i| {
+            (i.len() as u32)
+                .to_le_bytes()
+                .into_iter()
+                .chain(i.iter().copied())
+        })
+        .collect()
+}
+
+/// One tensor of a model's metadata (KServe v2 `GET /v2/models/{name}`, gRPC ModelMetadata).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorMetadata {
+    pub name: String,
+    pub datatype: String,
+    /// -1 for a dimension the model leaves open (batch, dynamic sizes).
+    pub shape: Vec<i64>,
+}
+
+/// What a model says about its inputs and outputs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelMetadata {
+    pub inputs: Vec<TensorMetadata>,
+    pub outputs: Vec<TensorMetadata>,
+}
+
+/// The most tensors and dimensions read from a metadata reply (more are an error).
+const MAX_METADATA_TENSORS: usize = 1024;
+const MAX_METADATA_DIMS: usize = 16;
+
+fn tensor_metadata(v: &Value) -> Result<TensorMetadata, String> {
+    let name = v
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or("a tensor without a name")?;
+    let datatype = v.get("datatype").and_then(Value::as_str).unwrap_or("");
+    let shape = match v.get("shape") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(dims)) if dims.len() <= MAX_METADATA_DIMS => dims
+            .iter()
+            .map(|d| {
+                d.as_i64()
+                    .ok_or_else(|| format!("tensor {name}: shape {d} is not a number"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => return Err(format!("tensor {name}: bad shape {other}")),
+    };
+    Ok(TensorMetadata {
+        name: name.chars().take(1024).collect(),
+        datatype: datatype.chars().take(16).collect(),
+        shape,
+    })
+}
+
+/// A KServe v2 REST model metadata reply.
+pub fn parse_model_metadata(body: &[u8]) -> Result<ModelMetadata, String> {
+    let v = json_of(body)?;
+    let list = |key: &str| -> Result<Vec<TensorMetadata>, String> {
+        match v.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) if items.len() <= MAX_METADATA_TENSORS => {
+                items.iter().map(tensor_metadata).collect()
+            }
+            Some(_) => Err(format!("\"{key}\" is not a list of tensors")),
+        }
+    };
+    if !v.is_object() {
+        return Err("model metadata is not a JSON object".into());
+    }
+    Ok(ModelMetadata {
+        inputs: list("inputs")?,
+        outputs: list("outputs")?,
+    })
+}
+
+/// The model's metadata over the endpoint's protocol (KServe REST or gRPC), one try.
+pub async fn model_metadata(
+    client: &reqwest::Client,
+    ep: &Endpoint,
+) -> Result<ModelMetadata, CallError> {
+    match ep.protocol {
+        Protocol::KserveRest => {
+            let url = format!("{}/v2/models/{}", ep.url.trim_end_matches('/'), ep.model);
+            let bytes = send(ep, client.get(url)).await?;
+            parse_model_metadata(&bytes).map_err(CallError::BadReply)
+        }
+        Protocol::KserveGrpc => {
+            let channel = ep
+                .grpc
+                .clone()
+                .ok_or_else(|| CallError::Fatal("no gRPC channel".into()))?;
+            let mut client =
+                kserve_grpc::grpc_inference_service_client::GrpcInferenceServiceClient::new(
+                    channel,
+                );
+            let mut request = tonic::Request::new(kserve_grpc::ModelMetadataRequest {
+                name: ep.model.clone(),
+                version: String::new(),
+            });
+            request.set_timeout(ep.timeout);
+            if let Some(key) = &ep.api_key {
+                let value = format!("Bearer {key}").parse().map_err(|_| {
+                    CallError::Fatal("the API key is not a valid header value".into())
+                })?;
+                request.metadata_mut().insert("authorization", value);
+            }
+            let reply = client.model_metadata(request).await.map_err(grpc_error)?;
+            let r = reply.get_ref();
+            let list = |t: &[kserve_grpc::model_metadata_response::TensorMetadata]| {
+                t.iter()
+                    .take(MAX_METADATA_TENSORS)
+                    .map(|t| TensorMetadata {
+                        name: t.name.clone(),
+                        datatype: t.datatype.clone(),
+                        shape: t.shape.iter().take(MAX_METADATA_DIMS).copied().collect(),
+                    })
+                    .collect()
+            };
+            Ok(ModelMetadata {
+                inputs: list(&r.inputs),
+                outputs: list(&r.outputs),
+            })
+        }
+        _ => Err(CallError::Fatal(
+            "model metadata is a KServe v2 feature".into(),
+        )),
+    }
 }
 
 /// The id of a RunPod job in flight, so a cancel can reach `/cancel/{id}`.
@@ -699,12 +903,23 @@ pub async fn call_once(
 ) -> Result<Reply, CallError> {
     let base = ep.url.trim_end_matches('/');
     match (ep.protocol, req) {
-        (Protocol::KserveRest, Request::Tensor { name, shape, data }) => {
+        (Protocol::KserveRest, Request::Tensor { .. } | Request::Bytes { .. }) => {
             let url = format!("{base}/v2/models/{}/infer", ep.model);
+            let (name, shape, datatype, raw) = match req {
+                Request::Tensor {
+                    name,
+                    shape,
+                    datatype,
+                    data,
+                } => (name, shape.clone(), datatype.as_str(), datatype.raw(data)),
+                Request::Bytes { name, items } => {
+                    (name, vec![items.len()], "BYTES", bytes_raw(items))
+                }
+                _ => unreachable!("matched above"),
+            };
             if ep.binary_data {
-                let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
                 let header = serde_json::to_vec(&json!({
-                    "inputs": [{ "name": name, "shape": shape, "datatype": "FP32", "parameters": { "binary_data_size": raw.len() } }],
+                    "inputs": [{ "name": name, "shape": shape, "datatype": datatype, "parameters": { "binary_data_size": raw.len() } }],
                     "parameters": { "binary_data_output": true },
                 }))
                 .expect("JSON");
@@ -724,7 +939,16 @@ pub async fn call_once(
                 .map(Reply::Tensors)
                 .map_err(CallError::BadReply);
             }
-            let body = tensor_json(name, shape, data);
+            let body = match req {
+                Request::Tensor {
+                    name,
+                    shape,
+                    datatype,
+                    data,
+                } => tensor_json(name, shape, *datatype, data),
+                Request::Bytes { name, items } => bytes_json(name, items),
+                _ => unreachable!("matched above"),
+            };
             let builder = client
                 .post(url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -734,7 +958,7 @@ pub async fn call_once(
                 .map(Reply::Tensors)
                 .map_err(CallError::BadReply)
         }
-        (Protocol::KserveGrpc, Request::Tensor { name, shape, data }) => {
+        (Protocol::KserveGrpc, Request::Tensor { .. } | Request::Bytes { .. }) => {
             use kserve_grpc::model_infer_request::InferInputTensor;
             let channel = ep
                 .grpc
@@ -744,16 +968,42 @@ pub async fn call_once(
                 kserve_grpc::grpc_inference_service_client::GrpcInferenceServiceClient::new(
                     channel,
                 );
-            let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            // Numbers as raw little-endian contents; BYTES as bytes_contents, which
+            // Triton and MLServer both read.
+            let (input, raw_input_contents) = match req {
+                Request::Tensor {
+                    name,
+                    shape,
+                    datatype,
+                    data,
+                } => (
+                    InferInputTensor {
+                        name: name.clone(),
+                        datatype: datatype.as_str().into(),
+                        shape: shape.iter().map(|&d| d as i64).collect(),
+                        ..Default::default()
+                    },
+                    vec![datatype.raw(data)],
+                ),
+                Request::Bytes { name, items } => (
+                    InferInputTensor {
+                        name: name.clone(),
+                        datatype: "BYTES".into(),
+                        shape: vec![items.len() as i64],
+                        contents: Some(kserve_grpc::InferTensorContents {
+                            bytes_contents: items.clone(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    Vec::new(),
+                ),
+                _ => unreachable!("matched above"),
+            };
             let mut request = tonic::Request::new(kserve_grpc::ModelInferRequest {
                 model_name: ep.model.clone(),
-                inputs: vec![InferInputTensor {
-                    name: name.clone(),
-                    datatype: "FP32".into(),
-                    shape: shape.iter().map(|&d| d as i64).collect(),
-                    ..Default::default()
-                }],
-                raw_input_contents: vec![raw],
+                inputs: vec![input],
+                raw_input_contents,
                 ..Default::default()
             });
             request.set_timeout(ep.timeout);
@@ -887,8 +1137,16 @@ fn runpod_input(ep: &Endpoint, req: &Request) -> Value {
         Request::Audio { wav, prompt } => {
             json!({ "audio": b64(wav), "format": "wav", "prompt": prompt, "model": ep.model })
         }
-        Request::Tensor { name, shape, data } => {
-            json!({ "name": name, "shape": shape, "data": data })
+        Request::Tensor {
+            name,
+            shape,
+            datatype,
+            data,
+        } => {
+            json!({ "name": name, "shape": shape, "datatype": datatype.as_str(), "data": data })
+        }
+        Request::Bytes { name, items } => {
+            json!({ "name": name, "datatype": "BYTES", "data": items.iter().map(|i| b64(i)).collect::<Vec<_>>() })
         }
     }
 }
@@ -1169,6 +1427,39 @@ mod tests {
     }
 
     #[test]
+    fn model_metadata_table() {
+        let m = parse_model_metadata(br#"{"name":"faces","versions":[],"platform":"","inputs":[{"name":"images","datatype":"FP32","shape":[-1,3,320,320]}],"outputs":[{"name":"output0","datatype":"FP32","shape":[-1,22,2100]}],"parameters":{}}"#).unwrap();
+        assert_eq!(
+            m.inputs,
+            vec![TensorMetadata {
+                name: "images".into(),
+                datatype: "FP32".into(),
+                shape: vec![-1, 3, 320, 320]
+            }]
+        );
+        assert_eq!(m.outputs[0].name, "output0");
+        // MLServer answers no inputs for a model that declares none.
+        assert_eq!(
+            parse_model_metadata(br#"{"name":"ball"}"#).unwrap(),
+            ModelMetadata::default()
+        );
+        for bad in [
+            &br#"[]"#[..],
+            br#"{"inputs":{}}"#,
+            br#"{"inputs":[{"datatype":"FP32"}]}"#,
+            br#"{"inputs":[{"name":"x","shape":[1.5]}]}"#,
+            br#"{"inputs":[{"name":"x","shape":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]}]}"#,
+            b"not json",
+        ] {
+            assert!(
+                parse_model_metadata(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
     fn runpod_replies_table() {
         assert_eq!(
             parse_runpod(br#"{"id":"a","status":"COMPLETED","output":{"x":1}}"#).unwrap(),
@@ -1381,7 +1672,7 @@ mod tests {
     #[test]
     fn the_tensor_body_is_the_json_serde_would_write() {
         let data = [0.5f32, 1.0, 0.25, 114.0 / 255.0];
-        let body = tensor_json("images\"x", &[1, 1, 2, 2], &data);
+        let body = tensor_json("images\"x", &[1, 1, 2, 2], InputDatatype::Fp32, &data);
         let v: Value = serde_json::from_slice(&body).unwrap();
         let input = &v["inputs"][0];
         assert_eq!(

@@ -113,9 +113,20 @@ impl Peer {
             grpc_port,
         }
         .wait_ready("MLServer", |p| {
-            ["ball", "slow", "broken", "text", "cls", "detraw", "faces"]
-                .iter()
-                .all(|m| http(p, "GET", &format!("/v2/models/{m}/ready")) == Some(200))
+            [
+                "ball",
+                "slow",
+                "broken",
+                "text",
+                "cls",
+                "detraw",
+                "faces",
+                "faces-fp16",
+                "faces-u8",
+                "faces-jpeg",
+            ]
+            .iter()
+            .all(|m| http(p, "GET", &format!("/v2/models/{m}/ready")) == Some(200))
         })
     }
 
@@ -2770,4 +2781,102 @@ fn a_real_yolov8_detector_finds_the_face_and_matches_a_numpy_decode() {
             assert!((a - e).abs() <= 1.0, "{:?} vs numpy {b:?}", r.rect);
         }
     }
+}
+
+#[test]
+fn model_metadata_configures_the_input_and_every_input_datatype_finds_the_face() {
+    // The faces* models declare their input (name, datatype, shape) and refuse any other
+    // (HTTP 400, "strict"): a face found means inferclient sent exactly what was declared.
+    let server = Peer::mlserver();
+    let (caps, frame) = astronaut_frame();
+    let labels = nudenet_fixture().join("labels.txt");
+    let rest = server.url();
+    let grpc = format!("http://127.0.0.1:{}", server.grpc_port);
+    /// Model, protocol, properties.
+    type Row<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let rows: Vec<Row> = vec![
+        // Nothing about the input set: everything from GET /v2/models/{model}.
+        ("faces", "kserve-rest", vec![]),
+        ("faces-fp16", "kserve-rest", vec![]),
+        ("faces-u8", "kserve-rest", vec![]),
+        // ... and from gRPC ModelMetadata.
+        ("faces-u8", "kserve-grpc", vec![]),
+        ("faces-fp16", "kserve-grpc", vec![]),
+        // Set by hand (no metadata read).
+        (
+            "faces-u8",
+            "kserve-rest",
+            vec![
+                ("input-name", "images"),
+                ("input-width", "320"),
+                ("input-height", "320"),
+                ("input-datatype", "uint8"),
+            ],
+        ),
+        // JPEG in a BYTES tensor (the server decodes and letterboxes into 320x320): the
+        // metadata gives the name and datatype, the size the server fits to is set.
+        (
+            "faces-jpeg",
+            "kserve-rest",
+            vec![("input-width", "320"), ("input-height", "320")],
+        ),
+        (
+            "faces-jpeg",
+            "kserve-grpc",
+            vec![("input-width", "320"), ("input-height", "320")],
+        ),
+    ];
+    for (model, protocol, extra) in rows {
+        let url = if protocol == "kserve-grpc" {
+            &grpc
+        } else {
+            &rest
+        };
+        let mut props = vec![
+            ("url", url.as_str()),
+            ("protocol", protocol),
+            ("model", model),
+            ("box-format", "yolov8"),
+            ("labels-file", labels.to_str().unwrap()),
+            ("latency-budget", "30000"),
+            ("max-retries", "0"),
+        ];
+        props.extend(extra.iter().copied());
+        let (out, warnings, s, _) = run_to_eos(
+            &props
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            &caps,
+            std::slice::from_ref(&frame),
+            |_| {},
+        );
+        let what = format!("{model} over {protocol} {extra:?}");
+        assert!(warnings.is_empty(), "{what}: {warnings:?} {s}");
+        assert_eq!(count(&s, "ok"), 1, "{what}: {s}");
+        let found = rois(&out[0]);
+        let face = found
+            .iter()
+            .find(|r| r.label == "FACE_FEMALE")
+            .unwrap_or_else(|| panic!("{what}: no face"));
+        assert!(
+            iou(face.rect, ASTRONAUT_FACE) > 0.8 && face.confidence > 0.5,
+            "{what}: {:?} {}",
+            face.rect,
+            face.confidence
+        );
+    }
+    // The check the rows rely on: FP32 to the UINT8 model is refused, nothing found.
+    let (out, warnings, s, _) = run_to_eos(
+        &format!(
+            "url={rest} model=faces-u8 input-datatype=fp32 box-format=yolov8 latency-budget=30000 max-retries=0"
+        ),
+        &caps,
+        std::slice::from_ref(&frame),
+        |_| {},
+    );
+    assert!(rois(&out[0]).is_empty());
+    assert_eq!((count(&s, "ok"), count(&s, "rejected")), (0, 1), "{s}");
+    assert!(warnings[0].contains("400"), "{warnings:?}");
 }

@@ -23,6 +23,7 @@ fn json() -> impl Strategy<Value = Value> {
                 (
                     prop_oneof![
                         Just("outputs".to_string()),
+                        Just("inputs".to_string()),
                         Just("name".to_string()),
                         Just("shape".to_string()),
                         Just("data".to_string()),
@@ -113,6 +114,15 @@ proptest! {
         if let Ok(tensors) = client::parse_kserve(v.to_string().as_bytes()) {
             for t in tensors {
                 prop_assert!(t.numbers.is_empty() || t.strings.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn model_metadata_never_panics_and_stays_bounded(v in json()) {
+        if let Ok(m) = client::parse_model_metadata(v.to_string().as_bytes()) {
+            for t in m.inputs.iter().chain(&m.outputs) {
+                prop_assert!(t.shape.len() <= 16 && t.datatype.len() <= 16);
             }
         }
     }

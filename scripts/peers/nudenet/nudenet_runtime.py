@@ -11,6 +11,10 @@ The input may come as inferclient sends it in any of these KServe v2 datatypes:
 - BYTES [N] of JPEG images (raw over gRPC, base64 strings in REST JSON), decoded here and letterboxed (centred, grey 114) into 320x320 as
   inferclient's resize=letterbox does, so the boxes map back the same way.
 
+With `"parameters": {"extra": {"strict": true}}` in model-settings.json the runtime refuses
+(HTTP 400) a request whose input datatype or shape differs from the declared `inputs` (the
+tests use that to prove what inferclient sent).
+
 Serve it alone with
     PYTHONPATH=scripts/peers/nudenet .venv-mlserver/bin/mlserver start scripts/peers/nudenet
 (model name `nudenet`). NUDENET_ONNX overrides where the model file is looked for."""
@@ -80,7 +84,25 @@ class NudeNet(MLModel):
             return x.astype(np.float32) / 255.0
         return x.astype(np.float32)
 
+    def check_declared(self, tensor):
+        extra = (self.settings.parameters.extra or {}) if self.settings.parameters else {}
+        if not extra.get("strict") or not self.settings.inputs:
+            return
+        declared = self.settings.inputs[0]
+        same_shape = len(declared.shape) == len(tensor.shape) and all(
+            d in (-1, t) for d, t in zip(declared.shape, tensor.shape)
+        )
+        if tensor.name != declared.name or tensor.datatype != declared.datatype or not same_shape:
+            from mlserver.errors import MLServerError
+
+            raise MLServerError(
+                f"expected {declared.name} {declared.datatype} {declared.shape}, "
+                f"got {tensor.name} {tensor.datatype} {tensor.shape}",
+                status_code=400,
+            )
+
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        self.check_declared(payload.inputs[0])
         x = self.model_input(payload.inputs[0])
         results = self.session.run(None, {self.input: x})
         return InferenceResponse(

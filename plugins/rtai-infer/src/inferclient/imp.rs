@@ -19,9 +19,9 @@ use rtai_core::{CancelAck, InferenceResult, SegmentEvent, SegmentIdMeta};
 use super::audio::{AudioCollector, Collected};
 use super::queue::{Item, Job, Outcome, Shared, Stats, queue_limit};
 use super::replies::to_outcome;
-use super::requests::{images_request, tensor_request};
+use super::requests::{images_request, jpeg_tensor_request, tensor_request};
 use super::settings::*;
-use super::{InferOutput, InferProtocol};
+use super::{InferInputDatatype, InferOutput, InferProtocol};
 use crate::client::{self, Admission, Breaker, CallError, Endpoint, JobId, Protocol, Request};
 use crate::postprocess::{Class, Decoder, Letterbox};
 use crate::preprocess;
@@ -76,6 +76,8 @@ pub struct InferClient {
     warned_bad_input: std::sync::atomic::AtomicBool,
     stats: Arc<Mutex<Stats>>,
     round_trips: Arc<Mutex<LatencyHistogram>>,
+    /// The input as resolved at start (set while started).
+    resolved_input: Mutex<Option<ResolvedInput>>,
 }
 
 fn protocol_of(p: InferProtocol) -> Protocol {
@@ -89,6 +91,53 @@ fn protocol_of(p: InferProtocol) -> Protocol {
 }
 
 impl InferClient {
+    /// The settings with the input resolved at start (model metadata, fallbacks).
+    fn settings(&self) -> Settings {
+        let mut s = self.settings.lock().unwrap().clone();
+        if let Some(input) = self.resolved_input.lock().unwrap().as_ref() {
+            input.apply(&mut s);
+        }
+        s
+    }
+
+    /// Reads the model's metadata when the input is (partly) unset on a KServe endpoint:
+    /// at start, bounded by `request-timeout`. Failing that, the fallbacks: never an error.
+    fn resolve_input(
+        &self,
+        s: &Settings,
+        endpoint: &Endpoint,
+        client: &reqwest::Client,
+    ) -> Settings {
+        let kserve = matches!(
+            s.protocol,
+            InferProtocol::KserveRest | InferProtocol::KserveGrpc
+        );
+        let metadata =
+            if kserve && s.input_unset() && tokio::runtime::Handle::try_current().is_err() {
+                let fetch = client::model_metadata(client, endpoint);
+                match rtai_core::runtime::runtime()
+                    .block_on(async { tokio::time::timeout(endpoint.timeout, fetch).await })
+                {
+                    Ok(Ok(m)) => Some(m),
+                    Ok(Err(e)) => {
+                        gst::warning!(CAT, imp = self, "cannot read the model's metadata: {e}");
+                        None
+                    }
+                    Err(_) => {
+                        gst::warning!(CAT, imp = self, "the model's metadata did not come in time");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+        let (resolved, chosen) = s.resolve_input(metadata.as_ref());
+        if s.input_unset() {
+            gst::info!(CAT, imp = self, "{chosen}");
+        }
+        resolved
+    }
+
     fn stats_structure(&self) -> gst::Structure {
         let s = self.stats.lock().unwrap().clone();
         let (queued, limit) = {
@@ -168,7 +217,7 @@ impl InferClient {
         segment: Option<u64>,
         batch: usize,
     ) -> Arc<Job> {
-        let settings = self.settings.lock().unwrap().clone();
+        let settings = self.settings();
         let job = Arc::new(Job {
             segment,
             ..Default::default()
@@ -294,7 +343,7 @@ impl InferClient {
         _pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = self.settings.lock().unwrap().clone();
+        let settings = self.settings();
         let mut state_guard = self.state.lock().unwrap();
         let Some(state) = state_guard.as_mut() else {
             return Err(gst::FlowError::Flushing);
@@ -412,9 +461,10 @@ impl InferClient {
         pad: &gst::Pad,
         list: gst::BufferList,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = self.settings.lock().unwrap().clone();
+        let settings = self.settings();
         let batchable = list.len() > 1
             && settings.output == InferOutput::Meta
+            && settings.input_datatype != InferInputDatatype::Jpeg
             && matches!(
                 settings.protocol,
                 InferProtocol::KserveRest | InferProtocol::KserveGrpc
@@ -450,6 +500,7 @@ impl InferClient {
             let mut data = Vec::new();
             let mut shape = Vec::new();
             let mut letterbox = None;
+            let mut datatype = client::InputDatatype::Fp32;
             let video = state.video.clone();
             state.last_sent = Some(now);
             drop(state_guard);
@@ -457,10 +508,14 @@ impl InferClient {
                 match prepare_frame(&settings, video.as_ref(), false, buffer) {
                     Ok(Prepared::Ready(
                         Request::Tensor {
-                            data: d, shape: s, ..
+                            data: d,
+                            shape: s,
+                            datatype: dt,
+                            ..
                         },
                         lb,
                     )) => {
+                        datatype = dt;
                         data.extend(d);
                         shape = s;
                         letterbox = Some(lb);
@@ -483,6 +538,7 @@ impl InferClient {
             let request = Request::Tensor {
                 name: settings.input_name.clone(),
                 shape,
+                datatype,
                 data,
             };
             job = Some(self.spawn_batch(state, admission, request, letterbox, None, list.len()));
@@ -671,7 +727,7 @@ impl InferClient {
                     );
                     return false;
                 }
-                let settings = self.settings.lock().unwrap().clone();
+                let settings = self.settings();
                 if settings.output == InferOutput::Text {
                     let caps = gst::Caps::builder("text/x-raw")
                         .field("format", "utf8")
@@ -687,7 +743,7 @@ impl InferClient {
         if matches!(SegmentEvent::parse(&event), Some(SegmentEvent::End { .. }))
             || event.type_() == gst::EventType::Eos
         {
-            let settings = self.settings.lock().unwrap().clone();
+            let settings = self.settings();
             let transcript = self
                 .state
                 .lock()
@@ -712,7 +768,7 @@ impl InferClient {
 
     fn set_caps(&self, caps: &gst::CapsRef) -> Result<(), String> {
         let s = caps.structure(0).ok_or("empty caps")?;
-        let settings = self.settings.lock().unwrap().clone();
+        let settings = self.settings();
         let mut state = self.state.lock().unwrap();
         let state = state.as_mut().ok_or("not started")?;
         state.video = None;
@@ -1110,10 +1166,17 @@ fn prepare_frame(
             return Err("openai-transcriptions takes audio, not video".into());
         }
     };
+    let bytes_tensor = tensor && settings.input_datatype == InferInputDatatype::Jpeg;
     if jpeg {
         let map = buffer
             .map_readable()
             .map_err(|_| "cannot map the frame".to_string())?;
+        if bytes_tensor {
+            // A BYTES tensor of the JPEG as it came: no decode, no second encode.
+            let (width, height) = preprocess::jpeg_size(&map)?;
+            let (request, letterbox) = jpeg_tensor_request(settings, map.to_vec(), width, height);
+            return Ok(Prepared::Ready(request, letterbox));
+        }
         if tensor {
             let (request, letterbox) = tensor_request(settings, &preprocess::decode_jpeg(&map)?);
             return Ok(Prepared::Ready(request, letterbox));
@@ -1131,6 +1194,11 @@ fn prepare_frame(
         .map_err(|_| "cannot map the frame".to_string())?;
     let rgb = preprocess::to_rgb(&frame)
         .ok_or_else(|| format!("unsupported format {:?}", info.format()))?;
+    if bytes_tensor {
+        let jpeg = preprocess::jpeg(&rgb, settings.jpeg_quality as u8)?;
+        let (request, letterbox) = jpeg_tensor_request(settings, jpeg, rgb.width, rgb.height);
+        return Ok(Prepared::Ready(request, letterbox));
+    }
     if tensor {
         let (request, letterbox) = tensor_request(settings, &rgb);
         return Ok(Prepared::Ready(request, letterbox));
@@ -1283,7 +1351,7 @@ impl ObjectSubclass for InferClient {
                                 return false;
                             }
                             let (live, min, max) = upstream.result();
-                            let s = this.settings.lock().unwrap().clone();
+                            let s = this.settings();
                             // Media waits for its result at most the budget; text waits for the
                             // request, its retries included.
                             let added = if s.output == InferOutput::Meta {
@@ -1318,6 +1386,7 @@ impl ObjectSubclass for InferClient {
             warned_bad_input: Default::default(),
             stats: Arc::default(),
             round_trips: Arc::new(Mutex::new(LatencyHistogram::new())),
+            resolved_input: Mutex::default(),
         }
     }
 }
@@ -1411,24 +1480,29 @@ impl ObjectImpl for InferClient {
                     .build(),
                 glib::ParamSpecUInt::builder("input-width")
                     .nick("Input width")
-                    .blurb("Model input width: frames are letterboxed into input-width x input-height (kserve-rest)")
-                    .minimum(1)
+                    .blurb("Model input width: frames are letterboxed into input-width x input-height (KServe); 0: from the model's metadata, else 640")
+                    .minimum(0)
                     .maximum(8192)
                     .default_value(DEFAULT_INPUT_WIDTH)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("input-height")
                     .nick("Input height")
-                    .blurb("Model input height (kserve-rest)")
-                    .minimum(1)
+                    .blurb("Model input height (KServe); 0: from the model's metadata, else 640")
+                    .minimum(0)
                     .maximum(8192)
                     .default_value(DEFAULT_INPUT_HEIGHT)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("input-name")
                     .nick("Input name")
-                    .blurb("Name of the model's input tensor (kserve-rest)")
+                    .blurb("Name of the model's input tensor (KServe); empty: from the model's metadata, else images")
                     .default_value(Some(DEFAULT_INPUT_NAME))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("input-datatype", DEFAULT_INPUT_DATATYPE)
+                    .nick("Input datatype")
+                    .blurb("How the input tensor travels: FP32, FP16, UINT8 (0..255), or the frame as JPEG in a BYTES tensor; auto: from the model's metadata, else FP32")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecBoolean::builder("nchw")
@@ -1631,6 +1705,7 @@ impl ObjectImpl for InferClient {
             "input-width" => s.input_width = value.get().expect("type checked upstream"),
             "input-height" => s.input_height = value.get().expect("type checked upstream"),
             "input-name" => s.input_name = string(value),
+            "input-datatype" => s.input_datatype = value.get().expect("type checked upstream"),
             "nchw" => s.nchw = value.get().expect("type checked upstream"),
             "normalize" => s.normalize = value.get().expect("type checked upstream"),
             "box-format" => s.box_format = value.get().expect("type checked upstream"),
@@ -1683,6 +1758,7 @@ impl ObjectImpl for InferClient {
             "input-width" => s.input_width.to_value(),
             "input-height" => s.input_height.to_value(),
             "input-name" => s.input_name.to_value(),
+            "input-datatype" => s.input_datatype.to_value(),
             "nchw" => s.nchw.to_value(),
             "normalize" => s.normalize.to_value(),
             "box-format" => s.box_format.to_value(),
@@ -1834,6 +1910,10 @@ impl ElementImpl for InferClient {
                     );
                     gst::StateChangeError
                 })?;
+                // Unset input values from the model's metadata (before the decoder, which
+                // scales normalized boxes by the input size).
+                let s = self.resolve_input(&s, &endpoint, &client);
+                *self.resolved_input.lock().unwrap() = Some(ResolvedInput::of(&s));
                 *self.state.lock().unwrap() = Some(State {
                     endpoint,
                     client,
@@ -1892,6 +1972,7 @@ impl ElementImpl for InferClient {
         let ret = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToReady {
             *self.state.lock().unwrap() = None;
+            *self.resolved_input.lock().unwrap() = None;
         }
         Ok(ret)
     }

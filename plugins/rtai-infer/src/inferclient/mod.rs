@@ -173,6 +173,28 @@ pub enum InferResize {
 
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
 #[repr(u32)]
+#[enum_type(name = "GstRtaiInferInputDatatype")]
+pub enum InferInputDatatype {
+    #[enum_value(name = "From the model's metadata (KServe), else FP32", nick = "auto")]
+    Auto = 0,
+    #[enum_value(name = "FP32 samples (mean, std, normalize applied)", nick = "fp32")]
+    Fp32 = 1,
+    #[enum_value(name = "FP16 samples (mean, std, normalize applied)", nick = "fp16")]
+    Fp16 = 2,
+    #[enum_value(
+        name = "UINT8 pixel values 0..255 (normalize, mean and std not applied)",
+        nick = "uint8"
+    )]
+    Uint8 = 3,
+    #[enum_value(
+        name = "The frame as JPEG in a BYTES tensor [1] (server-side decoding, e.g. a Triton ensemble)",
+        nick = "jpeg"
+    )]
+    Jpeg = 4,
+}
+
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
 #[enum_type(name = "GstRtaiInferChannelOrder")]
 pub enum InferChannelOrder {
     #[enum_value(name = "Red, green, blue", nick = "rgb")]

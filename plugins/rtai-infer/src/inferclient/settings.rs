@@ -3,8 +3,10 @@
 use crate::postprocess::{self, BoxFormat, Coordinates, Decoder, OutputNames};
 
 use super::{
-    InferBoxCoordinates, InferBoxFormat, InferChannelOrder, InferOutput, InferProtocol, InferResize,
+    InferBoxCoordinates, InferBoxFormat, InferChannelOrder, InferInputDatatype, InferOutput,
+    InferProtocol, InferResize,
 };
+use crate::client::ModelMetadata;
 use crate::preprocess::{Layout, Resize, TensorSpec};
 
 pub(super) const DEFAULT_PROTOCOL: InferProtocol = InferProtocol::KserveRest;
@@ -18,9 +20,14 @@ pub(super) const DEFAULT_LATENCY_BUDGET_MS: u32 = 1000;
 pub(super) const DEFAULT_MAX_RETRIES: u32 = 3;
 pub(super) const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
 pub(super) const DEFAULT_BREAKER_COOLDOWN_MS: u32 = 5000;
-pub(super) const DEFAULT_INPUT_WIDTH: u32 = 640;
-pub(super) const DEFAULT_INPUT_HEIGHT: u32 = 640;
-pub(super) const DEFAULT_INPUT_NAME: &str = "images";
+/// 0 and "": unset, read from the model's metadata (else the fallbacks below).
+pub(super) const DEFAULT_INPUT_WIDTH: u32 = 0;
+pub(super) const DEFAULT_INPUT_HEIGHT: u32 = 0;
+pub(super) const DEFAULT_INPUT_NAME: &str = "";
+pub(super) const DEFAULT_INPUT_DATATYPE: InferInputDatatype = InferInputDatatype::Auto;
+/// What an unset input is when the metadata does not say (YOLO's usual input).
+pub(super) const FALLBACK_INPUT_SIZE: u32 = 640;
+pub(super) const FALLBACK_INPUT_NAME: &str = "images";
 pub(super) const DEFAULT_NCHW: bool = true;
 pub(super) const DEFAULT_NORMALIZE: bool = true;
 pub(super) const DEFAULT_BOX_FORMAT: InferBoxFormat = InferBoxFormat::Auto;
@@ -62,6 +69,7 @@ pub(super) struct Settings {
     pub(super) input_width: u32,
     pub(super) input_height: u32,
     pub(super) input_name: String,
+    pub(super) input_datatype: InferInputDatatype,
     pub(super) nchw: bool,
     pub(super) normalize: bool,
     pub(super) box_format: InferBoxFormat,
@@ -109,6 +117,7 @@ impl std::fmt::Debug for Settings {
             .field("input_width", &self.input_width)
             .field("input_height", &self.input_height)
             .field("input_name", &self.input_name)
+            .field("input_datatype", &self.input_datatype)
             .field("nchw", &self.nchw)
             .field("normalize", &self.normalize)
             .field("box_format", &self.box_format)
@@ -157,6 +166,7 @@ impl Default for Settings {
             input_width: DEFAULT_INPUT_WIDTH,
             input_height: DEFAULT_INPUT_HEIGHT,
             input_name: DEFAULT_INPUT_NAME.into(),
+            input_datatype: DEFAULT_INPUT_DATATYPE,
             nchw: DEFAULT_NCHW,
             normalize: DEFAULT_NORMALIZE,
             box_format: DEFAULT_BOX_FORMAT,
@@ -187,7 +197,130 @@ impl Default for Settings {
     }
 }
 
+/// The input values resolved at start, laid over the properties for every request.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct ResolvedInput {
+    name: String,
+    width: u32,
+    height: u32,
+    datatype: InferInputDatatype,
+    nchw: bool,
+}
+
+impl ResolvedInput {
+    pub(super) fn of(s: &Settings) -> Self {
+        Self {
+            name: s.input_name.clone(),
+            width: s.input_width,
+            height: s.input_height,
+            datatype: s.input_datatype,
+            nchw: s.nchw,
+        }
+    }
+
+    pub(super) fn apply(&self, s: &mut Settings) {
+        s.input_name.clone_from(&self.name);
+        s.input_width = self.width;
+        s.input_height = self.height;
+        s.input_datatype = self.datatype;
+        s.nchw = self.nchw;
+    }
+}
+
 impl Settings {
+    /// Whether the input is (partly) unset, so the model's metadata is worth reading.
+    pub(super) fn input_unset(&self) -> bool {
+        self.input_name.is_empty()
+            || self.input_width == 0
+            || self.input_height == 0
+            || self.input_datatype == InferInputDatatype::Auto
+    }
+
+    /// The settings with every unset input value filled: from `metadata` (the named input,
+    /// else the first) where it says, else the fallbacks (images, 640x640, FP32). Returns
+    /// what was chosen and from where, for the log.
+    pub(super) fn resolve_input(&self, metadata: Option<&ModelMetadata>) -> (Settings, String) {
+        let mut s = self.clone();
+        let input = metadata.and_then(|m| {
+            m.inputs
+                .iter()
+                .find(|i| !self.input_name.is_empty() && i.name == self.input_name)
+                .or_else(|| m.inputs.first())
+        });
+        let mut from = Vec::new();
+        if let Some(input) = input {
+            if s.input_name.is_empty() && !input.name.is_empty() {
+                s.input_name = input.name.clone();
+                from.push("name");
+            }
+            if s.input_datatype == InferInputDatatype::Auto {
+                let dt = match input.datatype.as_str() {
+                    "FP32" => Some(InferInputDatatype::Fp32),
+                    "FP16" => Some(InferInputDatatype::Fp16),
+                    "UINT8" => Some(InferInputDatatype::Uint8),
+                    "BYTES" => Some(InferInputDatatype::Jpeg),
+                    _ => None,
+                };
+                if let Some(dt) = dt {
+                    s.input_datatype = dt;
+                    from.push("datatype");
+                }
+            }
+            // [N, 3, H, W] or [N, H, W, 3] (the batch dimension may be missing).
+            let dims: &[i64] = match input.shape.len() {
+                4 => &input.shape[1..],
+                3 => &input.shape[..],
+                _ => &[],
+            };
+            let hw = match dims {
+                [3, h, w] => Some((true, *h, *w)),
+                [h, w, 3] => Some((false, *h, *w)),
+                _ => None,
+            };
+            if let Some((nchw, h, w)) = hw
+                && (s.input_width == 0 || s.input_height == 0)
+            {
+                let fits = |v: i64| (1..=16384).contains(&v);
+                if s.input_width == 0 && fits(w) {
+                    s.input_width = w as u32;
+                    from.push("width");
+                }
+                if s.input_height == 0 && fits(h) {
+                    s.input_height = h as u32;
+                    from.push("height");
+                }
+                s.nchw = nchw;
+                from.push(if nchw { "NCHW" } else { "NHWC" });
+            }
+        }
+        if s.input_name.is_empty() {
+            s.input_name = FALLBACK_INPUT_NAME.into();
+        }
+        if s.input_width == 0 {
+            s.input_width = FALLBACK_INPUT_SIZE;
+        }
+        if s.input_height == 0 {
+            s.input_height = FALLBACK_INPUT_SIZE;
+        }
+        if s.input_datatype == InferInputDatatype::Auto {
+            s.input_datatype = InferInputDatatype::Fp32;
+        }
+        let chosen = format!(
+            "input {} {:?} {}x{} {} ({})",
+            s.input_name,
+            s.input_datatype,
+            s.input_width,
+            s.input_height,
+            if s.nchw { "NCHW" } else { "NHWC" },
+            if from.is_empty() {
+                "properties and fallbacks".to_string()
+            } else {
+                format!("{} from the model's metadata", from.join(", "))
+            }
+        );
+        (s, chosen)
+    }
+
     /// How to read the model's outputs; `labels`: the class names (property or file).
     pub(super) fn decoder(&self, labels: Vec<String>) -> Decoder {
         use crate::postprocess::Corners::*;
@@ -290,6 +423,106 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::TensorMetadata;
+
+    fn meta(inputs: &[(&str, &str, &[i64])]) -> ModelMetadata {
+        ModelMetadata {
+            inputs: inputs
+                .iter()
+                .map(|(n, d, s)| TensorMetadata {
+                    name: n.to_string(),
+                    datatype: d.to_string(),
+                    shape: s.to_vec(),
+                })
+                .collect(),
+            outputs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn unset_inputs_come_from_the_metadata_else_the_fallbacks() {
+        use InferInputDatatype::*;
+        let unset = Settings::default();
+        assert!(unset.input_unset());
+        let set = Settings {
+            input_name: "x".into(),
+            input_width: 32,
+            input_height: 16,
+            input_datatype: Fp32,
+            ..Default::default()
+        };
+        assert!(!set.input_unset());
+        type Row<'a> = (
+            &'a Settings,
+            Option<ModelMetadata>,
+            (&'a str, u32, u32, InferInputDatatype, bool),
+        );
+        let named = Settings {
+            input_name: "b".into(),
+            ..Default::default()
+        };
+        let rows: Vec<Row> = vec![
+            // Nothing known: the old defaults.
+            (&unset, None, ("images", 640, 640, Fp32, true)),
+            (&unset, Some(meta(&[])), ("images", 640, 640, Fp32, true)),
+            // NCHW with an open batch, as MLServer and Triton answer.
+            (
+                &unset,
+                Some(meta(&[("images", "FP32", &[-1, 3, 320, 320])])),
+                ("images", 320, 320, Fp32, true),
+            ),
+            (
+                &unset,
+                Some(meta(&[("in", "UINT8", &[1, 224, 256, 3])])),
+                ("in", 256, 224, Uint8, false),
+            ),
+            (
+                &unset,
+                Some(meta(&[("x", "FP16", &[3, 48, 192])])),
+                ("x", 192, 48, Fp16, true),
+            ),
+            (
+                &unset,
+                Some(meta(&[("jpeg", "BYTES", &[-1])])),
+                ("jpeg", 640, 640, Jpeg, true),
+            ),
+            // Dynamic sizes and unknown datatypes: the fallbacks.
+            (
+                &unset,
+                Some(meta(&[("x", "INT8", &[-1, 3, -1, -1])])),
+                ("x", 640, 640, Fp32, true),
+            ),
+            // Set properties win; a named input is looked up by its name.
+            (
+                &set,
+                Some(meta(&[("y", "UINT8", &[1, 3, 8, 8])])),
+                ("x", 32, 16, Fp32, true),
+            ),
+            (
+                &named,
+                Some(meta(&[
+                    ("a", "FP32", &[1, 3, 8, 8]),
+                    ("b", "UINT8", &[1, 3, 4, 2]),
+                ])),
+                ("b", 2, 4, Uint8, true),
+            ),
+        ];
+        for (settings, metadata, (name, w, h, dt, nchw)) in rows {
+            let (s, chosen) = settings.resolve_input(metadata.as_ref());
+            assert_eq!(
+                (
+                    s.input_name.as_str(),
+                    s.input_width,
+                    s.input_height,
+                    s.input_datatype,
+                    s.nchw
+                ),
+                (name, w, h, dt, nchw),
+                "{metadata:?}: {chosen}"
+            );
+            assert!(!s.input_unset());
+        }
+    }
 
     #[test]
     fn settings_debug_hides_the_api_key() {
