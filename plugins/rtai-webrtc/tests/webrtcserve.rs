@@ -28,15 +28,20 @@ struct Serve {
 
 impl Serve {
     fn start(props: &str) -> Self {
-        init();
-        let pipeline = gst::parse::launch(&format!(
+        Self::launch(&format!(
             "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
              ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bframes=0 \
              ! video/x-h264,profile=constrained-baseline ! webrtcserve name=serve listen=127.0.0.1:0 {props}"
         ))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
+    }
+
+    /// A pipeline description with a `webrtcserve name=serve`, PLAYING until its track is active.
+    fn launch(description: &str) -> Self {
+        init();
+        let pipeline = gst::parse::launch(description)
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
         let serve = pipeline.by_name("serve").unwrap();
         let bus = pipeline.bus().unwrap();
         pipeline.set_state(gst::State::Playing).unwrap();
@@ -370,6 +375,145 @@ fn a_stalled_viewer_does_not_stall_the_other() {
     serve.stop();
 }
 
+/// The webrtcbin of the viewer behind `path` (a WHEP Location).
+fn viewer_webrtcbin(serve: &Serve, path: &str) -> gst::Element {
+    let id = path.trim_start_matches("/whep/");
+    serve
+        .serve
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name(&format!("webrtc-{id}"))
+        .unwrap()
+}
+
+#[test]
+fn a_fatal_flow_in_one_viewer_drops_that_viewer_only() {
+    let serve = Serve::start("");
+    let (a, a_path) = whep_join(&serve, 96);
+    let (b, _) = whep_join(&serve, 96);
+    a.wait_frames(10);
+    b.wait_frames(10);
+    // A's webrtcbin refuses what it gets, as a renegotiation to another codec
+    // would: every push into it returns not-negotiated.
+    viewer_webrtcbin(&serve, &a_path)
+        .static_pad("sink_0")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, |_, info| {
+            info.flow_res = Err(gst::FlowError::NotNegotiated);
+            gst::PadProbeReturn::Handled
+        })
+        .unwrap();
+    // A is dropped with the flow as the reason (wait_message fails on any bus error).
+    let gone = serve.wait_message("peer_disconnected");
+    assert_eq!(
+        format!("/whep/{}", gone.get::<String>("viewer").unwrap()),
+        a_path
+    );
+    assert_eq!(gone.get::<String>("reason").unwrap(), "not-negotiated");
+    // B keeps receiving from the same encoder and nothing stopped upstream.
+    let before = b.frames();
+    b.wait_frames(before + 60);
+    assert_eq!(
+        serve
+            .serve
+            .property::<gst::Structure>("stats")
+            .get::<u32>("viewers")
+            .unwrap(),
+        1
+    );
+    while let Some(m) = serve.bus.pop() {
+        assert!(
+            !matches!(m.view(), gst::MessageView::Error(_)),
+            "an error reached the bus: {m:?}"
+        );
+    }
+    // A new viewer joins the same stream.
+    let (c, _) = whep_join(&serve, 96);
+    c.wait_frames(10);
+    drop((a, b, c));
+    serve.stop();
+}
+
+/// The child half of the test below: a registry with this collection's plugins only.
+const CHILD: &str = "RTAI_WEBRTC_TEST_NO_CORE";
+
+#[test]
+fn without_coreelements_webrtcserve_errors_instead_of_panicking() {
+    if std::env::var_os(CHILD).is_some() {
+        init();
+        assert!(
+            gst::ElementFactory::find("tee").is_none(),
+            "the child's registry must lack coreelements"
+        );
+        let serve = gst::ElementFactory::make("webrtcserve").build().unwrap();
+        let pipeline = gst::Pipeline::new();
+        pipeline.add(&serve).unwrap();
+        assert!(pipeline.set_state(gst::State::Ready).is_err());
+        let msg = pipeline
+            .bus()
+            .unwrap()
+            .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+            .expect("an error message");
+        let gst::MessageView::Error(e) = msg.view() else {
+            unreachable!()
+        };
+        assert!(e.error().matches(gst::CoreError::MissingPlugin), "{e:?}");
+        assert!(e.error().message().contains("coreelements"), "{e:?}");
+        println!("child-ok: {}", e.error());
+        return;
+    }
+    let empty = std::env::temp_dir().join(format!("rtai-webrtc-no-system-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "without_coreelements_webrtcserve_errors_instead_of_panicking",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env("GST_PLUGIN_SYSTEM_PATH_1_0", &empty)
+        .env("GST_PLUGIN_SYSTEM_PATH", &empty)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir(&empty);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("child-ok:"),
+        "the child failed ({:?}):\n{stdout}\n{stderr}",
+        out.status
+    );
+}
+
+#[test]
+fn raw_input_is_encoded_once_and_a_joining_viewer_gets_a_key_frame_at_once() {
+    // A 20 s GOP: only the joining viewer's key-unit request can bring a key frame soon.
+    let serve = Serve::launch(
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
+         ! webrtcserve name=serve listen=127.0.0.1:0 key-frame-interval=600 bitrate=500",
+    );
+    let (a, _) = whep_join(&serve, 96);
+    a.wait_frames(45);
+    // The encode is rtencodebin's (one leaf encoder in the whole pipeline).
+    assert_eq!(serve.encoders(), 1);
+    let (b, _) = whep_join(&serve, 96);
+    let joined = std::time::Instant::now();
+    b.wait_frames(1);
+    let first = joined.elapsed();
+    println!(
+        "raw input: first decoded frame {} ms after the WHEP answer (GOP 20 s)",
+        first.as_millis()
+    );
+    assert!(
+        first < Duration::from_secs(3),
+        "the joining viewer waited {first:?} for a key frame"
+    );
+    b.wait_frames(30);
+    drop((a, b));
+    serve.stop();
+}
+
 #[test]
 fn whep_refuses_bad_offers_with_a_clear_status() {
     let serve = Serve::start("max-viewers=1");
@@ -571,5 +715,32 @@ fn websocket_join_receives_frames_and_bad_input_gets_errors_to_that_client_only(
     });
     let gone = serve.wait_message("peer_disconnected");
     assert_eq!(gone.get::<String>("reason").unwrap(), "leave");
+    serve.stop();
+}
+
+#[test]
+fn a_joining_viewer_asks_ffmpegsrc_for_a_key_frame() {
+    let serve = Serve::launch(&format!(
+        "ffmpegsrc name=src command=\"{}\" ! webrtcserve name=serve listen=127.0.0.1:0",
+        lavfi_command("320x240", 30, "")
+    ));
+    let src = serve.pipeline.by_name("src").unwrap();
+    let requests = || {
+        src.property::<gst::Structure>("stats")
+            .get::<u64>("key-unit-requests")
+            .unwrap()
+    };
+    assert_eq!(requests(), 0);
+    let (a, _) = whep_join(&serve, 96);
+    a.wait_frames(10);
+    // The request went up through the tee, payloader and parser to ffmpegsrc,
+    // which counts it (ffmpeg makes the next key frame with its GOP).
+    wait_until(T, "ffmpegsrc seeing the key-unit request", || {
+        requests() >= 1
+    });
+    let (b, _) = whep_join(&serve, 96);
+    b.wait_frames(10);
+    wait_until(T, "the second viewer's request", || requests() >= 2);
+    drop((a, b));
     serve.stop();
 }

@@ -35,11 +35,13 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 /// ffmpeg capturing `$DISPLAY` at 30 fps, low-latency x264 (no B-frames, a key
-/// frame every second, parameter sets before each), raw Annex-B on stdout.
+/// frame every half second, parameter sets before each), raw Annex-B on stdout.
+/// ffmpeg cannot make a key frame on demand, so the GOP is what a joining
+/// viewer waits at most: short, at some bitrate cost on a still desktop.
 pub const DEFAULT_COMMAND: &str = "ffmpeg -hide_banner -nostdin -loglevel warning \
 -f x11grab -framerate 30 -draw_mouse 1 -i $DISPLAY \
 -c:v libx264 -preset ultrafast -tune zerolatency -profile:v baseline -pix_fmt yuv420p \
--g 30 -bf 0 -x264-params repeat-headers=1 -f h264 -";
+-g 15 -bf 0 -x264-params repeat-headers=1 -f h264 -";
 const DEFAULT_MAX_RESTARTS: i32 = 5;
 const DEFAULT_RESTART_BACKOFF_MS: u32 = 500;
 /// The backoff doubles after each consecutive failure, up to this.
@@ -79,6 +81,8 @@ struct Counters {
     frames: AtomicU64,
     restarts: AtomicU32,
     pid: AtomicU32,
+    /// Upstream force-key-unit requests seen (ffmpeg cannot honour them).
+    key_unit_requests: AtomicU64,
 }
 
 enum Item {
@@ -380,7 +384,7 @@ impl ObjectImpl for FfmpegSrc {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("bytes (read from stdout), frames (pictures seen), restarts, pid (0 when no child runs)")
+                    .blurb("bytes (read from stdout), frames (pictures seen), restarts, pid (0 when no child runs), key-unit-requests (upstream key-frame requests, which ffmpeg cannot honour: the GOP decides)")
                     .read_only()
                     .build(),
             ]
@@ -416,6 +420,10 @@ impl ObjectImpl for FfmpegSrc {
                     .field("frames", c.frames.load(Ordering::Relaxed))
                     .field("restarts", c.restarts.load(Ordering::Relaxed))
                     .field("pid", c.pid.load(Ordering::Relaxed))
+                    .field(
+                        "key-unit-requests",
+                        c.key_unit_requests.load(Ordering::Relaxed),
+                    )
                     .build()
                     .to_value()
             }
@@ -526,6 +534,24 @@ impl BaseSrcImpl for FfmpegSrc {
         }
         *self.rx.lock().unwrap() = None;
         Ok(())
+    }
+
+    fn event(&self, event: &gst::Event) -> bool {
+        if gst_video::UpstreamForceKeyUnitEvent::parse(event).is_ok() {
+            let n = self
+                .counters
+                .key_unit_requests
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            // Handled as far as it can be: the next key frame comes with the GOP (-g).
+            gst::info!(
+                CAT,
+                imp = self,
+                "key frame requested ({n} so far): ffmpeg cannot make one on demand, the next comes with its GOP"
+            );
+            return true;
+        }
+        self.parent_event(event)
     }
 
     fn is_seekable(&self) -> bool {

@@ -31,6 +31,9 @@ const DEFAULT_PEER_ID: &str = "ffmpeg-bot";
 const DEFAULT_MAX_VIEWERS: u32 = 16;
 const DEFAULT_QUEUE_PACKETS: u32 = 300;
 const DEFAULT_BITRATE: u32 = 2000;
+const DEFAULT_KEY_FRAME_INTERVAL: u32 = 60;
+/// What state changes say when the bin cannot be built (a reduced registry).
+const MISSING_CORE: &str = "webrtcserve needs GStreamer's `identity` and `tee` elements (the coreelements plugin of GStreamer core), and the registry has not got them";
 /// How long a joining viewer waits for the stream's first caps.
 const CAPS_WAIT: Duration = Duration::from_secs(5);
 
@@ -44,6 +47,7 @@ struct Settings {
     turn_server: Option<String>,
     queue_packets: u32,
     bitrate: u32,
+    key_frame_interval: u32,
 }
 
 impl Default for Settings {
@@ -57,6 +61,7 @@ impl Default for Settings {
             turn_server: None,
             queue_packets: DEFAULT_QUEUE_PACKETS,
             bitrate: DEFAULT_BITRATE,
+            key_frame_interval: DEFAULT_KEY_FRAME_INTERVAL,
         }
     }
 }
@@ -73,8 +78,10 @@ struct State {
 
 pub struct WebRtcServe {
     sinkpad: gst::GhostPad,
-    entry: gst::Element,
-    tee: gst::Element,
+    /// `identity` and `tee` from coreelements: None when the registry lacks
+    /// them (the bin then refuses READY with an error instead of panicking).
+    entry: Option<gst::Element>,
+    tee: Option<gst::Element>,
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     viewers: Mutex<HashMap<String, Entry>>,
@@ -86,6 +93,14 @@ pub struct WebRtcServe {
 }
 
 impl WebRtcServe {
+    /// The entry element and the tee, or the error naming what is missing.
+    fn core(&self) -> Result<(&gst::Element, &gst::Element), String> {
+        match (&self.entry, &self.tee) {
+            (Some(entry), Some(tee)) => Ok((entry, tee)),
+            _ => Err(MISSING_CORE.into()),
+        }
+    }
+
     fn post(&self, s: gst::Structure) {
         let obj = self.obj();
         let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
@@ -97,7 +112,11 @@ impl WebRtcServe {
             .structure(0)
             .map(|s| s.name().to_string())
             .unwrap_or_default();
-        let bitrate = self.settings.lock().unwrap().bitrate;
+        let (entry, tee) = self.core()?;
+        let (bitrate, key_frame_interval) = {
+            let s = self.settings.lock().unwrap();
+            (s.bitrate, s.key_frame_interval)
+        };
         let make = |f: &str| {
             gst::ElementFactory::make(f)
                 .build()
@@ -109,7 +128,7 @@ impl WebRtcServe {
                 if name == "video/x-raw" {
                     let enc = make("rtencodebin")?;
                     enc.set_property("bitrate", bitrate);
-                    enc.set_property("key-frame-interval", 60u32);
+                    enc.set_property("key-frame-interval", key_frame_interval);
                     chain.push(enc);
                     let f = make("capsfilter")?;
                     f.set_property(
@@ -136,14 +155,16 @@ impl WebRtcServe {
             "video/x-av1" => chain.push(make("rtav1pay")?),
             other => return Err(format!("cannot serve `{other}`")),
         }
-        let pay = chain.last().unwrap();
+        let Some(pay) = chain.last() else {
+            return Err("no payloader".into());
+        };
         pay.set_property("pt", 96u32);
         pay.set_property("mtu", 1200u32);
         let obj = self.obj();
         obj.add_many(&chain).map_err(|e| e.to_string())?;
-        let mut all = vec![self.entry.clone()];
+        let mut all = vec![entry.clone()];
         all.extend(chain.iter().cloned());
-        all.push(self.tee.clone());
+        all.push(tee.clone());
         gst::Element::link_many(&all).map_err(|e| format!("cannot link the chain: {e}"))?;
         for e in &chain {
             e.sync_state_with_parent().map_err(|e| e.to_string())?;
@@ -169,6 +190,7 @@ impl WebRtcServe {
         client: Option<mpsc::Sender<String>>,
     ) -> Result<Arc<Viewer>, String> {
         let settings = self.settings();
+        let (_, tee) = self.core()?;
         if self.viewers.lock().unwrap().len() >= settings.max_viewers as usize {
             return Err(format!(
                 "this server takes at most {} viewers",
@@ -188,7 +210,19 @@ impl WebRtcServe {
             rtp_caps: &caps,
         };
         let obj = self.obj();
-        let viewer = Arc::new(Viewer::add(obj.upcast_ref(), &self.tee, &id, &config)?);
+        let viewer = Arc::new(Viewer::add(obj.upcast_ref(), tee, &id, &config)?);
+        // A fatal flow return inside this viewer's branch drops this viewer only.
+        let weak = obj.downgrade();
+        let vid = id.clone();
+        viewer.guard.set_on_fatal(move |flow| {
+            let Some(obj) = weak.upgrade() else { return };
+            let vid = vid.clone();
+            rtai_core::runtime::runtime().spawn(async move {
+                obj.imp()
+                    .remove_viewer(&vid, super::guard::flow_name(flow))
+                    .await;
+            });
+        });
         if let Some(tx) = &client {
             let tx = tx.clone();
             let peer_id = settings.peer_id.clone();
@@ -282,7 +316,9 @@ impl WebRtcServe {
             );
         }
         let bin = self.obj().clone();
-        let tee = self.tee.clone();
+        let Some(tee) = self.tee.clone() else {
+            return true;
+        };
         let viewer = entry.viewer;
         // State changes of webrtcbin may block briefly: off the async workers.
         let _ = tokio::task::spawn_blocking(move || viewer.remove(bin.upcast_ref(), &tee)).await;
@@ -343,8 +379,8 @@ impl WebRtcServe {
         let ids: Vec<String> = self.viewers.lock().unwrap().keys().cloned().collect();
         for id in ids {
             let entry = self.viewers.lock().unwrap().remove(&id);
-            if let Some(entry) = entry {
-                entry.viewer.remove(self.obj().upcast_ref(), &self.tee);
+            if let (Some(entry), Some(tee)) = (entry, &self.tee) {
+                entry.viewer.remove(self.obj().upcast_ref(), tee);
             }
         }
         let chain = std::mem::take(&mut *self.chain.lock().unwrap());
@@ -366,12 +402,12 @@ impl ObjectSubclass for WebRtcServe {
         let entry = gst::ElementFactory::make("identity")
             .name("entry")
             .build()
-            .unwrap();
+            .ok();
         let tee = gst::ElementFactory::make("tee")
             .name("tee")
             .property("allow-not-linked", true)
             .build()
-            .unwrap();
+            .ok();
         let sinkpad =
             gst::GhostPad::builder_from_template(&klass.pad_template("sink").unwrap()).build();
         Self {
@@ -446,6 +482,14 @@ impl ObjectImpl for WebRtcServe {
                     .default_value(DEFAULT_BITRATE)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("key-frame-interval")
+                    .nick("Key frame interval")
+                    .blurb("Most frames between key frames of the one encode when the input is raw video (rtencodebin); a joining viewer asks for a key frame at once anyway")
+                    .minimum(1)
+                    .maximum(100_000)
+                    .default_value(DEFAULT_KEY_FRAME_INTERVAL)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("address, viewers, connected-total, viewer-stats (per viewer: packets-sent, frames-sent, bytes-sent, dropped)")
@@ -473,6 +517,9 @@ impl ObjectImpl for WebRtcServe {
             "turn-server" => s.turn_server = text(),
             "queue-packets" => s.queue_packets = value.get().expect("type checked upstream"),
             "bitrate" => s.bitrate = value.get().expect("type checked upstream"),
+            "key-frame-interval" => {
+                s.key_frame_interval = value.get().expect("type checked upstream")
+            }
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -489,6 +536,7 @@ impl ObjectImpl for WebRtcServe {
             "stun-server" => s.stun_server.to_value(),
             "queue-packets" => s.queue_packets.to_value(),
             "bitrate" => s.bitrate.to_value(),
+            "key-frame-interval" => s.key_frame_interval.to_value(),
             other => unreachable!("unknown or write-only property {other}"),
         }
     }
@@ -496,14 +544,19 @@ impl ObjectImpl for WebRtcServe {
     fn constructed(&self) {
         self.parent_constructed();
         let obj = self.obj();
-        obj.add_many([&self.entry, &self.tee]).unwrap();
-        self.sinkpad
-            .set_target(Some(&self.entry.static_pad("sink").unwrap()))
-            .unwrap();
         obj.add_pad(&self.sinkpad).unwrap();
+        let Ok((entry, tee)) = self.core() else {
+            // Reported as an error when the bin is set to READY.
+            gst::warning!(CAT, imp = self, "{MISSING_CORE}");
+            return;
+        };
+        obj.add_many([entry, tee]).unwrap();
+        self.sinkpad
+            .set_target(Some(&entry.static_pad("sink").unwrap()))
+            .unwrap();
         // The first caps decide the chain.
         let weak = obj.downgrade();
-        self.entry.static_pad("src").unwrap().add_probe(
+        entry.static_pad("src").unwrap().add_probe(
             gst::PadProbeType::EVENT_DOWNSTREAM,
             move |pad, info| {
                 let Some(gst::PadProbeData::Event(event)) = &info.data else {
@@ -527,7 +580,7 @@ impl ObjectImpl for WebRtcServe {
         );
         // The payloader's caps are what viewers get; the first buffer makes the track active.
         let weak = obj.downgrade();
-        self.tee.static_pad("sink").unwrap().add_probe(
+        tee.static_pad("sink").unwrap().add_probe(
             gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER,
             move |_, info| {
                 let Some(obj) = weak.upgrade() else {
@@ -604,6 +657,12 @@ impl ElementImpl for WebRtcServe {
         &self,
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::NullToReady
+            && let Err(e) = self.core()
+        {
+            gst::element_imp_error!(self, gst::CoreError::MissingPlugin, ("{e}"));
+            return Err(gst::StateChangeError);
+        }
         if transition == gst::StateChange::ReadyToPaused
             && let Err(e) = self.start()
         {
@@ -625,8 +684,10 @@ impl BinImpl for WebRtcServe {
             let viewers = self.viewers.lock().unwrap();
             let hit = viewers.iter().find(|(_, e)| {
                 message.src().is_some_and(|src| {
-                    src == e.viewer.webrtcbin.upcast_ref::<gst::Object>()
-                        || src.has_as_ancestor(&e.viewer.webrtcbin)
+                    let v = &e.viewer;
+                    [&v.queue, v.guard.upcast_ref(), &v.webrtcbin]
+                        .iter()
+                        .any(|el| src == el.upcast_ref::<gst::Object>() || src.has_as_ancestor(*el))
                 })
             });
             if let Some((id, _)) = hit {

@@ -1,6 +1,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod guard;
 mod imp;
 mod server;
 pub mod signalling;

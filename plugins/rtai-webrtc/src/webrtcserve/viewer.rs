@@ -1,5 +1,5 @@
 //! One viewer's branch: `tee` request pad → `queue leaky=downstream` →
-//! (payload-type rewrite probe) → `webrtcbin` with one send-only video
+//! (payload-type rewrite probe) → flow guard → `webrtcbin` with one send-only video
 //! transceiver (NACK/RTX on). Offer/answer run through promises awaited on the
 //! tokio runtime; counters come from pad probes on the queue.
 
@@ -10,6 +10,8 @@ use std::time::Duration;
 use gst::glib;
 use gst::prelude::*;
 use gst_webrtc::gst_sdp;
+
+use super::guard::FlowGuard;
 
 /// Per-viewer counters (RTP packets and bytes through the queue).
 #[derive(Default)]
@@ -34,6 +36,8 @@ impl Counters {
 pub struct Viewer {
     pub id: String,
     pub queue: gst::Element,
+    /// Keeps this viewer's fatal flow returns away from the tee.
+    pub guard: FlowGuard,
     pub webrtcbin: gst::Element,
     pub tee_pad: gst::Pad,
     pub counters: Arc<Counters>,
@@ -102,7 +106,8 @@ impl Viewer {
         if let Some(turn) = config.turn_server {
             webrtcbin.set_property("turn-server", turn);
         }
-        bin.add_many([&queue, &webrtcbin])
+        let guard = FlowGuard::new(&format!("guard-{id}"));
+        bin.add_many([&queue, guard.upcast_ref(), &webrtcbin])
             .map_err(|e| format!("cannot add the viewer's elements: {e}"))?;
         let sinkpad = webrtcbin
             .request_pad_simple("sink_%u")
@@ -180,18 +185,25 @@ impl Viewer {
                 gst::PadProbeReturn::Ok
             },
         );
-        qsrc.link(&sinkpad)
-            .map_err(|e| format!("cannot link the queue to webrtcbin: {e}"))?;
+        qsrc.link(&guard.static_pad("sink").unwrap())
+            .map_err(|e| format!("cannot link the queue to the guard: {e}"))?;
+        guard
+            .static_pad("src")
+            .unwrap()
+            .link(&sinkpad)
+            .map_err(|e| format!("cannot link the guard to webrtcbin: {e}"))?;
         let tee_pad = tee
             .request_pad_simple("src_%u")
             .ok_or("the tee gave no pad")?;
         queue.sync_state_with_parent().map_err(|e| e.to_string())?;
+        guard.sync_state_with_parent().map_err(|e| e.to_string())?;
         webrtcbin
             .sync_state_with_parent()
             .map_err(|e| e.to_string())?;
         Ok(Self {
             id: id.to_string(),
             queue,
+            guard,
             webrtcbin,
             tee_pad,
             counters,
@@ -355,8 +367,9 @@ impl Viewer {
         }
         tee.release_request_pad(&self.tee_pad);
         let _ = self.webrtcbin.set_state(gst::State::Null);
+        let _ = self.guard.set_state(gst::State::Null);
         let _ = self.queue.set_state(gst::State::Null);
-        let _ = bin.remove_many([&self.queue, &self.webrtcbin]);
+        let _ = bin.remove_many([&self.queue, self.guard.upcast_ref(), &self.webrtcbin]);
     }
 
     /// Current queue level in packets.
