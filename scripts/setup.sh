@@ -71,5 +71,12 @@ if [ ! -d "$dashboard/node_modules/playwright-core" ]; then
   echo "setup: installing playwright-core for the dashboard test"
   npm ci --silent --prefix "$dashboard" >/dev/null
 fi
+# abrsink's player page serves hls.js and dash.js from here; its browser test drives chromium
+# through playwright-core.
+player=plugins/rtai-live/tests/player
+if [ ! -d "$player/node_modules/hls.js" ] || [ ! -d "$player/node_modules/dashjs" ]; then
+  echo "setup: installing hls.js, dash.js and playwright-core for abrsink"
+  npm ci --silent --prefix "$player" >/dev/null
+fi
 
 cargo build --release --workspace --quiet
