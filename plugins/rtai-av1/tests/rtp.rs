@@ -100,6 +100,18 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
+/// Receives AV1 over RTP on loopback `port` with plain `udpsrc` (no jitter buffer):
+/// `rtav1depay name=depay ! rtav1dec ! appsink name=sink`.
+fn udp_receiver(port: u16) -> gst::Pipeline {
+    gst::parse::launch(&format!(
+        "udpsrc address=127.0.0.1 port={port} caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=AV1,payload=96\" \
+         ! rtav1depay name=depay ! rtav1dec ! appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap()
+}
+
 #[test]
 fn udp_loss_recovers_at_the_next_key_frame() {
     const LOST_FRAME: usize = 13;
@@ -107,17 +119,11 @@ fn udp_loss_recovers_at_the_next_key_frame() {
     // A moving pattern: delta frames of about 3 kB, several packets each.
     let clip = clip(320, 240, 60, "I420", "smpte horizontal-speed=5");
     let port = free_udp_port();
-    let receiver = gst::parse::launch(&format!(
-        "udpsrc address=127.0.0.1 port={port} caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=AV1,payload=96\" \
-         ! rtav1depay name=depay ! rtav1dec ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    let receiver = udp_receiver(port);
     receiver.set_state(gst::State::Playing).unwrap();
     let sender = gst::parse::launch(&format!(
         "appsrc name=src format=time ! rtav1enc max-key-frame-interval={KEY_INTERVAL} min-key-frame-interval={KEY_INTERVAL} \
-         ! rtav1pay name=pay mtu=600 ! udpsink host=127.0.0.1 port={port} sync=true"
+         ! rtav1pay name=pay mtu=600 ! udpsink name=udp host=127.0.0.1 port={port} sync=true"
     ))
     .unwrap()
     .downcast::<gst::Pipeline>()
@@ -145,25 +151,7 @@ fn udp_loss_recovers_at_the_next_key_frame() {
             *frame += 1;
             gst::PadProbeReturn::Ok
         });
-    let src = sender
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    src.set_caps(Some(&clip.caps()));
-    sender.set_state(gst::State::Playing).unwrap();
-    for b in buffers(&clip) {
-        src.push_buffer(b).unwrap();
-    }
-    src.end_of_stream().unwrap();
-    let bus = sender.bus().unwrap();
-    let msg = bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap();
-    assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
+    send_clip(&sender, &clip, "udp");
     assert!(
         dropped.lock().unwrap().3,
         "a packet of frame {LOST_FRAME} was dropped (it spans several packets)"
@@ -563,13 +551,7 @@ fn whole_lost_temporal_units_wait_for_a_key_frame_and_request_one() {
     const KEY_INTERVAL: usize = 30;
     let clip = clip(320, 240, 60, "I420", "ball");
     let port = free_udp_port();
-    let receiver = gst::parse::launch(&format!(
-        "udpsrc address=127.0.0.1 port={port} caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=AV1,payload=96\" \
-         ! rtav1depay name=depay ! rtav1dec ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    let receiver = udp_receiver(port);
     // Key-unit requests the depayloader sends upstream (webrtcbin/rtpbin turn them into PLI).
     let requests = Arc::new(Mutex::new(0usize));
     let r = requests.clone();
@@ -589,7 +571,7 @@ fn whole_lost_temporal_units_wait_for_a_key_frame_and_request_one() {
     receiver.set_state(gst::State::Playing).unwrap();
     let sender = gst::parse::launch(&format!(
         "appsrc name=src format=time ! rtav1enc bitrate=150 max-key-frame-interval={KEY_INTERVAL} \
-         ! rtav1pay name=pay mtu=1400 ! udpsink host=127.0.0.1 port={port} sync=true"
+         ! rtav1pay name=pay mtu=1400 ! udpsink name=udp host=127.0.0.1 port={port} sync=true"
     ))
     .unwrap()
     .downcast::<gst::Pipeline>()
@@ -615,26 +597,7 @@ fn whole_lost_temporal_units_wait_for_a_key_frame_and_request_one() {
             }
             gst::PadProbeReturn::Ok
         });
-    let src = sender
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    src.set_caps(Some(&clip.caps()));
-    sender.set_state(gst::State::Playing).unwrap();
-    for b in buffers(&clip) {
-        src.push_buffer(b).unwrap();
-    }
-    src.end_of_stream().unwrap();
-    let msg = sender
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap();
-    assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
+    send_clip(&sender, &clip, "udp");
     let sink = receiver
         .by_name("sink")
         .unwrap()
@@ -681,60 +644,107 @@ fn whole_lost_temporal_units_wait_for_a_key_frame_and_request_one() {
     assert!(stats.get::<u64>("dropped-units").unwrap() >= 1, "{stats}");
 }
 
+/// How a header extension reaches the payloader.
+#[derive(Debug, Clone, Copy)]
+enum ExtensionFrom {
+    /// The application calls `add-extension`.
+    AddExtension,
+    /// Downstream caps carry `extmap-1`; the base class creates the extension itself.
+    CapsExtmap,
+    /// Downstream caps carry `extmap-1`; an application's `request-extension` handler supplies it.
+    RequestExtension,
+}
+
+const TWCC_URI: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
+fn twcc() -> gst_rtp::RTPHeaderExtension {
+    gst::ElementFactory::make("rtphdrexttwcc")
+        .build()
+        .unwrap()
+        .downcast::<gst_rtp::RTPHeaderExtension>()
+        .unwrap()
+}
+
 #[test]
 fn packets_with_header_extensions_still_fit_the_mtu() {
     init();
     let clip = clip(320, 240, 10, "I420", "ball");
     let (caps, units) = encode(&clip, "rtav1enc");
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time ! rtav1pay name=pay mtu={MTU} ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    // Transport-wide congestion control, as webrtcbin adds: a sequence number in every packet.
-    let ext = gst::ElementFactory::make("rtphdrexttwcc")
-        .build()
+    for from in [
+        ExtensionFrom::AddExtension,
+        ExtensionFrom::CapsExtmap,
+        ExtensionFrom::RequestExtension,
+    ] {
+        let filter = match from {
+            ExtensionFrom::AddExtension => String::new(),
+            _ => format!("! application/x-rtp,extmap-1=(string){TWCC_URI} "),
+        };
+        let pipeline = gst::parse::launch(&format!(
+            "appsrc name=src format=time ! rtav1pay name=pay mtu={MTU} {filter}! appsink name=sink sync=false"
+        ))
         .unwrap()
-        .downcast::<gst_rtp::RTPHeaderExtension>()
+        .downcast::<gst::Pipeline>()
         .unwrap();
-    ext.set_id(1);
-    pipeline
-        .by_name("pay")
-        .unwrap()
-        .emit_by_name::<()>("add-extension", &[&ext]);
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    src.set_caps(Some(&caps));
-    pipeline.set_state(gst::State::Playing).unwrap();
-    for u in units {
-        src.push_buffer(u).unwrap();
+        let pay = pipeline.by_name("pay").unwrap();
+        // Transport-wide congestion control, as webrtcbin adds: a sequence number in every packet.
+        match from {
+            ExtensionFrom::AddExtension => {
+                let ext = twcc();
+                ext.set_id(1);
+                pay.emit_by_name::<()>("add-extension", &[&ext]);
+            }
+            ExtensionFrom::CapsExtmap => {}
+            ExtensionFrom::RequestExtension => {
+                pay.set_property("auto-header-extension", false);
+                pay.connect("request-extension", false, |args| {
+                    let (id, uri) = (
+                        args[1].get::<u32>().unwrap(),
+                        args[2].get::<String>().unwrap(),
+                    );
+                    assert_eq!(uri, TWCC_URI);
+                    let ext = twcc();
+                    ext.set_id(id);
+                    Some(ext.to_value())
+                });
+            }
+        }
+        let src = pipeline
+            .by_name("src")
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
+        let sink = pipeline
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        src.set_caps(Some(&caps));
+        pipeline.set_state(gst::State::Playing).unwrap();
+        for u in &units {
+            src.push_buffer(u.clone()).unwrap();
+        }
+        src.end_of_stream().unwrap();
+        let packets: Vec<gst::Buffer> = std::iter::from_fn(|| sink.pull_sample().ok())
+            .map(|s| s.buffer_owned().unwrap())
+            .collect();
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert!(packets.len() > 10, "{from:?}");
+        let mut with_extension = 0;
+        let largest = packets.iter().map(|p| p.size()).max().unwrap();
+        for p in &packets {
+            let rtp = gst_rtp::RTPBuffer::from_buffer_readable(p).unwrap();
+            with_extension += rtp.is_extension() as usize;
+        }
+        assert_eq!(
+            with_extension,
+            packets.len(),
+            "{from:?}: every packet carries the extension"
+        );
+        assert!(
+            largest as u32 <= MTU,
+            "{from:?}: a packet of {largest} bytes, the MTU is {MTU}"
+        );
     }
-    src.end_of_stream().unwrap();
-    let packets: Vec<gst::Buffer> = std::iter::from_fn(|| sink.pull_sample().ok())
-        .map(|s| s.buffer_owned().unwrap())
-        .collect();
-    pipeline.set_state(gst::State::Null).unwrap();
-    assert!(packets.len() > 10);
-    let mut with_extension = 0;
-    for p in &packets {
-        let rtp = gst_rtp::RTPBuffer::from_buffer_readable(p).unwrap();
-        with_extension += rtp.is_extension() as usize;
-        assert!(p.size() as u32 <= MTU, "packet of {} bytes", p.size());
-    }
-    assert_eq!(
-        with_extension,
-        packets.len(),
-        "every packet carries the extension"
-    );
 }
 
 /// The units as one buffer per OBU (alignment=obu), each with its unit's timestamps.

@@ -6,7 +6,8 @@
 //! OBUs (as rtpav1pay takes). Frames and OBUs are gathered into the temporal
 //! unit they belong to, which ends at a buffer with the MARKER flag, at the
 //! next temporal delimiter or timestamp, or at EOS. Packets leave room for the
-//! RTP header extensions added to the payloader (`add-extension`).
+//! RTP header extensions: those added with `add-extension` and those the caps'
+//! `extmap-N` fields bring in (auto-created or from `request-extension`).
 
 use std::sync::{LazyLock, Mutex};
 
@@ -69,6 +70,44 @@ pub struct RtAv1Pay {
     /// Header extensions added with `add-extension` (GStreamer 1.22's base
     /// class does not expose its list), to leave room for them.
     extensions: Mutex<Vec<gst_rtp::RTPHeaderExtension>>,
+    /// The src caps last looked at, and the extension sizes their `extmap-N` fields give.
+    caps_extensions: Mutex<Option<(gst::Caps, ExtensionSizes)>>,
+}
+
+/// `(id, maximum data size)` per RTP header extension.
+type ExtensionSizes = Vec<(u32, usize)>;
+
+/// Largest data size of a header extension whose implementation is unknown here:
+/// the most a one-byte element can carry (ids 1–14), else a two-byte element's.
+fn unknown_extension_size(id: u32) -> usize {
+    if id <= 14 { 16 } else { 255 }
+}
+
+/// `(id, maximum data size)` of every `extmap-N` in `caps`: the field is the URI, or
+/// `(direction, uri, attributes)`; the size is that of the extension GStreamer makes
+/// for the URI, else the most the id's element form can carry.
+fn caps_extension_sizes(caps: &gst::CapsRef, probe: &gst::Buffer) -> ExtensionSizes {
+    let Some(s) = caps.structure(0) else {
+        return Vec::new();
+    };
+    s.iter()
+        .filter_map(|(name, value)| {
+            let id = name.strip_prefix("extmap-")?.parse::<u32>().ok()?;
+            if !(1..=255).contains(&id) {
+                return None;
+            }
+            let uri = value.get::<String>().ok().or_else(|| {
+                value
+                    .get::<gst::Array>()
+                    .ok()
+                    .and_then(|a| a.get(1).and_then(|v| v.get::<String>().ok()))
+            });
+            let size = uri
+                .and_then(|u| gst_rtp::RTPHeaderExtension::create_from_uri(&u))
+                .map_or_else(|| unknown_extension_size(id), |ext| ext.max_size(probe));
+            Some((id, size))
+        })
+        .collect()
 }
 
 impl RtAv1Pay {
@@ -326,25 +365,36 @@ impl RtAv1Pay {
         }
     }
 
-    /// Bytes the RTP header extensions added to the payloader may take in a
-    /// packet (RFC 8285: a 4-byte header, one or two bytes per element, padding
-    /// to 32 bits).
+    /// Bytes the RTP header extensions may take in a packet (RFC 8285: a 4-byte
+    /// header, one or two bytes per element, padding to 32 bits). GStreamer 1.22's
+    /// base class keeps its list private, so the extensions are counted from two
+    /// places: those added with `add-extension`, and every `extmap-N` of the
+    /// negotiated src caps (the base class adds an extension for each, itself or
+    /// through a `request-extension` handler, without emitting `add-extension`).
     fn extension_overhead(&self) -> u32 {
-        let extensions = self.extensions.lock().unwrap().clone();
         let probe = gst::Buffer::new();
-        let mut data = 0usize;
-        let mut count = 0usize;
-        let mut two_byte = false;
-        for ext in extensions {
-            let size = ext.max_size(&probe);
-            two_byte |= size > 16 || ext.id() > 14;
-            data += size;
-            count += 1;
+        // Maximum data size per extension id.
+        let mut sizes = std::collections::BTreeMap::<u32, usize>::new();
+        for ext in self.extensions.lock().unwrap().iter() {
+            sizes.insert(ext.id(), ext.max_size(&probe));
         }
-        if count == 0 {
+        if let Some(caps) = self.obj().src_pad().current_caps() {
+            let mut cached = self.caps_extensions.lock().unwrap();
+            if cached.as_ref().is_none_or(|(c, _)| *c != caps) {
+                *cached = Some((caps.clone(), caps_extension_sizes(&caps, &probe)));
+            }
+            if let Some((_, from_caps)) = cached.as_ref() {
+                for (id, size) in from_caps {
+                    sizes.entry(*id).or_insert(*size);
+                }
+            }
+        }
+        if sizes.is_empty() {
             return 0;
         }
-        let elements = data + count * if two_byte { 2 } else { 1 };
+        let two_byte = sizes.iter().any(|(id, size)| *size > 16 || *id > 14);
+        let data: usize = sizes.values().sum();
+        let elements = data + sizes.len() * if two_byte { 2 } else { 1 };
         (4 + elements.div_ceil(4) * 4) as u32
     }
 
@@ -438,5 +488,28 @@ impl RtAv1Pay {
             payloads.len()
         );
         self.obj().push_list(list)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_extmap_fields_give_extension_sizes() {
+        gst::init().unwrap();
+        let twcc = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+        let caps = gst::Caps::builder("application/x-rtp")
+            .field("extmap-1", twcc)
+            // The (direction, uri, attributes) form webrtcbin writes.
+            .field("extmap-3", gst::Array::new(["sendonly", twcc, ""]))
+            .field("extmap-5", "urn:example:unknown")
+            .field("extmap-20", "urn:example:unknown")
+            .field("extmap-0", twcc)
+            .field("clock-rate", 90000i32)
+            .build();
+        let sizes = caps_extension_sizes(&caps, &gst::Buffer::new());
+        // rtphdrexttwcc writes a 16-bit sequence number.
+        assert_eq!(sizes, vec![(1, 2), (3, 2), (5, 16), (20, 255)]);
     }
 }
