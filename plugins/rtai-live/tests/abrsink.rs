@@ -548,3 +548,64 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// hls.js and dash.js in Debian's chromium (playwright-core) play a live
+/// 720p stream with a 2-rung ladder from abrsink's player page: first frame
+/// (requestVideoFrameCallback) within 3 s of opening the page, playback
+/// advancing, no failed request, nothing fetched from another origin. Prints
+/// start → first playable playlist and page open → first frame.
+#[test]
+fn hls_js_and_dash_js_play_in_chromium() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/player");
+    assert!(
+        Path::new(dir).join("node_modules/playwright-core").exists()
+            && Path::new(dir).join("node_modules/hls.js").exists(),
+        "hls.js/dash.js/playwright-core are missing: scripts/setup.sh runs `npm ci` in {dir}"
+    );
+    let started = Instant::now();
+    let rig = Rig::start(
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=1280,height=720,framerate=30/1 \
+         ! abrsink name=abr ladder=720p:2800,480p:1400 listen=127.0.0.1:0 stream=web prefer-hardware=false \
+         audiotestsrc is-live=true ! abr.audio",
+    );
+    let port = rig.port();
+    // The master playlist request is held until every rendition has a segment.
+    let master = get(port, "/hls/web/master.m3u8");
+    assert_eq!(master.status, 200);
+    let first_playable = started.elapsed();
+    println!(
+        "start → first playable playlist: {:.2} s (1 s segments)",
+        first_playable.as_secs_f64()
+    );
+    for (player, query) in [("hls.js", ""), ("dash.js", "?dash=1")] {
+        let url = format!("http://127.0.0.1:{port}/watch/web{query}");
+        let out = Command::new("node")
+            .arg(format!("{dir}/play.mjs"))
+            .arg(&url)
+            .arg("1.5")
+            .output()
+            .expect("node runs");
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success(),
+            "{player}: {line} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shown: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(shown["errors"], serde_json::json!([]), "{player}: {shown}");
+        assert_eq!(
+            shown["foreignRequests"],
+            serde_json::json!([]),
+            "{player}: {shown}"
+        );
+        let first_frame = shown["firstFrameMs"].as_f64().unwrap();
+        println!("{player}: page open → first frame {first_frame:.0} ms");
+        assert!(
+            first_frame < 3000.0,
+            "{player}: first frame after {first_frame} ms"
+        );
+        if player == "hls.js" {
+            assert_eq!(shown["levels"], 2, "hls.js sees both renditions: {shown}");
+        }
+    }
+}

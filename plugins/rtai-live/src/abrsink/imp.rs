@@ -1030,7 +1030,7 @@ impl ElementImpl for AbrSink {
                 "ABR HLS/DASH sink",
                 "Sink/Video/Audio/Network",
                 "Encodes a ladder of renditions (key frames aligned), packages them as CMAF and serves HLS (low-latency optional) and DASH over HTTP",
-                "rtai",
+                "rtai contributors",
             )
         });
         Some(&*META)

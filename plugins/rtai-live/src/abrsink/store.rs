@@ -738,7 +738,17 @@ pub fn mpd(inner: &Inner, cfg: &Config, now: SystemTime) -> Option<String> {
         }
         out.push_str("    </AdaptationSet>\n");
     }
-    out.push_str("  </Period>\n</MPD>\n");
+    out.push_str("  </Period>\n");
+    if !inner.ended {
+        // After the Period (schema order): the server's clock, so players need no time server (dash.js asks
+        // time.akamai.com without one).
+        let _ = writeln!(
+            out,
+            "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:direct:2014\" value=\"{}\"/>",
+            iso_time(now)
+        );
+    }
+    out.push_str("</MPD>\n");
     Some(out)
 }
 

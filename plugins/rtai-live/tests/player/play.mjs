@@ -1,0 +1,38 @@
+// Opens abrsink's player page (argv[2], hls.js or with ?dash=1 dash.js) in
+// Debian's chromium through playwright-core, waits for the first rendered
+// frame (requestVideoFrameCallback, measured by the page from its opening) and
+// for playback to advance by argv[3] seconds (default 1.5), then prints one
+// JSON line: firstFrameMs, levels, advanced, errors, foreignRequests.
+// Exits non-zero on a timeout.
+import { chromium } from "playwright-core";
+
+const [url, advanceArg] = process.argv.slice(2);
+const advance = Number(advanceArg || "1.5");
+const origin = new URL(url).origin;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"],
+});
+let code = 0;
+try {
+  const page = await browser.newPage();
+  const foreign = [];
+  const errors = [];
+  page.on("request", (r) => { if (!r.url().startsWith(origin) && !r.url().startsWith("blob:") && !r.url().startsWith("data:")) foreign.push(r.url()); });
+  page.on("response", (r) => { if (r.status() >= 400) errors.push(r.status() + " " + r.url()); });
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(url);
+  await page.waitForFunction(() => window.abr && window.abr.firstFrame !== null, null, { timeout: 20000 });
+  const firstFrameMs = await page.evaluate(() => window.abr.firstFrame);
+  const t0 = await page.evaluate(() => document.getElementById("video").currentTime);
+  await page.waitForFunction((t) => document.getElementById("video").currentTime >= t, t0 + advance, { timeout: 15000 });
+  const shown = await page.evaluate(() => ({ levels: window.abr.levels, errors: window.abr.errors, player: window.abr.player }));
+  console.log(JSON.stringify({ firstFrameMs, levels: shown.levels, player: shown.player, advanced: true,
+    errors: errors.concat(shown.errors), foreignRequests: foreign }));
+} catch (e) {
+  console.log(JSON.stringify({ error: String(e) }));
+  code = 1;
+} finally {
+  await browser.close();
+}
+process.exit(code);
