@@ -5,7 +5,8 @@
 //!   specvadgate, batcher, inferclient, analyticssink and the gRPC bridge agree on.
 //! - [`prosody`]: a speech segment's pitch, level and rate (`rtai-prosody` event).
 //! - [`control`]: control messages across transports (JSON wire form, acks,
-//!   retries, dedupe, rate limit), mapped to and from the protocol's events.
+//!   retries, dedupe, rate limit), mapped to and from the protocol's events;
+//!   `control_http` (feature `control-http`): its SSE / POST routes for axum servers.
 //! - [`runtime`]: the shared tokio runtime for network work.
 //! - [`http_auth`]: bearer tokens and the Host check of the embedded HTTP servers.
 //! - [`inference`]: how inference results travel on buffers (ROI params, result meta).
@@ -16,6 +17,8 @@
 //! - [`tensor`]: raw model output tensors on buffers (`RtaiTensorMeta`).
 
 pub mod control;
+#[cfg(feature = "control-http")]
+pub mod control_http;
 mod custom_meta;
 pub mod http_auth;
 pub mod inference;
