@@ -402,6 +402,7 @@ fn local_directory_clip_from_a_bus_marker_in_time() {
     assert_eq!(rec.get::<&str>("reason").unwrap(), "speech");
     assert_eq!(rec.get::<&str>("sources").unwrap(), "e1");
     assert_eq!(rec.get::<&str>("event-ids").unwrap(), "clip-e1");
+    assert!(!rec.get::<bool>("truncated").unwrap());
     let path = PathBuf::from(rec.get::<&str>("location").unwrap());
     assert!(path.starts_with(std::path::absolute(&dir).unwrap()));
     assert_eq!(
@@ -638,4 +639,90 @@ fn unwritable_directory_warns_and_pipeline_goes_on() {
     assert_eq!(rig.stats().get::<u64>("failed").unwrap(), 1);
     rig.stop();
     let _ = std::fs::remove_file(&dir);
+}
+
+/// The element alone in a Harness: buffers pass through untouched (the same buffers), the
+/// ring keeps frames from the first key frame on, and markers arrive as downstream events and
+/// through the `record` signal; malformed ones are counted and refused.
+#[test]
+fn harness_passthrough_markers_and_ring() {
+    init();
+    let dir = temp_dir("harness");
+    let rec = gst::ElementFactory::make("cliprecorder")
+        .property("location", dir.to_str().unwrap())
+        .property("pre-roll", 1000u32)
+        .property("post-roll", 0u32)
+        .property("listen-bus", false)
+        .build()
+        .unwrap();
+    let mut h = gst_check::Harness::with_element(&rec, Some("sink"), Some("src"));
+    h.set_src_caps_str("video/x-h264, stream-format=byte-stream, alignment=au, width=160, height=120, framerate=10/1");
+    h.play();
+
+    let frame = |i: u64, key: bool| {
+        let mut b = gst::Buffer::from_slice(vec![0u8, 0, 0, 1, 0x65, i as u8]);
+        let bm = b.get_mut().unwrap();
+        bm.set_pts(gst::ClockTime::from_mseconds(i * 100));
+        bm.set_duration(gst::ClockTime::from_mseconds(100));
+        if !key {
+            bm.set_flags(gst::BufferFlags::DELTA_UNIT);
+        }
+        b
+    };
+    // A delta frame before any key frame cannot start a clip: not kept.
+    let first = frame(0, false);
+    let ptr = first.as_ptr();
+    h.push(first).unwrap();
+    assert_eq!(h.pull().unwrap().as_ptr(), ptr, "passed through as is");
+    let stats = rec.property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("ring-frames").unwrap(), 0);
+    for i in 1..30 {
+        h.push(frame(i, i % 5 == 0)).unwrap();
+        h.pull().unwrap();
+    }
+    // 1 s of pre-roll from a key frame: 2.0 s back to 1.5 s ... 2.9 s.
+    let stats = rec.property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("ring-oldest").unwrap(), 1500 * MS);
+    assert_eq!(stats.get::<u64>("ring-frames").unwrap(), 15);
+
+    // A marker as a downstream event, one through the signal, malformed and reversed ones.
+    assert!(
+        h.push_event(gst::event::CustomDownstream::new(
+            gst::Structure::builder("rtai-clip-marker")
+                .field("start", 2200 * MS)
+                .field("end", 2300 * MS)
+                .field("reason", "scene")
+                .build(),
+        ))
+    );
+    assert!(rec.emit_by_name::<bool>("record", &[&(2250 * MS), &(2600 * MS), &"manual"]));
+    assert!(!rec.emit_by_name::<bool>("record", &[&(2600 * MS), &(2500 * MS), &"reversed"]));
+    assert!(
+        h.push_event(gst::event::CustomDownstream::new(
+            gst::Structure::builder("rtai-clip-marker")
+                .field("start", "soon")
+                .build(),
+        ))
+    );
+    let stats = rec.property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("markers").unwrap(), 2);
+    assert_eq!(stats.get::<u64>("merged-markers").unwrap(), 1);
+    assert_eq!(stats.get::<u64>("invalid-markers").unwrap(), 2);
+    assert_eq!(stats.get::<u64>("pending-clips").unwrap(), 1);
+    // The frame after the merged end completes the clip.
+    for i in 30..32 {
+        h.push(frame(i, false)).unwrap();
+        h.pull().unwrap();
+    }
+    let stats = rec.property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("clips").unwrap(), 1);
+    assert_eq!(stats.get::<u64>("pending-clips").unwrap(), 0);
+    // The event went on downstream.
+    let mut forwarded = false;
+    while let Some(ev) = h.try_pull_event() {
+        forwarded |= ev
+            .structure()
+            .is_some_and(|s| s.name() == "rtai-clip-marker");
+    }
+    assert!(forwarded);
 }

@@ -441,6 +441,8 @@ fn recorded_structure(rec: &Recorded) -> gst::Structure {
         .field("duration", i.end.saturating_sub(i.start))
         .field("requested-start", i.requested_start)
         .field("requested-end", i.requested_end)
+        // The ring no longer held the requested start (pre-roll too short for the marker).
+        .field("truncated", i.start > i.requested_start)
         .field("reason", i.reason.as_str())
         .field("sources", i.sources.as_str())
         .field("event-ids", i.event_ids.as_str())
