@@ -1,9 +1,11 @@
 """Prints analyticssink events for the demo (standard library only).
 
   demo_events.py follow URL    print live events from URL/api/events/stream until the server goes away
-  demo_events.py summary DB    print what the SQLite database holds after the run
+  demo_events.py summary DB [CLIPS]    print what the SQLite database holds after the run
+                                       (and the MP4 clips stored in the directory CLIPS)
 """
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -44,7 +46,7 @@ def follow(url):
         pass  # the pipeline ended and took the server with it
 
 
-def summary(db):
+def summary(db, clips=None):
     con = sqlite3.connect(db)
     rows = con.execute("SELECT type, COUNT(*), MAX(clip_worthy_score) FROM rtai_events GROUP BY type ORDER BY type").fetchall()
     total = sum(r[1] for r in rows)
@@ -56,9 +58,17 @@ def summary(db):
     for start, end, score, data in con.execute(
         "SELECT start_ns, end_ns, clip_worthy_score, data FROM rtai_events WHERE type = 'clip' ORDER BY start_ns"
     ):
-        reason = json.loads(data).get("reason", "") if data else ""
-        print(f"  clip marker {start / 1e9:.2f}-{(end or start) / 1e9:.2f} s, score {score:.2f} ({reason})")
+        d = json.loads(data) if data else {}
+        stored = f" -> {d['url']}" if d.get("url") else ""
+        print(f"  clip marker {start / 1e9:.2f}-{(end or start) / 1e9:.2f} s, score {score:.2f} ({d.get('reason', '')}){stored}")
+    for (text,) in con.execute("SELECT text FROM rtai_events WHERE type = 'speech' AND text IS NOT NULL ORDER BY start_ns LIMIT 20"):
+        print(f"  transcript: {text}")
+    if clips and os.path.isdir(clips):
+        files = sorted(f for f in os.listdir(clips) if f.endswith(".mp4"))
+        print(f"summary: {len(files)} clips stored in {clips}")
+        for f in files:
+            print(f"  {os.path.join(clips, f)}  ({os.path.getsize(os.path.join(clips, f))} bytes)")
 
 
 if __name__ == "__main__":
-    {"follow": follow, "summary": summary}[sys.argv[1]](sys.argv[2])
+    {"follow": follow, "summary": summary}[sys.argv[1]](*sys.argv[2:])

@@ -10,6 +10,7 @@ use gst::prelude::*;
 /// Every element name the collection defines (issues name them; the public interface).
 pub const ELEMENT_NAMES: &[&str] = &[
     "specvadgate",
+    "prosodymeter",
     "batcher",
     "inferclient",
     "objtracker",
