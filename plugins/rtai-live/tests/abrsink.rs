@@ -609,3 +609,74 @@ fn hls_js_and_dash_js_play_in_chromium() {
         }
     }
 }
+
+/// An ffmpeg RTMP publisher into rtmpserversrc (keep-alive mode) → abrsink: the
+/// stream is served; when the publisher is killed the playlists end
+/// (EXT-X-ENDLIST) within 2 s although the decoders never see another frame.
+#[test]
+fn rtmp_publisher_killed_ends_the_playlists() {
+    let rig = Rig::start(
+        "rtmpserversrc name=src listen=127.0.0.1:0 stream-name=cam eos-on-disconnect=false ! flvdemux name=d \
+         d.video ! queue ! h264parse ! avdec_h264 ! queue ! abrsink name=abr ladder=360p:800,240p:300 \
+           listen=127.0.0.1:0 stream=cam prefer-hardware=false \
+         d.audio ! queue ! aacparse ! avdec_aac ! queue ! abr.audio",
+    );
+    let rtmp_port = rig
+        .pipeline
+        .by_name("src")
+        .unwrap()
+        .property::<u32>("bound-port");
+    let port = rig.port();
+    let t0 = Instant::now();
+    let mut ffmpeg = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440", "-t", "20"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "30",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv"])
+        .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/cam"))
+        .spawn()
+        .expect("ffmpeg runs");
+    let master = get(port, "/hls/cam/master.m3u8");
+    assert_eq!(master.status, 200, "{}", master.text());
+    println!(
+        "RTMP publish → first playable playlist: {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(master.text().matches("#EXT-X-STREAM-INF").count(), 2);
+    assert!(
+        !get(port, "/hls/cam/360p/index.m3u8")
+            .text()
+            .contains("ENDLIST")
+    );
+    ffmpeg.kill().unwrap();
+    let killed = Instant::now();
+    ffmpeg.wait().unwrap();
+    let deadline = killed + Duration::from_secs(2);
+    loop {
+        let p = get(port, "/hls/cam/360p/index.m3u8").text();
+        if p.ends_with("#EXT-X-ENDLIST\n") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ENDLIST 2 s after the publisher was killed:\n{p}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "publisher killed → ENDLIST: {} ms",
+        killed.elapsed().as_millis()
+    );
+    let xml = get(port, "/dash/cam/manifest.mpd").text();
+    assert!(xml.contains("type=\"static\""), "{xml}");
+}

@@ -115,6 +115,8 @@ struct State {
     started: bool,
     ended: bool,
     upstream_rtmp: Option<gst::Element>,
+    /// The probe on the upstream rtmpserversrc's src pad that sees `rtmp-publish-stop` at once.
+    rtmp_probe: Option<(gst::Pad, gst::PadProbeId)>,
     ingress_seen: u64,
     fps_at: Instant,
 }
@@ -258,6 +260,7 @@ impl AbrSink {
             started: false,
             ended: false,
             upstream_rtmp: None,
+            rtmp_probe: None,
             ingress_seen: 0,
             fps_at: Instant::now(),
         });
@@ -265,7 +268,10 @@ impl AbrSink {
     }
 
     fn stop(&self) {
-        let state = self.state.lock().unwrap().take();
+        let mut state = self.state.lock().unwrap().take();
+        if let Some((pad, id)) = state.as_mut().and_then(|s| s.rtmp_probe.take()) {
+            pad.remove_probe(id);
+        }
         if let Some(state) = state
             && state.started
             && !state.ended
@@ -490,6 +496,24 @@ impl AbrSink {
             branches.push(branch);
         }
         let upstream = find_upstream(self.video_pad.upcast_ref(), "rtmpserversrc");
+        // The publisher's end as the source sends it: decoders hold serialized custom
+        // events until their next frame, which never comes after the publisher left.
+        let rtmp_probe = upstream.as_ref().and_then(|src| {
+            let pad = src.static_pad("src")?;
+            let weak = self.obj().downgrade();
+            let id = pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+                if let Some(gst::PadProbeData::Event(e)) = &info.data
+                    && e.type_() == gst::EventType::CustomDownstream
+                    && e.structure()
+                        .is_some_and(|s| s.name() == "rtmp-publish-stop")
+                    && let Some(el) = weak.upgrade()
+                {
+                    el.imp().publish_stopped();
+                }
+                gst::PadProbeReturn::Ok
+            })?;
+            Some((pad, id))
+        });
         let mut state = self.state.lock().unwrap();
         if let Some(state) = state.as_mut() {
             // Video renditions first (highest first), audio last.
@@ -497,6 +521,7 @@ impl AbrSink {
             state.branches = branches;
             state.branches.extend(audio);
             state.upstream_rtmp = upstream;
+            state.rtmp_probe = rtmp_probe;
         }
         drop(state);
         self.reorder_renditions();
@@ -724,6 +749,16 @@ impl AbrSink {
             state.branches.len()
         );
         if state.eos_pending >= state.branches.len() && !state.ended {
+            self.end_stream(state, StreamEnd::Ended);
+        }
+    }
+
+    /// The RTMP publisher left (`rtmp-publish-stop`): the stream ends now.
+    fn publish_stopped(&self) {
+        let mut guard = self.state.lock().unwrap();
+        if let Some(state) = guard.as_mut()
+            && !state.ended
+        {
             self.end_stream(state, StreamEnd::Ended);
         }
     }
@@ -1003,12 +1038,7 @@ impl ObjectImpl for AbrSink {
                             if c.structure()
                                 .is_some_and(|s| s.name() == "rtmp-publish-stop") =>
                         {
-                            let mut guard = imp.state.lock().unwrap();
-                            if let Some(state) = guard.as_mut()
-                                && !state.ended
-                            {
-                                imp.end_stream(state, StreamEnd::Ended);
-                            }
+                            imp.publish_stopped();
                         }
                         _ => {}
                     },
