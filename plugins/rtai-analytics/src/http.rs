@@ -90,6 +90,8 @@ pub struct SinkApi {
     pub store: Store,
     pub live: broadcast::Sender<Arc<str>>,
     pub summary: Arc<Mutex<Summary>>,
+    /// Control messages over SSE (`rtai_core::control_http`), under `/api/control`.
+    pub control: Option<Arc<rtai_core::control_http::ControlHub>>,
 }
 
 #[derive(Clone)]
@@ -170,7 +172,11 @@ impl Server {
         let app = router(state);
         let mut shutdown_rx = closing_rx;
         let task = rt.spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let serve = axum::serve(
+                listener,
+                // The client address: the control routes rate-limit per client.
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            ).with_graceful_shutdown(async move {
                 let _ = shutdown_rx.wait_for(|c| *c).await;
             });
             if let Err(err) = serve.await {
@@ -232,8 +238,12 @@ fn router(state: AppState) -> Router {
         .route("/api/events", get(events))
         .route("/api/events/stream", get(events_stream))
         .route("/api/latency", get(latency))
-        .route("/api/summary", get(summary))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+        .route("/api/summary", get(summary));
+    let protected = match state.sink.as_ref().and_then(|s| s.control.as_ref()) {
+        Some(hub) => protected.merge(hub.router()),
+        None => protected,
+    }
+    .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))

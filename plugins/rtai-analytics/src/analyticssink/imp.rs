@@ -183,6 +183,8 @@ pub struct AnalyticsSink {
     pads: Mutex<HashMap<String, PadState>>,
     /// Metric labels of the element (`element`, `pipeline`), set on start.
     base_labels: Mutex<Labels>,
+    /// Control messages over SSE while the server runs (issue 19).
+    control: Mutex<Option<Arc<rtai_core::control_http::ControlHub>>>,
 }
 
 #[glib::object_subclass]
@@ -197,6 +199,7 @@ impl ObjectSubclass for AnalyticsSink {
             state: Mutex::new(None),
             pads: Mutex::new(HashMap::new()),
             base_labels: Mutex::new(Vec::new()),
+            control: Mutex::new(None),
         }
     }
 }
@@ -502,6 +505,10 @@ impl AnalyticsSink {
 
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
         let stream = pad.name().to_string();
+        let hub = self.control.lock().unwrap().clone();
+        if let Some(hub) = hub {
+            super::control::publish(&hub, &event, &stream);
+        }
         match event.view() {
             gst::EventView::StreamStart(s) => {
                 let pipeline = pipeline_name(self.obj().upcast_ref());
@@ -819,12 +826,15 @@ impl AnalyticsSink {
         let server = if s.listen.is_empty() {
             None
         } else {
+            let hub = super::control::hub(self.obj().upcast_ref());
+            *self.control.lock().unwrap() = Some(hub.clone());
             let api = Arc::new(SinkApi {
                 element: element.clone(),
                 pipeline: pipeline.clone(),
                 store,
                 live: live.clone(),
                 summary: summary.clone(),
+                control: Some(hub),
             });
             let state = http::AppState::sink(
                 api,
@@ -882,6 +892,9 @@ impl AnalyticsSink {
     }
 
     fn stop(&self) {
+        if let Some(hub) = self.control.lock().unwrap().take() {
+            hub.close();
+        }
         let events = match self.state.lock().unwrap().as_mut() {
             Some(state) => state.agg.finish(None),
             None => return,

@@ -6,6 +6,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod control;
 pub mod events;
 mod imp;
 
