@@ -54,7 +54,7 @@ fi
 
 # Real inference peers for inferclient's tests, and moto's S3 server for cliprecorder's,
 # each in its own venv (their pins conflict).
-for peer in mlserver runpod moto; do
+for peer in mlserver runpod moto aiortc; do
   wanted="$(cat "scripts/peers-$peer.txt")"
   stamp=".venv-$peer/.requirements-installed"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
