@@ -21,6 +21,7 @@ fn init() {
     INIT.call_once(|| {
         gst::init().unwrap();
         gstrtaiinfer::plugin_register_static().unwrap();
+        gstrtaitrack::plugin_register_static().unwrap();
     });
 }
 
@@ -1830,6 +1831,26 @@ impl Gateway {
     }
 }
 
+/// inferclient on the RunPod gateway in `mode` (see runpod_gateway.py) for `model`, with a
+/// long latency budget and `extra` properties.
+fn runpod_harness(
+    gateway: &Gateway,
+    mode: &str,
+    model: &str,
+    extra: &[(&str, &str)],
+    caps: &gst::Caps,
+) -> Harness {
+    let url = gateway.url(mode);
+    let mut props = vec![
+        ("protocol", "runpod"),
+        ("url", url.as_str()),
+        ("model", model),
+        ("latency-budget", "30000"),
+    ];
+    props.extend_from_slice(extra);
+    harness(&props, caps)
+}
+
 #[test]
 fn runpod_run_fallback_status_polling_and_cancel() {
     // The SDK's local API serves /run and /status (POST only) but has no /cancel, and
@@ -1841,14 +1862,11 @@ fn runpod_run_fallback_status_polling_and_cancel() {
     let (caps, frames) = ball_frames(2);
 
     // /runsync is 404: /run, then /status until COMPLETED; the second frame goes to /run at once.
-    let mut h = harness(
-        &[
-            ("protocol", "runpod"),
-            ("url", &gateway.url("no-runsync")),
-            ("model", "ball"),
-            ("latency-budget", "30000"),
-            ("max-inflight", "1"),
-        ],
+    let mut h = runpod_harness(
+        &gateway,
+        "no-runsync",
+        "ball",
+        &[("max-inflight", "1")],
         &caps,
     );
     for f in &frames {
@@ -1878,15 +1896,7 @@ fn runpod_run_fallback_status_polling_and_cancel() {
     assert_eq!(calls, expected);
 
     // /runsync answers IN_PROGRESS (the job outlasted its wait): polled on /status.
-    let mut h = harness(
-        &[
-            ("protocol", "runpod"),
-            ("url", &gateway.url("async")),
-            ("model", "ball"),
-            ("latency-budget", "30000"),
-        ],
-        &caps,
-    );
+    let mut h = runpod_harness(&gateway, "async", "ball", &[], &caps);
     h.push(frames[0].clone()).unwrap();
     assert_eq!(rois(&h.pull().unwrap()).len(), 1);
     drop(h);
@@ -2417,15 +2427,11 @@ fn a_slow_runpod_job_is_one_paid_job_and_an_abandoned_one_is_cancelled() {
     let sdk = Peer::runpod();
     let gateway = Gateway::start(&sdk);
     let (caps, frames) = ball_frames(2);
-    let mut h = harness(
-        &[
-            ("protocol", "runpod"),
-            ("url", &gateway.url("hosted")),
-            ("model", "slow"),
-            ("request-timeout", "1000"),
-            ("latency-budget", "30000"),
-            ("max-inflight", "1"),
-        ],
+    let mut h = runpod_harness(
+        &gateway,
+        "hosted",
+        "slow",
+        &[("request-timeout", "1000"), ("max-inflight", "1")],
         &caps,
     );
     for f in &frames {
@@ -2440,14 +2446,11 @@ fn a_slow_runpod_job_is_one_paid_job_and_an_abandoned_one_is_cancelled() {
     assert!(!calls.iter().any(|c| c.contains("/cancel/")), "{calls:?}");
 
     // Polled for longer than 6 x request-timeout (1.2 s; the job takes 3 s): given up and cancelled.
-    let mut h = harness(
-        &[
-            ("protocol", "runpod"),
-            ("url", &gateway.url("hosted")),
-            ("model", "slow"),
-            ("request-timeout", "200"),
-            ("latency-budget", "30000"),
-        ],
+    let mut h = runpod_harness(
+        &gateway,
+        "hosted",
+        "slow",
+        &[("request-timeout", "200")],
         &caps,
     );
     h.push(frames[0].clone()).unwrap();
@@ -2879,4 +2882,219 @@ fn model_metadata_configures_the_input_and_every_input_datatype_finds_the_face()
     assert!(rois(&out[0]).is_empty());
     assert_eq!((count(&s, "ok"), count(&s, "rejected")), (0, 1), "{s}");
     assert!(warnings[0].contains("400"), "{warnings:?}");
+}
+
+/// An RGB frame `w` x `h` (black) with `parts` (RGB buffers of `pw` x `ph`) pasted at (x, y).
+fn compose(w: u32, h: u32, parts: &[(&gst::Buffer, u32, u32, u32, u32)]) -> gst::Buffer {
+    let stride = (w as usize * 3).next_multiple_of(4);
+    let mut data = vec![0u8; stride * h as usize];
+    for (part, pw, ph, x, y) in parts {
+        let map = part.map_readable().unwrap();
+        let pstride = (*pw as usize * 3).next_multiple_of(4);
+        for row in 0..*ph as usize {
+            let dst = (*y as usize + row) * stride + *x as usize * 3;
+            data[dst..dst + *pw as usize * 3]
+                .copy_from_slice(&map[row * pstride..row * pstride + *pw as usize * 3]);
+        }
+    }
+    gst::Buffer::from_mut_slice(data)
+}
+
+fn rgb_caps(w: u32, h: u32) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", "RGB")
+        .field("width", w as i32)
+        .field("height", h as i32)
+        .field("framerate", gst::Fraction::new(10, 1))
+        .build()
+}
+
+/// A ROI's label, rect and classification param.
+type Classified = (String, (u32, u32, u32, u32), Option<gst::Structure>);
+
+/// The ROIs' (label, rect, classification param) in order.
+fn roi_classifications(buffer: &gst::BufferRef) -> Vec<Classified> {
+    buffer
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .map(|m| {
+            (
+                m.roi_type().to_string(),
+                m.rect(),
+                m.param("classification").map(|p| p.to_owned()),
+            )
+        })
+        .collect()
+}
+
+/// Adds a ROI with a detection param (as a detector upstream would).
+fn add_roi(buffer: &mut gst::BufferRef, label: &str, rect: (u32, u32, u32, u32)) {
+    let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, label, rect);
+    roi.add_param(
+        gst::Structure::builder("detection")
+            .field("confidence", 0.9f64)
+            .field("label", label)
+            .build(),
+    );
+}
+
+/// PP-OCR's text direction classifier, as the classifier test prepares it.
+const CLS_PROPS: &str = "model=cls input-name=x input-width=192 input-height=48 input-datatype=fp32 labels=0,180 channel-order=bgr mean=0.5 std=0.5 box-format=classification latency-budget=30000";
+
+#[test]
+fn per_object_inference_classifies_each_roi_crop_in_one_batched_request() {
+    // Two text lines in one frame, one upside down, each a "text" ROI; a "person" ROI and a
+    // too small "text" ROI are left alone. The classifier must tell each crop's direction.
+    let server = Peer::mlserver();
+    let (_, upright) = text_line_frame(false);
+    let (_, upside_down) = text_line_frame(true);
+    let mut frame = compose(
+        480,
+        120,
+        &[
+            (&upright, 192, 48, 16, 20),
+            (&upside_down, 192, 48, 256, 60),
+        ],
+    );
+    {
+        let b = frame.get_mut().unwrap();
+        add_roi(b, "text", (16, 20, 192, 48));
+        add_roi(b, "person", (0, 0, 100, 100));
+        add_roi(b, "text", (256, 60, 192, 48));
+        add_roi(b, "text", (300, 0, 10, 10));
+    }
+    let (out, warnings, s, _) = run_to_eos(
+        &format!(
+            "url={} {CLS_PROPS} roi-classes=text,car roi-min-size=16",
+            server.url()
+        ),
+        &rgb_caps(480, 120),
+        &[frame],
+        |_| {},
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(
+        (count(&s, "sent"), count(&s, "ok")),
+        (1, 1),
+        "one request: {s}"
+    );
+    let rois = roi_classifications(&out[0]);
+    assert_eq!(rois.len(), 4, "no ROI added or lost");
+    let label = |i: usize| {
+        rois[i].2.as_ref().map(|c| {
+            (
+                c.get::<String>("label").unwrap(),
+                c.get::<f64>("confidence").unwrap(),
+            )
+        })
+    };
+    let (up, up_score) = label(0).expect("the upright line classified");
+    let (down, down_score) = label(2).expect("the upside-down line classified");
+    assert_eq!((up.as_str(), down.as_str()), ("0", "180"));
+    assert!(
+        up_score > 0.9 && down_score > 0.9,
+        "{up_score} {down_score}"
+    );
+    assert!(
+        label(1).is_none() && label(3).is_none(),
+        "other class, too small"
+    );
+    // Not the frame's own inference: no frame-level ROI and no inferred marker added.
+    assert!(gstrtaiinfer::InferredMeta::get(&out[0]).is_none());
+}
+
+#[test]
+fn detector_tracker_and_reclassify_interval_keep_ids_and_skip_repeats() {
+    // The astronaut photo seen through a 320x320 window that moves 8 px right and 4 px down
+    // per frame: the face moves left and up. NudeNet finds it, objtracker keeps its id, and
+    // a second inferclient classifies the face crop once per 4 frames (PP-OCR's direction
+    // classifier: any answer, but the same model; in between the track's last answer).
+    let server = Peer::mlserver();
+    let (_, photo) = astronaut_frame();
+    let map = photo.map_readable().unwrap();
+    let frames: Vec<gst::Buffer> = (0..10u32)
+        .map(|k| {
+            let (ox, oy) = (8 * k as usize, 4 * k as usize);
+            let mut data = Vec::with_capacity(320 * 320 * 3);
+            for row in 0..320 {
+                let start = (oy + row) * 512 * 3 + ox * 3;
+                data.extend_from_slice(&map[start..start + 320 * 3]);
+            }
+            let mut b = gst::Buffer::from_mut_slice(data);
+            b.get_mut()
+                .unwrap()
+                .set_pts(gst::ClockTime::from_mseconds(100 * k as u64));
+            b
+        })
+        .collect();
+    drop(map);
+    let labels = nudenet_fixture().join("labels.txt");
+    let url = server.url();
+    let (out, warnings, _, _) = run_to_eos(
+        &format!(
+            "url={url} model=faces box-format=yolov8 labels-file={} latency-budget=30000 \
+             ! objtracker ! inferclient name=cls url={url} {CLS_PROPS} roi-classes=FACE_FEMALE reclassify-interval=4",
+            labels.display()
+        ),
+        &rgb_caps(320, 320),
+        &frames,
+        |_| {},
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let mut ids = Vec::new();
+    let mut answers = Vec::new();
+    for (k, buffer) in out.iter().enumerate() {
+        let faces: Vec<_> = buffer
+            .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+            .filter(|m| m.roi_type() == "FACE_FEMALE")
+            .map(|m| {
+                let (x, y, w, h) = m.rect();
+                (
+                    (x as f64, y as f64, (x + w) as f64, (y + h) as f64),
+                    m.param("object_id").map(|p| p.get::<i32>("id").unwrap()),
+                    m.param("classification").map(|p| p.to_owned()),
+                )
+            })
+            .collect();
+        assert_eq!(faces.len(), 1, "frame {k}: one face");
+        let (rect, id, class) = faces[0].clone();
+        let (ox, oy) = (8.0 * k as f64, 4.0 * k as f64);
+        let expected = (
+            ASTRONAUT_FACE.0 - ox,
+            ASTRONAUT_FACE.1 - oy,
+            ASTRONAUT_FACE.2 - ox,
+            ASTRONAUT_FACE.3 - oy,
+        );
+        assert!(
+            iou(rect, expected) > 0.7,
+            "frame {k}: {rect:?} vs {expected:?}"
+        );
+        ids.push(id.unwrap_or_else(|| panic!("frame {k}: the face is tracked")));
+        let class = class.unwrap_or_else(|| panic!("frame {k}: the face is classified"));
+        answers.push((
+            class.get::<bool>("cached").unwrap(),
+            class.get::<String>("label").unwrap(),
+        ));
+    }
+    assert!(
+        ids.iter().all(|&id| id == ids[0]),
+        "one id throughout: {ids:?}"
+    );
+    // Sent on frames 0, 4 and 8; the frames between repeat the last answer.
+    let cached: Vec<bool> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(
+        cached,
+        [
+            false, true, true, true, false, true, true, true, false, true
+        ]
+    );
+    for k in 1..10 {
+        if answers[k].0 {
+            assert_eq!(
+                answers[k].1,
+                answers[k - k % 4].1,
+                "frame {k} repeats frame {}",
+                k - k % 4
+            );
+        }
+    }
 }

@@ -20,6 +20,7 @@ use super::audio::{AudioCollector, Collected};
 use super::queue::{Item, Job, Outcome, Shared, Stats, queue_limit};
 use super::replies::to_outcome;
 use super::requests::{images_request, jpeg_tensor_request, tensor_request};
+use super::rois::{self, Target, Tracks};
 use super::settings::*;
 use super::{InferInputDatatype, InferOutput, InferProtocol};
 use crate::client::{self, Admission, Breaker, CallError, Endpoint, JobId, Protocol, Request};
@@ -52,6 +53,8 @@ struct State {
     audio_collected: AudioCollector,
     /// How to read the model's outputs (labels included).
     decoder: Arc<Decoder>,
+    /// Per-object inference: when each tracked object was last sent, and its answer.
+    tracks: Tracks,
     /// Requests on the runtime: a cancel aborts its segment's, a stop all of them.
     tasks: Mutex<Vec<(Arc<Job>, tokio::task::JoinHandle<()>)>>,
     /// Segments cancelled lately: their later buffers are never sent.
@@ -203,10 +206,18 @@ impl InferClient {
         letterbox: Option<Letterbox>,
         segment: Option<u64>,
     ) -> Arc<Job> {
-        self.spawn_batch(state, admission, request, letterbox, segment, 1)
+        self.spawn_batch(
+            state,
+            admission,
+            request,
+            letterbox,
+            segment,
+            (1, Vec::new()),
+        )
     }
 
-    /// Starts a request for `batch` frames (a tensor [batch, ...]); results split per frame.
+    /// Starts a request for `batch` frames or ROI crops (a tensor [batch, ...]; `rois`: the
+    /// ROIs its rows are for, empty for frames); results split per row.
     /// `admission`: how the breaker let it go; its end is reported back to the breaker.
     fn spawn_batch(
         &self,
@@ -215,11 +226,12 @@ impl InferClient {
         request: Request,
         letterbox: Option<Letterbox>,
         segment: Option<u64>,
-        batch: usize,
+        (batch, rois): (usize, Vec<Target>),
     ) -> Arc<Job> {
         let settings = self.settings();
         let job = Arc::new(Job {
             segment,
+            rois,
             ..Default::default()
         });
         let (endpoint, client, breaker) = (
@@ -351,6 +363,15 @@ impl InferClient {
         if state.audio.is_some() {
             return self.audio_chain(state_guard, &settings, buffer);
         }
+        let per_object = !settings.roi_classes.is_empty()
+            && matches!(
+                settings.protocol,
+                InferProtocol::KserveRest | InferProtocol::KserveGrpc
+            )
+            && (state.video.is_some() || state.jpeg);
+        if per_object {
+            return self.roi_chain(state_guard, &settings, buffer);
+        }
         if state.video.is_none() && !state.jpeg && settings.output == InferOutput::Text {
             // text/x-raw in: text out unchanged (a text model would go here).
             drop(state_guard);
@@ -454,6 +475,189 @@ impl InferClient {
         })
     }
 
+    /// Per-object inference (`roi-classes`): the frame's matching ROIs are cropped and sent
+    /// in one batched request; tracked ones at most once per `reclassify-interval` frames.
+    fn roi_chain<'a>(
+        &'a self,
+        mut state_guard: std::sync::MutexGuard<'a, Option<State>>,
+        settings: &Settings,
+        mut buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let state = state_guard.as_mut().ok_or(gst::FlowError::Flushing)?;
+        state.frame += 1;
+        let frame = state.frame;
+        let now = Instant::now();
+        let cancelled = SegmentIdMeta::get(&buffer).is_some_and(|id| state.cancelled.contains(&id));
+        let due = !cancelled
+            && (frame - 1) % settings.interval.max(1) as u64 == 0
+            && state.last_sent.is_none_or(|t| {
+                now.duration_since(t) >= Duration::from_millis(settings.min_interval_ms as u64)
+            });
+        let size = match (&state.video, state.jpeg) {
+            (Some(info), _) => Some((info.width(), info.height())),
+            (None, true) => buffer
+                .map_readable()
+                .ok()
+                .and_then(|m| preprocess::jpeg_size(&m).ok()),
+            _ => None,
+        };
+        let Some(size) = size else {
+            drop(state_guard);
+            return self.enqueue(Item::Buffer {
+                buffer,
+                job: None,
+                deadline: None,
+                index: None,
+            });
+        };
+        let rules = rois::Rules {
+            classes: rois::parse_classes(&settings.roi_classes),
+            min_size: settings.roi_min_size,
+            interval: settings.reclassify_interval,
+        };
+        let plan = rois::plan(
+            &rois::candidates(&buffer),
+            &rules,
+            size,
+            &state.tracks,
+            frame,
+            due,
+        );
+        if !plan.cached.is_empty() {
+            let b = buffer.make_mut();
+            let mut metas: Vec<_> = b
+                .iter_meta_mut::<gst_video::VideoRegionOfInterestMeta>()
+                .collect();
+            for (index, classes) in &plan.cached {
+                if let (Some(roi), Some(_)) = (metas.get_mut(*index), classes.first()) {
+                    let mut param = classification_param(classes, &settings.model);
+                    param.set("cached", true);
+                    roi.add_param(param);
+                }
+            }
+        }
+        let mut job = None;
+        let admission = if plan.send.is_empty() {
+            None
+        } else if self.inflight.load(Ordering::SeqCst) >= settings.max_inflight as usize {
+            self.stats.lock().unwrap().skipped_busy += 1;
+            None
+        } else {
+            let admission = state.breaker.lock().unwrap().admit(now);
+            if admission.is_none() {
+                self.stats.lock().unwrap().skipped_breaker += 1;
+            }
+            admission
+        };
+        if let Some(admission) = admission {
+            state.last_sent = Some(now);
+            for t in &plan.send {
+                if let Some(track) = t.track {
+                    state.tracks.requested(track, frame);
+                }
+            }
+            let video = state.video.clone();
+            drop(state_guard);
+            // Crops and their tensors without the lock.
+            let prepared = (|| -> Result<(Request, Letterbox), String> {
+                let rgb = match &video {
+                    Some(info) => {
+                        let f = gst_video::VideoFrameRef::from_buffer_ref_readable(&buffer, info)
+                            .map_err(|_| "cannot map the frame".to_string())?;
+                        preprocess::to_rgb(&f)
+                            .ok_or_else(|| format!("unsupported format {:?}", info.format()))?
+                    }
+                    None => {
+                        let map = buffer
+                            .map_readable()
+                            .map_err(|_| "cannot map the frame".to_string())?;
+                        preprocess::decode_jpeg(&map)?
+                    }
+                };
+                let mut data = Vec::new();
+                let mut first = None;
+                for t in &plan.send {
+                    let (request, lb) = tensor_request(settings, &rois::crop(&rgb, t.rect));
+                    let Request::Tensor {
+                        name,
+                        mut shape,
+                        datatype,
+                        data: d,
+                    } = request
+                    else {
+                        unreachable!("a tensor request")
+                    };
+                    data.extend(d);
+                    shape[0] = plan.send.len();
+                    first.get_or_insert((name, shape, datatype, lb));
+                }
+                let (name, shape, datatype, lb) = first.ok_or("no ROI to send")?;
+                Ok((
+                    Request::Tensor {
+                        name,
+                        shape,
+                        datatype,
+                        data,
+                    },
+                    lb,
+                ))
+            })();
+            state_guard = self.state.lock().unwrap();
+            let state = state_guard.as_mut().ok_or(gst::FlowError::Flushing)?;
+            match prepared {
+                Ok((request, letterbox)) => {
+                    let n = plan.send.len();
+                    job = Some(self.spawn_batch(
+                        state,
+                        admission,
+                        request,
+                        Some(letterbox),
+                        SegmentIdMeta::get(&buffer),
+                        (n, plan.send),
+                    ));
+                }
+                Err(err) => {
+                    state.breaker.lock().unwrap().abandon(admission);
+                    gst::debug!(
+                        CAT,
+                        imp = self,
+                        "frame passes without per-object inference: {err}"
+                    );
+                }
+            }
+        }
+        drop(state_guard);
+        let deadline = job
+            .as_ref()
+            .map(|_| now + Duration::from_millis(settings.latency_budget_ms as u64));
+        self.enqueue(Item::Buffer {
+            buffer,
+            job,
+            deadline,
+            index: None,
+        })
+    }
+
+    /// Per-object results: each ROI sent gets its classes as a `classification` param, and
+    /// its track remembers them for `reclassify-interval`.
+    fn attach_rois(&self, buffer: &mut gst::BufferRef, targets: &[Target], results: &[Vec<Class>]) {
+        let model = self.settings.lock().unwrap().model.clone();
+        let mut metas: Vec<_> = buffer
+            .iter_meta_mut::<gst_video::VideoRegionOfInterestMeta>()
+            .collect();
+        let mut state = self.state.lock().unwrap();
+        for (t, classes) in targets.iter().zip(results) {
+            if let (Some(track), Some(state)) = (t.track, state.as_mut()) {
+                state.tracks.answered(track, classes.clone());
+            }
+            if let (Some(roi), Some(_)) = (metas.get_mut(t.index), classes.first()) {
+                let mut param = classification_param(classes, &model);
+                param.set("cached", false);
+                roi.add_param(param);
+            }
+        }
+    }
+
     /// A buffer list (from `batcher`, keep-separate) to a KServe detector: one batched
     /// request [N, 3, H, W]; each frame gets its own results. Anything else: frame by frame.
     fn sink_chain_list(
@@ -541,7 +745,14 @@ impl InferClient {
                 datatype,
                 data,
             };
-            job = Some(self.spawn_batch(state, admission, request, letterbox, None, list.len()));
+            job = Some(self.spawn_batch(
+                state,
+                admission,
+                request,
+                letterbox,
+                None,
+                (list.len(), Vec::new()),
+            ));
         }
         drop(state_guard);
         let deadline = job
@@ -909,12 +1120,17 @@ impl InferClient {
                             }
                             let b = buffer.make_mut();
                             self.attach(b, &outcome, job.segment);
-                            // Zero detections included: "inferred, nothing found" differs from "not inferred".
-                            crate::InferredMeta {
-                                model: self.settings.lock().unwrap().model.clone(),
-                                detections: outcome.detections.len() as u32,
+                            if job.rois.is_empty() {
+                                // Zero detections included: "inferred, nothing found" differs from "not inferred".
+                                crate::InferredMeta {
+                                    model: self.settings.lock().unwrap().model.clone(),
+                                    detections: outcome.detections.len() as u32,
+                                }
+                                .attach(b);
+                            } else {
+                                // Per-object: the frame's own detections are not this model's.
+                                self.attach_rois(b, &job.rois, &outcome.roi_classes);
                             }
-                            .attach(b);
                             self.post_result(&outcome, buffer.pts(), job.segment);
                         }
                         Some(Err(_)) => {}
@@ -1668,6 +1884,28 @@ impl ObjectImpl for InferClient {
                     .default_value(DEFAULT_BINARY_DATA)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("roi-classes")
+                    .nick("ROI classes")
+                    .blurb("Per-object inference (KServe): comma-separated ROI labels (e.g. car,person) whose crops are sent, batched, instead of the frame; each ROI gets a classification param. Empty: the whole frame")
+                    .default_value(Some(DEFAULT_ROI_CLASSES))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("roi-min-size")
+                    .nick("ROI minimum size")
+                    .blurb("Per-object inference: ROIs narrower or lower than this (pixels, inside the frame) are not sent")
+                    .minimum(1)
+                    .maximum(8192)
+                    .default_value(DEFAULT_ROI_MIN_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("reclassify-interval")
+                    .nick("Reclassify interval")
+                    .blurb("Per-object inference: a tracked ROI (objtracker's object_id) is sent at most once per N frames; in between it gets its last answer again (cached=true)")
+                    .minimum(1)
+                    .maximum(1_000_000)
+                    .default_value(DEFAULT_RECLASSIFY_INTERVAL)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("sent, ok, failed, retried, dropped-by-budget, skipped-busy, skipped-breaker, aborted, rejected (400/413/422 refusals), inflight, queued, queue-limit, breaker-state, round-trip P50/P95/P99 (ns)")
@@ -1734,6 +1972,11 @@ impl ObjectImpl for InferClient {
             "chunk-duration" => s.chunk_duration_ms = value.get().expect("type checked upstream"),
             "jpeg-quality" => s.jpeg_quality = value.get().expect("type checked upstream"),
             "binary-data" => s.binary_data = value.get().expect("type checked upstream"),
+            "roi-classes" => s.roi_classes = string(value),
+            "roi-min-size" => s.roi_min_size = value.get().expect("type checked upstream"),
+            "reclassify-interval" => {
+                s.reclassify_interval = value.get().expect("type checked upstream")
+            }
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -1785,6 +2028,9 @@ impl ObjectImpl for InferClient {
             "chunk-duration" => s.chunk_duration_ms.to_value(),
             "jpeg-quality" => s.jpeg_quality.to_value(),
             "binary-data" => s.binary_data.to_value(),
+            "roi-classes" => s.roi_classes.to_value(),
+            "roi-min-size" => s.roi_min_size.to_value(),
+            "reclassify-interval" => s.reclassify_interval.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -1931,6 +2177,7 @@ impl ElementImpl for InferClient {
                     audio_collected: AudioCollector::default(),
                     decoder: Arc::new(s.decoder(labels)),
                     tasks: Mutex::default(),
+                    tracks: Tracks::default(),
                     cancelled: VecDeque::new(),
                     contacted: Arc::default(),
                 });

@@ -6,6 +6,7 @@ mod imp;
 mod queue;
 mod replies;
 mod requests;
+mod rois;
 mod settings;
 
 glib::wrapper! {

@@ -22,6 +22,8 @@ pub(super) struct Job {
     pub(super) abort: tokio::sync::Notify,
     pub(super) segment: Option<u64>,
     pub(super) late: Mutex<Option<LateResult>>,
+    /// Per-object inference: the ROIs the request's rows are for, in order.
+    pub(super) rois: Vec<super::rois::Target>,
 }
 
 impl Job {
@@ -95,6 +97,8 @@ pub(super) struct Outcome {
     pub(super) batches: Vec<Vec<Detection>>,
     /// A classifier's answer for the frame, best first.
     pub(super) classes: Vec<Class>,
+    /// Per-object inference: each ROI's classes (the request's rows, in order).
+    pub(super) roi_classes: Vec<Vec<Class>>,
     /// The reply's output tensors, when `attach-tensors` asks for them.
     pub(super) tensors: Vec<Tensor>,
     pub(super) text: Option<String>,

@@ -20,7 +20,14 @@ pub(super) fn to_outcome(
         Reply::Tensors(tensors) => {
             let mut consumed = Vec::new();
             if let Some(lb) = &letterbox {
-                if batch > 1 {
+                if !s.roi_classes.is_empty() {
+                    // Per-object: one row per ROI crop, each decoded on its own.
+                    for row in postprocess::split_batch(&tensors, batch)? {
+                        let d = decoder.decode(&row, lb)?;
+                        consumed = d.consumed;
+                        out.roi_classes.push(d.classes);
+                    }
+                } else if batch > 1 {
                     // A batched request: the first dimension is the frame.
                     for frame in postprocess::split_batch(&tensors, batch)? {
                         let d = decoder.decode(&frame, lb)?;

@@ -51,6 +51,9 @@ pub(super) const DEFAULT_FEED_BACK_ANSWER: bool = false;
 pub(super) const DEFAULT_CHUNK_DURATION_MS: u32 = 5000;
 pub(super) const DEFAULT_JPEG_QUALITY: u32 = 85;
 pub(super) const DEFAULT_BINARY_DATA: bool = false;
+pub(super) const DEFAULT_ROI_CLASSES: &str = "";
+pub(super) const DEFAULT_ROI_MIN_SIZE: u32 = 16;
+pub(super) const DEFAULT_RECLASSIFY_INTERVAL: u32 = 1;
 
 #[derive(Clone)]
 pub(super) struct Settings {
@@ -96,6 +99,9 @@ pub(super) struct Settings {
     pub(super) chunk_duration_ms: u32,
     pub(super) jpeg_quality: u32,
     pub(super) binary_data: bool,
+    pub(super) roi_classes: String,
+    pub(super) roi_min_size: u32,
+    pub(super) reclassify_interval: u32,
 }
 
 // By hand: the derived Debug would print the API key (and a password in the URL).
@@ -144,6 +150,9 @@ impl std::fmt::Debug for Settings {
             .field("chunk_duration_ms", &self.chunk_duration_ms)
             .field("jpeg_quality", &self.jpeg_quality)
             .field("binary_data", &self.binary_data)
+            .field("roi_classes", &self.roi_classes)
+            .field("roi_min_size", &self.roi_min_size)
+            .field("reclassify_interval", &self.reclassify_interval)
             .finish()
     }
 }
@@ -193,6 +202,9 @@ impl Default for Settings {
             chunk_duration_ms: DEFAULT_CHUNK_DURATION_MS,
             jpeg_quality: DEFAULT_JPEG_QUALITY,
             binary_data: DEFAULT_BINARY_DATA,
+            roi_classes: DEFAULT_ROI_CLASSES.into(),
+            roi_min_size: DEFAULT_ROI_MIN_SIZE,
+            reclassify_interval: DEFAULT_RECLASSIFY_INTERVAL,
         }
     }
 }
