@@ -744,3 +744,95 @@ fn a_joining_viewer_asks_ffmpegsrc_for_a_key_frame() {
     drop((a, b));
     serve.stop();
 }
+
+/// Runs tests/peers/aiortc_peer.py (aiortc from .venv-aiortc) against `serve`;
+/// returns its exit success and its JSON line.
+fn aiortc(serve: &Serve, mode: &str, frames: u32, timeout_s: u32) -> (bool, serde_json::Value) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv-aiortc/bin/python");
+    assert!(
+        python.exists(),
+        "aiortc is missing: scripts/setup.sh installs scripts/peers-aiortc.txt into .venv-aiortc"
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/aiortc_peer.py");
+    let out = std::process::Command::new(python)
+        .args([
+            script,
+            mode,
+            &format!("http://{}", serve.addr),
+            &frames.to_string(),
+            &timeout_s.to_string(),
+        ])
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_else(|| {
+        panic!(
+            "aiortc printed nothing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), serde_json::from_str(line).unwrap())
+}
+
+#[test]
+fn aiortc_receives_and_decodes_over_whep_and_the_websocket() {
+    let serve = Serve::start("");
+    let (ok, whep) = aiortc(&serve, "whep", 30, 15);
+    assert!(ok, "aiortc over WHEP: {whep}");
+    assert_eq!(whep["frames"], 30);
+    assert_eq!(
+        (whep["width"].as_u64(), whep["height"].as_u64()),
+        (Some(320), Some(240))
+    );
+    assert!(
+        whep["mean_luma"].as_f64().unwrap() > 10.0,
+        "a picture, not black: {whep}"
+    );
+    assert_eq!(whep["delete_status"], 200);
+    let gone = serve.wait_message("peer_disconnected");
+    assert_eq!(gone.get::<String>("reason").unwrap(), "leave");
+    assert!(gone.get::<u64>("frames-sent").unwrap() >= 30, "{gone}");
+    let (ok, ws) = aiortc(&serve, "ws", 30, 15);
+    assert!(ok, "aiortc over the WebSocket: {ws}");
+    assert_eq!(ws["frames"], 30);
+    assert!(
+        ws["remote_candidates"].as_u64().unwrap() > 0,
+        "trickled candidates: {ws}"
+    );
+    let gone = serve.wait_message("peer_disconnected");
+    assert!(gone.get::<u64>("frames-sent").unwrap() >= 30, "{gone}");
+    println!(
+        "aiortc first decoded frame: WHEP {} ms, WebSocket {} ms after start",
+        whep["first_frame_ms"], ws["first_frame_ms"]
+    );
+    serve.stop();
+}
+
+#[test]
+fn a_dtls_failure_in_one_viewer_does_not_stop_the_stream() {
+    let serve = Serve::start("");
+    let (b, _) = whep_join(&serve, 96);
+    b.wait_frames(10);
+    // aiortc as the DTLS client offers ECDSA ciphers only; GStreamer 1.22's
+    // DTLS certificate is RSA: dtlsdec posts an error ("no shared cipher").
+    let (ok, failed) = aiortc(&serve, "ws-dtls-client", 10, 4);
+    assert!(!ok, "this handshake cannot succeed: {failed}");
+    let gone = serve.wait_message("peer_disconnected");
+    assert!(
+        gone.get::<String>("viewer").unwrap().starts_with("ws-"),
+        "{gone}"
+    );
+    // B goes on and no error reached the pipeline (wait_message fails on one).
+    let before = b.frames();
+    b.wait_frames(before + 60);
+    while let Some(m) = serve.bus.pop() {
+        assert!(
+            !matches!(m.view(), gst::MessageView::Error(_)),
+            "an error reached the bus: {m:?}"
+        );
+    }
+    assert_eq!(serve.pipeline.current_state(), gst::State::Playing);
+    drop(b);
+    serve.stop();
+}

@@ -32,6 +32,8 @@ const DEFAULT_MAX_VIEWERS: u32 = 16;
 const DEFAULT_QUEUE_PACKETS: u32 = 300;
 const DEFAULT_BITRATE: u32 = 2000;
 const DEFAULT_KEY_FRAME_INTERVAL: u32 = 60;
+/// Names of the elements of a viewer's branch (see viewer.rs).
+const VIEWER_PREFIXES: [&str; 3] = ["queue-", "guard-", "webrtc-"];
 /// What state changes say when the bin cannot be built (a reduced registry).
 const MISSING_CORE: &str = "webrtcserve needs GStreamer's `identity` and `tee` elements (the coreelements plugin of GStreamer core), and the registry has not got them";
 /// How long a joining viewer waits for the stream's first caps.
@@ -93,6 +95,19 @@ pub struct WebRtcServe {
 }
 
 impl WebRtcServe {
+    /// This bin's child that is `obj` or holds it.
+    fn direct_child_of(&self, obj: &gst::Object) -> Option<gst::Object> {
+        let me = self.obj();
+        let mut cur = obj.clone();
+        loop {
+            let parent = cur.parent()?;
+            if parent == *me.upcast_ref::<gst::Object>() {
+                return Some(cur);
+            }
+            cur = parent;
+        }
+    }
+
     /// The entry element and the tee, or the error naming what is missing.
     fn core(&self) -> Result<(&gst::Element, &gst::Element), String> {
         match (&self.entry, &self.tee) {
@@ -679,27 +694,39 @@ impl ElementImpl for WebRtcServe {
 
 impl BinImpl for WebRtcServe {
     fn handle_message(&self, message: gst::Message) {
-        // An error inside one viewer's webrtcbin removes that viewer only.
-        if let gst::MessageView::Error(err) = message.view() {
+        // An error inside one viewer's branch removes that viewer only, and
+        // never reaches the pipeline: also when the viewer is already being
+        // removed (a DTLS failure sets the connection state to failed, which
+        // removes the viewer, before dtlsdec's error message comes up).
+        if let gst::MessageView::Error(err) = message.view()
+            && let Some(src) = message.src()
+            && let Some(child) = self.direct_child_of(src)
+            && VIEWER_PREFIXES.iter().any(|p| child.name().starts_with(p))
+        {
             let viewers = self.viewers.lock().unwrap();
             let hit = viewers.iter().find(|(_, e)| {
-                message.src().is_some_and(|src| {
-                    let v = &e.viewer;
-                    [&v.queue, v.guard.upcast_ref(), &v.webrtcbin]
-                        .iter()
-                        .any(|el| src == el.upcast_ref::<gst::Object>() || src.has_as_ancestor(*el))
-                })
+                let v = &e.viewer;
+                [&v.queue, v.guard.upcast_ref(), &v.webrtcbin]
+                    .iter()
+                    .any(|el| child == *el.upcast_ref::<gst::Object>())
             });
-            if let Some((id, _)) = hit {
-                let id = id.clone();
-                drop(viewers);
-                gst::warning!(CAT, imp = self, "viewer {id} failed: {}", err.error());
+            let id = hit.map(|(id, _)| id.clone());
+            drop(viewers);
+            gst::warning!(
+                CAT,
+                imp = self,
+                "viewer branch {} failed: {} ({:?})",
+                child.name(),
+                err.error(),
+                err.debug()
+            );
+            if let Some(id) = id {
                 let obj = self.obj().clone();
                 rtai_core::runtime::runtime().spawn(async move {
                     obj.imp().remove_viewer(&id, "error").await;
                 });
-                return;
             }
+            return;
         }
         self.parent_handle_message(message)
     }

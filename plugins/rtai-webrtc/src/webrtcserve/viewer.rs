@@ -69,6 +69,9 @@ pub fn codec_preferences(rtp_caps: &gst::Caps, payload: Option<u32>) -> gst::Cap
             "seqnum-offset",
             "sprop-parameter-sets",
             "a-framerate",
+            // The SDP's profile-level-id says it (a `profile` field from the
+            // encoder would refuse an offer whose H.264 is plain baseline).
+            "profile",
         ] {
             s.remove_field(f);
         }
@@ -125,14 +128,23 @@ impl Viewer {
         let counters = Arc::new(Counters::default());
         let qsink = queue.static_pad("sink").unwrap();
         let c = counters.clone();
-        qsink.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            c.packets_in.fetch_add(1, Ordering::Relaxed);
-            gst::PadProbeReturn::Ok
-        });
+        // rtph264pay pushes a frame's fragments as one buffer list: count its packets.
+        qsink.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, info| {
+                let n = match &info.data {
+                    Some(gst::PadProbeData::BufferList(list)) => list.len() as u64,
+                    _ => 1,
+                };
+                c.packets_in.fetch_add(n, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            },
+        );
         let qsrc = queue.static_pad("src").unwrap();
         let c = counters.clone();
         qsrc.add_probe(
             gst::PadProbeType::BUFFER
+                | gst::PadProbeType::BUFFER_LIST
                 | gst::PadProbeType::EVENT_DOWNSTREAM
                 | gst::PadProbeType::QUERY_DOWNSTREAM,
             move |_, info| {
@@ -161,6 +173,17 @@ impl Viewer {
                         c.bytes_out
                             .fetch_add(buffer.size() as u64, Ordering::Relaxed);
                         rewrite_rtp(buffer, pt, &c);
+                    }
+                    // Every packet of a list gets the viewer's payload type too
+                    // (a list left alone reached the viewer with the payloader's).
+                    Some(gst::PadProbeData::BufferList(list)) => {
+                        list.make_mut().foreach_mut(|mut buffer, _| {
+                            c.packets_out.fetch_add(1, Ordering::Relaxed);
+                            c.bytes_out
+                                .fetch_add(buffer.size() as u64, Ordering::Relaxed);
+                            rewrite_rtp(&mut buffer, pt, &c);
+                            std::ops::ControlFlow::Continue(Some(buffer))
+                        });
                     }
                     Some(gst::PadProbeData::Event(event)) => {
                         if let gst::EventView::Caps(caps) = event.view() {
@@ -407,8 +430,11 @@ pub fn offered_payload(sdp: &gst_sdp::SDPMessageRef, encoding: &str) -> Option<u
                     continue;
                 }
                 // Constrained baseline first (what is sent), any other profile after.
-                let profile = s.get::<&str>("profile-level-id").unwrap_or("");
-                if !profile.to_ascii_lowercase().starts_with("42e0") {
+                // GStreamer's SDP parser may give it as profile-level-id, `profile` or both.
+                let level_id = s.get::<&str>("profile-level-id").unwrap_or("");
+                let constrained = level_id.to_ascii_lowercase().starts_with("42e0")
+                    || s.get::<&str>("profile").ok() == Some("constrained-baseline");
+                if !constrained {
                     fallback.get_or_insert(pt);
                     continue;
                 }
@@ -462,5 +488,54 @@ pub async fn promise(emit: impl FnOnce(&gst::Promise)) -> Result<gst::Structure,
         Ok(Ok(r)) => r,
         Ok(Err(_)) => Err("webrtcbin dropped the request".into()),
         Err(_) => Err("webrtcbin did not reply within 10 s".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An offer as aiortc makes it: VP8 first, then H.264 baseline, then constrained baseline.
+    const AIORTC_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 97 98 99 100 101 102\r\nc=IN IP4 0.0.0.0\r\na=recvonly\r\na=mid:0\r\n\
+a=rtpmap:97 VP8/90000\r\na=rtpmap:98 rtx/90000\r\na=fmtp:98 apt=97\r\n\
+a=rtpmap:99 H264/90000\r\na=fmtp:99 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n\
+a=rtpmap:100 rtx/90000\r\na=fmtp:100 apt=99\r\n\
+a=rtpmap:101 H264/90000\r\na=fmtp:101 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+a=rtpmap:102 rtx/90000\r\na=fmtp:102 apt=101\r\n";
+
+    #[test]
+    fn the_constrained_baseline_payload_is_chosen_over_baseline() {
+        gst::init().unwrap();
+        let sdp = gst_sdp::SDPMessage::parse_buffer(AIORTC_OFFER.as_bytes()).unwrap();
+        assert_eq!(offered_payload(&sdp, "H264"), Some(101));
+        assert_eq!(offered_payload(&sdp, "VP8"), Some(97));
+        let baseline_only = AIORTC_OFFER.replace("42e01f", "42001f");
+        let sdp = gst_sdp::SDPMessage::parse_buffer(baseline_only.as_bytes()).unwrap();
+        assert_eq!(
+            offered_payload(&sdp, "H264"),
+            Some(99),
+            "baseline as a fallback"
+        );
+        let mode0 = AIORTC_OFFER.replace("packetization-mode=1", "packetization-mode=0");
+        let sdp = gst_sdp::SDPMessage::parse_buffer(mode0.as_bytes()).unwrap();
+        assert_eq!(offered_payload(&sdp, "H264"), None, "mode 1 only");
+    }
+
+    #[test]
+    fn preferences_carry_no_encoder_profile() {
+        gst::init().unwrap();
+        let caps = gst::Caps::builder("application/x-rtp")
+            .field("media", "video")
+            .field("encoding-name", "H264")
+            .field("profile", "constrained-baseline")
+            .field("ssrc", 1u32)
+            .field("payload", 96i32)
+            .build();
+        let prefs = codec_preferences(&caps, Some(101));
+        let s = prefs.structure(0).unwrap();
+        assert!(!s.has_field("profile") && !s.has_field("ssrc"));
+        assert_eq!(s.get::<i32>("payload").unwrap(), 101);
+        assert_eq!(s.get::<&str>("packetization-mode").unwrap(), "1");
     }
 }
