@@ -77,6 +77,10 @@ pub struct Summary {
     pub events_per_type: std::collections::BTreeMap<String, u64>,
     /// The latest clip markers (newest last), at most [`Summary::MAX_CLIPS`].
     pub clip_markers: std::collections::VecDeque<serde_json::Value>,
+    /// Clip files recorded to a local directory (cliprecorder's `rtai-clip-recorded`),
+    /// by file name, served under `/clips/{name}`: only names listed here are served.
+    #[serde(skip)]
+    pub clip_files: std::collections::BTreeMap<String, std::path::PathBuf>,
 }
 
 impl Summary {
@@ -238,7 +242,8 @@ fn router(state: AppState) -> Router {
         .route("/api/events", get(events))
         .route("/api/events/stream", get(events_stream))
         .route("/api/latency", get(latency))
-        .route("/api/summary", get(summary));
+        .route("/api/summary", get(summary))
+        .route("/clips/{name}", get(clip_file));
     let protected = match state.sink.as_ref().and_then(|s| s.control.as_ref()) {
         Some(hub) => protected.merge(hub.router()),
         None => protected,
@@ -530,6 +535,37 @@ async fn summary(State(state): State<AppState>) -> Response {
     let summary = sink.summary.lock().unwrap().clone();
     axum::Json(serde_json::json!({ "element": sink.element, "pipeline": sink.pipeline, "summary": summary }))
         .into_response()
+}
+
+/// Largest clip file served (bytes): clips are seconds of video.
+const MAX_CLIP_BYTES: u64 = 512 * 1024 * 1024;
+
+/// A clip recorded to a local directory, as `video/mp4`; 404 for any name that is
+/// not a recorded clip's (no path is ever built from the request).
+async fn clip_file(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let Some(sink) = &state.sink else {
+        return (StatusCode::NOT_FOUND, "no analyticssink\n").into_response();
+    };
+    let Some(path) = sink.summary.lock().unwrap().clip_files.get(&name).cloned() else {
+        return (StatusCode::NOT_FOUND, "no such clip\n").into_response();
+    };
+    // Off the async workers: a file read blocks.
+    let read = tokio::task::spawn_blocking(move || match std::fs::metadata(&path) {
+        Ok(m) if m.len() <= MAX_CLIP_BYTES => {
+            std::fs::read(&path).map_err(|_| StatusCode::NOT_FOUND)
+        }
+        Ok(_) => Err(StatusCode::PAYLOAD_TOO_LARGE),
+        Err(_) => Err(StatusCode::NOT_FOUND),
+    })
+    .await
+    .unwrap_or(Err(StatusCode::INTERNAL_SERVER_ERROR));
+    match read {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "video/mp4")], bytes).into_response(),
+        Err(code) => (code, "clip not available\n").into_response(),
+    }
 }
 
 #[cfg(test)]

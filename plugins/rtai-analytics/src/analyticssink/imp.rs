@@ -44,6 +44,10 @@ const TICK: Duration = Duration::from_millis(200);
 pub const MESSAGE_EVENT: &str = "rtai-analytics-event";
 /// Element message posted for every clip marker.
 pub const MESSAGE_CLIP: &str = "rtai-clip-marker";
+/// cliprecorder's message when a clip is in storage (docs/cliprecorder.md).
+const MESSAGE_CLIP_RECORDED: &str = "rtai-clip-recorded";
+/// Recorded local clip files the HTTP server knows by name (the oldest forgotten first).
+const MAX_CLIP_FILES: usize = 1000;
 
 #[derive(Clone)]
 struct Settings {
@@ -166,6 +170,8 @@ struct State {
     dropped: u64,
     malformed: u64,
     eos_posted: bool,
+    /// The pipeline's bus and the handler taking cliprecorder's `rtai-clip-recorded`.
+    clip_bus: Option<(gst::Bus, glib::SignalHandlerId)>,
 }
 
 /// Runs `fut` on the shared runtime and waits for it from a non-runtime thread.
@@ -755,6 +761,96 @@ impl AnalyticsSink {
         }
     }
 
+    /// Takes cliprecorder's `rtai-clip-recorded` messages from the pipeline's bus
+    /// (its sync-message signal, as cliprecorder takes the markers).
+    fn listen_clips(&self) -> Option<(gst::Bus, glib::SignalHandlerId)> {
+        let mut top: gst::Object = self.obj().clone().upcast();
+        while let Some(parent) = top.parent() {
+            top = parent;
+        }
+        let bus = top.downcast_ref::<gst::Element>()?.bus()?;
+        bus.enable_sync_message_emission();
+        let weak = self.obj().downgrade();
+        let id = bus.connect_sync_message(Some("element"), move |_, msg| {
+            if let Some(s) = msg.structure()
+                && s.name() == MESSAGE_CLIP_RECORDED
+                && let Some(obj) = weak.upgrade()
+            {
+                obj.imp().clip_recorded(s);
+            }
+        });
+        Some((bus, id))
+    }
+
+    /// A clip is in storage: its clip markers (matched by `sources`, the scored
+    /// events' ids) get `data.url`, `data.play_url` and `data.recorded`, and a
+    /// local file becomes servable under `/clips/{name}`.
+    fn clip_recorded(&self, s: &gst::StructureRef) {
+        let text = |f: &str| s.get::<String>(f).unwrap_or_default();
+        let (url, http_url, location, storage) = (
+            text("url"),
+            text("http-url"),
+            text("location"),
+            text("storage"),
+        );
+        let sources = text("sources");
+        let Some(summary) = self
+            .state
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|st| st.summary.clone())
+        else {
+            return;
+        };
+        if url.is_empty() {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "{MESSAGE_CLIP_RECORDED} without a url: {s}"
+            );
+            return;
+        }
+        let file = std::path::Path::new(&location)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string);
+        let play_url = match (storage.as_str(), file) {
+            ("local", Some(name)) => {
+                let mut sum = summary.lock().unwrap();
+                sum.clip_files
+                    .insert(name.clone(), std::path::PathBuf::from(&location));
+                while sum.clip_files.len() > MAX_CLIP_FILES {
+                    sum.clip_files.pop_first();
+                }
+                Some(format!("clips/{name}"))
+            }
+            _ if !http_url.is_empty() => Some(http_url),
+            _ => None,
+        };
+        let u = |f: &str| s.get::<u64>(f).ok();
+        let recorded = serde_json::json!({
+            "start_ns": u("start"), "end_ns": u("end"), "duration_ns": u("duration"),
+            "bytes": u("bytes"), "storage": storage,
+        });
+        let sources: Vec<&str> = sources.split(',').filter(|x| !x.is_empty()).collect();
+        let mut matched = 0;
+        for clip in summary.lock().unwrap().clip_markers.iter_mut() {
+            let source = clip["data"]["source"].as_str().unwrap_or_default();
+            if sources.contains(&source) {
+                clip["data"]["url"] = url.clone().into();
+                clip["data"]["play_url"] = play_url.clone().into();
+                clip["data"]["recorded"] = recorded.clone();
+                matched += 1;
+            }
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "clip recorded: {url} ({matched} clip markers)"
+        );
+    }
+
     fn tick(&self) {
         let events = match self.state.lock().unwrap().as_mut() {
             Some(state) => state.agg.tick(Instant::now()),
@@ -887,6 +983,7 @@ impl AnalyticsSink {
             dropped: 0,
             malformed: 0,
             eos_posted: false,
+            clip_bus: self.listen_clips(),
         });
         Ok(())
     }
@@ -903,6 +1000,9 @@ impl AnalyticsSink {
         let Some(mut state) = self.state.lock().unwrap().take() else {
             return;
         };
+        if let Some((bus, id)) = state.clip_bus.take() {
+            bus.disconnect(id);
+        }
         if let Some(t) = state.ticker.take() {
             t.abort();
         }

@@ -46,11 +46,57 @@ function addEvent(ev, prepend) {
 function addClip(ev) {
   totalClips += 1;
   document.getElementById("total-clips").textContent = totalClips;
-  const li = document.createElement("li");
-  li.textContent = ev.stream + ": " + fmtTime(ev.start_ns) + " – " + fmtTime(ev.end_ns) + " score " + ev.clip_worthy_score.toFixed(2) + " (" + (ev.data && ev.data.reason) + ")";
+  renderClip(ev);
+}
+
+// One card per clip marker, newest first: a thumbnail (the clip's first frame, once
+// cliprecorder stored it: data.play_url) that plays in place, its score and reason.
+const clipCards = new Map();
+function renderClip(ev) {
   const ol = document.getElementById("clips");
-  ol.prepend(li);
-  while (ol.children.length > 20) ol.removeChild(ol.lastChild);
+  let li = clipCards.get(ev.event_id);
+  if (!li) {
+    li = document.createElement("li");
+    li.className = "clip-card";
+    const thumb = document.createElement("div");
+    thumb.className = "thumb pending";
+    thumb.textContent = "recording…";
+    const info = document.createElement("div");
+    info.className = "clip-info";
+    const score = document.createElement("b");
+    score.className = "clip-score";
+    score.textContent = (ev.clip_worthy_score || 0).toFixed(2);
+    const reason = document.createElement("span");
+    reason.className = "clip-reason";
+    reason.textContent = (ev.data && ev.data.reason) || "";
+    const when = document.createElement("span");
+    when.className = "clip-time";
+    when.textContent = ev.stream + " " + fmtTime(ev.start_ns) + " – " + fmtTime(ev.end_ns);
+    info.append(score, " ", reason, document.createElement("br"), when);
+    li.append(thumb, info);
+    clipCards.set(ev.event_id, li);
+    ol.prepend(li);
+    while (ol.children.length > 20) {
+      const last = ol.lastChild;
+      for (const [k, v] of clipCards) if (v === last) clipCards.delete(k);
+      ol.removeChild(last);
+    }
+  }
+  const playUrl = ev.data && ev.data.play_url;
+  const thumb = li.querySelector(".thumb");
+  if (playUrl && thumb.classList.contains("pending")) {
+    const video = document.createElement("video");
+    video.className = "thumb";
+    video.preload = "metadata";
+    video.muted = true;
+    video.playsInline = true;
+    video.controls = true;
+    video.title = ev.data.url || playUrl;
+    // #t=0.1: the browser shows that frame as the thumbnail before playing.
+    video.src = (/^https?:/.test(playUrl) ? playUrl : withToken(playUrl)) + "#t=0.1";
+    li.replaceChild(video, thumb);
+    li.dataset.url = ev.data.url || playUrl;
+  }
 }
 
 function drawBars(canvas, groups, seriesNames, unit) {
@@ -102,6 +148,7 @@ async function refreshCharts() {
     document.getElementById("element").textContent = sum.element;
     const classes = Object.entries(sum.summary.detections_per_class).map(([k, v]) => ({ label: k, values: [v] }));
     drawBars(document.getElementById("class-chart"), classes, ["objects"], "");
+    for (const clip of sum.summary.clip_markers) renderClip(clip);
   } catch (e) {
     setStatus("error: " + e.message, false);
   }
