@@ -1218,36 +1218,42 @@ fn pocketsphinx_transcribes_speech_segments_over_runpod() {
 
 #[test]
 fn kserve_rest_binary_tensor_extension() {
+    // The fixture checks the raw input's size for the datatype (and that BYTES are
+    // length-prefixed whole JPEGs), then answers raw bytes too.
     let server = fault_server();
     let (caps, frames) = ball_frames(2);
-    let mut h = harness(
-        &[
-            ("url", &server.url()),
-            ("model", "binary"),
-            ("binary-data", "true"),
-            ("input-width", "32"),
-            ("input-height", "24"),
-            ("labels", "box"),
-            ("latency-budget", "30000"),
-        ],
-        &caps,
-    );
-    for f in &frames {
-        h.push(f.clone()).unwrap();
+    for datatype in ["fp32", "fp16", "uint8", "jpeg"] {
+        let mut h = harness(
+            &[
+                ("url", &server.url()),
+                ("model", "binary"),
+                ("binary-data", "true"),
+                ("input-width", "32"),
+                ("input-height", "24"),
+                ("input-name", "images"),
+                ("input-datatype", datatype),
+                ("labels", "box"),
+                ("latency-budget", "30000"),
+            ],
+            &caps,
+        );
+        for f in &frames {
+            h.push(f.clone()).unwrap();
+        }
+        for _ in &frames {
+            let found = rois(&h.pull().unwrap());
+            assert_eq!(found.len(), 1, "{datatype}");
+            // [4, 4, 20, 20] in a 32x24 input letterboxed from 320x240 (scale 0.1): x10 in the frame.
+            assert_eq!(found[0].rect, (40.0, 40.0, 200.0, 200.0));
+            assert_eq!(found[0].label, "box");
+        }
+        let s = stats(&h);
+        assert_eq!(
+            (s.get::<u64>("ok").unwrap(), s.get::<u64>("failed").unwrap()),
+            (2, 0),
+            "{datatype}: {s}"
+        );
     }
-    for _ in &frames {
-        let found = rois(&h.pull().unwrap());
-        assert_eq!(found.len(), 1);
-        // [4, 4, 20, 20] in a 32x24 input letterboxed from 320x240 (scale 0.1): x10 in the frame.
-        assert_eq!(found[0].rect, (40.0, 40.0, 200.0, 200.0));
-        assert_eq!(found[0].label, "box");
-    }
-    let s = stats(&h);
-    assert_eq!(
-        (s.get::<u64>("ok").unwrap(), s.get::<u64>("failed").unwrap()),
-        (2, 0),
-        "{s}"
-    );
 }
 
 #[test]

@@ -62,7 +62,20 @@ class Handler(BaseHTTPRequestHandler):
             n = int(self.headers["Inference-Header-Content-Length"])
             header, raw = json.loads(body[:n]), body[n:]
             (tensor,) = header["inputs"]
-            expected = 4 * tensor["shape"][0] * tensor["shape"][1] * tensor["shape"][2] * tensor["shape"][3]
+            if tensor["datatype"] == "BYTES":
+                # Each element after its 4-byte length; each must be a whole JPEG.
+                items, at = [], 0
+                while at + 4 <= len(raw):
+                    (size,) = struct.unpack_from("<I", raw, at)
+                    items.append(raw[at + 4 : at + 4 + size])
+                    at += 4 + size
+                whole = at == len(raw) and len(items) == tensor["shape"][0]
+                if not whole or not all(i[:2] == b"\xff\xd8" and i[-2:] == b"\xff\xd9" for i in items):
+                    return self.send(400, {"error": "BYTES input is not length-prefixed JPEG images"})
+                expected = len(raw)
+            else:
+                size = {"FP32": 4, "FP16": 2, "UINT8": 1}[tensor["datatype"]]
+                expected = size * tensor["shape"][0] * tensor["shape"][1] * tensor["shape"][2] * tensor["shape"][3]
             if tensor["parameters"]["binary_data_size"] != len(raw) or len(raw) != expected:
                 return self.send(400, {"error": f"binary input of {len(raw)} bytes, header says {tensor['parameters']['binary_data_size']}"})
             if not header.get("parameters", {}).get("binary_data_output"):
