@@ -589,6 +589,56 @@ fn s3_down_mid_run_clips_spooled_and_uploaded_when_back() {
 }
 
 #[test]
+fn clips_spooled_when_stopping_are_uploaded_at_the_next_start() {
+    let port = free_port();
+    let spool = temp_dir("restart-spool");
+    let props = format!(
+        "location=s3://clips spool-location={} s3-endpoint=http://127.0.0.1:{port} s3-access-key-id=test s3-secret-access-key=test stop-timeout=200",
+        spool.display()
+    );
+    // No storage during the whole first run.
+    let rig = Rig::start(&props);
+    let now = rig.running_time();
+    rig.post_marker(now - 1000 * MS, now - 900 * MS, "speech", "orphan");
+    wait_until("clip spooled", Duration::from_secs(5), || {
+        rig.stats().get::<u64>("spooled").unwrap() == 1
+    });
+    rig.stop();
+    let spooled = |ext: &str| {
+        std::fs::read_dir(spool.join("rec"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == ext)
+            })
+            .count()
+    };
+    assert_eq!((spooled("mp4"), spooled("info")), (1, 1), "kept on disk");
+
+    let moto = Moto::start(port);
+    moto.create_bucket("clips");
+    let rig = Rig::start(&props);
+    let rec = rig
+        .wait_recorded(Duration::from_secs(10))
+        .expect("the clip of the earlier run uploaded");
+    assert_eq!(rec.get::<&str>("sources").unwrap(), "orphan");
+    assert_eq!(rec.get::<&str>("reason").unwrap(), "speech");
+    let data = get_object(
+        &moto.endpoint(),
+        "clips",
+        rec.get::<&str>("location").unwrap(),
+    );
+    let file = temp_dir("restart-read").join("clip.mp4");
+    std::fs::write(&file, data).unwrap();
+    assert!(ffprobe(&file).packets[0].1);
+    assert_eq!((spooled("mp4"), spooled("info")), (0, 0));
+    rig.stop();
+}
+
+#[test]
 fn bad_bucket_warns_and_pipeline_goes_on() {
     let moto = Moto::start(free_port());
     let spool = temp_dir("bad-spool");

@@ -876,7 +876,25 @@ impl BaseTransformImpl for ClipRecorder {
                 w.notify_one();
             }
             let _ = stop.send(true);
-            let _ = rtai_core::runtime::runtime().block_on(h);
+            // The uploader gives up after one more pass of at most stop-timeout; an upload
+            // in flight ends within its own timeouts. Whatever is left stays spooled for the
+            // next start. Never block a runtime thread (an application calling from one).
+            if tokio::runtime::Handle::try_current().is_err() {
+                let limit = Duration::from_millis(
+                    self.settings.lock().unwrap().stop_timeout_ms as u64 + 1000,
+                );
+                let abort = h.abort_handle();
+                let finished = rtai_core::runtime::runtime()
+                    .block_on(async { tokio::time::timeout(limit, h).await.is_ok() });
+                if !finished {
+                    abort.abort();
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "uploader did not stop in time: left spooled"
+                    );
+                }
+            }
         }
         Ok(())
     }
