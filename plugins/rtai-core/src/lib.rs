@@ -31,6 +31,8 @@ pub mod stats;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod tensor;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use inference::InferenceResult;
 pub use inferred::{INFERRED_META_NAME, InferredMeta};
