@@ -772,6 +772,19 @@ pub fn bytes_raw(items: &[Vec<u8>]) -> Vec<u8> {
         .collect()
 }
 
+/// A gRPC request with the endpoint's timeout and API key (as a bearer token).
+fn grpc_request<T>(ep: &Endpoint, message: T) -> Result<tonic::Request<T>, CallError> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(ep.timeout);
+    if let Some(key) = &ep.api_key {
+        let value = format!("Bearer {key}")
+            .parse()
+            .map_err(|_| CallError::Fatal("the API key is not a valid header value".into()))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(request)
+}
+
 /// One tensor of a model's metadata (KServe v2 `GET /v2/models/{name}`, gRPC ModelMetadata).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorMetadata {
@@ -857,17 +870,13 @@ pub async fn model_metadata(
                 kserve_grpc::grpc_inference_service_client::GrpcInferenceServiceClient::new(
                     channel,
                 );
-            let mut request = tonic::Request::new(kserve_grpc::ModelMetadataRequest {
-                name: ep.model.clone(),
-                version: String::new(),
-            });
-            request.set_timeout(ep.timeout);
-            if let Some(key) = &ep.api_key {
-                let value = format!("Bearer {key}").parse().map_err(|_| {
-                    CallError::Fatal("the API key is not a valid header value".into())
-                })?;
-                request.metadata_mut().insert("authorization", value);
-            }
+            let request = grpc_request(
+                ep,
+                kserve_grpc::ModelMetadataRequest {
+                    name: ep.model.clone(),
+                    version: String::new(),
+                },
+            )?;
             let reply = client.model_metadata(request).await.map_err(grpc_error)?;
             let r = reply.get_ref();
             let list = |t: &[kserve_grpc::model_metadata_response::TensorMetadata]| {
@@ -1000,19 +1009,15 @@ pub async fn call_once(
                 ),
                 _ => unreachable!("matched above"),
             };
-            let mut request = tonic::Request::new(kserve_grpc::ModelInferRequest {
-                model_name: ep.model.clone(),
-                inputs: vec![input],
-                raw_input_contents,
-                ..Default::default()
-            });
-            request.set_timeout(ep.timeout);
-            if let Some(key) = &ep.api_key {
-                let value = format!("Bearer {key}").parse().map_err(|_| {
-                    CallError::Fatal("the API key is not a valid header value".into())
-                })?;
-                request.metadata_mut().insert("authorization", value);
-            }
+            let request = grpc_request(
+                ep,
+                kserve_grpc::ModelInferRequest {
+                    model_name: ep.model.clone(),
+                    inputs: vec![input],
+                    raw_input_contents,
+                    ..Default::default()
+                },
+            )?;
             let reply = client.model_infer(request).await.map_err(grpc_error)?;
             parse_grpc_response(reply.get_ref())
                 .map(Reply::Tensors)

@@ -197,6 +197,20 @@ impl InferClient {
         Ok(gst::FlowSuccess::Ok)
     }
 
+    /// Whether a request may go now: under `max_inflight`, and as the breaker says
+    /// (each refusal counted).
+    fn admit(&self, state: &State, max_inflight: u32, now: Instant) -> Option<Admission> {
+        if self.inflight.load(Ordering::SeqCst) >= max_inflight as usize {
+            self.stats.lock().unwrap().skipped_busy += 1;
+            return None;
+        }
+        let admission = state.breaker.lock().unwrap().admit(now);
+        if admission.is_none() {
+            self.stats.lock().unwrap().skipped_breaker += 1;
+        }
+        admission
+    }
+
     /// Starts `request` on the runtime; the returned job fills in when it is done.
     fn spawn(
         &self,
@@ -391,63 +405,53 @@ impl InferClient {
                 now.duration_since(t) >= Duration::from_millis(settings.min_interval_ms as u64)
             });
         let mut job = None;
-        if due && (state.video.is_some() || state.jpeg) {
-            let admission =
-                if self.inflight.load(Ordering::SeqCst) >= settings.max_inflight as usize {
-                    self.stats.lock().unwrap().skipped_busy += 1;
-                    None
-                } else {
-                    let admission = state.breaker.lock().unwrap().admit(now);
-                    if admission.is_none() {
-                        self.stats.lock().unwrap().skipped_breaker += 1;
-                    }
-                    admission
-                };
-            if let Some(admission) = admission {
-                let (video, jpeg) = (state.video.clone(), state.jpeg);
-                state.last_sent = Some(now);
-                drop(state_guard);
-                let prepared = prepare_frame(&settings, video.as_ref(), jpeg, &buffer);
-                state_guard = self.state.lock().unwrap();
-                let Some(state) = state_guard.as_mut() else {
-                    return Err(gst::FlowError::Flushing);
-                };
-                match prepared.map(|p| p.into_request(state, &settings)) {
-                    Ok((request, letterbox)) => {
-                        job = Some(self.spawn(
-                            state,
-                            admission,
-                            request,
-                            Some(letterbox),
-                            SegmentIdMeta::get(&buffer),
-                        ));
-                    }
-                    // A JPEG that does not decode is data, not a bug: the frame passes without inference.
-                    Err(err) if jpeg => {
-                        state.breaker.lock().unwrap().abandon(admission);
-                        if !self.warned_bad_input.swap(true, Ordering::SeqCst) {
-                            gst::element_imp_warning!(
-                                self,
-                                gst::StreamError::Decode,
-                                ("Cannot read a JPEG frame: {}", err),
-                                ["frames that do not decode pass without inference (warned once)"]
-                            );
-                        }
-                        gst::debug!(
-                            CAT,
-                            imp = self,
-                            "JPEG frame passes without inference: {err}"
-                        );
-                    }
-                    Err(err) => {
-                        gst::element_imp_error!(
+        if due
+            && (state.video.is_some() || state.jpeg)
+            && let Some(admission) = self.admit(state, settings.max_inflight, now)
+        {
+            let (video, jpeg) = (state.video.clone(), state.jpeg);
+            state.last_sent = Some(now);
+            drop(state_guard);
+            let prepared = prepare_frame(&settings, video.as_ref(), jpeg, &buffer);
+            state_guard = self.state.lock().unwrap();
+            let Some(state) = state_guard.as_mut() else {
+                return Err(gst::FlowError::Flushing);
+            };
+            match prepared.map(|p| p.into_request(state, &settings)) {
+                Ok((request, letterbox)) => {
+                    job = Some(self.spawn(
+                        state,
+                        admission,
+                        request,
+                        Some(letterbox),
+                        SegmentIdMeta::get(&buffer),
+                    ));
+                }
+                // A JPEG that does not decode is data, not a bug: the frame passes without inference.
+                Err(err) if jpeg => {
+                    state.breaker.lock().unwrap().abandon(admission);
+                    if !self.warned_bad_input.swap(true, Ordering::SeqCst) {
+                        gst::element_imp_warning!(
                             self,
-                            gst::StreamError::Format,
-                            ("Cannot prepare the frame for inference"),
-                            ["{err}"]
+                            gst::StreamError::Decode,
+                            ("Cannot read a JPEG frame: {}", err),
+                            ["frames that do not decode pass without inference (warned once)"]
                         );
-                        return Err(gst::FlowError::Error);
                     }
+                    gst::debug!(
+                        CAT,
+                        imp = self,
+                        "JPEG frame passes without inference: {err}"
+                    );
+                }
+                Err(err) => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Format,
+                        ("Cannot prepare the frame for inference"),
+                        ["{err}"]
+                    );
+                    return Err(gst::FlowError::Error);
                 }
             }
         }
@@ -539,15 +543,8 @@ impl InferClient {
         let mut job = None;
         let admission = if plan.send.is_empty() {
             None
-        } else if self.inflight.load(Ordering::SeqCst) >= settings.max_inflight as usize {
-            self.stats.lock().unwrap().skipped_busy += 1;
-            None
         } else {
-            let admission = state.breaker.lock().unwrap().admit(now);
-            if admission.is_none() {
-                self.stats.lock().unwrap().skipped_breaker += 1;
-            }
-            admission
+            self.admit(state, settings.max_inflight, now)
         };
         if let Some(admission) = admission {
             state.last_sent = Some(now);
@@ -690,16 +687,7 @@ impl InferClient {
         let state = state_guard.as_mut().ok_or(gst::FlowError::Flushing)?;
         state.frame += list.len() as u64;
         let mut job = None;
-        let admission = if self.inflight.load(Ordering::SeqCst) >= settings.max_inflight as usize {
-            self.stats.lock().unwrap().skipped_busy += 1;
-            None
-        } else {
-            let admission = state.breaker.lock().unwrap().admit(now);
-            if admission.is_none() {
-                self.stats.lock().unwrap().skipped_breaker += 1;
-            }
-            admission
-        };
+        let admission = self.admit(state, settings.max_inflight, now);
         if let Some(admission) = admission {
             let mut data = Vec::new();
             let mut shape = Vec::new();
