@@ -789,3 +789,38 @@ fn harness_passthrough_markers_and_ring() {
     }
     assert!(forwarded);
 }
+
+proptest::proptest! {
+    /// Markers come from any element of the pipeline: whatever the field types and values,
+    /// reading one never panics, refuses negative or missing times and bounds the text.
+    #[test]
+    fn markers_of_any_shape_are_read_or_refused(
+        start in proptest::prelude::any::<i64>(),
+        end in proptest::option::of(proptest::prelude::any::<i64>()),
+        as_unsigned in proptest::prelude::any::<bool>(),
+        reason in ".{0,600}",
+        odd_type in proptest::prelude::any::<bool>(),
+    ) {
+        init();
+        let mut b = gst::Structure::builder("rtai-clip-marker");
+        b = if as_unsigned { b.field("start", start as u64) } else { b.field("start", start) };
+        if let Some(end) = end {
+            b = if odd_type { b.field("end", end.to_string()) } else { b.field("end", end) };
+        }
+        let s = b.field("reason", reason.as_str()).build();
+        match gstrtairecord::cliprecorder::parse_marker(&s) {
+            Ok(m) => {
+                proptest::prop_assert!(as_unsigned || start >= 0);
+                proptest::prop_assert!(m.reason.chars().count() <= 256);
+                proptest::prop_assert!(!m.reason.is_empty());
+                if end.is_none() {
+                    proptest::prop_assert_eq!(m.end, m.start);
+                }
+            }
+            Err(e) => proptest::prop_assert!(
+                (!as_unsigned && start < 0) || (odd_type && end.is_some()) || end.is_some_and(|e| e < 0),
+                "refused: {}", e
+            ),
+        }
+    }
+}
