@@ -95,6 +95,36 @@ const SCHEMA: Schema = Schema {
     ALTER TABLE rtai_events ALTER COLUMN data TYPE JSONB USING data::jsonb;
     CREATE INDEX rtai_events_source_time ON rtai_events (source_id, event_time_ms);",
         },
+        // TimescaleDB where the server has it: `rtai_events` becomes a hypertable
+        // partitioned on `wall_ms` (ms since the epoch, one-day chunks). A hypertable's
+        // unique keys must hold its time column, so the keys become (id, wall_ms) and
+        // (event_key, wall_ms), the latter on plain tables too: inserts say
+        // `ON CONFLICT (event_key, wall_ms)` on every backend (a retried event keeps its
+        // `created_ms`), and every query is the same with or without TimescaleDB. An
+        // extension that is installed but cannot be created (not in
+        // `shared_preload_libraries`) leaves plain tables, with a NOTICE.
+        Migration {
+            version: 3,
+            sqlite: "CREATE UNIQUE INDEX rtai_events_key_wall ON rtai_events (event_key, wall_ms);",
+            postgres:
+                "CREATE UNIQUE INDEX rtai_events_key_wall ON rtai_events (event_key, wall_ms);
+    DO $rtai$
+    BEGIN
+        IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
+            BEGIN
+                CREATE EXTENSION IF NOT EXISTS timescaledb;
+                ALTER TABLE rtai_events DROP CONSTRAINT rtai_events_pkey;
+                ALTER TABLE rtai_events DROP CONSTRAINT rtai_events_event_key_key;
+                ALTER TABLE rtai_events ADD PRIMARY KEY (id, wall_ms);
+                PERFORM create_hypertable('rtai_events', 'wall_ms',
+                    chunk_time_interval => 86400000::bigint, migrate_data => true);
+            EXCEPTION WHEN OTHERS THEN
+                RAISE NOTICE 'TimescaleDB not usable (%), rtai_events stays a plain table', SQLERRM;
+            END;
+        END IF;
+    END
+    $rtai$;",
+        },
     ],
 };
 
@@ -238,7 +268,7 @@ impl Store {
                     {
                         let mut stmt = tx
                             .prepare_cached(&format!(
-                                "{INSERT} VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT (event_key) DO NOTHING"
+                                "{INSERT} VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT (event_key, wall_ms) DO NOTHING"
                             ))
                             .map_err(sqlite_error)?;
                         for e in &events {
@@ -280,7 +310,7 @@ impl Store {
                     // `data` is sent as text and cast: JSONB checks it.
                     let stmt = tx
                         .prepare(&format!(
-                            "{INSERT} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18::text::jsonb) ON CONFLICT (event_key) DO NOTHING"
+                            "{INSERT} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18::text::jsonb) ON CONFLICT (event_key, wall_ms) DO NOTHING"
                         ))
                         .await?;
                     let mut n = 0;

@@ -471,7 +471,7 @@ fn sqlite_holds_the_events_after_a_run() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(migrations, 2);
+    assert_eq!(migrations, 3);
     let (label, track, score, data): (String, i64, f64, String) = conn
         .query_row("SELECT label, track_id, clip_worthy_score, data FROM rtai_events WHERE type = 'object_appear' ORDER BY id LIMIT 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -553,7 +553,22 @@ fn postgresql_holds_the_events_and_writes_survive_an_outage() {
     let car = pg.psql(&url, "SELECT label, track_id, start_ns, clip_worthy_score FROM rtai_events WHERE type = 'object_appear' ORDER BY id LIMIT 1");
     assert_eq!(car.trim(), "car|1|0|0.665");
     let version = pg.psql(&url, "SELECT MAX(version) FROM rtai_schema_migrations");
-    assert_eq!(version.trim(), "2");
+    assert_eq!(version.trim(), "3");
+    // Debian's PostgreSQL has no TimescaleDB: migration 3 leaves a plain table with the
+    // (event_key, wall_ms) key the inserts' ON CONFLICT names (a hypertable's keys).
+    let timescale = pg.psql(
+        &url,
+        "SELECT COUNT(*) FROM pg_available_extensions WHERE name = 'timescaledb'",
+    );
+    assert_eq!(timescale.trim(), "0");
+    let key = pg.psql(
+        &url,
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'rtai_events_key_wall'",
+    );
+    assert!(
+        key.contains("UNIQUE INDEX") && key.contains("(event_key, wall_ms)"),
+        "{key}"
+    );
     let trucks = pg.psql(
         &url,
         "SELECT COUNT(*) FROM rtai_events WHERE label = 'truck' AND type = 'object_appear'",
