@@ -306,8 +306,12 @@ impl AbrSink {
         mux.set_property("name", format!("{prefix}_mux"));
         let seg = cfg.segment_duration_ms as u64 * 1_000_000;
         // Splits come from split-at-running-time at the forced key frames; the
-        // schedule is a backstop (a rung that misses a forced key frame).
-        mux.set_property_from_value("fragment-duration", &(seg * 3 / 2).to_value());
+        // schedule is a backstop (a rung that misses a forced key frame). Audio with
+        // low latency keeps its own schedule instead: cmafmux's chunking cut a split
+        // request between two 21 ms AAC frames into a one-frame segment.
+        let audio_on_schedule = prefix == "a" && cfg.low_latency;
+        let fragment = if audio_on_schedule { seg } else { seg * 3 / 2 };
+        mux.set_property_from_value("fragment-duration", &fragment.to_value());
         if cfg.low_latency {
             mux.set_property_from_value(
                 "chunk-duration",
@@ -578,7 +582,13 @@ impl AbrSink {
             .lock()
             .unwrap()
             .as_ref()
-            .map(|s| s.branches.iter().map(|b| b.mux.clone()).collect())
+            .map(|s| {
+                s.branches
+                    .iter()
+                    .filter(|b| !(s.media.cfg.low_latency && b.name == "audio"))
+                    .map(|b| b.mux.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         for mux in muxes {
             mux.emit_by_name::<()>("split-at-running-time", &[&rt]);

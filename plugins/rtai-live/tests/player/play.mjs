@@ -2,7 +2,8 @@
 // Debian's chromium through playwright-core, waits for the first rendered
 // frame (requestVideoFrameCallback, measured by the page from its opening) and
 // for playback to advance by argv[3] seconds (default 1.5), then prints one
-// JSON line: firstFrameMs, levels, advanced, errors, foreignRequests.
+// JSON line: firstFrameMs, levels, advanced, latency (s behind live), errors,
+// foreignRequests.
 // Exits non-zero on a timeout.
 import { chromium } from "playwright-core";
 
@@ -26,8 +27,10 @@ try {
   const firstFrameMs = await page.evaluate(() => window.abr.firstFrame);
   const t0 = await page.evaluate(() => document.getElementById("video").currentTime);
   await page.waitForFunction((t) => document.getElementById("video").currentTime >= t, t0 + advance, { timeout: 15000 });
-  const shown = await page.evaluate(() => ({ levels: window.abr.levels, errors: window.abr.errors, player: window.abr.player }));
-  console.log(JSON.stringify({ firstFrameMs, levels: shown.levels, player: shown.player, advanced: true,
+  const shown = await page.evaluate(() => ({ levels: window.abr.levels, errors: window.abr.errors, player: window.abr.player,
+    // Distance from the live edge (s): hls.js's estimate, dash.js's live latency.
+    latency: window.hls ? window.hls.latency : (window.dashPlayer ? window.dashPlayer.getCurrentLiveLatency() : null) }));
+  console.log(JSON.stringify({ firstFrameMs, levels: shown.levels, player: shown.player, advanced: true, latency: shown.latency,
     errors: errors.concat(shown.errors), foreignRequests: foreign }));
 } catch (e) {
   console.log(JSON.stringify({ error: String(e) }));
