@@ -78,5 +78,11 @@ if [ ! -d "$player/node_modules/hls.js" ] || [ ! -d "$player/node_modules/dashjs
   echo "setup: installing hls.js, dash.js and playwright-core for abrsink"
   npm ci --silent --prefix "$player" >/dev/null
 fi
+# webrtcserve's browser test drives chromium through playwright-core.
+webrtc_browser=plugins/rtai-webrtc/tests/browser
+if [ ! -d "$webrtc_browser/node_modules/playwright-core" ]; then
+  echo "setup: installing playwright-core for webrtcserve's browser test"
+  npm ci --silent --prefix "$webrtc_browser" >/dev/null
+fi
 
 cargo build --release --workspace --quiet
