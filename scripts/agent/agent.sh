@@ -232,6 +232,19 @@ set -e
 trap - INT TERM
 [ "$rc" -ne 0 ] && { echo "pipeline failed (exit $rc):" >&2; tail -20 "$work/gst.log" >&2; }
 kill "$follower" 2>/dev/null || true
-"$python" "$root/scripts/demo_events.py" summary "$db" "$clips"
+local_clips="$clips"
+[ -n "$s3" ] && local_clips=""
+"$python" "$root/scripts/demo_events.py" summary "$db" $local_clips
+if [ -n "${s3_port:-}" ]; then
+  "$root/.venv-moto/bin/python" - "$s3_port" <<'PY'
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}", region_name="us-east-1",
+                  aws_access_key_id="demo", aws_secret_access_key="demo")
+objs = s3.list_objects_v2(Bucket="clips").get("Contents", [])
+print(f"summary: {len(objs)} clips stored in s3://clips (moto)")
+for o in objs:
+    print(f"  s3://clips/{o['Key']}  ({o['Size']} bytes)")
+PY
+fi
 echo "files of this run: $work"
 exit "$rc"
