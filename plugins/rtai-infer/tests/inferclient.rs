@@ -2876,6 +2876,31 @@ fn model_metadata_configures_the_input_and_every_input_datatype_finds_the_face()
             face.confidence
         );
     }
+    // image/jpeg in: the JPEG travels as it came (no decode, no second encode).
+    let png = venv_file("skimage/data/astronaut.png");
+    let (jpeg_caps, jpegs) = frames_from(&format!(
+        "filesrc location={} ! pngdec ! videoconvert ! jpegenc ! appsink name=sink sync=false",
+        png.display()
+    ));
+    let (out, warnings, s, _) = run_to_eos(
+        &format!(
+            "url={rest} model=faces-jpeg input-width=320 input-height=320 box-format=yolov8 labels-file={} latency-budget=30000",
+            labels.display()
+        ),
+        &jpeg_caps,
+        &jpegs,
+        |_| {},
+    );
+    assert!(warnings.is_empty(), "{warnings:?} {s}");
+    assert_eq!(
+        out[0].map_readable().unwrap().as_slice(),
+        jpegs[0].map_readable().unwrap().as_slice()
+    );
+    let face = rois(&out[0])
+        .into_iter()
+        .find(|r| r.label == "FACE_FEMALE")
+        .expect("a face from the JPEG");
+    assert!(iou(face.rect, ASTRONAUT_FACE) > 0.8, "{:?}", face.rect);
     // The check the rows rely on: FP32 to the UINT8 model is refused, nothing found.
     let (out, warnings, s, _) = run_to_eos(
         &format!(
