@@ -659,7 +659,8 @@ fn ll_hls_plays_in_chromium() {
 
 /// An ffmpeg RTMP publisher into rtmpserversrc (keep-alive mode) → abrsink: the
 /// stream is served; when the publisher is killed the playlists end
-/// (EXT-X-ENDLIST) within 2 s although the decoders never see another frame.
+/// (EXT-X-ENDLIST) within 2 s although the decoders never see another frame;
+/// a returning publisher makes the same URLs live again.
 #[test]
 fn rtmp_publisher_killed_ends_the_playlists() {
     let rig = Rig::start(
@@ -726,4 +727,48 @@ fn rtmp_publisher_killed_ends_the_playlists() {
     );
     let xml = get(port, "/dash/cam/manifest.mpd").text();
     assert!(xml.contains("type=\"static\""), "{xml}");
+    let last_seq = extinf(&get(port, "/hls/cam/360p/index.m3u8").text())
+        .last()
+        .map(|(_, uri)| uri.clone())
+        .unwrap();
+
+    // The publisher comes back (OBS reconnecting): the same URLs go live again,
+    // with new segment numbers.
+    let mut again = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440", "-t", "20"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "30",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv"])
+        .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/cam"))
+        .spawn()
+        .expect("ffmpeg runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let p = loop {
+        let p = get(port, "/hls/cam/360p/index.m3u8").text();
+        if !p.contains("ENDLIST") && !extinf(&p).is_empty() {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream did not restart:\n{p}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        !p.contains(&last_seq),
+        "segment numbers reused after the restart:\n{p}"
+    );
+    assert_eq!(get(port, "/hls/cam/master.m3u8").status, 200);
+    again.kill().unwrap();
+    again.wait().unwrap();
 }

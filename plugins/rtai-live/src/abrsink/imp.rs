@@ -557,6 +557,7 @@ impl AbrSink {
         };
         let seg =
             gst::ClockTime::from_mseconds(self.settings.lock().unwrap().segment_duration_ms as u64);
+        self.restart_if_ended(rt);
         let mut b = self.boundaries.lock().unwrap();
         let Some(next) = b.next else {
             b.first = Some(rt);
@@ -761,6 +762,20 @@ impl AbrSink {
         if state.eos_pending >= state.branches.len() && !state.ended {
             self.end_stream(state, StreamEnd::Ended);
         }
+    }
+
+    /// Media after the stream ended (a returning RTMP publisher with
+    /// `eos-on-disconnect=false`): the stream starts again under the same URLs.
+    fn restart_if_ended(&self, rt: gst::ClockTime) {
+        let mut guard = self.state.lock().unwrap();
+        let Some(state) = guard.as_mut() else { return };
+        if !state.ended || state.eos_pending > 0 {
+            return;
+        }
+        state.ended = false;
+        state.started = false;
+        state.media.restart(rt.nseconds());
+        gst::info!(CAT, imp = self, "stream {:?} restarted", state.stream);
     }
 
     /// The RTMP publisher left (`rtmp-publish-stop`): the stream ends now.

@@ -378,6 +378,31 @@ impl StreamMedia {
         Added::Segment(duration, bytes)
     }
 
+    /// A new publisher after the stream ended: the old segments go, numbering
+    /// continues (no URL is reused), init segments and codecs stay (same encoders),
+    /// the DASH epoch restarts at `base_rt`.
+    pub fn restart(&self, base_rt: u64) {
+        let mut inner = self.inner.lock().unwrap();
+        for r in inner.renditions.iter_mut() {
+            if let Some(dir) = &self.cfg.location {
+                for s in &r.segments {
+                    let _ =
+                        std::fs::remove_file(dir.join(&r.name).join(format!("seg{}.m4s", s.seq)));
+                }
+            }
+            r.segments.clear();
+            if let Some(open) = r.open.take() {
+                r.next_seq = r.next_seq.max(open.seq + 1);
+            }
+            r.peak_bps = 0;
+            r.total_bytes = 0;
+            r.total_duration = Duration::ZERO;
+        }
+        inner.ended = false;
+        inner.epoch = Some((SystemTime::now(), base_rt));
+        self.notify(&mut inner);
+    }
+
     /// End of input: the open segments are completed, playlists get ENDLIST, the MPD turns static.
     pub fn end(&self) -> Vec<(String, Duration, u64)> {
         let mut inner = self.inner.lock().unwrap();
