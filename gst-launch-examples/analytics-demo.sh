@@ -38,7 +38,7 @@ free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0
 # The detector: MLServer from .venv-mlserver (scripts/setup.sh) with the test peers' ball model.
 models="$root/plugins/rtai-infer/tests/peers/mlserver"
 infer_port="$(free_port)"
-PYTHONPATH="$models" MLSERVER_HOST=127.0.0.1 MLSERVER_HTTP_PORT="$infer_port" MLSERVER_GRPC_PORT="$(free_port)" \
+PYTHONPATH="$models:$root/scripts/peers/nudenet" MLSERVER_HOST=127.0.0.1 MLSERVER_HTTP_PORT="$infer_port" MLSERVER_GRPC_PORT="$(free_port)" \
   MLSERVER_METRICS_PORT="$(free_port)" MLSERVER_METRICS_ENDPOINT="" MLSERVER_PARALLEL_WORKERS=0 \
   "$root/.venv-mlserver/bin/mlserver" start "$models" >"$work/mlserver.log" 2>&1 &
 mlserver=$!
