@@ -15,8 +15,8 @@
 # Watch:             http://HOST:8080/watch/cam1  (hls.js; ?dash=1 for dash.js)
 #                    HLS  http://HOST:8080/hls/cam1/master.m3u8
 #                    DASH http://HOST:8080/dash/cam1/manifest.mpd
-# A publisher that leaves ends its stream (EXT-X-ENDLIST, static MPD); restart the server to
-# take the stream again.
+# A publisher that leaves ends its stream (EXT-X-ENDLIST, static MPD); when it publishes again
+# (OBS reconnecting) the same URLs go live again.
 #
 # RTAI_EXAMPLE_SHORT=1: free ports, ffmpeg publishes cam1 (720p) and cam2 (480p) for 3 s, the
 # script checks both master playlists and the ENDLIST after the publishers leave, then stops.
