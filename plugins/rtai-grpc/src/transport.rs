@@ -332,7 +332,18 @@ pub fn serve<S: StreamBridge>(
             Ok(l) => l,
             Err(e) => return on_error(format!("listen socket: {e}")),
         };
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // serve_with_incoming does not apply the builder's tcp_nodelay: set it on each
+        // accepted socket, or Nagle holds a small reply (credit, control ack) until the
+        // peer's next packet.
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |conn| {
+                if let Ok(socket) = &conn {
+                    let _ = socket.set_nodelay(true);
+                }
+                conn
+            },
+        );
         let service = InterceptedService::new(server, token);
         if let Err(e) = builder
             .add_service(service)

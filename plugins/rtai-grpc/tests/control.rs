@@ -356,3 +356,26 @@ fn a_restarted_receiver_loses_no_control_message() {
     }
     assert_once(&b.seen(), &during);
 }
+
+/// A control event with nothing after it is acked at once: the receiver's
+/// accepted socket has TCP_NODELAY (without it Nagle held the ack until the
+/// sender's next packet, 40 ms or more with nothing else to send).
+#[test]
+fn a_lone_control_event_is_acked_without_waiting_for_more_traffic() {
+    let rx = Receiver::start("127.0.0.1:0", "").unwrap();
+    let tx = Sender::start(rx.port());
+    let mut round_trips = Vec::new();
+    for i in 0..5u64 {
+        let m = ControlMessage::from_segment_event(&SegmentEvent::End { id: 10 << 32 | i }, None);
+        tx.send(&m);
+        let (acks, _) = tx.collect(Duration::from_secs(20), |a, _| a.contains_key(&m.id));
+        assert_eq!(acks[&m.id].retries, 0);
+        round_trips.push(acks[&m.id].round_trip);
+    }
+    round_trips.sort();
+    assert!(
+        round_trips[2] < Duration::from_millis(30),
+        "median round trip {:?}",
+        round_trips[2]
+    );
+}
