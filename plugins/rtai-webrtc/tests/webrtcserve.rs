@@ -836,3 +836,103 @@ fn a_dtls_failure_in_one_viewer_does_not_stop_the_stream() {
     drop(b);
     serve.stop();
 }
+
+/// The player page in Debian's chromium (tests/browser/viewers.mjs through
+/// playwright-core): 2 viewers and their first frame after page open, then
+/// more viewers (`RTAI_WEBRTC_CHROMIUM_VIEWERS`, default 6: a few seconds on a
+/// 2-core machine; scripts/webrtcserve-browsers.sh runs 8 and longer windows),
+/// a leave/join, and a CPU-throttled viewer that does not slow the others;
+/// one encoder throughout.
+#[test]
+fn chromium_viewers_first_frame_more_viewers_rejoin_and_a_throttled_one() {
+    use std::io::{BufRead, BufReader};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+    assert!(
+        std::path::Path::new(dir)
+            .join("node_modules/playwright-core")
+            .exists(),
+        "playwright-core is missing: scripts/setup.sh runs `npm ci` in {dir}"
+    );
+    let n: usize = std::env::var("RTAI_WEBRTC_CHROMIUM_VIEWERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let window_ms = std::env::var("RTAI_WEBRTC_CHROMIUM_WINDOW_MS").unwrap_or("1500".into());
+    let serve = Serve::start("");
+    let viewers = || {
+        serve
+            .serve
+            .property::<gst::Structure>("stats")
+            .get::<u32>("viewers")
+            .unwrap() as usize
+    };
+    let mut node = std::process::Command::new("node")
+        .arg(format!("{dir}/viewers.mjs"))
+        .arg(format!("http://{}/", serve.addr))
+        .arg(n.to_string())
+        .arg(&window_ms)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut stdin = node.stdin.take().unwrap();
+    let mut out = BufReader::new(node.stdout.take().unwrap());
+    let mut next = |expect: &str| -> serde_json::Value {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON step: {line:?}"));
+        assert_eq!(v["step"], expect, "{v}");
+        println!("chromium {expect}: {v}");
+        v
+    };
+    let two = next("two");
+    assert_eq!(two["resolution"], serde_json::json!([320, 240]));
+    for ms in two["firstFrameMs"].as_array().unwrap() {
+        let ms = ms.as_u64().unwrap();
+        assert!(ms < 1000, "first frame {ms} ms after page open: {two}");
+    }
+    assert_eq!(viewers(), 2);
+    assert_eq!(serve.encoders(), 1);
+    writeln!(stdin).unwrap();
+    let more = next("more");
+    assert_eq!(more["viewers"], n);
+    assert!(
+        more["fps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f.as_f64().unwrap() > 0.0),
+        "{more}"
+    );
+    assert_eq!(viewers(), n);
+    assert_eq!(serve.encoders(), 1, "one encode for {n} viewers");
+    writeln!(stdin).unwrap();
+    let rejoin = next("rejoin");
+    assert!(rejoin["rejoinFirstFrameMs"].as_u64().is_some(), "{rejoin}");
+    wait_until(T, "the left viewer removed and the new one counted", || {
+        viewers() == n
+            && serve
+                .serve
+                .property::<gst::Structure>("stats")
+                .get::<u64>("connected-total")
+                .unwrap()
+                > n as u64
+    });
+    writeln!(stdin).unwrap();
+    let throttle = next("throttle");
+    drop(stdin);
+    let status = node.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(throttle["errors"], serde_json::json!([]), "{throttle}");
+    let base = throttle["baseline"].as_array().unwrap();
+    let during = throttle["during"].as_array().unwrap();
+    for i in (0..n).filter(|&i| i != 1) {
+        let (b, d) = (base[i].as_f64().unwrap(), during[i].as_f64().unwrap());
+        assert!(
+            d >= 5.0 && d >= 0.5 * b,
+            "viewer {i} slowed from {b} to {d} fps while viewer 1 was throttled: {throttle}"
+        );
+    }
+    serve.stop();
+}

@@ -32,6 +32,8 @@ const DEFAULT_MAX_VIEWERS: u32 = 16;
 const DEFAULT_QUEUE_PACKETS: u32 = 300;
 const DEFAULT_BITRATE: u32 = 2000;
 const DEFAULT_KEY_FRAME_INTERVAL: u32 = 60;
+/// Local candidates held for one WebSocket viewer until its offer/answer is sent.
+const MAX_HELD_CANDIDATES: usize = 64;
 /// Names of the elements of a viewer's branch (see viewer.rs).
 const VIEWER_PREFIXES: [&str; 3] = ["queue-", "guard-", "webrtc-"];
 /// What state changes say when the bin cannot be built (a reduced registry).
@@ -241,19 +243,28 @@ impl WebRtcServe {
         if let Some(tx) = &client {
             let tx = tx.clone();
             let peer_id = settings.peer_id.clone();
+            let held = viewer.held_candidates.clone();
             viewer
                 .webrtcbin
                 .connect("on-ice-candidate", false, move |args| {
                     let mline = args[1].get::<u32>().unwrap_or(0);
                     let candidate = args[2].get::<String>().unwrap_or_default();
-                    let _ = tx.try_send(
-                        ServerMessage::IceCandidate {
-                            candidate,
-                            sdp_mline_index: mline,
-                            peer_id: peer_id.clone(),
+                    let text = ServerMessage::IceCandidate {
+                        candidate,
+                        sdp_mline_index: mline,
+                        peer_id: peer_id.clone(),
+                    }
+                    .to_json();
+                    // Gathering starts with set-local-description, before the
+                    // offer/answer is sent: hold candidates until it is.
+                    let mut held = held.lock().unwrap();
+                    match held.as_mut() {
+                        Some(list) if list.len() < MAX_HELD_CANDIDATES => list.push(text),
+                        Some(_) => {}
+                        None => {
+                            let _ = tx.try_send(text);
                         }
-                        .to_json(),
-                    );
+                    }
                     None
                 });
         }

@@ -307,6 +307,10 @@ async fn handle(
                             .to_json(),
                         )
                         .await;
+                    // The candidates found meanwhile follow the offer, never precede it.
+                    for c in v.release_candidates() {
+                        let _ = tx.send(c).await;
+                    }
                     Ok(())
                 }
                 Err(e) => {
@@ -342,6 +346,9 @@ async fn handle(
                             .to_json(),
                         )
                         .await;
+                    for c in v.release_candidates() {
+                        let _ = tx.send(c).await;
+                    }
                     Ok(())
                 }
                 Err(e) => {

@@ -41,6 +41,9 @@ pub struct Viewer {
     pub webrtcbin: gst::Element,
     pub tee_pad: gst::Pad,
     pub counters: Arc<Counters>,
+    /// Local ICE candidates (signalling messages) found before the session
+    /// description was sent; None once it was (candidates then go at once).
+    pub held_candidates: Arc<std::sync::Mutex<Option<Vec<String>>>>,
 }
 
 pub struct ViewerConfig<'a> {
@@ -230,7 +233,17 @@ impl Viewer {
             webrtcbin,
             tee_pad,
             counters,
+            held_candidates: Arc::new(std::sync::Mutex::new(Some(Vec::new()))),
         })
+    }
+
+    /// The candidates held until now; later ones are sent at once.
+    pub fn release_candidates(&self) -> Vec<String> {
+        self.held_candidates
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_default()
     }
 
     /// Starts the flow into this viewer, once offer and answer settled the
