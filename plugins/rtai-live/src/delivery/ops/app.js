@@ -63,7 +63,11 @@
       tr.addEventListener("click", () => select(s.stream));
       body.append(tr);
     }
-    if (!selected && list.length) select(list[0].stream);
+    // The stream asked for (?stream=) or the first one, once.
+    if (!socket && list.length) {
+      const want = list.find((s) => s.stream === selected) ? selected : list[0].stream;
+      select(want);
+    }
   }
 
   function refreshStreams() {
@@ -93,9 +97,17 @@
     ctx.clearRect(0, 0, W, H);
     ctx.fillStyle = "#fff";
     ctx.fillRect(0, 0, W, H);
-    const now = Date.now(), t0 = now - WINDOW_MS;
+    // The x axis spans the data (10 s at least, the last hour at most).
+    const now = Date.now();
+    let first = now;
     let max = 1;
-    for (const l of lines) for (const [, v] of l.values) max = Math.max(max, v);
+    for (const l of lines)
+      for (const [t, v] of l.values) {
+        max = Math.max(max, v);
+        first = Math.min(first, t);
+      }
+    const span = Math.min(WINDOW_MS, Math.max(10000, now - first));
+    const t0 = now - span;
     max *= 1.1;
     ctx.strokeStyle = "#dadce0";
     ctx.fillStyle = "#5f6368";
@@ -108,7 +120,7 @@
       ctx.stroke();
       ctx.fillText(fmt((max * i) / 4), 2, y + 4);
     }
-    ctx.fillText("-60 min", L, H - 4);
+    ctx.fillText("-" + fmtDur(span / 1000), L, H - 4);
     ctx.fillText("now", W - 24, H - 4);
     let drawn = 0;
     lines.forEach((l, i) => {
@@ -118,7 +130,7 @@
       let started = false;
       for (const [t, v] of l.values) {
         if (t < t0) continue;
-        const x = L + ((W - L) * (t - t0)) / WINDOW_MS;
+        const x = L + ((W - L) * (t - t0)) / span;
         const y = H - B - ((H - B - 4) * v) / max;
         if (started) ctx.lineTo(x, y);
         else ctx.moveTo(x, y);
