@@ -29,6 +29,13 @@ pub struct Report {
 }
 
 fn run(engine: &str, props: &[(&str, String)], c: &corpus::Corpus) -> Report {
+    // The voiced 10 ms frames that open a segment (the gate's effective start-frames).
+    let prop = |k: &str| props.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    let mut start_frames: u64 = prop("start-frames").map_or(1, |v| v.parse().unwrap());
+    if engine == "silero" {
+        let min_speech: u64 = prop("silero-min-speech").map_or(100, |v| v.parse().unwrap());
+        start_frames = start_frames.max(min_speech.div_ceil(10));
+    }
     let pipeline = gst::parse::launch(
         "appsrc name=src format=time caps=audio/x-raw,format=S16LE,layout=interleaved,rate=16000,channels=1 \
          ! specvadgate name=gate ! fakesink sync=false",
@@ -104,8 +111,12 @@ fn run(engine: &str, props: &[(&str, String)], c: &corpus::Corpus) -> Report {
                 .filter(|s| s.committed && overlaps(s, l))
                 .min_by_key(|s| s.start_ns);
             if let Some(s) = hit {
-                // Speculative forwarding: the first voiced sample leaves once its 10 ms frame is analysed.
-                latencies.push((s.start_ns + 10_000_000).saturating_sub(l.start_ns()) as f64 / 1e6);
+                // Speculative forwarding: the first voiced sample leaves with the start
+                // decision, once the opening run of voiced 10 ms frames is analysed.
+                latencies.push(
+                    (s.start_ns + start_frames * 10_000_000).saturating_sub(l.start_ns()) as f64
+                        / 1e6,
+                );
             }
             hit.is_some()
         })
@@ -156,13 +167,23 @@ fn evaluate(name: &str, c: &corpus::Corpus) -> Vec<Report> {
         "starts",
         "false starts",
         "false commits",
-        "onset delay (ms)"
+        "first out (ms)"
     );
     let mut reports = Vec::new();
     let engines = [
         ("energy", vec![("engine", "energy".to_string())]),
         ("webrtc", vec![("engine", "webrtc".to_string())]),
-        ("silero", corpus::silero_properties()),
+        ("silero", {
+            let mut props = corpus::silero_properties();
+            // Development only: extra silero properties, `name=value;name=value`.
+            if let Ok(extra) = std::env::var("RTAI_DEV_SILERO_PROPS") {
+                for kv in extra.split(';').filter(|kv| !kv.is_empty()) {
+                    let (k, v) = kv.split_once('=').expect("name=value");
+                    props.push((Box::leak(k.to_string().into_boxed_str()), v.to_string()));
+                }
+            }
+            props
+        }),
     ];
     for (engine, props) in &engines {
         let r = run(engine, props, c);
@@ -189,6 +210,19 @@ fn evaluate(name: &str, c: &corpus::Corpus) -> Vec<Report> {
         reports.push(r);
     }
     reports
+}
+
+/// Development corpus only (analysis of a change; never the held-out corpus):
+/// `cargo test --release -p gst-plugin-rtai-voice --test corpus_eval dev -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn dev_corpus_report() {
+    gst::init().unwrap();
+    gstrtaivoice::plugin_register_static().unwrap();
+    let tuning = corpus::build(12).expect("espeak-ng and sox generate the corpus");
+    evaluate("tuning corpus", &tuning);
+    let dev = corpus::build_dev(21).expect("espeak-ng and sox generate the dev corpus");
+    evaluate("dev corpus", &dev);
 }
 
 #[test]
@@ -220,12 +254,12 @@ fn corpus_report_per_engine() {
                 "held-out: silero recall {:.3} below 0.98",
                 r.recall
             );
-            // The issue's target is 0.95; measured 0.944 (17 of 18 starts: the music,
-            // TV-chatter and breathing sounds open segments, two commit). Not met: this
-            // bound only keeps it from getting worse (docs/specvadgate.md).
+            // The issue's target. Measured 1.000 (15 starts, 15 commits) with
+            // silero-min-speech=100, chosen on the tuning and dev corpora only; 0.944
+            // before it (music, TV chatter and breathing opened segments).
             assert!(
-                r.acceptance >= 0.94,
-                "held-out: silero acceptance {:.3} below 0.94 ({:?})",
+                r.acceptance >= 0.95,
+                "held-out: silero acceptance {:.3} below 0.95 ({:?})",
                 r.acceptance,
                 r.false_start_kinds
             );
@@ -242,7 +276,7 @@ fn corpus_report_per_engine() {
             "energy" => (0.65, 6, 32.0),
             "webrtc" => (0.62, 6, 32.0),
             // The issue's target: acceptance ≥ 95 % with the silero engine.
-            _ => (0.95, 0, 96.0),
+            _ => (0.95, 0, 200.0),
         };
         assert!(
             r.acceptance >= min_acceptance,

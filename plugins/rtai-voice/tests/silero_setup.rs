@@ -39,6 +39,14 @@ fn start(library: &str, extra: &[(&str, &str)]) -> Result<(Harness, gst::Element
     Ok((h, element))
 }
 
+/// The error of a start that must fail.
+fn refused(started: Result<(Harness, gst::Element), String>, why: &str) -> String {
+    match started {
+        Err(e) => e,
+        Ok(_) => panic!("started: {why}"),
+    }
+}
+
 /// `ms` of 16 kHz S16LE speech-like audio from `samples`, as one buffer at `pts_ms`.
 fn buffer(samples: &[i16], pts_ms: u64) -> gst::Buffer {
     let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
@@ -100,9 +108,7 @@ fn silero_model_lookup_and_stats_during_inference() {
 
     // 2. $RTAI_SILERO_MODEL wins over the wheel: a bad file there is the file it loads.
     set_env(Some(&bogus));
-    let err = start(&library, &[])
-        .err()
-        .expect("the bogus model is refused");
+    let err = refused(start(&library, &[]), "the bogus model is refused");
     assert!(
         err.contains(&format!("cannot load the Silero model {}", bogus.display())),
         "{err}"
@@ -117,7 +123,7 @@ fn silero_model_lookup_and_stats_during_inference() {
 
     // 4. Neither: the error names the variable and where it looked for a .venv.
     set_env(None);
-    let err = start(&library, &[]).err().expect("no model anywhere");
+    let err = refused(start(&library, &[]), "no model anywhere");
     for part in [
         "$RTAI_SILERO_MODEL (unset)".to_string(),
         format!(
@@ -130,7 +136,7 @@ fn silero_model_lookup_and_stats_during_inference() {
     }
     let missing = elsewhere.join("missing.onnx");
     set_env(Some(&missing));
-    let err = start(&library, &[]).err().expect("no model anywhere");
+    let err = refused(start(&library, &[]), "no model anywhere");
     assert!(
         err.contains(&format!(
             "$RTAI_SILERO_MODEL={} (not a file)",

@@ -53,6 +53,12 @@ const DEFAULT_WEBRTC_AGGRESSIVENESS: u32 = 2;
 /// How far below `silero-threshold` the probability may fall inside a segment.
 const SILERO_HYSTERESIS: f64 = 0.15;
 const DEFAULT_SILERO_THRESHOLD: f64 = 0.5;
+/// Silero engine: how long the probability must stay at or above the threshold
+/// before a segment opens (as Silero's own `min_speech_duration_ms`, shorter).
+/// Chosen on the tuning and development corpora (tests/corpus), never on the
+/// held-out one: 40 and 70 ms still opened on a sawtooth melody with vibrato
+/// in the development corpus, 100 ms on nothing (docs/specvadgate.md).
+const DEFAULT_SILERO_MIN_SPEECH_MS: u32 = 100;
 /// Silero windows of all gates in the process run as one batch.
 const DEFAULT_SILERO_SHARED: bool = true;
 /// Below this share of energy outside its three strongest spectral lines a
@@ -77,6 +83,7 @@ struct Settings {
     threshold: f64,
     webrtc_aggressiveness: u32,
     silero_threshold: f64,
+    silero_min_speech_ms: u32,
     model_path: Option<String>,
     onnxruntime_library: Option<String>,
     lookback_ms: u32,
@@ -99,6 +106,7 @@ impl Default for Settings {
             threshold: DEFAULT_THRESHOLD,
             webrtc_aggressiveness: DEFAULT_WEBRTC_AGGRESSIVENESS,
             silero_threshold: DEFAULT_SILERO_THRESHOLD,
+            silero_min_speech_ms: DEFAULT_SILERO_MIN_SPEECH_MS,
             model_path: None,
             onnxruntime_library: None,
             lookback_ms: DEFAULT_LOOKBACK_MS,
@@ -115,6 +123,16 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Consecutive voiced 10 ms frames that open a segment: `start-frames`, and with
+    /// the Silero engine at least `silero-min-speech`.
+    fn start_frames(&self) -> u32 {
+        let min_speech = match self.engine {
+            Engine::Silero => (self.silero_min_speech_ms as u64).div_ceil(FRAME_MS) as u32,
+            _ => 0,
+        };
+        self.start_frames.max(min_speech).max(1)
+    }
+
     /// Media time the gate holds audio back before it leaves (the LATENCY it adds).
     fn latency(&self) -> gst::ClockTime {
         let lookback = gst::ClockTime::from_mseconds(self.lookback_ms as u64);
@@ -125,8 +143,7 @@ impl Settings {
             Mode::Confirmed => {
                 lookback
                     + gst::ClockTime::from_mseconds(
-                        self.commit_time_ms as u64
-                            + (self.start_frames.max(1) as u64 - 1) * FRAME_MS,
+                        self.commit_time_ms as u64 + (self.start_frames() as u64 - 1) * FRAME_MS,
                     )
             }
             Mode::Passthrough => gst::ClockTime::ZERO,
@@ -607,7 +624,7 @@ impl State {
                 }
                 let run_start = run_start.unwrap_or(frame_rt);
                 let voiced_run = voiced_run + 1;
-                if voiced_run >= s.start_frames {
+                if voiced_run >= s.start_frames() {
                     self.phase = Phase::Speculative {
                         frames: voiced_run,
                         voiced: voiced_run,
@@ -1378,6 +1395,13 @@ impl ObjectImpl for SpecVadGate {
                     .default_value(DEFAULT_SILERO_THRESHOLD)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt::builder("silero-min-speech")
+                    .nick("Silero minimum speech")
+                    .blurb("Silero engine: milliseconds the speech probability must stay at or above silero-threshold before a segment opens (at least start-frames; 0: the first voiced window opens it). The segment still starts at the first voiced sample, with the lookback; the start decision comes this much later")
+                    .maximum(1000)
+                    .default_value(DEFAULT_SILERO_MIN_SPEECH_MS)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecBoolean::builder("silero-shared")
                     .nick("Silero shared")
                     .blurb("Silero engine: run this stream's 32 ms windows in one batched inference with those of every other gate of the process using the same model (one model in memory); false: a model session of its own")
@@ -1503,6 +1527,9 @@ impl ObjectImpl for SpecVadGate {
             "silero-threshold" => {
                 settings.silero_threshold = value.get().expect("type checked upstream")
             }
+            "silero-min-speech" => {
+                settings.silero_min_speech_ms = value.get().expect("type checked upstream")
+            }
             "model-path" => settings.model_path = value.get().expect("type checked upstream"),
             "onnxruntime-library" => {
                 settings.onnxruntime_library = value.get().expect("type checked upstream")
@@ -1525,8 +1552,12 @@ impl ObjectImpl for SpecVadGate {
             other => unimplemented!("property {other}"),
         }
         drop(settings);
-        if pspec.name() == "commit-time" {
-            // Confirmed mode holds commit-time of audio: the pipeline's latency changes.
+        if matches!(
+            pspec.name(),
+            "commit-time" | "start-frames" | "silero-min-speech"
+        ) {
+            // Confirmed mode holds commit-time of audio (and the frames until the start
+            // decision): the pipeline's latency changes.
             let _ = self
                 .obj()
                 .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
@@ -1542,6 +1573,7 @@ impl ObjectImpl for SpecVadGate {
             "threshold" => settings.threshold.to_value(),
             "webrtc-aggressiveness" => settings.webrtc_aggressiveness.to_value(),
             "silero-threshold" => settings.silero_threshold.to_value(),
+            "silero-min-speech" => settings.silero_min_speech_ms.to_value(),
             "model-path" => settings.model_path.to_value(),
             "onnxruntime-library" => settings.onnxruntime_library.to_value(),
             "lookback" => settings.lookback_ms.to_value(),
