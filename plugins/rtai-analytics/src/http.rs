@@ -180,7 +180,8 @@ impl Server {
                 listener,
                 // The client address: the control routes rate-limit per client.
                 app.into_make_service_with_connect_info::<SocketAddr>(),
-            ).with_graceful_shutdown(async move {
+            )
+            .with_graceful_shutdown(async move {
                 let _ = shutdown_rx.wait_for(|c| *c).await;
             });
             if let Err(err) = serve.await {
