@@ -1,0 +1,167 @@
+//! Two specvadgates' segments through one inferclient (output=text, RunPod
+//! local API started on loopback): each gate numbers its segments from 1, so
+//! the ids differ only in the per-gate tag from
+//! `rtai_core::protocol::new_segment_id_base`. A cancel from one gate must not
+//! abort or drop the other gate's segment, and audio of the two segments is
+//! never mixed into one request.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use rtai_core::{SegmentEvent, SegmentIdMeta};
+
+/// The runpod SDK's local API serving tests/peers/runpod_handler.py, killed on drop.
+struct RunPod {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for RunPod {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn answers(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "GET /openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
+}
+
+impl RunPod {
+    fn start() -> Self {
+        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = crate_dir.join("../../.venv-runpod/bin/python");
+        assert!(
+            python.exists(),
+            "the runpod SDK is missing: scripts/setup.sh installs it into .venv-runpod"
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(python)
+            .arg(crate_dir.join("tests/peers/runpod_handler.py"))
+            .args([
+                "--rp_serve_api",
+                "--rp_api_host",
+                "127.0.0.1",
+                "--rp_api_port",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the runpod handler starts");
+        let mut peer = RunPod { child, port };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !answers(port) {
+            if let Ok(Some(status)) = peer.child.try_wait() {
+                panic!("the runpod local API exited with {status}");
+            }
+            assert!(Instant::now() < deadline, "runpod local API not ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        peer.port = port;
+        peer
+    }
+}
+
+/// 10 ms of 16 kHz S16LE mono in segment `id`.
+fn audio(pts_ms: u64, id: u64) -> gst::Buffer {
+    let samples: Vec<u8> = (0..160)
+        .flat_map(|i| (((i as f64 * 0.2).sin() * 8000.0) as i16).to_le_bytes())
+        .collect();
+    let mut b = gst::Buffer::from_slice(samples);
+    {
+        let b = b.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_mseconds(pts_ms));
+        b.set_duration(gst::ClockTime::from_mseconds(10));
+        SegmentIdMeta::set(b, id);
+    }
+    b
+}
+
+#[test]
+fn two_gates_into_one_inferclient_keep_their_segments_apart() {
+    gst::init().unwrap();
+    gstrtaiinfer::plugin_register_static().unwrap();
+    let server = RunPod::start();
+    let (a, b) = (
+        rtai_core::protocol::new_segment_id_base() | 1,
+        rtai_core::protocol::new_segment_id_base() | 1,
+    );
+    assert_ne!(a, b);
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time caps=audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved \
+         ! inferclient name=infer protocol=runpod url=http://127.0.0.1:{} output=text \
+         ! appsink name=sink sync=false",
+        server.port
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    // Funnelled: gate A's segment (20 buffers) with gate B's false start (8 buffers)
+    // interleaved; B cancels its segment while A's is still open.
+    for i in 0..20u64 {
+        src.push_buffer(audio(i * 10, a)).unwrap();
+        if (5..13).contains(&i) {
+            src.push_buffer(audio(i * 10, b)).unwrap();
+        }
+    }
+    assert!(
+        src.static_pad("src").unwrap().push_event(
+            SegmentEvent::Cancel {
+                id: b,
+                reason: "false start".into()
+            }
+            .to_event()
+        )
+    );
+    src.send_event(SegmentEvent::End { id: a }.to_event());
+    src.end_of_stream().unwrap();
+    let mut texts = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        let buf = sample.buffer().unwrap();
+        texts.push((
+            SegmentIdMeta::get(buf),
+            String::from_utf8(buf.map_readable().unwrap().to_vec()).unwrap(),
+        ));
+    }
+    let stats = pipeline
+        .by_name("infer")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    pipeline.set_state(gst::State::Null).unwrap();
+    // A's 20 buffers of 320 bytes, none of B's.
+    assert_eq!(
+        texts,
+        vec![(Some(a), "6400 bytes of audio".to_string())],
+        "{stats}"
+    );
+}
