@@ -605,8 +605,10 @@ fn garbage_wrong_version_and_oversized_messages_are_refused_and_the_server_serve
              Content-Type: application/grpc\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
-        socket.write_all(request.as_bytes()).unwrap();
-        socket.write_all(&body).unwrap();
+        // The server may close as soon as it sees no HTTP/2 preface, so a write can meet a
+        // reset socket under load: that is the behaviour under test, not a failure.
+        let _ = socket.write_all(request.as_bytes());
+        let _ = socket.write_all(&body);
         let mut reply = Vec::new();
         let read = socket.read_to_end(&mut reply);
         assert!(closed(&read), "closed, not hanging: {read:?}");
