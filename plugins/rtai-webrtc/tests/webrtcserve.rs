@@ -936,3 +936,89 @@ fn chromium_viewers_first_frame_more_viewers_rejoin_and_a_throttled_one() {
     }
     serve.stop();
 }
+
+#[test]
+fn whep_patch_trickles_the_clients_candidates() {
+    let serve = Serve::start("");
+    let peer = Peer::new(96);
+    let (tx, rx) = std::sync::mpsc::channel::<(u32, String)>();
+    let tx = std::sync::Mutex::new(tx);
+    peer.webrtc.connect("on-ice-candidate", false, move |v| {
+        let _ = tx
+            .lock()
+            .unwrap()
+            .send((v[1].get::<u32>().unwrap(), v[2].get::<String>().unwrap()));
+        None
+    });
+    // The offer goes before gathering: its candidates follow in PATCH requests.
+    let offer = peer.offer();
+    assert!(!offer.contains("a=candidate"), "{offer}");
+    let (status, headers, answer) = http(
+        &serve.addr,
+        "POST",
+        "/whep",
+        &[("Content-Type", "application/sdp")],
+        &offer,
+    );
+    assert_eq!(status, 201, "{answer}");
+    let location = headers
+        .iter()
+        .find(|(k, _)| k == "location")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    peer.set_remote(gst_webrtc::WebRTCSDPType::Answer, &answer);
+    let frag = |c: &str| {
+        format!(
+            "a=ice-ufrag:x\r\na=ice-pwd:y\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:video0\r\na={c}\r\n"
+        )
+    };
+    let patch = |body: &str, ct: &str| {
+        http(
+            &serve.addr,
+            "PATCH",
+            &location,
+            &[("Content-Type", ct)],
+            body,
+        )
+        .0
+    };
+    let mut sent = 0;
+    let deadline = std::time::Instant::now() + T;
+    while peer.frames() < 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no frames after {sent} trickled candidates"
+        );
+        if let Ok((_, c)) = rx.recv_timeout(Duration::from_millis(50)) {
+            assert_eq!(patch(&frag(&c), "application/trickle-ice-sdpfrag"), 204);
+            sent += 1;
+        }
+    }
+    assert!(sent > 0, "candidates went by PATCH");
+    assert_eq!(
+        patch(
+            &frag("candidate:1 1 UDP 1 127.0.0.1 9 typ host"),
+            "text/plain"
+        ),
+        415
+    );
+    assert_eq!(
+        patch("a=candidate:garbage", "application/trickle-ice-sdpfrag"),
+        400
+    );
+    assert_eq!(
+        http(
+            &serve.addr,
+            "PATCH",
+            "/whep/whep-999",
+            &[("Content-Type", "application/trickle-ice-sdpfrag")],
+            "",
+        )
+        .0,
+        404
+    );
+    let before = peer.frames();
+    peer.wait_frames(before + 10);
+    drop(peer);
+    serve.stop();
+}

@@ -311,6 +311,15 @@ impl WebRtcServe {
         Ok(viewer)
     }
 
+    /// The viewer of this id, if it is still there.
+    pub fn viewer(&self, id: &str) -> Option<Arc<Viewer>> {
+        self.viewers
+            .lock()
+            .unwrap()
+            .get(id)
+            .map(|e| e.viewer.clone())
+    }
+
     fn viewer_structure(name: &str, v: &Viewer, reason: Option<&str>) -> gst::Structure {
         let c = &v.counters;
         let mut b = gst::Structure::builder(name)

@@ -64,7 +64,7 @@ impl Server {
             .route("/", get(page))
             .route("/ws", get(ws))
             .route("/whep", post(whep_post))
-            .route("/whep/{id}", delete(whep_delete))
+            .route("/whep/{id}", delete(whep_delete).patch(whep_patch))
             .layer(DefaultBodyLimit::max(signalling::MAX_SDP_BYTES))
             .with_state(Arc::new(ctx));
         rt.spawn(async move {
@@ -184,6 +184,52 @@ async fn whep_delete(
         return (StatusCode::NOT_FOUND, "no such session").into_response();
     }
     StatusCode::OK.into_response()
+}
+
+/// WHEP trickle ICE (RFC 9725): the client's candidates for its session.
+async fn whep_patch(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    Query(q): Q,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&ctx, &headers, &q) {
+        return (StatusCode::UNAUTHORIZED, "a valid token is needed").into_response();
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/trickle-ice-sdpfrag") {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "an application/trickle-ice-sdpfrag body is expected",
+        )
+            .into_response();
+    }
+    let Some(element) = ctx.element.upgrade() else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let Some(viewer) = id
+        .starts_with("whep-")
+        .then(|| element.imp().viewer(&id))
+        .flatten()
+    else {
+        return (StatusCode::NOT_FOUND, "no such session").into_response();
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return (StatusCode::BAD_REQUEST, "the fragment is not UTF-8").into_response();
+    };
+    match signalling::parse_sdpfrag(text) {
+        Ok(candidates) => {
+            for (mline, c) in &candidates {
+                viewer.add_ice_candidate(*mline, c);
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+    }
 }
 
 async fn ws(

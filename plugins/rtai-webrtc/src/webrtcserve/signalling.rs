@@ -172,6 +172,11 @@ fn peer_id(value: Option<String>) -> Result<Option<String>, ParseError> {
     }
 }
 
+/// At most `n` characters of `s` (on a character boundary: the text is the client's).
+fn clip(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
 /// Parses one client text message.
 pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
     if text.len() > MAX_MESSAGE_BYTES {
@@ -180,11 +185,8 @@ pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
     if json_depth(text, MAX_DEPTH) > MAX_DEPTH {
         return Err(ParseError::TooDeep);
     }
-    let wire: Wire = serde_json::from_str(text).map_err(|e| {
-        let mut e = e.to_string();
-        e.truncate(200);
-        ParseError::Malformed(e)
-    })?;
+    let wire: Wire =
+        serde_json::from_str(text).map_err(|e| ParseError::Malformed(clip(&e.to_string(), 200)))?;
     match wire.kind.as_str() {
         "join" => Ok(ClientMessage::Join {
             peer_id: peer_id(wire.peer_id)?,
@@ -219,12 +221,54 @@ pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
                 peer_id: peer_id(wire.peer_id)?,
             })
         }
-        other => {
-            let mut t = other.to_string();
-            t.truncate(64);
-            Err(ParseError::UnknownType(t))
+        other => Err(ParseError::UnknownType(clip(other, 64))),
+    }
+}
+
+/// Most candidates one WHEP PATCH may carry.
+pub const MAX_FRAG_CANDIDATES: usize = 64;
+
+/// The candidates of a WHEP PATCH body (`application/trickle-ice-sdpfrag`,
+/// RFC 8840/9725): `a=candidate:` lines with the m-line index they belong to
+/// (counted from the fragment's `m=` lines, 0 before any). `a=ice-ufrag`,
+/// `a=ice-pwd`, `a=mid` and `a=end-of-candidates` are accepted and ignored
+/// (one bundled m-line per viewer); anything else is refused.
+pub fn parse_sdpfrag(text: &str) -> Result<Vec<(u32, String)>, String> {
+    if text.len() > MAX_SDP_BYTES {
+        return Err(format!("fragment larger than {MAX_SDP_BYTES} bytes"));
+    }
+    let mut out = Vec::new();
+    let mut mline: Option<u32> = None;
+    for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+        if line.starts_with("m=") {
+            let next = mline.map_or(0, |m| m + 1);
+            if next > MAX_MLINE_INDEX {
+                return Err("too many m-lines".into());
+            }
+            mline = Some(next);
+        } else if let Some(c) = line.strip_prefix("a=candidate:") {
+            if line.len() - 2 > MAX_CANDIDATE_BYTES || line.chars().any(char::is_control) {
+                return Err("a candidate line is too long or has control characters".into());
+            }
+            if c.split_whitespace().count() < 8 {
+                return Err("a candidate line has too few fields".into());
+            }
+            if out.len() == MAX_FRAG_CANDIDATES {
+                return Err(format!("more than {MAX_FRAG_CANDIDATES} candidates"));
+            }
+            out.push((mline.unwrap_or(0), line[2..].to_string()));
+        } else if !(line.starts_with("a=ice-ufrag:")
+            || line.starts_with("a=ice-pwd:")
+            || line.starts_with("a=mid:")
+            || line.starts_with("a=group:")
+            || line.starts_with("a=ice-options:")
+            || line == "a=end-of-candidates")
+        {
+            let l: String = line.chars().take(40).collect();
+            return Err(format!("unexpected line in an sdpfrag: `{l}`"));
         }
     }
+    Ok(out)
 }
 
 /// Checks that `sdp` parses and has a video m-line; returns the parsed message.
@@ -325,7 +369,50 @@ mod tests {
         assert!(parse_sdp("").is_err());
     }
 
+    #[test]
+    fn long_non_ascii_types_are_clipped_on_a_character_boundary() {
+        let t = format!("{}é{}", "a".repeat(63), "é".repeat(100));
+        let text = serde_json::json!({ "type": t }).to_string();
+        assert!(matches!(parse(&text), Err(ParseError::UnknownType(u)) if u.chars().count() == 64));
+    }
+
+    #[test]
+    fn sdpfrag_table() {
+        let frag = "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef0123\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n\
+a=candidate:1 1 UDP 2015363327 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n";
+        assert_eq!(
+            parse_sdpfrag(frag).unwrap(),
+            vec![(
+                0,
+                "candidate:1 1 UDP 2015363327 127.0.0.1 5000 typ host".to_string()
+            )]
+        );
+        assert!(parse_sdpfrag("a=candidate:1 1 UDP").is_err());
+        assert!(parse_sdpfrag("v=0").is_err());
+        assert!(parse_sdpfrag("").unwrap().is_empty());
+        let many =
+            "a=candidate:1 1 UDP 1 127.0.0.1 5000 typ host\r\n".repeat(MAX_FRAG_CANDIDATES + 1);
+        assert!(parse_sdpfrag(&many).is_err());
+    }
+
     proptest! {
+        #[test]
+        fn arbitrary_sdpfrag_never_panics(text in "\\PC{0,400}") {
+            let _ = parse_sdpfrag(&text);
+        }
+
+        #[test]
+        fn sdpfrag_candidates_round_trip(ports in proptest::collection::vec(1u16.., 0..10)) {
+            let frag: String = ports.iter().map(|p| format!("a=candidate:1 1 UDP 1 127.0.0.1 {p} typ host\r\n")).collect();
+            let parsed = parse_sdpfrag(&frag).unwrap();
+            prop_assert_eq!(parsed.len(), ports.len());
+            for ((m, c), p) in parsed.iter().zip(&ports) {
+                prop_assert_eq!(*m, 0);
+                let tail = format!(" {} typ host", p);
+                prop_assert!(c.ends_with(&tail));
+            }
+        }
+
         #[test]
         fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
             let _ = parse(&text);
