@@ -256,6 +256,113 @@ const CLASS_NAMES: [&str; 5] = [
 ];
 const COUNT_NAMES: [&str; 3] = ["num_detections", "num_dets", "count"];
 
+/// The usual boxes, scores, classes and count names of each split layout.
+const SSD: [&[&str]; 4] = [
+    &["detection_boxes"],
+    &["detection_scores"],
+    &["detection_classes"],
+    &["num_detections"],
+];
+const NMS: [&[&str]; 4] = [
+    &["det_boxes"],
+    &["det_scores"],
+    &["det_classes"],
+    &["num_dets"],
+];
+const NAMED: [&[&str]; 4] = [&BOX_NAMES, &SCORE_NAMES, &CLASS_NAMES, &COUNT_NAMES];
+
+/// The split layout `auto` reads when these output names are present (SSD, EfficientNMS).
+fn split_layout_by_names(has: impl Fn(&str) -> bool) -> Option<BoxFormat> {
+    if has("detection_boxes") {
+        Some(BoxFormat::Ssd)
+    } else if has("det_boxes") || has("num_dets") {
+        Some(BoxFormat::Nms)
+    } else {
+        None
+    }
+}
+
+/// Words that mark an output's role when its name is none of the usual ones
+/// (`output_boxes`, `pred_labels`, `valid_count`): boxes, scores, classes, count.
+const ROLE_WORDS: [&[&str]; 4] = [
+    &["box"],
+    &["score", "conf"],
+    &["class", "label"],
+    &["num", "count"],
+];
+
+/// The output names a split layout reads, chosen before any reply from the outputs a
+/// model declares (KServe metadata: name and shape, -1 for a free dimension). Names in
+/// `set` are kept. An unset one is filled only when exactly one output has one of the
+/// layout's usual names (as `decode` looks them up), else exactly one free output's name
+/// contains the role's word (boxes must end in 4). `Auto` decides the layout by names as
+/// `decode` does (SSD, EfficientNMS, else named when boxes and scores are found).
+/// `None`: no split layout (a single-tensor model: no names to choose).
+pub fn output_names_from(
+    format: BoxFormat,
+    set: &OutputNames,
+    outputs: &[(&str, &[i64])],
+) -> Option<(BoxFormat, OutputNames)> {
+    let has = |n: &str| outputs.iter().any(|(name, _)| *name == n);
+    let auto = format == BoxFormat::Auto;
+    let format = match format {
+        BoxFormat::Auto => split_layout_by_names(has).unwrap_or(BoxFormat::Named),
+        f @ (BoxFormat::Ssd | BoxFormat::Nms | BoxFormat::Named) => f,
+        _ => return None,
+    };
+    let usual = match format {
+        BoxFormat::Ssd => SSD,
+        BoxFormat::Nms => NMS,
+        _ => NAMED,
+    };
+    let mut chosen = [
+        set.boxes.clone(),
+        set.scores.clone(),
+        set.classes.clone(),
+        set.count.clone(),
+    ];
+    for (name, usual) in chosen.iter_mut().zip(usual) {
+        let present: Vec<&str> = usual.iter().copied().filter(|n| has(n)).collect();
+        if name.is_empty()
+            && let [one] = present[..]
+        {
+            *name = one.to_string();
+        }
+    }
+    for role in 0..4 {
+        if !chosen[role].is_empty() {
+            continue;
+        }
+        let candidates: Vec<&str> = outputs
+            .iter()
+            .filter(|(name, shape)| {
+                let lower = name.to_ascii_lowercase();
+                !chosen.iter().any(|c| c == name)
+                    && ROLE_WORDS[role].iter().any(|w| lower.contains(w))
+                    && (role != 0 || matches!(shape.last(), None | Some(4) | Some(-1)))
+            })
+            .map(|(name, _)| *name)
+            .collect();
+        if let [one] = candidates[..] {
+            chosen[role] = one.to_string();
+        }
+    }
+    let [boxes, scores, classes, count] = chosen;
+    // Auto reads separate tensors only when boxes and scores are both there (as decode).
+    if auto && format == BoxFormat::Named && (boxes.is_empty() || scores.is_empty()) {
+        return None;
+    }
+    Some((
+        format,
+        OutputNames {
+            boxes,
+            scores,
+            classes,
+            count,
+        },
+    ))
+}
+
 /// Largest N read as already-decoded boxes [N, 6] by `auto` (YOLO anchor counts are larger).
 const AUTO_DECODED_MAX: usize = 1000;
 
@@ -385,19 +492,6 @@ impl Decoder {
     }
 
     fn plan<'a>(&self, tensors: &'a [Tensor]) -> Result<Plan<'a>, String> {
-        const SSD: [&[&str]; 4] = [
-            &["detection_boxes"],
-            &["detection_scores"],
-            &["detection_classes"],
-            &["num_detections"],
-        ];
-        const NMS: [&[&str]; 4] = [
-            &["det_boxes"],
-            &["det_scores"],
-            &["det_classes"],
-            &["num_dets"],
-        ];
-        const NAMED: [&[&str]; 4] = [&BOX_NAMES, &SCORE_NAMES, &CLASS_NAMES, &COUNT_NAMES];
         let pixels = Coordinates::new(Corners::Xyxy, false);
         match self.format {
             BoxFormat::Ssd => {
@@ -424,17 +518,9 @@ impl Decoder {
     }
 
     fn auto<'a>(&self, tensors: &'a [Tensor]) -> Result<Plan<'a>, String> {
-        let has = |n: &str| Self::find(tensors, n).is_some();
-        if has("detection_boxes") {
+        if let Some(format) = split_layout_by_names(|n| Self::find(tensors, n).is_some()) {
             return Decoder {
-                format: BoxFormat::Ssd,
-                ..self.clone()
-            }
-            .plan(tensors);
-        }
-        if has("det_boxes") || has("num_dets") {
-            return Decoder {
-                format: BoxFormat::Nms,
+                format,
                 ..self.clone()
             }
             .plan(tensors);

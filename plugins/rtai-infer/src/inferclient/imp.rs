@@ -104,7 +104,8 @@ impl InferClient {
     }
 
     /// Reads the model's metadata when the input is (partly) unset on a KServe endpoint:
-    /// at start, bounded by `request-timeout`. Failing that, the fallbacks: never an error.
+    /// at start, bounded by `request-timeout`; its outputs name the unset `*-output`s when
+    /// they can. Failing that, the fallbacks: never an error.
     fn resolve_input(
         &self,
         s: &Settings,
@@ -137,6 +138,10 @@ impl InferClient {
         let (resolved, chosen) = s.resolve_input(metadata.as_ref());
         if s.input_unset() {
             gst::info!(CAT, imp = self, "{chosen}");
+        }
+        let (resolved, outputs) = resolved.resolve_outputs(metadata.as_ref());
+        if let Some(outputs) = outputs {
+            gst::info!(CAT, imp = self, "{outputs}");
         }
         resolved
     }

@@ -209,7 +209,8 @@ impl Default for Settings {
     }
 }
 
-/// The input values resolved at start, laid over the properties for every request.
+/// The input values (and output names) resolved at start, laid over the properties for
+/// every request.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct ResolvedInput {
     name: String,
@@ -217,6 +218,7 @@ pub(super) struct ResolvedInput {
     height: u32,
     datatype: InferInputDatatype,
     nchw: bool,
+    outputs: [String; 4],
 }
 
 impl ResolvedInput {
@@ -227,6 +229,12 @@ impl ResolvedInput {
             height: s.input_height,
             datatype: s.input_datatype,
             nchw: s.nchw,
+            outputs: [
+                s.boxes_output.clone(),
+                s.scores_output.clone(),
+                s.classes_output.clone(),
+                s.count_output.clone(),
+            ],
         }
     }
 
@@ -236,6 +244,11 @@ impl ResolvedInput {
         s.input_height = self.height;
         s.input_datatype = self.datatype;
         s.nchw = self.nchw;
+        let [boxes, scores, classes, count] = &self.outputs;
+        s.boxes_output.clone_from(boxes);
+        s.scores_output.clone_from(scores);
+        s.classes_output.clone_from(classes);
+        s.count_output.clone_from(count);
     }
 }
 
@@ -331,6 +344,62 @@ impl Settings {
             }
         );
         (s, chosen)
+    }
+
+    /// The settings with the unset `*-output` names filled from the outputs `metadata`
+    /// declares, when `box-format` reads separate tensors (auto, named, ssd, nms) and the
+    /// names say which is which without doubt (`postprocess::output_names_from`). Returns
+    /// what was chosen, for the log (`None`: no metadata, or nothing to choose).
+    pub(super) fn resolve_outputs(
+        &self,
+        metadata: Option<&ModelMetadata>,
+    ) -> (Settings, Option<String>) {
+        let mut s = self.clone();
+        let Some(m) = metadata.filter(|m| !m.outputs.is_empty()) else {
+            return (s, None);
+        };
+        let declared: Vec<(&str, &[i64])> = m
+            .outputs
+            .iter()
+            .map(|o| (o.name.as_str(), o.shape.as_slice()))
+            .collect();
+        let listed = declared
+            .iter()
+            .map(|(n, shape)| format!("{n} {shape:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let set = self.decoder(Vec::new()).names;
+        let format = self.decoder(Vec::new()).format;
+        let Some((layout, names)) = postprocess::output_names_from(format, &set, &declared) else {
+            return (
+                s,
+                Some(format!(
+                    "outputs {listed} (model's metadata): no output names to choose for box-format {:?}",
+                    self.box_format
+                )),
+            );
+        };
+        let mut from = Vec::new();
+        for (slot, new, what) in [
+            (&mut s.boxes_output, &names.boxes, "boxes"),
+            (&mut s.scores_output, &names.scores, "scores"),
+            (&mut s.classes_output, &names.classes, "classes"),
+            (&mut s.count_output, &names.count, "count"),
+        ] {
+            if slot.is_empty() && !new.is_empty() {
+                slot.clone_from(new);
+                from.push(format!("{what} {new}"));
+            }
+        }
+        let chosen = if from.is_empty() {
+            format!("outputs {listed} (model's metadata): none chosen as {layout:?} output names")
+        } else {
+            format!(
+                "outputs {listed} (model's metadata): {layout:?} layout, {}",
+                from.join(", ")
+            )
+        };
+        (s, Some(chosen))
     }
 
     /// How to read the model's outputs; `labels`: the class names (property or file).
@@ -534,6 +603,138 @@ mod tests {
             );
             assert!(!s.input_unset());
         }
+    }
+
+    #[test]
+    fn unset_output_names_come_from_the_metadata_when_they_say_which_is_which() {
+        use InferBoxFormat::{Auto, Named, Nms, Yolov8};
+        /// box-format, the metadata reply's outputs, the properties set, then the
+        /// boxes/scores/classes/count outputs read (empty: the format's usual names).
+        type Row<'a> = (InferBoxFormat, &'a str, [&'a str; 4], Option<[&'a str; 4]>);
+        let unset = ["", "", "", ""];
+        let rows: Vec<Row> = vec![
+            // TF OD API (SSD) names: auto chooses them all.
+            (
+                Auto,
+                r#"[{"name":"detection_boxes","datatype":"FP32","shape":[-1,100,4]},{"name":"detection_scores","datatype":"FP32","shape":[-1,100]},{"name":"detection_classes","datatype":"FP32","shape":[-1,100]},{"name":"num_detections","datatype":"FP32","shape":[-1]}]"#,
+                unset,
+                Some([
+                    "detection_boxes",
+                    "detection_scores",
+                    "detection_classes",
+                    "num_detections",
+                ]),
+            ),
+            // EfficientNMS.
+            (
+                Nms,
+                r#"[{"name":"num_dets","datatype":"INT32","shape":[-1,1]},{"name":"det_boxes","datatype":"FP32","shape":[-1,100,4]},{"name":"det_scores","datatype":"FP32","shape":[-1,100]},{"name":"det_classes","datatype":"INT32","shape":[-1,100]}]"#,
+                unset,
+                Some(["det_boxes", "det_scores", "det_classes", "num_dets"]),
+            ),
+            // torchvision's usual names; BYTES labels.
+            (
+                Auto,
+                r#"[{"name":"boxes","datatype":"FP32","shape":[-1,4]},{"name":"scores","datatype":"FP32","shape":[-1]},{"name":"labels","datatype":"BYTES","shape":[-1]}]"#,
+                unset,
+                Some(["boxes", "scores", "labels", ""]),
+            ),
+            // Unusual names that still say which is which (a Triton ensemble).
+            (
+                Auto,
+                r#"[{"name":"OUTPUT_BOXES","datatype":"FP32","shape":[1,-1,4]},{"name":"output_confidences","datatype":"FP32","shape":[1,-1]},{"name":"output_class_ids","datatype":"INT64","shape":[1,-1]},{"name":"valid_count","datatype":"INT32","shape":[1]}]"#,
+                unset,
+                Some([
+                    "OUTPUT_BOXES",
+                    "output_confidences",
+                    "output_class_ids",
+                    "valid_count",
+                ]),
+            ),
+            // A set property is kept; the others are filled.
+            (
+                Named,
+                r#"[{"name":"bboxes","datatype":"FP32","shape":[-1,4]},{"name":"my_scores","datatype":"FP32","shape":[-1]},{"name":"cls","datatype":"INT64","shape":[-1]}]"#,
+                ["", "", "cls", ""],
+                Some(["bboxes", "my_scores", "cls", ""]),
+            ),
+            // Two outputs could be the scores: that one stays unset (decode's usual names).
+            (
+                Named,
+                r#"[{"name":"boxes","datatype":"FP32","shape":[-1,4]},{"name":"score_a","datatype":"FP32","shape":[-1]},{"name":"score_b","datatype":"FP32","shape":[-1]}]"#,
+                unset,
+                Some(["boxes", "", "", ""]),
+            ),
+            // Two usual box names: ambiguous, auto chooses nothing.
+            (
+                Auto,
+                r#"[{"name":"boxes","datatype":"FP32","shape":[-1,4]},{"name":"bboxes","datatype":"FP32","shape":[-1,4]},{"name":"scores","datatype":"FP32","shape":[-1]}]"#,
+                unset,
+                None,
+            ),
+            // A "box" name that holds no boxes (last dimension 6) is not taken.
+            (
+                Auto,
+                r#"[{"name":"det_out_box6","datatype":"FP32","shape":[-1,6]},{"name":"score","datatype":"FP32","shape":[-1]}]"#,
+                unset,
+                None,
+            ),
+            // A single-tensor YOLO or classifier: nothing to choose.
+            (
+                Auto,
+                r#"[{"name":"output0","datatype":"FP32","shape":[-1,84,8400]}]"#,
+                unset,
+                None,
+            ),
+            (
+                Auto,
+                r#"[{"name":"class_scores","datatype":"FP32","shape":[-1,1000]}]"#,
+                unset,
+                None,
+            ),
+            // Formats that read one tensor keep their names unset.
+            (
+                Yolov8,
+                r#"[{"name":"boxes","datatype":"FP32","shape":[-1,4]},{"name":"scores","datatype":"FP32","shape":[-1]}]"#,
+                unset,
+                None,
+            ),
+            // No outputs declared.
+            (Auto, "[]", unset, None),
+        ];
+        for (format, outputs, set, want) in rows {
+            let reply = format!(r#"{{"name":"m","inputs":[],"outputs":{outputs}}}"#);
+            let metadata = crate::client::parse_model_metadata(reply.as_bytes()).unwrap();
+            let settings = Settings {
+                box_format: format,
+                boxes_output: set[0].into(),
+                scores_output: set[1].into(),
+                classes_output: set[2].into(),
+                count_output: set[3].into(),
+                ..Default::default()
+            };
+            let (s, chosen) = settings.resolve_outputs(Some(&metadata));
+            let got = [
+                s.boxes_output.as_str(),
+                s.scores_output.as_str(),
+                s.classes_output.as_str(),
+                s.count_output.as_str(),
+            ];
+            assert_eq!(got, want.unwrap_or(set), "{format:?} {outputs}: {chosen:?}");
+            let chosen = chosen.unwrap_or_default();
+            if want.is_some_and(|w| w != set) {
+                assert!(chosen.contains("layout"), "{chosen}");
+            }
+            if outputs != "[]" {
+                assert!(chosen.contains("model's metadata"), "{outputs}: {chosen}");
+            }
+            // What was chosen survives the per-request copy of the properties.
+            let mut again = settings.clone();
+            ResolvedInput::of(&s).apply(&mut again);
+            assert_eq!(again.boxes_output, s.boxes_output);
+            assert_eq!(again.count_output, s.count_output);
+        }
+        assert_eq!(Settings::default().resolve_outputs(None).1, None);
     }
 
     #[test]
