@@ -305,8 +305,5 @@ fn sudo_meson_install_runs_the_rebuild_as_the_calling_user() {
 
 /// The effective uid, from `id -u` (no libc dependency for one number).
 fn effective_uid() -> u32 {
-    run(Command::new("id").arg("-u"))
-        .trim()
-        .parse()
-        .unwrap()
+    run(Command::new("id").arg("-u")).trim().parse().unwrap()
 }
