@@ -22,6 +22,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
 TIMEOUT = float(sys.argv[4]) if len(sys.argv) > 4 else 20.0
+# `progress` as a 5th argument: a "progress FRAMES" line on stderr every second (the soak).
+PROGRESS = len(sys.argv) > 5 and sys.argv[5] == "progress"
 
 
 def new_pc():
@@ -39,7 +41,14 @@ async def receive(pc, want, started, result):
         if track.kind == "video" and not got_track.done():
             got_track.set_result(track)
 
+    async def report():
+        while True:
+            await asyncio.sleep(1)
+            print("progress", result["frames"], file=sys.stderr, flush=True)
+
     async def run():
+        if PROGRESS:
+            asyncio.ensure_future(report())
         track = await got_track
         while result["frames"] < want:
             frame = await track.recv()
