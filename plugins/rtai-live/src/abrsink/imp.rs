@@ -15,7 +15,7 @@
 //! (shared per `listen` address) serves.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,6 +117,9 @@ struct State {
     upstream_rtmp: Option<gst::Element>,
     /// The probe on the upstream rtmpserversrc's src pad that sees `rtmp-publish-stop` at once.
     rtmp_probe: Option<(gst::Pad, gst::PadProbeId)>,
+    /// Set by that probe when the source sends media after `rtmp-publish-stop`: a new
+    /// publisher (frames of the old one still in the decoders must not restart the stream).
+    publisher_returned: Arc<AtomicBool>,
     ingress_seen: u64,
     fps_at: Instant,
 }
@@ -261,6 +264,7 @@ impl AbrSink {
             ended: false,
             upstream_rtmp: None,
             rtmp_probe: None,
+            publisher_returned: Arc::new(AtomicBool::new(false)),
             ingress_seen: 0,
             fps_at: Instant::now(),
         });
@@ -502,20 +506,42 @@ impl AbrSink {
         let upstream = find_upstream(self.video_pad.upcast_ref(), "rtmpserversrc");
         // The publisher's end as the source sends it: decoders hold serialized custom
         // events until their next frame, which never comes after the publisher left.
+        let returned = self
+            .state
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|s| s.publisher_returned.clone())
+            .unwrap_or_default();
         let rtmp_probe = upstream.as_ref().and_then(|src| {
             let pad = src.static_pad("src")?;
             let weak = self.obj().downgrade();
-            let id = pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-                if let Some(gst::PadProbeData::Event(e)) = &info.data
-                    && e.type_() == gst::EventType::CustomDownstream
-                    && e.structure()
-                        .is_some_and(|s| s.name() == "rtmp-publish-stop")
-                    && let Some(el) = weak.upgrade()
-                {
-                    el.imp().publish_stopped();
-                }
-                gst::PadProbeReturn::Ok
-            })?;
+            let stopped = AtomicBool::new(false);
+            let id = pad.add_probe(
+                gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER,
+                move |_, info| {
+                    match &info.data {
+                        Some(gst::PadProbeData::Event(e))
+                            if e.type_() == gst::EventType::CustomDownstream
+                                && e.structure()
+                                    .is_some_and(|s| s.name() == "rtmp-publish-stop") =>
+                        {
+                            stopped.store(true, Ordering::SeqCst);
+                            returned.store(false, Ordering::SeqCst);
+                            if let Some(el) = weak.upgrade() {
+                                el.imp().publish_stopped();
+                            }
+                        }
+                        Some(gst::PadProbeData::Buffer(_))
+                            if stopped.swap(false, Ordering::SeqCst) =>
+                        {
+                            returned.store(true, Ordering::SeqCst);
+                        }
+                        _ => {}
+                    }
+                    gst::PadProbeReturn::Ok
+                },
+            )?;
             Some((pad, id))
         });
         let mut state = self.state.lock().unwrap();
@@ -770,6 +796,10 @@ impl AbrSink {
         let mut guard = self.state.lock().unwrap();
         let Some(state) = guard.as_mut() else { return };
         if !state.ended || state.eos_pending > 0 {
+            return;
+        }
+        // Behind an rtmpserversrc: only once a new publisher's media left the source.
+        if state.rtmp_probe.is_some() && !state.publisher_returned.swap(false, Ordering::SeqCst) {
             return;
         }
         state.ended = false;
