@@ -2913,6 +2913,43 @@ fn model_metadata_configures_the_input_and_every_input_datatype_finds_the_face()
     assert!(rois(&out[0]).is_empty());
     assert_eq!((count(&s, "ok"), count(&s, "rejected")), (0, 1), "{s}");
     assert!(warnings[0].contains("400"), "{warnings:?}");
+    // Output names from the metadata: ball-split answers OUTPUT_BOXES, output_confidences and
+    // output_class_ids, none a usual name. With the metadata read (input unset) box-format
+    // auto reads them; with the input set by hand (no metadata) it cannot tell.
+    let (ball_caps, balls) = ball_frames(1);
+    for (extra, found) in [
+        ("", true),
+        (
+            "input-name=pixels input-width=160 input-height=160 input-datatype=fp32",
+            false,
+        ),
+    ] {
+        let (out, warnings, s, _) = run_to_eos(
+            &format!(
+                "url={rest} model=ball-split labels=ball latency-budget=30000 max-retries=0 {extra}"
+            ),
+            &ball_caps,
+            &balls,
+            |_| {},
+        );
+        let got = rois(&out[0]);
+        if found {
+            assert!(warnings.is_empty(), "{warnings:?} {s}");
+            assert_eq!(got.len(), 1, "{s}");
+            assert_eq!(got[0].label, "ball");
+            assert!(
+                iou(ball_box(&balls[0]), got[0].rect) > 0.8,
+                "{:?}",
+                got[0].rect
+            );
+        } else {
+            assert!(got.is_empty(), "{} found", got.len());
+            assert!(
+                warnings.iter().any(|w| w.contains("box-format")),
+                "{warnings:?} {s}"
+            );
+        }
+    }
 }
 
 /// An RGB frame `w` x `h` (black) with `parts` (RGB buffers of `pw` x `ph`) pasted at (x, y).

@@ -38,6 +38,25 @@ class BallDetector(MLModel):
         return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("boxes", boxes)])
 
 
+class SplitBallDetector(MLModel):
+    """The ball as three tensors under unusual names (as a Triton ensemble might answer):
+    inferclient reads them only by the names its model-settings.json declares."""
+
+    async def load(self):
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        found = find_ball(NumpyCodec.decode_input(payload.inputs[0]))
+        return InferenceResponse(
+            model_name=self.name,
+            outputs=[
+                NumpyCodec.encode_output("OUTPUT_BOXES", found[:, :4]),
+                NumpyCodec.encode_output("output_confidences", found[:, 4]),
+                NumpyCodec.encode_output("output_class_ids", found[:, 5].astype(np.int64)),
+            ],
+        )
+
+
 class SlowDetector(BallDetector):
     async def predict(self, payload):
         await asyncio.sleep(2.0)
