@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use rtai_core::store::WriteError;
-use rtai_core::store::{Backend, Db, Migration, Pg, Schema, SqlValue, pg_error, sqlite_error};
+use rtai_core::store::{
+    Backend, Db, Migration, Pg, Schema, SqlValue, Stmt, pg_error, sqlite_error,
+};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -155,6 +157,56 @@ pub struct EventsPage {
     pub limit: u32,
     pub offset: u64,
     pub next_offset: Option<u64>,
+}
+
+/// Ids of one recorded clip matched against the stored clip events (more are ignored).
+const MAX_CLIP_IDS: usize = 256;
+
+/// What the background writer does, in the order sent.
+// Events went through the queue unboxed before; the rare clip update is the small one.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Write {
+    /// Store an event.
+    Insert(Event),
+    /// A clip is in storage: add its URL to the stored clip events it recorded.
+    ClipRecorded(Box<ClipRecorded>),
+}
+
+impl From<Event> for Write {
+    fn from(e: Event) -> Self {
+        Write::Insert(e)
+    }
+}
+
+/// cliprecorder's `rtai-clip-recorded` as stored with the clip events (docs/cliprecorder.md).
+#[derive(Debug, Clone)]
+pub struct ClipRecorded {
+    /// Matched against the clip events' `data.source` (the scored events' ids).
+    pub sources: Vec<String>,
+    /// Matched against the clip events' `event_id`.
+    pub event_ids: Vec<String>,
+    /// Merged into their `data`: `url`, `play_url`, `recorded` (null members left out).
+    pub patch: serde_json::Value,
+}
+
+impl ClipRecorded {
+    /// With `patch`'s null members removed (at any depth), so both backends' merges agree
+    /// (SQLite's `json_patch` deletes a member patched with null, JSONB `||` keeps it).
+    pub fn new(sources: Vec<String>, event_ids: Vec<String>, mut patch: serde_json::Value) -> Self {
+        fn strip(v: &mut serde_json::Value) {
+            if let Some(o) = v.as_object_mut() {
+                o.retain(|_, m| !m.is_null());
+                o.values_mut().for_each(strip);
+            }
+        }
+        strip(&mut patch);
+        Self {
+            sources,
+            event_ids,
+            patch,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -358,6 +410,52 @@ impl Store {
         }
     }
 
+    /// Adds a recorded clip's `data.url`, `data.play_url` and `data.recorded`
+    /// ([`ClipRecorded::patch`]) to the stored clip events it recorded: those whose
+    /// `data.source` is one of its `sources` or whose `event_id` is one of its
+    /// `event_ids`. One statement, the same on both backends but for the JSON merge
+    /// (SQLite `json_patch`, PostgreSQL JSONB `||`); the number of rows changed.
+    pub async fn clip_recorded(&self, clip: &ClipRecorded) -> Result<u64, WriteError> {
+        let take = |v: &[String]| -> Vec<SqlValue> {
+            v.iter()
+                .filter(|s| !s.is_empty())
+                .take(MAX_CLIP_IDS)
+                .map(|s| SqlValue::Text(s.clone()))
+                .collect()
+        };
+        let (sources, ids) = (take(&clip.sources), take(&clip.event_ids));
+        if sources.is_empty() && ids.is_empty() {
+            return Ok(0);
+        }
+        let mut params = vec![SqlValue::Text(clip.patch.to_string())];
+        let mut list = |values: Vec<SqlValue>| -> String {
+            let start = params.len() + 1;
+            let n = values.len();
+            params.extend(values);
+            (start..start + n)
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut matches = Vec::new();
+        if !sources.is_empty() {
+            matches.push(format!("data ->> 'source' IN ({})", list(sources)));
+        }
+        if !ids.is_empty() {
+            matches.push(format!("event_key IN ({})", list(ids)));
+        }
+        let merge = if self.0.is_postgres() {
+            "data || CAST(CAST($1 AS TEXT) AS JSONB)"
+        } else {
+            "json_patch(data, $1)"
+        };
+        let sql = format!(
+            "UPDATE rtai_events SET data = {merge} WHERE type = 'clip' AND ({})",
+            matches.join(" OR ")
+        );
+        self.0.execute(vec![Stmt::new(sql, params)]).await
+    }
+
     /// One page of stored events.
     pub async fn query(&self, f: &EventFilter) -> Result<EventsPage, String> {
         let order = if f.descending { "DESC" } else { "ASC" };
@@ -489,7 +587,7 @@ const GIVE_UP_AFTER: u32 = 3;
 /// `base` are the metric labels of the owner (`element`, `pipeline`).
 pub async fn run_writer(
     store: Store,
-    mut rx: mpsc::Receiver<Event>,
+    mut rx: mpsc::Receiver<Write>,
     batch_size: usize,
     reporter: Arc<dyn Reporter>,
     base: Labels,
@@ -501,15 +599,34 @@ pub async fn run_writer(
     let give_up_labels = with_label(&base, "reason", "storage");
     let mut warned_rejection = false;
     let mut batch: Vec<Event> = Vec::with_capacity(batch_size);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < batch_size {
-            match rx.try_recv() {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
+    // An update taken while filling a batch: it runs after the batch (the order sent).
+    let mut next: Option<Write> = None;
+    loop {
+        let first = match next.take() {
+            Some(w) => w,
+            None => match rx.recv().await {
+                Some(w) => w,
+                None => break,
+            },
+        };
+        let update = match first {
+            Write::Insert(e) => {
+                batch.push(e);
+                while batch.len() < batch_size {
+                    match rx.try_recv() {
+                        Ok(Write::Insert(e)) => batch.push(e),
+                        Ok(w) => {
+                            next = Some(w);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                None
             }
-        }
-        let taken = batch.len() as u64;
+            Write::ClipRecorded(c) => Some(c),
+        };
+        let taken = batch.len() as u64 + u64::from(update.is_some());
         let mut one_by_one = false;
         let mut attempt = 0u32;
         while !batch.is_empty() {
@@ -568,11 +685,62 @@ pub async fn run_writer(
                 }
             }
         }
+        if let Some(clip) = update {
+            write_clip_url(&store, &clip, &rx, reporter.as_ref(), &stats, &el).await;
+        }
         stats.queued.fetch_sub(taken, Ordering::Relaxed);
         METRICS
             .queue_depth
             .get_or_create(&base)
             .set(stats.queued.load(Ordering::Relaxed) as i64);
+    }
+}
+
+/// Stores a recorded clip's URL with its clip events: retried like a batch while the
+/// database is away, given up once the sink stopped and [`GIVE_UP_AFTER`] retries failed.
+async fn write_clip_url(
+    store: &Store,
+    clip: &ClipRecorded,
+    rx: &mpsc::Receiver<Write>,
+    reporter: &dyn Reporter,
+    stats: &WriterStats,
+    el: &Labels,
+) {
+    let url = clip.patch["url"].as_str().unwrap_or_default();
+    let mut attempt = 0u32;
+    loop {
+        match store.clip_recorded(clip).await {
+            Ok(0) => {
+                reporter.debug(&format!(
+                    "no stored clip event for the recorded clip {url} (sources {:?})",
+                    clip.sources
+                ));
+                return;
+            }
+            Ok(n) => {
+                reporter.debug(&format!("{url} stored with {n} clip events"));
+                return;
+            }
+            Err(WriteError::Permanent(err)) => {
+                reporter.warning(&format!(
+                    "the database refused the recorded clip's url {url}: {err}"
+                ));
+                return;
+            }
+            Err(WriteError::Transient(err)) => {
+                attempt += 1;
+                reporter.warning(&format!(
+                    "storing the recorded clip's url failed (attempt {attempt}): {err}"
+                ));
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                METRICS.write_failures.get_or_create(el).inc();
+                if rx.is_closed() && attempt >= GIVE_UP_AFTER {
+                    return;
+                }
+                let backoff = Duration::from_millis(100u64 << attempt.min(5)).min(MAX_BACKOFF);
+                tokio::time::sleep(backoff).await;
+            }
+        }
     }
 }
 

@@ -156,7 +156,7 @@ impl PadState {
 
 struct State {
     agg: Aggregator,
-    store_tx: Option<mpsc::Sender<Event>>,
+    store_tx: Option<mpsc::Sender<store::Write>>,
     writer: Option<tokio::task::JoinHandle<()>>,
     redis_tx: Option<mpsc::Sender<(&'static str, Arc<str>)>>,
     redis: Option<tokio::task::JoinHandle<()>>,
@@ -731,11 +731,12 @@ impl AnalyticsSink {
                             .field("clip-worthy-score", event.clip_worthy_score)
                             .field("reason", event.data["reason"].as_str().unwrap_or_default())
                             .field("source", event.data["source"].as_str().unwrap_or_default())
+                            .field("event-id", event.event_id.as_str())
                             .build(),
                     );
                 }
                 if let Some(tx) = &state.store_tx {
-                    match tx.try_send(event) {
+                    match tx.try_send(event.into()) {
                         Ok(()) => {
                             let q = state.writer_stats.queued.fetch_add(1, Ordering::Relaxed) + 1;
                             METRICS
@@ -833,15 +834,49 @@ impl AnalyticsSink {
             "start_ns": u("start"), "end_ns": u("end"), "duration_ns": u("duration"),
             "bytes": u("bytes"), "storage": storage,
         });
-        let sources: Vec<&str> = sources.split(',').filter(|x| !x.is_empty()).collect();
+        let event_ids = text("event-ids");
+        let list = |v: &str| -> Vec<String> {
+            v.split(',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let (sources, event_ids) = (list(&sources), list(&event_ids));
         let mut matched = 0;
         for clip in summary.lock().unwrap().clip_markers.iter_mut() {
             let source = clip["data"]["source"].as_str().unwrap_or_default();
-            if sources.contains(&source) {
+            let id = clip["event_id"].as_str().unwrap_or_default();
+            if sources.iter().any(|s| s == source) || event_ids.iter().any(|e| e == id) {
                 clip["data"]["url"] = url.clone().into();
                 clip["data"]["play_url"] = play_url.clone().into();
                 clip["data"]["recorded"] = recorded.clone();
                 matched += 1;
+            }
+        }
+        // The stored clip events get the same fields, through the writer (never waited on).
+        let patch = serde_json::json!({ "url": url, "play_url": play_url, "recorded": recorded });
+        let write = store::Write::ClipRecorded(Box::new(store::ClipRecorded::new(
+            sources, event_ids, patch,
+        )));
+        if let Some(state) = self.state.lock().unwrap().as_mut()
+            && let Some(tx) = &state.store_tx
+        {
+            match tx.try_send(write) {
+                Ok(()) => {
+                    state.writer_stats.queued.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    state.dropped += 1;
+                    METRICS
+                        .dropped
+                        .get_or_create(&self.labels(&[("reason", "storage_queue_full")]))
+                        .inc();
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "storage queue full: the url of {url} is not stored"
+                    );
+                }
             }
         }
         gst::info!(
