@@ -24,6 +24,9 @@ struct Serve {
     serve: gst::Element,
     bus: gst::Bus,
     addr: String,
+    /// One served stream at a time in this binary: the timing assertions
+    /// (first frame < 1 s in chromium) must not compete with the other tests' peers.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Serve {
@@ -37,6 +40,8 @@ impl Serve {
 
     /// A pipeline description with a `webrtcserve name=serve`, PLAYING until its track is active.
     fn launch(description: &str) -> Self {
+        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         init();
         let pipeline = gst::parse::launch(description)
             .unwrap()
@@ -58,6 +63,7 @@ impl Serve {
             serve,
             bus,
             addr,
+            _serial: serial,
         }
     }
 
