@@ -125,6 +125,7 @@ impl Peer {
                 "faces-fp16",
                 "faces-u8",
                 "faces-jpeg",
+                "ball-split",
             ]
             .iter()
             .all(|m| http(p, "GET", &format!("/v2/models/{m}/ready")) == Some(200))
