@@ -3,10 +3,10 @@
 //! - [`protocol`]: the speculation / control protocol (segment-id meta, segment
 //!   start/commit/end/cancel events and the `cancel-ack` bus message) that
 //!   specvadgate, batcher, inferclient, analyticssink and the gRPC bridge agree on.
-//! - [`prosody`]: a speech segment's pitch, level and rate (`rtai-prosody` event).
 //! - [`control`]: control messages across transports (JSON wire form, acks,
 //!   retries, dedupe, rate limit), mapped to and from the protocol's events;
 //!   `control_http` (feature `control-http`): its SSE / POST routes for axum servers.
+//! - [`prosody`]: a speech segment's pitch, level and rate (`rtai-prosody` event).
 //! - [`runtime`]: the shared tokio runtime for network work.
 //! - [`http_auth`]: bearer tokens and the Host check of the embedded HTTP servers.
 //! - [`inference`]: how inference results travel on buffers (ROI params, result meta).
