@@ -260,6 +260,143 @@ async fn ten_viewers_counted_exactly_and_five_leaving_reflected() {
     }
 }
 
+async fn post(addr: SocketAddr, path: &str) -> (u16, String) {
+    let r = client()
+        .post(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The watch page's `pagehide` beacon: closed players leave at once (the 3×
+/// rule stays for players that vanish silently); bad input is a 4xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_players_leave_at_once_by_their_beacon() {
+    let d = Delivery::with_config(config(None));
+    let server = serve(&d).await;
+    let publisher = publish(&d, "live");
+    let mut feed = ws(server.addr, "live").await;
+    let viewers: Vec<_> = (0..6)
+        .map(|i| view(&d, "live", ["1080p", "720p", "480p"][i % 3]))
+        .collect();
+    assert_eq!(counts(server.addr).await, (6.0, 6.0, 6, 6));
+
+    let closed = Instant::now();
+    for (id, task) in &viewers[..3] {
+        task.abort();
+        let (status, body) = post(
+            server.addr,
+            &format!("/api/streams/live/sessions/{id}/leave"),
+        )
+        .await;
+        assert_eq!(status, 204, "{body}");
+    }
+    // Reflected at once, far within 2 target durations.
+    assert_eq!(counts(server.addr).await, (3.0, 6.0, 3, 3));
+    let took = closed.elapsed();
+    assert!(took < 2 * TARGET, "took {took:?}");
+    for (id, _) in &viewers[..3] {
+        let left = ws_until(&mut feed, Instant::now() + Duration::from_secs(2), |v| {
+            v["type"] == "session" && v["event"] == "left" && v["session"] == id.as_str()
+        })
+        .await
+        .expect("the WebSocket says the session left");
+        assert_eq!(left["reason"], "closed");
+    }
+    // A request still in flight when the page closed does not join again.
+    d.media_request("live", Some(&viewers[0].0), Some("1080p"), 1_000);
+    assert_eq!(counts(server.addr).await, (3.0, 6.0, 3, 3));
+    let ids: Vec<String> = get_json(server.addr, "/api/streams/live/viewers").await["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    for (id, _) in &viewers[3..] {
+        assert!(ids.contains(id), "{id} still watching: {ids:?}");
+    }
+
+    // Gone, unknown, malformed, wrong method.
+    let gone = &viewers[0].0;
+    let unknown = "0123456789abcdef0123456789abcdef";
+    for (method_post, path, want) in [
+        (
+            true,
+            format!("/api/streams/live/sessions/{gone}/leave"),
+            404,
+        ),
+        (
+            true,
+            format!("/api/streams/live/sessions/{unknown}/leave"),
+            404,
+        ),
+        (
+            true,
+            format!("/api/streams/other/sessions/{unknown}/leave"),
+            404,
+        ),
+        (
+            true,
+            "/api/streams/live/sessions/nothex/leave".to_string(),
+            400,
+        ),
+        (
+            true,
+            format!("/api/streams/live/sessions/{}/leave", "A".repeat(32)),
+            400,
+        ),
+        (
+            true,
+            format!("/api/streams/live/sessions/{}/leave", "a".repeat(5000)),
+            400,
+        ),
+        (
+            true,
+            format!("/api/streams/..%2F..%2Fetc/sessions/{unknown}/leave"),
+            400,
+        ),
+        (
+            true,
+            format!("/api/streams/{}/sessions/{unknown}/leave", "x".repeat(65)),
+            400,
+        ),
+        (
+            false,
+            format!("/api/streams/live/sessions/{}/leave", viewers[3].0),
+            405,
+        ),
+    ] {
+        let (status, body) = if method_post {
+            post(server.addr, &path).await
+        } else {
+            get(server.addr, &path).await
+        };
+        assert_eq!(status, want, "{path}: {body}");
+    }
+    assert_eq!(counts(server.addr).await, (3.0, 6.0, 3, 3));
+
+    // The others, vanishing silently, still leave by the 3× rule.
+    let silent = Instant::now();
+    for (_, task) in &viewers[3..] {
+        task.abort();
+    }
+    let after = poll(
+        "the silent viewers leaving",
+        3 * TARGET + Duration::from_secs(2),
+        async || (counts(server.addr).await == (0.0, 6.0, 0, 0)).then(|| silent.elapsed()),
+    )
+    .await;
+    assert!(after >= 3 * TARGET - REQUEST_EVERY, "left after {after:?}");
+    let left = ws_until(&mut feed, Instant::now() + Duration::from_secs(2), |v| {
+        v["type"] == "session" && v["event"] == "left" && v["session"] == viewers[3].0.as_str()
+    })
+    .await
+    .expect("the WebSocket says the silent session left");
+    assert_eq!(left["reason"], "timeout");
+    publisher.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_end_reaches_the_websocket_at_once_and_a_switch_is_recorded() {
     let d = Delivery::with_config(config(None));

@@ -211,6 +211,7 @@ fn statements(c: &Change) -> Vec<Stmt> {
             stream,
             session: s,
             left_ms,
+            ..
         } => vec![Stmt::new(
             "INSERT INTO rtai_delivery_sessions \
              (id, stream, remote, joined_ms, last_ms, left_ms, rendition, switches, bytes, requests, stalls) \

@@ -14,13 +14,13 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::db::{self, HistoryQuery};
 use super::metrics;
-use super::state::{Change, valid_name};
+use super::state::{Change, LeaveError, valid_name, valid_session_id};
 use super::{CAT, Delivery};
 use rtai_core::http_auth::{MAX_QUERY_LEN, presented_token, token_matches};
 
@@ -61,6 +61,12 @@ pub fn router(delivery: Arc<Delivery>) -> Router {
         .route_layer(middleware::from_fn_with_state(delivery.clone(), auth));
     Router::new()
         .route("/metrics", get(prometheus))
+        // Not behind the token: the player has none; the session id (128
+        // random bits, handed to that player only) is what it presents.
+        .route(
+            "/api/streams/{stream}/sessions/{session}/leave",
+            post(leave),
+        )
         .merge(protected)
         .with_state(delivery)
 }
@@ -184,6 +190,29 @@ async fn viewers(State(d): State<Arc<Delivery>>, Path(stream): Path<String>) -> 
     match v {
         Some(v) => no_store(axum::Json(v).into_response()),
         None => error(StatusCode::NOT_FOUND, "no such stream"),
+    }
+}
+
+/// `POST /api/streams/{stream}/sessions/{session}/leave`: the watch page's
+/// `pagehide` beacon. 204 ended, 404 unknown stream or session (or already
+/// gone), 400 a bad name or id. The body (if any) is not read.
+async fn leave(
+    State(d): State<Arc<Delivery>>,
+    Path((stream, session)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = checked(&stream) {
+        return *r;
+    }
+    if !valid_session_id(&session) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a session id is 32 lowercase hex digits",
+        );
+    }
+    match d.leave_session(&stream, &session) {
+        Ok(()) => no_store(StatusCode::NO_CONTENT.into_response()),
+        Err(LeaveError::NoStream) => error(StatusCode::NOT_FOUND, "no such stream"),
+        Err(LeaveError::NoSession) => error(StatusCode::NOT_FOUND, "no such session"),
     }
 }
 
@@ -372,10 +401,12 @@ pub fn feed_message(change: &Change) -> Option<Value> {
             stream,
             session,
             left_ms,
+            reason,
         } => json!({
             "type": "session",
             "stream": stream,
             "event": if left_ms.is_some() { "left" } else if session.requests == 0 { "joined" } else { "updated" },
+            "reason": reason,
             "session": session.id,
             "rendition": session.rendition,
             "stalls": session.stalls,

@@ -280,6 +280,16 @@ impl Delivery {
         id
     }
 
+    /// The player of `session` closed (the watch page's `pagehide` beacon):
+    /// the session leaves now (reason `closed`) instead of after
+    /// `leave_after` target durations of silence. Its requests still in
+    /// flight are then counted without a session.
+    pub fn leave_session(&self, stream: &str, session: &str) -> Result<(), state::LeaveError> {
+        let mut r = Err(state::LeaveError::NoStream);
+        self.update(|s, now, ms, out| r = s.leave(stream, session, now, ms, out));
+        r
+    }
+
     /// A media request served (playlist, segment, part, init segment) with
     /// `bytes` of body. An unknown but well-formed session id joins again.
     pub fn media_request(

@@ -25,6 +25,13 @@ pub const MAX_RENDITIONS: usize = 32;
 const WINDOW_SECONDS: usize = 60;
 /// Longest name accepted for a stream or rendition.
 pub const MAX_NAME_LEN: usize = 64;
+/// Ids of sessions closed by their player remembered per stream (a request
+/// still in flight when the page closed must not make them join again).
+pub const MAX_CLOSED_PER_STREAM: usize = 4096;
+
+/// Why a session left.
+pub const LEFT_TIMEOUT: &str = "timeout";
+pub const LEFT_CLOSED: &str = "closed";
 
 /// Label of requests that name no rendition (the master playlist).
 pub const NO_RENDITION: &str = "master";
@@ -131,6 +138,9 @@ pub struct Stream {
     /// Longest segment written so far (the playlists' target duration).
     pub target: Option<Duration>,
     pub sessions: HashMap<String, Session>,
+    /// Sessions their player closed, and when: their late requests are
+    /// counted without a session for `leave_after` target durations.
+    closed: HashMap<String, Instant>,
     pub sessions_total: u64,
     pub switches_total: u64,
     pub ingress_total: u64,
@@ -165,6 +175,8 @@ pub enum Change {
         stream: String,
         session: Session,
         left_ms: Option<i64>,
+        /// [`LEFT_TIMEOUT`] or [`LEFT_CLOSED`] when it left.
+        reason: Option<&'static str>,
     },
     Switch {
         stream: String,
@@ -199,6 +211,13 @@ impl Change {
     }
 }
 
+/// Why [`Streams::leave`] found nothing to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveError {
+    NoStream,
+    NoSession,
+}
+
 /// Session rules, from the delivery's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Rules {
@@ -219,6 +238,7 @@ impl Stream {
             ended_ms: None,
             target: None,
             sessions: HashMap::new(),
+            closed: HashMap::new(),
             sessions_total: 0,
             switches_total: 0,
             ingress_total: 0,
@@ -582,6 +602,9 @@ impl Streams {
         let Some(id) = session.filter(|id| valid_session_id(id)) else {
             return;
         };
+        if s.closed.contains_key(id) {
+            return;
+        }
         if !s.sessions.contains_key(id) {
             // A session we do not know (it left after a long pause, or the
             // server restarted): it joins again under its id.
@@ -635,6 +658,7 @@ impl Streams {
                 stream: s.name.clone(),
                 session,
                 left_ms: None,
+                reason: None,
             });
             if let Some(sess) = s.sessions.get_mut(id) {
                 sess.dirty = false;
@@ -671,9 +695,45 @@ impl Streams {
                     stream: s.name.clone(),
                     session,
                     left_ms: Some(left_ms),
+                    reason: Some(LEFT_TIMEOUT),
                 });
             }
+            s.closed
+                .retain(|_, at| now.saturating_duration_since(*at) <= leave);
         }
+    }
+
+    /// The player of session `id` closed (its page was hidden for good):
+    /// the session leaves at once.
+    pub fn leave(
+        &mut self,
+        name: &str,
+        id: &str,
+        now: Instant,
+        now_ms: i64,
+        out: &mut Vec<Change>,
+    ) -> Result<(), LeaveError> {
+        let s = self.map.get_mut(name).ok_or(LeaveError::NoStream)?;
+        let session = s.sessions.remove(id).ok_or(LeaveError::NoSession)?;
+        if s.closed.len() >= MAX_CLOSED_PER_STREAM {
+            // Forget the one closed first.
+            if let Some(oldest) = s
+                .closed
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone())
+            {
+                s.closed.remove(&oldest);
+            }
+        }
+        s.closed.insert(session.id.clone(), now);
+        out.push(Change::Session {
+            stream: s.name.clone(),
+            session,
+            left_ms: Some(now_ms),
+            reason: Some(LEFT_CLOSED),
+        });
+        Ok(())
     }
 
     /// Closes the current second of every stream: rates, the health window,
@@ -715,6 +775,7 @@ impl Streams {
                         stream: s.name.clone(),
                         session: sess.clone(),
                         left_ms: None,
+                        reason: None,
                     });
                 }
             }
@@ -751,6 +812,7 @@ fn self_join(
         stream: s.name.clone(),
         session: session.clone(),
         left_ms: None,
+        reason: None,
     });
     s.sessions.insert(id.clone(), session);
     id
@@ -802,6 +864,69 @@ mod tests {
         assert!(valid_session_id(&new_session_id()));
         assert!(!valid_session_id("../../etc/passwd"));
         assert!(!valid_session_id(&"A".repeat(32)));
+    }
+
+    #[test]
+    fn a_closed_player_leaves_at_once_and_its_late_requests_do_not_rejoin() {
+        let t0 = Instant::now();
+        let mut st = started(t0);
+        let mut out = vec![];
+        let ms = |d: u64| t0 + Duration::from_millis(d);
+        let id = st.new_session("live", None, ms(0), 0, &mut out);
+        let other = st.new_session("live", None, ms(0), 0, &mut out);
+        assert_eq!(
+            st.leave("nope", &id, ms(10), 10, &mut out),
+            Err(LeaveError::NoStream)
+        );
+        assert_eq!(
+            st.leave("live", &new_session_id(), ms(10), 10, &mut out),
+            Err(LeaveError::NoSession)
+        );
+        out.clear();
+        assert_eq!(st.leave("live", &id, ms(100), 100, &mut out), Ok(()));
+        assert!(matches!(
+            &out[..],
+            [Change::Session { left_ms: Some(100), reason: Some(LEFT_CLOSED), session, .. }] if session.id == id
+        ));
+        assert_eq!(st.get("live").unwrap().sessions.len(), 1);
+        // Gone: a second beacon finds nothing.
+        assert_eq!(
+            st.leave("live", &id, ms(110), 110, &mut out),
+            Err(LeaveError::NoSession)
+        );
+        // A request that was in flight is counted, without joining again.
+        st.media_request(
+            "live",
+            Some(&id),
+            Some("720p"),
+            10,
+            &RULES,
+            ms(200),
+            200,
+            &mut out,
+        );
+        let s = st.get("live").unwrap();
+        assert_eq!((s.sessions.len(), s.sessions_total), (1, 2));
+        assert_eq!(s.per_rendition["720p"].requests, 1);
+        // The other one still leaves by silence, with reason timeout; after
+        // leave_after the closed id is forgotten and may join again.
+        out.clear();
+        st.sweep(&RULES, ms(3101), 3101, &mut out);
+        assert!(matches!(
+            &out[..],
+            [Change::Session { reason: Some(LEFT_TIMEOUT), session, .. }] if session.id == other
+        ));
+        st.media_request(
+            "live",
+            Some(&id),
+            None,
+            10,
+            &RULES,
+            ms(3200),
+            3200,
+            &mut out,
+        );
+        assert_eq!(st.get("live").unwrap().sessions.len(), 1);
     }
 
     #[test]
