@@ -544,8 +544,39 @@ impl AbrSink {
             )?;
             Some((pad, id))
         });
+        // `stream` left unset behind an rtmpserversrc: the publisher's name.
+        let publish_name = upstream
+            .as_ref()
+            .filter(|_| !self.settings.lock().unwrap().stream_set)
+            .map(|src| src.property::<String>("publish-name"))
+            .filter(|n| !n.is_empty());
         let mut state = self.state.lock().unwrap();
         if let Some(state) = state.as_mut() {
+            if let Some(name) = publish_name
+                && !state.started
+                && name != state.stream
+            {
+                match state.registration.rename(&name) {
+                    Ok(()) => {
+                        gst::info!(
+                            CAT,
+                            imp = self,
+                            "serving the RTMP publish name: http://{}/hls/{name}/master.m3u8",
+                            state.registration.server.addr
+                        );
+                        state.stream = name;
+                    }
+                    Err(e) => gst::element_imp_warning!(
+                        self,
+                        gst::ResourceError::Settings,
+                        (
+                            "keeping stream {:?}: the publish name cannot be served: {}",
+                            state.stream,
+                            e
+                        )
+                    ),
+                }
+            }
             // Video renditions first (highest first), audio last.
             let audio: Vec<Branch> = state.branches.drain(..).collect();
             state.branches = branches;
@@ -925,7 +956,7 @@ impl ObjectImpl for AbrSink {
                     .build(),
                 glib::ParamSpecString::builder("stream")
                     .nick("Stream")
-                    .blurb("Stream name in the URLs (/hls/STREAM/master.m3u8); left unset, the stream-name of an upstream rtmpserversrc when it has one")
+                    .blurb("Stream name in the URLs (/hls/STREAM/master.m3u8); left unset, the publish name of an upstream rtmpserversrc (its publish-name when video starts)")
                     .default_value(Some(DEFAULT_STREAM))
                     .mutable_ready()
                     .build(),

@@ -51,6 +51,30 @@ pub struct Registration {
     stream: String,
 }
 
+impl Registration {
+    /// Serves the same media under `to` instead (before it started: an
+    /// upstream rtmpserversrc's publish name); an error if `to` is taken.
+    pub fn rename(&mut self, to: &str) -> Result<(), String> {
+        if !valid_name(to) {
+            return Err(format!(
+                "invalid stream name {to:?}: 1 to 64 of A-Z a-z 0-9 _ -"
+            ));
+        }
+        let mut streams = self.server.streams.lock().unwrap();
+        if streams.contains_key(to) {
+            return Err(format!(
+                "stream {to:?} is already served on {}",
+                self.server.addr
+            ));
+        }
+        if let Some(media) = streams.remove(&self.stream) {
+            streams.insert(to.to_string(), media);
+        }
+        self.stream = to.to_string();
+        Ok(())
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         self.server.streams.lock().unwrap().remove(&self.stream);

@@ -137,6 +137,8 @@ pub struct RtmpServerSrc {
     stream: Mutex<Stream>,
     flushing: watch::Sender<bool>,
     bound_port: Mutex<u32>,
+    /// The stream name of the current (or last) publisher.
+    publish_name: Mutex<String>,
 }
 
 enum Next {
@@ -274,6 +276,7 @@ impl ObjectSubclass for RtmpServerSrc {
             stream: Mutex::new(Stream::default()),
             flushing: watch::channel(false).0,
             bound_port: Mutex::new(0),
+            publish_name: Mutex::new(String::new()),
         }
     }
 }
@@ -291,6 +294,11 @@ impl ObjectImpl for RtmpServerSrc {
                     .blurb("address:port to listen on; elements with the same address share one listener (port 0 picks a free port, see bound-port)")
                     .default_value(Some(DEFAULT_LISTEN))
                     .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("publish-name")
+                    .nick("Publish name")
+                    .blurb("Stream name of the current (or last) publisher, set when its media starts flowing; empty before the first (abrsink takes it as its stream name)")
+                    .read_only()
                     .build(),
                 glib::ParamSpecUInt::builder("bound-port")
                     .nick("Bound port")
@@ -440,6 +448,7 @@ impl ObjectImpl for RtmpServerSrc {
             "max-message-size" => s.max_message_size.to_value(),
             "max-chunk-size" => s.max_chunk_size.to_value(),
             "bound-port" => self.bound_port.lock().unwrap().to_value(),
+            "publish-name" => self.publish_name.lock().unwrap().to_value(),
             "stats" => {
                 drop(s);
                 self.stats().to_value()
@@ -603,6 +612,7 @@ impl PushSrcImpl for RtmpServerSrc {
                         "publisher {publisher} of {stream:?} from {client}"
                     );
                     st.publisher = Some(publisher);
+                    self.publish_name.lock().unwrap().clone_from(&stream);
                     st.stream = stream;
                     st.need_header = true;
                     st.unwrapper = Unwrapper::default();
