@@ -772,3 +772,64 @@ fn rtmp_publisher_killed_ends_the_playlists() {
     again.kill().unwrap();
     again.wait().unwrap();
 }
+
+/// Quality switching: hls.js in chromium plays the master playlist of a live
+/// 3-rung ladder (480p:1400/360p:800/240p:300, 1 s segments) starting on the
+/// top rung; once it plays there, playwright routing holds each top-rung
+/// segment for size × 8 / 80 kbit/s: every such download takes longer than the
+/// second of media it carries (asserted), so the bandwidth falls below what
+/// the rung really needs (the ball pattern's 480p segments are ~21 KB, ~170
+/// kbit/s) and far below its BANDWIDTH. hls.js must switch down
+/// (LEVEL_SWITCHED to a lower level, now playing) within 9 s with no `waiting`
+/// event, no BUFFER_STALLED_ERROR, no failed request, currentTime never stuck
+/// for 500 ms and advancing through the 2 s watched after the switch. Prints
+/// throttle → switch decision and throttle → lower level playing.
+#[test]
+fn hls_js_switches_down_without_stall_in_chromium() {
+    player_deps();
+    let rig = Rig::start(
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=854,height=480,framerate=30/1 \
+         ! abrsink name=abr ladder=480p:1400,360p:800,240p:300 listen=127.0.0.1:0 stream=sw \
+           prefer-hardware=false \
+         audiotestsrc is-live=true ! abr.audio",
+    );
+    let port = rig.port();
+    assert_eq!(get(port, "/hls/sw/master.m3u8").status, 200);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/player");
+    let out = Command::new("node")
+        .arg(format!("{dir}/switch.mjs"))
+        .arg(format!("http://127.0.0.1:{port}/hls/sw/master.m3u8"))
+        .args(["80", "2"])
+        .output()
+        .expect("node runs");
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success(),
+        "{line} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(&line).unwrap();
+    println!("{r}");
+    assert_eq!(r["top"], 2, "three levels: {r}");
+    let throttled = r["throttled"].as_array().unwrap();
+    assert!(!throttled.is_empty(), "no top-rung segment was slowed: {r}");
+    // Slower than real time: the rung cannot be sustained at this bandwidth.
+    for t in throttled {
+        assert!(t["holdMs"].as_f64().unwrap() > 1000.0, "{t}");
+    }
+    assert!(r["switchedTo"].as_i64().unwrap() < 2, "{r}");
+    assert_eq!(r["waiting"], 0, "playback stalled (waiting): {r}");
+    assert_eq!(r["stalls"], 0, "BUFFER_STALLED_ERROR: {r}");
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    assert_eq!(r["failed"], serde_json::json!([]), "{r}");
+    assert!(r["stuckMs"].as_f64().unwrap() < 500.0, "{r}");
+    assert!(
+        r["advancedAfterSwitch"].as_f64().unwrap() >= 1.5,
+        "playback did not keep advancing: {r}"
+    );
+    println!(
+        "hls.js switch down: throttle → decision {} ms, → lower level playing {:.0} ms",
+        r["decidedMs"],
+        r["switchedMs"].as_f64().unwrap()
+    );
+}
