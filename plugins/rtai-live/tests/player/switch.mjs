@@ -2,8 +2,9 @@
 // abrsink's master playlist (argv[2], http://host:port/hls/<stream>/master.m3u8)
 // from a page of its own origin, starting on the top rendition. Once playing
 // there, playwright routing slows that rendition's segments: each response is
-// held for size × 8 / argv[3] kbit/s (default 80), so the download bandwidth
-// falls below the top rung's BANDWIDTH. It waits for hls.js to switch down
+// held for size × 8 / argv[3] kbit/s (default 120), so the download bandwidth
+// falls below the top rung's BANDWIDTH; the throttle begins once 2.5 s are
+// buffered ahead (steady playback). It waits for hls.js to switch down
 // (LEVEL_SWITCHED to a lower level, the level now playing) and watches playback
 // for argv[4] s more (default 2). Prints one JSON line: levels, top, the
 // switch decision and switched times (ms after the throttle began), waiting
@@ -13,7 +14,7 @@
 import { chromium } from "playwright-core";
 
 const [master, kbpsArg, watchArg] = process.argv.slice(2);
-const kbps = Number(kbpsArg || "80");
+const kbps = Number(kbpsArg || "120");
 const watchS = Number(watchArg || "2");
 const origin = new URL(master).origin;
 const pageUrl = origin + "/__switch_test__";
@@ -71,8 +72,13 @@ try {
   // Playing on the top level, 1 s of media played.
   await page.waitForFunction(() => window.t.top > 0 && window.hls.currentLevel === window.t.top
     && document.getElementById("video").currentTime > 0, null, { timeout: 10000 });
+  // Steady playback: 1 s played and at least 2.5 s buffered ahead (hls.js holds 3 segments back).
   const t0 = await page.evaluate(() => document.getElementById("video").currentTime);
-  await page.waitForFunction((x) => document.getElementById("video").currentTime >= x + 1, t0, { timeout: 5000 });
+  const ahead = () => { const v = document.getElementById("video"), b = v.buffered;
+    return b.length ? b.end(b.length - 1) - v.currentTime : 0; };
+  await page.waitForFunction(`(${ahead})() >= 2.5 && document.getElementById("video").currentTime >= ${t0 + 1}`,
+    null, { timeout: 8000 });
+  const bufferedAhead = await page.evaluate(`(${ahead})()`);
   const levels = await page.evaluate(() => window.t.levels);
   const top = levels.length - 1;
   const url = new URL(levels[top].url, master);
@@ -80,7 +86,7 @@ try {
   await page.evaluate(() => { window.t.throttleAt = performance.now(); });
   // hls.js switches down: the level playing is lower than the top.
   await page.waitForFunction(() => window.t.switched.some((s) => s.at > window.t.throttleAt && s.level < window.t.top),
-    null, { timeout: 9000 });
+    null, { timeout: 12000 });
   const c1 = await page.evaluate(() => document.getElementById("video").currentTime);
   await page.waitForTimeout(watchS * 1000);
   const r = await page.evaluate(() => {
@@ -95,14 +101,15 @@ try {
     }
     return { top: t.top, decidedMs: decided ? decided.at - t.throttleAt : null,
       switchedMs: switched.at - t.throttleAt, switchedTo: switched.level,
-      waiting: since(t.waiting).length, stalls: since(t.stalls).length, stuckMs,
+      waiting: since(t.waiting).length, waitingAtMs: since(t.waiting).map((x) => Math.round(x - t.throttleAt)), stalls: since(t.stalls).length, stuckMs,
       errors: t.errors, currentTime: document.getElementById("video").currentTime };
   });
-  console.log(JSON.stringify({ levels, ...r, advancedAfterSwitch: r.currentTime - c1, watchS, kbps,
+  console.log(JSON.stringify({ levels, ...r, bufferedAhead, advancedAfterSwitch: r.currentTime - c1, watchS, kbps,
     throttled: throttled.slice(0, 6), failed }));
 } catch (e) {
   const state = page && await page.evaluate(() => ({ t: window.t, bw: window.hls && window.hls.bandwidthEstimate,
-    level: window.hls && window.hls.currentLevel, ct: document.getElementById("video").currentTime })).catch(() => null);
+    level: window.hls && window.hls.currentLevel, ct: document.getElementById("video").currentTime,
+    buffered: (() => { const b = document.getElementById("video").buffered; return b.length ? b.end(b.length - 1) : null; })() })).catch(() => null);
   console.log(JSON.stringify({ error: String(e), state: state && { ...state, t: { ...state.t, samples: undefined } }, throttled }));
   code = 1;
 } finally {
