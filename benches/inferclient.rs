@@ -160,7 +160,13 @@ fn preprocessing() {
     });
     let (new_ms, new_bytes) = time(&|| {
         let (data, _) = preprocess::tensor(&rgb, 640, 640, preprocess::Layout::Nchw, true);
-        client::tensor_json("images", &[1, 3, 640, 640], client::InputDatatype::Fp32, &data).len()
+        client::tensor_json(
+            "images",
+            &[1, 3, 640, 640],
+            client::InputDatatype::Fp32,
+            &data,
+        )
+        .len()
     });
     figure(
         "old: nearest letterbox + JSON Value body",
