@@ -297,6 +297,12 @@ fn ladder_is_aligned_served_and_ended() {
         audio.ends_with("#EXT-X-ENDLIST\n") && extinf(&audio).len() >= 4,
         "{audio}"
     );
+    // Audio segments too are whole segments, not a one-frame sliver at each boundary
+    // (cmafmux cut split requests between AAC frames into 0.981 s + 0.021 s).
+    let audio_segs = extinf(&audio);
+    for (d, uri) in &audio_segs[..audio_segs.len() - 1] {
+        assert!((0.9..=1.1).contains(d), "audio {uri}: {d} s\n{audio}");
+    }
     let a_init = get(port, "/hls/cam1/audio/init.mp4");
     assert_eq!(a_init.header("content-type").as_deref(), Some("audio/mp4"));
 

@@ -309,11 +309,12 @@ impl AbrSink {
         let mux = make("cmafmux")?;
         mux.set_property("name", format!("{prefix}_mux"));
         let seg = cfg.segment_duration_ms as u64 * 1_000_000;
-        // Splits come from split-at-running-time at the forced key frames; the
-        // schedule is a backstop (a rung that misses a forced key frame). Audio with
-        // low latency keeps its own schedule instead: cmafmux's chunking cut a split
-        // request between two 21 ms AAC frames into a one-frame segment.
-        let audio_on_schedule = prefix == "a" && cfg.low_latency;
+        // Video splits come from split-at-running-time at the forced key frames; the
+        // schedule is a backstop (a rung that misses a forced key frame). Audio keeps
+        // its own schedule: cmafmux cut a split request falling between two 21 ms AAC
+        // frames into a one-frame segment (0.981 s + 0.021 s at every boundary), which
+        // halved the audio window and left players behind it with 404s.
+        let audio_on_schedule = prefix == "a";
         let fragment = if audio_on_schedule { seg } else { seg * 3 / 2 };
         mux.set_property_from_value("fragment-duration", &fragment.to_value());
         if cfg.low_latency {
@@ -643,7 +644,7 @@ impl AbrSink {
             .map(|s| {
                 s.branches
                     .iter()
-                    .filter(|b| !(s.media.cfg.low_latency && b.name == "audio"))
+                    .filter(|b| b.name != "audio")
                     .map(|b| b.mux.clone())
                     .collect()
             })
