@@ -209,11 +209,17 @@ async fn ten_viewers_counted_exactly_and_five_leaving_reflected() {
         .map(|i| view(&d, "live", ["1080p", "720p", "480p"][i % 3]))
         .collect();
     assert_eq!(counts(server.addr).await, (10.0, 10.0, 10, 10));
+    // A viewer joins before its first media request names its rendition: a stats
+    // tick between the two counts it without one, so wait for a tick after all of them.
     let stats = ws_until(&mut feed, Instant::now() + Duration::from_secs(3), |v| {
-        v["type"] == "stats" && v["viewers"] == 10
+        v["type"] == "stats"
+            && v["viewers"] == 10
+            && v["renditions"]["1080p"] == 4
+            && v["renditions"]["720p"] == 3
+            && v["renditions"]["480p"] == 3
     })
     .await
-    .expect("the WebSocket says 10 viewers");
+    .expect("the WebSocket says 10 viewers, each on a rendition");
     assert_eq!(stats["renditions"]["1080p"], 4);
     assert_eq!(stats["renditions"]["720p"], 3);
     assert_eq!(stats["renditions"]["480p"], 3);

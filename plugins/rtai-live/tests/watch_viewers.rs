@@ -1,6 +1,7 @@
 //! Real hls.js viewers on abrsink's `/watch` page in Debian's chromium
-//! (issue 17): N pages are counted exactly in `/api/streams/{stream}`, and
-//! closing half of them (their `pagehide` beacon) is reflected within
+//! (issue 17): N pages (6, or `RTAI_WATCH_PAGES`) are counted exactly in
+//! `/api/streams/{stream}`, `/metrics` and the WebSocket's stats, and closing
+//! half of them (their `pagehide` beacon) is reflected in all three within
 //! 2 × target duration.
 
 use std::path::Path;
@@ -66,7 +67,14 @@ fn closing_half_of_the_watch_pages_is_counted_within_two_target_durations() {
         assert!(Instant::now() < deadline, "the stream did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (n, close) = (6, 3);
+    // Ten pages (the issue's figure) decode ten videos on 2 cores here, and then a closing
+    // tab's beacon is now and then late (the 3x rule then ends the session): the suite
+    // runs six; RTAI_WATCH_PAGES=10 runs the issue's ten.
+    let n: usize = std::env::var("RTAI_WATCH_PAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let close = n / 2;
     let out = Command::new("node")
         .arg(format!("{dir}/viewers.mjs"))
         .arg(format!("http://127.0.0.1:{port}/watch/crowd"))
@@ -103,7 +111,9 @@ fn closing_half_of_the_watch_pages_is_counted_within_two_target_durations() {
     assert_eq!(remaining, open, "the pages still open are the viewers: {r}");
     let took = Duration::from_millis(r["closeToCountMs"].as_u64().unwrap());
     println!(
-        "{n} hls.js pages counted; {close} closed → counted {took:?} later (target {TARGET:?})"
+        "{n} hls.js pages counted; {close} closed → counted {took:?} later (target {TARGET:?}); \
+         each view (ms): {}",
+        r["reached"]
     );
     assert!(took < 2 * TARGET, "closing was reflected after {took:?}");
     pipeline.set_state(gst::State::Null).unwrap();
