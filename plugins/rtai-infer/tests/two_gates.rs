@@ -3,7 +3,7 @@
 //! the ids differ only in the per-gate tag from
 //! `rtai_core::protocol::new_segment_id_base`. A cancel from one gate must not
 //! abort or drop the other gate's segment, and audio of the two segments is
-//! never mixed into one request.
+//! never mixed into one request (A may arrive in pieces, see the test).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -158,10 +158,24 @@ fn two_gates_into_one_inferclient_keep_their_segments_apart() {
         .unwrap()
         .property::<gst::Structure>("stats");
     pipeline.set_state(gst::State::Null).unwrap();
-    // A's 20 buffers of 320 bytes, none of B's.
+    // A's 20 buffers of 320 bytes, none of B's, and A never aborted. Whether A goes
+    // in one request depends on when B's out-of-band cancel overtakes B's queued
+    // buffers: before them, B's buffers are dropped and A is one run; after them, each
+    // change of id closes A's run so far (two segments are never mixed in one request),
+    // and A arrives in pieces. Both are right; what must hold is the sum and the ids.
+    let bytes = |text: &str| -> u64 {
+        text.strip_suffix(" bytes of audio")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected transcript {text:?}"))
+    };
+    assert!(!texts.is_empty(), "A's segment was transcribed: {stats}");
+    assert!(
+        texts.iter().all(|(id, _)| *id == Some(a)),
+        "only gate A's segment: {texts:?} {stats}"
+    );
     assert_eq!(
-        texts,
-        vec![(Some(a), "6400 bytes of audio".to_string())],
-        "{stats}"
+        texts.iter().map(|(_, t)| bytes(t)).sum::<u64>(),
+        6400,
+        "all of A's 20 buffers and nothing of B's: {texts:?} {stats}"
     );
 }
