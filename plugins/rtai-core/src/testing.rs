@@ -1,10 +1,13 @@
 //! Test support shared by the plugins' integration tests (feature
 //! `testing`, for dev-dependencies only): free ports, temporary directories,
-//! polling with a deadline, and a PostgreSQL server from Debian's packages.
+//! polling with a deadline, pipelines from launch lines with their elements
+//! by name and type, and a PostgreSQL server from Debian's packages.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use gst::prelude::*;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -33,6 +36,29 @@ pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool
         // Polling a server process for readiness: there is nothing to block on.
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The pipeline of the launch line `desc` (`appsrc name=src ! ... ! appsink name=sink`).
+pub fn launch(desc: &str) -> gst::Pipeline {
+    gst::parse::launch(desc)
+        .unwrap_or_else(|e| panic!("{desc:?} does not parse: {e}"))
+        .downcast::<gst::Pipeline>()
+        .unwrap_or_else(|_| panic!("{desc:?} is one element, not a pipeline"))
+}
+
+/// The element `name` of `bin` as its own type: `element::<gst_app::AppSrc>(&pipeline, "src")`.
+pub fn element<T: IsA<gst::Element>>(bin: &impl IsA<gst::Bin>, name: &str) -> T {
+    let bin = bin.upcast_ref::<gst::Bin>();
+    let e = bin
+        .by_name(name)
+        .unwrap_or_else(|| panic!("no element named {name:?} in {}", bin.name()));
+    let type_name = e.type_().name();
+    e.downcast::<T>().unwrap_or_else(|_| {
+        panic!(
+            "element {name:?} is a {type_name}, not a {}",
+            T::static_type().name()
+        )
+    })
 }
 
 fn uid_of(user: &str) -> Option<(u32, u32)> {
