@@ -59,7 +59,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# free_port, wait_http, start_asr (shared with gst-launch-examples/voice-agent.sh).
+source "$here/lib.sh"
 port="$("$python" -c 'import socket, sys
 s = socket.socket()
 try:
@@ -67,20 +68,6 @@ try:
 except OSError:
     s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])' "$port")"
-wait_http() { # URL WHAT SECONDS
-  "$python" - "$1" "$2" "${3:-90}" <<'PY'
-import sys, time, urllib.request
-deadline = time.monotonic() + float(sys.argv[3])
-while True:
-    try:
-        urllib.request.urlopen(sys.argv[1], timeout=2)
-        break
-    except Exception:
-        if time.monotonic() > deadline:
-            sys.exit(f"{sys.argv[2]} did not come up ({sys.argv[1]})")
-        time.sleep(0.25)
-PY
-}
 
 # --- The detector: NudeNet's YOLOv8n (PyPI nudenet 3.4.2, nudenet/320n.onnx) served raw by
 # MLServer 1.7.1 with onnxruntime (scripts/peers/nudenet), decoded by inferclient.
@@ -92,12 +79,9 @@ PYTHONPATH="$root/scripts/peers/nudenet" MLSERVER_HOST=127.0.0.1 MLSERVER_HTTP_P
   "$root/.venv-mlserver/bin/mlserver" start "$root/scripts/peers/nudenet" >"$work/mlserver.log" 2>&1 &
 pids+=($!)
 
-# --- Speech recognition: pocketsphinx 5.1.1 (its wheel's US English models) behind the
-# runpod SDK's local API, as inferclient's tests run RunPod handlers.
-asr_port="$(free_port)"
-"$root/.venv-runpod/bin/python" "$here/runpod_asr.py" --rp_serve_api --rp_api_host 127.0.0.1 \
-  --rp_api_port "$asr_port" >"$work/runpod.log" 2>&1 &
-pids+=($!)
+# --- Speech recognition: pocketsphinx behind the runpod SDK's local API (lib.sh).
+start_asr "$work/runpod.log"
+pids+=("$asr_pid")
 
 # --- Object storage for clips.
 s3_props=()
