@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # webrtcserve soak (not CI): ffmpegsrc capturing an Xvfb desktop (a moving window) into
-# webrtcserve for $SOAK_SECONDS (default 900 = 15 min), two aiortc viewers decoding all
-# along (one over WHEP, one over the WebSocket). Fails when gst-launch dies, when a
-# viewer's decoded frames do not grow within any 5 s window, when gst-launch's RSS grows
-# more than 5 % between the end of the warm-up (60 s, or a tenth of a short run) and the
-# end, or when a lifecycle message is missing (ffmpeg_spawned, first_frame_ingested,
-# track_active, peer_connected). Prints the figures; needs xvfb, ffmpeg and .venv-aiortc.
+# webrtcserve for $SOAK_SECONDS (default 900 = 15 min) with two viewers decoding all along:
+# two headless chromium pages on the player page (default, SOAK_PEERS=chromium, through
+# plugins/rtai-webrtc/tests/browser/soak.mjs) or two aiortc peers (SOAK_PEERS=aiortc, one
+# over WHEP, one over the WebSocket). Fails when gst-launch dies; when a viewer's frames do
+# not grow (chromium: both the frames presented, requestVideoFrameCallback, and decoded,
+# getStats, between every two 1 s ticks; aiortc: within any 5 s window); when gst-launch's
+# RSS grows more than 5 % between the end of the warm-up (60 s, or a tenth of a short run)
+# and the end; or when a lifecycle message is missing (ffmpeg_spawned,
+# first_frame_ingested, track_active, peer_connected). Prints the figures; needs xvfb,
+# ffmpeg, and chromium with tests/browser's node_modules (or .venv-aiortc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${SOAK_SECONDS:-900}"
@@ -29,34 +33,81 @@ GST_DEBUG="webrtcserve:4,ffmpegsrc:4" gst-launch-1.0 -m ffmpegsrc ! webrtcserve 
 for _ in $(seq 100); do grep -q track_active "$work/gst.log" && break; sleep 0.2; done
 grep -q track_active "$work/gst.log" || { echo "soak: the stream did not start" >&2; tail "$work/gst.log" >&2; exit 1; }
 
-peer=plugins/rtai-webrtc/tests/peers/aiortc_peer.py
-frames=$(( (SECS + 30) * 60 ))
-for mode in whep ws; do
-  .venv-aiortc/bin/python "$peer" "$mode" "http://127.0.0.1:$port" "$frames" "$(( SECS + 60 ))" progress \
-    >"$work/$mode.out" 2>"$work/$mode.progress" & children+=($!)
-done
+PEERS="${SOAK_PEERS:-chromium}"
+if [ "$PEERS" = chromium ]; then
+  node plugins/rtai-webrtc/tests/browser/soak.mjs "http://127.0.0.1:$port/" 2 "$(( SECS + 60 ))" \
+    >"$work/chromium.jsonl" 2>"$work/chromium.err" & children+=($!)
+else
+  peer=plugins/rtai-webrtc/tests/peers/aiortc_peer.py
+  frames=$(( (SECS + 30) * 60 ))
+  for mode in whep ws; do
+    .venv-aiortc/bin/python "$peer" "$mode" "http://127.0.0.1:$port" "$frames" "$(( SECS + 60 ))" progress \
+      >"$work/$mode.out" 2>"$work/$mode.progress" & children+=($!)
+  done
+fi
+
+# chromium: every two consecutive 1 s ticks after the first 15 s must show both viewers'
+# presented and decoded frames grown, with no page error; prints the totals and mean fps.
+chromium_check() {
+  python3 - "$work/chromium.jsonl" "$1" <<'PY'
+import json, sys
+ticks = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+bad = [t for t in ticks if "error" in t]
+ticks = [t for t in ticks if "t" in t and t["t"] >= 15]
+if bad:
+    sys.exit(f"chromium: {bad[0]}")
+for a, b in zip(ticks, ticks[1:]):
+    for k in ("frames", "decoded"):
+        for i, (x, y) in enumerate(zip(a[k], b[k])):
+            if y <= x:
+                sys.exit(f"viewer {i}'s {k} did not grow from t={a['t']} s to t={b['t']} s: {x} -> {y}")
+if ticks and (ticks[-1]["errors"] or any(ticks[-1]["pageErrors"])):
+    sys.exit(f"page errors: {ticks[-1]}")
+if sys.argv[2] == "final":
+    if len(ticks) < 2:
+        sys.exit("chromium: no ticks")
+    a, b = ticks[0], ticks[-1]
+    dt = b["t"] - a["t"]
+    fps = [round((y - x) / dt, 2) for x, y in zip(a["decoded"], b["decoded"])]
+    print(f"{b['frames']} presented and {b['decoded']} decoded frames, {fps} fps decoded "
+          f"from {a['t']} s to {b['t']} s, {len(ticks)} ticks, states {b['states']}")
+else:
+    print(ticks[-1]["frames"] if ticks else "starting")
+PY
+}
 
 rss() { awk '/VmRSS/ {print $2}' "/proc/$gst/status"; }
 last_whep=0; last_ws=0; rss_warm=""; start=$(date +%s)
 while [ $(( $(date +%s) - start )) -lt "$SECS" ]; do
   sleep 5
   kill -0 "$gst" 2>/dev/null || { echo "soak: gst-launch died" >&2; tail -20 "$work/gst.log" >&2; exit 1; }
-  now_whep=$(tail -1 "$work/whep.progress" 2>/dev/null | awk '{print $2}')
-  now_ws=$(tail -1 "$work/ws.progress" 2>/dev/null | awk '{print $2}')
   elapsed=$(( $(date +%s) - start ))
-  if [ "$elapsed" -gt 15 ]; then
-    [ "${now_whep:-0}" -gt "$last_whep" ] || { echo "soak: the WHEP viewer stalled at ${now_whep:-0} frames after ${elapsed}s" >&2; cat "$work/whep.out" >&2; exit 1; }
-    [ "${now_ws:-0}" -gt "$last_ws" ] || { echo "soak: the WebSocket viewer stalled at ${now_ws:-0} frames after ${elapsed}s" >&2; cat "$work/ws.out" >&2; exit 1; }
+  if [ "$PEERS" = chromium ]; then
+    status=$(chromium_check live) || { echo "soak: $status" >&2; tail -3 "$work/chromium.err" >&2; exit 1; }
+    progress="chromium presented=$status"
+  else
+    now_whep=$(tail -1 "$work/whep.progress" 2>/dev/null | awk '{print $2}')
+    now_ws=$(tail -1 "$work/ws.progress" 2>/dev/null | awk '{print $2}')
+    if [ "$elapsed" -gt 15 ]; then
+      [ "${now_whep:-0}" -gt "$last_whep" ] || { echo "soak: the WHEP viewer stalled at ${now_whep:-0} frames after ${elapsed}s" >&2; cat "$work/whep.out" >&2; exit 1; }
+      [ "${now_ws:-0}" -gt "$last_ws" ] || { echo "soak: the WebSocket viewer stalled at ${now_ws:-0} frames after ${elapsed}s" >&2; cat "$work/ws.out" >&2; exit 1; }
+    fi
+    last_whep=${now_whep:-0}; last_ws=${now_ws:-0}
+    progress="whep=${last_whep} ws=${last_ws} frames"
   fi
-  last_whep=${now_whep:-0}; last_ws=${now_ws:-0}
   if [ -z "$rss_warm" ] && [ "$elapsed" -ge "$WARMUP" ]; then rss_warm=$(rss); fi
-  echo "soak: ${elapsed}s whep=${last_whep} ws=${last_ws} frames, rss=$(rss) kB"
+  echo "soak: ${elapsed}s ${progress}, rss=$(rss) kB"
 done
 rss_end=$(rss)
 growth=$(python3 -c "print(round(100 * ($rss_end - $rss_warm) / $rss_warm, 2))")
 for m in ffmpeg_spawned first_frame_ingested track_active peer_connected; do
   grep -q "$m" "$work/gst.log" || { echo "soak: no $m in the lifecycle log" >&2; exit 1; }
 done
-echo "soak: ${SECS}s, whep ${last_whep} and ws ${last_ws} frames decoded, RSS ${rss_warm} kB after warm-up -> ${rss_end} kB (${growth} %)"
+if [ "$PEERS" = chromium ]; then
+  viewers=$(chromium_check final) || { echo "soak: $viewers" >&2; exit 1; }
+else
+  viewers="whep ${last_whep} and ws ${last_ws} frames decoded"
+fi
+echo "soak: ${SECS}s, ${PEERS}: ${viewers}; RSS ${rss_warm} kB after warm-up -> ${rss_end} kB (${growth} %)"
 python3 -c "import sys; sys.exit(0 if $growth < 5 else 1)" || { echo "soak: RSS grew ${growth} % (limit 5 %)" >&2; exit 1; }
 echo "soak: ok"
