@@ -47,10 +47,14 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_STREAM: &str = "live";
 const DEFAULT_AUDIO_BITRATE: u32 = 128;
 const DEFAULT_PREFER_HARDWARE: bool = true;
+/// In-memory SQLite, as analyticssink's `database` default.
+const DEFAULT_DATABASE: &str = "";
+/// How long stopping waits for the store to write what was reported.
+const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 const AUDIO_RATE: i32 = 48000;
 const AUDIO_CHANNELS: i32 = 2;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Settings {
     ladder: String,
     segment_duration_ms: u32,
@@ -65,6 +69,32 @@ struct Settings {
     location: Option<String>,
     audio_bitrate: u32,
     prefer_hardware: bool,
+    /// Where viewer sessions and metrics history go (`rtai_core::store`).
+    database: String,
+    /// Guards `/ops`, `/api/*` and `/ws/*`; write-only, never logged.
+    auth_token: Option<String>,
+}
+
+/// By hand: the token and a database URL's password must not reach a log through `{:?}`.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("ladder", &self.ladder)
+            .field("segment_duration_ms", &self.segment_duration_ms)
+            .field("part_duration_ms", &self.part_duration_ms)
+            .field("low_latency", &self.low_latency)
+            .field("dash", &self.dash)
+            .field("playlist_length", &self.playlist_length)
+            .field("listen", &self.listen)
+            .field("stream", &self.stream)
+            .field("stream_set", &self.stream_set)
+            .field("location", &self.location)
+            .field("audio_bitrate", &self.audio_bitrate)
+            .field("prefer_hardware", &self.prefer_hardware)
+            .field("database", &rtai_core::secrets::redact(&self.database))
+            .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl Default for Settings {
@@ -82,6 +112,8 @@ impl Default for Settings {
             location: None,
             audio_bitrate: DEFAULT_AUDIO_BITRATE,
             prefer_hardware: DEFAULT_PREFER_HARDWARE,
+            database: DEFAULT_DATABASE.into(),
+            auth_token: None,
         }
     }
 }
@@ -175,6 +207,16 @@ fn aac_encoder(kbps: u32) -> Result<gst::Element, glib::BoolError> {
     ))
 }
 
+/// Runs `fut` on the shared runtime and waits for it (from an application
+/// thread: a state change, never a streaming thread).
+fn wait_on<T: Send + 'static>(fut: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    rtai_core::runtime::runtime().spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv().expect("the runtime runs the task to completion")
+}
+
 /// The first element upstream of `pad` made by `factory` (a bounded walk).
 fn find_upstream(pad: &gst::Pad, factory: &str) -> Option<gst::Element> {
     let mut pads = vec![pad.clone()];
@@ -226,11 +268,26 @@ impl AbrSink {
         let cfg = Self::config(&settings);
         let media = Arc::new(StreamMedia::new(&settings.stream, cfg, Vec::new()));
         let delivery_cfg = DeliveryConfig {
+            store_url: Some(settings.database.clone()).filter(|d| !d.is_empty()),
+            auth_token: settings.auth_token.clone(),
             default_target_duration: Duration::from_millis(settings.segment_duration_ms as u64),
             ..DeliveryConfig::default()
         };
         let registration = server::register(&settings.listen, media.clone(), delivery_cfg)
             .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{}", e)))?;
+        // Open (and migrate) the store now: a wrong `database` fails the start
+        // instead of silently losing the history.
+        let delivery = registration.server.delivery.clone();
+        wait_on(async move { delivery.store_backend().await }).map_err(|e| {
+            gst::error_msg!(
+                gst::ResourceError::OpenReadWrite,
+                ("Cannot open the delivery database: {}", e),
+                [
+                    "database property: {}",
+                    rtai_core::secrets::redact(&settings.database)
+                ]
+            )
+        })?;
         gst::info!(
             CAT,
             imp = self,
@@ -276,7 +333,7 @@ impl AbrSink {
         if let Some((pad, id)) = state.as_mut().and_then(|s| s.rtmp_probe.take()) {
             pad.remove_probe(id);
         }
-        if let Some(state) = state
+        if let Some(state) = &state
             && state.started
             && !state.ended
         {
@@ -285,6 +342,14 @@ impl AbrSink {
                 .server
                 .delivery
                 .stream_ended(&state.stream, StreamEnd::Ended);
+        }
+        // What was reported goes to the store before the element (and maybe the
+        // process) stops, so a restart on the same `database` finds it.
+        if let Some(state) = state {
+            let delivery = state.registration.server.delivery.clone();
+            if let Err(e) = wait_on(async move { delivery.flush(STOP_FLUSH_TIMEOUT).await }) {
+                gst::warning!(CAT, imp = self, "viewer history not stored at stop: {e}");
+            }
         }
         // Video branches are rebuilt from the next caps.
         let obj = self.obj();
@@ -980,6 +1045,18 @@ impl ObjectImpl for AbrSink {
                     .default_value(DEFAULT_PREFER_HARDWARE)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("database")
+                    .nick("Database")
+                    .blurb("Where viewer sessions and per-second metrics history are kept: a SQLite file path, a postgres:// URL or libpq key=value string, or empty for an in-memory SQLite database (lost at stop); the first abrsink on a listen address sets it for that server (passwords read back as ***)")
+                    .default_value(Some(DEFAULT_DATABASE))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("auth-token")
+                    .nick("Bearer token")
+                    .blurb("When set, /ops, /api/* and /ws/* need 'Authorization: Bearer TOKEN' (or ?access_token=); media, /watch and /metrics stay open; the first abrsink on a listen address sets it for that server; write-only")
+                    .write_only()
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("bound-port")
                     .nick("Bound port")
                     .blurb("The HTTP server's port (with listen=...:0)")
@@ -1030,6 +1107,13 @@ impl ObjectImpl for AbrSink {
             }
             "audio-bitrate" => s.audio_bitrate = value.get().unwrap(),
             "prefer-hardware" => s.prefer_hardware = value.get().unwrap(),
+            "database" => s.database = value.get::<Option<String>>().unwrap().unwrap_or_default(),
+            "auth-token" => {
+                s.auth_token = value
+                    .get::<Option<String>>()
+                    .unwrap()
+                    .filter(|t| !t.is_empty())
+            }
             _ => unimplemented!(),
         }
     }
@@ -1054,6 +1138,9 @@ impl ObjectImpl for AbrSink {
             "location" => s.location.to_value(),
             "audio-bitrate" => s.audio_bitrate.to_value(),
             "prefer-hardware" => s.prefer_hardware.to_value(),
+            "database" => rtai_core::secrets::redact(&s.database).to_value(),
+            // Write-only: never read back.
+            "auth-token" => None::<String>.to_value(),
             "bound-port" => {
                 let state = self.state.lock().unwrap();
                 (state
@@ -1247,5 +1334,23 @@ impl BinImpl for AbrSink {
             }
         }
         self.parent_handle_message(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_debug_shows_no_secret() {
+        let s = Settings {
+            auth_token: Some("tok-s3cret".into()),
+            database: "postgres://app:pg-s3cret@db/live".into(),
+            ..Settings::default()
+        };
+        let text = format!("{s:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains(r#"auth_token: Some("***")"#), "{text}");
+        assert!(text.contains("postgres://app:***@db/live"), "{text}");
     }
 }

@@ -114,7 +114,10 @@ pub fn register(
         .then(|| reg.get(&addr).and_then(Weak::upgrade))
         .flatten();
     let server = match existing {
-        Some(s) => s,
+        Some(s) => {
+            shares_config(&s, &config)?;
+            s
+        }
         None => {
             let server = start(addr, config)?;
             reg.insert(server.addr, Arc::downgrade(&server));
@@ -133,6 +136,28 @@ pub fn register(
     streams.insert(stream.clone(), media);
     drop(streams);
     Ok(Registration { server, stream })
+}
+
+/// A second abrsink on a running server keeps that server's store and token:
+/// leaving `database`/`auth-token` unset inherits them, setting another value
+/// is an error (a token set on a server running without one would protect nothing).
+fn shares_config(server: &Server, config: &DeliveryConfig) -> Result<(), String> {
+    let running = server.delivery.config();
+    if config.store_url.is_some() && config.store_url != running.store_url {
+        return Err(format!(
+            "the HTTP server on {} already keeps its history in another database \
+             (every abrsink sharing a listen address must set the same database, or none)",
+            server.addr
+        ));
+    }
+    if config.auth_token.is_some() && config.auth_token != running.auth_token {
+        return Err(format!(
+            "the HTTP server on {} already runs with another auth-token \
+             (every abrsink sharing a listen address must set the same auth-token, or none)",
+            server.addr
+        ));
+    }
+    Ok(())
 }
 
 fn start(addr: SocketAddr, config: DeliveryConfig) -> Result<Arc<Server>, String> {

@@ -61,7 +61,7 @@ pub enum StreamEnd {
 }
 
 /// Settings of a [`Delivery`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DeliveryConfig {
     /// Where sessions and per-second metrics are kept: `None` or empty for an
     /// in-memory SQLite database, a path for a SQLite file, a `postgres://` URL.
@@ -81,6 +81,24 @@ pub struct DeliveryConfig {
     pub hls_js_path: String,
     /// URL of a stream's master playlist; `{stream}` is replaced.
     pub master_playlist_path: String,
+}
+
+/// By hand: the token and a database URL's password must not reach a log through `{:?}`.
+impl std::fmt::Debug for DeliveryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryConfig")
+            .field(
+                "store_url",
+                &self.store_url.as_deref().map(rtai_core::secrets::redact),
+            )
+            .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
+            .field("default_target_duration", &self.default_target_duration)
+            .field("leave_after", &self.leave_after)
+            .field("stall_after", &self.stall_after)
+            .field("hls_js_path", &self.hls_js_path)
+            .field("master_playlist_path", &self.master_playlist_path)
+            .finish()
+    }
 }
 
 impl Default for DeliveryConfig {
