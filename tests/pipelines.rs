@@ -58,25 +58,16 @@ fn start_publisher(pipeline: &gst::Element, publish: &str) -> std::process::Chil
         .expect("a pipeline with rtai-publish has an rtmpserversrc");
     let port: u32 = server.property("bound-port");
     assert_ne!(port, 0, "rtmpserversrc listens once started");
-    std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440", "-t", "2"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args([
-            "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv",
-        ])
-        .arg(format!("rtmp://127.0.0.1:{port}/{publish}"))
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .expect("ffmpeg runs (scripts/setup.sh installs it)")
+    rtai_core::testing::ffmpeg_rtmp(
+        &format!("rtmp://127.0.0.1:{port}/{publish}"),
+        2.0,
+        "320x240",
+        30,
+        true,
+    )
+    .stdin(std::process::Stdio::null())
+    .spawn()
+    .expect("ffmpeg runs (scripts/setup.sh installs it)")
 }
 
 /// `${RTAI_VIDEO}` in a pipeline file: 20 frames of videotestsrc's ball in WebM, made once.

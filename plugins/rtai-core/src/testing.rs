@@ -61,6 +61,40 @@ pub fn element<T: IsA<gst::Element>>(bin: &impl IsA<gst::Bin>, name: &str) -> T 
     })
 }
 
+/// An ffmpeg (Debian's package) that publishes `seconds` of its `testsrc2`
+/// source at `size` (`WxH`) and `fps` in real time (`-re`) to the RTMP `url`:
+/// H.264 (libx264 ultrafast, zerolatency, a key frame every second) and, with
+/// `audio`, a 440 Hz sine as AAC, in FLV. stdout goes nowhere; the caller
+/// chooses what stderr does and spawns it.
+pub fn ffmpeg_rtmp(url: &str, seconds: f64, size: &str, fps: u32, audio: bool) -> Command {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate={fps}"));
+    if audio {
+        cmd.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]);
+    }
+    cmd.arg("-t").arg(seconds.to_string());
+    cmd.args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+    ])
+    .arg("-g")
+    .arg(fps.max(1).to_string())
+    .args(["-pix_fmt", "yuv420p"]);
+    if audio {
+        cmd.args(["-c:a", "aac"]);
+    } else {
+        cmd.arg("-an");
+    }
+    cmd.args(["-f", "flv"]).arg(url).stdout(Stdio::null());
+    cmd
+}
+
 fn uid_of(user: &str) -> Option<(u32, u32)> {
     let out = Command::new("id").arg("-u").arg(user).output().ok()?;
     let uid = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;

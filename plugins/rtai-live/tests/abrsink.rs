@@ -13,98 +13,8 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
-fn init() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstrtailive::plugin_register_static().unwrap();
-        gstrtaiencode::plugin_register_static().unwrap();
-    });
-}
-
-struct Reply {
-    status: u16,
-    headers: String,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-    }
-}
-
-/// A raw HTTP/1.1 GET (the path is sent exactly as given, `..` included).
-fn get(port: u16, path: &str) -> Reply {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    Reply {
-        status,
-        headers: head,
-        body: raw[split + 4..].to_vec(),
-    }
-}
-
-struct Rig {
-    pipeline: gst::Pipeline,
-    sink: gst::Element,
-}
-
-impl Rig {
-    fn start(description: &str) -> Rig {
-        init();
-        let pipeline = gst::parse::launch(description)
-            .unwrap()
-            .downcast::<gst::Pipeline>()
-            .unwrap();
-        let sink = pipeline.by_name("abr").unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
-        Rig { pipeline, sink }
-    }
-
-    fn port(&self) -> u16 {
-        self.sink.property::<u32>("bound-port") as u16
-    }
-
-    /// Waits for EOS (or fails on an error) within `timeout`.
-    fn wait_eos(&self, timeout: Duration) {
-        let bus = self.pipeline.bus().unwrap();
-        let msg = bus
-            .timed_pop_filtered(
-                gst::ClockTime::from_nseconds(timeout.as_nanos() as u64),
-                &[gst::MessageType::Eos, gst::MessageType::Error],
-            )
-            .expect("EOS in time");
-        if let gst::MessageView::Error(e) = msg.view() {
-            panic!("pipeline error: {} ({:?})", e.error(), e.debug());
-        }
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
-    }
-}
+mod common;
+use common::*;
 
 fn extinf(playlist: &str) -> Vec<(f64, String)> {
     let lines: Vec<&str> = playlist.lines().collect();
@@ -686,31 +596,14 @@ fn rtmp_publisher_killed_ends_the_playlists() {
            listen=127.0.0.1:0 stream=cam prefer-hardware=false \
          d.audio ! queue ! aacparse ! avdec_aac ! queue ! abr.audio",
     );
-    let rtmp_port = rig
-        .pipeline
-        .by_name("src")
-        .unwrap()
-        .property::<u32>("bound-port");
+    let rtmp_port = rig.port_of("src");
     let port = rig.port();
     let t0 = Instant::now();
-    let mut ffmpeg = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440", "-t", "20"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "30",
-        ])
-        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv"])
-        .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/cam"))
-        .spawn()
-        .expect("ffmpeg runs");
+    let mut ffmpeg = ffmpeg_publish(
+        &format!("rtmp://127.0.0.1:{rtmp_port}/live/cam"),
+        20.0,
+        "640x360",
+    );
     let master = get(port, "/hls/cam/master.m3u8");
     assert_eq!(master.status, 200, "{}", master.text());
     println!(
@@ -751,24 +644,11 @@ fn rtmp_publisher_killed_ends_the_playlists() {
 
     // The publisher comes back (OBS reconnecting): the same URLs go live again,
     // with new segment numbers.
-    let mut again = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440", "-t", "20"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "30",
-        ])
-        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv"])
-        .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/cam"))
-        .spawn()
-        .expect("ffmpeg runs");
+    let mut again = ffmpeg_publish(
+        &format!("rtmp://127.0.0.1:{rtmp_port}/live/cam"),
+        20.0,
+        "640x360",
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let p = loop {
         let p = get(port, "/hls/cam/360p/index.m3u8").text();

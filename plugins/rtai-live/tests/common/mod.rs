@@ -1,10 +1,11 @@
 //! Shared helpers: an ingest pipeline (rtmpserversrc ! flvdemux ! h264parse !
-//! avdec_h264 ! appsink) that records decoded frames and bus messages, and
-//! real ffmpeg publishers.
+//! avdec_h264 ! appsink) that records decoded frames and bus messages, a
+//! running pipeline with an abrsink (`Rig`), a raw HTTP/1.1 GET, and real
+//! ffmpeg publishers.
 
 #![allow(dead_code)]
 
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,110 @@ pub fn init() {
     INIT.call_once(|| {
         gst::init().unwrap();
         gstrtailive::plugin_register_static().unwrap();
+        gstrtaiencode::plugin_register_static().unwrap();
     });
+}
+
+/// A response as it came over the wire.
+pub struct Reply {
+    pub status: u16,
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("JSON ({e}): {}", self.text()))
+    }
+}
+
+/// A raw HTTP/1.1 GET on loopback (the path is sent exactly as given, `..` included).
+pub fn get(port: u16, path: &str) -> Reply {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    Reply {
+        status,
+        headers: head,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// A playing pipeline (parse-launch `description`) with an abrsink named `abr`;
+/// set to NULL on drop.
+pub struct Rig {
+    pub pipeline: gst::Pipeline,
+    pub sink: gst::Element,
+}
+
+impl Rig {
+    pub fn start(description: &str) -> Rig {
+        init();
+        let pipeline = gst::parse::launch(description)
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        let sink = pipeline.by_name("abr").unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        Rig { pipeline, sink }
+    }
+
+    /// abrsink's HTTP port.
+    pub fn port(&self) -> u16 {
+        self.sink.property::<u32>("bound-port") as u16
+    }
+
+    /// The `bound-port` of the element `name` (e.g. an rtmpserversrc).
+    pub fn port_of(&self, name: &str) -> u16 {
+        self.pipeline
+            .by_name(name)
+            .unwrap()
+            .property::<u32>("bound-port") as u16
+    }
+
+    /// Waits for EOS (or fails on an error) within `timeout`.
+    pub fn wait_eos(&self, timeout: Duration) {
+        let bus = self.pipeline.bus().unwrap();
+        let msg = bus
+            .timed_pop_filtered(
+                gst::ClockTime::from_nseconds(timeout.as_nanos() as u64),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            )
+            .expect("EOS in time");
+        if let gst::MessageView::Error(e) = msg.view() {
+            panic!("pipeline error: {} ({:?})", e.error(), e.debug());
+        }
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
 }
 
 #[derive(Default)]
@@ -161,34 +265,33 @@ pub fn assert_monotonic(pts: &[gst::ClockTime]) {
     }
 }
 
-/// ffmpeg encoding `seconds` of 30 fps test video (+ a sine) with libx264/aac and
-/// publishing it in real time to `url`.
+/// ffmpeg publishing `seconds` of 30 fps test video at `size` (+ a sine)
+/// with libx264/aac in real time to `url` (stderr piped: [`stderr_of`]).
 pub fn ffmpeg_publish(url: &str, seconds: f64, size: &str) -> Child {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size={size}:rate=30"),
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "30",
-        ])
-        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv", url])
-        .stdout(Stdio::null())
+    rtai_core::testing::ffmpeg_rtmp(url, seconds, size, 30, true)
         .stderr(Stdio::piped())
         .spawn()
         .expect("ffmpeg runs (Debian package ffmpeg)")
+}
+
+/// [`ffmpeg_publish`] of 320x240 to `rtmp://127.0.0.1:{port}/{path}`
+/// (`path`: `app/stream[?key=…]`).
+pub fn ffmpeg_push(port: u16, path: &str, seconds: f64) -> Child {
+    ffmpeg_publish(
+        &format!("rtmp://127.0.0.1:{port}/{path}"),
+        seconds,
+        "320x240",
+    )
+}
+
+/// A child killed and reaped on drop (a publisher a failing test leaves behind).
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
