@@ -14,9 +14,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${SOAK_SECONDS:-900}"
 WARMUP=$(( SECS >= 600 ? 60 : SECS / 10 ))
-cargo build --release -p gst-plugin-rtai-webrtc
-export GST_PLUGIN_PATH="$PWD/target/release"
 work="$(mktemp -d)"
+# The plugin is copied out of target/: a rebuild during the run must not replace the
+# library under the running pipeline. RTAI_PLUGIN_DIR: use that build instead.
+if [ -z "${RTAI_PLUGIN_DIR:-}" ]; then
+  cargo build --release -p gst-plugin-rtai-webrtc
+  mkdir -p "$work/plugins" && cp target/release/libgstrtaiwebrtc.so "$work/plugins/"
+  RTAI_PLUGIN_DIR="$work/plugins"
+fi
+export GST_PLUGIN_PATH="$RTAI_PLUGIN_DIR"
 children=()
 cleanup() { for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT

@@ -7,6 +7,8 @@ use gst::glib;
 pub mod cmdline;
 mod ffmpegsrc;
 pub mod h264scan;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod webrtcserve;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

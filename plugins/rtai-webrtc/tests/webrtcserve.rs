@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use gst::prelude::*;
+use gstrtaiwebrtc::testing::{WhepViewer, h264_offer_caps, http, link_h264_receiver, whep_post};
 use tokio_tungstenite::tungstenite::Message;
 
 const T: Duration = Duration::from_secs(15);
@@ -104,48 +105,27 @@ impl Serve {
     }
 }
 
-/// A receive-only webrtcbin peer that decodes H.264 and counts frames.
+/// A receive-only webrtcbin peer (gstrtaiwebrtc::testing) that decodes H.264
+/// and counts frames.
 struct Peer {
-    pipeline: gst::Pipeline,
-    webrtc: gst::Element,
+    viewer: WhepViewer,
     frames: Arc<AtomicU64>,
+}
+
+impl std::ops::Deref for Peer {
+    type Target = WhepViewer;
+    fn deref(&self) -> &WhepViewer {
+        &self.viewer
+    }
 }
 
 impl Peer {
     /// `payload`: the payload type this peer offers (webrtcserve must follow it).
     fn new(payload: i32) -> Self {
         init();
-        let pipeline = gst::Pipeline::new();
-        let webrtc = gst::ElementFactory::make("webrtcbin")
-            .property_from_str("bundle-policy", "max-bundle")
-            .build()
-            .unwrap();
-        pipeline.add(&webrtc).unwrap();
-        let caps = gst::Caps::builder("application/x-rtp")
-            .field("media", "video")
-            .field("encoding-name", "H264")
-            .field("payload", payload)
-            .field("clock-rate", 90000i32)
-            .field("packetization-mode", "1")
-            .field("profile-level-id", "42e01f")
-            .build();
-        webrtc.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
-            "add-transceiver",
-            &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, &caps],
-        );
         let frames = Arc::new(AtomicU64::new(0));
         let counter = frames.clone();
-        let pipe = pipeline.downgrade();
-        webrtc.connect_pad_added(move |_, pad| {
-            if pad.direction() != gst::PadDirection::Src {
-                return;
-            }
-            let Some(pipeline) = pipe.upgrade() else {
-                return;
-            };
-            let depay = gst::ElementFactory::make("rtph264depay").build().unwrap();
-            let parse = gst::ElementFactory::make("h264parse").build().unwrap();
-            let dec = gst::ElementFactory::make("avdec_h264").build().unwrap();
+        let viewer = WhepViewer::new(&h264_offer_caps(payload, true), move |pipeline, pad| {
             let sink = gst_app::AppSink::builder().sync(false).build();
             let counter = counter.clone();
             sink.set_callbacks(
@@ -159,21 +139,9 @@ impl Peer {
                     })
                     .build(),
             );
-            pipeline
-                .add_many([&depay, &parse, &dec, sink.upcast_ref()])
-                .unwrap();
-            gst::Element::link_many([&depay, &parse, &dec, sink.upcast_ref()]).unwrap();
-            for e in [&depay, &parse, &dec, sink.upcast_ref()] {
-                e.sync_state_with_parent().unwrap();
-            }
-            pad.link(&depay.static_pad("sink").unwrap()).unwrap();
+            link_h264_receiver(pipeline, pad, true, sink.upcast());
         });
-        pipeline.set_state(gst::State::Playing).unwrap();
-        Self {
-            pipeline,
-            webrtc,
-            frames,
-        }
+        Self { viewer, frames }
     }
 
     fn frames(&self) -> u64 {
@@ -185,127 +153,14 @@ impl Peer {
             self.frames() >= at_least
         });
     }
-
-    fn offer(&self) -> String {
-        let promise = gst::Promise::new();
-        self.webrtc
-            .emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
-        promise.wait();
-        let offer = promise
-            .get_reply()
-            .unwrap()
-            .get::<gst_webrtc::WebRTCSessionDescription>("offer")
-            .unwrap();
-        self.webrtc
-            .emit_by_name::<()>("set-local-description", &[&offer, &None::<gst::Promise>]);
-        offer.sdp().as_text().unwrap()
-    }
-
-    /// The local description once ICE gathering completed (candidates inside, for WHEP).
-    fn gathered_offer(&self) -> String {
-        self.offer();
-        wait_until(T, "ICE gathering", || {
-            self.webrtc
-                .property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
-                == gst_webrtc::WebRTCICEGatheringState::Complete
-        });
-        self.webrtc
-            .property::<gst_webrtc::WebRTCSessionDescription>("local-description")
-            .sdp()
-            .as_text()
-            .unwrap()
-    }
-
-    fn set_remote(&self, kind: gst_webrtc::WebRTCSDPType, sdp: &str) {
-        let sdp = gst_webrtc::gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
-        let desc = gst_webrtc::WebRTCSessionDescription::new(kind, sdp);
-        let promise = gst::Promise::new();
-        self.webrtc
-            .emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
-        promise.wait();
-    }
-
-    fn answer(&self) -> String {
-        let promise = gst::Promise::new();
-        self.webrtc
-            .emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
-        promise.wait();
-        let answer = promise
-            .get_reply()
-            .unwrap()
-            .get::<gst_webrtc::WebRTCSessionDescription>("answer")
-            .unwrap();
-        self.webrtc
-            .emit_by_name::<()>("set-local-description", &[&answer, &None::<gst::Promise>]);
-        answer.sdp().as_text().unwrap()
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
-    }
-}
-
-/// One HTTP/1.1 request on loopback; returns status, headers (lower-case names) and body.
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, Vec<(String, String)>, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers, body.to_string())
 }
 
 /// Joins `serve` over WHEP; returns the peer and its session path (Location).
 fn whep_join(serve: &Serve, payload: i32) -> (Peer, String) {
     let peer = Peer::new(payload);
-    let offer = peer.gathered_offer();
-    let (status, headers, answer) = http(
-        &serve.addr,
-        "POST",
-        "/whep",
-        &[("Content-Type", "application/sdp")],
-        &offer,
-    );
-    assert_eq!(status, 201, "{answer}");
-    let location = headers
-        .iter()
-        .find(|(k, _)| k == "location")
-        .map(|(_, v)| v.clone())
-        .expect("a Location header");
+    let (answer, location) = peer.whep_join(&serve.addr);
     assert!(answer.contains("m=video"), "{answer}");
     assert!(answer.contains("packetization-mode=1"), "{answer}");
-    peer.set_remote(gst_webrtc::WebRTCSDPType::Answer, &answer);
     (peer, location)
 }
 
@@ -959,35 +814,26 @@ fn whep_patch_trickles_the_clients_candidates() {
     // The offer goes before gathering: its candidates follow in PATCH requests.
     let offer = peer.offer();
     assert!(!offer.contains("a=candidate"), "{offer}");
-    let (status, headers, answer) = http(
-        &serve.addr,
-        "POST",
-        "/whep",
-        &[("Content-Type", "application/sdp")],
-        &offer,
-    );
-    assert_eq!(status, 201, "{answer}");
-    let location = headers
-        .iter()
-        .find(|(k, _)| k == "location")
-        .map(|(_, v)| v.clone())
-        .unwrap();
+    let (answer, location) = whep_post(&serve.addr, &offer);
     peer.set_remote(gst_webrtc::WebRTCSDPType::Answer, &answer);
-    let frag = |c: &str| {
+    // The offer's own ICE credentials: a trickle fragment repeats them.
+    let attr = |name: &str| {
+        offer
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix(name))
+            .unwrap()
+            .to_string()
+    };
+    let (ufrag, pwd) = (attr("a=ice-ufrag:"), attr("a=ice-pwd:"));
+    let frag_with = |ufrag: &str, pwd: &str, c: &str| {
         format!(
-            "a=ice-ufrag:x\r\na=ice-pwd:y\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:video0\r\na={c}\r\n"
+            "a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:video0\r\na={c}\r\n"
         )
     };
-    let patch = |body: &str, ct: &str| {
-        http(
-            &serve.addr,
-            "PATCH",
-            &location,
-            &[("Content-Type", ct)],
-            body,
-        )
-        .0
-    };
+    let frag = |c: &str| frag_with(&ufrag, &pwd, c);
+    let patch_with =
+        |body: &str, headers: &[(&str, &str)]| http(&serve.addr, "PATCH", &location, headers, body);
+    let patch = |body: &str, ct: &str| patch_with(body, &[("Content-Type", ct)]).0;
     let mut sent = 0;
     let deadline = std::time::Instant::now() + T;
     while peer.frames() < 10 {
@@ -1023,8 +869,27 @@ fn whep_patch_trickles_the_clients_candidates() {
         .0,
         404
     );
+    // An ICE restart (RFC 9725 § 4.3.2: new credentials, If-Match: *): webrtcbin
+    // 1.22 cannot restart ICE, so 422 (the WHEP draft's answer for a session with
+    // trickle ICE but no ICE restart), and the session goes on untouched.
+    let restart = frag_with(
+        "newufrag",
+        "newpasswordnewpassword1",
+        "candidate:1 1 UDP 1 127.0.0.1 9 typ host",
+    );
+    let ct = ("Content-Type", "application/trickle-ice-sdpfrag");
+    let (status, _, body) = patch_with(&restart, &[ct, ("If-Match", "*")]);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("ICE restarts are not supported"), "{body}");
+    // New credentials without If-Match are a restart too.
+    assert_eq!(patch_with(&restart, &[ct]).0, 422);
     let before = peer.frames();
     peer.wait_frames(before + 10);
+    // The trickle of the current ICE session still works after the refusals.
+    assert_eq!(
+        patch(&frag("candidate:1 1 UDP 1 127.0.0.1 9 typ host"), ct.1),
+        204
+    );
     drop(peer);
     serve.stop();
 }

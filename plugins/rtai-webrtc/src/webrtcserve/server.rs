@@ -24,6 +24,8 @@ use super::signalling::{self, ClientMessage, ServerMessage};
 use super::viewer::Viewer;
 
 const PAGE: &str = include_str!("page.html");
+/// The send-recv page: microphone, control messages shown and acked, Interrupt.
+const VOICE_PAGE: &str = include_str!("voice.html");
 /// Messages a client may send per second before it gets errors instead of service.
 const RATE_PER_SECOND: u32 = 50;
 /// Messages queued towards one WebSocket client.
@@ -62,6 +64,7 @@ impl Server {
         let (closing, mut closing_rx) = watch::channel(false);
         let app = Router::new()
             .route("/", get(page))
+            .route("/voice", get(voice_page))
             .route("/ws", get(ws))
             .route("/whep", post(whep_post))
             .route("/whep/{id}", delete(whep_delete).patch(whep_patch))
@@ -99,10 +102,24 @@ fn authorized(
 type Q = Query<std::collections::HashMap<String, String>>;
 
 async fn page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Query(q): Q) -> Response {
-    if !authorized(&ctx, &headers, &q) {
+    html_page(&ctx, &headers, &q, PAGE)
+}
+
+async fn voice_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Query(q): Q) -> Response {
+    html_page(&ctx, &headers, &q, VOICE_PAGE)
+}
+
+/// `template` with the peer id filled in (quotes, tags and escapes removed).
+fn html_page(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    q: &std::collections::HashMap<String, String>,
+    template: &str,
+) -> Response {
+    if !authorized(ctx, headers, q) {
         return (StatusCode::UNAUTHORIZED, "a valid token is needed").into_response();
     }
-    Html(PAGE.replace(
+    Html(template.replace(
         "__PEER_ID__",
         &ctx.peer_id.replace(['"', '<', '>', '\\'], ""),
     ))
@@ -222,6 +239,14 @@ async fn whep_patch(
         return (StatusCode::BAD_REQUEST, "the fragment is not UTF-8").into_response();
     };
     match signalling::parse_sdpfrag(text) {
+        Ok(_) if ice_restart(&headers, text, &viewer.webrtcbin) => (
+            // WHEP (draft-ietf-wish-whep, as RFC 9725 § 4.3.1 for WHIP): a session that
+            // supports trickle ICE but not ICE restarts answers 422 to a restart PATCH.
+            // GStreamer 1.22's webrtcbin cannot restart ICE (no libnice stream restart).
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ICE restarts are not supported (trickle ICE only): end this session (DELETE) and POST a new offer",
+        )
+            .into_response(),
         Ok(candidates) => {
             for (mline, c) in &candidates {
                 viewer.add_ice_candidate(*mline, c);
@@ -230,6 +255,35 @@ async fn whep_patch(
         }
         Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
     }
+}
+
+/// An ICE restart PATCH (RFC 9725 § 4.3.2): `If-Match: *`, or an `a=ice-ufrag` other
+/// than the one of the session's remote description. `frag` has passed
+/// `parse_sdpfrag` (bounded, known lines only).
+fn ice_restart(headers: &HeaderMap, frag: &str, webrtcbin: &gst::Element) -> bool {
+    use gst::prelude::ObjectExt;
+    if headers
+        .get(header::IF_MATCH)
+        .is_some_and(|v| v.as_bytes().trim_ascii() == b"*")
+    {
+        return true;
+    }
+    let Some(ufrag) = frag
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+    else {
+        return false;
+    };
+    let Some(remote) =
+        webrtcbin.property::<Option<gst_webrtc::WebRTCSessionDescription>>("remote-description")
+    else {
+        return false;
+    };
+    let sdp = remote.sdp();
+    let current = sdp
+        .attribute_val("ice-ufrag")
+        .or_else(|| sdp.media(0).and_then(|m| m.attribute_val("ice-ufrag")));
+    current.is_some_and(|c| c != ufrag.trim())
 }
 
 async fn ws(

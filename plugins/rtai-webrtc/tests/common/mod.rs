@@ -76,14 +76,8 @@ pub fn element_message(msg: &gst::Message, name: &str) -> Option<gst::Structure>
     }
 }
 
-/// Polls `cond` until it holds or the deadline passes.
-pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+/// Polls a condition until it holds or the deadline passes.
+pub use gstrtaiwebrtc::testing::wait_until;
 
 /// True while a process with this pid exists (a zombie counts: it is not reaped).
 pub fn process_exists(pid: u32) -> bool {
