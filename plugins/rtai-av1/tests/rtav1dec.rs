@@ -10,6 +10,7 @@ use common::*;
 use gst::prelude::*;
 use gst_check::Harness;
 use gst_video::prelude::*;
+use rtai_core::testing::{element, launch};
 
 /// Luma PSNR every decoded frame must reach against the source on the test clip.
 const MIN_FRAME_PSNR: f64 = 30.0;
@@ -120,22 +121,11 @@ fn run_decoder(
     units: &[gst::Buffer],
 ) -> (Vec<gst::Caps>, gst::Structure, Option<String>) {
     init();
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch(&format!(
         "appsrc name=src format=time ! rtav1dec name=dec {props} ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
+    let src = element::<gst_app::AppSrc>(&pipeline, "src");
+    let sink = element::<gst_app::AppSink>(&pipeline, "sink");
     src.set_caps(Some(caps));
     pipeline.set_state(gst::State::Playing).unwrap();
     for u in units {
@@ -277,21 +267,9 @@ fn bit_depth_change_renegotiates() {
     );
     assert_eq!(stats.get::<u64>("renegotiations").unwrap(), 2, "{stats}");
     // And the pictures on both sides of the switch are right, not just labelled so.
-    let pipeline =
-        gst::parse::launch("appsrc name=src format=time ! rtav1dec ! appsink name=sink sync=false")
-            .unwrap()
-            .downcast::<gst::Pipeline>()
-            .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let pipeline = launch("appsrc name=src format=time ! rtav1dec ! appsink name=sink sync=false");
+    let src = element::<gst_app::AppSrc>(&pipeline, "src");
+    let sink = element::<gst_app::AppSink>(&pipeline, "sink");
     src.set_caps(Some(&caps));
     pipeline.set_state(gst::State::Playing).unwrap();
     for u in &units {

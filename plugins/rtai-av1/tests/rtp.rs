@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use gst::prelude::*;
 use gst_rtp::prelude::*;
+use rtai_core::testing::{element, launch};
 
 const MTU: u32 = 200;
 
@@ -103,13 +104,10 @@ fn free_udp_port() -> u16 {
 /// Receives AV1 over RTP on loopback `port` with plain `udpsrc` (no jitter buffer):
 /// `rtav1depay name=depay ! rtav1dec ! appsink name=sink`.
 fn udp_receiver(port: u16) -> gst::Pipeline {
-    gst::parse::launch(&format!(
+    launch(&format!(
         "udpsrc address=127.0.0.1 port={port} caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=AV1,payload=96\" \
          ! rtav1depay name=depay ! rtav1dec ! appsink name=sink sync=false"
     ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap()
 }
 
 #[test]
@@ -121,13 +119,10 @@ fn udp_loss_recovers_at_the_next_key_frame() {
     let port = free_udp_port();
     let receiver = udp_receiver(port);
     receiver.set_state(gst::State::Playing).unwrap();
-    let sender = gst::parse::launch(&format!(
+    let sender = launch(&format!(
         "appsrc name=src format=time ! rtav1enc max-key-frame-interval={KEY_INTERVAL} min-key-frame-interval={KEY_INTERVAL} \
          ! rtav1pay name=pay mtu=600 ! udpsink name=udp host=127.0.0.1 port={port} sync=true"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     // Paced at 30 fps (sync=true) so loopback UDP loses nothing else.
     // Drop the second packet of frame LOST_FRAME (a delta frame), the way a network would.
     let dropped = Arc::new(Mutex::new((0usize, (), (), false)));
@@ -158,11 +153,7 @@ fn udp_loss_recovers_at_the_next_key_frame() {
     );
 
     // UDP carries no EOS: collect until the receiver has had nothing for 3 s.
-    let sink = receiver
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = element::<gst_app::AppSink>(&receiver, "sink");
     let mut decoded = Vec::new();
     let mut info = None;
     while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(3)) {
@@ -223,11 +214,7 @@ fn pull_until_quiet(sink: &gst_app::AppSink, quiet: gst::ClockTime) -> Vec<Vec<u
 /// the sink `last` (it syncs: 30 fps). Not the pipeline's EOS: RTCP keeps rtpbin's
 /// other sinks going.
 fn send_clip(sender: &gst::Pipeline, clip: &Clip, last: &str) {
-    let src = sender
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+    let src = element::<gst_app::AppSrc>(sender, "src");
     src.set_caps(Some(&clip.caps()));
     let (eos_tx, eos_rx) = std::sync::mpsc::channel();
     sender
@@ -278,16 +265,13 @@ fn rtpbin_send_and_receive_sessions_over_udp() {
     let (rtp, rtcp_to_receiver, rtcp_to_sender) =
         (free_udp_port(), free_udp_port(), free_udp_port());
     // The receiving session: RTP and the sender's RTCP in, its own RTCP (receiver reports) back.
-    let receiver = gst::parse::launch(&format!(
+    let receiver = launch(&format!(
         "rtpbin name=rtpbin \
          udpsrc address=127.0.0.1 port={rtp} caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=AV1,payload=96\" ! rtpbin.recv_rtp_sink_0 \
          udpsrc address=127.0.0.1 port={rtcp_to_receiver} ! rtpbin.recv_rtcp_sink_0 \
          rtpbin.send_rtcp_src_0 ! udpsink host=127.0.0.1 port={rtcp_to_sender} sync=false async=false \
          rtpbin. ! rtav1depay name=depay ! rtav1dec ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     // Remote sources the receiving session learns of (from RTP), and the sender's
     // RTCP BYE that its EOS triggers.
     let (ssrc_tx, ssrc_rx) = std::sync::mpsc::channel::<(&'static str, u32)>();
@@ -301,22 +285,15 @@ fn rtpbin_send_and_receive_sessions_over_udp() {
     }
     receiver.set_state(gst::State::Playing).unwrap();
     // The sending session: RTP and its sender reports out, receiver reports in.
-    let sender = gst::parse::launch(&format!(
+    let sender = launch(&format!(
         "rtpbin name=rtpbin \
          appsrc name=src format=time ! rtav1enc ! rtav1pay mtu=1200 ! rtpbin.send_rtp_sink_0 \
          rtpbin.send_rtp_src_0 ! udpsink name=rtpsink host=127.0.0.1 port={rtp} sync=true \
          rtpbin.send_rtcp_src_0 ! udpsink host=127.0.0.1 port={rtcp_to_receiver} sync=false async=false \
          udpsrc address=127.0.0.1 port={rtcp_to_sender} ! rtpbin.recv_rtcp_sink_0"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     send_clip(&sender, &clip, "rtpsink");
-    let sink = receiver
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = element::<gst_app::AppSink>(&receiver, "sink");
     let decoded = pull_until_quiet(&sink, gst::ClockTime::from_seconds(3));
     let stats = receiver
         .by_name("depay")
@@ -370,13 +347,10 @@ fn relay_ice(from: &gst::Element, to: &gst::Element) {
 fn webrtcbin_to_webrtcbin_carries_rtav1enc_to_rtav1dec() {
     init();
     let clip = clip(320, 240, 60, "I420", "smpte horizontal-speed=4");
-    let sender = gst::parse::launch(
+    let sender = launch(
         "appsrc name=src format=time is-live=true ! rtav1enc ! rtav1pay mtu=1200 \
          ! application/x-rtp,media=video,encoding-name=AV1,clock-rate=90000,payload=96 ! webrtcbin name=webrtc bundle-policy=max-bundle",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    );
     let receiver = gst::Pipeline::new();
     let recv = gst::ElementFactory::make("webrtcbin")
         .property_from_str("bundle-policy", "max-bundle")
@@ -405,11 +379,7 @@ fn webrtcbin_to_webrtcbin_carries_rtav1enc_to_rtav1dec() {
         receiver.add(&bin).unwrap();
         bin.sync_state_with_parent().unwrap();
         pad.link(&bin.static_pad("sink").unwrap()).unwrap();
-        let sink = bin
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
+        let sink = element::<gst_app::AppSink>(&bin, "sink");
         let _ = sink_tx.send(sink);
     });
 
@@ -458,11 +428,7 @@ fn webrtcbin_to_webrtcbin_carries_rtav1enc_to_rtav1dec() {
         None
     });
     receiver.set_state(gst::State::Playing).unwrap();
-    let src = sender
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+    let src = element::<gst_app::AppSrc>(&sender, "src");
     src.set_caps(Some(&clip.caps()));
     sender.set_state(gst::State::Playing).unwrap();
     done_rx
@@ -569,13 +535,10 @@ fn whole_lost_temporal_units_wait_for_a_key_frame_and_request_one() {
             gst::PadProbeReturn::Ok
         });
     receiver.set_state(gst::State::Playing).unwrap();
-    let sender = gst::parse::launch(&format!(
+    let sender = launch(&format!(
         "appsrc name=src format=time ! rtav1enc bitrate=150 max-key-frame-interval={KEY_INTERVAL} \
          ! rtav1pay name=pay mtu=1400 ! udpsink name=udp host=127.0.0.1 port={port} sync=true"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     // Drop every packet of the chosen units, as a network losing whole frames would.
     let dropped = Arc::new(Mutex::new((0usize, Vec::new())));
     let d = dropped.clone();
@@ -598,11 +561,7 @@ fn whole_lost_temporal_units_wait_for_a_key_frame_and_request_one() {
             gst::PadProbeReturn::Ok
         });
     send_clip(&sender, &clip, "udp");
-    let sink = receiver
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = element::<gst_app::AppSink>(&receiver, "sink");
     let decoded = pull_until_quiet(&sink, gst::ClockTime::from_seconds(3));
     let stats = receiver
         .by_name("depay")
@@ -679,12 +638,9 @@ fn packets_with_header_extensions_still_fit_the_mtu() {
             ExtensionFrom::AddExtension => String::new(),
             _ => format!("! application/x-rtp,extmap-1=(string){TWCC_URI} "),
         };
-        let pipeline = gst::parse::launch(&format!(
+        let pipeline = launch(&format!(
             "appsrc name=src format=time ! rtav1pay name=pay mtu={MTU} {filter}! appsink name=sink sync=false"
-        ))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
+        ));
         let pay = pipeline.by_name("pay").unwrap();
         // Transport-wide congestion control, as webrtcbin adds: a sequence number in every packet.
         match from {
@@ -708,16 +664,8 @@ fn packets_with_header_extensions_still_fit_the_mtu() {
                 });
             }
         }
-        let src = pipeline
-            .by_name("src")
-            .unwrap()
-            .downcast::<gst_app::AppSrc>()
-            .unwrap();
-        let sink = pipeline
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
+        let src = element::<gst_app::AppSrc>(&pipeline, "src");
+        let sink = element::<gst_app::AppSink>(&pipeline, "sink");
         src.set_caps(Some(&caps));
         pipeline.set_state(gst::State::Playing).unwrap();
         for u in &units {
