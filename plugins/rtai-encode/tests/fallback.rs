@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
+use rtai_core::testing::{element, launch};
 
 #[path = "support/fake_encoders.rs"]
 mod fake;
@@ -92,15 +93,8 @@ fn run(props: &str, width: u32, height: u32, frames: u32) -> Run {
     );
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let pipeline = gst::parse::launch(&desc)
-            .unwrap()
-            .downcast::<gst::Pipeline>()
-            .unwrap();
-        let sink = pipeline
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
+        let pipeline = launch(&desc);
+        let sink = element::<gst_app::AppSink>(&pipeline, "sink");
         let bus = pipeline.bus().unwrap();
         let started = Instant::now();
         let ok = pipeline.set_state(gst::State::Playing).is_ok();

@@ -4,6 +4,7 @@
 //! mappings, live bitrate, bad input.
 
 use gst::prelude::*;
+use rtai_core::testing::{element, launch};
 
 #[path = "support/fake_encoders.rs"]
 mod fake;
@@ -37,17 +38,10 @@ fn init() {
 /// selection message, the decoded frame count and the bin.
 fn run(props: &str, decode: &str, frames: u32) -> (gst::Structure, usize, gst::Element) {
     init();
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch(&format!(
         "videotestsrc num-buffers={frames} ! video/x-raw,width=320,height=240,framerate=30/1 ! rtencodebin name=enc {props} ! {decode} ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
+    let sink = element::<gst_app::AppSink>(&pipeline, "sink");
     let bus = pipeline.bus().unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut decoded = 0;
@@ -199,12 +193,9 @@ fn settings_map_to_each_encoder_and_bitrate_changes_live() {
         ),
         ("av1", "rtav1enc", "bitrate", 700, "max-key-frame-interval"),
     ] {
-        let pipeline = gst::parse::launch(&format!(
+        let pipeline = launch(&format!(
             "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=30/1 ! rtencodebin name=enc codec={codec} prefer-hardware=false bitrate=700 key-frame-interval=45 ! fakesink"
-        ))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
+        ));
         pipeline.set_state(gst::State::Playing).unwrap();
         let bin = pipeline.by_name("enc").unwrap();
         assert_eq!(bin.property::<String>("active-encoder"), factory);
@@ -235,15 +226,10 @@ fn settings_map_to_each_encoder_and_bitrate_changes_live() {
 #[test]
 fn unsupported_input_is_a_clear_error() {
     init();
-    let pipeline = gst::parse::launch("appsrc name=src format=time caps=video/x-bayer,format=bggr,width=64,height=64,framerate=30/1 ! rtencodebin ! fakesink")
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+    let pipeline = launch(
+        "appsrc name=src format=time caps=video/x-bayer,format=bggr,width=64,height=64,framerate=30/1 ! rtencodebin ! fakesink",
+    );
+    let src = element::<gst_app::AppSrc>(&pipeline, "src");
     pipeline.set_state(gst::State::Playing).unwrap();
     let _ = src.push_buffer(gst::Buffer::with_size(64 * 64).unwrap());
     let msg = pipeline
@@ -272,15 +258,12 @@ fn a_bitrate_storm_while_playing_is_coalesced_without_a_key_frame_storm_or_level
     // above). rtencodebin hands each change to rtav1enc, whose bitrate-change-interval
     // (1 s) allows one restart (one key frame) per second; the level stays the session's.
     init();
-    let pipeline = gst::parse::launch(
+    let pipeline = launch(
         "videotestsrc is-live=true pattern=ball num-buffers=120 \
          ! video/x-raw,width=320,height=240,framerate=30/1 \
          ! rtencodebin name=enc codec=av1 prefer-hardware=false bitrate=1000 key-frame-interval=1000 \
          ! fakesink name=sink sync=false",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    );
     let bin = pipeline.by_name("enc").unwrap();
     let seen: std::sync::Arc<std::sync::Mutex<Seen>> = Default::default();
     let s = seen.clone();
