@@ -51,6 +51,10 @@ const DEFAULT_PREFER_HARDWARE: bool = true;
 const DEFAULT_DATABASE: &str = "";
 /// How long stopping waits for the store to write what was reported.
 const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// With the `audio` pad linked but no audio buffer ever arriving (a video-only
+/// RTMP publisher: flvdemux makes no audio pad), the stream is served video-only
+/// once every video rendition has this many segments.
+const AUDIO_WAIT_SEGMENTS: usize = 2;
 const AUDIO_RATE: i32 = 48000;
 const AUDIO_CHANNELS: i32 = 2;
 
@@ -168,6 +172,8 @@ pub struct AbrSink {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     boundaries: Mutex<Boundaries>,
+    /// An audio buffer reached the `audio` pad since the start.
+    audio_seen: Arc<AtomicBool>,
 }
 
 fn make(factory: &str) -> Result<gst::Element, glib::BoolError> {
@@ -309,6 +315,7 @@ impl AbrSink {
             branches.push(branch);
         }
         *self.boundaries.lock().unwrap() = Boundaries::default();
+        self.audio_seen.store(false, Ordering::SeqCst);
         *self.state.lock().unwrap() = Some(State {
             rungs,
             media,
@@ -771,8 +778,10 @@ impl AbrSink {
             }
         }
         let added = media.push(index, Bytes::from(data), duration, starts_segment);
-        if let Added::Segment(d, bytes) = added {
-            self.segment_done(name, &media, d, bytes);
+        if let Added::Segment(d, bytes) = added
+            && self.segment_done(name, &media, d, bytes)
+        {
+            self.end_silent_audio();
         }
     }
 
@@ -796,14 +805,34 @@ impl AbrSink {
     }
 
     /// A segment was completed: delivery stats, `location` playlists, stream start.
-    fn segment_done(&self, name: &str, media: &StreamMedia, d: Duration, bytes: u64) {
+    /// Whether the audio rendition was just dropped (never any audio).
+    fn segment_done(&self, name: &str, media: &StreamMedia, d: Duration, bytes: u64) -> bool {
         let mut state = self.state.lock().unwrap();
-        let Some(state) = state.as_mut() else { return };
+        let Some(state) = state.as_mut() else {
+            return false;
+        };
         let delivery = state.registration.server.delivery.clone();
         delivery.segment_written(&state.stream, name, d, bytes);
         if media.cfg.location.is_some() {
             let inner = media.inner.lock().unwrap();
             media.write_playlists(&inner);
+        }
+        let mut audio_dropped = false;
+        if !state.started
+            && !self.audio_seen.load(Ordering::Relaxed)
+            && state.branches.iter().any(|b| b.name == "audio")
+            && Self::video_has_segments(media, AUDIO_WAIT_SEGMENTS)
+        {
+            // Linked but silent: the input has no audio. Serve video only.
+            state.branches.retain(|b| b.name != "audio");
+            media.remove_rendition("audio");
+            audio_dropped = true;
+            gst::info!(
+                CAT,
+                imp = self,
+                "no audio after {AUDIO_WAIT_SEGMENTS} video segments: serving {:?} video-only",
+                state.stream
+            );
         }
         if !state.started {
             let infos = {
@@ -869,11 +898,40 @@ impl AbrSink {
                 state.ingress_seen = bytes;
             }
         }
+        audio_dropped
+    }
+
+    /// Whether every video rendition has at least `n` segments.
+    fn video_has_segments(media: &StreamMedia, n: usize) -> bool {
+        let inner = media.inner.lock().unwrap();
+        inner
+            .renditions
+            .iter()
+            .filter(|r| matches!(r.kind, Kind::Video { .. }))
+            .all(|r| r.segments.len() >= n)
+    }
+
+    /// The dropped audio branch gets EOS, so the bin still ends (its appsink
+    /// posts EOS) when the video does.
+    fn end_silent_audio(&self) {
+        let target = self
+            .audio_pad
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|p| p.target());
+        if let Some(pad) = target {
+            pad.send_event(gst::event::Eos::new());
+        }
     }
 
     fn on_eos(&self, name: &str) {
         let mut guard = self.state.lock().unwrap();
         let Some(state) = guard.as_mut() else { return };
+        // The audio branch dropped for silence got its EOS from us.
+        if !state.branches.iter().any(|b| b.name == name) {
+            return;
+        }
         state.eos_pending += 1;
         gst::debug!(
             CAT,
@@ -901,6 +959,42 @@ impl AbrSink {
         }
         state.ended = false;
         state.started = false;
+        // `stream` unset: a publisher of another name gets its own URLs; the
+        // ended stream stays served (ENDLIST) under the old name.
+        let renamed = state
+            .upstream_rtmp
+            .as_ref()
+            .filter(|_| !self.settings.lock().unwrap().stream_set)
+            .map(|src| src.property::<String>("publish-name"))
+            .filter(|n| !n.is_empty() && *n != state.stream);
+        if let Some(name) = renamed {
+            let next = Arc::new(state.media.successor(&name, rt.nseconds()));
+            match state.registration.replace(next.clone()) {
+                Ok(()) => {
+                    gst::info!(
+                        CAT,
+                        imp = self,
+                        "stream {:?} ended; new publisher served at http://{}/hls/{name}/master.m3u8",
+                        state.stream,
+                        state.registration.server.addr
+                    );
+                    state.media = next;
+                    state.stream = name;
+                    drop(guard);
+                    self.obj().notify("stream");
+                    return;
+                }
+                Err(e) => gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Settings,
+                    (
+                        "keeping stream {:?}: the new publish name cannot be served: {}",
+                        state.stream,
+                        e
+                    )
+                ),
+            }
+        }
         state.media.restart(rt.nseconds());
         gst::info!(CAT, imp = self, "stream {:?} restarted", state.stream);
     }
@@ -964,6 +1058,7 @@ impl ObjectSubclass for AbrSink {
             settings: Mutex::new(Settings::default()),
             state: Mutex::new(None),
             boundaries: Mutex::new(Boundaries::default()),
+            audio_seen: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -1287,6 +1382,14 @@ impl ElementImpl for AbrSink {
             .ok()?
             .name("audio")
             .build();
+        let seen = self.audio_seen.clone();
+        pad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, _| {
+                seen.store(true, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            },
+        );
         self.obj().add_pad(&pad).ok()?;
         *audio_pad = Some(pad.clone());
         Some(pad.upcast())

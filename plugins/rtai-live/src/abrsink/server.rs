@@ -49,6 +49,9 @@ static SERVERS: LazyLock<Mutex<HashMap<SocketAddr, Weak<Server>>>> =
 pub struct Registration {
     pub server: Arc<Server>,
     stream: String,
+    /// The previous publisher's ended stream, still served (ENDLIST, static
+    /// MPD) under its name until the next change of name or the element stops.
+    retired: Option<String>,
 }
 
 impl Registration {
@@ -75,9 +78,39 @@ impl Registration {
     }
 }
 
+impl Registration {
+    /// Serves `media` (a new publisher) under its own name; the current stream
+    /// stays served, ended, under its name (the one kept before is dropped).
+    pub fn replace(&mut self, media: Arc<StreamMedia>) -> Result<(), String> {
+        let to = media.name.clone();
+        if !valid_name(&to) {
+            return Err(format!(
+                "invalid stream name {to:?}: 1 to 64 of A-Z a-z 0-9 _ -"
+            ));
+        }
+        let mut streams = self.server.streams.lock().unwrap();
+        if streams.contains_key(&to) && self.retired.as_deref() != Some(to.as_str()) {
+            return Err(format!(
+                "stream {to:?} is already served on {}",
+                self.server.addr
+            ));
+        }
+        if let Some(old) = self.retired.take() {
+            streams.remove(&old);
+        }
+        streams.insert(to.clone(), media);
+        self.retired = Some(std::mem::replace(&mut self.stream, to));
+        Ok(())
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.server.streams.lock().unwrap().remove(&self.stream);
+        let mut streams = self.server.streams.lock().unwrap();
+        streams.remove(&self.stream);
+        if let Some(old) = &self.retired {
+            streams.remove(old);
+        }
     }
 }
 
@@ -135,7 +168,11 @@ pub fn register(
     let stream = media.name.clone();
     streams.insert(stream.clone(), media);
     drop(streams);
-    Ok(Registration { server, stream })
+    Ok(Registration {
+        server,
+        stream,
+        retired: None,
+    })
 }
 
 /// A second abrsink on a running server keeps that server's store and token:

@@ -221,6 +221,18 @@ impl StreamMedia {
         inner.renditions.len() - 1
     }
 
+    /// Removes the rendition called `name` (audio that never came); whether it was there.
+    pub fn remove_rendition(&self, name: &str) -> bool {
+        let mut inner = self.inner.lock().unwrap();
+        let before = inner.renditions.len();
+        inner.renditions.retain(|r| r.name != name);
+        let removed = inner.renditions.len() != before;
+        if removed {
+            self.notify(&mut inner);
+        }
+        removed
+    }
+
     /// Index of the rendition called `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         let inner = self.inner.lock().unwrap();
@@ -401,6 +413,34 @@ impl StreamMedia {
         inner.ended = false;
         inner.epoch = Some((SystemTime::now(), base_rt));
         self.notify(&mut inner);
+    }
+
+    /// The same renditions (init segments, codecs, encoders) for a new
+    /// publisher served under another name: no segments yet, numbering
+    /// continued (files in `location` never clash), DASH epoch at `base_rt`.
+    /// This media keeps what it has (ended) for players still on its URLs.
+    pub fn successor(&self, name: &str, base_rt: u64) -> StreamMedia {
+        let inner = self.inner.lock().unwrap();
+        let renditions = inner
+            .renditions
+            .iter()
+            .map(|r| Rendition {
+                name: r.name.clone(),
+                kind: r.kind.clone(),
+                codecs: r.codecs.clone(),
+                init: r.init.clone(),
+                timescale: r.timescale,
+                segments: VecDeque::new(),
+                open: None,
+                next_seq: r.next_msn(),
+                peak_bps: 0,
+                total_bytes: 0,
+                total_duration: Duration::ZERO,
+            })
+            .collect();
+        let next = StreamMedia::new(name, self.cfg.clone(), renditions);
+        next.inner.lock().unwrap().epoch = Some((SystemTime::now(), base_rt));
+        next
     }
 
     /// End of input: the open segments are completed, playlists get ENDLIST, the MPD turns static.

@@ -297,7 +297,7 @@ impl ObjectImpl for RtmpServerSrc {
                     .build(),
                 glib::ParamSpecString::builder("publish-name")
                     .nick("Publish name")
-                    .blurb("Stream name of the current (or last) publisher, set when its media starts flowing; empty before the first (abrsink takes it as its stream name)")
+                    .blurb("Stream name of the current (or last) publisher, set (and notified, when it changes) as its publish starts, before its media; empty before the first (abrsink takes it as its stream name, for every new publisher)")
                     .read_only()
                     .build(),
                 glib::ParamSpecUInt::builder("bound-port")
@@ -612,11 +612,21 @@ impl PushSrcImpl for RtmpServerSrc {
                         "publisher {publisher} of {stream:?} from {client}"
                     );
                     st.publisher = Some(publisher);
-                    self.publish_name.lock().unwrap().clone_from(&stream);
+                    let renamed = {
+                        let mut name = self.publish_name.lock().unwrap();
+                        let renamed = *name != stream;
+                        name.clone_from(&stream);
+                        renamed
+                    };
                     st.stream = stream;
                     st.need_header = true;
                     st.unwrapper = Unwrapper::default();
                     st.first_out = None;
+                    // Handlers may read other properties (`stats` takes this lock).
+                    drop(st);
+                    if renamed {
+                        self.obj().notify("publish-name");
+                    }
                 }
                 Event::Tag {
                     publisher,
