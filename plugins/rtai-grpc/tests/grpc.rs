@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use gst::prelude::*;
 use gst_video::VideoRegionOfInterestMeta;
+use rtai_core::testing::{element, launch};
 use rtai_core::{SegmentEvent, SegmentIdMeta};
 
 fn init() {
@@ -93,12 +94,9 @@ struct Receiver {
 
 fn receiver(props: &str) -> Receiver {
     init();
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch(&format!(
         "grpcsrc name=src listen=127.0.0.1:0 {props} ! fakesink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let src = pipeline.by_name("src").unwrap();
     let seen = record(
         &pipeline
@@ -145,12 +143,9 @@ impl Drop for Receiver {
 
 /// Runs `desc ! grpcsink` to EOS and returns what entered grpcsink.
 fn send(desc: &str, port: u32, sink_props: &str) -> Vec<Seen> {
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch(&format!(
         "{desc} ! grpcsink name=sink uri=http://127.0.0.1:{port} {sink_props}"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let seen = record(
         &pipeline
             .by_name("sink")
@@ -283,13 +278,10 @@ fn audio_with_segment_metas_rois_and_events_in_order() {
     init();
     let rx = receiver("");
     let port = rx.port();
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch(&format!(
         "appsrc name=src format=time caps=audio/x-raw,format=S16LE,layout=interleaved,rate=16000,channels=1 \
          ! grpcsink name=sink uri=http://127.0.0.1:{port}"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let sent = record(
         &pipeline
             .by_name("sink")
@@ -298,11 +290,7 @@ fn audio_with_segment_metas_rois_and_events_in_order() {
             .unwrap(),
         true,
     );
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+    let src = element::<gst_app::AppSrc>(&pipeline, "src");
     pipeline.set_state(gst::State::Playing).unwrap();
     for i in 0..20u64 {
         if i == 5 {
@@ -372,15 +360,10 @@ fn text_arrives() {
     init();
     let rx = receiver("");
     let port = rx.port();
-    let pipeline = gst::parse::launch(&format!("appsrc name=src format=time caps=text/x-raw,format=utf8 ! grpcsink uri=http://127.0.0.1:{port}"))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+    let pipeline = launch(&format!(
+        "appsrc name=src format=time caps=text/x-raw,format=utf8 ! grpcsink uri=http://127.0.0.1:{port}"
+    ));
+    let src = element::<gst_app::AppSrc>(&pipeline, "src");
     pipeline.set_state(gst::State::Playing).unwrap();
     for (i, text) in ["turn the lights on", "ünïcödé ✓", ""].iter().enumerate() {
         let mut b = gst::Buffer::from_slice(text.as_bytes().to_vec());
@@ -422,17 +405,10 @@ fn oob_cancel_overtakes_queued_buffers_and_upstream_events_go_upstream() {
         )
         .unwrap();
     let port = rx.port();
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch(&format!(
         "appsrc name=src format=time caps=audio/x-raw,format=S16LE,layout=interleaved,rate=16000,channels=1 ! grpcsink name=sink uri=http://127.0.0.1:{port}"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let appsrc = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+    ));
+    let appsrc = element::<gst_app::AppSrc>(&pipeline, "src");
     let (upstream_tx, upstream_rx) = mpsc::channel();
     appsrc.static_pad("src").unwrap().add_probe(
         gst::PadProbeType::EVENT_UPSTREAM,
@@ -784,17 +760,10 @@ fn receiver_restart_mid_stream_reconnects_without_duplicates_and_reports_where_i
             gst::PadProbeReturn::Pass
         },
     );
-    let sender = gst::parse::launch(&format!(
+    let sender = launch(&format!(
         "appsrc name=src format=time caps=text/x-raw,format=utf8 ! grpcsink name=sink uri=http://127.0.0.1:{port} max-inflight-bytes=1024"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let appsrc = sender
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+    ));
+    let appsrc = element::<gst_app::AppSrc>(&sender, "src");
     sender.set_state(gst::State::Playing).unwrap();
     let push = |i: u64| {
         let mut b = gst::Buffer::from_slice(format!("{i:04}").into_bytes());
@@ -821,12 +790,9 @@ fn receiver_restart_mid_stream_reconnects_without_duplicates_and_reports_where_i
     drop(a_src);
     // Receiver B on the same port.
     init();
-    let b = gst::parse::launch(&format!(
+    let b = launch(&format!(
         "grpcsrc name=src listen=127.0.0.1:{port} ! fakesink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let b_seen = record(
         &b.by_name("sink").unwrap().static_pad("sink").unwrap(),
         false,
@@ -937,12 +903,9 @@ fn python_summary(child: std::process::Child) -> String {
 #[test]
 fn python_grpcio_client_pulls_a_stream_from_grpcsink() {
     init();
-    let pipeline = gst::parse::launch(
+    let pipeline = launch(
         "videotestsrc num-buffers=12 ! video/x-raw,format=GRAY8,width=16,height=8,framerate=10/1 ! grpcsink name=sink mode=server listen=127.0.0.1:0",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    );
     pipeline.set_state(gst::State::Playing).unwrap();
     let port = pipeline
         .by_name("sink")
@@ -1004,12 +967,9 @@ fn python_grpcio_client_pushes_a_stream_to_grpcsrc() {
 #[test]
 fn receiver_can_dial_a_sender_in_server_mode() {
     init();
-    let sender = gst::parse::launch(
+    let sender = launch(
         "videotestsrc num-buffers=20 ! video/x-raw,width=64,height=48 ! grpcsink name=sink mode=server listen=127.0.0.1:0",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    );
     let sent = record(
         &sender.by_name("sink").unwrap().static_pad("sink").unwrap(),
         true,
@@ -1019,12 +979,9 @@ fn receiver_can_dial_a_sender_in_server_mode() {
         .by_name("sink")
         .unwrap()
         .property::<u32>("bound-port");
-    let rx = gst::parse::launch(&format!(
+    let rx = launch(&format!(
         "grpcsrc mode=client uri=http://127.0.0.1:{port} ! fakesink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let got = record(
         &rx.by_name("sink").unwrap().static_pad("sink").unwrap(),
         false,
@@ -1631,13 +1588,10 @@ fn a_replaced_call_cannot_enqueue_anything() {
 #[test]
 fn grpcsink_server_needs_the_token_for_pull_and_warns_when_a_receiver_takes_over() {
     init();
-    let pipeline = gst::parse::launch(
+    let pipeline = launch(
         "appsrc name=src format=time caps=text/x-raw,format=utf8 \
          ! grpcsink name=sink mode=server listen=127.0.0.1:0 auth-token=s3cret",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    );
     pipeline.set_state(gst::State::Playing).unwrap();
     let port = pipeline
         .by_name("sink")
