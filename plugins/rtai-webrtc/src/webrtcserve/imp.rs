@@ -4,19 +4,25 @@
 //! viewers are added and removed by the signalling server while the stream
 //! runs, without touching the others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use tokio::sync::{mpsc, watch};
 
+use rtai_core::control::{ControlMessage, ControlType};
+use rtai_core::{InferenceResult, SegmentIdMeta};
+
+use super::Mode;
+use super::datachannel::{self, ChannelEvents};
 use super::server::{Ctx, Server};
 use super::signalling::ServerMessage;
-use super::viewer::{Viewer, ViewerConfig};
+use super::talk::{Mixer, Talker};
+use super::viewer::{SendRecv, Viewer, ViewerConfig};
 
 pub static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -32,10 +38,23 @@ const DEFAULT_MAX_VIEWERS: u32 = 16;
 const DEFAULT_QUEUE_PACKETS: u32 = 300;
 const DEFAULT_BITRATE: u32 = 2000;
 const DEFAULT_KEY_FRAME_INTERVAL: u32 = 60;
+const DEFAULT_MODE: Mode = Mode::SendOnly;
+const DEFAULT_AUDIO_LATENCY: u32 = 100;
+const DEFAULT_CONTROL_RELIABLE: bool = true;
+/// A cancel whose segment's start has not passed the `control` pad yet (it
+/// overtook the start in a queue) waits at most this long for it.
+const CANCEL_HOLD: Duration = Duration::from_millis(500);
+/// Segment starts remembered to let their cancels through at once.
+const STARTED_WINDOW: usize = 1024;
+/// Longest transcript text sent in one message (bytes; the message stays
+/// under rtai_core::control::MAX_MESSAGE_BYTES).
+const MAX_TEXT_BYTES: usize = 8 * 1024;
+/// The control message type of text buffers on the `control` pad.
+pub const TYPE_TRANSCRIPT: &str = "x-transcript";
 /// Local candidates held for one WebSocket viewer until its offer/answer is sent.
 const MAX_HELD_CANDIDATES: usize = 64;
 /// Names of the elements of a viewer's branch (see viewer.rs).
-const VIEWER_PREFIXES: [&str; 3] = ["queue-", "guard-", "webrtc-"];
+const VIEWER_PREFIXES: [&str; 4] = ["queue-", "guard-", "webrtc-", "talk-"];
 /// What state changes say when the bin cannot be built (a reduced registry).
 const MISSING_CORE: &str = "webrtcserve needs GStreamer's `identity` and `tee` elements (the coreelements plugin of GStreamer core), and the registry has not got them";
 /// How long a joining viewer waits for the stream's first caps.
@@ -52,6 +71,9 @@ struct Settings {
     queue_packets: u32,
     bitrate: u32,
     key_frame_interval: u32,
+    mode: Mode,
+    audio_latency: u32,
+    control_reliable: bool,
 }
 
 impl Default for Settings {
@@ -66,6 +88,9 @@ impl Default for Settings {
             queue_packets: DEFAULT_QUEUE_PACKETS,
             bitrate: DEFAULT_BITRATE,
             key_frame_interval: DEFAULT_KEY_FRAME_INTERVAL,
+            mode: DEFAULT_MODE,
+            audio_latency: DEFAULT_AUDIO_LATENCY,
+            control_reliable: DEFAULT_CONTROL_RELIABLE,
         }
     }
 }
@@ -78,6 +103,118 @@ struct Entry {
 
 struct State {
     server: Server,
+}
+
+/// Order keeping of outbound control messages: a cancel never goes out before
+/// its segment's start (see CANCEL_HOLD).
+#[derive(Default)]
+struct Outbound {
+    started: VecDeque<u64>,
+    started_set: HashSet<u64>,
+    held: Vec<(ControlMessage, Instant)>,
+}
+
+impl Outbound {
+    fn start(&mut self, id: u64) {
+        if self.started_set.insert(id) {
+            self.started.push_back(id);
+            while self.started.len() > STARTED_WINDOW {
+                if let Some(old) = self.started.pop_front() {
+                    self.started_set.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// What to send now for `msg`, in order (nothing when it is held).
+    fn order(&mut self, msg: ControlMessage, now: Instant) -> Vec<ControlMessage> {
+        let segment = msg.segment_id.unwrap_or(0);
+        match msg.control_type() {
+            Some(ControlType::SpeechStart) => {
+                self.start(segment);
+                let mut out = vec![msg];
+                let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+                    .into_iter()
+                    .partition(|(m, _)| m.segment_id == Some(segment));
+                self.held = keep;
+                out.extend(due.into_iter().map(|(m, _)| m));
+                out
+            }
+            Some(ControlType::SpeechCancel) if !self.started_set.contains(&segment) => {
+                self.held.push((msg, now));
+                Vec::new()
+            }
+            _ => vec![msg],
+        }
+    }
+
+    /// Held cancels whose start did not come in time (sent anyway: a cancel is never lost).
+    fn expired(&mut self, now: Instant) -> Vec<ControlMessage> {
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(_, at)| now.saturating_duration_since(*at) >= CANCEL_HOLD);
+        self.held = keep;
+        due.into_iter().map(|(m, _)| m).collect()
+    }
+}
+
+/// The element side of the viewers' `control` channels.
+struct Events {
+    element: glib::WeakRef<super::WebRtcServe>,
+}
+
+impl ChannelEvents for Events {
+    fn received(&self, viewer: &str, msg: ControlMessage) {
+        let Some(el) = self.element.upgrade() else {
+            return;
+        };
+        let mut m = msg.received_message(&el, datachannel::TRANSPORT);
+        m.make_mut().structure_mut().set("viewer", viewer);
+        let _ = el.post_message(m);
+        let pad = el.imp().control_pad.lock().unwrap().clone();
+        match pad {
+            Some(pad) => {
+                if !pad.push_event(msg.to_upstream_event()) {
+                    gst::debug!(
+                        CAT,
+                        obj = el,
+                        "{} {} from {viewer}: nobody upstream of `control` handled it",
+                        msg.kind,
+                        msg.id
+                    );
+                }
+            }
+            None => gst::debug!(
+                CAT,
+                obj = el,
+                "{} {} from {viewer}: no `control` pad to send it upstream",
+                msg.kind,
+                msg.id
+            ),
+        }
+    }
+
+    fn acked(&self, viewer: &str, msg: &ControlMessage, round_trip: Duration, retries: u32) {
+        if let Some(el) = self.element.upgrade() {
+            let mut m = msg.ack_message(&el, datachannel::TRANSPORT, round_trip, retries);
+            m.make_mut().structure_mut().set("viewer", viewer);
+            let _ = el.post_message(m);
+        }
+    }
+
+    fn undelivered(&self, viewer: &str, msg: &ControlMessage, attempts: u32) {
+        if let Some(el) = self.element.upgrade() {
+            let mut details = msg.undelivered_details(datachannel::TRANSPORT, attempts);
+            details.set("viewer", viewer);
+            gst::element_warning!(
+                el,
+                gst::ResourceError::Write,
+                ("Control message {} ({}) undelivered", msg.id, msg.kind),
+                ["no ack from viewer {viewer} over the data channel after {attempts} attempts"],
+                details: details
+            );
+        }
+    }
 }
 
 pub struct WebRtcServe {
@@ -94,6 +231,14 @@ pub struct WebRtcServe {
     chain: Mutex<Vec<gst::Element>>,
     next_id: AtomicU64,
     connected_total: AtomicU64,
+    /// The `control` request pad (send-recv: control messages out, the
+    /// viewers' messages as upstream events).
+    control_pad: Mutex<Option<gst::Pad>>,
+    /// The `audio_src` request pad and the mixer behind it.
+    audio_pad: Mutex<Option<gst::GhostPad>>,
+    mixer: Mutex<Option<Mixer>>,
+    /// Serialises outbound control messages (one order on every channel).
+    outbound: Mutex<Outbound>,
 }
 
 impl WebRtcServe {
@@ -220,14 +365,25 @@ impl WebRtcServe {
             _ => return Err("the stream has not started yet".into()),
         };
         let id = format!("{prefix}-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let obj = self.obj();
+        let send_recv = (settings.mode == Mode::SendRecv).then(|| SendRecv {
+            reliable: settings.control_reliable,
+            latency_ms: settings.audio_latency,
+            events: Arc::new(Events {
+                element: obj.downgrade(),
+            }),
+        });
         let config = ViewerConfig {
             stun_server: settings.stun_server.as_deref(),
             turn_server: settings.turn_server.as_deref(),
             queue_packets: settings.queue_packets,
             rtp_caps: &caps,
+            send_recv,
         };
-        let obj = self.obj();
         let viewer = Arc::new(Viewer::add(obj.upcast_ref(), tee, &id, &config)?);
+        if viewer.send_recv.is_some() {
+            self.hook_send_recv(&viewer);
+        }
         // A fatal flow return inside this viewer's branch drops this viewer only.
         let weak = obj.downgrade();
         let vid = id.clone();
@@ -311,6 +467,196 @@ impl WebRtcServe {
         Ok(viewer)
     }
 
+    /// send-recv: the viewer's microphone track goes to the mixer, the
+    /// `control` channel it announces (offer flows) is taken.
+    fn hook_send_recv(&self, viewer: &Arc<Viewer>) {
+        let weak_el = self.obj().downgrade();
+        let weak_v = Arc::downgrade(viewer);
+        viewer.webrtcbin.connect_pad_added(move |_, pad| {
+            let (Some(el), Some(v)) = (weak_el.upgrade(), weak_v.upgrade()) else {
+                return;
+            };
+            if pad.direction() != gst::PadDirection::Src {
+                return;
+            }
+            el.imp().add_talker(&v, pad);
+        });
+        let weak_v = Arc::downgrade(viewer);
+        datachannel::on_announced(&viewer.webrtcbin, move |channel| {
+            if let Some(v) = weak_v.upgrade() {
+                v.attach_control(channel);
+            }
+        });
+    }
+
+    /// Decodes a viewer's incoming track into the mixer (audio only: anything
+    /// else is swallowed so webrtcbin never sees not-linked).
+    fn add_talker(&self, viewer: &Viewer, pad: &gst::Pad) {
+        let kind = pad
+            .property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
+            .map(|t| t.property::<gst_webrtc::WebRTCKind>("kind"));
+        let mut slot = viewer.talker.lock().unwrap();
+        if slot.removed || slot.talker.is_some() || kind != Some(gst_webrtc::WebRTCKind::Audio) {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "viewer {}: ignoring track {} ({kind:?})",
+                viewer.id,
+                pad.name()
+            );
+            pad.add_probe(
+                gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                |_, _| gst::PadProbeReturn::Drop,
+            );
+            return;
+        }
+        let mixer = self.mixer.lock().unwrap();
+        match Talker::add(
+            self.obj().upcast_ref(),
+            &viewer.id,
+            pad,
+            mixer.as_ref().map(|m| &m.mixer),
+        ) {
+            Ok(t) => {
+                gst::info!(CAT, imp = self, "viewer {}: microphone in", viewer.id);
+                slot.talker = Some(t);
+            }
+            Err(e) => gst::warning!(
+                CAT,
+                imp = self,
+                "viewer {}: cannot decode its microphone: {e}",
+                viewer.id
+            ),
+        }
+    }
+
+    /// The open-or-opening `control` channels of all viewers.
+    fn channels(&self) -> Vec<Arc<super::datachannel::ControlChannel>> {
+        self.viewers
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|e| e.viewer.control_channel())
+            .collect()
+    }
+
+    /// Sends a control message to every viewer's `control` channel.
+    fn publish_control(&self, msg: ControlMessage) {
+        let mut out = self.outbound.lock().unwrap();
+        let now = Instant::now();
+        let mut batch = out.expired(now);
+        let held_before = out.held.len();
+        batch.extend(out.order(msg, now));
+        if out.held.len() > held_before {
+            // Released by the next message or this timer, whichever first.
+            let weak = self.obj().downgrade();
+            rtai_core::runtime::runtime().spawn(async move {
+                tokio::time::sleep(CANCEL_HOLD).await;
+                if let Some(el) = weak.upgrade() {
+                    el.imp().release_expired();
+                }
+            });
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let channels = self.channels();
+        for m in &batch {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "control out to {} viewers: {}",
+                channels.len(),
+                m.to_json()
+            );
+            for ch in &channels {
+                ch.publish(m);
+            }
+        }
+    }
+
+    fn release_expired(&self) {
+        let mut out = self.outbound.lock().unwrap();
+        let batch = out.expired(Instant::now() + Duration::from_millis(1));
+        if batch.is_empty() {
+            return;
+        }
+        let channels = self.channels();
+        for m in &batch {
+            for ch in &channels {
+                ch.publish(m);
+            }
+        }
+    }
+
+    /// An event reaching the `control` pad: a control message when it is one.
+    fn control_event(&self, event: gst::Event) -> bool {
+        if let Some(msg) = ControlMessage::from_event(&event, None) {
+            self.publish_control(msg);
+        }
+        true
+    }
+
+    /// A buffer reaching the `control` pad: text becomes an `x-transcript`.
+    fn control_chain(
+        &self,
+        pad: &gst::Pad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let is_text = pad
+            .current_caps()
+            .and_then(|c| c.structure(0).map(|s| s.name() == "text/x-raw"))
+            .unwrap_or(false);
+        if !is_text {
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        let result = InferenceResult::get(&buffer);
+        let text = match buffer.map_readable() {
+            Ok(map) => String::from_utf8_lossy(&map)
+                .trim_end_matches('\0')
+                .trim()
+                .to_string(),
+            Err(_) => String::new(),
+        };
+        let text = if text.is_empty() {
+            result
+                .as_ref()
+                .map(|r| r.text.trim().to_string())
+                .unwrap_or_default()
+        } else {
+            text
+        };
+        if text.is_empty() {
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        let mut cut = text.len().min(MAX_TEXT_BYTES);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut msg = ControlMessage::new(TYPE_TRANSCRIPT);
+        msg.segment_id = SegmentIdMeta::get(&buffer)
+            .or(result.as_ref().and_then(|r| r.segment_id))
+            .filter(|s| *s <= rtai_core::control::MAX_SEGMENT_ID);
+        if let Some(rt) = pad.sticky_event::<gst::event::Segment>(0).and_then(|s| {
+            s.segment()
+                .downcast_ref::<gst::ClockTime>()
+                .and_then(|seg| seg.to_running_time(buffer.pts()))
+        }) {
+            msg.running_time = Some(rt.nseconds());
+        }
+        msg.payload = Some(serde_json::json!({ "text": &text[..cut] }));
+        self.publish_control(msg);
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn remove_talker(&self, viewer: &Viewer, talker: Option<Talker>) {
+        if let Some(t) = talker {
+            let mixer = self.mixer.lock().unwrap();
+            t.remove(self.obj().upcast_ref(), mixer.as_ref().map(|m| &m.mixer));
+        }
+        gst::debug!(CAT, imp = self, "viewer {}: talker removed", viewer.id);
+    }
+
     /// The viewer of this id, if it is still there.
     pub fn viewer(&self, id: &str) -> Option<Arc<Viewer>> {
         self.viewers
@@ -355,8 +701,17 @@ impl WebRtcServe {
             return true;
         };
         let viewer = entry.viewer;
+        let talker = {
+            let mut slot = viewer.talker.lock().unwrap();
+            slot.removed = true;
+            slot.talker.take()
+        };
         // State changes of webrtcbin may block briefly: off the async workers.
-        let _ = tokio::task::spawn_blocking(move || viewer.remove(bin.upcast_ref(), &tee)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            viewer.remove(bin.upcast_ref(), &tee);
+            bin.imp().remove_talker(&viewer, talker);
+        })
+        .await;
         self.post(s);
         true
     }
@@ -415,7 +770,13 @@ impl WebRtcServe {
         for id in ids {
             let entry = self.viewers.lock().unwrap().remove(&id);
             if let (Some(entry), Some(tee)) = (entry, &self.tee) {
+                let talker = {
+                    let mut slot = entry.viewer.talker.lock().unwrap();
+                    slot.removed = true;
+                    slot.talker.take()
+                };
                 entry.viewer.remove(self.obj().upcast_ref(), tee);
+                self.remove_talker(&entry.viewer, talker);
             }
         }
         let chain = std::mem::take(&mut *self.chain.lock().unwrap());
@@ -424,6 +785,7 @@ impl WebRtcServe {
         }
         let _ = self.obj().remove_many(&chain);
         self.rtp_caps.send_replace(None);
+        *self.outbound.lock().unwrap() = Outbound::default();
     }
 }
 
@@ -456,6 +818,10 @@ impl ObjectSubclass for WebRtcServe {
             chain: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(0),
             connected_total: AtomicU64::new(0),
+            control_pad: Mutex::new(None),
+            audio_pad: Mutex::new(None),
+            mixer: Mutex::new(None),
+            outbound: Mutex::new(Outbound::default()),
         }
     }
 }
@@ -525,6 +891,25 @@ impl ObjectImpl for WebRtcServe {
                     .default_value(DEFAULT_KEY_FRAME_INTERVAL)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("mode", DEFAULT_MODE)
+                    .nick("Mode")
+                    .blurb("send-only: viewers receive the stream; send-recv: each viewer also sends its microphone (Opus, decoded and mixed out of the audio_src request pad) and gets a `control` data channel (rtai control messages both ways, see the control request pad)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("audio-latency")
+                    .nick("Audio latency")
+                    .blurb("send-recv: jitter-buffer latency (ms) of the viewers' microphones; audio_src runs this much (plus 40 ms) behind")
+                    .minimum(10)
+                    .maximum(2000)
+                    .default_value(DEFAULT_AUDIO_LATENCY)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("control-reliable")
+                    .nick("Control channel reliable")
+                    .blurb("send-recv: the `control` data channel the server creates is ordered and reliable; false makes it unordered with no retransmissions (ordered=false, max-retransmits=0: the acks and retries alone deliver). A channel the viewer creates keeps its own options")
+                    .default_value(DEFAULT_CONTROL_RELIABLE)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb("address, viewers, connected-total, viewer-stats (per viewer: packets-sent, frames-sent, bytes-sent, dropped)")
@@ -555,6 +940,9 @@ impl ObjectImpl for WebRtcServe {
             "key-frame-interval" => {
                 s.key_frame_interval = value.get().expect("type checked upstream")
             }
+            "mode" => s.mode = value.get().expect("type checked upstream"),
+            "audio-latency" => s.audio_latency = value.get().expect("type checked upstream"),
+            "control-reliable" => s.control_reliable = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -572,6 +960,9 @@ impl ObjectImpl for WebRtcServe {
             "queue-packets" => s.queue_packets.to_value(),
             "bitrate" => s.bitrate.to_value(),
             "key-frame-interval" => s.key_frame_interval.to_value(),
+            "mode" => s.mode.to_value(),
+            "audio-latency" => s.audio_latency.to_value(),
+            "control-reliable" => s.control_reliable.to_value(),
             other => unreachable!("unknown or write-only property {other}"),
         }
     }
@@ -683,9 +1074,122 @@ impl ElementImpl for WebRtcServe {
                     &caps,
                 )
                 .unwrap(),
+                gst::PadTemplate::new(
+                    "audio_src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Request,
+                    &super::talk::caps(),
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "control",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Request,
+                    &gst::Caps::new_any(),
+                )
+                .unwrap(),
             ]
         });
         PAD_TEMPLATES.as_ref()
+    }
+
+    fn request_new_pad(
+        &self,
+        templ: &gst::PadTemplate,
+        _name: Option<&str>,
+        _caps: Option<&gst::Caps>,
+    ) -> Option<gst::Pad> {
+        let obj = self.obj();
+        let active = obj.current_state() > gst::State::Ready;
+        match templ.name_template().to_string().as_str() {
+            "audio_src" => {
+                let mut slot = self.audio_pad.lock().unwrap();
+                if slot.is_some() {
+                    gst::warning!(CAT, imp = self, "audio_src was requested already");
+                    return None;
+                }
+                let latency = gst::ClockTime::from_mseconds(self.settings().audio_latency as u64);
+                let mixer = match Mixer::build(obj.upcast_ref(), latency) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        gst::element_imp_error!(self, gst::CoreError::MissingPlugin, ("{e}"));
+                        return None;
+                    }
+                };
+                let pad = gst::GhostPad::builder_from_template(templ)
+                    .name("audio_src")
+                    .build();
+                pad.set_target(Some(&mixer.src)).ok()?;
+                if active {
+                    let _ = pad.set_active(true);
+                }
+                obj.add_pad(&pad).ok()?;
+                *self.mixer.lock().unwrap() = Some(mixer);
+                *slot = Some(pad.clone());
+                Some(pad.upcast())
+            }
+            "control" => {
+                let mut slot = self.control_pad.lock().unwrap();
+                if slot.is_some() {
+                    gst::warning!(CAT, imp = self, "control was requested already");
+                    return None;
+                }
+                let pad = gst::Pad::builder_from_template(templ)
+                    .name("control")
+                    .chain_function(|pad, parent, buffer| {
+                        WebRtcServe::catch_panic_pad_function(
+                            parent,
+                            || Err(gst::FlowError::Error),
+                            |imp| imp.control_chain(pad, buffer),
+                        )
+                    })
+                    .event_function(|_, parent, event| {
+                        WebRtcServe::catch_panic_pad_function(
+                            parent,
+                            || false,
+                            |imp| imp.control_event(event),
+                        )
+                    })
+                    .build();
+                if active {
+                    let _ = pad.set_active(true);
+                }
+                obj.add_pad(&pad).ok()?;
+                *slot = Some(pad.clone());
+                Some(pad)
+            }
+            _ => None,
+        }
+    }
+
+    fn release_pad(&self, pad: &gst::Pad) {
+        let obj = self.obj();
+        if self.control_pad.lock().unwrap().as_ref() == Some(pad) {
+            self.control_pad.lock().unwrap().take();
+            let _ = pad.set_active(false);
+            let _ = obj.remove_pad(pad);
+            return;
+        }
+        let is_audio = self
+            .audio_pad
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|p| p.upcast_ref::<gst::Pad>() == pad);
+        if is_audio {
+            self.audio_pad.lock().unwrap().take();
+            let mixer = self.mixer.lock().unwrap().take();
+            if let Some(mixer) = mixer {
+                for e in self.viewers.lock().unwrap().values() {
+                    if let Some(t) = e.viewer.talker.lock().unwrap().talker.as_mut() {
+                        t.detach(&mixer.mixer);
+                    }
+                }
+                let _ = pad.set_active(false);
+                let _ = obj.remove_pad(pad);
+                mixer.remove(obj.upcast_ref());
+            }
+        }
     }
 
     fn change_state(

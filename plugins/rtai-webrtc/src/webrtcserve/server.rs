@@ -24,6 +24,8 @@ use super::signalling::{self, ClientMessage, ServerMessage};
 use super::viewer::Viewer;
 
 const PAGE: &str = include_str!("page.html");
+/// The send-recv page: microphone, control messages shown and acked, Interrupt.
+const VOICE_PAGE: &str = include_str!("voice.html");
 /// Messages a client may send per second before it gets errors instead of service.
 const RATE_PER_SECOND: u32 = 50;
 /// Messages queued towards one WebSocket client.
@@ -62,6 +64,7 @@ impl Server {
         let (closing, mut closing_rx) = watch::channel(false);
         let app = Router::new()
             .route("/", get(page))
+            .route("/voice", get(voice_page))
             .route("/ws", get(ws))
             .route("/whep", post(whep_post))
             .route("/whep/{id}", delete(whep_delete).patch(whep_patch))
@@ -99,10 +102,24 @@ fn authorized(
 type Q = Query<std::collections::HashMap<String, String>>;
 
 async fn page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Query(q): Q) -> Response {
-    if !authorized(&ctx, &headers, &q) {
+    html_page(&ctx, &headers, &q, PAGE)
+}
+
+async fn voice_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Query(q): Q) -> Response {
+    html_page(&ctx, &headers, &q, VOICE_PAGE)
+}
+
+/// `template` with the peer id filled in (quotes, tags and escapes removed).
+fn html_page(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    q: &std::collections::HashMap<String, String>,
+    template: &str,
+) -> Response {
+    if !authorized(ctx, headers, q) {
         return (StatusCode::UNAUTHORIZED, "a valid token is needed").into_response();
     }
-    Html(PAGE.replace(
+    Html(template.replace(
         "__PEER_ID__",
         &ctx.peer_id.replace(['"', '<', '>', '\\'], ""),
     ))

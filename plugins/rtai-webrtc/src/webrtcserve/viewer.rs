@@ -11,7 +11,9 @@ use gst::glib;
 use gst::prelude::*;
 use gst_webrtc::gst_sdp;
 
+use super::datachannel::{self, ChannelEvents, ControlChannel};
 use super::guard::FlowGuard;
+use super::talk::Talker;
 
 /// Per-viewer counters (RTP packets and bytes through the queue).
 #[derive(Default)]
@@ -44,6 +46,42 @@ pub struct Viewer {
     /// Local ICE candidates (signalling messages) found before the session
     /// description was sent; None once it was (candidates then go at once).
     pub held_candidates: Arc<std::sync::Mutex<Option<Vec<String>>>>,
+    /// send-recv mode: the viewer's microphone and `control` data channel.
+    pub send_recv: Option<SendRecv>,
+    /// The `control` channel, once created (WebSocket join) or announced (offers).
+    pub control: std::sync::Mutex<Option<Arc<ControlChannel>>>,
+    /// The microphone's decoding branch, once its track arrived; `removed`
+    /// set under this lock stops a late track from adding one.
+    pub talker: std::sync::Mutex<TalkerSlot>,
+}
+
+#[derive(Default)]
+pub struct TalkerSlot {
+    pub talker: Option<Talker>,
+    pub removed: bool,
+}
+
+/// What a send-recv viewer needs.
+#[derive(Clone)]
+pub struct SendRecv {
+    /// Reliable and ordered `control` channel (else unordered, no retransmits).
+    pub reliable: bool,
+    /// Jitter-buffer latency of the incoming audio.
+    pub latency_ms: u32,
+    pub events: Arc<dyn ChannelEvents>,
+}
+
+/// The audio a send-recv viewer may send: Opus (what browsers send).
+pub fn opus_caps(payload: Option<u32>) -> gst::Caps {
+    let mut b = gst::Caps::builder("application/x-rtp")
+        .field("media", "audio")
+        .field("encoding-name", "OPUS")
+        .field("clock-rate", 48_000i32)
+        .field("encoding-params", "2");
+    if let Some(pt) = payload {
+        b = b.field("payload", pt as i32);
+    }
+    b.build()
 }
 
 pub struct ViewerConfig<'a> {
@@ -52,6 +90,7 @@ pub struct ViewerConfig<'a> {
     pub queue_packets: u32,
     /// The payloader's caps (what the transceiver offers/answers).
     pub rtp_caps: &'a gst::Caps,
+    pub send_recv: Option<SendRecv>,
 }
 
 fn make(factory: &str, name: &str) -> Result<gst::Element, String> {
@@ -128,6 +167,17 @@ impl Viewer {
             "codec-preferences",
             codec_preferences(config.rtp_caps, Some(payload_of(config.rtp_caps))),
         );
+        if let Some(sr) = &config.send_recv {
+            webrtcbin.set_property("latency", sr.latency_ms);
+            // The viewer's microphone: receive-only from the server's view.
+            webrtcbin.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
+                "add-transceiver",
+                &[
+                    &gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly,
+                    &opus_caps(Some(111)),
+                ],
+            );
+        }
         let counters = Arc::new(Counters::default());
         let qsink = queue.static_pad("sink").unwrap();
         let c = counters.clone();
@@ -234,7 +284,24 @@ impl Viewer {
             tee_pad,
             counters,
             held_candidates: Arc::new(std::sync::Mutex::new(Some(Vec::new()))),
+            send_recv: config.send_recv.clone(),
+            control: std::sync::Mutex::new(None),
+            talker: std::sync::Mutex::new(TalkerSlot::default()),
         })
+    }
+
+    /// Takes `channel` as this viewer's `control` channel (the first one only).
+    pub fn attach_control(&self, channel: gst_webrtc::WebRTCDataChannel) {
+        let Some(sr) = &self.send_recv else { return };
+        let mut slot = self.control.lock().unwrap();
+        if slot.is_none() {
+            *slot = Some(ControlChannel::attach(&self.id, channel, sr.events.clone()));
+        }
+    }
+
+    /// The `control` channel, if there is one.
+    pub fn control_channel(&self) -> Option<Arc<ControlChannel>> {
+        self.control.lock().unwrap().clone()
     }
 
     /// The candidates held until now; later ones are sent at once.
@@ -267,6 +334,12 @@ impl Viewer {
     }
 
     pub async fn create_offer(&self) -> Result<String, String> {
+        if let Some(sr) = &self.send_recv
+            && self.control_channel().is_none()
+        {
+            let channel = datachannel::create(&self.webrtcbin, sr.reliable)?;
+            self.attach_control(channel);
+        }
         let reply = promise(|p| {
             self.webrtcbin
                 .emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, p])
@@ -298,6 +371,19 @@ impl Viewer {
             let transceiver = self.transceiver();
             let prefs = transceiver.property::<gst::Caps>("codec-preferences");
             transceiver.set_property("codec-preferences", codec_preferences(&prefs, Some(pt)));
+        }
+        // The microphone's payload type as the viewer's offer has it.
+        if kind == gst_webrtc::WebRTCSDPType::Offer
+            && self.send_recv.is_some()
+            && let Some(pt) = offered_payload_in(&sdp, "audio", "OPUS")
+            && let Some(t) = self
+                .webrtcbin
+                .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>(
+                    "get-transceiver",
+                    &[&1i32],
+                )
+        {
+            t.set_property("codec-preferences", opus_caps(Some(pt)));
         }
         let desc = gst_webrtc::WebRTCSessionDescription::new(kind, sdp);
         let reply = promise(|p| {
@@ -398,6 +484,9 @@ impl Viewer {
 
     /// Unlinks and removes the branch (the tee keeps feeding the others).
     pub fn remove(&self, bin: &gst::Bin, tee: &gst::Element) {
+        if let Some(ch) = self.control.lock().unwrap().take() {
+            ch.close();
+        }
         if self.tee_pad.is_linked() {
             let _ = self.tee_pad.unlink(&self.queue.static_pad("sink").unwrap());
         }
@@ -422,8 +511,13 @@ fn payload_of(caps: &gst::Caps) -> u32 {
 
 /// The payload type the offer uses for `encoding` (H.264: packetization-mode=1 only).
 pub fn offered_payload(sdp: &gst_sdp::SDPMessageRef, encoding: &str) -> Option<u32> {
+    offered_payload_in(sdp, "video", encoding)
+}
+
+/// The payload type the offer's `kind` m-lines use for `encoding`.
+pub fn offered_payload_in(sdp: &gst_sdp::SDPMessageRef, kind: &str, encoding: &str) -> Option<u32> {
     let mut fallback = None;
-    for media in sdp.medias().filter(|m| m.media() == Some("video")) {
+    for media in sdp.medias().filter(|m| m.media() == Some(kind)) {
         for i in 0..media.formats_len() {
             let Some(pt) = media.format(i).and_then(|f| f.parse::<u32>().ok()) else {
                 continue;

@@ -1,0 +1,419 @@
+//! webrtcserve mode=send-recv with aiortc viewers (tests/peers/aiortc_control.py,
+//! .venv-aiortc): the viewer's microphone (a 440 Hz tone) comes out of
+//! `audio_src`, and rtai control messages travel on the data channel `control`
+//! both ways with acks, retries and dedupe (docs/protocol.md).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use gst::prelude::*;
+use rtai_core::SegmentEvent;
+use rtai_core::control::{ControlAckInfo, ControlMessage};
+
+const T: Duration = Duration::from_secs(20);
+
+/// (pts, samples) of each buffer out of audio_src.
+type Pcm = Vec<(gst::ClockTime, Vec<i16>)>;
+
+/// `videotestsrc ! x264enc ! webrtcserve mode=send-recv`, `audio_src` into an
+/// appsink, an appsrc (text) into the `control` pad; upstream events reaching
+/// the appsrc are collected.
+struct Serve {
+    pipeline: gst::Pipeline,
+    bus: gst::Bus,
+    addr: String,
+    ctl: gst_app::AppSrc,
+    audio: Arc<Mutex<Pcm>>,
+    upstream: Arc<Mutex<Vec<ControlMessage>>>,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Serve {
+    fn start(props: &str) -> Self {
+        // One stream at a time: aiortc and x264 on 2 cores.
+        static SERIAL: Mutex<()> = Mutex::new(());
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        init();
+        let pipeline = gst::parse::launch(&format!(
+            "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=15/1 \
+             ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 bframes=0 \
+             ! video/x-h264,profile=constrained-baseline \
+             ! webrtcserve name=serve listen=127.0.0.1:0 mode=send-recv {props} \
+             serve.audio_src ! appsink name=audio sync=false \
+             appsrc name=ctl is-live=true format=time caps=text/x-raw,format=utf8 ! serve.control"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let serve = pipeline.by_name("serve").unwrap();
+        let ctl = pipeline
+            .by_name("ctl")
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
+        let upstream = Arc::new(Mutex::new(Vec::new()));
+        let up = upstream.clone();
+        ctl.static_pad("src").unwrap().add_probe(
+            gst::PadProbeType::EVENT_UPSTREAM,
+            move |_, info| {
+                if let Some(gst::PadProbeData::Event(e)) = &info.data
+                    && let Some(m) = ControlMessage::from_event(e, None)
+                {
+                    up.lock().unwrap().push(m);
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+        let audio = Arc::new(Mutex::new(Vec::new()));
+        let a = audio.clone();
+        let sink = pipeline
+            .by_name("audio")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let buffer = sample.buffer().unwrap();
+                    let map = buffer.map_readable().unwrap();
+                    let pcm = map
+                        .chunks_exact(2)
+                        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                        .collect();
+                    a.lock().unwrap().push((buffer.pts().unwrap(), pcm));
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        let bus = pipeline.bus().unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        wait_for(&bus, T, "track_active", |m| {
+            element_message(m, "track_active").is_some()
+        });
+        let addr = serve
+            .property::<gst::Structure>("stats")
+            .get::<String>("address")
+            .unwrap();
+        Self {
+            pipeline,
+            bus,
+            addr,
+            ctl,
+            audio,
+            upstream,
+            _serial: serial,
+        }
+    }
+
+    /// Sends a control event towards the `control` pad as specvadgate would
+    /// behind a queue: serialized events in order with the text buffers
+    /// (appsrc queues them), out-of-band ones (cancel) at once, overtaking.
+    fn push(&self, event: gst::Event) {
+        if event.is_serialized() {
+            assert!(self.ctl.send_event(event));
+        } else {
+            assert!(self.ctl.static_pad("src").unwrap().push_event(event));
+        }
+    }
+
+    fn push_text(&self, text: &str, segment: Option<u64>) {
+        let mut b = gst::Buffer::from_slice(text.as_bytes().to_vec());
+        if let Some(id) = segment {
+            rtai_core::SegmentIdMeta::set(b.get_mut().unwrap(), id);
+        }
+        self.ctl.push_buffer(b).unwrap();
+    }
+
+    /// Bus messages until `done` says so (errors fail the test).
+    fn collect(
+        &self,
+        what: &str,
+        mut done: impl FnMut(&[gst::Message]) -> bool,
+    ) -> Vec<gst::Message> {
+        let deadline = Instant::now() + T;
+        let mut out = Vec::new();
+        while !done(&out) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "timed out waiting for {what}");
+            if let Some(m) = self.bus.timed_pop(gst::ClockTime::from_mseconds(50)) {
+                if let gst::MessageView::Error(e) = m.view() {
+                    panic!("error: {} ({:?})", e.error(), e.debug());
+                }
+                out.push(m);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// One aiortc control peer; `ready()` waits for its open channel.
+struct Peer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Peer {
+    fn start(serve: &Serve, mode: &str, config: serde_json::Value) -> Self {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let python = root.join(".venv-aiortc/bin/python");
+        assert!(
+            python.exists(),
+            "aiortc is missing: scripts/setup.sh installs scripts/peers-aiortc.txt into .venv-aiortc"
+        );
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/aiortc_control.py");
+        let mut child = Command::new(python)
+            .args([
+                script,
+                mode,
+                &format!("http://{}", serve.addr),
+                &config.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn next(&self) -> serde_json::Value {
+        let line = self
+            .lines
+            .recv_timeout(T)
+            .expect("the aiortc peer printed nothing in time");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert!(v.get("error").is_none(), "aiortc peer failed: {v}");
+        v
+    }
+
+    fn ready(&self) {
+        assert_eq!(self.next()["ready"], true);
+    }
+
+    fn result(mut self) -> serde_json::Value {
+        let v = self.next();
+        assert!(self.child.wait().unwrap().success(), "{v}");
+        v
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn segment(kind: &str, id: u64) -> gst::Event {
+    match kind {
+        "start" => SegmentEvent::Start {
+            id,
+            running_time: gst::ClockTime::from_mseconds(100),
+            lookback: gst::ClockTime::from_mseconds(200),
+        },
+        "commit" => SegmentEvent::Commit { id },
+        "end" => SegmentEvent::End { id },
+        "cancel" => SegmentEvent::Cancel {
+            id,
+            reason: "click".into(),
+        },
+        _ => unreachable!(),
+    }
+    .to_event()
+}
+
+fn acks(messages: &[gst::Message]) -> Vec<(ControlAckInfo, String)> {
+    messages
+        .iter()
+        .filter_map(|m| {
+            let info = ControlAckInfo::parse(m)?;
+            let viewer = element_message(m, "control-ack")?
+                .get::<String>("viewer")
+                .ok()?;
+            Some((info, viewer))
+        })
+        .collect()
+}
+
+/// The dominant frequency (zero crossings) and RMS of `pcm` at 48 kHz.
+fn tone(pcm: &[i16]) -> (f64, f64) {
+    let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+    let secs = pcm.len() as f64 / 48_000.0;
+    let rms =
+        (pcm.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / pcm.len().max(1) as f64).sqrt();
+    (crossings as f64 / 2.0 / secs, rms)
+}
+
+#[test]
+fn microphone_out_of_audio_src_and_control_messages_both_ways_with_acks() {
+    let serve = Serve::start("");
+    // Before anyone joined: audio_src is already a live stream of silence.
+    wait_until(T, "silence on audio_src", || {
+        serve.audio.lock().unwrap().len() >= 20
+    });
+    {
+        let audio = serve.audio.lock().unwrap();
+        assert!(audio.iter().all(|(_, pcm)| pcm.iter().all(|&s| s == 0)));
+        assert!(
+            audio.windows(2).all(|w| w[1].0 > w[0].0),
+            "timestamps increase"
+        );
+    }
+    let peer = Peer::start(
+        &serve,
+        "whep",
+        serde_json::json!({
+            "expect": 7,
+            // Sent three times (two copies the peer sends as if it missed the ack).
+            "send": [{"id": "peer-int-1", "type": "interrupt", "payload": {"why": "barge-in"}, "_resend": 2}],
+            "linger": 2.0,
+        }),
+    );
+    peer.ready();
+    let t0 = Instant::now();
+    let seg = 7u64 << 32 | 1;
+    let seg2 = 7u64 << 32 | 2;
+    serve.push(segment("start", seg));
+    serve.push(segment("commit", seg));
+    serve.push_text("hello world", Some(seg));
+    serve.push(segment("end", seg));
+    let mut custom = ControlMessage::new("x-note");
+    custom.payload = Some(serde_json::json!({"n": 1}));
+    serve.push(custom.to_event());
+    serve.push(segment("start", seg2));
+    serve.push(segment("cancel", seg2));
+    let messages = serve.collect("7 acks and the interrupt", |m| {
+        acks(m).len() >= 7
+            && serve
+                .upstream
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|u| u.kind == "interrupt")
+    });
+    let elapsed = t0.elapsed();
+    // The tone, while the peer is still there (it lingers 2 s).
+    let loud = |pcm: &[i16]| tone(pcm).1 > 1000.0;
+    wait_until(T, "the tone on audio_src", || {
+        serve
+            .audio
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .take(10)
+            .all(|(_, p)| loud(p))
+    });
+    let pcm: Vec<i16> = {
+        let audio = serve.audio.lock().unwrap();
+        assert!(
+            audio.windows(2).all(|w| w[1].0 > w[0].0),
+            "timestamps increase"
+        );
+        audio
+            .iter()
+            .rev()
+            .take(10)
+            .rev()
+            .flat_map(|(_, p)| p.iter().copied())
+            .collect()
+    };
+    let (freq, rms) = tone(&pcm);
+    println!("audio_src: {freq:.0} Hz, RMS {rms:.0}");
+    assert!((freq - 440.0).abs() < 20.0, "440 Hz, got {freq:.0}");
+    let result = peer.result();
+    let received: Vec<(String, Option<u64>)> = result["received"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["type"].as_str().unwrap().to_string(),
+                m["segment_id"].as_u64(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, Option<u64>)> = [
+        ("speech-start", Some(seg)),
+        ("speech-commit", Some(seg)),
+        ("x-transcript", Some(seg)),
+        ("speech-end", Some(seg)),
+        ("x-note", None),
+        ("speech-start", Some(seg2)),
+        ("speech-cancel", Some(seg2)),
+    ]
+    .iter()
+    .map(|(t, s)| (t.to_string(), *s))
+    .collect();
+    assert_eq!(received, expected, "in order, once each: {result}");
+    assert_eq!(result["received"][2]["payload"]["text"], "hello world");
+    assert_eq!(
+        result["copies"], 0,
+        "reliable channel, all acked in time: {result}"
+    );
+    let acked = acks(&messages);
+    let ids: Vec<&str> = result["received"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    for id in &ids {
+        assert!(
+            acked
+                .iter()
+                .any(|(a, _)| a.id == *id && a.transport == "webrtc"),
+            "no control-ack for {id}"
+        );
+    }
+    let mut rtts: Vec<Duration> = acked.iter().map(|(a, _)| a.round_trip).collect();
+    rtts.sort();
+    println!(
+        "data-channel ack round trip: min {:?}, median {:?}, max {:?} ({} messages in {elapsed:?})",
+        rtts[0],
+        rtts[rtts.len() / 2],
+        rtts[rtts.len() - 1],
+        rtts.len()
+    );
+    // The interrupt: once upstream of the control pad, though sent three times; every copy acked.
+    let upstream = serve.upstream.lock().unwrap().clone();
+    let interrupts: Vec<_> = upstream.iter().filter(|m| m.kind == "interrupt").collect();
+    assert_eq!(interrupts.len(), 1, "{upstream:?}");
+    assert_eq!(interrupts[0].id, "peer-int-1");
+    assert_eq!(
+        interrupts[0].payload,
+        Some(serde_json::json!({"why": "barge-in"}))
+    );
+    let peer_acks = result["acks"].as_array().unwrap();
+    assert!(
+        peer_acks.iter().filter(|a| *a == "peer-int-1").count() >= 1,
+        "{result}"
+    );
+    let received_msgs: Vec<_> = messages
+        .iter()
+        .filter_map(|m| element_message(m, "control-received"))
+        .collect();
+    assert_eq!(received_msgs.len(), 1, "{received_msgs:?}");
+    assert_eq!(received_msgs[0].get::<String>("id").unwrap(), "peer-int-1");
+}
