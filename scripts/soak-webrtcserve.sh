@@ -5,7 +5,8 @@
 # plugins/rtai-webrtc/tests/browser/soak.mjs) or two aiortc peers (SOAK_PEERS=aiortc, one
 # over WHEP, one over the WebSocket). Fails when gst-launch dies; when a viewer's frames do
 # not grow (chromium: both the frames presented, requestVideoFrameCallback, and decoded,
-# getStats, between every two 1 s ticks; aiortc: within any 5 s window); when gst-launch's
+# getStats, sampled every second, for more than $SOAK_STALL_S s; aiortc: within any 5 s
+# window); when gst-launch's
 # RSS grows more than 5 % between the end of the warm-up (60 s, or a tenth of a short run)
 # and the end; or when a lifecycle message is missing (ffmpeg_spawned,
 # first_frame_ingested, track_active, peer_connected). Prints the figures; needs xvfb,
@@ -52,21 +53,34 @@ else
   done
 fi
 
-# chromium: every two consecutive 1 s ticks after the first 15 s must show both viewers'
-# presented and decoded frames grown, with no page error; prints the totals and mean fps.
+# chromium: after the first 15 s, both viewers' presented and decoded frames must grow at
+# every 1 s tick; a longer span without growth than $SOAK_STALL_S seconds (default 5: on a
+# 2-core machine shared with builds, node and chromium miss ticks of 2-3 s now and then) fails, and
+# the longest span is printed. No page error either.
+STALL_S="${SOAK_STALL_S:-5}"
 chromium_check() {
-  python3 - "$work/chromium.jsonl" "$1" <<'PY'
+  python3 - "$work/chromium.jsonl" "$1" "$STALL_S" <<'PY'
 import json, sys
 ticks = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 bad = [t for t in ticks if "error" in t]
 ticks = [t for t in ticks if "t" in t and t["t"] >= 15]
+limit = float(sys.argv[3])
 if bad:
     sys.exit(f"chromium: {bad[0]}")
-for a, b in zip(ticks, ticks[1:]):
-    for k in ("frames", "decoded"):
-        for i, (x, y) in enumerate(zip(a[k], b[k])):
-            if y <= x:
-                sys.exit(f"viewer {i}'s {k} did not grow from t={a['t']} s to t={b['t']} s: {x} -> {y}")
+longest = 0
+for k in ("frames", "decoded"):
+    for i in range(len(ticks[0][k]) if ticks else 0):
+        last = ticks[0]
+        for a, b in zip(ticks, ticks[1:]):
+            if b[k][i] > a[k][i]:
+                gap = b["t"] - last["t"]
+                longest = max(longest, gap)
+                if gap > limit:
+                    sys.exit(f"viewer {i}'s {k} did not grow for {gap} s (limit {limit} s): "
+                             f"{last[k][i]} at t={last['t']} s, {b[k][i]} at t={b['t']} s")
+                last = b
+        if ticks and ticks[-1]["t"] - last["t"] > limit:
+            sys.exit(f"viewer {i}'s {k} stalled at {last[k][i]} since t={last['t']} s")
 if ticks and (ticks[-1]["errors"] or any(ticks[-1]["pageErrors"])):
     sys.exit(f"page errors: {ticks[-1]}")
 if sys.argv[2] == "final":
@@ -76,7 +90,8 @@ if sys.argv[2] == "final":
     dt = b["t"] - a["t"]
     fps = [round((y - x) / dt, 2) for x, y in zip(a["decoded"], b["decoded"])]
     print(f"{b['frames']} presented and {b['decoded']} decoded frames, {fps} fps decoded "
-          f"from {a['t']} s to {b['t']} s, {len(ticks)} ticks, states {b['states']}")
+          f"from {a['t']} s to {b['t']} s, {len(ticks)} ticks, longest span without a new "
+          f"frame {longest} s, states {b['states']}")
 else:
     print(ticks[-1]["frames"] if ticks else "starting")
 PY

@@ -85,55 +85,24 @@ impl WhepViewer {
         Self { pipeline, webrtc }
     }
 
-    /// Emits `signal` (create-offer or create-answer), sets the result as the
-    /// local description and returns it.
-    fn local(&self, signal: &str, field: &str) -> String {
-        let promise = gst::Promise::new();
-        self.webrtc
-            .emit_by_name::<()>(signal, &[&None::<gst::Structure>, &promise]);
-        promise.wait();
-        let desc = promise
-            .get_reply()
-            .unwrap()
-            .get::<gst_webrtc::WebRTCSessionDescription>(field)
-            .unwrap();
-        self.webrtc
-            .emit_by_name::<()>("set-local-description", &[&desc, &None::<gst::Promise>]);
-        desc.sdp().as_text().unwrap()
-    }
-
     /// A new offer, set as the local description (candidates follow by trickle).
     pub fn offer(&self) -> String {
-        self.local("create-offer", "offer")
+        create_local(&self.webrtc, "create-offer", "offer")
     }
 
     /// An answer to the remote offer, set as the local description.
     pub fn answer(&self) -> String {
-        self.local("create-answer", "answer")
+        create_local(&self.webrtc, "create-answer", "answer")
     }
 
     /// The local offer once ICE gathering completed (candidates inside, for WHEP).
     pub fn gathered_offer(&self) -> String {
         self.offer();
-        wait_until(TIMEOUT, "ICE gathering", || {
-            self.webrtc
-                .property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
-                == gst_webrtc::WebRTCICEGatheringState::Complete
-        });
-        self.webrtc
-            .property::<gst_webrtc::WebRTCSessionDescription>("local-description")
-            .sdp()
-            .as_text()
-            .unwrap()
+        gathered_local(&self.webrtc)
     }
 
     pub fn set_remote(&self, kind: gst_webrtc::WebRTCSDPType, sdp: &str) {
-        let sdp = gst_webrtc::gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
-        let desc = gst_webrtc::WebRTCSessionDescription::new(kind, sdp);
-        let promise = gst::Promise::new();
-        self.webrtc
-            .emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
-        promise.wait();
+        set_remote(&self.webrtc, kind, sdp);
     }
 
     /// Joins webrtcserve at `addr` over WHEP with a gathered offer and sets the
@@ -143,6 +112,43 @@ impl WhepViewer {
         self.set_remote(gst_webrtc::WebRTCSDPType::Answer, &answer);
         (answer, location)
     }
+}
+
+/// Emits `signal` (create-offer or create-answer) on `webrtc`, sets the result
+/// as its local description and returns the SDP.
+pub fn create_local(webrtc: &gst::Element, signal: &str, field: &str) -> String {
+    let promise = gst::Promise::new();
+    webrtc.emit_by_name::<()>(signal, &[&None::<gst::Structure>, &promise]);
+    promise.wait();
+    let desc = promise
+        .get_reply()
+        .unwrap()
+        .get::<gst_webrtc::WebRTCSessionDescription>(field)
+        .unwrap();
+    webrtc.emit_by_name::<()>("set-local-description", &[&desc, &None::<gst::Promise>]);
+    desc.sdp().as_text().unwrap()
+}
+
+/// Sets `sdp` as `webrtc`'s remote description and waits for it.
+pub fn set_remote(webrtc: &gst::Element, kind: gst_webrtc::WebRTCSDPType, sdp: &str) {
+    let sdp = gst_webrtc::gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
+    let desc = gst_webrtc::WebRTCSessionDescription::new(kind, sdp);
+    let promise = gst::Promise::new();
+    webrtc.emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
+    promise.wait();
+}
+
+/// Waits until `webrtc`'s ICE gathering completed and returns its local description.
+pub fn gathered_local(webrtc: &gst::Element) -> String {
+    wait_until(TIMEOUT, "ICE gathering", || {
+        webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
+            == gst_webrtc::WebRTCICEGatheringState::Complete
+    });
+    webrtc
+        .property::<gst_webrtc::WebRTCSessionDescription>("local-description")
+        .sdp()
+        .as_text()
+        .unwrap()
 }
 
 /// `POST /whep` of `offer` to webrtcserve at `addr`; returns the answer and the

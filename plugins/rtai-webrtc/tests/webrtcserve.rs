@@ -702,10 +702,10 @@ fn a_dtls_failure_in_one_viewer_does_not_stop_the_stream() {
 /// playwright-core): 2 viewers and their first frame after page open, then
 /// more viewers (`RTAI_WEBRTC_CHROMIUM_VIEWERS`, default 6: a few seconds on a
 /// 2-core machine; scripts/webrtcserve-browsers.sh runs 8 and longer windows),
-/// a leave/join, and a CPU-throttled viewer that does not slow the others;
+/// a leave/join, and a frozen viewer (its renderer SIGSTOPped) that does not slow the others;
 /// one encoder throughout.
 #[test]
-fn chromium_viewers_first_frame_more_viewers_rejoin_and_a_throttled_one() {
+fn chromium_viewers_first_frame_more_viewers_rejoin_and_a_frozen_one() {
     use std::io::{BufRead, BufReader};
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
     assert!(
@@ -781,20 +781,61 @@ fn chromium_viewers_first_frame_more_viewers_rejoin_and_a_throttled_one() {
                 > n as u64
     });
     writeln!(stdin).unwrap();
-    let throttle = next("throttle");
+    // Viewer 1's renderer is stopped (SIGSTOP): a browser that reads nothing.
+    let per_viewer = || -> Vec<(String, u64, u64)> {
+        let stats = serve.serve.property::<gst::Structure>("stats");
+        stats
+            .get::<gst::Array>("viewer-stats")
+            .unwrap()
+            .iter()
+            .map(|v| v.get::<gst::Structure>().unwrap())
+            .map(|s| {
+                (
+                    s.get::<String>("viewer").unwrap(),
+                    s.get::<u64>("frames-sent").unwrap(),
+                    s.get::<u64>("dropped").unwrap(),
+                )
+            })
+            .collect()
+    };
+    next("freezing");
+    let at_freeze = per_viewer();
+    writeln!(stdin).unwrap();
+    let frozen = next("frozen");
+    let at_end = per_viewer();
+    writeln!(stdin).unwrap();
+    let thawed = next("thawed");
     drop(stdin);
     let status = node.wait().unwrap();
     assert!(status.success());
-    assert_eq!(throttle["errors"], serde_json::json!([]), "{throttle}");
-    let base = throttle["baseline"].as_array().unwrap();
-    let during = throttle["during"].as_array().unwrap();
+    assert_eq!(thawed["errors"], serde_json::json!([]), "{thawed}");
+    let base = frozen["baseline"].as_array().unwrap();
+    let during = frozen["during"].as_array().unwrap();
     for i in (0..n).filter(|&i| i != 1) {
         let (b, d) = (base[i].as_f64().unwrap(), during[i].as_f64().unwrap());
         assert!(
             d >= 5.0 && d >= 0.5 * b,
-            "viewer {i} slowed from {b} to {d} fps while viewer 1 was throttled: {throttle}"
+            "viewer {i} slowed from {b} to {d} fps while viewer 1 was frozen: {frozen}"
         );
     }
+    // The server side: every branch kept sending during the freeze (UDP gives
+    // no back-pressure, so a frozen browser's branch neither blocks nor fills
+    // its leaky queue; only a blocked send does, see a_stalled_viewer_…).
+    for (id, sent, dropped) in &at_end {
+        if let Some((_, s0, d0)) = at_freeze.iter().find(|(v, _, _)| v == id) {
+            println!(
+                "server during the freeze: {id} sent {} frames, dropped {}",
+                sent - s0,
+                dropped - d0
+            );
+            assert!(sent > s0, "{id} stopped sending during the freeze");
+        }
+    }
+    // Viewer 1 decodes again once thawed.
+    assert!(
+        thawed["after"][1].as_f64().unwrap() > 0.0,
+        "the thawed viewer does not decode: {thawed}"
+    );
     serve.stop();
 }
 

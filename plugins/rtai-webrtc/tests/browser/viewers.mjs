@@ -6,10 +6,16 @@
 //            since each page's navigation started;
 //   more     up to argv[3] pages, all decoding;
 //   rejoin   page 0 leaves and joins again (window.rtaiRejoin), decodes again;
-//   throttle page 1's renderer CPU throttled 20x (DevTools): the others'
-//            frame rates before and during, over argv[4] ms windows.
+//   freezing page 1 runs in a chromium of its own: its renderer processes
+//            (found in that browser's process tree) get SIGSTOP, a truly
+//            stalled viewer (CPU throttling did not slow chromium's WebRTC
+//            decoding); printed as soon as they are stopped;
+//   frozen   the others' frame rates before and during the freeze, over
+//            argv[4] ms windows (page 1 cannot be asked while frozen);
+//   thawed   SIGCONT; everyone's frame rates after.
 // Exits non-zero (with a JSON error line) on a timeout or a page error.
 import { chromium } from "playwright-core";
+import fs from "node:fs";
 import readline from "node:readline";
 
 const [url, total = "8", windowMs = "1500"] = process.argv.slice(2);
@@ -18,16 +24,43 @@ const WINDOW = parseInt(windowMs, 10);
 const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 const step = async (obj) => { console.log(JSON.stringify(obj)); await lines.next(); };
 
-const browser = await chromium.launch({
+// Processes on this machine: pid, parent pid, command line.
+const procs = () => fs.readdirSync("/proc").filter((d) => /^\d+$/.test(d)).flatMap((pid) => {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    const ppid = parseInt(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1], 10);
+    return [{ pid: parseInt(pid, 10), ppid, cmd: fs.readFileSync(`/proc/${pid}/cmdline`, "utf8") }];
+  } catch {
+    return [];
+  }
+});
+const descendants = (root) => {
+  const all = procs();
+  const out = [];
+  for (let frontier = [root]; frontier.length;) {
+    const kids = all.filter((p) => frontier.includes(p.ppid));
+    out.push(...kids);
+    frontier = kids.map((k) => k.pid);
+  }
+  return out;
+};
+const launch = () => chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"],
 });
+const browser = await launch();
+// The viewer to freeze gets a browser of its own: its main process is the new
+// child of this node process, its renderers are in that process's tree.
+const children = () => procs().filter((p) => p.ppid === process.pid).map((p) => p.pid);
+const before = new Set(children());
+const slowBrowser = await launch();
+const slowMain = children().find((pid) => !before.has(pid));
 const errors = [];
 try {
   // One context (window) per viewer: a page behind another one would not
   // render, and requestVideoFrameCallback counts rendered frames.
-  const open = async () => {
-    const context = await browser.newContext({ viewport: { width: 480, height: 400 } });
+  const open = async (b = browser) => {
+    const context = await b.newContext({ viewport: { width: 480, height: 400 } });
     const page = await context.newPage();
     page.on("pageerror", (e) => errors.push(String(e)));
     await page.goto(url);
@@ -52,7 +85,7 @@ try {
     return b.map((x, i) => Math.round((10 * (x - a[i])) / dt) / 10);
   };
 
-  const pages = await Promise.all([open(), open()]);
+  const pages = await Promise.all([open(), open(slowBrowser)]);
   await Promise.all(pages.map((p) => waitFrames(p, 10)));
   const firstFrameMs = await Promise.all(pages.map((p) => p.evaluate(() => Math.round(window.rtai.firstFrameSinceLoadMs))));
   const resolution = await pages[0].evaluate(() => [document.getElementById("video").videoWidth, document.getElementById("video").videoHeight]);
@@ -70,15 +103,26 @@ try {
   await step({ step: "rejoin", rejoinFirstFrameMs, state: await pages[0].evaluate(() => window.rtai.state) });
 
   const baseline = await fps(pages);
-  const cdp = await pages[1].context().newCDPSession(pages[1]);
-  await cdp.send("Emulation.setCPUThrottlingRate", { rate: 20 });
-  const during = await fps(pages);
-  await cdp.send("Emulation.setCPUThrottlingRate", { rate: 1 });
+  const renderers = descendants(slowMain).filter((p) => p.cmd.includes("--type=renderer")).map((p) => p.pid);
+  if (!slowMain || renderers.length === 0) throw new Error(`no renderer under the second browser (${slowMain})`);
+  const others = pages.filter((_, i) => i !== 1);
+  for (const pid of renderers) process.kill(pid, "SIGSTOP");
+  let during;
+  try {
+    await step({ step: "freezing", frozen: 1, renderers });
+    const d = await fps(others);
+    during = pages.map((_, i) => (i === 1 ? null : d[i < 1 ? i : i - 1]));
+    await step({ step: "frozen", frozen: 1, baseline, during });
+  } finally {
+    for (const pid of renderers) process.kill(pid, "SIGCONT");
+  }
+  await pages[1].waitForFunction((k) => window.rtai.frames >= k, (await frames(pages[1])) + 10, { timeout: 15000 });
+  const after = await fps(pages);
   const pageErrors = await Promise.all(pages.map((p) => p.evaluate(() => window.rtai.errors)));
-  await step({ step: "throttle", throttled: 1, baseline, during, errors, pageErrors });
+  await step({ step: "thawed", frozen: 1, baseline, during, after, errors, pageErrors });
 } catch (e) {
   console.log(JSON.stringify({ step: "error", error: String(e), errors }));
   process.exitCode = 1;
 } finally {
-  await browser.close();
+  await Promise.all([browser.close(), slowBrowser.close()]);
 }
