@@ -2,12 +2,15 @@
 //! (KServe v2 REST) with a tiny ball detector, and the runpod SDK's local API
 //! with a handler that finds the ball in the JPEG and answers audio.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::*;
 use gst::glib;
 use gst::prelude::*;
 use gst_check::Harness;
@@ -23,149 +26,6 @@ fn init() {
         gstrtaiinfer::plugin_register_static().unwrap();
         gstrtaitrack::plugin_register_static().unwrap();
     });
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn peers() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http(port: u16, method: &str, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// A server process, killed on drop.
-struct Peer {
-    child: Child,
-    port: u16,
-    /// MLServer's gRPC port (0 for the others).
-    grpc_port: u16,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Peer {
-    /// Waits until `ready` says the server answers (it loads models first).
-    fn wait_ready(mut self, what: &str, ready: impl Fn(u16) -> bool) -> Self {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !ready(self.port) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{what} exited with {status} before it was ready");
-            }
-            assert!(Instant::now() < deadline, "{what} not ready within 90 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self
-    }
-
-    fn mlserver() -> Self {
-        let venv = workspace().join(".venv-mlserver/bin");
-        assert!(
-            venv.join("mlserver").exists(),
-            "MLServer is missing: scripts/setup.sh installs it into .venv-mlserver"
-        );
-        let (port, grpc_port) = (free_port(), free_port());
-        let child = Command::new(venv.join("mlserver"))
-            .arg("start")
-            .arg(peers().join("mlserver"))
-            // The NudeNet detector's runtime is the one the demo serves (scripts/peers/nudenet).
-            .env(
-                "PYTHONPATH",
-                std::env::join_paths([peers().join("mlserver"), nudenet_fixture()]).unwrap(),
-            )
-            .env("MLSERVER_HOST", "127.0.0.1")
-            .env("MLSERVER_HTTP_PORT", port.to_string())
-            .env("MLSERVER_GRPC_PORT", grpc_port.to_string())
-            .env("MLSERVER_METRICS_PORT", free_port().to_string())
-            .env("MLSERVER_METRICS_ENDPOINT", "")
-            .env("MLSERVER_PARALLEL_WORKERS", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mlserver starts");
-        Peer {
-            child,
-            port,
-            grpc_port,
-        }
-        .wait_ready("MLServer", |p| {
-            [
-                "ball",
-                "slow",
-                "broken",
-                "text",
-                "cls",
-                "detraw",
-                "faces",
-                "faces-fp16",
-                "faces-u8",
-                "faces-jpeg",
-                "ball-split",
-            ]
-            .iter()
-            .all(|m| http(p, "GET", &format!("/v2/models/{m}/ready")) == Some(200))
-        })
-    }
-
-    fn runpod() -> Self {
-        let python = workspace().join(".venv-runpod/bin/python");
-        assert!(
-            python.exists(),
-            "the runpod SDK is missing: scripts/setup.sh installs it into .venv-runpod"
-        );
-        let port = free_port();
-        let child = Command::new(python)
-            .arg(peers().join("runpod_handler.py"))
-            .args([
-                "--rp_serve_api",
-                "--rp_api_host",
-                "127.0.0.1",
-                "--rp_api_port",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the runpod handler starts");
-        // The local API has no health route; its OpenAPI page answers once it serves.
-        Peer {
-            child,
-            port,
-            grpc_port: 0,
-        }
-        .wait_ready("runpod local API", |p| {
-            http(p, "GET", "/openapi.json") == Some(200)
-        })
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
 }
 
 /// Runs `desc` (ending in an appsink named `sink`) to EOS: its caps and buffers.
@@ -2627,11 +2487,6 @@ fn text_output_latency_includes_the_retries() {
         min >= gst::ClockTime::from_mseconds(4000 + 1050),
         "latency {min}"
     );
-}
-
-/// The MLServer fixture that serves NudeNet's YOLOv8n detector raw (scripts/peers/nudenet).
-fn nudenet_fixture() -> PathBuf {
-    workspace().join("scripts/peers/nudenet")
 }
 
 /// A file that a package installed into the workspace's .venv ships (`rel` under site-packages).

@@ -5,81 +5,12 @@
 //! abort or drop the other gate's segment, and audio of the two segments is
 //! never mixed into one request (A may arrive in pieces, see the test).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use common::Peer;
 use gst::prelude::*;
+use rtai_core::testing::{element, launch};
 use rtai_core::{SegmentEvent, SegmentIdMeta};
-
-/// The runpod SDK's local API serving tests/peers/runpod_handler.py, killed on drop.
-struct RunPod {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for RunPod {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn answers(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(
-        s,
-        "GET /openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200")
-}
-
-impl RunPod {
-    fn start() -> Self {
-        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let python = crate_dir.join("../../.venv-runpod/bin/python");
-        assert!(
-            python.exists(),
-            "the runpod SDK is missing: scripts/setup.sh installs it into .venv-runpod"
-        );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(python)
-            .arg(crate_dir.join("tests/peers/runpod_handler.py"))
-            .args([
-                "--rp_serve_api",
-                "--rp_api_host",
-                "127.0.0.1",
-                "--rp_api_port",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the runpod handler starts");
-        let mut peer = RunPod { child, port };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !answers(port) {
-            if let Ok(Some(status)) = peer.child.try_wait() {
-                panic!("the runpod local API exited with {status}");
-            }
-            assert!(Instant::now() < deadline, "runpod local API not ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        peer.port = port;
-        peer
-    }
-}
 
 /// 10 ms of 16 kHz S16LE mono in segment `id`.
 fn audio(pts_ms: u64, id: u64) -> gst::Buffer {
@@ -100,31 +31,20 @@ fn audio(pts_ms: u64, id: u64) -> gst::Buffer {
 fn two_gates_into_one_inferclient_keep_their_segments_apart() {
     gst::init().unwrap();
     gstrtaiinfer::plugin_register_static().unwrap();
-    let server = RunPod::start();
+    let server = Peer::runpod();
     let (a, b) = (
         rtai_core::protocol::new_segment_id_base() | 1,
         rtai_core::protocol::new_segment_id_base() | 1,
     );
     assert_ne!(a, b);
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch(&format!(
         "appsrc name=src format=time caps=audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved \
-         ! inferclient name=infer protocol=runpod url=http://127.0.0.1:{} output=text \
+         ! inferclient name=infer protocol=runpod url={} output=text \
          ! appsink name=sink sync=false",
-        server.port
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+        server.url()
+    ));
+    let src = element::<gst_app::AppSrc>(&pipeline, "src");
+    let sink = element::<gst_app::AppSink>(&pipeline, "sink");
     pipeline.set_state(gst::State::Playing).unwrap();
     // Funnelled: gate A's segment (20 buffers) with gate B's false start (8 buffers)
     // interleaved; B cancels its segment while A's is still open.
