@@ -59,15 +59,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# free_port, wait_http, start_asr (shared with gst-launch-examples/voice-agent.sh).
+# free_port, pick_port, wait_http, start_asr (shared with gst-launch-examples/voice-agent.sh).
 source "$here/lib.sh"
-port="$("$python" -c 'import socket, sys
-s = socket.socket()
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])' "$port")"
+port="$(pick_port "$port")"
 
 # --- The detector: NudeNet's YOLOv8n (PyPI nudenet 3.4.2, nudenet/320n.onnx) served raw by
 # MLServer 1.7.1 with onnxruntime (scripts/peers/nudenet), decoded by inferclient.

@@ -4,6 +4,17 @@
 # A free TCP port on loopback.
 free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
+# pick_port PORT: PORT if it is free on loopback, else a free one.
+pick_port() {
+  "$python" -c 'import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])' "$1"
+}
+
 # wait_http URL WHAT [SECONDS]: polls URL until it answers 2xx, or exits with a message.
 wait_http() {
   "$python" - "$1" "$2" "${3:-90}" <<'PY'
