@@ -256,6 +256,28 @@ fn acks(messages: &[gst::Message]) -> Vec<(ControlAckInfo, String)> {
         .collect()
 }
 
+fn undelivered(messages: &[gst::Message]) -> Vec<gst::Structure> {
+    messages
+        .iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Warning(w) => w
+                .details()
+                .filter(|d| d.name() == "control-undelivered")
+                .map(|d| d.to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ids(result: &serde_json::Value) -> Vec<String> {
+    result["received"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// The dominant frequency (zero crossings) and RMS of `pcm` at 48 kHz.
 fn tone(pcm: &[i16]) -> (f64, f64) {
     let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
@@ -303,14 +325,10 @@ fn microphone_out_of_audio_src_and_control_messages_both_ways_with_acks() {
     serve.push(custom.to_event());
     serve.push(segment("start", seg2));
     serve.push(segment("cancel", seg2));
-    let messages = serve.collect("7 acks and the interrupt", |m| {
+    let messages = serve.collect("7 acks and the interrupt's control-received", |m| {
         acks(m).len() >= 7
-            && serve
-                .upstream
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|u| u.kind == "interrupt")
+            && m.iter()
+                .any(|m| element_message(m, "control-received").is_some())
     });
     let elapsed = t0.elapsed();
     // The tone, while the peer is still there (it lingers 2 s).
@@ -343,6 +361,34 @@ fn microphone_out_of_audio_src_and_control_messages_both_ways_with_acks() {
     println!("audio_src: {freq:.0} Hz, RMS {rms:.0}");
     assert!((freq - 440.0).abs() < 20.0, "440 Hz, got {freq:.0}");
     let result = peer.result();
+    // The viewer left (DELETE): audio_src goes on, back to silence, with no gap.
+    let before = serve.audio.lock().unwrap().len();
+    wait_until(T, "silence after the viewer left", || {
+        let audio = serve.audio.lock().unwrap();
+        audio.len() > before + 30
+            && audio
+                .iter()
+                .rev()
+                .take(10)
+                .all(|(_, p)| p.iter().all(|&s| s == 0))
+    });
+    {
+        let audio = serve.audio.lock().unwrap();
+        // Each buffer starts where the previous one ended (its samples at 48 kHz).
+        let gaps: Vec<i64> = audio
+            .windows(2)
+            .map(|w| {
+                let end = w[0].0.nseconds() + w[0].1.len() as u64 * 1_000_000_000 / 48_000;
+                w[1].0.nseconds() as i64 - end as i64
+            })
+            .filter(|gap| gap.abs() > 100_000)
+            .collect();
+        assert!(
+            gaps.is_empty(),
+            "audio_src is contiguous all along: gaps {gaps:?} ns"
+        );
+        println!("audio_src: {} buffers back to back, no gap", audio.len());
+    }
     let received: Vec<(String, Option<u64>)> = result["received"]
         .as_array()
         .unwrap()
@@ -416,4 +462,190 @@ fn microphone_out_of_audio_src_and_control_messages_both_ways_with_acks() {
         .collect();
     assert_eq!(received_msgs.len(), 1, "{received_msgs:?}");
     assert_eq!(received_msgs[0].get::<String>("id").unwrap(), "peer-int-1");
+}
+
+#[test]
+fn bad_input_gets_errors_to_that_viewer_only_while_another_keeps_receiving() {
+    let serve = Serve::start("");
+    let good = Peer::start(
+        &serve,
+        "whep",
+        serde_json::json!({"expect": 10, "linger": 0.5}),
+    );
+    good.ready();
+    let big = format!(
+        r#"{{"id":"big","type":"x-big","payload":"{}"}}"#,
+        "a".repeat(20_000)
+    );
+    let deep = format!(
+        r#"{{"id":"deep","type":"x-deep","payload":{}1{}}}"#,
+        "[".repeat(20),
+        "]".repeat(20)
+    );
+    let bad = Peer::start(
+        &serve,
+        "ws",
+        serde_json::json!({
+            "send_raw": ["{", "[1,2]", r#"{"id":"b1","type":"shout"}"#,
+                         r#"{"id":"b2","type":"speech-start"}"#, big, deep],
+            "flood": 300,
+            "linger": 1.0,
+        }),
+    );
+    bad.ready();
+    let mut pushed = Vec::new();
+    for n in 0..10 {
+        let mut m = ControlMessage::new("x-seq");
+        m.payload = Some(serde_json::json!({ "n": n }));
+        pushed.push(m.id.clone());
+        serve.push(m.to_event());
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let good = good.result();
+    let bad = bad.result();
+    // Collects what the bus has (an error message would fail here).
+    let messages = serve.collect("the bus drained", |m| {
+        m.iter()
+            .any(|m| element_message(m, "peer_disconnected").is_some())
+    });
+    assert_eq!(
+        ids(&good),
+        pushed,
+        "the good viewer got all, in order: {good}"
+    );
+    assert_eq!(good["errors"], serde_json::json!([]), "{good}");
+    let codes: Vec<(&str, Option<&str>)> = bad["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["error"].as_str().unwrap(), e["id"].as_str()))
+        .collect();
+    for expected in [
+        ("malformed", None),
+        ("unknown-type", Some("b1")),
+        ("invalid", Some("b2")),
+        ("too-large", None),
+        ("too-deep", None),
+    ] {
+        assert!(codes.contains(&expected), "{expected:?} not in {codes:?}");
+    }
+    assert_eq!(
+        codes.iter().filter(|c| c.0 == "malformed").count(),
+        2,
+        "{codes:?}"
+    );
+    // The flood: one rate-limited error per burst over the rate (the excess
+    // is ignored silently; a message let through by the refilled bucket ends
+    // the burst), some accepted and acked.
+    let limited = codes.iter().filter(|c| c.0 == "rate-limited").count();
+    assert!((1..=10).contains(&limited), "{codes:?}");
+    let flood_acked = bad["acks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a.as_str().unwrap().starts_with("flood-"))
+        .count();
+    let delivered = messages
+        .iter()
+        .filter_map(|m| element_message(m, "control-received"))
+        .filter(|s| s.get::<String>("type").unwrap() == "x-flood")
+        .count();
+    println!("flood of 300: {delivered} delivered and {flood_acked} acked, {codes:?}");
+    assert!(
+        (40..300).contains(&delivered),
+        "{delivered} of 300 delivered"
+    );
+    assert_eq!(flood_acked, delivered);
+}
+
+#[test]
+fn unreliable_channel_and_lost_acks_still_deliver_exactly_once_and_silence_is_reported() {
+    let serve = Serve::start("control-reliable=false");
+    // Drops 30 % of its acks: the server resends, the peer dedupes.
+    let lossy = Peer::start(
+        &serve,
+        "ws",
+        serde_json::json!({"expect": 40, "drop_acks": 0.3, "linger": 1.0}),
+    );
+    lossy.ready();
+    // Never acks: every message is resent 3 times, then reported undelivered.
+    let silent = Peer::start(
+        &serve,
+        "whep",
+        serde_json::json!({"expect": 40, "ack": false, "linger": 1.0}),
+    );
+    silent.ready();
+    let mut pushed = Vec::new();
+    for n in 0..40 {
+        let mut m = ControlMessage::new("x-seq");
+        m.payload = Some(serde_json::json!({ "n": n }));
+        pushed.push(m.id.clone());
+        serve.push(m.to_event());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t0 = Instant::now();
+    let messages = serve.collect("every message settled for both viewers", |m| {
+        let lossy_settled = acks(m).iter().filter(|(_, v)| v.starts_with("ws-")).count()
+            + undelivered(m)
+                .iter()
+                .filter(|d| d.get::<String>("viewer").unwrap().starts_with("ws-"))
+                .count();
+        let silent_settled = undelivered(m)
+            .iter()
+            .filter(|d| d.get::<String>("viewer").unwrap().starts_with("whep-"))
+            .count();
+        lossy_settled >= 40 && silent_settled >= 40
+    });
+    println!("settled {:?} after the last push", t0.elapsed());
+    let lossy = lossy.result();
+    let silent = silent.result();
+    // The server-made channel is unordered with no retransmissions.
+    assert_eq!(lossy["ordered"], false, "{lossy}");
+    assert_eq!(lossy["max_retransmits"], 0, "{lossy}");
+    // Exactly once at the receiver, every message, despite the resends.
+    let mut got = ids(&lossy);
+    got.sort();
+    let mut want = pushed.clone();
+    want.sort();
+    assert_eq!(got, want, "{lossy}");
+    assert!(lossy["acks_dropped"].as_u64().unwrap() > 0, "{lossy}");
+    assert!(
+        lossy["copies"].as_u64().unwrap() > 0,
+        "resent copies were deduped: {lossy}"
+    );
+    let lossy_acks: Vec<_> = acks(&messages)
+        .into_iter()
+        .filter(|(_, v)| v.starts_with("ws-"))
+        .collect();
+    let retried = lossy_acks.iter().filter(|(a, _)| a.retries > 0).count();
+    println!(
+        "lossy viewer: {} acked ({retried} after a retry), {} acks dropped, {} copies deduped",
+        lossy_acks.len(),
+        lossy["acks_dropped"],
+        lossy["copies"]
+    );
+    assert!(
+        retried > 0,
+        "some acks were lost, so some messages were resent"
+    );
+    assert!(lossy_acks.len() >= 30, "most acked: {}", lossy_acks.len());
+    // The silent viewer: 40 warnings naming each message, after 4 attempts.
+    let silent_undelivered: Vec<_> = undelivered(&messages)
+        .into_iter()
+        .filter(|d| d.get::<String>("viewer").unwrap().starts_with("whep-"))
+        .collect();
+    let mut named: Vec<String> = silent_undelivered
+        .iter()
+        .map(|d| {
+            assert_eq!(d.get::<u32>("attempts").unwrap(), 4);
+            assert_eq!(d.get::<String>("transport").unwrap(), "webrtc");
+            d.get::<String>("id").unwrap()
+        })
+        .collect();
+    named.sort();
+    assert_eq!(named, want);
+    let mut got = ids(&silent);
+    got.sort();
+    assert_eq!(got, want, "{silent}");
+    assert_eq!(silent["copies"], 40 * 3, "three resends each: {silent}");
 }

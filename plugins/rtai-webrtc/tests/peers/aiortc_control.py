@@ -227,7 +227,10 @@ async def main_async(mode, base, cfg):
     await asyncio.sleep(cfg.get("linger", 1.0))
     result = {"mode": mode, "received": peer.received, "copies": peer.copies,
               "acks": peer.acks, "errors": peer.errors, "acks_sent": peer.acks_sent,
-              "acks_dropped": peer.acks_dropped}
+              "acks_dropped": peer.acks_dropped, "ordered": peer.channel.ordered,
+              "max_retransmits": peer.channel.maxRetransmits}
+    for task in peer.pending.values():
+        task.cancel()
     if location:
         await loop.run_in_executor(None, http, "DELETE", base + location)
     if sock is not None:
