@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gst_video::prelude::*;
+use gstrtaiwebrtc::testing::{self, WhepViewer, h264_offer_caps, link_h264_receiver};
 use rtai_benches::{figure, ratio};
 
 const W: u32 = 1280;
@@ -34,21 +35,6 @@ fn cpu_seconds() -> f64 {
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-}
-
-/// What the viewers offer; the baseline's offer leaves the profile-level-id to
-/// its payloader (webrtcserve rewrites its stream's to 42e01f).
-fn offer_caps(profile_level_id: bool) -> gst::Caps {
-    let mut caps = gst::Caps::builder("application/x-rtp")
-        .field("media", "video")
-        .field("encoding-name", "H264")
-        .field("payload", 96i32)
-        .field("clock-rate", 90000i32)
-        .field("packetization-mode", "1");
-    if profile_level_id {
-        caps = caps.field("profile-level-id", "42e01f");
-    }
-    caps.build()
 }
 
 /// Send wall times per counter value (indexed by counter mod 2^BITS).
@@ -99,42 +85,18 @@ struct Received {
     measuring: std::sync::atomic::AtomicBool,
 }
 
-/// A receive-only webrtcbin viewer: viewer 0 decodes and reads the counter, the others depayload only.
-struct Viewer {
-    pipeline: gst::Pipeline,
-    webrtc: gst::Element,
-}
-
-impl Viewer {
-    fn new(index: usize, recv: Arc<Received>, sent: Sent, profile_level_id: bool) -> Self {
-        let pipeline = gst::Pipeline::new();
-        let webrtc = gst::ElementFactory::make("webrtcbin")
-            .property_from_str("bundle-policy", "max-bundle")
-            .build()
-            .unwrap();
-        pipeline.add(&webrtc).unwrap();
-        {
-            let caps = offer_caps(profile_level_id);
-            webrtc.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
-                "add-transceiver",
-                &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, &caps],
-            );
-        }
-        let pipe = pipeline.downgrade();
-        webrtc.connect_pad_added(move |_, pad| {
-            if pad.direction() != gst::PadDirection::Src {
-                return;
-            }
-            let Some(pipeline) = pipe.upgrade() else {
-                return;
-            };
-            let make = |f: &str| gst::ElementFactory::make(f).build().unwrap();
-            let mut chain = vec![make("rtph264depay"), make("h264parse")];
+/// A receive-only webrtcbin viewer (gstrtaiwebrtc::testing): viewer 0 decodes and
+/// reads the counter, the others depayload only. What it offers: the baseline's
+/// offer leaves the profile-level-id to its payloader (webrtcserve rewrites its
+/// stream's to 42e01f).
+fn viewer(index: usize, recv: Arc<Received>, sent: Sent, profile_level_id: bool) -> WhepViewer {
+    WhepViewer::new(
+        &h264_offer_caps(96, profile_level_id),
+        move |pipeline, pad| {
             let sink = gst_app::AppSink::builder().sync(false).build();
             let recv = recv.clone();
             let sent = sent.clone();
             if index == 0 {
-                chain.push(make("avdec_h264"));
                 sink.set_caps(Some(
                     &gst::Caps::builder("video/x-raw")
                         .field("format", "I420")
@@ -169,86 +131,13 @@ impl Viewer {
                     })
                     .build(),
             );
-            chain.push(sink.upcast());
-            pipeline.add_many(&chain).unwrap();
-            gst::Element::link_many(&chain).unwrap();
-            for e in &chain {
-                e.sync_state_with_parent().unwrap();
-            }
-            pad.link(&chain[0].static_pad("sink").unwrap()).unwrap();
-        });
-        pipeline.set_state(gst::State::Playing).unwrap();
-        Self { pipeline, webrtc }
-    }
-
-    fn promise_reply(&self, signal: &str, field: &str) -> gst_webrtc::WebRTCSessionDescription {
-        let promise = gst::Promise::new();
-        self.webrtc
-            .emit_by_name::<()>(signal, &[&None::<gst::Structure>, &promise]);
-        promise.wait();
-        let desc = promise
-            .get_reply()
-            .unwrap()
-            .get::<gst_webrtc::WebRTCSessionDescription>(field)
-            .unwrap();
-        self.webrtc
-            .emit_by_name::<()>("set-local-description", &[&desc, &None::<gst::Promise>]);
-        desc
-    }
-
-    /// The local offer once ICE gathering completed (candidates inside, for WHEP).
-    fn gathered_offer(&self) -> String {
-        self.promise_reply("create-offer", "offer");
-        wait_until("ICE gathering", || {
-            self.webrtc
-                .property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
-                == gst_webrtc::WebRTCICEGatheringState::Complete
-        });
-        self.webrtc
-            .property::<gst_webrtc::WebRTCSessionDescription>("local-description")
-            .sdp()
-            .as_text()
-            .unwrap()
-    }
+            link_h264_receiver(pipeline, pad, index == 0, sink.upcast());
+        },
+    )
 }
 
-impl Drop for Viewer {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
-    }
-}
-
-fn set_remote(webrtc: &gst::Element, kind: gst_webrtc::WebRTCSDPType, sdp: &str) {
-    let sdp = gst_webrtc::gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
-    let desc = gst_webrtc::WebRTCSessionDescription::new(kind, sdp);
-    let promise = gst::Promise::new();
-    webrtc.emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
-    promise.wait();
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + T;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// One HTTP/1.1 POST of an SDP offer on loopback; returns status and body.
-fn whep_post(addr: &str, offer: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    let req = format!(
-        "POST /whep HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
-        offer.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    testing::wait_until(T, what, done);
 }
 
 fn source(pipeline: &gst::Pipeline, sent: Sent) -> gst::Element {
@@ -337,13 +226,10 @@ fn shared(viewers: usize) -> Case {
         .property::<gst::Structure>("stats")
         .get::<String>("address")
         .unwrap();
-    let peers: Vec<Viewer> = (0..viewers)
+    let peers: Vec<WhepViewer> = (0..viewers)
         .map(|i| {
-            let v = Viewer::new(i, recv.clone(), sent.clone(), true);
-            let offer = v.gathered_offer();
-            let (status, answer) = whep_post(&addr, &offer);
-            assert_eq!(status, 201, "{answer}");
-            set_remote(&v.webrtc, gst_webrtc::WebRTCSDPType::Answer, &answer);
+            let v = viewer(i, recv.clone(), sent.clone(), true);
+            v.whep_join(&addr);
             v
         })
         .collect();
@@ -385,37 +271,20 @@ fn baseline(viewers: usize) -> Case {
             "direction",
             gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
         );
-        transceiver.set_property("codec-preferences", offer_caps(false));
+        transceiver.set_property("codec-preferences", h264_offer_caps(96, false));
         senders.push(send);
     }
     pipeline.set_state(gst::State::Playing).unwrap();
-    let peers: Vec<Viewer> = senders
+    let peers: Vec<WhepViewer> = senders
         .iter()
         .enumerate()
         .map(|(i, send)| {
-            let v = Viewer::new(i, recv.clone(), sent.clone(), false);
+            let v = viewer(i, recv.clone(), sent.clone(), false);
             // As over WHEP: full ICE gathering on both sides, candidates inside the SDP.
-            let offer = v.gathered_offer();
-            set_remote(send, gst_webrtc::WebRTCSDPType::Offer, &offer);
-            let promise = gst::Promise::new();
-            send.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
-            promise.wait();
-            let answer = promise
-                .get_reply()
-                .unwrap()
-                .get::<gst_webrtc::WebRTCSessionDescription>("answer")
-                .unwrap();
-            send.emit_by_name::<()>("set-local-description", &[&answer, &None::<gst::Promise>]);
-            wait_until("the sender's ICE gathering", || {
-                send.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
-                    == gst_webrtc::WebRTCICEGatheringState::Complete
-            });
-            let answer = send
-                .property::<gst_webrtc::WebRTCSessionDescription>("local-description")
-                .sdp()
-                .as_text()
-                .unwrap();
-            set_remote(&v.webrtc, gst_webrtc::WebRTCSDPType::Answer, &answer);
+            testing::set_remote(send, gst_webrtc::WebRTCSDPType::Offer, &v.gathered_offer());
+            testing::create_local(send, "create-answer", "answer");
+            let answer = testing::gathered_local(send);
+            v.set_remote(gst_webrtc::WebRTCSDPType::Answer, &answer);
             v
         })
         .collect();
