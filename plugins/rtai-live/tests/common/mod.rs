@@ -5,7 +5,8 @@
 
 #![allow(dead_code)]
 
-use std::process::{Child, ExitStatus, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,27 +47,61 @@ impl Reply {
 
 /// A raw HTTP/1.1 GET on loopback (the path is sent exactly as given, `..` included).
 pub fn get(port: u16, path: &str) -> Reply {
+    try_get(port, path).unwrap_or_else(|| panic!("GET {path} on port {port}: no complete answer"))
+}
+
+/// [`get`], or None when nothing (complete) answers: a server starting or gone.
+pub fn try_get(port: u16, path: &str) -> Option<Reply> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
-    .unwrap();
+    .ok()?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response");
+    s.read_to_end(&mut raw).ok()?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    Reply {
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Reply {
         status,
         headers: head,
         body: raw[split + 4..].to_vec(),
-    }
+    })
+}
+
+/// A directory holding only this build's rtailive and rtaiencode plugins (the
+/// files cargo built with this test binary), for `GST_PLUGIN_PATH`.
+pub fn plugin_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let deps = exe.parent().unwrap();
+        let name = exe.file_name().unwrap().to_string_lossy().into_owned();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rtai-live-plugins-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for lib in ["libgstrtailive.so", "libgstrtaiencode.so"] {
+            let built = deps.join(lib);
+            assert!(built.exists(), "{} is missing", built.display());
+            std::os::unix::fs::symlink(&built, dir.join(lib)).unwrap();
+        }
+        dir
+    })
+    .clone()
+}
+
+/// `program` (gst-launch-1.0, gst-inspect-1.0) on [`plugin_dir`]'s plugins
+/// only, with its own registry; no stdin.
+pub fn gst_command(program: &str) -> Command {
+    let dir = plugin_dir();
+    let mut c = Command::new(program);
+    c.env("GST_PLUGIN_PATH", &dir)
+        .env("GST_REGISTRY", dir.join("registry.bin"))
+        .stdin(Stdio::null());
+    c
 }
 
 /// A playing pipeline (parse-launch `description`) with an abrsink named `abr`;

@@ -5,17 +5,12 @@
 // JSON line: firstFrameMs, levels, advanced, latency (s behind live), errors,
 // foreignRequests.
 // Exits non-zero on a timeout.
-import { chromium } from "playwright-core";
+import { AUTOPLAY, withChromium } from "./browser.mjs";
 
 const [url, advanceArg] = process.argv.slice(2);
 const advance = Number(advanceArg || "1.5");
 const origin = new URL(url).origin;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"],
-});
-let code = 0;
-try {
+await withChromium([AUTOPLAY], async (browser) => {
   const page = await browser.newPage();
   const foreign = [];
   const errors = [];
@@ -32,10 +27,4 @@ try {
     latency: window.hls ? window.hls.latency : (window.dashPlayer ? window.dashPlayer.getCurrentLiveLatency() : null) }));
   console.log(JSON.stringify({ firstFrameMs, levels: shown.levels, player: shown.player, advanced: true, latency: shown.latency,
     errors: errors.concat(shown.errors), foreignRequests: foreign }));
-} catch (e) {
-  console.log(JSON.stringify({ error: String(e) }));
-  code = 1;
-} finally {
-  await browser.close();
-}
-process.exit(code);
+});

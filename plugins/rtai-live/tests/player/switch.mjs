@@ -11,7 +11,7 @@
 // events and BUFFER_STALLED_ERRORs since the throttle, the longest time
 // currentTime did not advance while throttled, how far it advanced, and
 // failed requests. Exits non-zero on a timeout.
-import { chromium } from "playwright-core";
+import { AUTOPLAY, withChromium } from "./browser.mjs";
 
 const [master, kbpsArg, watchArg] = process.argv.slice(2);
 const kbps = Number(kbpsArg || "120");
@@ -44,13 +44,9 @@ const page_html = `<!doctype html><html><body>
   video.play().catch(() => {});
 </script></body></html>`;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"],
-});
-let code = 0, page = null;
+let page = null;
 const throttled = [];
-try {
+await withChromium([AUTOPLAY], async (browser) => {
   page = await browser.newPage();
   const failed = [];
   page.on("response", (r) => { if (r.status() >= 400) failed.push(r.status() + " " + r.url()); });
@@ -106,13 +102,9 @@ try {
   });
   console.log(JSON.stringify({ levels, ...r, bufferedAhead, advancedAfterSwitch: r.currentTime - c1, watchS, kbps,
     throttled: throttled.slice(0, 6), failed }));
-} catch (e) {
+}, async () => {
   const state = page && await page.evaluate(() => ({ t: window.t, bw: window.hls && window.hls.bandwidthEstimate,
     level: window.hls && window.hls.currentLevel, ct: document.getElementById("video").currentTime,
     buffered: (() => { const b = document.getElementById("video").buffered; return b.length ? b.end(b.length - 1) : null; })() })).catch(() => null);
-  console.log(JSON.stringify({ error: String(e), state: state && { ...state, t: { ...state.t, samples: undefined } }, throttled }));
-  code = 1;
-} finally {
-  await browser.close();
-}
-process.exit(code);
+  return { state: state && { ...state, t: { ...state.t, samples: undefined } }, throttled };
+});

@@ -63,11 +63,9 @@
       tr.addEventListener("click", () => select(s.stream));
       body.append(tr);
     }
-    // The stream asked for (?stream=) or the first one, once.
-    if (!socket && list.length) {
-      const want = list.find((s) => s.stream === selected) ? selected : list[0].stream;
-      select(want);
-    }
+    // The stream asked for (?stream=), live or not (its last hour is in the
+    // store, e.g. after a restart of the server), or the first one; once.
+    if (!socket && (selected || list.length)) select(selected || list[0].stream);
   }
 
   function refreshStreams() {
@@ -168,6 +166,8 @@
 
   function renderSessions(v) {
     ops.viewers = v.viewers;
+    // A session joined or left (its feed event brought us here): the row too, now.
+    setRowStatus(v.stream, null, v.viewers);
     const body = $("sessions").tBodies[0];
     body.replaceChildren();
     for (const s of v.sessions) {
@@ -202,10 +202,8 @@
 
   function startPreview(stream) {
     const video = $("preview");
-    if (hls) {
-      hls.destroy();
-      hls = null;
-    }
+    stopPreview();
+    $("preview-toggle").textContent = "Stop preview";
     const url = (cfg.master || "/hls/{stream}/master.m3u8").replace("{stream}", encodeURIComponent(stream));
     const attach = () => {
       if (window.Hls && window.Hls.isSupported()) {
@@ -269,9 +267,26 @@
       }
     };
     refreshSessions();
-    startPreview(stream);
+    // The preview is a viewer of its own: it plays only when asked, so that
+    // opening this page does not change the counts it shows.
+    stopPreview();
   }
 
+  function stopPreview() {
+    if (hls) {
+      hls.destroy();
+      hls = null;
+    }
+    const video = $("preview");
+    video.removeAttribute("src");
+    video.load();
+    $("preview-toggle").textContent = "Play preview";
+  }
+
+  $("preview-toggle").addEventListener("click", () => {
+    if (hls || $("preview").currentSrc) stopPreview();
+    else if (selected) startPreview(selected);
+  });
   refreshStreams();
   setInterval(refreshStreams, 2000);
   setInterval(refreshSessions, 2000);
