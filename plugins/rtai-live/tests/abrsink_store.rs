@@ -6,46 +6,17 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use serde_json::Value;
 
+mod common;
+use common::gst_command;
+
 const TOKEN: &str = "tok-Zq8s3cret";
-
-/// A directory holding only this build's rtailive and rtaiencode plugins (the
-/// files cargo built with this test binary), for `GST_PLUGIN_PATH`.
-fn plugin_dir() -> PathBuf {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let deps = std::env::current_exe()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .to_path_buf();
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rtai-live-abrsink-store");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        for lib in ["libgstrtailive.so", "libgstrtaiencode.so"] {
-            let built = deps.join(lib);
-            assert!(built.exists(), "{} is missing", built.display());
-            std::os::unix::fs::symlink(&built, dir.join(lib)).unwrap();
-        }
-        dir
-    })
-    .clone()
-}
-
-fn gst_command(program: &str) -> Command {
-    let dir = plugin_dir();
-    let mut c = Command::new(program);
-    c.env("GST_PLUGIN_PATH", &dir)
-        .env("GST_REGISTRY", dir.join("registry.bin"))
-        .stdin(Stdio::null());
-    c
-}
 
 struct Launched(Child);
 
