@@ -126,25 +126,42 @@ fn html_page(
     .into_response()
 }
 
+/// The token and the content type of a request with a body (WHEP POST and
+/// PATCH): the response (401, 415) to send instead, if any.
+fn check_body(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    q: &std::collections::HashMap<String, String>,
+    content_type: &str,
+    expected: &'static str,
+) -> Option<Response> {
+    if !authorized(ctx, headers, q) {
+        return Some((StatusCode::UNAUTHORIZED, "a valid token is needed").into_response());
+    }
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !given.starts_with(content_type) {
+        return Some((StatusCode::UNSUPPORTED_MEDIA_TYPE, expected).into_response());
+    }
+    None
+}
+
 async fn whep_post(
     State(ctx): State<Arc<Ctx>>,
     headers: HeaderMap,
     Query(q): Q,
     body: axum::body::Bytes,
 ) -> Response {
-    if !authorized(&ctx, &headers, &q) {
-        return (StatusCode::UNAUTHORIZED, "a valid token is needed").into_response();
-    }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/sdp") {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "an application/sdp offer is expected",
-        )
-            .into_response();
+    if let Some(refused) = check_body(
+        &ctx,
+        &headers,
+        &q,
+        "application/sdp",
+        "an application/sdp offer is expected",
+    ) {
+        return refused;
     }
     let Ok(text) = std::str::from_utf8(&body) else {
         return (StatusCode::BAD_REQUEST, "the SDP is not UTF-8").into_response();
@@ -211,19 +228,14 @@ async fn whep_patch(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if !authorized(&ctx, &headers, &q) {
-        return (StatusCode::UNAUTHORIZED, "a valid token is needed").into_response();
-    }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/trickle-ice-sdpfrag") {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "an application/trickle-ice-sdpfrag body is expected",
-        )
-            .into_response();
+    if let Some(refused) = check_body(
+        &ctx,
+        &headers,
+        &q,
+        "application/trickle-ice-sdpfrag",
+        "an application/trickle-ice-sdpfrag body is expected",
+    ) {
+        return refused;
     }
     let Some(element) = ctx.element.upgrade() else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
