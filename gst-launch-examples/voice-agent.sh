@@ -69,7 +69,9 @@ if [ "$duration" -gt 0 ]; then echo "running for $duration s"; else echo "runnin
 
 # The video the page shows is a small test picture (webrtcserve serves a video stream);
 # the microphone comes back on w.audio_src, what goes to w.control reaches the page.
-gst-launch-1.0 -e \
+# No -e: the microphone mix never ends, so an EOS on Ctrl-C would never come out; nothing
+# here needs finishing, so Ctrl-C stops the pipeline at once.
+gst-launch-1.0 \
   webrtcserve name=w mode=send-recv listen="$host:$port" bitrate=300 \
   videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1 ! w. \
   w.audio_src ! queue max-size-time=2000000000 ! audioconvert ! audioresample \
@@ -99,6 +101,7 @@ set +e
 while kill -0 "$gst_pid" 2>/dev/null; do wait "$gst_pid"; done
 wait "$gst_pid"; rc=$?
 gst_pid=""
+[ "$rc" -eq 130 ] && rc=0  # gst-launch-1.0 stopped by the interrupt
 set -e
 [ "$rc" -ne 0 ] && { echo "pipeline failed (exit $rc):" >&2; tail -20 "$work/gst.log" >&2; }
 echo "files of this run: $work"
