@@ -384,7 +384,12 @@ async fn master(
     }
 }
 
-async fn manifest(State(server): Srv, Path(stream): Path<String>) -> Response {
+async fn manifest(
+    State(server): Srv,
+    Path(stream): Path<String>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Query(q): Q,
+) -> Response {
     let Some(server) = server.upgrade() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "server stopping");
     };
@@ -401,21 +406,31 @@ async fn manifest(State(server): Srv, Path(stream): Path<String>) -> Response {
         store::master_playlist(i, None).is_some()
     })
     .await;
+    // As the master playlist: the first request gets a session id, which the
+    // MPD's segment templates and Location (its refreshes) carry.
+    let session = match session_of(&q) {
+        Some(s) => s.to_string(),
+        None => server.delivery.new_session(&stream, Some(remote)),
+    };
+    let session = Some(session.as_str()).filter(|s| valid_name(s));
     let text = {
         let inner = media.inner.lock().unwrap();
-        store::mpd(&inner, &media.cfg, SystemTime::now())
+        store::mpd(&inner, &media.cfg, SystemTime::now(), session)
     };
     match text {
         Some(text) => {
             server
                 .delivery
-                .media_request(&stream, None, None, text.len() as u64);
+                .media_request(&stream, session, None, text.len() as u64);
             body("application/dash+xml", NO_CACHE, text)
         }
-        None => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the stream has no media yet",
-        ),
+        None => {
+            server.delivery.request_failed(&stream, session, None, 503);
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the stream has no media yet",
+            )
+        }
     }
 }
 

@@ -495,7 +495,7 @@ impl StreamMedia {
             let _ = std::fs::write(dir.join("master.m3u8"), m);
         }
         if self.cfg.dash
-            && let Some(m) = mpd(inner, &self.cfg, SystemTime::now())
+            && let Some(m) = mpd(inner, &self.cfg, SystemTime::now(), None)
         {
             let _ = std::fs::write(dir.join("manifest.mpd"), m);
         }
@@ -508,6 +508,11 @@ fn r_is_video(k: &Kind) -> bool {
 
 fn secs(d: Duration) -> String {
     format!("{:.5}", d.as_secs_f64())
+}
+
+/// `&` as `&amp;` (session ids are hex, names `[A-Za-z0-9_-]`: nothing else to escape).
+fn xml_attr(s: &str) -> String {
+    s.replace('&', "&amp;")
 }
 
 fn with_session(uri: &str, session: Option<&str>) -> String {
@@ -691,8 +696,10 @@ fn iso_time(t: SystemTime) -> String {
 }
 
 /// The DASH MPD over the same CMAF segments: dynamic while live (SegmentTimeline
-/// of the window), static once ended.
-pub fn mpd(inner: &Inner, cfg: &Config, now: SystemTime) -> Option<String> {
+/// of the window), static once ended. With a `session`, the segment templates
+/// carry `?session=ID` (as the HLS media playlists do) and a `Location` with
+/// it makes the player's refreshes of the MPD carry it too.
+pub fn mpd(inner: &Inner, cfg: &Config, now: SystemTime, session: Option<&str>) -> Option<String> {
     if !inner.renditions.iter().any(|r| r.is_video())
         || inner
             .renditions
@@ -739,6 +746,10 @@ pub fn mpd(inner: &Inner, cfg: &Config, now: SystemTime) -> Option<String> {
             iso_duration(seg * 3),
             iso_duration(longest)
         );
+    }
+    if let Some(s) = session.filter(|s| !s.is_empty()) {
+        // Relative: resolved against the MPD's URL (dash.js, ISO/IEC 23009-1 5.3.1.2).
+        let _ = writeln!(out, "  <Location>manifest.mpd?session={s}</Location>");
     }
     out.push_str("  <Period id=\"0\" start=\"PT0S\">\n");
     let groups: [(&str, bool); 2] = [("video", true), ("audio", false)];
@@ -788,8 +799,12 @@ pub fn mpd(inner: &Inner, cfg: &Config, now: SystemTime) -> Option<String> {
             let start = window.first().map(|s| s.seq).unwrap_or(0);
             let _ = writeln!(
                 out,
-                "        <SegmentTemplate timescale=\"{ts}\" presentationTimeOffset=\"{pto}\" startNumber=\"{start}\" initialization=\"{0}/init.mp4\" media=\"{0}/seg$Number$.m4s\">\n          <SegmentTimeline>",
-                r.name
+                "        <SegmentTemplate timescale=\"{ts}\" presentationTimeOffset=\"{pto}\" startNumber=\"{start}\" initialization=\"{}\" media=\"{}\">\n          <SegmentTimeline>",
+                xml_attr(&with_session(&format!("{}/init.mp4", r.name), session)),
+                xml_attr(&with_session(
+                    &format!("{}/seg$Number$.m4s", r.name),
+                    session
+                )),
             );
             for (i, s) in window.iter().enumerate() {
                 let d = (s.duration.as_nanos() * ts as u128 / 1_000_000_000) as u64;
@@ -880,6 +895,37 @@ mod tests {
         assert!(!p.contains("seg2.m4s"), "{p}");
         assert!(!p.contains("ENDLIST"));
         let master = master_playlist(&inner, Some("abc")).unwrap();
+        // DASH hands out the session as HLS does: segment templates and Location.
+        let dash = mpd(&inner, &m.cfg, SystemTime::now(), Some("abc")).unwrap();
+        let doc = roxmltree::Document::parse(&dash).unwrap();
+        let location = doc.descendants().find(|n| n.has_tag_name("Location"));
+        assert_eq!(
+            location.and_then(|n| n.text()),
+            Some("manifest.mpd?session=abc"),
+            "{dash}"
+        );
+        let templates: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("SegmentTemplate"))
+            .collect();
+        assert!(!templates.is_empty());
+        for t in templates {
+            assert!(
+                t.attribute("media")
+                    .unwrap()
+                    .ends_with("/seg$Number$.m4s?session=abc")
+            );
+            assert!(
+                t.attribute("initialization")
+                    .unwrap()
+                    .ends_with("/init.mp4?session=abc")
+            );
+        }
+        let plain = mpd(&inner, &m.cfg, SystemTime::now(), None).unwrap();
+        assert!(
+            !plain.contains("session") && !plain.contains("<Location"),
+            "{plain}"
+        );
         assert!(master.contains("BANDWIDTH=2928000,AVERAGE-BANDWIDTH=2928000,RESOLUTION=1280x720,CODECS=\"avc1.64001f,mp4a.40.2\",FRAME-RATE=30.000,AUDIO=\"aac\""), "{master}");
         drop(inner);
         m.end();
@@ -888,7 +934,7 @@ mod tests {
             media_playlist(&inner.renditions[0], &m.cfg, inner.ended, None)
                 .ends_with("#EXT-X-ENDLIST\n")
         );
-        let mpd = mpd(&inner, &m.cfg, SystemTime::now()).unwrap();
+        let mpd = mpd(&inner, &m.cfg, SystemTime::now(), None).unwrap();
         assert!(mpd.contains("type=\"static\""), "{mpd}");
     }
 

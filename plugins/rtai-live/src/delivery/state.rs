@@ -626,9 +626,17 @@ impl Streams {
         sess.last_request_ms = now_ms;
         sess.dirty = true;
         let mut switched = None;
+        // A session watches a video rendition: the audio rendition its player
+        // loads beside it (HLS audio group, DASH audio AdaptationSet) is no switch.
+        let audio_only = |r: &str| {
+            s.renditions
+                .iter()
+                .any(|ri| ri.name == r && ri.width == 0 && ri.height == 0)
+        };
         if let Some(r) = rendition
             && r != NO_RENDITION
             && sess.rendition.as_deref() != Some(r)
+            && !audio_only(r)
         {
             let from = sess.rendition.replace(r.to_string());
             if from.is_some() {
