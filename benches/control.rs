@@ -7,10 +7,11 @@
 //! - `sse`: `ControlHub::publish` → an SSE client on a raw socket, which POSTs the
 //!   ack at once on a kept-alive connection; one way = publish → the client parsed
 //!   the event; round trip = the hub's acked callback.
-//! - `datachannel`: not measured here yet. The WebRTC data channel `control`
-//!   (webrtcserve `sendrecv`, helper C's work) adds a row by writing a
-//!   `fn datachannel(n) -> Option<Samples>` like `grpc` and `sse` below and
-//!   listing it in `main` (see `TRANSPORTS`).
+//! - `datachannel`: `appsrc ! webrtcserve mode=send-recv`'s `control` pad →
+//!   the WebRTC data channel `control` → an in-process `webrtcbin` peer (joined
+//!   over WHEP, its offer carrying the channel), which sends `{"ack": id}` back
+//!   on the channel at once; one way = `send_event` → the peer's
+//!   `on-message-string`; round trip = webrtcserve's `control-ack`.
 //!
 //! Baseline: `tcp-echo`, the same JSON text written to a loopback TCP socket
 //! and echoed back by a thread (no framing beyond a newline, no framework): the
@@ -274,12 +275,109 @@ fn sse(n: usize) -> Samples {
 /// One transport's run: `n` messages in, samples out.
 type Run = fn(usize) -> Samples;
 
-/// The transports measured: add the data channel's row here.
-const TRANSPORTS: &[(&str, Run)] = &[("grpc", grpc), ("sse", sse)];
+fn datachannel(n: usize) -> Samples {
+    use gstrtaiwebrtc::testing::{WhepViewer, h264_offer_caps, wait_until};
+    let tx = gst::parse::launch(
+        "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=15/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 bframes=0 \
+         ! video/x-h264,profile=constrained-baseline \
+         ! webrtcserve name=serve listen=127.0.0.1:0 mode=send-recv \
+         appsrc name=src is-live=true format=time caps=text/x-raw,format=utf8 ! serve.control",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let serve = tx.by_name("serve").unwrap();
+    let appsrc = tx
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    tx.set_state(gst::State::Playing).unwrap();
+    let address = || {
+        serve
+            .property::<gst::Structure>("stats")
+            .get::<String>("address")
+            .ok()
+            .filter(|a| !a.ends_with(":0"))
+    };
+    wait_until(Duration::from_secs(15), "webrtcserve's address", || {
+        address().is_some()
+    });
+    // The peer: receives the video (dropped), opens the `control` channel in its offer,
+    // acks every control message at once and notes when it arrived.
+    let peer = WhepViewer::new(&h264_offer_caps(96, true), |pipeline, pad| {
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .build()
+            .unwrap();
+        pipeline.add(&sink).unwrap();
+        sink.sync_state_with_parent().unwrap();
+        let _ = pad.link(&sink.static_pad("sink").unwrap());
+    });
+    let channel = peer.webrtc.emit_by_name::<gst_webrtc::WebRTCDataChannel>(
+        "create-data-channel",
+        &[&"control", &None::<gst::Structure>],
+    );
+    let sent: Arc<Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
+    let one_way: Arc<Mutex<Vec<f64>>> = Arc::default();
+    {
+        let (sent, one_way) = (sent.clone(), one_way.clone());
+        channel.connect_on_message_string(move |ch, text| {
+            let t = Instant::now();
+            if let Some(Ok(control::Inbound::Message(m))) =
+                text.map(|t| control::parse(t.as_bytes()))
+            {
+                let _ = ch.send_string_full(Some(&control::ack_json(&m.id)));
+                if let Some(t0) = sent.lock().unwrap().get(&m.id) {
+                    one_way.lock().unwrap().push(ms(t.duration_since(*t0)));
+                }
+            }
+        });
+    }
+    peer.whep_join(&address().unwrap());
+    wait_until(Duration::from_secs(15), "the control channel open", || {
+        channel.ready_state() == gst_webrtc::WebRTCDataChannelState::Open
+    });
+    let bus = tx.bus().unwrap();
+    // Warm-up: one message acked before measuring (the server side's channel is open too).
+    appsrc.send_event(ControlMessage::new("x-warm-up").to_event());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100))
+            && ControlAckInfo::parse(&msg).is_some()
+        {
+            break;
+        }
+    }
+    let mut out = Samples::default();
+    for _ in 0..n {
+        let m = ControlMessage::new("x-bench");
+        sent.lock().unwrap().insert(m.id.clone(), Instant::now());
+        appsrc.send_event(m.to_event());
+        std::thread::sleep(GAP);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.round_trip.len() < n && Instant::now() < deadline {
+        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100))
+            && let Some(a) = ControlAckInfo::parse(&msg)
+        {
+            out.round_trip.push(ms(a.round_trip));
+        }
+    }
+    out.one_way = one_way.lock().unwrap().clone();
+    drop(peer);
+    tx.set_state(gst::State::Null).unwrap();
+    out
+}
+
+/// The transports measured, in this order, in one run.
+const TRANSPORTS: &[(&str, Run)] = &[("grpc", grpc), ("sse", sse), ("datachannel", datachannel)];
 
 fn main() {
     gst::init().unwrap();
     gstrtaigrpc::plugin_register_static().unwrap();
+    gstrtaiwebrtc::plugin_register_static().unwrap();
     println!("control messages on loopback: {N} per transport, one every {GAP:?}");
     let base = tcp_echo(N);
     figure("tcp-echo round trip P50", pct(&base.round_trip, 0.5), "ms");
@@ -295,5 +393,4 @@ fn main() {
             "ms",
         );
     }
-    println!("datachannel: not measured (no WebRTC sendrecv control channel in this build)");
 }
