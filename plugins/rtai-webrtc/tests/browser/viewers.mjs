@@ -6,12 +6,12 @@
 //            since each page's navigation started;
 //   more     up to argv[3] pages, all decoding;
 //   rejoin   page 0 leaves and joins again (window.rtaiRejoin), decodes again;
-//   freezing page 1 runs in a chromium of its own: its renderer processes
+//   freezing the last page runs in a chromium of its own: its renderer processes
 //            (found in that browser's process tree) get SIGSTOP, a truly
 //            stalled viewer (CPU throttling did not slow chromium's WebRTC
 //            decoding); printed as soon as they are stopped;
 //   frozen   the others' frame rates before and during the freeze, over
-//            argv[4] ms windows (page 1 cannot be asked while frozen);
+//            argv[4] ms windows (the frozen page cannot be asked);
 //   thawed   SIGCONT; everyone's frame rates after.
 // Exits non-zero (with a JSON error line) on a timeout or a page error.
 import { chromium } from "playwright-core";
@@ -49,12 +49,12 @@ const launch = () => chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"],
 });
 const browser = await launch();
-// The viewer to freeze gets a browser of its own: its main process is the new
+// The viewer to freeze (the last one) gets a browser of its own, launched after
+// the first two pages measured their first frame: its main process is the new
 // child of this node process, its renderers are in that process's tree.
 const children = () => procs().filter((p) => p.ppid === process.pid).map((p) => p.pid);
-const before = new Set(children());
-const slowBrowser = await launch();
-const slowMain = children().find((pid) => !before.has(pid));
+let slowBrowser = null;
+let slowMain = null;
 const errors = [];
 try {
   // One context (window) per viewer: a page behind another one would not
@@ -85,13 +85,17 @@ try {
     return b.map((x, i) => Math.round((10 * (x - a[i])) / dt) / 10);
   };
 
-  const pages = await Promise.all([open(), open(slowBrowser)]);
+  const pages = await Promise.all([open(), open()]);
   await Promise.all(pages.map((p) => waitFrames(p, 10)));
   const firstFrameMs = await Promise.all(pages.map((p) => p.evaluate(() => Math.round(window.rtai.firstFrameSinceLoadMs))));
   const resolution = await pages[0].evaluate(() => [document.getElementById("video").videoWidth, document.getElementById("video").videoHeight]);
   await step({ step: "two", firstFrameMs, resolution });
 
-  pages.push(...(await Promise.all(Array.from({ length: N - 2 }, open))));
+  const known = new Set(children());
+  slowBrowser = await launch();
+  slowMain = children().find((pid) => !known.has(pid));
+  pages.push(...(await Promise.all(Array.from({ length: N - 2 }, (_, i) => open(i === N - 3 ? slowBrowser : browser)))));
+  const F = N - 1;
   await Promise.all(pages.map(async (p) => waitFrames(p, (await frames(p)) + 10)));
   const moreFirstFrameMs = await Promise.all(pages.map((p) => p.evaluate(() => Math.round(window.rtai.firstFrameSinceLoadMs))));
   await step({ step: "more", viewers: pages.length, firstFrameMs: moreFirstFrameMs, fps: await fps(pages) });
@@ -105,24 +109,24 @@ try {
   const baseline = await fps(pages);
   const renderers = descendants(slowMain).filter((p) => p.cmd.includes("--type=renderer")).map((p) => p.pid);
   if (!slowMain || renderers.length === 0) throw new Error(`no renderer under the second browser (${slowMain})`);
-  const others = pages.filter((_, i) => i !== 1);
+  const others = pages.filter((_, i) => i !== F);
   for (const pid of renderers) process.kill(pid, "SIGSTOP");
   let during;
   try {
-    await step({ step: "freezing", frozen: 1, renderers });
+    await step({ step: "freezing", frozen: F, renderers });
     const d = await fps(others);
-    during = pages.map((_, i) => (i === 1 ? null : d[i < 1 ? i : i - 1]));
-    await step({ step: "frozen", frozen: 1, baseline, during });
+    during = pages.map((_, i) => (i === F ? null : d[i]));
+    await step({ step: "frozen", frozen: F, baseline, during });
   } finally {
     for (const pid of renderers) process.kill(pid, "SIGCONT");
   }
-  await pages[1].waitForFunction((k) => window.rtai.frames >= k, (await frames(pages[1])) + 10, { timeout: 15000 });
+  await pages[F].waitForFunction((k) => window.rtai.frames >= k, (await frames(pages[F])) + 10, { timeout: 15000 });
   const after = await fps(pages);
   const pageErrors = await Promise.all(pages.map((p) => p.evaluate(() => window.rtai.errors)));
-  await step({ step: "thawed", frozen: 1, baseline, during, after, errors, pageErrors });
+  await step({ step: "thawed", frozen: F, baseline, during, after, errors, pageErrors });
 } catch (e) {
   console.log(JSON.stringify({ step: "error", error: String(e), errors }));
   process.exitCode = 1;
 } finally {
-  await Promise.all([browser.close(), slowBrowser.close()]);
+  await Promise.all([browser.close(), slowBrowser?.close()]);
 }
