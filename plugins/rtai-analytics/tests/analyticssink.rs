@@ -684,23 +684,7 @@ fn metrics_parse_with_prometheus_client() {
     rig.stop();
     assert_eq!(status, 200);
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-    let mut child = std::process::Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/parse_metrics.py"
-        ))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_python("parse_metrics.py", &[], &body);
     assert!(
         out.status.success(),
         "prometheus_client could not parse:\n{body}"
@@ -1306,35 +1290,6 @@ fn metrics_start_at_zero_with_a_pipeline_label_and_healthz_answers() {
     assert_eq!(health["element"], element.as_str());
     assert_eq!(health["pipeline"], pipeline.as_str());
     rig.stop();
-}
-
-fn validate_events(args: &[&str], stdin: Option<&str>) -> serde_json::Value {
-    use std::io::Write;
-    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/event-schema.json");
-    let mut child = std::process::Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/validate_events.py"
-        ))
-        .arg(schema)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.unwrap_or("").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "not valid against docs/event-schema.json: {text}"
-    );
-    serde_json::from_str(&text).unwrap()
 }
 
 /// Every kind of event, as a Python consumer of the Redis stream and a client

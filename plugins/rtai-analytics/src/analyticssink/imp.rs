@@ -305,6 +305,29 @@ fn reference_offset(buffer: &gst::BufferRef, rt: u64) -> Option<i128> {
 }
 
 impl AnalyticsSink {
+    /// Queues `write` for the database writer without waiting: counted in the
+    /// queue depth, or, when the queue is full, dropped and counted. False when
+    /// dropped; true too when no database is kept.
+    fn queue_write(&self, state: &mut State, write: store::Write) -> bool {
+        let Some(tx) = &state.store_tx else {
+            return true;
+        };
+        if tx.try_send(write).is_err() {
+            state.dropped += 1;
+            METRICS
+                .dropped
+                .get_or_create(&self.labels(&[("reason", "storage_queue_full")]))
+                .inc();
+            return false;
+        }
+        let q = state.writer_stats.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        METRICS
+            .queue_depth
+            .get_or_create(&self.labels(&[]))
+            .set(q as i64);
+        true
+    }
+
     /// The element's metric labels followed by `extra`.
     fn labels(&self, extra: &[(&'static str, &str)]) -> Labels {
         let mut l = self.base_labels.lock().unwrap().clone();
@@ -735,24 +758,7 @@ impl AnalyticsSink {
                             .build(),
                     );
                 }
-                if let Some(tx) = &state.store_tx {
-                    match tx.try_send(event.into()) {
-                        Ok(()) => {
-                            let q = state.writer_stats.queued.fetch_add(1, Ordering::Relaxed) + 1;
-                            METRICS
-                                .queue_depth
-                                .get_or_create(&self.labels(&[]))
-                                .set(q as i64);
-                        }
-                        Err(_) => {
-                            state.dropped += 1;
-                            METRICS
-                                .dropped
-                                .get_or_create(&self.labels(&[("reason", "storage_queue_full")]))
-                                .inc();
-                        }
-                    }
-                }
+                self.queue_write(state, event.into());
             }
         }
         for s in messages {
@@ -859,25 +865,13 @@ impl AnalyticsSink {
             sources, event_ids, patch,
         )));
         if let Some(state) = self.state.lock().unwrap().as_mut()
-            && let Some(tx) = &state.store_tx
+            && !self.queue_write(state, write)
         {
-            match tx.try_send(write) {
-                Ok(()) => {
-                    state.writer_stats.queued.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(_) => {
-                    state.dropped += 1;
-                    METRICS
-                        .dropped
-                        .get_or_create(&self.labels(&[("reason", "storage_queue_full")]))
-                        .inc();
-                    gst::warning!(
-                        CAT,
-                        imp = self,
-                        "storage queue full: the url of {url} is not stored"
-                    );
-                }
-            }
+            gst::warning!(
+                CAT,
+                imp = self,
+                "storage queue full: the url of {url} is not stored"
+            );
         }
         gst::info!(
             CAT,
@@ -1147,6 +1141,7 @@ impl ObjectImpl for AnalyticsSink {
                     .nick("Redis stream length")
                     .blurb("Approximate cap of the Redis stream's length (XADD MAXLEN ~)")
                     .minimum(1)
+                    .maximum(1_000_000_000)
                     .default_value(DEFAULT_REDIS_MAX_LEN)
                     .mutable_ready()
                     .build(),
@@ -1181,7 +1176,8 @@ impl ObjectImpl for AnalyticsSink {
                     .build(),
                 glib::ParamSpecUInt::builder("novelty-window")
                     .nick("Novelty window")
-                    .blurb("Running time (ms) after which a class seen before counts as new again")
+                    .blurb("Running time (ms) after which a class seen before counts as new again (at most a day)")
+                    .maximum(24 * 3600 * 1000)
                     .default_value(DEFAULT_NOVELTY_WINDOW_MS)
                     .mutable_ready()
                     .build(),

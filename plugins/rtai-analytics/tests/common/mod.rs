@@ -621,3 +621,44 @@ pub fn python() -> PathBuf {
         PathBuf::from("python3")
     }
 }
+
+/// Runs tests/python/`script` with `args` under [`python`], `stdin` written to
+/// its standard input: its exit status and standard output.
+pub fn run_python(script: &str, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(python())
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/python")
+                .join(script),
+        )
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{script} does not start: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs tests/python/validate_events.py against docs/event-schema.json with
+/// `args` (`api` with a page on `stdin`, or `redis URL STREAM`): its summary
+/// (`count`, `event_ids`, `types`), after asserting every event is valid.
+pub fn validate_events(args: &[&str], stdin: Option<&str>) -> serde_json::Value {
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/event-schema.json");
+    let out = run_python(
+        "validate_events.py",
+        &[&[schema], args].concat(),
+        stdin.unwrap_or(""),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "not valid against docs/event-schema.json: {text}"
+    );
+    serde_json::from_str(&text).unwrap()
+}
