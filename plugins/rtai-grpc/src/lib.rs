@@ -94,8 +94,9 @@ fn net_properties() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecUInt::builder("max-message-size")
             .nick("Max message size")
-            .blurb("Largest message (bytes) sent or accepted; larger ones are refused with an error")
+            .blurb("Largest message (bytes) sent or accepted; larger ones are refused with an error (at most 2 GiB, what gRPC implementations take)")
             .minimum(1024)
+            .maximum(i32::MAX as u32)
             .default_value(transport::DEFAULT_MAX_MESSAGE_SIZE)
             .mutable_ready()
             .build(),
@@ -130,7 +131,7 @@ fn set_net_property(net: &mut NetSettings, name: &str, value: &glib::Value) {
 
 fn net_property(net: &NetSettings, name: &str) -> glib::Value {
     match name {
-        "uri" => net.uri.to_value(),
+        "uri" => rtai_core::secrets::redact(&net.uri).to_value(),
         "listen" => net.listen.to_value(),
         "tls-certificate" => net.tls_certificate.to_value(),
         "tls-key" => net.tls_key.to_value(),

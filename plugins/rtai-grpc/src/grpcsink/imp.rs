@@ -808,6 +808,7 @@ impl ObjectImpl for GrpcSink {
                     .nick("Max in-flight bytes")
                     .blurb("Payload bytes sent but not yet pushed downstream by the receiver before the sender waits")
                     .minimum(1024)
+                    .maximum(1 << 32)
                     .default_value(DEFAULT_MAX_INFLIGHT_BYTES)
                     .mutable_playing()
                     .build(),

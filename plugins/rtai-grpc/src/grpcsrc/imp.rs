@@ -1171,12 +1171,14 @@ impl ObjectImpl for GrpcSrc {
                     .nick("Max queue bytes")
                     .blurb("Bytes received but not yet pushed downstream (payload + 256 per item, events too) before the receiver stops reading the call")
                     .minimum(64 * 1024)
+                    .maximum(1 << 32)
                     .default_value(DEFAULT_MAX_QUEUE_BYTES)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("drop-control-acks")
                     .nick("Drop control acks")
                     .blurb("Fault injection for tests: drop the first N acks of every control message (the sender retries; 0 = off)")
+                    .maximum(1000)
                     .default_value(DEFAULT_DROP_CONTROL_ACKS)
                     .mutable_playing()
                     .build(),
