@@ -466,21 +466,8 @@ fn tempdir() -> std::path::PathBuf {
 }
 
 /// Runs play.mjs on `url`: the page's JSON report.
-fn play(url: &str, player: &str) -> serde_json::Value {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/player");
-    let out = Command::new("node")
-        .arg(format!("{dir}/play.mjs"))
-        .arg(url)
-        .arg("1.5")
-        .output()
-        .expect("node runs");
-    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        out.status.success(),
-        "{player}: {line} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&line).unwrap()
+fn play(url: &str) -> serde_json::Value {
+    player_script("play.mjs", &[url, "1.5"])
 }
 
 /// The chromium tests run one at a time: on 2 cores a second browser and
@@ -490,16 +477,6 @@ static CHROMIUM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn chromium_alone() -> std::sync::MutexGuard<'static, ()> {
     CHROMIUM.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn player_deps() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/player");
-    assert!(
-        Path::new(dir).join("node_modules/playwright-core").exists()
-            && Path::new(dir).join("node_modules/hls.js").exists()
-            && Path::new(dir).join("node_modules/dashjs").exists(),
-        "hls.js/dash.js/playwright-core are missing: scripts/setup.sh runs `npm ci` in {dir}"
-    );
 }
 
 /// hls.js and dash.js in Debian's chromium (playwright-core) play a live
@@ -528,7 +505,7 @@ fn hls_js_and_dash_js_play_in_chromium() {
         first_playable.as_secs_f64()
     );
     for (player, query) in [("hls.js", ""), ("dash.js", "?dash=1")] {
-        let shown = play(&format!("http://127.0.0.1:{port}/watch/web{query}"), player);
+        let shown = play(&format!("http://127.0.0.1:{port}/watch/web{query}"));
         assert_eq!(shown["errors"], serde_json::json!([]), "{player}: {shown}");
         assert_eq!(
             shown["foreignRequests"],
@@ -566,7 +543,7 @@ fn ll_hls_plays_in_chromium() {
     );
     let port = rig.port();
     assert_eq!(get(port, "/hls/ll/master.m3u8").status, 200);
-    let shown = play(&format!("http://127.0.0.1:{port}/watch/ll"), "hls.js LL");
+    let shown = play(&format!("http://127.0.0.1:{port}/watch/ll"));
     let errors: Vec<&str> = shown["errors"]
         .as_array()
         .unwrap()
@@ -704,20 +681,14 @@ fn hls_js_switches_down_without_stall_in_chromium() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/player");
-    let out = Command::new("node")
-        .arg(format!("{dir}/switch.mjs"))
-        .arg(format!("http://127.0.0.1:{port}/hls/sw/master.m3u8"))
-        .args(["120", "2"])
-        .output()
-        .expect("node runs");
-    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        out.status.success(),
-        "{line} {}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = player_script(
+        "switch.mjs",
+        &[
+            &format!("http://127.0.0.1:{port}/hls/sw/master.m3u8"),
+            "120",
+            "2",
+        ],
     );
-    let r: serde_json::Value = serde_json::from_str(&line).unwrap();
     println!("{r}");
     assert_eq!(r["top"], 2, "three levels: {r}");
     let throttled = r["throttled"].as_array().unwrap();

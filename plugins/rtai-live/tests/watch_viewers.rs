@@ -129,12 +129,7 @@ fn assert_left_by_beacon(stage: &Value) {
 
 #[test]
 fn rtmp_push_watch_pages_ops_page_publisher_killed_and_history_after_a_restart() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/player");
-    assert!(
-        Path::new(dir).join("node_modules/playwright-core").exists()
-            && Path::new(dir).join("node_modules/hls.js").exists(),
-        "hls.js/playwright-core are missing: scripts/setup.sh runs `npm ci` in {dir}"
-    );
+    player_deps();
     let tmp = rtai_core::testing::temp_dir("watch-viewers");
     let (database, log) = (tmp.join("live.sqlite"), tmp.join("gst-launch.log"));
     let (http, rtmp) = (
@@ -166,7 +161,7 @@ fn rtmp_push_watch_pages_ops_page_publisher_killed_and_history_after_a_restart()
     let shot = tmp.join("ops.png");
     let mut node = Killed(
         std::process::Command::new("node")
-            .arg(format!("{dir}/viewers.mjs"))
+            .arg(Path::new(PLAYER_DIR).join("viewers.mjs"))
             .arg(format!("http://127.0.0.1:{http}/watch/{STREAM}"))
             .args([PAGES, CLOSE, OPS_CLOSE].map(|n| n.to_string()))
             .arg(&shot)

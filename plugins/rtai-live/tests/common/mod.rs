@@ -104,6 +104,39 @@ pub fn gst_command(program: &str) -> Command {
     c
 }
 
+/// The player scripts (node, playwright-core, hls.js, dash.js) and their node_modules.
+pub const PLAYER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/player");
+
+/// The npm packages the player scripts need are installed.
+pub fn player_deps() {
+    for package in ["playwright-core", "hls.js", "dashjs"] {
+        assert!(
+            Path::new(PLAYER_DIR)
+                .join("node_modules")
+                .join(package)
+                .exists(),
+            "{package} is missing: scripts/setup.sh runs `npm ci` in {PLAYER_DIR}"
+        );
+    }
+}
+
+/// Runs `node tests/player/{script} args…` to its end: the JSON line it
+/// printed (a failure panics with what it said).
+pub fn player_script<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> serde_json::Value {
+    let out = Command::new("node")
+        .arg(Path::new(PLAYER_DIR).join(script))
+        .args(args)
+        .output()
+        .expect("node runs");
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success(),
+        "{script}: {line} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{script}: {e}: {line}"))
+}
+
 /// A playing pipeline (parse-launch `description`) with an abrsink named `abr`;
 /// set to NULL on drop.
 pub struct Rig {
