@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gst::glib;
 use gst::prelude::*;
@@ -41,10 +41,7 @@ const DEFAULT_KEY_FRAME_INTERVAL: u32 = 60;
 const DEFAULT_MODE: Mode = Mode::SendOnly;
 const DEFAULT_AUDIO_LATENCY: u32 = 100;
 const DEFAULT_CONTROL_RELIABLE: bool = true;
-/// A cancel whose segment's start has not passed the `control` pad yet (it
-/// overtook the start in a queue) waits at most this long for it.
-const CANCEL_HOLD: Duration = Duration::from_millis(500);
-/// Segment starts remembered to let their cancels through at once.
+/// Segment starts remembered (announced segments).
 const STARTED_WINDOW: usize = 1024;
 /// Longest transcript text sent in one message (bytes; the message stays
 /// under rtai_core::control::MAX_MESSAGE_BYTES).
@@ -105,56 +102,50 @@ struct State {
     server: Server,
 }
 
-/// Order keeping of outbound control messages: a cancel never goes out before
-/// its segment's start (see CANCEL_HOLD).
+/// Order keeping of outbound control messages: a cancel goes out at once and
+/// never before its segment's start. A cancel is out of band and may overtake
+/// its start queued upstream (inferclient queues serialized events behind its
+/// results): then a `speech-start` made from the cancel (`payload
+/// {"synthesized": true}`, no running time) goes first, and the real start,
+/// when it comes, is not sent again.
 #[derive(Default)]
 struct Outbound {
     started: VecDeque<u64>,
     started_set: HashSet<u64>,
-    held: Vec<(ControlMessage, Instant)>,
 }
 
 impl Outbound {
-    fn start(&mut self, id: u64) {
-        if self.started_set.insert(id) {
-            self.started.push_back(id);
-            while self.started.len() > STARTED_WINDOW {
-                if let Some(old) = self.started.pop_front() {
-                    self.started_set.remove(&old);
-                }
+    /// Remembers `id` as announced; false if it was already.
+    fn start(&mut self, id: u64) -> bool {
+        if !self.started_set.insert(id) {
+            return false;
+        }
+        self.started.push_back(id);
+        while self.started.len() > STARTED_WINDOW {
+            if let Some(old) = self.started.pop_front() {
+                self.started_set.remove(&old);
             }
         }
+        true
     }
 
-    /// What to send now for `msg`, in order (nothing when it is held).
-    fn order(&mut self, msg: ControlMessage, now: Instant) -> Vec<ControlMessage> {
-        let segment = msg.segment_id.unwrap_or(0);
+    /// What to send now for `msg`, in order.
+    fn order(&mut self, msg: ControlMessage) -> Vec<ControlMessage> {
+        let Some(segment) = msg.segment_id else {
+            return vec![msg];
+        };
         match msg.control_type() {
-            Some(ControlType::SpeechStart) => {
-                self.start(segment);
-                let mut out = vec![msg];
-                let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
-                    .into_iter()
-                    .partition(|(m, _)| m.segment_id == Some(segment));
-                self.held = keep;
-                out.extend(due.into_iter().map(|(m, _)| m));
-                out
-            }
-            Some(ControlType::SpeechCancel) if !self.started_set.contains(&segment) => {
-                self.held.push((msg, now));
-                Vec::new()
+            // A start announced already (by its cancel) is not sent twice.
+            Some(ControlType::SpeechStart) if !self.start(segment) => Vec::new(),
+            Some(ControlType::SpeechCancel) if self.start(segment) => {
+                let mut start = ControlMessage::new(rtai_core::control::TYPE_SPEECH_START);
+                start.segment_id = Some(segment);
+                start.stream = msg.stream.clone();
+                start.payload = Some(serde_json::json!({ "synthesized": true }));
+                vec![start, msg]
             }
             _ => vec![msg],
         }
-    }
-
-    /// Held cancels whose start did not come in time (sent anyway: a cancel is never lost).
-    fn expired(&mut self, now: Instant) -> Vec<ControlMessage> {
-        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
-            .into_iter()
-            .partition(|(_, at)| now.saturating_duration_since(*at) >= CANCEL_HOLD);
-        self.held = keep;
-        due.into_iter().map(|(m, _)| m).collect()
     }
 }
 
@@ -542,21 +533,9 @@ impl WebRtcServe {
 
     /// Sends a control message to every viewer's `control` channel.
     fn publish_control(&self, msg: ControlMessage) {
+        // Held while sending: one order on every channel.
         let mut out = self.outbound.lock().unwrap();
-        let now = Instant::now();
-        let mut batch = out.expired(now);
-        let held_before = out.held.len();
-        batch.extend(out.order(msg, now));
-        if out.held.len() > held_before {
-            // Released by the next message or this timer, whichever first.
-            let weak = self.obj().downgrade();
-            rtai_core::runtime::runtime().spawn(async move {
-                tokio::time::sleep(CANCEL_HOLD).await;
-                if let Some(el) = weak.upgrade() {
-                    el.imp().release_expired();
-                }
-            });
-        }
+        let batch = out.order(msg);
         if batch.is_empty() {
             return;
         }
@@ -569,20 +548,6 @@ impl WebRtcServe {
                 channels.len(),
                 m.to_json()
             );
-            for ch in &channels {
-                ch.publish(m);
-            }
-        }
-    }
-
-    fn release_expired(&self) {
-        let mut out = self.outbound.lock().unwrap();
-        let batch = out.expired(Instant::now() + Duration::from_millis(1));
-        if batch.is_empty() {
-            return;
-        }
-        let channels = self.channels();
-        for m in &batch {
             for ch in &channels {
                 ch.publish(m);
             }
@@ -832,7 +797,7 @@ impl ObjectImpl for WebRtcServe {
             vec![
                 glib::ParamSpecString::builder("listen")
                     .nick("Listen address")
-                    .blurb("host:port of the signalling server (player page /, WebSocket /ws, WHEP /whep); 0.0.0.0:3000 exposes it to the network")
+                    .blurb("host:port of the signalling server (player page /, voice page /voice, WebSocket /ws, WHEP /whep); 0.0.0.0:3000 exposes it to the network")
                     .default_value(Some(DEFAULT_LISTEN))
                     .mutable_ready()
                     .build(),
@@ -1045,7 +1010,7 @@ impl ElementImpl for WebRtcServe {
             gst::subclass::ElementMetadata::new(
                 "WebRTC server for many viewers",
                 "Sink/Network/WebRTC",
-                "Serves one stream to many browsers over WebRTC with one shared encode: a built-in signalling server (player page, JSON WebSocket, WHEP), one webrtcbin per viewer behind a leaky queue, key-frame requests upstream",
+                "Serves one stream to many browsers over WebRTC with one shared encode: a built-in signalling server (player page, JSON WebSocket, WHEP), one webrtcbin per viewer behind a leaky queue, key-frame requests upstream; mode=send-recv also takes each viewer's microphone (audio_src) and talks rtai control messages on a data channel (control pad)",
                 "rtai contributors",
             )
         });
@@ -1253,5 +1218,81 @@ impl BinImpl for WebRtcServe {
             return;
         }
         self.parent_handle_message(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn msg(kind: &str, segment: u64) -> ControlMessage {
+        let mut m = ControlMessage::new(kind);
+        m.segment_id = Some(segment);
+        m
+    }
+
+    #[test]
+    fn a_cancel_that_overtook_its_start_goes_at_once_after_a_made_up_start() {
+        let mut out = Outbound::default();
+        let start1 = out.order(msg("speech-start", 1));
+        assert_eq!(start1.len(), 1);
+        let cancel1 = out.order(msg("speech-cancel", 1));
+        assert_eq!(cancel1.len(), 1, "its start went first: the cancel alone");
+        // The cancel overtook its start (out of band past a queue).
+        let cancel2 = out.order(msg("speech-cancel", 2));
+        let kinds: Vec<&str> = cancel2.iter().map(|m| m.kind.as_str()).collect();
+        assert_eq!(kinds, ["speech-start", "speech-cancel"]);
+        assert_eq!(cancel2[0].segment_id, Some(2));
+        assert_eq!(
+            cancel2[0].payload,
+            Some(serde_json::json!({"synthesized": true}))
+        );
+        // The real start comes later: not sent twice.
+        assert!(out.order(msg("speech-start", 2)).is_empty());
+        // Messages without a segment pass.
+        assert_eq!(out.order(ControlMessage::new("x-note")).len(), 1);
+    }
+
+    proptest! {
+        /// Whatever the order in which starts, cancels and other messages reach
+        /// the pad: nothing waits, every message goes out once except a start
+        /// already announced, and every cancel has its segment's start before it.
+        #[test]
+        fn cancels_never_precede_their_start_and_nothing_waits(
+            events in prop::collection::vec((0u8..4, 0u64..6), 1..80)
+        ) {
+            let mut out = Outbound::default();
+            let mut sent: Vec<ControlMessage> = Vec::new();
+            let mut announced = HashSet::new();
+            for (kind, segment) in events {
+                let kind = ["speech-start", "speech-cancel", "speech-commit", "x-note"][kind as usize];
+                let m = msg(kind, segment);
+                let batch = out.order(m.clone());
+                if kind == "speech-start" && announced.contains(&segment) {
+                    prop_assert!(batch.is_empty());
+                } else {
+                    prop_assert_eq!(&batch.last().unwrap().id, &m.id, "sent at once");
+                }
+                if kind == "speech-start" || kind == "speech-cancel" {
+                    announced.insert(segment);
+                }
+                sent.extend(batch);
+            }
+            for (i, m) in sent.iter().enumerate() {
+                if m.kind == "speech-cancel" {
+                    prop_assert!(sent[..i]
+                        .iter()
+                        .any(|s| s.kind == "speech-start" && s.segment_id == m.segment_id));
+                }
+            }
+            let starts: Vec<u64> = sent
+                .iter()
+                .filter(|m| m.kind == "speech-start")
+                .filter_map(|m| m.segment_id)
+                .collect();
+            let unique: HashSet<u64> = starts.iter().copied().collect();
+            prop_assert_eq!(starts.len(), unique.len(), "one start per segment");
+        }
     }
 }
