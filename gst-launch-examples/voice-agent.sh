@@ -18,6 +18,8 @@
 #   page receives. Browsers need a secure context for the microphone except on localhost:
 #   put TLS in front when --listen 0.0.0.0.
 #   RTAI_VOICE_WORK=DIR keeps the run's files (logs) there.
+#   RTAI_EXAMPLE_SHORT=1 (the test suite runs that): --fake-mic with one utterance between two
+#   clicks, then exit; fails unless the page got a speech-start for each and a transcript.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -40,6 +42,11 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+
+wav_args=()
+if [ "${RTAI_EXAMPLE_SHORT:-0}" = 1 ]; then
+  fake_mic=generate; duration=0; wav_args=(--count 1)
+fi
 
 work="${RTAI_VOICE_WORK:-$(mktemp -d)}"
 mkdir -p "$work"
@@ -65,7 +72,8 @@ cat <<EOF
 speech:  specvadgate → pocketsphinx 5.1.1 (en-us) over the runpod local API on :$asr_port
 page:    $url   (allow the microphone; transcripts and speech-start/cancel show live)
 EOF
-if [ "$duration" -gt 0 ]; then echo "running for $duration s"; else echo "running until Ctrl-C"; fi
+if [ -n "$fake_mic" ] && [ "$duration" -eq 0 ]; then echo "running chromium with a fake microphone, then exiting"
+elif [ "$duration" -gt 0 ]; then echo "running for $duration s"; else echo "running until Ctrl-C"; fi
 
 # The video the page shows is a small test picture (webrtcserve serves a video stream);
 # the microphone comes back on w.audio_src, what goes to w.control reaches the page.
@@ -85,13 +93,17 @@ gst_pid=$!
 if [ -n "$fake_mic" ]; then
   if [ "$fake_mic" = generate ]; then
     fake_mic="$work/mic.wav"
-    "$python" "$root/scripts/voice/make_wav.py" "$fake_mic" --lead 2
+    "$python" "$root/scripts/voice/make_wav.py" "$fake_mic" --lead 2.5 "${wav_args[@]}"
   fi
   wait_http "http://127.0.0.1:$port/voice" "webrtcserve" 30
   seconds="$(soxi -D "$fake_mic" | cut -d. -f1)"
   node "$root/plugins/rtai-webrtc/tests/browser/voice.mjs" "http://127.0.0.1:$port/voice" "$fake_mic" \
     "$((seconds + 1))" 1 | "$python" "$root/scripts/voice/timeline.py" "${fake_mic%.wav}.json"
-  [ "$duration" -eq 0 ] && exit 0
+  if [ "$duration" -eq 0 ]; then
+    kill -INT "$gst_pid" 2>/dev/null; wait "$gst_pid" 2>/dev/null; gst_pid=""
+    echo "files of this run: $work"
+    exit 0
+  fi
 fi
 
 stop() { kill -INT "$gst_pid" 2>/dev/null || true; }

@@ -3,6 +3,8 @@
 plugins/rtai-webrtc/tests/browser/voice.mjs on stdin) as a timeline since the microphone
 started, then each utterance and click of the WAV (make_wav.py's sidecar, the argument) with
 the latency from its start in the WAV to the first speech-start after it in the page.
+Exits 1 if an utterance or click got no speech-start, no transcript came, or the page had
+errors.
 
     node voice.mjs URL mic.wav 15 3 | timeline.py mic.json
 """
@@ -17,6 +19,7 @@ def main():
         if "error" in r:
             sys.exit(f"chromium: {r['error']} {r.get('errors')}")
         t0 = r["micStartedAt"]
+        failed = False
         msgs = r["messages"]
         for m in msgs:
             p = m.get("payload")
@@ -30,12 +33,19 @@ def main():
             what = e["kind"] if e["kind"] == "click" else f"\"{e['text']}\""
             if hit is None:
                 print(f"{what:28} at {e['start']:6.3f} s: no speech-start")
+                failed = True
                 continue
             fate = {m["type"] for m in msgs if m.get("segment_id") == hit[1]} & {"speech-commit", "speech-cancel"}
             print(f"{what:28} at {e['start']:6.3f} s: speech-start +{(hit[0] - e['start']) * 1000:.0f} ms, "
                   f"{', '.join(sorted(fate)) or 'undecided'}")
         for err in r.get("errors", []) + r.get("pageErrors", []):
             print(f"error: {err}")
+            failed = True
+        if events and not any(m["type"] == "x-transcript" for m in msgs):
+            print("no transcript reached the page")
+            failed = True
+        if failed:
+            sys.exit(1)
 
 
 if __name__ == "__main__":
