@@ -4,8 +4,6 @@
 //! URLs resolved against the MPD's URL, refreshes from `Location`) is one
 //! session in `/api` and `/metrics`, with its rendition.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -17,17 +15,6 @@ static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn alone() -> std::sync::MutexGuard<'static, ()> {
     ALONE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `rel` resolved against the directory of `base` (a path; `rel` has no `/` prefix).
@@ -166,12 +153,7 @@ fn dash_players_get_a_session_from_the_mpd_and_are_counted() {
 /// page plays; closing the page (its pagehide beacon) ends it.
 #[test]
 fn dash_js_in_chromium_is_one_counted_session() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/player");
-    assert!(
-        Path::new(dir).join("node_modules/playwright-core").exists()
-            && Path::new(dir).join("node_modules/dashjs").exists(),
-        "dash.js/playwright-core are missing: scripts/setup.sh runs `npm ci` in {dir}"
-    );
+    player_deps();
     let _alone = alone();
     let rig = Rig::start(
         "videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=30/1 \
@@ -180,20 +162,14 @@ fn dash_js_in_chromium_is_one_counted_session() {
     );
     let port = rig.port();
     assert_eq!(get(port, "/hls/dj/master.m3u8").status, 200);
-    let out = Command::new("node")
-        .arg(format!("{dir}/dash_session.mjs"))
-        .arg(format!("http://127.0.0.1:{port}/watch/dj?dash=1"))
-        .arg(format!("http://127.0.0.1:{port}/api/streams/dj/viewers"))
-        .arg("3")
-        .output()
-        .expect("node runs");
-    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        out.status.success(),
-        "{line} {}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = player_script(
+        "dash_session.mjs",
+        &[
+            format!("http://127.0.0.1:{port}/watch/dj?dash=1"),
+            format!("http://127.0.0.1:{port}/api/streams/dj/viewers"),
+            "3".into(),
+        ],
     );
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["errors"], serde_json::json!([]), "{v}");
     let session = v["session"].as_str().unwrap();
     assert_eq!(session.len(), 32, "{v}");

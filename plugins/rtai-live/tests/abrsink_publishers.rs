@@ -18,17 +18,6 @@ const PIPELINE: &str = "rtmpserversrc name=src listen=127.0.0.1:0 eos-on-disconn
        listen=127.0.0.1:0 prefer-hardware=false \
      d.audio ! queue ! aacparse ! avdec_aac ! queue ! abr.audio";
 
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The master playlist of `stream` once servable.
 fn master(port: u16, stream: &str) -> String {
     poll(

@@ -14,7 +14,7 @@ use gst::prelude::*;
 use serde_json::Value;
 
 mod common;
-use common::gst_command;
+use common::{gst_command, poll};
 
 const TOKEN: &str = "tok-Zq8s3cret";
 
@@ -108,17 +108,6 @@ fn get_json(port: u16, path: &str) -> Value {
     let (status, body) = get(port, path, &bearer()).expect("an answer");
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap()
-}
-
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The session id the master playlist hands out, and its rendition playlist's path.

@@ -104,6 +104,18 @@ pub fn gst_command(program: &str) -> Command {
     c
 }
 
+/// `f()` every 50 ms until it returns something, for at most `timeout`.
+pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The player scripts (node, playwright-core, hls.js, dash.js) and their node_modules.
 pub const PLAYER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/player");
 
