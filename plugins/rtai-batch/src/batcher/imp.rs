@@ -912,13 +912,15 @@ impl ObjectImpl for Batcher {
                     .build(),
                 glib::ParamSpecUInt64::builder("max-batch-bytes")
                     .nick("Max batch bytes")
-                    .blurb("Flush a batch at this many bytes (0 = no limit)")
+                    .blurb("Flush a batch at this many bytes (0 = no limit, else at most 4 GiB)")
+                    .maximum(1 << 32)
                     .default_value(DEFAULT_MAX_BATCH_BYTES)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt64::builder("max-batch-duration")
                     .nick("Max batch duration")
-                    .blurb("Flush a batch once it spans this much media time, in ns (0 = no limit)")
+                    .blurb("Flush a batch once it spans this much media time, in ns (0 = no limit, else at most an hour)")
+                    .maximum(gst::ClockTime::from_seconds(3600).nseconds())
                     .default_value(DEFAULT_MAX_BATCH_DURATION)
                     .mutable_playing()
                     .build(),
