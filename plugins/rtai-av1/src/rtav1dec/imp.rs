@@ -485,7 +485,8 @@ impl ObjectImpl for RtAv1Dec {
                     .build(),
                 glib::ParamSpecUInt::builder("frame-size-limit")
                     .nick("Frame size limit")
-                    .blurb("Largest picture in pixels (width x height) a stream may announce; larger is an error before any allocation (untrusted streams); 0 is no limit")
+                    .blurb("Largest picture in pixels (width x height) a stream may announce; larger is an error before any allocation (untrusted streams); 0 is no limit, else at most 32768 x 32768")
+                    .maximum(1 << 30)
                     .default_value(DEFAULT_FRAME_SIZE_LIMIT)
                     .mutable_ready()
                     .build(),

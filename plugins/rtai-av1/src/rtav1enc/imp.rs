@@ -47,6 +47,8 @@ const DEFAULT_QUANTIZER: u32 = 100;
 const DEFAULT_MAX_QUANTIZER: u32 = 255;
 const DEFAULT_MIN_KEY_FRAME_INTERVAL: u64 = 12;
 const DEFAULT_MAX_KEY_FRAME_INTERVAL: u64 = 60;
+/// The longest key frame interval rav1e accepts (its `MAX_MAX_KEY_FRAME_INTERVAL`).
+const MAX_KEY_FRAME_INTERVAL: u64 = i32::MAX as u64 / 3;
 const DEFAULT_TILES: u32 = 0;
 const DEFAULT_TILE_COLS: u32 = 0;
 const DEFAULT_TILE_ROWS: u32 = 0;
@@ -645,6 +647,7 @@ impl ObjectImpl for RtAv1Enc {
                 glib::ParamSpecUInt64::builder("min-key-frame-interval")
                     .nick("Minimum key frame interval")
                     .blurb("Fewest frames between key frames placed by scene detection (no effect with scene-detection=none; changing it while playing restarts the encoder)")
+                    .maximum(MAX_KEY_FRAME_INTERVAL)
                     .default_value(DEFAULT_MIN_KEY_FRAME_INTERVAL)
                     .mutable_playing()
                     .build(),
@@ -652,6 +655,7 @@ impl ObjectImpl for RtAv1Enc {
                     .nick("Maximum key frame interval")
                     .blurb("Most frames between key frames (changing it while playing restarts the encoder)")
                     .minimum(1)
+                    .maximum(MAX_KEY_FRAME_INTERVAL)
                     .default_value(DEFAULT_MAX_KEY_FRAME_INTERVAL)
                     .mutable_playing()
                     .build(),
