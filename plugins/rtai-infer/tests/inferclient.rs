@@ -298,27 +298,6 @@ fn run_expecting_error(desc: &str, caps: &gst::Caps, frames: &[gst::Buffer]) -> 
     )
 }
 
-/// 10 ms of 16 kHz S16LE mono speech-ish samples carrying segment `id`.
-fn audio(pts_ms: u64, id: u64) -> gst::Buffer {
-    let mut b = plain_audio(pts_ms);
-    SegmentIdMeta::set(b.make_mut(), id);
-    b
-}
-
-/// 10 ms of 16 kHz S16LE mono without a segment.
-fn plain_audio(pts_ms: u64) -> gst::Buffer {
-    let samples: Vec<u8> = (0..160)
-        .flat_map(|i| (((i as f64 * 0.2).sin() * 8000.0) as i16).to_le_bytes())
-        .collect();
-    let mut b = gst::Buffer::from_slice(samples);
-    {
-        let b = b.get_mut().unwrap();
-        b.set_pts(gst::ClockTime::from_mseconds(pts_ms));
-        b.set_duration(gst::ClockTime::from_mseconds(10));
-    }
-    b
-}
-
 const AUDIO: &str = "audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved";
 
 #[test]

@@ -7,25 +7,10 @@
 
 mod common;
 
-use common::Peer;
+use common::{Peer, audio};
 use gst::prelude::*;
 use rtai_core::testing::{element, launch};
 use rtai_core::{SegmentEvent, SegmentIdMeta};
-
-/// 10 ms of 16 kHz S16LE mono in segment `id`.
-fn audio(pts_ms: u64, id: u64) -> gst::Buffer {
-    let samples: Vec<u8> = (0..160)
-        .flat_map(|i| (((i as f64 * 0.2).sin() * 8000.0) as i16).to_le_bytes())
-        .collect();
-    let mut b = gst::Buffer::from_slice(samples);
-    {
-        let b = b.get_mut().unwrap();
-        b.set_pts(gst::ClockTime::from_mseconds(pts_ms));
-        b.set_duration(gst::ClockTime::from_mseconds(10));
-        SegmentIdMeta::set(b, id);
-    }
-    b
-}
 
 #[test]
 fn two_gates_into_one_inferclient_keep_their_segments_apart() {

@@ -1981,7 +1981,7 @@ impl ObjectImpl for InferClient {
         let s = self.settings.lock().unwrap();
         match pspec.name() {
             "protocol" => s.protocol.to_value(),
-            "url" => s.url.to_value(),
+            "url" => rtai_core::secrets::redact(&s.url).to_value(),
             "model" => s.model.to_value(),
             "request-timeout" => s.request_timeout_ms.to_value(),
             "max-inflight" => s.max_inflight.to_value(),

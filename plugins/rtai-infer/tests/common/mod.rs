@@ -1,5 +1,6 @@
 //! Peers the inferclient tests start on loopback (MLServer, the runpod SDK's
-//! local API, fixtures), killed on drop, and the paths they run from.
+//! local API, fixtures), killed on drop, the paths they run from, and the
+//! audio the tests send.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -148,4 +149,25 @@ impl Peer {
 /// The MLServer fixture that serves NudeNet's YOLOv8n detector raw (scripts/peers/nudenet).
 pub fn nudenet_fixture() -> PathBuf {
     workspace().join("scripts/peers/nudenet")
+}
+
+/// 10 ms of 16 kHz S16LE mono speech-ish samples carrying segment `id`.
+pub fn audio(pts_ms: u64, id: u64) -> gst::Buffer {
+    let mut b = plain_audio(pts_ms);
+    rtai_core::SegmentIdMeta::set(b.make_mut(), id);
+    b
+}
+
+/// 10 ms of 16 kHz S16LE mono without a segment.
+pub fn plain_audio(pts_ms: u64) -> gst::Buffer {
+    let samples: Vec<u8> = (0..160)
+        .flat_map(|i| (((i as f64 * 0.2).sin() * 8000.0) as i16).to_le_bytes())
+        .collect();
+    let mut b = gst::Buffer::from_slice(samples);
+    {
+        let b = b.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_mseconds(pts_ms));
+        b.set_duration(gst::ClockTime::from_mseconds(10));
+    }
+    b
 }
