@@ -443,6 +443,14 @@ fn microphone_out_of_audio_src_and_control_messages_both_ways_with_acks() {
         rtts.len()
     );
     // The interrupt: once upstream of the control pad, though sent three times; every copy acked.
+    wait_until(T, "the interrupt upstream of the control pad", || {
+        serve
+            .upstream
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.kind == "interrupt")
+    });
     let upstream = serve.upstream.lock().unwrap().clone();
     let interrupts: Vec<_> = upstream.iter().filter(|m| m.kind == "interrupt").collect();
     assert_eq!(interrupts.len(), 1, "{upstream:?}");

@@ -162,26 +162,12 @@ impl ChannelEvents for Events {
         let mut m = msg.received_message(&el, datachannel::TRANSPORT);
         m.make_mut().structure_mut().set("viewer", viewer);
         let _ = el.post_message(m);
-        let pad = el.imp().control_pad.lock().unwrap().clone();
-        match pad {
-            Some(pad) => {
-                if !pad.push_event(msg.to_upstream_event()) {
-                    gst::debug!(
-                        CAT,
-                        obj = el,
-                        "{} {} from {viewer}: nobody upstream of `control` handled it",
-                        msg.kind,
-                        msg.id
-                    );
-                }
-            }
-            None => gst::debug!(
-                CAT,
-                obj = el,
-                "{} {} from {viewer}: no `control` pad to send it upstream",
-                msg.kind,
-                msg.id
-            ),
+        // Pushed from a task of its own, in order: never from webrtcbin's
+        // thread (an element upstream may answer an interrupt with a cancel
+        // that comes back into the control pad and out on this channel).
+        let tx = el.imp().upstream.lock().unwrap().clone();
+        if let Some(tx) = tx {
+            let _ = tx.send(msg);
         }
     }
 
@@ -230,6 +216,9 @@ pub struct WebRtcServe {
     mixer: Mutex<Option<Mixer>>,
     /// Serialises outbound control messages (one order on every channel).
     outbound: Mutex<Outbound>,
+    /// The viewers' messages on their way upstream of the `control` pad (a
+    /// task on the shared runtime pushes them in order; set while started).
+    upstream: Mutex<Option<mpsc::UnboundedSender<ControlMessage>>>,
 }
 
 impl WebRtcServe {
@@ -554,6 +543,30 @@ impl WebRtcServe {
         }
     }
 
+    /// A viewer's message as an upstream custom event from the `control` pad.
+    fn push_upstream(&self, msg: &ControlMessage) {
+        let pad = self.control_pad.lock().unwrap().clone();
+        let Some(pad) = pad else {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "{} {}: no `control` pad to send it upstream",
+                msg.kind,
+                msg.id
+            );
+            return;
+        };
+        if !pad.push_event(msg.to_upstream_event()) {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "{} {}: nobody upstream of `control` handled it",
+                msg.kind,
+                msg.id
+            );
+        }
+    }
+
     /// An event reaching the `control` pad: a control message when it is one.
     fn control_event(&self, event: gst::Event) -> bool {
         if let Some(msg) = ControlMessage::from_event(&event, None) {
@@ -726,11 +739,21 @@ impl WebRtcServe {
             settings.peer_id
         );
         *self.state.lock().unwrap() = Some(State { server });
+        let (tx, mut rx) = mpsc::unbounded_channel::<ControlMessage>();
+        let weak = self.obj().downgrade();
+        rtai_core::runtime::runtime().spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                let Some(el) = weak.upgrade() else { return };
+                el.imp().push_upstream(&msg);
+            }
+        });
+        *self.upstream.lock().unwrap() = Some(tx);
         Ok(())
     }
 
     fn stop(&self) {
         self.state.lock().unwrap().take();
+        self.upstream.lock().unwrap().take();
         let ids: Vec<String> = self.viewers.lock().unwrap().keys().cloned().collect();
         for id in ids {
             let entry = self.viewers.lock().unwrap().remove(&id);
@@ -787,6 +810,7 @@ impl ObjectSubclass for WebRtcServe {
             audio_pad: Mutex::new(None),
             mixer: Mutex::new(None),
             outbound: Mutex::new(Outbound::default()),
+            upstream: Mutex::new(None),
         }
     }
 }
