@@ -804,6 +804,24 @@ fn chromium_viewers_first_frame_more_viewers_rejoin_and_a_frozen_one() {
     writeln!(stdin).unwrap();
     let frozen = next("frozen");
     let at_end = per_viewer();
+    println!(
+        "server viewers: {} when the freeze began, {} at its end",
+        at_freeze.len(),
+        at_end.len()
+    );
+    // The server side: every branch kept sending during the freeze (UDP gives
+    // no back-pressure, so a frozen browser's branch neither blocks nor fills
+    // its leaky queue; only a blocked send does, see a_stalled_viewer_…).
+    for (id, sent, dropped) in &at_end {
+        if let Some((_, s0, d0)) = at_freeze.iter().find(|(v, _, _)| v == id) {
+            println!(
+                "server during the freeze: {id} sent {} frames, dropped {}",
+                sent - s0,
+                dropped - d0
+            );
+            assert!(sent > s0, "{id} stopped sending during the freeze");
+        }
+    }
     writeln!(stdin).unwrap();
     let thawed = next("thawed");
     drop(stdin);
@@ -819,19 +837,6 @@ fn chromium_viewers_first_frame_more_viewers_rejoin_and_a_frozen_one() {
             d >= 5.0 && d >= 0.5 * b,
             "viewer {i} slowed from {b} to {d} fps while viewer {f} was frozen: {frozen}"
         );
-    }
-    // The server side: every branch kept sending during the freeze (UDP gives
-    // no back-pressure, so a frozen browser's branch neither blocks nor fills
-    // its leaky queue; only a blocked send does, see a_stalled_viewer_…).
-    for (id, sent, dropped) in &at_end {
-        if let Some((_, s0, d0)) = at_freeze.iter().find(|(v, _, _)| v == id) {
-            println!(
-                "server during the freeze: {id} sent {} frames, dropped {}",
-                sent - s0,
-                dropped - d0
-            );
-            assert!(sent > s0, "{id} stopped sending during the freeze");
-        }
     }
     // The frozen viewer decodes again once thawed.
     assert!(
