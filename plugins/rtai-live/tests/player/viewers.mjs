@@ -8,9 +8,9 @@
 //    tab (runBeforeUnload: their pagehide beacon runs) and measures until all
 //    three count the rest.                                   -> {"stage":"viewers"}
 // 2. Opens /ops?stream=<stream>: time until its row and its detail show the
-//    n - close viewers (page open → live data); closes opsClose more viewers:
-//    time until /ops (and the three views) show the rest; a screenshot with the
-//    charts drawn (their series colours counted in each chart's box).
+//    n - close viewers (page open → live data); a screenshot with the charts
+//    drawn (their series colours counted in each chart's box); closes opsClose
+//    more viewers: time until /ops (and the three views) show the rest.
 //                                                            -> {"stage":"ops"}
 // 3. Kills the publisher (SIGKILL to ffmpegPid): time until the stream's row
 //    on /ops says `ended`; then closes the remaining viewers. -> {"stage":"ended"}
@@ -66,6 +66,13 @@ const openOps = async (browser, errors) => {
   await page.goto(opsUrl);
   return { page, t0 };
 };
+// Every open page in `list` played `seconds` more.
+const settle = async (list, seconds) => {
+  const open = list.filter((p) => !p.isClosed());
+  const played = await Promise.all(open.map((p) => p.evaluate(() => document.getElementById("video").currentTime)));
+  await Promise.all(open.map((p, i) => p.waitForFunction((t) => document.getElementById("video").currentTime >= t,
+    played[i] + seconds, { timeout: 15000 })));
+};
 // app.js's first three series colours (COLORS): blue, orange, green.
 const PALETTE = [[0x1a, 0x73, 0xe8], [0xe8, 0x71, 0x0a], [0x18, 0x80, 0x38]];
 const CHARTS = ["chart-viewers", "chart-bitrate", "chart-renditions"];
@@ -117,10 +124,9 @@ await withChromium([AUTOPLAY], async (browser) => {
   const firstFrameMs = await Promise.all(pages.map((p) => p.evaluate(() => Math.round(window.abr.firstFrame))));
   const counted = await until("all viewers counted by the API, /metrics and the WebSocket", 5000, viewersAre(n));
   // Steady playback before closing: every page played 2 s more (the startup of
-  // ten players at once is over).
-  const played = await Promise.all(pages.map((p) => p.evaluate(() => document.getElementById("video").currentTime)));
-  await Promise.all(pages.map((p, i) => p.waitForFunction((t) => document.getElementById("video").currentTime >= t,
-    played[i] + 2, { timeout: 15000 })));
+  // ten players at once is over). A renderer too busy to run its pagehide
+  // handler when its tab closes loses the beacon (chromium does not wait long).
+  await settle(pages, 2);
   let t0 = restart();
   await Promise.all(pages.slice(0, close).map((p) => p.close({ runBeforeUnload: true })));
   const after = await until("closed viewers gone from the API, /metrics and the WebSocket", 10000, viewersAre(n - close));
@@ -134,6 +140,12 @@ await withChromium([AUTOPLAY], async (browser) => {
   const ops = await openOps(browser, opsErrors);
   await ops.page.waitForFunction(opsShows, n - close, { timeout: 10000, polling: 20 });
   const loadedMs = Date.now() - ops.t0;
+  // The charts (two points at least) in a screenshot, then the page's work
+  // settles before the next closes.
+  await ops.page.waitForFunction(() => window.rtaiOps.points >= 2, null, { timeout: 10000 });
+  const chartPixels = await colouredPixels(ops.page, CHARTS, PALETTE, shot);
+  const drawn = await ops.page.evaluate(() => window.rtaiOps.drawn);
+  await settle(pages, 1);
   t0 = restart();
   await Promise.all(pages.slice(close, close + opsClose).map((p) => p.close({ runBeforeUnload: true })));
   await ops.page.waitForFunction(opsShows, n - close - opsClose, { timeout: 10000, polling: 20 });
@@ -141,10 +153,6 @@ await withChromium([AUTOPLAY], async (browser) => {
   const views = await until("the API, /metrics and the WebSocket agree", 10000, viewersAre(n - close - opsClose));
   const viewsReached = { ...reached };
   const opsLeft = await leftAfter(sessions.slice(close, close + opsClose), t0);
-  // Charts need two points at least.
-  await ops.page.waitForFunction(() => window.rtaiOps.points >= 2, null, { timeout: 10000 });
-  const chartPixels = await colouredPixels(ops.page, CHARTS, PALETTE, shot);
-  const drawn = await ops.page.evaluate(() => window.rtaiOps.drawn);
   say({ stage: "ops", loadedMs, shownMs, views, viewsReached, left: opsLeft, chartPixels, drawn, errors, opsErrors });
 
   // 3. The publisher killed mid-stream (while its row says `active`).
