@@ -38,6 +38,7 @@ use gst::prelude::*;
 use gst_video::prelude::*;
 use rtai_benches::{figure, ratio};
 use rtai_core::stats::LatencyHistogram;
+use rtai_core::testing::{element, launch};
 
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 720;
@@ -57,21 +58,12 @@ struct Measured {
 /// as accepted; records each output's delay after its input's push.
 fn measure(desc: &str, caps: &gst::Caps, input: &[gst::Buffer], paced: bool) -> Measured {
     // Paced runs are live, as a camera is: decoders then hold no extra frames.
-    let pipeline = gst::parse::launch(&format!("appsrc name=src format=time is-live={paced} max-buffers=4 block=true ! {desc} ! appsink name=sink sync=false"))
-        .unwrap_or_else(|e| panic!("{desc}: {e}"))
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+    let pipeline = launch(&format!(
+        "appsrc name=src format=time is-live={paced} max-buffers=4 block=true ! {desc} ! appsink name=sink sync=false"
+    ));
+    let src = element::<gst_app::AppSrc>(&pipeline, "src");
     src.set_caps(Some(caps));
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = element::<gst_app::AppSink>(&pipeline, "sink");
     // Outputs match inputs in order: no stream here reorders frames (x264enc
     // shifts timestamps by its min-pts, so PTS cannot be the key).
     let pushed: Arc<Mutex<Vec<Instant>>> = Arc::default();
@@ -198,19 +190,12 @@ fn main() {
     rtai_benches::init();
     // The clip, rendered once so that generating it is not measured.
     let (raw_caps, raw) = {
-        let pipeline = gst::parse::launch(&format!(
+        let pipeline = launch(&format!(
             "videotestsrc num-buffers={FRAMES} pattern=zone-plate kx2=20 ky2=20 kt=4 ! video/x-raw,format=AYUV,width={WIDTH},height={HEIGHT},framerate=30/1 ! comp.sink_0 \
              videotestsrc num-buffers={FRAMES} pattern=smpte horizontal-speed=6 ! video/x-raw,format=AYUV,width=640,height=360,framerate=30/1 ! comp.sink_1 \
              compositor name=comp sink_1::xpos=320 sink_1::ypos=180 sink_1::alpha=0.7 ! videoconvert ! video/x-raw,format=I420 ! appsink name=sink sync=false"
-        ))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        let sink = pipeline
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
+        ));
+        let sink = element::<gst_app::AppSink>(&pipeline, "sink");
         pipeline.set_state(gst::State::Playing).unwrap();
         let mut caps = None;
         let mut frames = Vec::new();

@@ -25,6 +25,7 @@ use gst::prelude::*;
 use gstrtaiinfer::{client, preprocess};
 use rtai_benches::{figure, ratio};
 use rtai_core::stats::LatencyHistogram;
+use rtai_core::testing::{element, launch};
 
 const DELAY_MS: u32 = 200;
 const FRAMES: u64 = 90;
@@ -46,23 +47,12 @@ struct Run {
 
 /// Offers FRAMES frames at 30 fps (wall clock) through inferclient; measures the output.
 fn run(url: &str, props: &str) -> Run {
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch(&format!(
         "appsrc name=src format=time is-live=true caps=video/x-raw,format=RGB,width=64,height=48,framerate=30/1 \
          ! inferclient url={url} model=m input-width=64 input-height=64 {props} ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
+    let src = element::<gst_app::AppSrc>(&pipeline, "src");
+    let sink = element::<gst_app::AppSink>(&pipeline, "sink");
     pipeline.set_state(gst::State::Playing).unwrap();
     let pushed: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let start = Instant::now();

@@ -18,6 +18,7 @@ use gst_video::VideoRegionOfInterestMeta;
 use gstrtaitrack::bytetrack::{BBox, Config, Detection, Tracker};
 use rtai_benches::{figure, ratio};
 use rtai_core::inference::DETECTION_PARAM;
+use rtai_core::testing::{element, launch};
 
 const FRAMES: usize = 1000;
 const WIDTH: f64 = 1920.0;
@@ -185,20 +186,13 @@ fn buffers(frames: &[Vec<Detection>]) -> Vec<gst::Buffer> {
         .collect()
 }
 
-/// Seconds to push `buffers` through `appsrc ! {element} ! fakesink`.
-fn pipeline_seconds(element: &str, buffers: Vec<gst::Buffer>) -> f64 {
-    let pipeline = gst::parse::launch(&format!(
+/// Seconds to push `buffers` through `appsrc ! {stage} ! fakesink`.
+fn pipeline_seconds(stage: &str, buffers: Vec<gst::Buffer>) -> f64 {
+    let pipeline = launch(&format!(
         "appsrc name=src format=time caps=video/x-raw,format=GRAY8,width=1920,height=1080,framerate=30/1 \
-         ! {element} ! fakesink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+         ! {stage} ! fakesink sync=false"
+    ));
+    let src = element::<gst_app::AppSrc>(&pipeline, "src");
     src.set_max_bytes(0);
     src.set_block(false);
     pipeline.set_state(gst::State::Playing).unwrap();
