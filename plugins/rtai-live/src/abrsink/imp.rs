@@ -49,6 +49,9 @@ const DEFAULT_AUDIO_BITRATE: u32 = 128;
 const DEFAULT_PREFER_HARDWARE: bool = true;
 /// In-memory SQLite, as analyticssink's `database` default.
 const DEFAULT_DATABASE: &str = "";
+const DEFAULT_VIDEO_CODEC: &str = "h264";
+/// Codecs of the ladder: rtencodebin's codecs that CMAF and browsers' MSE take.
+const VIDEO_CODECS: &[&str] = &["h264", "av1"];
 /// How long stopping waits for the store to write what was reported.
 const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// With the `audio` pad linked but no audio buffer ever arriving (a video-only
@@ -77,6 +80,8 @@ struct Settings {
     database: String,
     /// Guards `/ops`, `/api/*` and `/ws/*`; write-only, never logged.
     auth_token: Option<String>,
+    /// `h264` or `av1` (rtencodebin's codec for every rung).
+    video_codec: String,
 }
 
 /// By hand: the token and a database URL's password must not reach a log through `{:?}`.
@@ -97,6 +102,7 @@ impl std::fmt::Debug for Settings {
             .field("prefer_hardware", &self.prefer_hardware)
             .field("database", &rtai_core::secrets::redact(&self.database))
             .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
+            .field("video_codec", &self.video_codec)
             .finish()
     }
 }
@@ -118,6 +124,7 @@ impl Default for Settings {
             prefer_hardware: DEFAULT_PREFER_HARDWARE,
             database: DEFAULT_DATABASE.into(),
             auth_token: None,
+            video_codec: DEFAULT_VIDEO_CODEC.into(),
         }
     }
 }
@@ -261,6 +268,16 @@ impl AbrSink {
                 (
                     "invalid stream name {:?}: 1 to 64 of A-Z a-z 0-9 _ -",
                     settings.stream
+                )
+            ));
+        }
+        if !VIDEO_CODECS.contains(&settings.video_codec.as_str()) {
+            return Err(gst::error_msg!(
+                gst::LibraryError::Settings,
+                (
+                    "invalid video-codec {:?}: one of {}",
+                    settings.video_codec,
+                    VIDEO_CODECS.join(", ")
                 )
             ));
         }
@@ -518,15 +535,25 @@ impl AbrSink {
                 // Forced key frames make the segments; the encoder's own interval is a backstop.
                 enc.set_property("key-frame-interval", frames_per_segment.max(1) * 4);
                 enc.set_property("prefer-hardware", settings.prefer_hardware);
-                let parse = make("h264parse")?;
+                enc.set_property_from_str("codec", &settings.video_codec);
+                let (parse, caps) = match settings.video_codec.as_str() {
+                    "av1" => (
+                        make("av1parse")?,
+                        gst::Caps::builder("video/x-av1")
+                            .field("stream-format", "obu-stream")
+                            .field("alignment", "tu")
+                            .build(),
+                    ),
+                    _ => (
+                        make("h264parse")?,
+                        gst::Caps::builder("video/x-h264")
+                            .field("stream-format", "avc")
+                            .field("alignment", "au")
+                            .build(),
+                    ),
+                };
                 let pfilter = make("capsfilter")?;
-                pfilter.set_property(
-                    "caps",
-                    gst::Caps::builder("video/x-h264")
-                        .field("stream-format", "avc")
-                        .field("alignment", "au")
-                        .build(),
-                );
+                pfilter.set_property("caps", caps);
                 let (mux, sink) = self.tail(&p, &name, &settings)?;
                 let chain = [&queue, &scale, &filter, &enc, &parse, &pfilter, &mux, &sink];
                 obj.add_many(chain)?;
@@ -797,6 +824,22 @@ impl AbrSink {
             .and_then(|p| p.static_pad("src"))
             .and_then(|p| p.current_caps());
         if let Some(caps) = caps {
+            // GStreamer 1.22 names AV1 `av01` alone: the full string is in the init segment.
+            let av1 = caps
+                .structure(0)
+                .is_some_and(|s| s.name() == "video/x-av1")
+                .then(|| {
+                    let inner = media.inner.lock().unwrap();
+                    inner
+                        .renditions
+                        .get(index)
+                        .and_then(|r| r.init.as_deref().and_then(super::mp4::av1_codecs))
+                })
+                .flatten();
+            if let Some(c) = av1 {
+                media.set_codecs(index, c);
+                return;
+            }
             match gst_pbutils::codec_utils_caps_get_mime_codec(&caps) {
                 Ok(c) => media.set_codecs(index, c.to_string()),
                 Err(e) => gst::warning!(CAT, imp = self, "{name}: no codec string for {caps}: {e}"),
@@ -1152,6 +1195,12 @@ impl ObjectImpl for AbrSink {
                     .write_only()
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("video-codec")
+                    .nick("Video codec")
+                    .blurb("Codec of every video rendition: h264 (rtencodebin h264, h264parse) or av1 (rtencodebin av1: hardware, rav1e rtav1enc or libaom; av1parse)")
+                    .default_value(Some(DEFAULT_VIDEO_CODEC))
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("bound-port")
                     .nick("Bound port")
                     .blurb("The HTTP server's port (with listen=...:0)")
@@ -1203,6 +1252,12 @@ impl ObjectImpl for AbrSink {
             "audio-bitrate" => s.audio_bitrate = value.get().unwrap(),
             "prefer-hardware" => s.prefer_hardware = value.get().unwrap(),
             "database" => s.database = value.get::<Option<String>>().unwrap().unwrap_or_default(),
+            "video-codec" => {
+                s.video_codec = value
+                    .get::<Option<String>>()
+                    .unwrap()
+                    .unwrap_or_else(|| DEFAULT_VIDEO_CODEC.into())
+            }
             "auth-token" => {
                 s.auth_token = value
                     .get::<Option<String>>()
@@ -1234,6 +1289,7 @@ impl ObjectImpl for AbrSink {
             "audio-bitrate" => s.audio_bitrate.to_value(),
             "prefer-hardware" => s.prefer_hardware.to_value(),
             "database" => rtai_core::secrets::redact(&s.database).to_value(),
+            "video-codec" => s.video_codec.to_value(),
             // Write-only: never read back.
             "auth-token" => None::<String>.to_value(),
             "bound-port" => {

@@ -1,6 +1,6 @@
-//! The two numbers abrsink reads from cmafmux's output: the media timescale of
-//! an init segment (`moov/trak/mdia/mdhd`) and the base media decode time of a
-//! fragment (`moof/traf/tfdt`). Bounded box walks over untrusted-looking bytes:
+//! What abrsink reads from cmafmux's output: the media timescale of an init
+//! segment (`moov/trak/mdia/mdhd`), the base media decode time of a fragment
+//! (`moof/traf/tfdt`) and an AV1 track's codecs string (`av1C`). Bounded box walks over untrusted-looking bytes:
 //! malformed input gives `None`, never a panic.
 
 fn boxes(data: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
@@ -59,6 +59,35 @@ pub fn base_decode_time(fragment: &[u8]) -> Option<u64> {
     }
 }
 
+/// The RFC 6381 codecs string of an AV1 init segment (`av01.P.LLT.DD`, AV1
+/// ISOBMFF binding 5) from its first sample entry's `av1C`: GStreamer 1.22
+/// only says `av01`, which browsers' MSE does not take.
+pub fn av1_codecs(init: &[u8]) -> Option<String> {
+    let stsd = find(
+        init,
+        &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"],
+    )?;
+    let (kind, entry) = boxes(stsd.get(8..)?).next()?;
+    if &kind != b"av01" {
+        return None;
+    }
+    // VisualSampleEntry fields before the child boxes.
+    let (_, av1c) = boxes(entry.get(78..)?).find(|(k, _)| k == b"av1C")?;
+    let (marker, b1, b2) = (*av1c.first()?, *av1c.get(1)?, *av1c.get(2)?);
+    if marker != 0x81 {
+        return None;
+    }
+    let profile = b1 >> 5;
+    let level = b1 & 0x1f;
+    let tier = if b2 & 0x80 != 0 { 'H' } else { 'M' };
+    let depth = match (b2 & 0x40 != 0, b2 & 0x20 != 0) {
+        (true, true) => 12,
+        (true, false) => 10,
+        _ => 8,
+    };
+    Some(format!("av01.{profile}.{level:02}{tier}.{depth:02}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,11 +126,37 @@ mod tests {
         assert_eq!(base_decode_time(&frag[..20]), None);
     }
 
+    fn av1_init(av1c: &[u8]) -> Vec<u8> {
+        let mut entry = vec![0u8; 78];
+        entry.extend_from_slice(&bx(b"av1C", av1c));
+        let mut stsd = vec![0u8, 0, 0, 0, 0, 0, 0, 1];
+        stsd.extend_from_slice(&bx(b"av01", &entry));
+        let stbl = bx(b"stbl", &bx(b"stsd", &stsd));
+        bx(b"moov", &bx(b"trak", &bx(b"mdia", &bx(b"minf", &stbl))))
+    }
+
+    #[test]
+    fn av1_codecs_string_from_av1c() {
+        // Main profile, level 3.0 (idx 4), Main tier, 8 bit, 4:2:0.
+        assert_eq!(
+            av1_codecs(&av1_init(&[0x81, 0x04, 0x0c, 0x00])).as_deref(),
+            Some("av01.0.04M.08")
+        );
+        // Profile 2, level idx 13, High tier, 12 bit.
+        assert_eq!(
+            av1_codecs(&av1_init(&[0x81, (2 << 5) | 13, 0x80 | 0x40 | 0x20, 0])).as_deref(),
+            Some("av01.2.13H.12")
+        );
+        assert_eq!(av1_codecs(&av1_init(&[0x01, 0x04, 0x0c])), None);
+        assert_eq!(av1_codecs(&av1_init(&[0x81])), None);
+    }
+
     proptest! {
         #[test]
         fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = timescale(&data);
             let _ = base_decode_time(&data);
+            let _ = av1_codecs(&data);
         }
     }
 }
