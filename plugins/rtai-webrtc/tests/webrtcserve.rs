@@ -49,15 +49,7 @@ impl Serve {
             .downcast::<gst::Pipeline>()
             .unwrap();
         let serve = pipeline.by_name("serve").unwrap();
-        let bus = pipeline.bus().unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
-        wait_for(&bus, T, "track_active", |m| {
-            element_message(m, "track_active").is_some()
-        });
-        let addr = serve
-            .property::<gst::Structure>("stats")
-            .get::<String>("address")
-            .unwrap();
+        let (bus, addr) = play_until_track_active(&pipeline, &serve, T);
         assert!(addr.starts_with("127.0.0.1:"), "{addr}");
         Self {
             pipeline,

@@ -65,6 +65,26 @@ pub fn wait_for(
     }
 }
 
+/// Sets `pipeline` PLAYING and waits for `serve`'s `track_active` (failing on an
+/// error); returns the bus and the address webrtcserve listens on.
+pub fn play_until_track_active(
+    pipeline: &gst::Pipeline,
+    serve: &gst::Element,
+    timeout: Duration,
+) -> (gst::Bus, String) {
+    use gst::prelude::*;
+    let bus = pipeline.bus().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    wait_for(&bus, timeout, "track_active", |m| {
+        element_message(m, "track_active").is_some()
+    });
+    let addr = serve
+        .property::<gst::Structure>("stats")
+        .get::<String>("address")
+        .unwrap();
+    (bus, addr)
+}
+
 /// The structure of an element message named `name`, if `msg` is one.
 pub fn element_message(msg: &gst::Message, name: &str) -> Option<gst::Structure> {
     match msg.view() {
