@@ -420,41 +420,15 @@ fn elements_share_one_server() {
     assert_eq!(page.status, 200);
     assert!(page.text().contains("/hls/\" + stream") || page.text().contains("\"two\""));
     // Same name on the same server: the state change fails with a clear error.
-    init();
-    let dup = gst::parse::launch(&format!(
-        "videotestsrc ! abrsink name=abr listen=127.0.0.1:{port} stream=one"
-    ))
-    .unwrap();
-    assert!(dup.set_state(gst::State::Playing).is_err());
-    let msg = dup
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
-        .unwrap();
-    if let gst::MessageView::Error(e) = msg.view() {
-        assert!(
-            e.error().to_string().contains("already served"),
-            "{}",
-            e.error()
-        );
-    }
-    let _ = dup.set_state(gst::State::Null);
+    start_fails_with(
+        &format!("videotestsrc ! abrsink name=abr listen=127.0.0.1:{port} stream=one"),
+        "already served",
+    );
     // A bad ladder is refused with a clear error.
-    let bad = gst::parse::launch("videotestsrc ! abrsink ladder=720p listen=127.0.0.1:0").unwrap();
-    assert!(bad.set_state(gst::State::Playing).is_err());
-    let msg = bad
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
-        .unwrap();
-    if let gst::MessageView::Error(e) = msg.view() {
-        assert!(
-            e.error().to_string().contains("invalid ladder"),
-            "{}",
-            e.error()
-        );
-    }
-    let _ = bad.set_state(gst::State::Null);
+    start_fails_with(
+        "videotestsrc ! abrsink ladder=720p listen=127.0.0.1:0",
+        "invalid ladder",
+    );
     drop(a);
     drop(b);
 }
@@ -463,6 +437,23 @@ fn tempdir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("abrsink-test-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Starting `description` fails, with an error message containing `text`.
+fn start_fails_with(description: &str, text: &str) {
+    init();
+    let pipeline = gst::parse::launch(description).unwrap();
+    assert!(pipeline.set_state(gst::State::Playing).is_err());
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+        .expect("an error message");
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    assert!(e.error().to_string().contains(text), "{}", e.error());
+    let _ = pipeline.set_state(gst::State::Null);
 }
 
 /// Runs play.mjs on `url`: the page's JSON report.
