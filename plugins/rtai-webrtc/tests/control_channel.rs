@@ -26,6 +26,7 @@ type Pcm = Vec<(gst::ClockTime, Vec<i16>)>;
 /// the appsrc are collected.
 struct Serve {
     pipeline: gst::Pipeline,
+    serve: gst::Element,
     bus: gst::Bus,
     addr: String,
     ctl: gst_app::AppSrc,
@@ -36,6 +37,11 @@ struct Serve {
 
 impl Serve {
     fn start(props: &str) -> Self {
+        Self::launch(props, true)
+    }
+
+    /// `audio`: with `audio_src` linked from the start (else see `link_audio`).
+    fn launch(props: &str, audio: bool) -> Self {
         // One stream at a time: aiortc and x264 on 2 cores.
         static SERIAL: Mutex<()> = Mutex::new(());
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -45,8 +51,12 @@ impl Serve {
              ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 bframes=0 \
              ! video/x-h264,profile=constrained-baseline \
              ! webrtcserve name=serve listen=127.0.0.1:0 mode=send-recv {props} \
-             serve.audio_src ! appsink name=audio sync=false \
-             appsrc name=ctl is-live=true format=time caps=text/x-raw,format=utf8 ! serve.control"
+             {} appsrc name=ctl is-live=true format=time caps=text/x-raw,format=utf8 ! serve.control",
+            if audio {
+                "serve.audio_src ! appsink name=audio sync=false"
+            } else {
+                ""
+            }
         ))
         .unwrap()
         .downcast::<gst::Pipeline>()
@@ -71,27 +81,9 @@ impl Serve {
             },
         );
         let audio = Arc::new(Mutex::new(Vec::new()));
-        let a = audio.clone();
-        let sink = pipeline
-            .by_name("audio")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |s| {
-                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let buffer = sample.buffer().unwrap();
-                    let map = buffer.map_readable().unwrap();
-                    let pcm = map
-                        .chunks_exact(2)
-                        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-                        .collect();
-                    a.lock().unwrap().push((buffer.pts().unwrap(), pcm));
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
+        if let Some(sink) = pipeline.by_name("audio") {
+            collect_audio(sink.downcast_ref().unwrap(), audio.clone());
+        }
         let bus = pipeline.bus().unwrap();
         pipeline.set_state(gst::State::Playing).unwrap();
         wait_for(&bus, T, "track_active", |m| {
@@ -103,6 +95,7 @@ impl Serve {
             .unwrap();
         Self {
             pipeline,
+            serve,
             bus,
             addr,
             ctl,
@@ -110,6 +103,16 @@ impl Serve {
             upstream,
             _serial: serial,
         }
+    }
+
+    /// Requests `audio_src` now (the stream runs) into an appsink.
+    fn link_audio(&self) {
+        let sink = gst_app::AppSink::builder().sync(false).build();
+        collect_audio(&sink, self.audio.clone());
+        self.pipeline.add(&sink).unwrap();
+        let pad = self.serve.request_pad_simple("audio_src").unwrap();
+        pad.link(&sink.static_pad("sink").unwrap()).unwrap();
+        sink.sync_state_with_parent().unwrap();
     }
 
     /// Sends a control event towards the `control` pad as specvadgate would
@@ -157,6 +160,24 @@ impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
     }
+}
+
+fn collect_audio(sink: &gst_app::AppSink, audio: Arc<Mutex<Pcm>>) {
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let buffer = sample.buffer().unwrap();
+                let map = buffer.map_readable().unwrap();
+                let pcm = map
+                    .chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                    .collect();
+                audio.lock().unwrap().push((buffer.pts().unwrap(), pcm));
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
 }
 
 /// One aiortc control peer; `ready()` waits for its open channel.
@@ -656,4 +677,35 @@ fn unreliable_channel_and_lost_acks_still_deliver_exactly_once_and_silence_is_re
     got.sort();
     assert_eq!(got, want, "{silent}");
     assert_eq!(silent["copies"], 40 * 3, "three resends each: {silent}");
+}
+
+#[test]
+fn audio_src_requested_while_a_viewer_talks_gets_its_voice() {
+    // No audio_src at first: the viewer's decoded microphone is swallowed, no error.
+    let serve = Serve::launch("", false);
+    let peer = Peer::start(&serve, "whep", serde_json::json!({"linger": 4.0}));
+    peer.ready();
+    serve.collect("the viewer connected", |m| {
+        m.iter()
+            .any(|m| element_message(m, "peer_connected").is_some())
+    });
+    serve.link_audio();
+    let loud = |pcm: &[i16]| tone(pcm).1 > 1000.0;
+    wait_until(T, "the tone on the late audio_src", || {
+        let audio = serve.audio.lock().unwrap();
+        audio.len() >= 10 && audio.iter().rev().take(10).all(|(_, p)| loud(p))
+    });
+    let pcm: Vec<i16> = serve
+        .audio
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .take(10)
+        .rev()
+        .flat_map(|(_, p)| p.iter().copied())
+        .collect();
+    let (freq, _) = tone(&pcm);
+    assert!((freq - 440.0).abs() < 20.0, "440 Hz, got {freq:.0}");
+    peer.result();
 }

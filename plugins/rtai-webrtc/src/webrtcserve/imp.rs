@@ -1113,6 +1113,14 @@ impl ElementImpl for WebRtcServe {
                     let _ = pad.set_active(true);
                 }
                 obj.add_pad(&pad).ok()?;
+                // Viewers already talking join the new mixer.
+                for e in self.viewers.lock().unwrap().values() {
+                    if let Some(t) = e.viewer.talker.lock().unwrap().talker.as_mut()
+                        && let Err(err) = t.attach(&mixer.mixer)
+                    {
+                        gst::warning!(CAT, imp = self, "viewer {}: {err}", e.viewer.id);
+                    }
+                }
                 *self.mixer.lock().unwrap() = Some(mixer);
                 *slot = Some(pad.clone());
                 Some(pad.upcast())

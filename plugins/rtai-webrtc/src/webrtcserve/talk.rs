@@ -91,6 +91,8 @@ impl Mixer {
 pub struct Talker {
     pub bin: gst::Bin,
     mixer_pad: Option<gst::Pad>,
+    /// The probe that swallows the audio while there is no mixer.
+    dropping: Option<gst::PadProbeId>,
 }
 
 impl Talker {
@@ -126,25 +128,40 @@ impl Talker {
         bin.add_pad(&sink).map_err(|e| e.to_string())?;
         bin.add_pad(&src).map_err(|e| e.to_string())?;
         parent.add(&bin).map_err(|e| e.to_string())?;
-        let mixer_pad = match mixer {
-            Some(m) => {
-                let pad = m
-                    .request_pad_simple("sink_%u")
-                    .ok_or("the audio mixer gave no pad")?;
-                src.link(&pad)
-                    .map_err(|e| format!("cannot link the talker to the mixer: {e}"))?;
-                Some(pad)
-            }
-            None => {
-                drop_everything(src.upcast_ref());
-                None
-            }
+        let mut talker = Self {
+            bin: bin.clone(),
+            mixer_pad: None,
+            dropping: Some(drop_everything(src.upcast_ref())),
         };
+        if let Some(m) = mixer {
+            talker.attach(m)?;
+        }
         bin.sync_state_with_parent().map_err(|e| e.to_string())?;
         rtp_pad
             .link(&sink)
             .map_err(|e| format!("cannot link webrtcbin's audio: {e}"))?;
-        Ok(Self { bin, mixer_pad })
+        Ok(talker)
+    }
+
+    /// Feeds the mixer (`audio_src` requested now or at the start).
+    pub fn attach(&mut self, mixer: &gst::Element) -> Result<(), String> {
+        if self.mixer_pad.is_some() {
+            return Ok(());
+        }
+        let src = self
+            .bin
+            .static_pad("src")
+            .ok_or("the talker has no src pad")?;
+        let pad = mixer
+            .request_pad_simple("sink_%u")
+            .ok_or("the audio mixer gave no pad")?;
+        src.link(&pad)
+            .map_err(|e| format!("cannot link the talker to the mixer: {e}"))?;
+        if let Some(id) = self.dropping.take() {
+            src.remove_probe(id);
+        }
+        self.mixer_pad = Some(pad);
+        Ok(())
     }
 
     /// Unlinks and removes the branch; the mixer goes on with the others.
@@ -164,7 +181,7 @@ impl Talker {
     /// The mixer goes away (`audio_src` released): drop what this talker decodes.
     pub fn detach(&mut self, mixer: &gst::Element) {
         if let (Some(pad), Some(src)) = (self.mixer_pad.take(), self.bin.static_pad("src")) {
-            drop_everything(&src);
+            self.dropping = Some(drop_everything(&src));
             let _ = src.unlink(&pad);
             mixer.release_request_pad(&pad);
         }
@@ -172,9 +189,10 @@ impl Talker {
 }
 
 /// A probe that makes an unlinked pad swallow its data (pushes return OK).
-fn drop_everything(pad: &gst::Pad) {
+fn drop_everything(pad: &gst::Pad) -> gst::PadProbeId {
     pad.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
         |_, _| gst::PadProbeReturn::Drop,
-    );
+    )
+    .expect("a probe on a pad")
 }
