@@ -1,6 +1,6 @@
 //! The live proof of issues 17 and 26 against the real thing, in one browser
 //! run: a `gst-launch-1.0` process (rtmpserversrc → abrsink with a SQLite
-//! `database`) gets a live ffmpeg RTMP push; Debian's chromium
+//! `database` and an `auth-token`, which `/ops`, `/api` and `/ws` then need) gets a live ffmpeg RTMP push; Debian's chromium
 //! (playwright-core, tests/player/viewers.mjs) opens ten hls.js `/watch`
 //! pages and the operator page `/ops`:
 //! - the ten are counted exactly in `/api`, `/metrics` and the WebSocket, and
@@ -36,6 +36,14 @@ const STREAM: &str = "crowd";
 const PAGES: usize = 10;
 const CLOSE: usize = 5;
 const OPS_CLOSE: usize = 2;
+/// The server's `auth-token`: `/ops`, `/api` and `/ws` need it, players do not.
+const TOKEN: &str = "ops-Zq8s3cret";
+
+/// `path` with the token (`access_token=`, as the page passes it on).
+fn authed(path: &str) -> String {
+    let q = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{q}access_token={TOKEN}")
+}
 
 /// `gst-launch-1.0` serving `STREAM` on `http` from an RTMP publisher on
 /// `rtmp`, its history in `database`; killed (SIGKILL) on drop. The idle
@@ -51,7 +59,7 @@ impl Server {
                idle-timeout=15000 \
              ! flvdemux name=d d.video ! queue ! h264parse ! avdec_h264 ! queue \
              ! abrsink ladder=120p:150 prefer-hardware=false listen=127.0.0.1:{http} \
-               stream={STREAM} database={}",
+               stream={STREAM} database={} auth-token={TOKEN}",
             database.display()
         );
         let log = std::fs::OpenOptions::new()
@@ -70,7 +78,7 @@ impl Server {
             .spawn()
             .expect("gst-launch-1.0 runs");
         rtai_core::testing::wait_until("the delivery server", Duration::from_secs(30), || {
-            try_get(http, "/api/streams").is_some_and(|r| r.status == 200)
+            try_get(http, &authed("/api/streams")).is_some_and(|r| r.status == 200)
         });
         Server(child)
     }
@@ -151,7 +159,7 @@ fn rtmp_push_watch_pages_ops_page_publisher_killed_and_history_after_a_restart()
         .expect("ffmpeg runs"),
     );
     rtai_core::testing::wait_until("the pushed stream", Duration::from_secs(20), || {
-        get(http, &format!("/api/streams/{STREAM}")).status == 200
+        get(http, &authed(&format!("/api/streams/{STREAM}"))).status == 200
     });
     println!(
         "RTMP push → stream served: {:.2} s",
@@ -166,6 +174,7 @@ fn rtmp_push_watch_pages_ops_page_publisher_killed_and_history_after_a_restart()
             .args([PAGES, CLOSE, OPS_CLOSE].map(|n| n.to_string()))
             .arg(&shot)
             .arg(ffmpeg.0.id().to_string())
+            .arg(TOKEN)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -262,7 +271,7 @@ fn rtmp_push_watch_pages_ops_page_publisher_killed_and_history_after_a_restart()
     let ended = ms(&v["endedMs"]);
     println!("publisher killed → /ops row `ended`: {ended:?}");
     assert!(ended < Duration::from_secs(2), "`ended` after {ended:?}");
-    let status = get(http, &format!("/api/streams/{STREAM}")).json();
+    let status = get(http, &authed(&format!("/api/streams/{STREAM}"))).json();
     assert_eq!(status["status"], "ended", "{status}");
 
     // The server process killed and started again on the same SQLite file.
@@ -274,11 +283,16 @@ fn rtmp_push_watch_pages_ops_page_publisher_killed_and_history_after_a_restart()
         t.elapsed().as_secs_f64()
     );
     // Nothing live: the stream is unknown to the live API ...
-    assert_eq!(get(http, &format!("/api/streams/{STREAM}")).status, 404);
+    assert_eq!(
+        get(http, &authed(&format!("/api/streams/{STREAM}"))).status,
+        404
+    );
     // ... and its last hour comes from the store.
     let h = get(
         http,
-        &format!("/api/streams/{STREAM}/metrics?since=-3600&limit=1000"),
+        &authed(&format!(
+            "/api/streams/{STREAM}/metrics?since=-3600&limit=1000"
+        )),
     )
     .json();
     let points = h["points"].as_array().unwrap();
@@ -299,7 +313,9 @@ fn rtmp_push_watch_pages_ops_page_publisher_killed_and_history_after_a_restart()
         s
     };
     assert_eq!(stored, sessions, "the ten sessions in the store: {h}");
-    let ops = get(http, &format!("/ops?stream={STREAM}"));
+    // Behind the token, like the API.
+    assert_eq!(get(http, &format!("/ops?stream={STREAM}")).status, 401);
+    let ops = get(http, &authed(&format!("/ops?stream={STREAM}")));
     assert_eq!(ops.status, 200);
     assert!(ops.text().contains("chart-viewers"), "{}", ops.text());
     node.0

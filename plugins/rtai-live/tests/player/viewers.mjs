@@ -1,6 +1,7 @@
 // The live proof of issues 17 and 26 in Debian's chromium (playwright-core),
 // driven by tests/watch_viewers.rs over stdin/stdout (one JSON line a stage).
-//   argv: watchUrl (http://host:port/watch/<stream>) n close opsClose shot ffmpegPid
+//   argv: watchUrl (http://host:port/watch/<stream>) n close opsClose shot ffmpegPid token
+//   (token: the server's auth token for /ops, /api and /ws; the players need none)
 // 1. Opens n abrsink player pages (hls.js), waits until every one renders a
 //    frame and the three views of the count agree on n (the JSON API,
 //    Prometheus /metrics and the WebSocket's per-second stats, read by one more
@@ -21,19 +22,20 @@
 import { createInterface } from "node:readline";
 import { AUTOPLAY, colouredPixels, until, withChromium } from "./browser.mjs";
 
-const [url, nArg, closeArg, opsCloseArg, shot, ffmpegPid] = process.argv.slice(2);
+const [url, nArg, closeArg, opsCloseArg, shot, ffmpegPid, token] = process.argv.slice(2);
 const n = Number(nArg), close = Number(closeArg), opsClose = Number(opsCloseArg);
 const u = new URL(url);
 const stream = u.pathname.split("/").pop();
+const auth = "access_token=" + encodeURIComponent(token);
 const api = u.origin + "/api/streams/" + stream;
 const metricsUrl = u.origin + "/metrics";
-const wsUrl = u.origin.replace(/^http/, "ws") + "/ws/streams/" + stream;
-const opsUrl = u.origin + "/ops?stream=" + stream;
+const wsUrl = u.origin.replace(/^http/, "ws") + "/ws/streams/" + stream + "?" + auth;
+const opsUrl = u.origin + "/ops?stream=" + stream + "&" + auth;
 const stdin = createInterface({ input: process.stdin });
 const nextLine = () => new Promise((res) => stdin.once("line", res));
 const say = (v) => console.log(JSON.stringify(v));
 
-const fromApi = async () => (await (await fetch(api)).json()).viewers;
+const fromApi = async () => (await (await fetch(api + "?" + auth)).json()).viewers;
 const fromMetrics = async () => {
   const text = await (await fetch(metricsUrl)).text();
   const line = text.split("\n").find((l) => l.startsWith("rtai_delivery_viewers{") && l.includes(`stream="${stream}"`));
@@ -91,7 +93,7 @@ const pageStates = async () => ({
 await withChromium([AUTOPLAY], async (browser) => {
   const errors = [];
   observer = await browser.newPage();
-  await observer.goto(api);
+  await observer.goto(api + "?" + auth);
   await observer.evaluate((ws) => {
     window.wsViewers = undefined;
     // When each session left and why (Date.now()), as the feed says it.
@@ -132,7 +134,7 @@ await withChromium([AUTOPLAY], async (browser) => {
   const after = await until("closed viewers gone from the API, /metrics and the WebSocket", 10000, viewersAre(n - close));
   const closeToCountMs = Date.now() - t0;
   const left = await leftAfter(sessions.slice(0, close), t0);
-  const remaining = (await (await fetch(api + "/viewers")).json()).sessions.map((s) => s.id);
+  const remaining = (await (await fetch(api + "/viewers?" + auth)).json()).sessions.map((s) => s.id);
   say({ stage: "viewers", open: n, closed: close, counted, after, closeToCountMs, reached, left, sessions, remaining, firstFrameMs, errors });
 
   // 2. The operator page with n - close viewers, then opsClose of them closed.
