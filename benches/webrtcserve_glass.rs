@@ -15,8 +15,8 @@
 //!   encode → RTP over loopback → decode, without a jitter buffer's playout
 //!   delay or rendering.
 //!
-//! Both compare with the same host clock. `GLASS_SECONDS` (default 20) is the
-//! measuring window.
+//! Both compare with the same host clock over the same window (the page says
+//! when it starts measuring). `GLASS_SECONDS` (default 20) is its length.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -222,28 +222,28 @@ fn main() {
         "webrtcserve glass-to-glass: raw {W}x{H}@{FPS} → rtencodebin (x264 1500 kbit/s) → chromium \
          player page and an in-process webrtcbin at once, {secs} s"
     );
-    base.measuring.store(true, Ordering::Relaxed);
     let layout = format!(r#"{{"sq":{SQ},"cols":{COLS},"bits":{BITS}}}"#);
-    let out = std::process::Command::new("node")
+    let mut node = std::process::Command::new("node")
         .arg(format!("{browser_dir}/glass.mjs"))
         .arg(format!("http://{addr}/"))
         .arg(secs.to_string())
         .arg(&layout)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .expect("node runs");
+    // The baseline measures the page's window: from its "measuring" line to its result.
+    let mut line = String::new();
+    for l in std::io::BufRead::lines(std::io::BufReader::new(node.stdout.take().unwrap())) {
+        line = l.unwrap();
+        if line.contains(r#""step":"measuring""#) {
+            base.measuring.store(true, Ordering::Relaxed);
+        }
+    }
     base.measuring.store(false, Ordering::Relaxed);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_else(|| {
-        panic!(
-            "glass.mjs printed nothing: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let page: serde_json::Value = serde_json::from_str(line).unwrap();
-    assert!(
-        out.status.success() && page.get("error").is_none(),
-        "{page}"
-    );
+    let status = node.wait().unwrap();
+    let page: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|_| panic!("glass.mjs did not end with its result: {line:?}"));
+    assert!(status.success() && page.get("error").is_none(), "{page}");
     let samples = |k: &str| -> Vec<f64> {
         page[k]
             .as_array()

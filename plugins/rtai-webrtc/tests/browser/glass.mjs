@@ -7,7 +7,8 @@
 // first, white = 1, then the same number of blocks holding the complement (a
 // frame whose complement does not match is a misread, not a sample). The time
 // is milliseconds since the epoch modulo 2^bits. Measures for argv[3] seconds
-// after 30 presented frames; prints one JSON line.
+// after 30 presented frames (printing {"step":"measuring"} as it starts, so a
+// baseline can measure the same window); then prints the result as a JSON line.
 import { chromium } from "playwright-core";
 
 const [url, secs = "20", layout = '{"sq":32,"cols":12,"bits":24}'] = process.argv.slice(2);
@@ -68,6 +69,7 @@ try {
     };
     video.requestVideoFrameCallback(onFrame);
   }, spec);
+  console.log(JSON.stringify({ step: "measuring" }));
   await new Promise((r) => setTimeout(r, parseFloat(secs) * 1000));
   const glass = await page.evaluate(() => window.glass);
   const size = await page.evaluate(() => [document.getElementById("video").videoWidth, document.getElementById("video").videoHeight]);
