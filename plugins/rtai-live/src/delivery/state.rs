@@ -938,6 +938,56 @@ mod tests {
     }
 
     #[test]
+    fn audio_requests_are_no_rendition_switch() {
+        let t0 = Instant::now();
+        let mut st = Streams::default();
+        let mut out = vec![];
+        let audio = RenditionInfo {
+            name: "audio".into(),
+            width: 0,
+            height: 0,
+            bandwidth: 128_000,
+            codecs: "mp4a.40.2".into(),
+        };
+        st.stream_started(
+            "live",
+            vec![rendition("720p"), audio],
+            None,
+            t0,
+            0,
+            &mut out,
+        );
+        let id = st.new_session("live", None, t0, 0, &mut out);
+        out.clear();
+        // A player loads audio before and beside its video rung (DASH, HLS audio group).
+        for (i, r) in ["audio", "720p", "audio", "720p", "audio"]
+            .iter()
+            .enumerate()
+        {
+            let at = 100 * (i as u64 + 1);
+            let now = t0 + Duration::from_millis(at);
+            st.media_request(
+                "live",
+                Some(&id),
+                Some(r),
+                10,
+                &RULES,
+                now,
+                at as i64,
+                &mut out,
+            );
+        }
+        let s = st.get("live").unwrap();
+        let sess = &s.sessions[&id];
+        assert_eq!(sess.rendition.as_deref(), Some("720p"));
+        assert_eq!((sess.switches, sess.bytes, sess.requests), (0, 50, 5));
+        assert!(!out.iter().any(|c| matches!(c, Change::Switch { .. })));
+        assert_eq!(s.viewers_per_rendition()["720p"], 1);
+        // Its audio bytes are still counted for the audio rendition.
+        assert_eq!(s.per_rendition["audio"].bytes_sent, 30);
+    }
+
+    #[test]
     fn sessions_join_switch_stall_and_leave_by_the_target_duration() {
         let t0 = Instant::now();
         let mut st = started(t0);
