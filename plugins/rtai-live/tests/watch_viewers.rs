@@ -1,22 +1,25 @@
 //! The live proof of issues 17 and 26 against the real thing, in one browser
 //! run: a `gst-launch-1.0` process (rtmpserversrc → abrsink with a SQLite
-//! `database` and an `auth-token`, which `/ops`, `/api` and `/ws` then need) gets a live ffmpeg RTMP push; Debian's chromium
-//! (playwright-core, tests/player/viewers.mjs) opens ten hls.js `/watch`
-//! pages and the operator page `/ops`:
+//! `database` and an `auth-token`, which `/ops`, `/api` and `/ws` then need)
+//! gets a live ffmpeg RTMP push; Debian's chromium (playwright-core,
+//! tests/player/viewers.mjs) opens ten hls.js `/watch` pages and the operator
+//! page `/ops`:
 //! - the ten are counted exactly in `/api`, `/metrics` and the WebSocket, and
 //!   closing five (their `pagehide` beacon) is reflected in all three within
 //!   2 × target duration;
 //! - `/ops` opened with five viewers shows them (its row and its detail) in
-//!   under 2 s; closing two more shows 3 within 2 × target duration; a
-//!   screenshot has the three charts drawn;
+//!   under 2 s; a screenshot has the three charts drawn; closing two more
+//!   shows 3 within 2 × target duration; a viewer's hls.js switched to the
+//!   other rendition is listed among its switches within a target duration;
 //! - the publisher killed (SIGKILL to ffmpeg) turns the stream's row to
 //!   `ended` within 2 s;
 //! - the server process killed (SIGKILL) and started again on the same file:
 //!   `/api/streams/{stream}/metrics?since=` still has the 10, 5 and 3 viewer
 //!   seconds and the ten sessions, and `/ops` draws that stored hour.
 //!
-//! The source is small (160x120, 10 fps, no audio, one 120p rung) so that ten
-//! pages decoding at once stay cheap on 2 cores and their beacons go out on time.
+//! The source is small (160x120, 10 fps, no audio, rungs 120p and 90p) so that
+//! ten pages decoding at once stay cheap on 2 cores and their beacons go out on
+//! time.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -58,7 +61,7 @@ impl Server {
             "rtmpserversrc listen=127.0.0.1:{rtmp} stream-name={STREAM} eos-on-disconnect=false \
                idle-timeout=15000 \
              ! flvdemux name=d d.video ! queue ! h264parse ! avdec_h264 ! queue \
-             ! abrsink ladder=120p:150 prefer-hardware=false listen=127.0.0.1:{http} \
+             ! abrsink ladder=120p:150,90p:100 prefer-hardware=false listen=127.0.0.1:{http} \
                stream={STREAM} database={} auth-token={TOKEN}",
             database.display()
         );
@@ -256,6 +259,15 @@ fn rtmp_push_watch_pages_ops_page_publisher_killed_and_history_after_a_restart()
         "/ops showed 5 after {loaded:?}"
     );
     assert!(shown < 2 * TARGET, "/ops showed 3 after {shown:?}");
+    let switched = ms(&v["switchShownMs"]);
+    println!(
+        "a viewer's hls.js switched to {} → /ops lists the switch {switched:?} later",
+        v["switchTo"]
+    );
+    assert!(
+        switched < TARGET,
+        "/ops showed the switch after {switched:?}"
+    );
     for chart in ["chart-viewers", "chart-bitrate", "chart-renditions"] {
         assert!(v["drawn"][chart].as_u64().unwrap() >= 2, "{chart}: {v}");
         // A line across the chart, not just the legend text.

@@ -155,7 +155,24 @@ await withChromium([AUTOPLAY], async (browser) => {
   const views = await until("the API, /metrics and the WebSocket agree", 10000, viewersAre(n - close - opsClose));
   const viewsReached = { ...reached };
   const opsLeft = await leftAfter(sessions.slice(close, close + opsClose), t0);
-  say({ stage: "ops", loadedMs, shownMs, views, viewsReached, left: opsLeft, chartPixels, drawn, errors, opsErrors });
+  // A viewer's quality switch: the last page's hls.js is told to play the other
+  // rendition; time until /ops lists that switch (session → rendition).
+  const viewer = pages[n - 1];
+  const to = await viewer.evaluate(() => {
+    const level = window.hls.currentLevel === 0 ? 1 : 0;
+    return { level, name: window.hls.levels[level].height + "p" };
+  });
+  const prefix = sessions[n - 1].slice(0, 8);
+  const switchesTo = (a) => [...document.querySelectorAll("#switches li")]
+    .filter((li) => li.textContent.includes(" " + a.prefix + ": ") && li.textContent.endsWith("→ " + a.name)).length;
+  const arg = JSON.stringify({ prefix, name: to.name });
+  const before = await ops.page.evaluate(`(${switchesTo})(${arg})`);
+  t0 = Date.now();
+  await viewer.evaluate((level) => { window.hls.currentLevel = level; }, to.level);
+  await ops.page.waitForFunction(`(${switchesTo})(${arg}) > ${before}`, null, { timeout: 10000, polling: 20 });
+  const switchShownMs = Date.now() - t0;
+  say({ stage: "ops", loadedMs, shownMs, views, viewsReached, left: opsLeft, switchTo: to.name, switchShownMs,
+    chartPixels, drawn, errors, opsErrors });
 
   // 3. The publisher killed mid-stream (while its row says `active`).
   const statusBefore = await ops.page.evaluate((s) =>
