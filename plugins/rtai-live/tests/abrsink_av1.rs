@@ -81,14 +81,15 @@ fn av1_ladder_is_served_as_cmaf() {
     assert!(mpd.contains("codecs=\"av01.0."), "{mpd}");
     let _ = std::fs::remove_dir_all(dir);
 
-    // dash.js in chromium plays it (MSE with AV1) and is one session.
-    let player = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/player");
+    // dash.js in chromium plays it (MSE with AV1) as one session.
+    let player_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/player");
     assert!(
-        Path::new(player).join("node_modules/dashjs").exists(),
-        "dash.js/playwright-core are missing: scripts/setup.sh runs `npm ci` in {player}"
+        Path::new(player_dir).join("node_modules/dashjs").exists(),
+        "dash.js/playwright-core are missing: scripts/setup.sh runs `npm ci` in {player_dir}"
     );
+    // (hls.js 1.7 renders no frame of this AV1 ladder: docs/abrsink.md, limits.)
     let out = Command::new("node")
-        .arg(format!("{player}/dash_session.mjs"))
+        .arg(format!("{player_dir}/dash_session.mjs"))
         .arg(format!("http://127.0.0.1:{port}/watch/av?dash=1"))
         .arg(format!("http://127.0.0.1:{port}/api/streams/av/viewers"))
         .arg("2")

@@ -1,11 +1,12 @@
-// dash.js on abrsink's player page (argv[2], a /watch/STREAM?dash=1 URL) in
+// dash.js on abrsink's player page (argv[2], a /watch/STREAM?dash=1 URL; or
+// hls.js with a /watch/STREAM URL) in
 // Debian's chromium (playwright-core): waits for the first rendered frame and
 // argv[4] seconds of playback (MPD refreshes included), reads the viewers of
 // argv[3] (/api/streams/STREAM/viewers) while the page is open, closes the page
 // as a user closes a tab (its pagehide beacon ends the session) and waits until
 // the session is gone from that API. Prints one JSON line: session (the id the
-// page took from the MPD), firstFrameMs, requests (path and query of every
-// /dash/ request), errors, viewersOpen, leftMs (close → session gone, null when
+// page took from the MPD or master playlist), firstFrameMs, requests (path and
+// query of every /dash/ and /hls/ request), errors, viewersOpen, leftMs (close → session gone, null when
 // it was not gone within 5 s).
 import { chromium } from "playwright-core";
 
@@ -23,7 +24,7 @@ try {
   page = await browser.newPage();
   page.on("request", (r) => {
     const u = new URL(r.url());
-    if (u.pathname.startsWith("/dash/")) requests.push(u.pathname + u.search);
+    if (u.pathname.startsWith("/dash/") || u.pathname.startsWith("/hls/")) requests.push(u.pathname + u.search);
   });
   page.on("response", (r) => { if (r.status() >= 400) errors.push(r.status() + " " + r.url()); });
   page.on("pageerror", (e) => errors.push(String(e)));
