@@ -132,10 +132,6 @@ impl ControlChannel {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn viewer(&self) -> &str {
-        &self.viewer
-    }
-
     pub fn is_open(&self) -> bool {
         self.lock().open
     }

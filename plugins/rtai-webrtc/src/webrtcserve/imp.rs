@@ -652,6 +652,12 @@ impl WebRtcServe {
             .field("frames-sent", c.frames_out.load(Ordering::Relaxed))
             .field("bytes-sent", c.bytes_out.load(Ordering::Relaxed))
             .field("dropped", c.dropped(v.queued()));
+        if let Some(ch) = v.control_channel() {
+            b = b
+                .field("control-open", ch.is_open())
+                .field("control-pending", ch.pending() as u32)
+                .field("control-refused", ch.refused());
+        }
         if let Some(r) = reason {
             b = b.field("reason", r);
         }
@@ -901,7 +907,7 @@ impl ObjectImpl for WebRtcServe {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("address, viewers, connected-total, viewer-stats (per viewer: packets-sent, frames-sent, bytes-sent, dropped)")
+                    .blurb("address, viewers, connected-total, viewer-stats (per viewer: packets-sent, frames-sent, bytes-sent, dropped; send-recv: control-open, control-pending (sent, not acked yet), control-refused (bad or rate-limited messages from the viewer))")
                     .read_only()
                     .build(),
             ]
