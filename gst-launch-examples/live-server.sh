@@ -7,6 +7,10 @@
 #   STREAMS="cam1=key1,cam2=key2"  stream names and their keys (default two demo streams)
 #   LISTEN_HOST=0.0.0.0            to accept publishers and viewers from other machines
 #   LOW_LATENCY=1                  LL-HLS parts (200 ms) and blocking playlist reload
+#   DATABASE=live.db               keep viewer sessions and the /ops history in this SQLite file
+#                                  (or a postgres:// URL) across restarts; default in memory
+#   AUTH_TOKEN=secret              require it (Authorization: Bearer or ?access_token=) on /ops,
+#                                  /api and /ws; media, /watch and /metrics stay open
 #
 # Publish (ffmpeg):  ffmpeg -re -i clip.mp4 -c:v libx264 -tune zerolatency -c:a aac -f flv \
 #                      'rtmp://HOST:1935/live/cam1?key=key1'
@@ -41,6 +45,10 @@ rtmp_port="$(free_port "${2:-1935}")"
 streams="${STREAMS:-cam1=demo-key1,cam2=demo-key2}"
 ll=false
 [ "${LOW_LATENCY:-}" = 1 ] && ll=true
+# Every abrsink shares one HTTP server, so they all get the same store and token.
+store=()
+[ -n "${DATABASE:-}" ] && store+=("database=$DATABASE")
+[ -n "${AUTH_TOKEN:-}" ] && store+=("auth-token=$AUTH_TOKEN")
 
 chains=()
 i=0
@@ -51,7 +59,7 @@ for pair in "${pairs[@]}"; do
   chains+=(rtmpserversrc "listen=$host:$rtmp_port" "stream-name=$name" "stream-keys=$name=$key"
     eos-on-disconnect=false ! flvdemux "name=d$i"
     "d$i.video" ! queue ! h264parse ! avdec_h264 ! queue
-    ! abrsink "name=a$i" "stream=$name" "listen=$host:$http_port" "low-latency=$ll"
+    ! abrsink "name=a$i" "stream=$name" "listen=$host:$http_port" "low-latency=$ll" ${store[@]+"${store[@]}"}
     "d$i.audio" ! queue ! aacparse ! avdec_aac ! queue ! "a$i.audio")
   echo "stream $name: publish rtmp://$host:$rtmp_port/live/$name?key=<key>, watch http://$host:$http_port/watch/$name"
   i=$((i + 1))
