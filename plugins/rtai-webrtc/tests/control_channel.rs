@@ -299,6 +299,19 @@ fn ids(result: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// Relative power of `freq` in `pcm` at 48 kHz (Goertzel), 0..~1 for a full-scale sine.
+fn power_at(pcm: &[i16], freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / 48_000.0;
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in pcm {
+        let s0 = x as f64 / 32768.0 + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let n = pcm.len().max(1) as f64;
+    (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2) * 4.0 / (n * n)
+}
+
 /// The dominant frequency (zero crossings) and RMS of `pcm` at 48 kHz.
 fn tone(pcm: &[i16]) -> (f64, f64) {
     let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
@@ -747,4 +760,69 @@ fn audio_src_requested_while_a_viewer_talks_gets_its_voice() {
     let (freq, _) = tone(&pcm);
     assert!((freq - 440.0).abs() < 20.0, "440 Hz, got {freq:.0}");
     peer.result();
+}
+
+#[test]
+fn two_talkers_are_mixed_and_one_leaving_does_not_stop_the_other() {
+    let serve = Serve::start("");
+    let a = Peer::start(
+        &serve,
+        "whep",
+        serde_json::json!({"freq": 440.0, "linger": 2.0}),
+    );
+    a.ready();
+    let b = Peer::start(
+        &serve,
+        "whep",
+        serde_json::json!({"freq": 660.0, "linger": 6.0}),
+    );
+    b.ready();
+    // The last 200 ms of audio_src, in order.
+    let last = || -> Vec<i16> {
+        let audio = serve.audio.lock().unwrap();
+        let n = audio.len();
+        audio[n.saturating_sub(20)..]
+            .iter()
+            .flat_map(|(_, p)| p.iter().copied())
+            .collect()
+    };
+    wait_until(T, "both tones mixed", || {
+        let pcm = last();
+        power_at(&pcm, 440.0) > 0.01 && power_at(&pcm, 660.0) > 0.01
+    });
+    let pcm = last();
+    println!(
+        "both talking: power 440 Hz {:.3}, 660 Hz {:.3}, 550 Hz {:.4}",
+        power_at(&pcm, 440.0),
+        power_at(&pcm, 660.0),
+        power_at(&pcm, 550.0)
+    );
+    a.result();
+    serve.collect("the first talker gone", |m| {
+        m.iter()
+            .any(|m| element_message(m, "peer_disconnected").is_some())
+    });
+    let gone_at = serve.audio.lock().unwrap().len();
+    wait_until(T, "the second talker alone", || {
+        let pcm = last();
+        serve.audio.lock().unwrap().len() > gone_at + 30
+            && power_at(&pcm, 440.0) < 0.001
+            && power_at(&pcm, 660.0) > 0.01
+    });
+    let pcm = last();
+    println!(
+        "after the first left: power 440 Hz {:.4}, 660 Hz {:.3}",
+        power_at(&pcm, 440.0),
+        power_at(&pcm, 660.0)
+    );
+    b.result();
+    let audio = serve.audio.lock().unwrap();
+    let gaps = audio
+        .windows(2)
+        .filter(|w| {
+            let end = w[0].0.nseconds() + w[0].1.len() as u64 * 1_000_000_000 / 48_000;
+            (w[1].0.nseconds() as i64 - end as i64).abs() > 100_000
+        })
+        .count();
+    assert_eq!(gaps, 0, "audio_src contiguous through joins and leaves");
 }

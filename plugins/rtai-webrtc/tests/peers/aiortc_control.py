@@ -16,6 +16,7 @@ CONFIG_JSON keys (all optional):
   flood        this many copies of a valid message sent at once, after send_raw
   linger       seconds to stay connected after the sends (1.0)
   timeout      seconds for the whole run (20)
+  freq         the tone's frequency in Hz (440)
 
 Prints `{"ready": true}` once the channel is open, then one JSON line with
 what it saw: received (first copies in arrival order), copies, acks
@@ -178,7 +179,7 @@ async def main_async(mode, base, cfg):
     location = None
     loop = asyncio.get_running_loop()
     if mode == "whep":
-        pc.addTrack(Tone())
+        pc.addTrack(Tone(cfg.get("freq", 440.0)))
         pc.addTransceiver("video", direction="recvonly")
         peer.take(pc.createDataChannel("control"))
         await pc.setLocalDescription(await pc.createOffer())
@@ -198,7 +199,7 @@ async def main_async(mode, base, cfg):
                 msg = json.loads(text)
                 if msg["type"] == "offer":
                     await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
-                    pc.addTrack(Tone())
+                    pc.addTrack(Tone(cfg.get("freq", 440.0)))
                     # aiortc must be the DTLS server against GStreamer 1.22 (see aiortc_peer.py).
                     for t in pc.getTransceivers():
                         t.receiver.transport._set_role("server")
