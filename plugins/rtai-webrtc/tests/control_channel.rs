@@ -84,15 +84,7 @@ impl Serve {
         if let Some(sink) = pipeline.by_name("audio") {
             collect_audio(sink.downcast_ref().unwrap(), audio.clone());
         }
-        let bus = pipeline.bus().unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
-        wait_for(&bus, T, "track_active", |m| {
-            element_message(m, "track_active").is_some()
-        });
-        let addr = serve
-            .property::<gst::Structure>("stats")
-            .get::<String>("address")
-            .unwrap();
+        let (bus, addr) = play_until_track_active(&pipeline, &serve, T);
         Self {
             pipeline,
             serve,
