@@ -37,21 +37,26 @@ struct Serve {
 
 impl Serve {
     fn start(props: &str) -> Self {
-        Self::launch(props, true)
+        Self::launch(props, true, true)
     }
 
     /// `audio`: with `audio_src` linked from the start (else see `link_audio`).
-    fn launch(props: &str, audio: bool) -> Self {
+    /// `video`: a video stream on `sink` (else a voice-only server).
+    fn launch(props: &str, audio: bool, video: bool) -> Self {
         // One stream at a time: aiortc and x264 on 2 cores.
         static SERIAL: Mutex<()> = Mutex::new(());
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         init();
         let pipeline = gst::parse::launch(&format!(
-            "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=15/1 \
-             ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 bframes=0 \
-             ! video/x-h264,profile=constrained-baseline \
-             ! webrtcserve name=serve listen=127.0.0.1:0 mode=send-recv {props} \
+            "{} webrtcserve name=serve listen=127.0.0.1:0 mode=send-recv {props} \
              {} appsrc name=ctl is-live=true format=time caps=text/x-raw,format=utf8 ! serve.control",
+            if video {
+                "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=15/1 \
+                 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 bframes=0 \
+                 ! video/x-h264,profile=constrained-baseline !"
+            } else {
+                ""
+            },
             if audio {
                 "serve.audio_src ! appsink name=audio sync=false"
             } else {
@@ -84,7 +89,19 @@ impl Serve {
         if let Some(sink) = pipeline.by_name("audio") {
             collect_audio(sink.downcast_ref().unwrap(), audio.clone());
         }
-        let (bus, addr) = play_until_track_active(&pipeline, &serve, T);
+        let (bus, addr) = if video {
+            play_until_track_active(&pipeline, &serve, T)
+        } else {
+            pipeline.set_state(gst::State::Playing).unwrap();
+            let addr = || {
+                serve
+                    .property::<gst::Structure>("stats")
+                    .get::<String>("address")
+                    .unwrap()
+            };
+            wait_until(T, "the server listening", || !addr().is_empty());
+            (pipeline.bus().unwrap(), addr())
+        };
         Self {
             pipeline,
             serve,
@@ -725,7 +742,7 @@ fn unreliable_channel_and_lost_acks_still_deliver_exactly_once_and_silence_is_re
 #[test]
 fn audio_src_requested_while_a_viewer_talks_gets_its_voice() {
     // No audio_src at first: the viewer's decoded microphone is swallowed, no error.
-    let serve = Serve::launch("", false);
+    let serve = Serve::launch("", false, true);
     let peer = Peer::start(&serve, "whep", serde_json::json!({"linger": 4.0}));
     peer.ready();
     serve.collect("the viewer connected", |m| {
@@ -816,4 +833,32 @@ fn two_talkers_are_mixed_and_one_leaving_does_not_stop_the_other() {
         })
         .count();
     assert_eq!(gaps, 0, "audio_src contiguous through joins and leaves");
+}
+
+#[test]
+fn voice_only_without_video_microphone_and_control_channel() {
+    // send-recv with nothing on `sink`: viewers join with audio and the channel only.
+    let serve = Serve::launch("", true, false);
+    let peer = Peer::start(
+        &serve,
+        "ws",
+        serde_json::json!({"expect": 2, "linger": 1.5}),
+    );
+    peer.ready();
+    let seg = 9u64 << 32 | 1;
+    serve.push(segment("start", seg));
+    serve.push(segment("commit", seg));
+    let loud = |pcm: &[i16]| tone(pcm).1 > 1000.0;
+    wait_until(T, "the tone of a voice-only viewer", || {
+        let audio = serve.audio.lock().unwrap();
+        audio.len() >= 10 && audio.iter().rev().take(10).all(|(_, p)| loud(p))
+    });
+    let result = peer.result();
+    let kinds: Vec<&str> = result["received"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["speech-start", "speech-commit"], "{result}");
 }

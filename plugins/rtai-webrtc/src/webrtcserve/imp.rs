@@ -339,10 +339,16 @@ impl WebRtcServe {
                 settings.max_viewers
             ));
         }
-        let mut rx = self.rtp_caps.subscribe();
-        let caps = match tokio::time::timeout(CAPS_WAIT, rx.wait_for(|c| c.is_some())).await {
-            Ok(Ok(c)) => c.clone().unwrap(),
-            _ => return Err("the stream has not started yet".into()),
+        // send-recv with nothing linked to `sink`: voice only (no video m-line).
+        let voice_only = settings.mode == Mode::SendRecv && !self.sinkpad.is_linked();
+        let caps = if voice_only {
+            None
+        } else {
+            let mut rx = self.rtp_caps.subscribe();
+            match tokio::time::timeout(CAPS_WAIT, rx.wait_for(|c| c.is_some())).await {
+                Ok(Ok(c)) => c.clone(),
+                _ => return Err("the stream has not started yet".into()),
+            }
         };
         let id = format!("{prefix}-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let obj = self.obj();
@@ -357,7 +363,7 @@ impl WebRtcServe {
             stun_server: settings.stun_server.as_deref(),
             turn_server: settings.turn_server.as_deref(),
             queue_packets: settings.queue_packets,
-            rtp_caps: &caps,
+            rtp_caps: caps.as_ref(),
             send_recv,
         };
         let viewer = Arc::new(Viewer::add(obj.upcast_ref(), tee, &id, &config)?);

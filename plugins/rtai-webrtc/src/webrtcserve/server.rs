@@ -472,7 +472,9 @@ async fn handle(
         }
         ClientMessage::Answer { sdp } => {
             let v = viewer.as_ref().ok_or("no offer to answer: join first")?;
-            let parsed = signalling::parse_sdp(&sdp)?;
+            // A voice-only viewer (send-recv without video) answers audio only.
+            let kind = if v.has_video() { "video" } else { "audio" };
+            let parsed = signalling::parse_sdp_for(&sdp, kind)?;
             v.set_remote(gst_webrtc::WebRTCSDPType::Answer, parsed)
                 .await?;
             v.start_flow()

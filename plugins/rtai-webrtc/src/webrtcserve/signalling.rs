@@ -273,6 +273,12 @@ pub fn parse_sdpfrag(text: &str) -> Result<Vec<(u32, String)>, String> {
 
 /// Checks that `sdp` parses and has a video m-line; returns the parsed message.
 pub fn parse_sdp(sdp: &str) -> Result<gst_webrtc::gst_sdp::SDPMessage, String> {
+    parse_sdp_for(sdp, "video")
+}
+
+/// [`parse_sdp`] for an SDP that must have a `kind` m-line (`audio`: the
+/// answer of a voice-only viewer).
+pub fn parse_sdp_for(sdp: &str, kind: &str) -> Result<gst_webrtc::gst_sdp::SDPMessage, String> {
     if sdp.len() > MAX_SDP_BYTES {
         return Err(format!("SDP larger than {MAX_SDP_BYTES} bytes"));
     }
@@ -285,8 +291,8 @@ pub fn parse_sdp(sdp: &str) -> Result<gst_webrtc::gst_sdp::SDPMessage, String> {
     if msg.medias_len() == 0 || msg.medias_len() > MAX_MLINE_INDEX + 1 {
         return Err("the SDP has no media or too many".into());
     }
-    if !msg.medias().any(|m| m.media() == Some("video")) {
-        return Err("the SDP has no video m-line".into());
+    if !msg.medias().any(|m| m.media() == Some(kind)) {
+        return Err(format!("the SDP has no {kind} m-line"));
     }
     if msg.version().is_none() || msg.origin().is_none() {
         return Err("the SDP lacks v= or o=".into());

@@ -41,7 +41,10 @@ pub struct Viewer {
     /// Keeps this viewer's fatal flow returns away from the tee.
     pub guard: FlowGuard,
     pub webrtcbin: gst::Element,
-    pub tee_pad: gst::Pad,
+    /// None for a voice-only viewer (send-recv with nothing on `sink`).
+    pub tee_pad: Option<gst::Pad>,
+    /// The receive-only Opus transceiver of a send-recv viewer.
+    audio: Option<gst_webrtc::WebRTCRTPTransceiver>,
     pub counters: Arc<Counters>,
     /// Local ICE candidates (signalling messages) found before the session
     /// description was sent; None once it was (candidates then go at once).
@@ -88,8 +91,9 @@ pub struct ViewerConfig<'a> {
     pub stun_server: Option<&'a str>,
     pub turn_server: Option<&'a str>,
     pub queue_packets: u32,
-    /// The payloader's caps (what the transceiver offers/answers).
-    pub rtp_caps: &'a gst::Caps,
+    /// The payloader's caps (what the transceiver offers/answers); None: no
+    /// video (a voice-only send-recv viewer).
+    pub rtp_caps: Option<&'a gst::Caps>,
     pub send_recv: Option<SendRecv>,
 }
 
@@ -154,20 +158,27 @@ impl Viewer {
         let guard = FlowGuard::new(&format!("guard-{id}"));
         bin.add_many([&queue, guard.upcast_ref(), &webrtcbin])
             .map_err(|e| format!("cannot add the viewer's elements: {e}"))?;
-        let sinkpad = webrtcbin
-            .request_pad_simple("sink_%u")
-            .ok_or("webrtcbin gave no sink pad")?;
-        let transceiver = sinkpad.property::<gst_webrtc::WebRTCRTPTransceiver>("transceiver");
-        transceiver.set_property(
-            "direction",
-            gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
-        );
-        transceiver.set_property("do-nack", true);
-        transceiver.set_property(
-            "codec-preferences",
-            codec_preferences(config.rtp_caps, Some(payload_of(config.rtp_caps))),
-        );
-        if let Some(sr) = &config.send_recv {
+        let sinkpad = match config.rtp_caps {
+            Some(rtp_caps) => {
+                let sinkpad = webrtcbin
+                    .request_pad_simple("sink_%u")
+                    .ok_or("webrtcbin gave no sink pad")?;
+                let transceiver =
+                    sinkpad.property::<gst_webrtc::WebRTCRTPTransceiver>("transceiver");
+                transceiver.set_property(
+                    "direction",
+                    gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
+                );
+                transceiver.set_property("do-nack", true);
+                transceiver.set_property(
+                    "codec-preferences",
+                    codec_preferences(rtp_caps, Some(payload_of(rtp_caps))),
+                );
+                Some(sinkpad)
+            }
+            None => None,
+        };
+        let audio = config.send_recv.as_ref().map(|sr| {
             webrtcbin.set_property("latency", sr.latency_ms);
             // The viewer's microphone: receive-only from the server's view.
             webrtcbin.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
@@ -176,8 +187,8 @@ impl Viewer {
                     &gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly,
                     &opus_caps(Some(111)),
                 ],
-            );
-        }
+            )
+        });
         let counters = Arc::new(Counters::default());
         let qsink = queue.static_pad("sink").unwrap();
         let c = counters.clone();
@@ -263,14 +274,21 @@ impl Viewer {
         );
         qsrc.link(&guard.static_pad("sink").unwrap())
             .map_err(|e| format!("cannot link the queue to the guard: {e}"))?;
-        guard
-            .static_pad("src")
-            .unwrap()
-            .link(&sinkpad)
-            .map_err(|e| format!("cannot link the guard to webrtcbin: {e}"))?;
-        let tee_pad = tee
-            .request_pad_simple("src_%u")
-            .ok_or("the tee gave no pad")?;
+        // A voice-only viewer keeps its (idle) queue and guard, fed by nothing.
+        let tee_pad = match &sinkpad {
+            Some(sinkpad) => {
+                guard
+                    .static_pad("src")
+                    .unwrap()
+                    .link(sinkpad)
+                    .map_err(|e| format!("cannot link the guard to webrtcbin: {e}"))?;
+                Some(
+                    tee.request_pad_simple("src_%u")
+                        .ok_or("the tee gave no pad")?,
+                )
+            }
+            None => None,
+        };
         queue.sync_state_with_parent().map_err(|e| e.to_string())?;
         guard.sync_state_with_parent().map_err(|e| e.to_string())?;
         webrtcbin
@@ -282,6 +300,7 @@ impl Viewer {
             guard,
             webrtcbin,
             tee_pad,
+            audio,
             counters,
             held_candidates: Arc::new(std::sync::Mutex::new(Some(Vec::new()))),
             send_recv: config.send_recv.clone(),
@@ -304,6 +323,11 @@ impl Viewer {
         self.control.lock().unwrap().clone()
     }
 
+    /// False for a voice-only viewer (send-recv with nothing on `sink`).
+    pub fn has_video(&self) -> bool {
+        self.tee_pad.is_some()
+    }
+
     /// The candidates held until now; later ones are sent at once.
     pub fn release_candidates(&self) -> Vec<String> {
         self.held_candidates
@@ -317,10 +341,13 @@ impl Viewer {
     /// payload type (the first caps webrtcbin sees are then the negotiated ones).
     pub fn start_flow(&self) -> Result<(), String> {
         let qsink = self.queue.static_pad("sink").unwrap();
-        if self.tee_pad.is_linked() {
+        let Some(tee_pad) = &self.tee_pad else {
+            return Ok(());
+        };
+        if tee_pad.is_linked() {
             return Ok(());
         }
-        self.tee_pad
+        tee_pad
             .link(&qsink)
             .map_err(|e| format!("cannot link the tee to the viewer: {e}"))?;
         self.request_key_frame();
@@ -365,6 +392,7 @@ impl Viewer {
     ) -> Result<(), String> {
         // The viewer's payload type for our codec: the probe rewrites to it.
         if kind == gst_webrtc::WebRTCSDPType::Offer
+            && self.has_video()
             && let Some(pt) = offered_payload(&sdp, &self.encoding_name())
         {
             self.counters.payload_type.store(pt, Ordering::Relaxed);
@@ -374,14 +402,8 @@ impl Viewer {
         }
         // The microphone's payload type as the viewer's offer has it.
         if kind == gst_webrtc::WebRTCSDPType::Offer
-            && self.send_recv.is_some()
+            && let Some(t) = &self.audio
             && let Some(pt) = offered_payload_in(&sdp, "audio", "OPUS")
-            && let Some(t) = self
-                .webrtcbin
-                .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>(
-                    "get-transceiver",
-                    &[&1i32],
-                )
         {
             t.set_property("codec-preferences", opus_caps(Some(pt)));
         }
@@ -414,10 +436,11 @@ impl Viewer {
                     .map(|e| e.to_string())
                     .unwrap_or_else(|_| "webrtcbin cannot answer this offer".into())
             })?;
-        if !answer
-            .sdp()
-            .medias()
-            .any(|m| m.port() != 0 && m.media() == Some("video"))
+        if self.has_video()
+            && !answer
+                .sdp()
+                .medias()
+                .any(|m| m.port() != 0 && m.media() == Some("video"))
         {
             return Err(
                 "no video codec of the offer can be sent (H.264 packetization-mode=1 is needed)"
@@ -487,10 +510,12 @@ impl Viewer {
         if let Some(ch) = self.control.lock().unwrap().take() {
             ch.close();
         }
-        if self.tee_pad.is_linked() {
-            let _ = self.tee_pad.unlink(&self.queue.static_pad("sink").unwrap());
+        if let Some(tee_pad) = &self.tee_pad {
+            if tee_pad.is_linked() {
+                let _ = tee_pad.unlink(&self.queue.static_pad("sink").unwrap());
+            }
+            tee.release_request_pad(tee_pad);
         }
-        tee.release_request_pad(&self.tee_pad);
         let _ = self.webrtcbin.set_state(gst::State::Null);
         let _ = self.guard.set_state(gst::State::Null);
         let _ = self.queue.set_state(gst::State::Null);
