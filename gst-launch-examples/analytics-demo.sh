@@ -33,7 +33,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# free_port, shared with the other examples.
+# shellcheck source=../scripts/agent/lib.sh
+. "$root/scripts/agent/lib.sh"
 
 # The detector: MLServer from .venv-mlserver (scripts/setup.sh) with the test peers' ball model.
 models="$root/plugins/rtai-infer/tests/peers/mlserver"

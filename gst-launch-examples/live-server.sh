@@ -31,17 +31,13 @@ export GST_PLUGIN_PATH="${GST_PLUGIN_PATH:-$here/../target/release}"
 export RTAI_PLAYER_JS_DIR="${RTAI_PLAYER_JS_DIR:-$here/../plugins/rtai-live/tests/player/node_modules}"
 short="${RTAI_EXAMPLE_SHORT:-}"
 host="${LISTEN_HOST:-127.0.0.1}"
-free_port() {
-  python3 -c 'import socket, sys
-s = socket.socket()
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])' "$1"
-}
-http_port="$(free_port "${1:-8080}")"
-rtmp_port="$(free_port "${2:-1935}")"
+# pick_port (a port if free on loopback, else a free one), shared with the other examples.
+root="$here/.."
+python="${RTAI_PYTHON:-python3}"
+# shellcheck source=../scripts/agent/lib.sh
+. "$root/scripts/agent/lib.sh"
+http_port="$(pick_port "${1:-8080}")"
+rtmp_port="$(pick_port "${2:-1935}")"
 streams="${STREAMS:-cam1=demo-key1,cam2=demo-key2}"
 ll=false
 [ "${LOW_LATENCY:-}" = 1 ] && ll=true
