@@ -2,7 +2,10 @@
 //! JPEG or WAV) and hands it to the shared tokio runtime; every buffer and
 //! serialized event goes into one queue that the src pad's own task drains
 //! in stream order, waiting for a buffer's result at most `latency-budget`.
-//! The upstream thread never waits on the network.
+//! The upstream thread never waits on the network. With `segment-events=immediate`
+//! segment start/commit/end events skip the queue: the sink pad's thread pushes them
+//! at once, ahead of the results still pending (a barge-in is not held behind the
+//! previous utterance's transcript).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,7 +25,7 @@ use super::replies::to_outcome;
 use super::requests::{images_request, jpeg_tensor_request, tensor_request};
 use super::rois::{self, Target, Tracks};
 use super::settings::*;
-use super::{InferInputDatatype, InferOutput, InferProtocol};
+use super::{InferInputDatatype, InferOutput, InferProtocol, InferSegmentEvents};
 use crate::client::{self, Admission, Breaker, CallError, Endpoint, JobId, Protocol, Request};
 use crate::postprocess::{Class, Decoder, Letterbox};
 use crate::preprocess;
@@ -965,9 +968,37 @@ impl InferClient {
             }
         }
         if event.is_serialized() {
+            if self.settings.lock().unwrap().segment_events == InferSegmentEvents::Immediate
+                && matches!(
+                    SegmentEvent::parse(&event),
+                    Some(SegmentEvent::Start { .. } | SegmentEvent::Commit { .. } | SegmentEvent::End { .. })
+                )
+                // Not before the stream's own start and segment went out (they are in the queue).
+                && self
+                    .srcpad
+                    .sticky_event::<gst::event::Segment>(0)
+                    .is_some()
+            {
+                return self.push_now(event);
+            }
             return self.enqueue(Item::Event(event)).is_ok();
         }
         gst::Pad::event_default(pad, Some(&*self.obj()), event)
+    }
+
+    /// `segment-events=immediate`: pushes `event` from the sink pad's thread, ahead of the
+    /// queue. The queue lock is not held while pushing (the src task pushes without it too;
+    /// the peer's stream lock orders the two); a flush or a stop refuses it, as the src pad
+    /// does once deactivated.
+    fn push_now(&self, event: gst::Event) -> bool {
+        {
+            let q = self.shared.queue.lock().unwrap();
+            if q.flushing || q.stopped.is_some() {
+                return false;
+            }
+        }
+        gst::log!(CAT, imp = self, "segment event pushed at once: {event:?}");
+        self.srcpad.push_event(event)
     }
 
     fn set_caps(&self, caps: &gst::CapsRef) -> Result<(), String> {
@@ -1835,6 +1866,11 @@ impl ObjectImpl for InferClient {
                     .blurb("meta: media passes through with results attached; text: results as text/x-raw")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("segment-events", DEFAULT_SEGMENT_EVENTS)
+                    .nick("Segment events")
+                    .blurb("in-order: segment start/commit/end events leave in stream order, behind the results still pending; immediate: they are pushed at once from the sink pad's thread (barge-in), buffers and other events keep stream order")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("prompt")
                     .nick("Prompt")
                     .blurb("Instruction sent with images (openai-chat, runpod); with audio, when set, the transcription prompt (openai) or input.prompt (runpod, e.g. a grammar)")
@@ -1959,6 +1995,7 @@ impl ObjectImpl for InferClient {
             "softmax" => s.softmax = value.get().expect("type checked upstream"),
             "attach-tensors" => s.attach_tensors = value.get().expect("type checked upstream"),
             "output" => s.output = value.get().expect("type checked upstream"),
+            "segment-events" => s.segment_events = value.get().expect("type checked upstream"),
             "prompt" => s.prompt = string(value),
             "context-frames" => s.context_frames = value.get().expect("type checked upstream"),
             "feed-back-answer" => s.feed_back_answer = value.get().expect("type checked upstream"),
@@ -2015,6 +2052,7 @@ impl ObjectImpl for InferClient {
             "softmax" => s.softmax.to_value(),
             "attach-tensors" => s.attach_tensors.to_value(),
             "output" => s.output.to_value(),
+            "segment-events" => s.segment_events.to_value(),
             "prompt" => s.prompt.to_value(),
             "context-frames" => s.context_frames.to_value(),
             "feed-back-answer" => s.feed_back_answer.to_value(),

@@ -57,6 +57,24 @@ pub enum InferOutput {
     Text = 1,
 }
 
+/// When segment start/commit/end events leave: in stream order (behind the results
+/// still pending) or at once (a barge-in is seen while a transcript is being made).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstRtaiInferSegmentEvents")]
+pub enum InferSegmentEvents {
+    #[enum_value(
+        name = "In stream order, behind the results still pending",
+        nick = "in-order"
+    )]
+    InOrder = 0,
+    #[enum_value(
+        name = "At once from the sink pad's thread, ahead of the results still pending",
+        nick = "immediate"
+    )]
+    Immediate = 1,
+}
+
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
 #[repr(u32)]
 #[enum_type(name = "GstRtaiInferBoxFormat")]

@@ -4,7 +4,7 @@ use crate::postprocess::{self, BoxFormat, Coordinates, Decoder, OutputNames};
 
 use super::{
     InferBoxCoordinates, InferBoxFormat, InferChannelOrder, InferInputDatatype, InferOutput,
-    InferProtocol, InferResize,
+    InferProtocol, InferResize, InferSegmentEvents,
 };
 use crate::client::ModelMetadata;
 use crate::preprocess::{Layout, Resize, TensorSpec};
@@ -45,6 +45,7 @@ pub(super) const DEFAULT_TOP_K: u32 = 1;
 pub(super) const DEFAULT_SOFTMAX: bool = false;
 pub(super) const DEFAULT_ATTACH_TENSORS: bool = false;
 pub(super) const DEFAULT_OUTPUT: InferOutput = InferOutput::Meta;
+pub(super) const DEFAULT_SEGMENT_EVENTS: InferSegmentEvents = InferSegmentEvents::InOrder;
 pub(super) const DEFAULT_PROMPT: &str = "Describe what happens in these frames in one sentence.";
 pub(super) const DEFAULT_CONTEXT_FRAMES: u32 = 1;
 pub(super) const DEFAULT_FEED_BACK_ANSWER: bool = false;
@@ -93,6 +94,7 @@ pub(super) struct Settings {
     pub(super) softmax: bool,
     pub(super) attach_tensors: bool,
     pub(super) output: InferOutput,
+    pub(super) segment_events: InferSegmentEvents,
     pub(super) prompt: String,
     pub(super) context_frames: u32,
     pub(super) feed_back_answer: bool,
@@ -144,6 +146,7 @@ impl std::fmt::Debug for Settings {
             .field("softmax", &self.softmax)
             .field("attach_tensors", &self.attach_tensors)
             .field("output", &self.output)
+            .field("segment_events", &self.segment_events)
             .field("prompt", &self.prompt)
             .field("context_frames", &self.context_frames)
             .field("feed_back_answer", &self.feed_back_answer)
@@ -196,6 +199,7 @@ impl Default for Settings {
             softmax: DEFAULT_SOFTMAX,
             attach_tensors: DEFAULT_ATTACH_TENSORS,
             output: DEFAULT_OUTPUT,
+            segment_events: DEFAULT_SEGMENT_EVENTS,
             prompt: DEFAULT_PROMPT.into(),
             context_frames: DEFAULT_CONTEXT_FRAMES,
             feed_back_answer: DEFAULT_FEED_BACK_ANSWER,
