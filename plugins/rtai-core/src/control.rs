@@ -834,6 +834,86 @@ impl<T: Clone> RetryTracker<T> {
     }
 }
 
+/// A sender whose [`RetryTracker`] a [`RetryTimer`] task drives (see [`spawn_retries`]).
+pub trait RetryDriven: Send + Sync + 'static {
+    fn retry_timer(&self) -> &RetryTimer;
+    /// Resends due messages, reports undelivered ones; the next deadline.
+    fn retry_due(&self) -> Option<Instant>;
+}
+
+/// The wake-ups of a sender's retry task: [`RetryTimer::notify`] after a send (a
+/// new deadline), [`RetryTimer::close`] (or dropping it) ends the task.
+#[derive(Debug)]
+pub struct RetryTimer {
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for RetryTimer {
+    fn default() -> Self {
+        Self {
+            wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+            closing: tokio::sync::watch::channel(false).0,
+        }
+    }
+}
+
+impl RetryTimer {
+    /// Something was sent: the task looks at the deadlines again
+    /// (`notify_one` keeps a permit if the task is not waiting yet).
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Ends the retry task (and whatever waits on [`RetryTimer::closing`]).
+    pub fn close(&self) {
+        let _ = self.closing.send(true);
+        self.wake.notify_one();
+    }
+
+    /// Becomes `true` at [`RetryTimer::close`] (or drop).
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+}
+
+impl Drop for RetryTimer {
+    fn drop(&mut self) {
+        let _ = self.closing.send(true);
+    }
+}
+
+/// Starts `owner`'s retry task on the shared runtime: it calls
+/// [`RetryDriven::retry_due`] at each deadline or wake-up until `owner` is
+/// dropped or its timer closed (it holds only a weak reference meanwhile).
+pub fn spawn_retries<T: RetryDriven>(owner: &std::sync::Arc<T>) {
+    crate::runtime::runtime().spawn(drive_retries(std::sync::Arc::downgrade(owner)));
+}
+
+async fn drive_retries<T: RetryDriven>(owner: std::sync::Weak<T>) {
+    loop {
+        let (next, mut closing, wake) = {
+            let Some(owner) = owner.upgrade() else { return };
+            let timer = owner.retry_timer();
+            if *timer.closing.borrow() {
+                return;
+            }
+            (owner.retry_due(), timer.closing(), timer.wake.clone())
+        };
+        match next {
+            Some(at) => tokio::select! {
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                _ = wake.notified() => {}
+                _ = closing.changed() => {}
+            },
+            None => tokio::select! {
+                _ = wake.notified() => {}
+                _ = closing.changed() => {}
+            },
+        }
+    }
+}
+
 /// Receiver side: the ids seen recently (bounded window, oldest forgotten first).
 #[derive(Debug)]
 pub struct Deduper {

@@ -22,7 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -32,10 +32,11 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::broadcast;
 
 use crate::control::{
-    self, ControlError, ControlMessage, Deduper, Inbound, RateLimiter, RetryAction, RetryTracker,
+    self, ControlError, ControlMessage, Deduper, Inbound, RateLimiter, RetryAction, RetryDriven,
+    RetryTimer, RetryTracker,
 };
 
 /// Events kept for `Last-Event-ID` resume.
@@ -86,8 +87,7 @@ pub struct ControlHub {
     live: broadcast::Sender<(u64, Arc<str>)>,
     handler: Arc<dyn ControlHandler>,
     config: HubConfig,
-    wake: Arc<Notify>,
-    closing: watch::Sender<bool>,
+    retry: RetryTimer,
 }
 
 impl ControlHub {
@@ -106,10 +106,9 @@ impl ControlHub {
             live,
             handler,
             config,
-            wake: Arc::new(Notify::new()),
-            closing: watch::channel(false).0,
+            retry: RetryTimer::default(),
         });
-        crate::runtime::runtime().spawn(retry_loop(Arc::downgrade(&hub)));
+        control::spawn_retries(&hub);
         hub
     }
 
@@ -119,8 +118,7 @@ impl ControlHub {
 
     /// Ends the SSE streams and the retry task (the server is going away).
     pub fn close(&self) {
-        let _ = self.closing.send(true);
-        self.wake.notify_one();
+        self.retry.close();
     }
 
     /// Sends `msg` to every connected stream (a new SSE id) and waits for its ack.
@@ -134,7 +132,7 @@ impl ControlHub {
         }
         self.emit(&mut st, &msg);
         drop(st);
-        self.wake.notify_one();
+        self.retry.notify();
     }
 
     fn emit(&self, st: &mut HubState, msg: &ControlMessage) {
@@ -225,6 +223,12 @@ impl ControlHub {
             .route("/api/control", post(post_message))
             .with_state(self.clone())
     }
+}
+
+impl RetryDriven for ControlHub {
+    fn retry_timer(&self) -> &RetryTimer {
+        &self.retry
+    }
 
     /// Resends due messages, reports undelivered ones; the next deadline.
     fn retry_due(&self) -> Option<Instant> {
@@ -244,37 +248,6 @@ impl ControlHub {
             self.handler.undelivered(&msg, attempts);
         }
         next
-    }
-}
-
-impl Drop for ControlHub {
-    fn drop(&mut self) {
-        let _ = self.closing.send(true);
-    }
-}
-
-async fn retry_loop(hub: Weak<ControlHub>) {
-    loop {
-        let (next, mut closing, wake) = {
-            let Some(hub) = hub.upgrade() else { return };
-            if *hub.closing.borrow() {
-                return;
-            }
-            (hub.retry_due(), hub.closing.subscribe(), hub.wake.clone())
-        };
-        // Woken by publish() (a new deadline; notify_one keeps a permit), close(),
-        // or the next deadline.
-        match next {
-            Some(at) => tokio::select! {
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
-                _ = wake.notified() => {}
-                _ = closing.changed() => {}
-            },
-            None => tokio::select! {
-                _ = wake.notified() => {}
-                _ = closing.changed() => {}
-            },
-        }
     }
 }
 
@@ -364,7 +337,7 @@ async fn stream(
             None => Vec::new(),
         };
         // Subscribed under the lock: nothing falls between the replay and the live feed.
-        (replay, hub.live.subscribe(), hub.closing.subscribe())
+        (replay, hub.live.subscribe(), hub.retry.closing())
     };
     let after = replay.last().map(|(id, _)| *id).or(last).unwrap_or(0);
     let live = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |r| async move {

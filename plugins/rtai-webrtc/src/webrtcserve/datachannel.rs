@@ -14,15 +14,15 @@
 //!   message gets an error reply (`control::error_json`) to this viewer only.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst::prelude::*;
 use rtai_core::control::{
-    self, ControlError, ControlMessage, Deduper, Inbound, RateLimiter, RetryAction, RetryTracker,
+    self, ControlError, ControlMessage, Deduper, Inbound, RateLimiter, RetryAction, RetryDriven,
+    RetryTimer, RetryTracker,
 };
-use tokio::sync::{Notify, watch};
 
 /// The `transport` field of this transport's bus messages.
 pub const TRANSPORT: &str = "webrtc";
@@ -59,8 +59,7 @@ pub struct ControlChannel {
     channel: gst_webrtc::WebRTCDataChannel,
     events: Arc<dyn ChannelEvents>,
     state: Mutex<ChannelState>,
-    wake: Arc<Notify>,
-    closing: watch::Sender<bool>,
+    retry: RetryTimer,
     closed: AtomicBool,
 }
 
@@ -90,8 +89,7 @@ impl ControlChannel {
                 limited_reported: false,
                 refused: 0,
             }),
-            wake: Arc::new(Notify::new()),
-            closing: watch::channel(false).0,
+            retry: RetryTimer::default(),
             closed: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&ch);
@@ -124,7 +122,7 @@ impl ControlChannel {
                 ch.close();
             }
         });
-        rtai_core::runtime::runtime().spawn(retry_loop(Arc::downgrade(&ch)));
+        control::spawn_retries(&ch);
         ch
     }
 
@@ -184,7 +182,7 @@ impl ControlChannel {
         if let Some(RetryAction::Undelivered { item, attempts, .. }) = evicted {
             self.events.undelivered(&self.viewer, &item, attempts);
         }
-        self.wake.notify_one();
+        self.retry.notify();
     }
 
     /// The channel opened: the backlog goes out first, in order (messages
@@ -214,7 +212,7 @@ impl ControlChannel {
                 self.events.undelivered(&self.viewer, &msg, attempts);
             }
         }
-        self.wake.notify_one();
+        self.retry.notify();
     }
 
     /// An error reply to this viewer only.
@@ -272,6 +270,23 @@ impl ControlChannel {
         }
     }
 
+    /// The viewer is going: no more sends, the retry task ends. What was
+    /// pending is dropped (the viewer is gone; nothing to report).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.retry.close();
+        let mut st = self.lock();
+        st.open = false;
+        st.tracker.drain();
+        st.backlog.clear();
+    }
+}
+
+impl RetryDriven for ControlChannel {
+    fn retry_timer(&self) -> &RetryTimer {
+        &self.retry
+    }
+
     /// Resends due messages, reports undelivered ones; the next deadline.
     fn retry_due(&self) -> Option<Instant> {
         let mut st = self.lock();
@@ -294,24 +309,6 @@ impl ControlChannel {
         }
         next
     }
-
-    /// The viewer is going: no more sends, the retry task ends. What was
-    /// pending is dropped (the viewer is gone; nothing to report).
-    pub fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
-        let _ = self.closing.send(true);
-        self.wake.notify_one();
-        let mut st = self.lock();
-        st.open = false;
-        st.tracker.drain();
-        st.backlog.clear();
-    }
-}
-
-impl Drop for ControlChannel {
-    fn drop(&mut self) {
-        let _ = self.closing.send(true);
-    }
 }
 
 /// The id of a refused message, when its JSON is readable (the client can
@@ -322,29 +319,6 @@ fn id_of(err: &ControlError, text: &str) -> Option<String> {
     }
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
     Some(v.get("id")?.as_str()?.to_string())
-}
-
-async fn retry_loop(ch: Weak<ControlChannel>) {
-    loop {
-        let (next, mut closing, wake) = {
-            let Some(ch) = ch.upgrade() else { return };
-            if *ch.closing.borrow() {
-                return;
-            }
-            (ch.retry_due(), ch.closing.subscribe(), ch.wake.clone())
-        };
-        match next {
-            Some(at) => tokio::select! {
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
-                _ = wake.notified() => {}
-                _ = closing.changed() => {}
-            },
-            None => tokio::select! {
-                _ = wake.notified() => {}
-                _ = closing.changed() => {}
-            },
-        }
-    }
 }
 
 /// Creates the `control` channel on `webrtcbin` (before its offer).
