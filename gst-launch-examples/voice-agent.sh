@@ -6,6 +6,8 @@
 #   browser mic ─ WebRTC (Opus) → webrtcserve mode=send-recv ─ audio_src → audioconvert ! audioresample
 #     → 16 kHz mono S16LE → specvadgate (speech-start at once, speech-cancel for false starts)
 #     → inferclient protocol=runpod output=text (pocketsphinx over the runpod SDK's local API)
+#       segment-events=immediate: a speech-start (barge-in) leaves at once, not behind the
+#       previous utterance's transcript still being recognised
 #     → webrtcserve's control pad → data channel `control` → the /voice page
 #                                   (speech-start/commit/end/cancel, x-transcript; interrupt back)
 #
@@ -85,7 +87,7 @@ gst-launch-1.0 \
   w.audio_src ! queue max-size-time=2000000000 ! audioconvert ! audioresample \
     ! audio/x-raw,format=S16LE,rate=16000,channels=1 ! specvadgate name=gate \
     ! inferclient protocol=runpod url="http://127.0.0.1:$asr_port" model=pocketsphinx output=text \
-      request-timeout=30000 \
+      request-timeout=30000 segment-events=immediate \
     ! queue ! w.control \
   >"$work/gst.log" 2>&1 &
 gst_pid=$!
