@@ -31,11 +31,10 @@ import math
 import random
 import sys
 import time
-import urllib.request
 
 import av
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
+from aiortc import MediaStreamTrack
+from aiortc_common import http, new_pc, whep_offer, ws_signalling, ws_url
 
 
 class Tone(MediaStreamTrack):
@@ -71,19 +70,11 @@ class Tone(MediaStreamTrack):
         return frame
 
 
-def http(method, url, body=None, content_type=None):
-    req = urllib.request.Request(url, data=body.encode() if body else None, method=method)
-    if content_type:
-        req.add_header("Content-Type", content_type)
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return r.status, r.headers, r.read().decode()
-
-
 class Peer:
     def __init__(self, cfg):
         self.cfg = cfg
         self.rng = random.Random(cfg.get("seed", 7))
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = new_pc()
         self.channel = None
         self.opened = asyncio.get_running_loop().create_future()
         self.enough = asyncio.Event()
@@ -182,43 +173,14 @@ async def main_async(mode, base, cfg):
         pc.addTrack(Tone(cfg.get("freq", 440.0)))
         pc.addTransceiver("video", direction="recvonly")
         peer.take(pc.createDataChannel("control"))
-        await pc.setLocalDescription(await pc.createOffer())
-        status, headers, answer = await loop.run_in_executor(
-            None, http, "POST", base + "/whep", pc.localDescription.sdp, "application/sdp")
-        assert status == 201, (status, answer)
-        location = headers["Location"]
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        location = await whep_offer(pc, base)
     else:
         import websockets
 
-        sock = await websockets.connect(base.replace("http://", "ws://") + "/ws")
+        sock = await websockets.connect(ws_url(base))
         await sock.send(json.dumps({"type": "join", "peer_id": "ffmpeg-bot"}))
-
-        async def signalling():
-            async for text in sock:
-                msg = json.loads(text)
-                if msg["type"] == "offer":
-                    await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
-                    pc.addTrack(Tone(cfg.get("freq", 440.0)))
-                    # aiortc must be the DTLS server against GStreamer 1.22 (see aiortc_peer.py).
-                    for t in pc.getTransceivers():
-                        t.receiver.transport._set_role("server")
-                    await pc.setLocalDescription(await pc.createAnswer())
-                    await sock.send(json.dumps({"type": "answer", "sdp": pc.localDescription.sdp}))
-                elif msg["type"] == "ice_candidate":
-                    line = msg["candidate"]
-                    if line.startswith("candidate:"):
-                        line = line[len("candidate:"):]
-                    if not line:
-                        continue
-                    c = candidate_from_sdp(line)
-                    c.sdpMLineIndex = msg["sdpMLineIndex"]
-                    c.sdpMid = pc.getTransceivers()[0].mid if pc.getTransceivers() else "0"
-                    await pc.addIceCandidate(c)
-                elif msg["type"] == "error":
-                    raise RuntimeError("server error: " + msg["message"])
-
-        sig = asyncio.ensure_future(signalling())
+        sig = asyncio.ensure_future(ws_signalling(
+            sock, pc, before_answer=lambda: pc.addTrack(Tone(cfg.get("freq", 440.0)))))
     await peer.opened
     print(json.dumps({"ready": True, "at_ms": round((time.monotonic() - peer.started) * 1000)}),
           flush=True)

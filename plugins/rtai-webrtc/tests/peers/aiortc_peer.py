@@ -16,20 +16,12 @@ import asyncio
 import json
 import sys
 import time
-import urllib.request
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
+from aiortc_common import http, new_pc, whep_offer, ws_signalling, ws_url
 
 TIMEOUT = float(sys.argv[4]) if len(sys.argv) > 4 else 20.0
 # `progress` as a 5th argument: a "progress FRAMES" line on stderr every second (the soak).
 PROGRESS = len(sys.argv) > 5 and sys.argv[5] == "progress"
-
-
-def new_pc():
-    # No STUN server: loopback only (aiortc would otherwise try a public one).
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    return pc
 
 
 async def receive(pc, want, started, result):
@@ -63,28 +55,15 @@ async def receive(pc, want, started, result):
     return run
 
 
-def http(method, url, body=None, content_type=None):
-    req = urllib.request.Request(url, data=body.encode() if body else None, method=method)
-    if content_type:
-        req.add_header("Content-Type", content_type)
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return r.status, r.headers, r.read().decode()
-
-
 async def whep(base, want):
     pc = new_pc()
     pc.addTransceiver("video", direction="recvonly")
     result = {"mode": "whep", "frames": 0}
     started = time.monotonic()
     run = await receive(pc, want, started, result)
-    await pc.setLocalDescription(await pc.createOffer())  # gathers every candidate
-    loop = asyncio.get_running_loop()
-    status, headers, answer = await loop.run_in_executor(
-        None, http, "POST", base + "/whep", pc.localDescription.sdp, "application/sdp")
-    assert status == 201, (status, answer)
-    location = headers["Location"]
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    location = await whep_offer(pc, base)
     await asyncio.wait_for(run(), TIMEOUT)
+    loop = asyncio.get_running_loop()
     status, _, _ = await loop.run_in_executor(None, http, "DELETE", base + location)
     result["delete_status"] = status
     result["session"] = location
@@ -95,43 +74,18 @@ async def whep(base, want):
 async def ws(base, want, dtls_server=True):
     import websockets
 
-    url = base.replace("http://", "ws://") + "/ws"
     pc = new_pc()
     result = {"mode": "ws", "frames": 0, "remote_candidates": 0}
     started = time.monotonic()
     run = await receive(pc, want, started, result)
-    async with websockets.connect(url) as sock:
+    async with websockets.connect(ws_url(base)) as sock:
         await sock.send(json.dumps({"type": "join", "peer_id": "ffmpeg-bot"}))
 
-        async def signalling():
-            async for text in sock:
-                msg = json.loads(text)
-                if msg["type"] == "offer":
-                    await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
-                    # Answer as the DTLS server (setup:passive). GStreamer 1.22's DTLS
-                    # has an RSA certificate and aiortc's DTLS client offers ECDSA
-                    # ciphers only ("no shared cipher"): aiortc must not be the client.
-                    # aiortc keeps a role set before createAnswer (private API).
-                    if dtls_server:
-                        for t in pc.getTransceivers():
-                            t.receiver.transport._set_role("server")
-                    await pc.setLocalDescription(await pc.createAnswer())
-                    await sock.send(json.dumps({"type": "answer", "sdp": pc.localDescription.sdp}))
-                elif msg["type"] == "ice_candidate":
-                    line = msg["candidate"]
-                    if line.startswith("candidate:"):
-                        line = line[len("candidate:"):]
-                    if not line:
-                        continue
-                    c = candidate_from_sdp(line)
-                    c.sdpMLineIndex = msg["sdpMLineIndex"]
-                    c.sdpMid = pc.getTransceivers()[0].mid if pc.getTransceivers() else "0"
-                    await pc.addIceCandidate(c)
-                    result["remote_candidates"] += 1
-                elif msg["type"] == "error":
-                    raise RuntimeError("server error: " + msg["message"])
+        def counted():
+            result["remote_candidates"] += 1
 
-        sig = asyncio.ensure_future(signalling())
+        sig = asyncio.ensure_future(
+            ws_signalling(sock, pc, dtls_server=dtls_server, on_candidate=counted))
         try:
             await asyncio.wait_for(run(), TIMEOUT)
         finally:
