@@ -19,6 +19,7 @@
 //!
 //! Run: `cargo bench -p rtai-benches --bench control`
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, mpsc};
@@ -105,7 +106,7 @@ fn grpc(n: usize) -> Samples {
             .unwrap()
             .downcast::<gst::Pipeline>()
             .unwrap();
-    let sent: Arc<Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let one_way: Arc<Mutex<Vec<f64>>> = Arc::default();
     {
         let (sent, one_way) = (sent.clone(), one_way.clone());
@@ -128,35 +129,54 @@ fn grpc(n: usize) -> Samples {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
-    let appsrc = tx
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+    let appsrc = appsrc_of(&tx);
     tx.set_state(gst::State::Playing).unwrap();
     appsrc
         .push_buffer(gst::Buffer::from_slice(b"warm-up".to_vec()))
         .unwrap();
     let bus = tx.bus().unwrap();
-    let mut out = Samples::default();
+    let out = Samples {
+        round_trip: send_and_time_acks(&appsrc, &bus, &sent, n),
+        one_way: one_way.lock().unwrap().clone(),
+    };
+    tx.set_state(gst::State::Null).unwrap();
+    rx.set_state(gst::State::Null).unwrap();
+    out
+}
+
+/// The pipeline's `appsrc name=src`.
+fn appsrc_of(pipeline: &gst::Pipeline) -> gst_app::AppSrc {
+    pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap()
+}
+
+/// Sends `n` control messages into `appsrc`, `GAP` apart (their send times in
+/// `sent`), then collects the round trips of the `control-ack`s on `bus` (30 s at most).
+fn send_and_time_acks(
+    appsrc: &gst_app::AppSrc,
+    bus: &gst::Bus,
+    sent: &Mutex<HashMap<String, Instant>>,
+    n: usize,
+) -> Vec<f64> {
     for _ in 0..n {
         let m = ControlMessage::new("x-bench");
         sent.lock().unwrap().insert(m.id.clone(), Instant::now());
         appsrc.send_event(m.to_event());
         std::thread::sleep(GAP);
     }
+    let mut round_trip = Vec::with_capacity(n);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while out.round_trip.len() < n && Instant::now() < deadline {
+    while round_trip.len() < n && Instant::now() < deadline {
         if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100))
             && let Some(a) = ControlAckInfo::parse(&msg)
         {
-            out.round_trip.push(ms(a.round_trip));
+            round_trip.push(ms(a.round_trip));
         }
     }
-    out.one_way = one_way.lock().unwrap().clone();
-    tx.set_state(gst::State::Null).unwrap();
-    rx.set_state(gst::State::Null).unwrap();
-    out
+    round_trip
 }
 
 struct AckTimes(Mutex<Vec<f64>>);
@@ -190,7 +210,7 @@ fn sse(n: usize) -> Samples {
         )
         .await;
     });
-    let sent: Arc<Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let (ready_tx, ready_rx) = mpsc::channel();
     let client = {
         let sent = sent.clone();
@@ -276,7 +296,7 @@ fn sse(n: usize) -> Samples {
 type Run = fn(usize) -> Samples;
 
 fn datachannel(n: usize) -> Samples {
-    use gstrtaiwebrtc::testing::{WhepViewer, h264_offer_caps, wait_until};
+    use gstrtaiwebrtc::testing::{WhepViewer, h264_offer_caps, listening_address, wait_until};
     let tx = gst::parse::launch(
         "videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=15/1 \
          ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 bframes=0 \
@@ -288,22 +308,9 @@ fn datachannel(n: usize) -> Samples {
     .downcast::<gst::Pipeline>()
     .unwrap();
     let serve = tx.by_name("serve").unwrap();
-    let appsrc = tx
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+    let appsrc = appsrc_of(&tx);
     tx.set_state(gst::State::Playing).unwrap();
-    let address = || {
-        serve
-            .property::<gst::Structure>("stats")
-            .get::<String>("address")
-            .ok()
-            .filter(|a| !a.ends_with(":0"))
-    };
-    wait_until(Duration::from_secs(15), "webrtcserve's address", || {
-        address().is_some()
-    });
+    let address = listening_address(&serve, Duration::from_secs(15));
     // The peer: receives the video (dropped), opens the `control` channel in its offer,
     // acks every control message at once and notes when it arrived.
     let peer = WhepViewer::new(&h264_offer_caps(96, true), |pipeline, pad| {
@@ -319,7 +326,7 @@ fn datachannel(n: usize) -> Samples {
         "create-data-channel",
         &[&"control", &None::<gst::Structure>],
     );
-    let sent: Arc<Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let one_way: Arc<Mutex<Vec<f64>>> = Arc::default();
     {
         let (sent, one_way) = (sent.clone(), one_way.clone());
@@ -335,7 +342,7 @@ fn datachannel(n: usize) -> Samples {
             }
         });
     }
-    peer.whep_join(&address().unwrap());
+    peer.whep_join(&address);
     wait_until(Duration::from_secs(15), "the control channel open", || {
         channel.ready_state() == gst_webrtc::WebRTCDataChannelState::Open
     });
@@ -350,22 +357,10 @@ fn datachannel(n: usize) -> Samples {
             break;
         }
     }
-    let mut out = Samples::default();
-    for _ in 0..n {
-        let m = ControlMessage::new("x-bench");
-        sent.lock().unwrap().insert(m.id.clone(), Instant::now());
-        appsrc.send_event(m.to_event());
-        std::thread::sleep(GAP);
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while out.round_trip.len() < n && Instant::now() < deadline {
-        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100))
-            && let Some(a) = ControlAckInfo::parse(&msg)
-        {
-            out.round_trip.push(ms(a.round_trip));
-        }
-    }
-    out.one_way = one_way.lock().unwrap().clone();
+    let out = Samples {
+        round_trip: send_and_time_acks(&appsrc, &bus, &sent, n),
+        one_way: one_way.lock().unwrap().clone(),
+    };
     drop(peer);
     tx.set_state(gst::State::Null).unwrap();
     out

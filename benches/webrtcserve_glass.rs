@@ -24,7 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use gst::prelude::*;
 use gst_video::prelude::*;
-use gstrtaiwebrtc::testing::{WhepViewer, h264_offer_caps, link_h264_receiver, wait_until};
+use gstrtaiwebrtc::testing::{WhepViewer, h264_offer_caps, link_h264_receiver};
 use rtai_benches::{figure, ratio};
 
 const W: usize = 640;
@@ -164,17 +164,7 @@ fn main() {
     burn_clock(&pipeline.by_name("burn").unwrap().static_pad("src").unwrap());
     let serve = pipeline.by_name("serve").unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
-    let address = || {
-        serve
-            .property::<gst::Structure>("stats")
-            .get::<String>("address")
-            .unwrap_or_default()
-    };
-    wait_until(T, "the serve address", || {
-        let a = address();
-        !a.is_empty() && !a.ends_with(":0")
-    });
-    let addr = address();
+    let addr = gstrtaiwebrtc::testing::listening_address(&serve, T);
 
     // The baseline viewer: in-process webrtcbin, decode, read the blocks.
     let base = Arc::new(Baseline::default());

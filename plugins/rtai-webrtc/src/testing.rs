@@ -227,3 +227,17 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The address webrtcserve `serve` listens on, once it is bound (its `stats`
+/// `address`; panics after `timeout`).
+pub fn listening_address(serve: &gst::Element, timeout: Duration) -> String {
+    let address = || {
+        serve
+            .property::<gst::Structure>("stats")
+            .get::<String>("address")
+            .ok()
+            .filter(|a| !a.is_empty() && !a.ends_with(":0"))
+    };
+    wait_until(timeout, "webrtcserve's address", || address().is_some());
+    address().unwrap_or_default()
+}

@@ -15,6 +15,7 @@ use common::*;
 use gst::prelude::*;
 use rtai_core::SegmentEvent;
 use rtai_core::control::{ControlAckInfo, ControlMessage};
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -93,14 +94,8 @@ impl Serve {
             play_until_track_active(&pipeline, &serve, T)
         } else {
             pipeline.set_state(gst::State::Playing).unwrap();
-            let addr = || {
-                serve
-                    .property::<gst::Structure>("stats")
-                    .get::<String>("address")
-                    .unwrap()
-            };
-            wait_until(T, "the server listening", || !addr().is_empty());
-            (pipeline.bus().unwrap(), addr())
+            let addr = gstrtaiwebrtc::testing::listening_address(&serve, T);
+            (pipeline.bus().unwrap(), addr)
         };
         Self {
             pipeline,
@@ -189,7 +184,7 @@ fn collect_audio(sink: &gst_app::AppSink, audio: Arc<Mutex<Pcm>>) {
     );
 }
 
-/// One aiortc control peer; `ready()` waits for its open channel.
+/// One aiortc control peer; `start` returns once its channel is open.
 struct Peer {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -224,7 +219,9 @@ impl Peer {
                 }
             }
         });
-        Self { child, lines }
+        let peer = Self { child, lines };
+        assert_eq!(peer.next()["ready"], true);
+        peer
     }
 
     fn next(&self) -> serde_json::Value {
@@ -235,10 +232,6 @@ impl Peer {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert!(v.get("error").is_none(), "aiortc peer failed: {v}");
         v
-    }
-
-    fn ready(&self) {
-        assert_eq!(self.next()["ready"], true);
     }
 
     fn result(mut self) -> serde_json::Value {
@@ -348,14 +341,13 @@ fn microphone_out_of_audio_src_and_control_messages_both_ways_with_acks() {
     let peer = Peer::start(
         &serve,
         "whep",
-        serde_json::json!({
+        json!({
             "expect": 7,
             // Sent three times (two copies the peer sends as if it missed the ack).
             "send": [{"id": "peer-int-1", "type": "interrupt", "payload": {"why": "barge-in"}, "_resend": 2}],
             "linger": 2.0,
         }),
     );
-    peer.ready();
     let t0 = Instant::now();
     let seg = 7u64 << 32 | 1;
     let seg2 = 7u64 << 32 | 2;
@@ -364,7 +356,7 @@ fn microphone_out_of_audio_src_and_control_messages_both_ways_with_acks() {
     serve.push_text("hello world", Some(seg));
     serve.push(segment("end", seg));
     let mut custom = ControlMessage::new("x-note");
-    custom.payload = Some(serde_json::json!({"n": 1}));
+    custom.payload = Some(json!({"n": 1}));
     serve.push(custom.to_event());
     serve.push(segment("start", seg2));
     serve.push(segment("cancel", seg2));
@@ -522,10 +514,7 @@ fn microphone_out_of_audio_src_and_control_messages_both_ways_with_acks() {
     let interrupts: Vec<_> = upstream.iter().filter(|m| m.kind == "interrupt").collect();
     assert_eq!(interrupts.len(), 1, "{upstream:?}");
     assert_eq!(interrupts[0].id, "peer-int-1");
-    assert_eq!(
-        interrupts[0].payload,
-        Some(serde_json::json!({"why": "barge-in"}))
-    );
+    assert_eq!(interrupts[0].payload, Some(json!({"why": "barge-in"})));
     let peer_acks = result["acks"].as_array().unwrap();
     assert!(
         peer_acks.iter().filter(|a| *a == "peer-int-1").count() >= 1,
@@ -542,12 +531,7 @@ fn microphone_out_of_audio_src_and_control_messages_both_ways_with_acks() {
 #[test]
 fn bad_input_gets_errors_to_that_viewer_only_while_another_keeps_receiving() {
     let serve = Serve::start("");
-    let good = Peer::start(
-        &serve,
-        "whep",
-        serde_json::json!({"expect": 10, "linger": 0.5}),
-    );
-    good.ready();
+    let good = Peer::start(&serve, "whep", json!({"expect": 10, "linger": 0.5}));
     let big = format!(
         r#"{{"id":"big","type":"x-big","payload":"{}"}}"#,
         "a".repeat(20_000)
@@ -560,18 +544,17 @@ fn bad_input_gets_errors_to_that_viewer_only_while_another_keeps_receiving() {
     let bad = Peer::start(
         &serve,
         "ws",
-        serde_json::json!({
+        json!({
             "send_raw": ["{", "[1,2]", r#"{"id":"b1","type":"shout"}"#,
                          r#"{"id":"b2","type":"speech-start"}"#, big, deep],
             "flood": 300,
             "linger": 1.0,
         }),
     );
-    bad.ready();
     let mut pushed = Vec::new();
     for n in 0..10 {
         let mut m = ControlMessage::new("x-seq");
-        m.payload = Some(serde_json::json!({ "n": n }));
+        m.payload = Some(json!({ "n": n }));
         pushed.push(m.id.clone());
         serve.push(m.to_event());
         std::thread::sleep(Duration::from_millis(30));
@@ -602,7 +585,7 @@ fn bad_input_gets_errors_to_that_viewer_only_while_another_keeps_receiving() {
         pushed,
         "the good viewer got all, in order: {good}"
     );
-    assert_eq!(good["errors"], serde_json::json!([]), "{good}");
+    assert_eq!(good["errors"], json!([]), "{good}");
     let codes: Vec<(&str, Option<&str>)> = bad["errors"]
         .as_array()
         .unwrap()
@@ -654,20 +637,18 @@ fn unreliable_channel_and_lost_acks_still_deliver_exactly_once_and_silence_is_re
     let lossy = Peer::start(
         &serve,
         "ws",
-        serde_json::json!({"expect": 40, "drop_acks": 0.3, "linger": 1.0}),
+        json!({"expect": 40, "drop_acks": 0.3, "linger": 1.0}),
     );
-    lossy.ready();
     // Never acks: every message is resent 3 times, then reported undelivered.
     let silent = Peer::start(
         &serve,
         "whep",
-        serde_json::json!({"expect": 40, "ack": false, "linger": 1.0}),
+        json!({"expect": 40, "ack": false, "linger": 1.0}),
     );
-    silent.ready();
     let mut pushed = Vec::new();
     for n in 0..40 {
         let mut m = ControlMessage::new("x-seq");
-        m.payload = Some(serde_json::json!({ "n": n }));
+        m.payload = Some(json!({ "n": n }));
         pushed.push(m.id.clone());
         serve.push(m.to_event());
         std::thread::sleep(Duration::from_millis(5));
@@ -743,8 +724,7 @@ fn unreliable_channel_and_lost_acks_still_deliver_exactly_once_and_silence_is_re
 fn audio_src_requested_while_a_viewer_talks_gets_its_voice() {
     // No audio_src at first: the viewer's decoded microphone is swallowed, no error.
     let serve = Serve::launch("", false, true);
-    let peer = Peer::start(&serve, "whep", serde_json::json!({"linger": 4.0}));
-    peer.ready();
+    let peer = Peer::start(&serve, "whep", json!({"linger": 4.0}));
     serve.collect("the viewer connected", |m| {
         m.iter()
             .any(|m| element_message(m, "peer_connected").is_some())
@@ -773,18 +753,8 @@ fn audio_src_requested_while_a_viewer_talks_gets_its_voice() {
 #[test]
 fn two_talkers_are_mixed_and_one_leaving_does_not_stop_the_other() {
     let serve = Serve::start("");
-    let a = Peer::start(
-        &serve,
-        "whep",
-        serde_json::json!({"freq": 440.0, "linger": 2.0}),
-    );
-    a.ready();
-    let b = Peer::start(
-        &serve,
-        "whep",
-        serde_json::json!({"freq": 660.0, "linger": 6.0}),
-    );
-    b.ready();
+    let a = Peer::start(&serve, "whep", json!({"freq": 440.0, "linger": 2.0}));
+    let b = Peer::start(&serve, "whep", json!({"freq": 660.0, "linger": 6.0}));
     // The last 200 ms of audio_src, in order.
     let last = || -> Vec<i16> {
         let audio = serve.audio.lock().unwrap();
@@ -839,12 +809,7 @@ fn two_talkers_are_mixed_and_one_leaving_does_not_stop_the_other() {
 fn voice_only_without_video_microphone_and_control_channel() {
     // send-recv with nothing on `sink`: viewers join with audio and the channel only.
     let serve = Serve::launch("", true, false);
-    let peer = Peer::start(
-        &serve,
-        "ws",
-        serde_json::json!({"expect": 2, "linger": 1.5}),
-    );
-    peer.ready();
+    let peer = Peer::start(&serve, "ws", json!({"expect": 2, "linger": 1.5}));
     let seg = 9u64 << 32 | 1;
     serve.push(segment("start", seg));
     serve.push(segment("commit", seg));

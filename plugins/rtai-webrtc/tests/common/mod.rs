@@ -78,11 +78,10 @@ pub fn play_until_track_active(
     wait_for(&bus, timeout, "track_active", |m| {
         element_message(m, "track_active").is_some()
     });
-    let addr = serve
-        .property::<gst::Structure>("stats")
-        .get::<String>("address")
-        .unwrap();
-    (bus, addr)
+    (
+        bus,
+        gstrtaiwebrtc::testing::listening_address(serve, timeout),
+    )
 }
 
 /// The structure of an element message named `name`, if `msg` is one.
