@@ -26,6 +26,8 @@ use super::viewer::Viewer;
 const PAGE: &str = include_str!("page.html");
 /// The send-recv page: microphone, control messages shown and acked, Interrupt.
 const VOICE_PAGE: &str = include_str!("voice.html");
+/// The WebSocket join both pages use (in place of their `/*__JOIN_JS__*/`).
+const JOIN_JS: &str = include_str!("join.js");
 /// Messages a client may send per second before it gets errors instead of service.
 const RATE_PER_SECOND: u32 = 50;
 /// Messages queued towards one WebSocket client.
@@ -109,7 +111,8 @@ async fn voice_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Query(q): Q
     html_page(&ctx, &headers, &q, VOICE_PAGE)
 }
 
-/// `template` with the peer id filled in (quotes, tags and escapes removed).
+/// `template` with the join script and the peer id filled in (quotes, tags and
+/// escapes removed).
 fn html_page(
     ctx: &Ctx,
     headers: &HeaderMap,
@@ -119,7 +122,7 @@ fn html_page(
     if !authorized(ctx, headers, q) {
         return (StatusCode::UNAUTHORIZED, "a valid token is needed").into_response();
     }
-    Html(template.replace(
+    Html(template.replace("/*__JOIN_JS__*/", JOIN_JS).replace(
         "__PEER_ID__",
         &ctx.peer_id.replace(['"', '<', '>', '\\'], ""),
     ))
