@@ -130,6 +130,19 @@ impl Serve {
         }
     }
 
+    /// `x-seq` messages (payload `{"n": 0..count}`), `gap` apart; their ids.
+    fn push_seq(&self, count: usize, gap: Duration) -> Vec<String> {
+        (0..count)
+            .map(|n| {
+                let mut m = ControlMessage::new("x-seq");
+                m.payload = Some(json!({ "n": n }));
+                self.push(m.to_event());
+                std::thread::sleep(gap);
+                m.id
+            })
+            .collect()
+    }
+
     fn push_text(&self, text: &str, segment: Option<u64>) {
         let mut b = gst::Buffer::from_slice(text.as_bytes().to_vec());
         if let Some(id) = segment {
@@ -551,14 +564,7 @@ fn bad_input_gets_errors_to_that_viewer_only_while_another_keeps_receiving() {
             "linger": 1.0,
         }),
     );
-    let mut pushed = Vec::new();
-    for n in 0..10 {
-        let mut m = ControlMessage::new("x-seq");
-        m.payload = Some(json!({ "n": n }));
-        pushed.push(m.id.clone());
-        serve.push(m.to_event());
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    let pushed = serve.push_seq(10, Duration::from_millis(30));
     let good = good.result();
     let bad = bad.result();
     // The bad viewer's counters when it left (an error message would fail here).
@@ -645,14 +651,7 @@ fn unreliable_channel_and_lost_acks_still_deliver_exactly_once_and_silence_is_re
         "whep",
         json!({"expect": 40, "ack": false, "linger": 1.0}),
     );
-    let mut pushed = Vec::new();
-    for n in 0..40 {
-        let mut m = ControlMessage::new("x-seq");
-        m.payload = Some(json!({ "n": n }));
-        pushed.push(m.id.clone());
-        serve.push(m.to_event());
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let pushed = serve.push_seq(40, Duration::from_millis(5));
     let t0 = Instant::now();
     let messages = serve.collect("every message settled for both viewers", |m| {
         let lossy_settled = acks(m).iter().filter(|(_, v)| v.starts_with("ws-")).count()

@@ -4,6 +4,7 @@ WebSocket signalling."""
 
 import asyncio
 import json
+import sys
 import urllib.request
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -72,3 +73,14 @@ async def ws_signalling(sock, pc, dtls_server=True, before_answer=None, on_candi
                 on_candidate()
         elif msg["type"] == "error":
             raise RuntimeError("server error: " + msg["message"])
+
+
+def print_result(mode, coro):
+    """Runs `coro`; prints its result as one JSON line, or an `error` line and
+    exits 1 (one JSON line either way)."""
+    try:
+        result = asyncio.run(coro)
+    except Exception as e:
+        print(json.dumps({"mode": mode, "error": f"{type(e).__name__}: {e}"}), flush=True)
+        sys.exit(1)
+    print(json.dumps(result), flush=True)

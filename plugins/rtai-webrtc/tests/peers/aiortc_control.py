@@ -34,7 +34,7 @@ import time
 
 import av
 from aiortc import MediaStreamTrack
-from aiortc_common import http, new_pc, whep_offer, ws_signalling, ws_url
+from aiortc_common import http, new_pc, print_result, whep_offer, ws_signalling, ws_url
 
 
 class Tone(MediaStreamTrack):
@@ -207,12 +207,7 @@ async def main_async(mode, base, cfg):
 def main():
     mode, base = sys.argv[1], sys.argv[2].rstrip("/")
     cfg = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
-    try:
-        result = asyncio.run(asyncio.wait_for(main_async(mode, base, cfg), cfg.get("timeout", 20)))
-    except Exception as e:  # one JSON line either way
-        print(json.dumps({"mode": mode, "error": f"{type(e).__name__}: {e}"}), flush=True)
-        sys.exit(1)
-    print(json.dumps(result), flush=True)
+    print_result(mode, asyncio.wait_for(main_async(mode, base, cfg), cfg.get("timeout", 20)))
 
 
 if __name__ == "__main__":

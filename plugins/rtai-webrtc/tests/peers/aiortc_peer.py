@@ -17,7 +17,7 @@ import json
 import sys
 import time
 
-from aiortc_common import http, new_pc, whep_offer, ws_signalling, ws_url
+from aiortc_common import http, new_pc, print_result, whep_offer, ws_signalling, ws_url
 
 TIMEOUT = float(sys.argv[4]) if len(sys.argv) > 4 else 20.0
 # `progress` as a 5th argument: a "progress FRAMES" line on stderr every second (the soak).
@@ -99,16 +99,11 @@ async def ws(base, want, dtls_server=True):
 
 def main():
     mode, base, want = sys.argv[1], sys.argv[2].rstrip("/"), int(sys.argv[3])
-    try:
-        if mode == "whep":
-            run = whep(base, want)
-        else:
-            run = ws(base, want, dtls_server=mode != "ws-dtls-client")
-        result = asyncio.run(run)
-    except Exception as e:  # one JSON line either way
-        print(json.dumps({"mode": mode, "error": f"{type(e).__name__}: {e}"}), flush=True)
-        sys.exit(1)
-    print(json.dumps(result), flush=True)
+    if mode == "whep":
+        run = whep(base, want)
+    else:
+        run = ws(base, want, dtls_server=mode != "ws-dtls-client")
+    print_result(mode, run)
 
 
 if __name__ == "__main__":
