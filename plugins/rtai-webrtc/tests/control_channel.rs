@@ -119,6 +119,23 @@ impl Serve {
         sink.sync_state_with_parent().unwrap();
     }
 
+    /// The samples of audio_src's last `buffers` buffers (or all there are), in order.
+    fn last_pcm(&self, buffers: usize) -> Vec<i16> {
+        let audio = self.audio.lock().unwrap();
+        audio[audio.len().saturating_sub(buffers)..]
+            .iter()
+            .flat_map(|(_, p)| p.iter().copied())
+            .collect()
+    }
+
+    /// Waits until audio_src's last 10 buffers all carry a tone (RMS over 1000).
+    fn wait_for_tone(&self, what: &str) {
+        wait_until(T, what, || {
+            let audio = self.audio.lock().unwrap();
+            audio.len() >= 10 && audio.iter().rev().take(10).all(|(_, p)| tone(p).1 > 1000.0)
+        });
+    }
+
     /// Sends a control event towards the `control` pad as specvadgate would
     /// behind a queue: serialized events in order with the text buffers
     /// (appsrc queues them), out-of-band ones (cancel) at once, overtaking.
@@ -380,31 +397,15 @@ fn microphone_out_of_audio_src_and_control_messages_both_ways_with_acks() {
     });
     let elapsed = t0.elapsed();
     // The tone, while the peer is still there (it lingers 2 s).
-    let loud = |pcm: &[i16]| tone(pcm).1 > 1000.0;
-    wait_until(T, "the tone on audio_src", || {
-        serve
-            .audio
-            .lock()
-            .unwrap()
-            .iter()
-            .rev()
-            .take(10)
-            .all(|(_, p)| loud(p))
-    });
-    let pcm: Vec<i16> = {
+    serve.wait_for_tone("the tone on audio_src");
+    {
         let audio = serve.audio.lock().unwrap();
         assert!(
             audio.windows(2).all(|w| w[1].0 > w[0].0),
             "timestamps increase"
         );
-        audio
-            .iter()
-            .rev()
-            .take(10)
-            .rev()
-            .flat_map(|(_, p)| p.iter().copied())
-            .collect()
-    };
+    }
+    let pcm = serve.last_pcm(10);
     let (freq, rms) = tone(&pcm);
     println!("audio_src: {freq:.0} Hz, RMS {rms:.0}");
     assert!((freq - 440.0).abs() < 20.0, "440 Hz, got {freq:.0}");
@@ -729,21 +730,8 @@ fn audio_src_requested_while_a_viewer_talks_gets_its_voice() {
             .any(|m| element_message(m, "peer_connected").is_some())
     });
     serve.link_audio();
-    let loud = |pcm: &[i16]| tone(pcm).1 > 1000.0;
-    wait_until(T, "the tone on the late audio_src", || {
-        let audio = serve.audio.lock().unwrap();
-        audio.len() >= 10 && audio.iter().rev().take(10).all(|(_, p)| loud(p))
-    });
-    let pcm: Vec<i16> = serve
-        .audio
-        .lock()
-        .unwrap()
-        .iter()
-        .rev()
-        .take(10)
-        .rev()
-        .flat_map(|(_, p)| p.iter().copied())
-        .collect();
+    serve.wait_for_tone("the tone on the late audio_src");
+    let pcm = serve.last_pcm(10);
     let (freq, _) = tone(&pcm);
     assert!((freq - 440.0).abs() < 20.0, "440 Hz, got {freq:.0}");
     peer.result();
@@ -755,14 +743,7 @@ fn two_talkers_are_mixed_and_one_leaving_does_not_stop_the_other() {
     let a = Peer::start(&serve, "whep", json!({"freq": 440.0, "linger": 2.0}));
     let b = Peer::start(&serve, "whep", json!({"freq": 660.0, "linger": 6.0}));
     // The last 200 ms of audio_src, in order.
-    let last = || -> Vec<i16> {
-        let audio = serve.audio.lock().unwrap();
-        let n = audio.len();
-        audio[n.saturating_sub(20)..]
-            .iter()
-            .flat_map(|(_, p)| p.iter().copied())
-            .collect()
-    };
+    let last = || serve.last_pcm(20);
     wait_until(T, "both tones mixed", || {
         let pcm = last();
         power_at(&pcm, 440.0) > 0.01 && power_at(&pcm, 660.0) > 0.01
@@ -812,11 +793,7 @@ fn voice_only_without_video_microphone_and_control_channel() {
     let seg = 9u64 << 32 | 1;
     serve.push(segment("start", seg));
     serve.push(segment("commit", seg));
-    let loud = |pcm: &[i16]| tone(pcm).1 > 1000.0;
-    wait_until(T, "the tone of a voice-only viewer", || {
-        let audio = serve.audio.lock().unwrap();
-        audio.len() >= 10 && audio.iter().rev().take(10).all(|(_, p)| loud(p))
-    });
+    serve.wait_for_tone("the tone of a voice-only viewer");
     let result = peer.result();
     let kinds: Vec<&str> = result["received"]
         .as_array()
