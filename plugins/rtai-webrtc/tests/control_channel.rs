@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -222,20 +222,8 @@ struct Peer {
 
 impl Peer {
     fn start(serve: &Serve, mode: &str, config: serde_json::Value) -> Self {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let python = root.join(".venv-aiortc/bin/python");
-        assert!(
-            python.exists(),
-            "aiortc is missing: scripts/setup.sh installs scripts/peers-aiortc.txt into .venv-aiortc"
-        );
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/aiortc_control.py");
-        let mut child = Command::new(python)
-            .args([
-                script,
-                mode,
-                &format!("http://{}", serve.addr),
-                &config.to_string(),
-            ])
+        let mut child = aiortc_peer("aiortc_control.py")
+            .args([mode, &format!("http://{}", serve.addr), &config.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

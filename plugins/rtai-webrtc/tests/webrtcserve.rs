@@ -601,16 +601,8 @@ fn a_joining_viewer_asks_ffmpegsrc_for_a_key_frame() {
 /// Runs tests/peers/aiortc_peer.py (aiortc from .venv-aiortc) against `serve`;
 /// returns its exit success and its JSON line.
 fn aiortc(serve: &Serve, mode: &str, frames: u32, timeout_s: u32) -> (bool, serde_json::Value) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = root.join(".venv-aiortc/bin/python");
-    assert!(
-        python.exists(),
-        "aiortc is missing: scripts/setup.sh installs scripts/peers-aiortc.txt into .venv-aiortc"
-    );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/aiortc_peer.py");
-    let out = std::process::Command::new(python)
+    let out = aiortc_peer("aiortc_peer.py")
         .args([
-            script,
             mode,
             &format!("http://{}", serve.addr),
             &frames.to_string(),

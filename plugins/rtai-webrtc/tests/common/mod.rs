@@ -102,3 +102,20 @@ pub use gstrtaiwebrtc::testing::wait_until;
 pub fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
+
+/// `.venv-aiortc`'s python running tests/peers/`script` (an aiortc peer);
+/// panics if aiortc is not installed.
+pub fn aiortc_peer(script: &str) -> std::process::Command {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv-aiortc/bin/python");
+    assert!(
+        python.exists(),
+        "aiortc is missing: scripts/setup.sh installs scripts/peers-aiortc.txt into .venv-aiortc"
+    );
+    let mut command = std::process::Command::new(python);
+    command.arg(format!(
+        "{}/tests/peers/{script}",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    command
+}
