@@ -46,6 +46,21 @@ pub fn launch(desc: &str) -> gst::Pipeline {
         .unwrap_or_else(|_| panic!("{desc:?} is one element, not a pipeline"))
 }
 
+/// The error of the next error message on `bus`, waiting at most `timeout`;
+/// panics when none comes.
+pub fn next_error(bus: &gst::Bus, timeout: Duration) -> gst::glib::Error {
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_nseconds(timeout.as_nanos() as u64),
+            &[gst::MessageType::Error],
+        )
+        .unwrap_or_else(|| panic!("no error message within {timeout:?}"));
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!("filtered on errors")
+    };
+    e.error()
+}
+
 /// The element `name` of `bin` as its own type: `element::<gst_app::AppSrc>(&pipeline, "src")`.
 pub fn element<T: IsA<gst::Element>>(bin: &impl IsA<gst::Bin>, name: &str) -> T {
     let bin = bin.upcast_ref::<gst::Bin>();

@@ -444,15 +444,8 @@ fn start_fails_with(description: &str, text: &str) {
     init();
     let pipeline = gst::parse::launch(description).unwrap();
     assert!(pipeline.set_state(gst::State::Playing).is_err());
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
-        .expect("an error message");
-    let gst::MessageView::Error(e) = msg.view() else {
-        unreachable!()
-    };
-    assert!(e.error().to_string().contains(text), "{}", e.error());
+    let error = rtai_core::testing::next_error(&pipeline.bus().unwrap(), Duration::from_secs(5));
+    assert!(error.to_string().contains(text), "{error}");
     let _ = pipeline.set_state(gst::State::Null);
 }
 

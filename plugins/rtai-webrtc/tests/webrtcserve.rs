@@ -302,17 +302,11 @@ fn without_coreelements_webrtcserve_errors_instead_of_panicking() {
         let pipeline = gst::Pipeline::new();
         pipeline.add(&serve).unwrap();
         assert!(pipeline.set_state(gst::State::Ready).is_err());
-        let msg = pipeline
-            .bus()
-            .unwrap()
-            .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
-            .expect("an error message");
-        let gst::MessageView::Error(e) = msg.view() else {
-            unreachable!()
-        };
-        assert!(e.error().matches(gst::CoreError::MissingPlugin), "{e:?}");
-        assert!(e.error().message().contains("coreelements"), "{e:?}");
-        println!("child-ok: {}", e.error());
+        let error =
+            rtai_core::testing::next_error(&pipeline.bus().unwrap(), Duration::from_secs(5));
+        assert!(error.matches(gst::CoreError::MissingPlugin), "{error:?}");
+        assert!(error.message().contains("coreelements"), "{error:?}");
+        println!("child-ok: {error}");
         return;
     }
     let empty = std::env::temp_dir().join(format!("rtai-webrtc-no-system-{}", std::process::id()));
