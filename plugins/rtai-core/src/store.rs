@@ -53,6 +53,16 @@ pub fn is_postgres(database: &str) -> bool {
 }
 
 /// Milliseconds since the Unix epoch.
+/// The start error of an element whose `database` (shown with its password
+/// redacted) did not open: `what` names the store ("analytics", "delivery").
+pub fn open_error(what: &str, err: impl std::fmt::Display, database: &str) -> gst::ErrorMessage {
+    gst::error_msg!(
+        gst::ResourceError::OpenReadWrite,
+        ("Cannot open the {} database: {}", what, err),
+        ["database property: {}", crate::secrets::redact(database)]
+    )
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -892,16 +892,8 @@ impl AnalyticsSink {
         let s = self.settings.lock().unwrap().clone();
         let element = self.obj().name().to_string();
         let database = s.database.clone();
-        let store = wait_on(async move { Store::open(&database).await }).map_err(|err| {
-            gst::error_msg!(
-                gst::ResourceError::OpenReadWrite,
-                ("Cannot open the analytics database: {}", err),
-                [
-                    "database property: {}",
-                    rtai_core::secrets::redact(&s.database)
-                ]
-            )
-        })?;
+        let store = wait_on(async move { Store::open(&database).await })
+            .map_err(|err| rtai_core::store::open_error("analytics", err, &s.database))?;
         gst::info!(
             CAT,
             imp = self,

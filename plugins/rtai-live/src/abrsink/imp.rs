@@ -301,16 +301,8 @@ impl AbrSink {
         // Open (and migrate) the store now: a wrong `database` fails the start
         // instead of silently losing the history.
         let delivery = registration.server.delivery.clone();
-        wait_on(async move { delivery.store_backend().await }).map_err(|e| {
-            gst::error_msg!(
-                gst::ResourceError::OpenReadWrite,
-                ("Cannot open the delivery database: {}", e),
-                [
-                    "database property: {}",
-                    rtai_core::secrets::redact(&settings.database)
-                ]
-            )
-        })?;
+        wait_on(async move { delivery.store_backend().await })
+            .map_err(|e| rtai_core::store::open_error("delivery", e, &settings.database))?;
         gst::info!(
             CAT,
             imp = self,
