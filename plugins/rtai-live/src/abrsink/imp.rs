@@ -1195,7 +1195,8 @@ impl ObjectImpl for AbrSink {
                     .build(),
                 glib::ParamSpecUInt::builder("bound-port")
                     .nick("Bound port")
-                    .blurb("The HTTP server's port (with listen=...:0)")
+                    .blurb("The HTTP server's port (with listen=...:0); 0 before start")
+                    .maximum(65535)
                     .read_only()
                     .build(),
                 glib::ParamSpecString::builder("renditions")
