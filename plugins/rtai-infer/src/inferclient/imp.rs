@@ -908,7 +908,8 @@ impl InferClient {
     }
 
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
-        if let Some(SegmentEvent::Cancel { id, .. }) = SegmentEvent::parse(&event) {
+        let segment = SegmentEvent::parse(&event);
+        if let Some(SegmentEvent::Cancel { id, .. }) = segment {
             self.cancel_segment(id);
             return self.srcpad.push_event(event);
         }
@@ -947,8 +948,7 @@ impl InferClient {
             _ => {}
         }
         // A segment's end or EOS sends the audio collected so far.
-        if matches!(SegmentEvent::parse(&event), Some(SegmentEvent::End { .. }))
-            || event.type_() == gst::EventType::Eos
+        if matches!(segment, Some(SegmentEvent::End { .. })) || event.type_() == gst::EventType::Eos
         {
             let settings = self.settings();
             let transcript = self
@@ -968,11 +968,10 @@ impl InferClient {
             }
         }
         if event.is_serialized() {
-            if self.settings.lock().unwrap().segment_events == InferSegmentEvents::Immediate
-                && matches!(
-                    SegmentEvent::parse(&event),
-                    Some(SegmentEvent::Start { .. } | SegmentEvent::Commit { .. } | SegmentEvent::End { .. })
-                )
+            if matches!(
+                segment,
+                Some(SegmentEvent::Start { .. } | SegmentEvent::Commit { .. } | SegmentEvent::End { .. })
+            ) && self.settings.lock().unwrap().segment_events == InferSegmentEvents::Immediate
                 // Not before the stream's own start and segment went out (they are in the queue).
                 && self
                     .srcpad
